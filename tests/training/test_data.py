@@ -1,0 +1,362 @@
+"""Readers, validators and task builders of training/data.py, on upstream-format fixtures."""
+
+import gzip
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from training import data
+from training.data import (
+    ClsExample,
+    DataConfig,
+    DataError,
+    PairText,
+    classification_splits,
+    code_to_text_splits,
+    data_fingerprint,
+    default_data_path,
+    load_code_to_text,
+    split_labeled_unlabeled,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+C2T = FIXTURES / "code_to_text"
+DEVIGN = FIXTURES / "devign"
+BCB = FIXTURES / "bigclonebench"
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _write_jsonl(path: Path, records: list, gz: bool = False) -> Path:
+    text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _c2t_record(path: str, code: str, summary: str, partition: str = "train") -> dict:
+    return {
+        "path": path,
+        "code_tokens": code.split(),
+        "docstring_tokens": summary.split(),
+        "partition": partition,
+    }
+
+
+# ---------------------------------------------------------------- code-to-text
+
+
+def test_code_to_text_folder_reads_upstream_records():
+    splits = load_code_to_text(C2T)
+    assert {s: len(v) for s, v in splits.items()} == {"train": 5, "valid": 2, "test": 2}
+    first = _records(C2T / "train.jsonl")[0]
+    assert splits["train"][0] == PairText(
+        " ".join(first["code_tokens"]), " ".join(first["docstring_tokens"])
+    )
+
+
+def test_code_to_text_gz_file_and_subfolder_layouts_agree(tmp_path):
+    plain = load_code_to_text(C2T)
+    gz_dir = tmp_path / "gz"
+    gz_dir.mkdir()
+    nested = tmp_path / "nested"  # CodeSearchNet layout: train/ruby_train_0.jsonl.gz
+    for split in ("train", "valid", "test"):
+        records = _records(C2T / f"{split}.jsonl")
+        _write_jsonl(gz_dir / f"{split}.jsonl.gz", records, gz=True)
+        (nested / split).mkdir(parents=True)
+        _write_jsonl(nested / split / f"ruby_{split}_0.jsonl.gz", records, gz=True)
+    assert load_code_to_text(gz_dir) == plain
+    assert load_code_to_text(nested) == plain
+
+
+def test_code_to_text_single_file_uses_partition_field(tmp_path):
+    records = [r for s in ("train", "valid", "test") for r in _records(C2T / f"{s}.jsonl")]
+    single = _write_jsonl(tmp_path / "all.jsonl", records)
+    assert load_code_to_text(single) == load_code_to_text(C2T)
+
+
+def test_code_to_text_joins_tokens_like_codexglue(tmp_path):
+    rec = {
+        "code_tokens": ["def", "f", "(", ")", ":", "'a\nb'"],
+        "docstring_tokens": ["Do", "it", "\n", "."],
+    }
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        _write_jsonl(folder / f"{split}.jsonl", [rec])
+    pair = load_code_to_text(folder)["test"][0]
+    assert pair == PairText("def f ( ) : 'a b'", "Do it .")
+
+
+def test_code_to_text_splits_caps_are_seeded():
+    cfg = DataConfig(path=str(C2T), max_train=3, max_eval=1, seed=7)
+    first, again = code_to_text_splits(cfg), code_to_text_splits(cfg)
+    assert first == again
+    assert [len(first[s]) for s in ("train", "valid", "test")] == [3, 1, 1]
+    assert set(first["train"]) <= set(load_code_to_text(C2T)["train"])
+
+
+# ---------------------------------------------------------------- code search
+
+
+def test_code_search_is_balanced_and_built_from_true_pairs():
+    splits = classification_splits(DataConfig(path=str(C2T)))
+    pairs = load_code_to_text(C2T)
+    for split, examples in splits.items():
+        true = {(p.source, p.target) for p in pairs[split]}
+        summaries = {p.target for p in pairs[split]}
+        assert Counter(e.label for e in examples) == {1: len(pairs[split]), 0: len(pairs[split])}
+        for ex in examples:
+            assert ((ex.text_a, ex.text_b) in true) == (ex.label == 1)
+            assert ex.text_b in summaries  # negatives come from the same split
+
+
+def test_code_search_prefers_a_negative_from_the_same_file(tmp_path):
+    records = [
+        _c2t_record("a.py", "def a1 ( ) : pass", "first of file a"),
+        _c2t_record("a.py", "def a2 ( ) : pass", "second of file a"),
+    ] + [_c2t_record(f"z{i}.py", f"def z{i} ( ) : pass", f"function number {i}") for i in range(20)]
+    records += [
+        _c2t_record("v.py", "def v ( ) : pass", "valid one", "valid"),
+        _c2t_record("w.py", "def w ( ) : pass", "valid two", "valid"),
+        _c2t_record("t.py", "def t ( ) : pass", "test one", "test"),
+        _c2t_record("u.py", "def u ( ) : pass", "test two", "test"),
+    ]
+    path = _write_jsonl(tmp_path / "one.jsonl", records)
+    for seed in range(5):
+        train = classification_splits(DataConfig(path=str(path), seed=seed))["train"]
+        negatives = {e.text_a: e.text_b for e in train if e.label == 0}
+        assert negatives["def a1 ( ) : pass"] == "second of file a"
+        assert negatives["def a2 ( ) : pass"] == "first of file a"
+
+
+def test_code_search_caps_keep_balance_and_seed_matters():
+    cfg = DataConfig(max_train=200, max_eval=50, seed=3)
+    splits = classification_splits(cfg)
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [200, 50, 50]
+    assert Counter(e.label for e in splits["train"]) == {0: 100, 1: 100}
+    assert classification_splits(cfg) == splits
+    assert (
+        classification_splits(DataConfig(max_train=200, max_eval=50, seed=4))["train"]
+        != splits["train"]
+    )
+
+
+# ---------------------------------------------------------------- defect and clone
+
+
+def test_defect_reader():
+    splits = classification_splits(DataConfig(path=str(DEVIGN), task="defect"))
+    records = _records(DEVIGN / "train.jsonl")
+    assert splits["train"] == [ClsExample(r["func"], None, r["target"]) for r in records]
+    assert [len(splits[s]) for s in ("valid", "test")] == [2, 2]
+
+
+def test_clone_reader_tab_and_space_separators(tmp_path):
+    splits = classification_splits(DataConfig(path=str(BCB), task="clone"))
+    funcs = {r["idx"]: r["func"] for r in _records(BCB / "data.jsonl")}
+    assert splits["train"][0] == ClsExample(funcs["101"], funcs["102"], 1)
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [4, 2, 2]
+    spaced = tmp_path / "bcb"
+    shutil.copytree(BCB, spaced)
+    for split in ("train", "valid", "test"):
+        file = spaced / f"{split}.txt"
+        file.write_text(file.read_text().replace("\t", " "))
+    assert classification_splits(DataConfig(path=str(spaced), task="clone")) == splits
+
+
+def test_detect_format():
+    assert data.detect_format(C2T) == "code-to-text"
+    assert data.detect_format(DEVIGN) == "defect"
+    assert data.detect_format(BCB) == "clone"
+
+
+# ---------------------------------------------------------------- labeled / unlabeled
+
+
+def test_split_labeled_unlabeled_is_stratified_seeded_and_disjoint():
+    examples = [ClsExample(f"x{i}", None, int(i % 4 == 0)) for i in range(400)]  # 100 positives
+    labeled, unlabeled = split_labeled_unlabeled(examples, 0.5, seed=1)
+    assert Counter(e.label for e in labeled) == {1: 50, 0: 150}
+    assert sorted(labeled + unlabeled, key=examples.index) == examples
+    assert not set(labeled) & set(unlabeled)
+    assert split_labeled_unlabeled(examples, 0.5, seed=1) == (labeled, unlabeled)
+    assert split_labeled_unlabeled(examples, 0.5, seed=2)[0] != labeled
+    assert len(split_labeled_unlabeled(examples, 0.25, seed=0)[0]) == 100
+    with pytest.raises(ValueError, match="fraction"):
+        split_labeled_unlabeled(examples, 1.5, seed=0)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _c2t_folder(tmp_path: Path, train_lines: list) -> Path:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    good = _records(C2T / "valid.jsonl")
+    _write_jsonl(folder / "train.jsonl", train_lines)
+    _write_jsonl(folder / "valid.jsonl", good)
+    _write_jsonl(folder / "test.jsonl", good)
+    return folder
+
+
+GOOD = {"code_tokens": ["x"], "docstring_tokens": ["y"]}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"train\.jsonl:2: invalid JSON"),
+        ("[1, 2]", r"train\.jsonl:2: expected a JSON object"),
+        ({"code_tokens": ["x"]}, r"train\.jsonl:2: missing field 'docstring_tokens'"),
+        (
+            {"code_tokens": "x y", "docstring_tokens": ["y"]},
+            r"train\.jsonl:2: field 'code_tokens' must be a list of strings",
+        ),
+        (
+            {"code_tokens": ["x"], "docstring_tokens": []},
+            r"train\.jsonl:2: field 'docstring_tokens' is empty",
+        ),
+    ],
+)
+def test_bad_code_to_text_line_names_file_line_and_problem(tmp_path, line, message):
+    folder = _c2t_folder(tmp_path, [GOOD, line])
+    with pytest.raises(DataError, match=message):
+        load_code_to_text(folder)
+
+
+def test_empty_and_missing_splits_are_errors(tmp_path):
+    with pytest.raises(DataError, match="split 'train' is empty"):
+        load_code_to_text(_c2t_folder(tmp_path, []))
+    (tmp_path / "bad" / "test.jsonl").unlink()
+    with pytest.raises(DataError, match="no test.jsonl"):
+        load_code_to_text(tmp_path / "bad")
+    with pytest.raises(DataError, match="no such file"):
+        load_code_to_text(tmp_path / "nowhere")
+
+
+def test_bad_gzip_is_a_data_error(tmp_path):
+    folder = _c2t_folder(tmp_path, [GOOD])
+    (folder / "train.jsonl").unlink()
+    (folder / "train.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match=r"train\.jsonl\.gz: cannot read"):
+        load_code_to_text(folder)
+
+
+def test_bad_defect_records(tmp_path):
+    folder = tmp_path / "devign"
+    shutil.copytree(DEVIGN, folder)
+    _write_jsonl(folder / "valid.jsonl", [{"func": "int f();", "target": 2}])
+    with pytest.raises(DataError, match=r"valid\.jsonl:1: field 'target' must be 0 or 1"):
+        classification_splits(DataConfig(path=str(folder), task="defect"))
+    _write_jsonl(folder / "valid.jsonl", [{"target": 1}])
+    with pytest.raises(DataError, match=r"valid\.jsonl:1: missing field 'func'"):
+        classification_splits(DataConfig(path=str(folder), task="defect"))
+
+
+def test_defect_task_on_code_to_text_data_names_the_missing_field():
+    with pytest.raises(DataError, match="missing field 'func'"):
+        classification_splits(DataConfig(path=str(C2T), task="defect"))
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("101\t102", "expected 'idx1 idx2 label'"),
+        ("101\t102\t2", "expected 'idx1 idx2 label'"),
+        ("101\t999\t1", "idx 999 is not in data.jsonl"),
+    ],
+)
+def test_bad_clone_lines(tmp_path, line, message):
+    folder = tmp_path / "bcb"
+    shutil.copytree(BCB, folder)
+    (folder / "test.txt").write_text("104\t103\t1\n" + line + "\n")
+    with pytest.raises(DataError, match=rf"test\.txt:2: {message}"):
+        classification_splits(DataConfig(path=str(folder), task="clone"))
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="data.task"):
+        DataConfig(task="translate")
+    with pytest.raises(ValueError, match="data.max_train"):
+        DataConfig(max_train=0)
+    with pytest.raises(ValueError, match="data.labeled_fraction"):
+        DataConfig(labeled_fraction=1.0)
+
+
+# ---------------------------------------------------------------- command line, fingerprint
+
+
+def test_validate_cli_prints_counts(capsys):
+    assert data.main(["validate", str(DEVIGN)]) == 0
+    out = capsys.readouterr().out
+    assert "defect" in out and "train\t4" in out and "test\t2" in out
+
+
+def test_validate_cli_exits_1_with_the_message(tmp_path, capsys):
+    folder = _c2t_folder(tmp_path, [GOOD, {"code_tokens": ["x"]}])
+    assert data.main(["validate", str(folder)]) == 1
+    assert "train.jsonl:2: missing field 'docstring_tokens'" in capsys.readouterr().err
+
+
+def test_fingerprint_follows_content_and_config(tmp_path):
+    copy = tmp_path / "c2t"
+    shutil.copytree(C2T, copy)
+    cfg = DataConfig(path=str(copy))
+    fp = data_fingerprint(cfg)
+    assert fp == data_fingerprint(DataConfig(path=str(C2T)))  # same content elsewhere
+    assert data_fingerprint(DataConfig(path=str(copy), seed=1)) != fp
+    records = _records(copy / "test.jsonl")
+    records[0]["docstring_tokens"] = ["changed", "summary", "here"]
+    _write_jsonl(copy / "test.jsonl", records)
+    assert data_fingerprint(cfg) != fp
+
+
+# ---------------------------------------------------------------- the shipped data set
+
+
+def test_shipped_data_set_validates_with_licence_and_readme():
+    root = default_data_path()
+    counts = data.validate(root)
+    assert counts["train"] > 4000 and counts["valid"] > 500 and counts["test"] > 500
+    assert "Python Software Foundation" in (root / "LICENSE.txt").read_text()
+    readme = (root / "README.md").read_text()
+    assert "python -m training.harvest" in readme
+    assert all(str(n) in readme for n in counts.values())
+    assert data.main(["validate", str(root)]) == 0
+
+
+def test_shipped_data_set_keeps_each_file_in_one_split():
+    root = default_data_path()
+    paths = {}
+    for split in ("train", "valid", "test"):
+        with gzip.open(root / f"{split}.jsonl.gz", "rt") as handle:
+            for line in handle:
+                paths.setdefault(json.loads(line)["path"], set()).add(split)
+    assert all(len(splits) == 1 for splits in paths.values())
+
+
+def test_code_search_needs_two_distinct_summaries_per_split(tmp_path):
+    records = [
+        _c2t_record("a.py", "def a ( ) : pass", "first function here"),
+        _c2t_record("b.py", "def b ( ) : pass", "second function here"),
+        _c2t_record("v.py", "def v ( ) : pass", "only valid function", "valid"),
+        _c2t_record("t.py", "def t ( ) : pass", "test one", "test"),
+        _c2t_record("u.py", "def u ( ) : pass", "test two", "test"),
+    ]
+    path = _write_jsonl(tmp_path / "one.jsonl", records)
+    with pytest.raises(DataError, match="split 'valid' has too few distinct summaries"):
+        classification_splits(DataConfig(path=str(path)))
+
+
+def test_default_data_set_only_serves_code_search():
+    with pytest.raises(DataError, match="task 'clone' needs data.path"):
+        classification_splits(DataConfig(task="clone"))

@@ -1,0 +1,256 @@
+"""training/harvest.py on a small source tree written by the test."""
+
+import gzip
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from training import data, harvest
+
+MAIN = '''\
+"""Module docstring."""
+import functools
+
+
+def top(x):
+    """Add one to a number. More detail follows here."""
+    # a comment that is not a token
+    y = x + 1
+    return y
+
+
+class Box:
+    """A box."""
+
+    def put(self, item):
+        """Store an item in the box.
+
+        Long description.
+        """
+        self.item = item
+        return self
+
+    @functools.lru_cache(maxsize=None)
+    def cached(self, key):
+        """Look up a key with a cache."""
+        value = key * 2
+        return value
+
+    async def fetch(self, url):
+        """Fetch something from somewhere asynchronously."""
+        await url.wait()
+        return url
+
+
+def outer(a):
+    """Build an inner helper function."""
+    def inner(b):
+        """Multiply both numbers together."""
+        c = a * b
+        return c
+    return inner
+
+
+def no_doc(a):
+    b = a
+    return b
+
+
+def one_word(a):
+    """Compute."""
+    b = a
+    return b
+
+
+def with_url(a):
+    """See https://example.com for the details."""
+    b = a
+    return b
+
+
+def test_something(a):
+    """Check that something works well."""
+    assert a
+    return a
+
+
+def only_doc():
+    """This function has a docstring only."""
+
+
+def short(a): "Return the argument unchanged."; return a
+'''
+
+DUPLICATE = '''\
+def top(x):
+    """Add one to a number, again."""
+    # the same code as main.top: kept once
+    y = x + 1
+    return y
+'''
+
+FILLER = '''\
+def helper_{n}(value):
+    """Return the value plus {n} for module {n}."""
+    result = value + {n}
+    return result
+'''
+
+
+def _name_in(split: str, stem: str) -> str:
+    """A file name whose path hashes into ``split``."""
+    return next(f"{stem}{i}.py" for i in range(1000) if harvest.split_of(f"{stem}{i}.py") == split)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "pkg" / "tests").mkdir(parents=True)
+    (src / "pkg" / "idle_test").mkdir()
+    (src / "pkg" / "main.py").write_text(MAIN)
+    (src / "pkg" / "zdup.py").write_text(DUPLICATE)
+    (src / "pkg" / "tests" / "test_main.py").write_text(FILLER.format(n=99))
+    (src / "pkg" / "idle_test" / "helpers.py").write_text(FILLER.format(n=98))
+    (src / "broken.py").write_text("def broken(:\n")
+    for n, split in enumerate(("train", "valid", "test")):
+        (src / _name_in(split, "mod")).write_text(FILLER.format(n=n))
+    return src
+
+
+def _by_name(records: dict) -> dict:
+    return {r["func_name"]: r for recs in records.values() for r in recs}
+
+
+def test_harvest_keeps_methods_nested_decorated_async(tree):
+    splits, stats = harvest.harvest(tree)
+    by_name = _by_name(splits)
+    main = {k for k, r in by_name.items() if r["path"] == "pkg/main.py"}
+    assert main == {"top", "Box.put", "Box.cached", "Box.fetch", "outer", "outer.inner"}
+    assert by_name["Box.cached"]["code"].startswith(
+        "@functools.lru_cache(maxsize=None)\ndef cached"
+    )
+    assert by_name["Box.fetch"]["code"].startswith("async def fetch(self, url):")
+    assert stats.unparsable == 1
+    assert stats.dropped["duplicate code"] == 1
+    assert {"no docstring", "short summary", "url in summary", "test function"} <= set(
+        stats.dropped
+    )
+
+
+def test_harvest_skips_test_folders_and_paths_are_relative(tree):
+    paths = {r["path"] for recs in harvest.harvest(tree)[0].values() for r in recs}
+    assert "pkg/main.py" in paths
+    assert not any("tests/" in p or "idle_test/" in p for p in paths)
+    assert not any(p.startswith("/") for p in paths)
+
+
+def test_record_fields_follow_codexglue(tree):
+    rec = _by_name(harvest.harvest(tree, repo="me/src", url_base="https://x/")[0])["top"]
+    assert list(rec) == [
+        "repo",
+        "path",
+        "func_name",
+        "original_string",
+        "language",
+        "code",
+        "code_tokens",
+        "docstring",
+        "docstring_tokens",
+        "url",
+        "partition",
+    ]
+    assert rec["repo"] == "me/src" and rec["language"] == "python"
+    assert rec["url"] == "https://x/pkg/main.py#L5-L9"
+    assert '"""Add one' in rec["original_string"]
+    assert (
+        rec["code"]
+        == "def top(x):\n    # a comment that is not a token\n    y = x + 1\n    return y\n"
+    )
+    assert rec["code_tokens"] == [
+        "def",
+        "top",
+        "(",
+        "x",
+        ")",
+        ":",
+        "y",
+        "=",
+        "x",
+        "+",
+        "1",
+        "return",
+        "y",
+    ]
+    assert rec["docstring"].startswith("Add one to a number. More detail")
+    assert rec["docstring_tokens"] == ["Add", "one", "to", "a", "number", "."]
+    assert rec["partition"] == harvest.split_of("pkg/main.py")
+
+
+def test_method_is_dedented_and_summary_is_first_sentence(tree):
+    rec = _by_name(harvest.harvest(tree)[0])["Box.put"]
+    assert rec["code"] == "def put(self, item):\n    self.item = item\n    return self\n"
+    assert rec["docstring_tokens"] == ["Store", "an", "item", "in", "the", "box", "."]
+    inner = _by_name(harvest.harvest(tree)[0])["outer.inner"]
+    assert inner["code"].startswith("def inner(b):\n    c = a * b")
+
+
+def test_split_is_by_file_and_deterministic(tree):
+    splits, _ = harvest.harvest(tree)
+    assert all(splits[s] for s in harvest.SPLITS)
+    for split, records in splits.items():
+        assert all(r["partition"] == split == harvest.split_of(r["path"]) for r in records)
+    buckets = [harvest.split_of(f"file{i}.py") for i in range(2000)]
+    assert 0.75 < buckets.count("train") / 2000 < 0.85
+
+
+def test_first_sentence_and_tokens():
+    assert harvest.first_sentence("Do x, e.g. y. Then z.") == "Do x, e.g. y."
+    assert (
+        harvest.first_sentence("Line one\n  continues here.\n\nOther") == "Line one continues here."
+    )
+    assert harvest.docstring_tokens("Return self.x (or None).") == [
+        "Return",
+        "self",
+        ".",
+        "x",
+        "(",
+        "or",
+        "None",
+        ")",
+        ".",
+    ]
+    code = "def f(a):  # note\n    return a\n"
+    assert harvest.code_tokens(code) == ["def", "f", "(", "a", ")", ":", "return", "a"]
+
+
+def test_cli_writes_gzipped_splits_that_validate(tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert harvest.main([str(tree), "--out", str(out)]) == 0
+    assert "kept=" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "test.jsonl.gz",
+        "train.jsonl.gz",
+        "valid.jsonl.gz",
+    ]
+    counts = data.validate(out)
+    splits, _ = harvest.harvest(tree)
+    assert counts == {s: len(r) for s, r in splits.items()}
+    first = json.loads(gzip.open(out / "train.jsonl.gz", "rt").readline())
+    assert first["repo"] == "src"
+    again = tmp_path / "again"
+    harvest.main([str(tree), "--out", str(again)])
+    assert all(
+        (out / n).read_bytes() == (again / n).read_bytes()
+        for n in ("train.jsonl.gz", "test.jsonl.gz")
+    )
+
+
+def test_cli_refuses_a_tree_with_an_empty_split(tmp_path, capsys):
+    src = tmp_path / "one"
+    src.mkdir()
+    (src / _name_in("train", "m")).write_text(textwrap.dedent(FILLER.format(n=1)))
+    assert harvest.main([str(src), "--out", str(tmp_path / "o")]) == 1
+    assert "no pairs in split(s) valid, test" in capsys.readouterr().err
+    assert harvest.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1

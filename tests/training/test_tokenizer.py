@@ -1,0 +1,90 @@
+"""Student tokenizers: exact size, RoBERTa pair layout, round trips, cache."""
+
+import pytest
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from training import tokenizer as tk
+from training.data import load_code_to_text
+from training.tokenizer import MIN_VOCAB, SPECIAL_TOKENS, train_tokenizer
+
+CODE = 'def add(a, b):\n    """Añadir: return a + b."""\n\treturn a + b  # ünïcode ✓\n'
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    pairs = load_code_to_text(None)["train"][:400]
+    return [p.source for p in pairs] + [p.target for p in pairs]
+
+
+@pytest.mark.parametrize("size", [MIN_VOCAB, 300, 1000, 3000])
+def test_vocabulary_size_is_exact(corpus, size):
+    tok = train_tokenizer(corpus, size)
+    assert isinstance(tok, PreTrainedTokenizerFast)
+    assert len(tok) == size == len(tok.get_vocab())
+    assert max(tok.get_vocab().values()) == size - 1
+
+
+def test_special_tokens_and_pair_layout(corpus):
+    tok = train_tokenizer(corpus, 500)
+    assert tok.convert_ids_to_tokens(list(range(5))) == list(SPECIAL_TOKENS)
+    assert (tok.bos_token_id, tok.pad_token_id, tok.eos_token_id, tok.mask_token_id) == (0, 1, 2, 4)
+    a, b = tok("return x")["input_ids"], tok("Return x .")["input_ids"]
+    pair = tok("return x", "Return x .")["input_ids"]
+    assert a[0] == 0 and a[-1] == 2
+    assert pair == a + [2] + b[1:]  # <s> a </s></s> b </s>
+
+
+def test_code_round_trips_byte_exactly(corpus):
+    tok = train_tokenizer(corpus, 800)
+    ids = tok(CODE)["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.decode(ids, skip_special_tokens=True) == CODE
+
+
+def test_small_corpus_is_padded_with_unreachable_tokens():
+    tok = train_tokenizer(["ab ab abc"], 400)
+    assert len(tok) == 400
+    assert tok.convert_ids_to_tokens(399) == "<unused135>"
+    ids = tok("ab abc <unused0>")["input_ids"]
+    assert max(ids) < 265  # text never encodes to a padding entry
+    assert tok.decode(ids, skip_special_tokens=True) == "ab abc <unused0>"
+
+
+def test_save_and_autotokenizer_round_trip(corpus, tmp_path):
+    tok = train_tokenizer(corpus, 700)
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(loaded) == 700
+    assert (
+        loaded(CODE, "Add two numbers .")["input_ids"]
+        == tok(CODE, "Add two numbers .")["input_ids"]
+    )
+    assert loaded.pad_token == "<pad>" and loaded.mask_token == "<mask>"
+
+
+def test_training_is_deterministic(corpus):
+    first, second = train_tokenizer(corpus, 900), train_tokenizer(corpus, 900)
+    assert first.get_vocab() == second.get_vocab()
+
+
+def test_cache_is_keyed_by_data_and_size(corpus, tmp_path, monkeypatch):
+    tok = train_tokenizer(corpus, 600, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("bpe-*-600"))) == 1
+
+    def no_training(*args):
+        raise AssertionError("trained again despite the cache")
+
+    monkeypatch.setattr(tk, "_build", no_training)
+    cached = train_tokenizer(corpus, 600, cache_dir=tmp_path)
+    assert cached.get_vocab() == tok.get_vocab()
+    with pytest.raises(AssertionError, match="trained again"):
+        train_tokenizer(corpus, 601, cache_dir=tmp_path)
+    with pytest.raises(AssertionError, match="trained again"):
+        train_tokenizer(corpus[:-1], 600, cache_dir=tmp_path)
+
+
+def test_too_small_or_empty_is_refused(corpus):
+    with pytest.raises(ValueError, match="at least 261 tokens"):
+        train_tokenizer(corpus, MIN_VOCAB - 1)
+    with pytest.raises(ValueError, match="empty corpus"):
+        train_tokenizer(["", ""], 500)

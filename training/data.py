@@ -1,0 +1,515 @@
+"""Readers, validators and task builders for the CodeXGLUE data formats.
+
+Formats (exactly as upstream ships them):
+
+- code-to-text: jsonl (or jsonl.gz) records with at least ``code_tokens`` and
+  ``docstring_tokens`` (lists of strings). A folder holds ``train``, ``valid`` and ``test``
+  as ``NAME.jsonl``, ``NAME.jsonl.gz`` or a sub-folder ``NAME/`` of such files (the
+  CodeSearchNet layout). A single file is split by its records' ``partition`` field, or,
+  where that is missing, 80/10/10 by a hash of the record's ``path`` (so a file of code
+  never feeds two splits).
+- defect (Devign): jsonl records ``{"func": str, "target": 0|1, ...}``; same folder and
+  single-file rules (the hash key is ``idx``, else the line number).
+- clone (BigCloneBench): a folder with ``data.jsonl`` of ``{"func", "idx"}`` and split files
+  ``train.txt``, ``valid.txt``, ``test.txt`` of ``idx1 idx2 label`` lines (tab or space).
+
+Every reading error is a :class:`DataError` whose message starts ``path:line:``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import random
+import sys
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("train", "valid", "test")
+TASKS = ("code-search", "defect", "clone")
+FORMATS = ("code-to-text", "defect", "clone")
+_TASK_FORMAT = {"code-search": "code-to-text", "defect": "defect", "clone": "clone"}
+_JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data a job reads and how much of it."""
+
+    path: str | None = None  # None -> embedded default data set (training/datasets/)
+    task: str = "code-search"  # "code-search" | "defect" | "clone" (classification jobs)
+    max_train: int | None = None  # cap on the train split (seeded sample), None = all
+    max_eval: int | None = None  # cap on valid and on test
+    labeled_fraction: float = 0.5  # paper: half fine-tunes the teacher, half is distillation data
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"data.task: unknown task {self.task!r}; expected one of {TASKS}")
+        for name in ("max_train", "max_eval"):
+            cap = getattr(self, name)
+            if cap is not None and cap < 1:
+                raise ValueError(f"data.{name}: must be >= 1 or None, got {cap}")
+        if not 0.0 < self.labeled_fraction < 1.0:
+            raise ValueError(
+                f"data.labeled_fraction: must be in (0, 1), got {self.labeled_fraction}"
+            )
+
+
+class DataError(ValueError):
+    """Bad input data; the message reads ``path:line: what is wrong`` (or ``path: ...``)."""
+
+
+@dataclass(frozen=True)
+class ClsExample:
+    """One classification example; ``text_b`` is None for single-input tasks (defect)."""
+
+    text_a: str
+    text_b: str | None
+    label: int
+
+
+@dataclass(frozen=True)
+class PairText:
+    """One code-to-text pair: ``" ".join(code_tokens)`` -> ``" ".join(docstring_tokens)``."""
+
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """A code-to-text pair plus the file it came from (for same-file negatives)."""
+
+    pair: PairText
+    group: str
+
+
+def default_data_path() -> Path:
+    """Folder of the embedded default data set (CPython 3.11 stdlib, code-to-text)."""
+    return Path(__file__).resolve().parent / "datasets" / "cpython311"
+
+
+# ---------------------------------------------------------------- low-level reading
+
+
+def _open_text(path: Path):
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) of a jsonl(.gz) file; blank lines are skipped."""
+    try:
+        with _open_text(path) as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}:{lineno}: expected a JSON object")
+                yield lineno, obj
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+
+
+def _field(obj: dict, name: str, where: str) -> Any:
+    if name not in obj:
+        raise DataError(f"{where}: missing field {name!r}")
+    return obj[name]
+
+
+def _token_text(obj: dict, name: str, where: str) -> str:
+    """Join a token-list field as CodeXGLUE's code-to-text reader does."""
+    tokens = _field(obj, name, where)
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise DataError(f"{where}: field {name!r} must be a list of strings")
+    text = " ".join(" ".join(tokens).replace("\n", " ").split())
+    if not text:
+        raise DataError(f"{where}: field {name!r} is empty")
+    return text
+
+
+def _hash_split(key: str) -> str:
+    """80/10/10 split by a stable hash of ``key``."""
+    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
+    return "train" if bucket < 80 else "valid" if bucket < 90 else "test"
+
+
+def _split_files(path: Path) -> dict[str, list[Path]]:
+    """Map each split to its jsonl files: a folder's NAME.jsonl[.gz] or NAME/*.jsonl[.gz]."""
+    files: dict[str, list[Path]] = {}
+    for split in SPLITS:
+        found = [
+            path / f"{split}{sfx}" for sfx in _JSONL_SUFFIXES if (path / f"{split}{sfx}").is_file()
+        ]
+        sub = path / split
+        if not found and sub.is_dir():
+            found = sorted(p for p in sub.iterdir() if p.name.endswith(_JSONL_SUFFIXES))
+        if not found:
+            raise DataError(f"{path}: no {split}.jsonl, {split}.jsonl.gz or {split}/*.jsonl")
+        files[split] = found[:1] if found[0].parent == path else found
+    return files
+
+
+def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]]]:
+    """Records (file, line, object) per split of a jsonl file or folder."""
+    out: dict[str, list[tuple[str, int, dict]]] = {s: [] for s in SPLITS}
+    if path.is_dir():
+        for split, files in _split_files(path).items():
+            for file in files:
+                out[split].extend((str(file), n, obj) for n, obj in _iter_jsonl(file))
+    elif path.is_file():
+        for n, obj in _iter_jsonl(path):
+            split = obj.get("partition")
+            if split not in SPLITS:
+                split = _hash_split(str(obj.get(key_field, n)))
+            out[split].append((str(path), n, obj))
+    else:
+        raise DataError(f"{path}: no such file or folder")
+    for split, recs in out.items():
+        if not recs:
+            how = (
+                ""
+                if path.is_dir()
+                else f" (records go by 'partition', else a hash of {key_field!r})"
+            )
+            raise DataError(f"{path}: split {split!r} is empty{how}")
+    return out
+
+
+# ---------------------------------------------------------------- format readers
+
+
+def _read_code_to_text(path: Path) -> dict[str, list[_Pair]]:
+    splits = {}
+    for split, recs in _records(path, "path").items():
+        pairs = []
+        for file, n, obj in recs:
+            where = f"{file}:{n}"
+            pair = PairText(
+                _token_text(obj, "code_tokens", where), _token_text(obj, "docstring_tokens", where)
+            )
+            group = obj.get("path") or obj.get("url") or f"{file}:{n}"
+            pairs.append(_Pair(pair, str(group)))
+        splits[split] = pairs
+    return splits
+
+
+def _label(obj: dict, name: str, where: str) -> int:
+    value = _field(obj, name, where)
+    if isinstance(value, bool) or value not in (0, 1):
+        raise DataError(f"{where}: field {name!r} must be 0 or 1, got {value!r}")
+    return int(value)
+
+
+def _code(obj: dict, where: str) -> str:
+    func = _field(obj, "func", where)
+    if not isinstance(func, str) or not func.strip():
+        raise DataError(f"{where}: field 'func' must be a non-empty string")
+    return func
+
+
+def _read_defect(path: Path) -> dict[str, list[ClsExample]]:
+    splits = {}
+    for split, recs in _records(path, "idx").items():
+        splits[split] = [
+            ClsExample(_code(obj, f"{f}:{n}"), None, _label(obj, "target", f"{f}:{n}"))
+            for f, n, obj in recs
+        ]
+    return splits
+
+
+def _clone_folder(path: Path) -> Path:
+    folder = path.parent if path.is_file() and path.name == "data.jsonl" else path
+    if not (folder / "data.jsonl").is_file():
+        raise DataError(
+            f"{path}: clone data needs a folder with data.jsonl and train/valid/test.txt"
+        )
+    return folder
+
+
+def _read_clone_functions(file: Path) -> dict[str, str]:
+    funcs: dict[str, str] = {}
+    for n, obj in _iter_jsonl(file):
+        where = f"{file}:{n}"
+        idx = _field(obj, "idx", where)
+        if isinstance(idx, bool) or not isinstance(idx, (str, int)):
+            raise DataError(f"{where}: field 'idx' must be a string or integer")
+        funcs[str(idx)] = _code(obj, where)
+    return funcs
+
+
+def _read_clone_pairs(file: Path, funcs: dict[str, str]) -> list[ClsExample]:
+    examples = []
+    with open(file, encoding="utf-8") as handle:
+        for n, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 3 or parts[2] not in ("0", "1"):
+                raise DataError(f"{file}:{n}: expected 'idx1 idx2 label' with label 0 or 1")
+            for idx in parts[:2]:
+                if idx not in funcs:
+                    raise DataError(f"{file}:{n}: idx {idx} is not in data.jsonl")
+            examples.append(ClsExample(funcs[parts[0]], funcs[parts[1]], int(parts[2])))
+    if not examples:
+        raise DataError(f"{file}: split is empty")
+    return examples
+
+
+def _read_clone(path: Path) -> dict[str, list[ClsExample]]:
+    folder = _clone_folder(path)
+    funcs = _read_clone_functions(folder / "data.jsonl")
+    splits = {}
+    for split in SPLITS:
+        file = folder / f"{split}.txt"
+        if not file.is_file():
+            raise DataError(f"{folder}: no {split}.txt")
+        splits[split] = _read_clone_pairs(file, funcs)
+    return splits
+
+
+def detect_format(path: str | Path) -> str:
+    """Which of FORMATS a file or folder holds, judged from data.jsonl or its first record."""
+    path = Path(path)
+    if (path / "data.jsonl").is_file() or path.name == "data.jsonl":
+        return "clone"
+    if path.is_dir():
+        first = _split_files(path)["train"][0]
+    elif path.is_file():
+        first = path
+    else:
+        raise DataError(f"{path}: no such file or folder")
+    for n, obj in _iter_jsonl(first):
+        if "code_tokens" in obj or "docstring_tokens" in obj:
+            return "code-to-text"
+        if "func" in obj and "target" in obj:
+            return "defect"
+        raise DataError(
+            f"{first}:{n}: unknown record format: expected code_tokens/docstring_tokens "
+            "(code-to-text) or func/target (defect)"
+        )
+    raise DataError(f"{first}: split 'train' is empty")
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def _resolve(path: str | Path | None) -> Path:
+    return default_data_path() if path is None else Path(path).expanduser()
+
+
+def _cap(items: Sequence, cap: int | None, seed: int) -> list:
+    """A seeded sample of at most ``cap`` items, in their original order."""
+    if cap is None or cap >= len(items):
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), cap))
+    return [items[i] for i in keep]
+
+
+def _split_cap(cfg: DataConfig, split: str) -> int | None:
+    return cfg.max_train if split == "train" else cfg.max_eval
+
+
+def load_code_to_text(path: str | Path) -> dict[str, list[PairText]]:
+    """All code-to-text pairs of a jsonl(.gz) file or train/valid/test folder, per split."""
+    return {s: [p.pair for p in pairs] for s, pairs in _read_code_to_text(_resolve(path)).items()}
+
+
+def code_to_text_splits(cfg: DataConfig) -> dict[str, list[PairText]]:
+    """Code-to-text pairs of ``cfg.path`` per split, capped by max_train / max_eval."""
+    splits = load_code_to_text(_resolve(cfg.path))
+    return {s: _cap(p, _split_cap(cfg, s), cfg.seed + i) for i, (s, p) in enumerate(splits.items())}
+
+
+def _negative_index(
+    i: int, pairs: list[_Pair], by_group: dict[str, list[int]], rng: random.Random
+) -> int | None:
+    """Index of another pair whose summary differs, preferring one of the same file."""
+    target = pairs[i].pair.target
+    same = [j for j in by_group[pairs[i].group] if j != i and pairs[j].pair.target != target]
+    if same:
+        return rng.choice(same)
+    for _ in range(100):  # a random other pair; summaries rarely collide
+        j = rng.randrange(len(pairs))
+        if j != i and pairs[j].pair.target != target:
+            return j
+    return None
+
+
+def _code_search_groups(pairs: list[_Pair], seed: int) -> list[list[ClsExample]]:
+    """Per pair: [positive, negative] (code, summary, label) examples, in a seeded order.
+
+    The negative pairs the function with the summary of another function of the same
+    list, preferably from the same file (a harder negative).
+    """
+    rng = random.Random(seed)
+    by_group: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_group.setdefault(p.group, []).append(i)
+    groups = []
+    for i, p in enumerate(pairs):
+        j = _negative_index(i, pairs, by_group, rng)
+        if j is not None:
+            negative = ClsExample(p.pair.source, pairs[j].pair.target, 0)
+            groups.append([ClsExample(p.pair.source, p.pair.target, 1), negative])
+    rng.shuffle(groups)
+    return groups
+
+
+def _code_search_split(pairs: list[_Pair], cap: int | None, seed: int) -> list[ClsExample]:
+    groups = _code_search_groups(pairs, seed)
+    flat = [ex for g in groups for ex in g]
+    if cap is not None:
+        flat = flat[:cap]  # groups are shuffled, so any prefix is a balanced seeded sample
+    random.Random(seed + 1).shuffle(flat)
+    return flat
+
+
+def _code_search_splits(path: Path, cfg: DataConfig) -> dict[str, list[ClsExample]]:
+    splits = {}
+    for i, (split, pairs) in enumerate(_read_code_to_text(path).items()):
+        examples = _code_search_split(pairs, _split_cap(cfg, split), cfg.seed + i)
+        if not examples:  # e.g. a single pair: no other summary to pair it with
+            raise DataError(
+                f"{path}: split {split!r} has too few distinct summaries for code-search negatives"
+            )
+        splits[split] = examples
+    return splits
+
+
+def classification_splits(cfg: DataConfig) -> dict[str, list[ClsExample]]:
+    """Train/valid/test examples of ``cfg.task`` read from ``cfg.path``, caps applied.
+
+    code-search is built from code-to-text data; defect reads Devign jsonl; clone reads a
+    BigCloneBench folder. The embedded default data set is code-to-text: code-search only.
+    """
+    path = _resolve(cfg.path)
+    if cfg.task == "code-search":
+        return _code_search_splits(path, cfg)
+    if cfg.path is None:
+        raise DataError(
+            f"{path}: the embedded default data set is code-to-text; task {cfg.task!r} "
+            "needs data.path to point at its own data"
+        )
+    reader = _read_defect if cfg.task == "defect" else _read_clone
+    splits = reader(path)
+    return {s: _cap(e, _split_cap(cfg, s), cfg.seed + i) for i, (s, e) in enumerate(splits.items())}
+
+
+def split_labeled_unlabeled(examples: Sequence, fraction: float, seed: int) -> tuple[list, list]:
+    """Split into (labeled, unlabeled), stratified by ``.label`` where items have one.
+
+    Each label class contributes round(fraction * its size) items to the labeled part,
+    chosen with a seeded generator; both parts keep the input order. The unlabeled part
+    keeps its objects as they are: distillation simply ignores their labels.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    rng = random.Random(seed)
+    by_label: dict[Any, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_label.setdefault(getattr(ex, "label", None), []).append(i)
+    labeled: set[int] = set()
+    for label in sorted(by_label, key=repr):
+        idx = by_label[label]
+        labeled.update(rng.sample(idx, round(fraction * len(idx))))
+    first = [ex for i, ex in enumerate(examples) if i in labeled]
+    second = [ex for i, ex in enumerate(examples) if i not in labeled]
+    return first, second
+
+
+# ---------------------------------------------------------------- fingerprint
+
+
+def _data_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz", ".txt"))
+    )
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_hash(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def data_fingerprint(cfg: DataConfig) -> str:
+    """Stable 16-hex hash of the data files' contents and of ``cfg`` (minus its path).
+
+    The path itself is left out so that moving a data set keeps its caches valid.
+    """
+    path = _resolve(cfg.path)
+    digest = hashlib.sha256()
+    for file in _data_files(path):
+        rel = file.name if file == path else file.relative_to(path).as_posix()
+        digest.update(f"{rel}\0{_file_hash(file)}\n".encode())
+    fields = {k: v for k, v in asdict(cfg).items() if k != "path"}
+    digest.update(json.dumps(fields, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- command line
+
+
+def validate(path: str | Path, fmt: str | None = None) -> dict[str, int]:
+    """Read a data set completely; return its example counts per split or raise DataError."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt == "code-to-text":
+        splits: dict[str, list] = _read_code_to_text(path)
+    elif fmt == "defect":
+        splits = _read_defect(path)
+    elif fmt == "clone":
+        splits = _read_clone(path)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    return {s: len(v) for s, v in splits.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.data")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("validate", help="check a data file or folder; print counts per split")
+    check.add_argument("path")
+    check.add_argument("--format", choices=FORMATS, default=None, help="default: detected")
+    args = parser.parse_args(argv)
+    try:
+        fmt = args.format or detect_format(args.path)
+        counts = validate(args.path, fmt)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.path}: {fmt}")
+    for split, count in counts.items():
+        print(f"{split}\t{count}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

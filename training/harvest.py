@@ -1,0 +1,314 @@
+"""Harvest (function, summary) pairs from a Python source tree into CodeXGLUE jsonl.
+
+The recipe is CodeSearchNet's, as CodeXGLUE code-to-text uses it:
+
+- every function is a candidate: top-level, methods, nested, decorated, async;
+- the summary is the first sentence of the docstring; it needs >= 3 words and no URL;
+- the function needs >= 3 non-blank lines as written (docstring included, as CodeSearchNet
+  counts) and a statement besides its docstring;
+- ``test*`` functions and test folders (``test``, ``tests``, ``test_*``, ``*_test``) are skipped;
+- identical code (same code tokens) is kept once, the first in path order;
+- train/valid/test is 80/10/10 by a hash of the file's relative path, so no file feeds
+  two splits.
+
+``code_tokens`` come from Python's own ``tokenize`` (comments, newlines and indentation
+dropped); ``docstring_tokens`` from CodeSearchNet's docstring regex.
+
+Command line: ``python -m training.harvest SRC_DIR --out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import gzip
+import hashlib
+import io
+import json
+import re
+import sys
+import tokenize
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SPLITS = ("train", "valid", "test")
+MIN_SUMMARY_WORDS = 3
+MIN_FUNCTION_LINES = 3
+SKIP_DIRS = {"site-packages", "__pycache__", "test", "tests"}
+_SKIP_TOKENS = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+    tokenize.ENCODING,
+}
+# CodeSearchNet's docstring tokenizer (function_parser/parsers/language_parser.py).
+_DOCSTRING_TOKEN = re.compile(
+    r"[^\s,'\"`.():\[\]=*;>{\}+-/\\]+|\\+|\.+|\(\)|{\}|\[\]|\(+|\)+|:+|\[+|\]+|{+|\}+|=+|\*+|;+|>+|\++|-+|/+"
+)
+_URL = re.compile(r"https?://|www\.", re.IGNORECASE)
+# A sentence ends at . ! or ? followed by white space, except after these abbreviations.
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bvs)(?<!\bcf)[.!?](?=\s)")
+
+
+@dataclass
+class HarvestStats:
+    """What a harvest saw and why candidates were dropped."""
+
+    files: int = 0
+    unparsable: int = 0
+    functions: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+def split_of(rel_path: str) -> str:
+    """train/valid/test, 80/10/10, by a stable hash of a file's relative path."""
+    bucket = int(hashlib.sha256(rel_path.encode("utf-8")).hexdigest(), 16) % 100
+    return "train" if bucket < 80 else "valid" if bucket < 90 else "test"
+
+
+def skipped_dir(name: str) -> bool:
+    """Whether a folder is left out: test folders, installed packages, caches."""
+    return name in SKIP_DIRS or name.startswith("test_") or name.endswith("_test")
+
+
+def source_files(src: Path) -> Iterator[Path]:
+    """The .py files under ``src`` in sorted order, skipping test and package folders."""
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src).parts
+        if not any(skipped_dir(part) for part in rel[:-1]) and path.is_file():
+            yield path
+
+
+def first_sentence(docstring: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    paragraph = re.split(r"\n\s*\n", docstring.strip(), maxsplit=1)[0]
+    text = " ".join(paragraph.split())
+    match = _SENTENCE_END.search(text)
+    return text[: match.end()] if match else text
+
+
+def docstring_tokens(text: str) -> list[str]:
+    """Tokens of a summary, split as CodeSearchNet splits docstrings."""
+    return _DOCSTRING_TOKEN.findall(text)
+
+
+def code_tokens(code: str) -> list[str] | None:
+    """Python tokens of ``code`` without comments, newlines or indentation; None if it fails."""
+    try:
+        tokens = tokenize.generate_tokens(io.StringIO(code).readline)
+        return [t.string for t in tokens if t.type not in _SKIP_TOKENS]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+
+
+def _dedent(lines: list[str], col: int) -> list[str]:
+    """Remove ``col`` leading columns where they are blank (string bodies may be less indented)."""
+    out = []
+    for line in lines:
+        if not line.strip():
+            out.append("\n")
+        elif line[:col].isspace():
+            out.append(line[col:])
+        else:
+            out.append(line)
+    return out
+
+
+def _cut(line: str, start: int | None = None, end: int | None = None) -> str:
+    """Slice a line by UTF-8 byte offsets (ast column offsets count bytes)."""
+    return line.encode("utf-8")[start:end].decode("utf-8", errors="replace")
+
+
+def _docstring_node(node: ast.AST) -> ast.Expr | None:
+    doc = node.body[0] if node.body else None
+    if (
+        isinstance(doc, ast.Expr)
+        and isinstance(doc.value, ast.Constant)
+        and isinstance(doc.value.value, str)
+    ):
+        return doc
+    return None
+
+
+def _function_source(lines: list[str], node: ast.AST) -> tuple[int, str, str]:
+    """(first line number, original source, source without docstring) of a function node.
+
+    The source starts at the first decorator and is dedented to the ``def`` column.
+    """
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    col = len(_cut(lines[node.lineno - 1], end=node.col_offset))
+    span = lines[start - 1 : node.end_lineno]
+    original = "".join(_dedent(span, col))
+    doc = _docstring_node(node)
+    if doc is None:
+        return start, original, original
+    first, last = doc.lineno - start, doc.end_lineno - start
+    head = _cut(span[first], end=doc.col_offset)
+    tail = _cut(span[last], start=doc.end_col_offset)
+    kept = [head + tail.lstrip(" \t;")] if (head + tail).strip() else []
+    code_lines = span[:first] + kept + span[last + 1 :]
+    return start, original, "".join(_dedent(code_lines, col))
+
+
+def _functions(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """(dotted qualified name, node) of every function, methods and nested ones included."""
+
+    def visit(node: ast.AST, prefix: str) -> Iterator:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    yield name, child
+                yield from visit(child, name + ".")
+            else:
+                yield from visit(child, prefix)
+
+    yield from visit(tree, "")
+
+
+def _record(rel: str, name: str, node, lines: list[str], opts: dict) -> dict | str:
+    """A CodeXGLUE record for one function, or the reason it is dropped."""
+    if node.name.startswith("test"):
+        return "test function"
+    docstring = ast.get_docstring(node, clean=True)
+    if not docstring:
+        return "no docstring"
+    summary = first_sentence(docstring)
+    if _URL.search(summary):
+        return "url in summary"
+    if len(summary.split()) < MIN_SUMMARY_WORDS:
+        return "short summary"
+    if len(node.body) < 2:
+        return "no code besides the docstring"
+    start, original, code = _function_source(lines, node)
+    # CodeSearchNet measures the function as written, docstring included.
+    if sum(1 for line in original.splitlines() if line.strip()) < MIN_FUNCTION_LINES:
+        return "short function"
+    tokens = code_tokens(code)
+    if not tokens:
+        return "untokenizable"
+    return {
+        "repo": opts["repo"],
+        "path": rel,
+        "func_name": name,
+        "original_string": original,
+        "language": "python",
+        "code": code,
+        "code_tokens": tokens,
+        "docstring": docstring,
+        "docstring_tokens": docstring_tokens(summary),
+        "url": f"{opts['url_base']}{rel}#L{start}-L{node.end_lineno}",
+        "partition": split_of(rel),
+    }
+
+
+def harvest_file(path: Path, src: Path, opts: dict, stats: HarvestStats) -> Iterator[dict]:
+    """The records of one file; a file that does not parse counts as unparsable."""
+    rel = path.relative_to(src).as_posix()
+    try:
+        with tokenize.open(path) as handle:  # honours the file's coding cookie
+            text = handle.read()
+        tree = ast.parse(text, filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        stats.unparsable += 1
+        return
+    stats.files += 1
+    lines = [line + "\n" for line in text.split("\n")]  # ast counts \n only, not \f
+    for name, node in _functions(tree):
+        stats.functions += 1
+        record = _record(rel, name, node, lines, opts)
+        if isinstance(record, str):
+            stats.drop(record)
+        else:
+            yield record
+
+
+def harvest(
+    src: str | Path, *, repo: str | None = None, url_base: str = ""
+) -> tuple[dict[str, list[dict]], HarvestStats]:
+    """All records of a source tree per split, identical code kept once; and the stats."""
+    src = Path(src).resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: not a folder")
+    opts = {"repo": repo or src.name, "url_base": url_base}
+    stats = HarvestStats()
+    seen: set[str] = set()
+    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for path in source_files(src):
+        for record in harvest_file(path, src, opts, stats):
+            key = " ".join(record["code_tokens"])
+            if key in seen:
+                stats.drop("duplicate code")
+                continue
+            seen.add(key)
+            stats.kept += 1
+            splits[record["partition"]].append(record)
+    return splits, stats
+
+
+def write_jsonl_gz(records: list[dict], path: Path) -> None:
+    """Byte-reproducible gzipped jsonl (no timestamp or file name in the gzip header)."""
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        for record in records:
+            gz.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def write_splits(splits: dict[str, list[dict]], out: Path, gzipped: bool = True) -> list[Path]:
+    """Write ``out/{train,valid,test}.jsonl[.gz]``; return the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for split, records in splits.items():
+        if gzipped:
+            path = out / f"{split}.jsonl.gz"
+            write_jsonl_gz(records, path)
+        else:
+            path = out / f"{split}.jsonl"
+            path.write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+            )
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.harvest", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("src", help="source tree to harvest")
+    parser.add_argument("--out", required=True, help="output folder for train/valid/test jsonl")
+    parser.add_argument(
+        "--repo", default=None, help="the records' repo field (default: SRC_DIR's name)"
+    )
+    parser.add_argument(
+        "--url-base", default="", help="prefix of the records' url (then path#Lstart-Lend)"
+    )
+    parser.add_argument("--no-gzip", action="store_true", help="write .jsonl instead of .jsonl.gz")
+    args = parser.parse_args(argv)
+    try:
+        splits, stats = harvest(args.src, repo=args.repo, url_base=args.url_base)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    empty = [s for s, recs in splits.items() if not recs]
+    if empty:
+        print(f"error: {args.src}: no pairs in split(s) {', '.join(empty)}", file=sys.stderr)
+        return 1
+    for path in write_splits(splits, Path(args.out), gzipped=not args.no_gzip):
+        print(f"wrote {path}")
+    counts = " ".join(f"{s}={len(r)}" for s, r in splits.items())
+    seen = f"files={stats.files} unparsable={stats.unparsable} functions={stats.functions}"
+    print(f"{seen} kept={stats.kept} {counts}")
+    print("dropped: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.dropped.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
