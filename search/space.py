@@ -1,0 +1,274 @@
+"""Architectures, teachers and the search space.
+
+`Arch` is the one description of a student (layers, hidden, heads, ffn, vocab); the cost
+model (`search.cost`) and the model builder (`training.models`) both read it. `Teacher`
+holds a teacher's family and dimensions, from a preset name or a transformers
+`config.json`. `SearchSpace` holds the per-gene choices (the Compressor paper's Table 1,
+capped at the teacher's own values) and the grid helpers the exhaustive search uses.
+
+numpy only: this module never imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+GENES = ("layers", "hidden", "heads", "ffn", "vocab")
+
+# transformers' model_type values whose modules match BERT's / RoBERTa's parameter layout.
+_FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "roberta"}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A BERT-family encoder's shape. Validated: all positive, `hidden % heads == 0`."""
+
+    layers: int  # transformer blocks
+    hidden: int  # model width H
+    heads: int  # attention heads A (H / A = head size)
+    ffn: int  # intermediate (feed-forward) width D
+    vocab: int  # vocabulary size V
+
+    def __post_init__(self):
+        for name in GENES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"Arch.{name} must be an int, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"Arch.{name} must be positive, got {value}")
+            object.__setattr__(self, name, int(value))  # numpy ints -> int (hashable, JSON)
+        if self.hidden % self.heads:
+            raise ValueError(f"Arch.heads={self.heads} must divide hidden={self.hidden}")
+
+    def genes(self) -> tuple[int, int, int, int, int]:
+        """(layers, hidden, heads, ffn, vocab)."""
+        return (self.layers, self.hidden, self.heads, self.ffn, self.vocab)
+
+    def to_hf_config(self, teacher: Teacher) -> dict:
+        """Config dict of a student of `teacher`'s family: `RobertaConfig(**d)` / `BertConfig(**d)`.
+
+        Keeps the teacher's position table and token-type vocabulary (so a RoBERTa student has
+        514 positions with padding offset, like CodeBERT). `search.cost.params` counts the
+        parameters of exactly this config.
+        """
+        common = dict(
+            model_type=teacher.family,
+            vocab_size=self.vocab,
+            hidden_size=self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            intermediate_size=self.ffn,
+            hidden_act="gelu",
+            hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1,
+            max_position_embeddings=teacher.max_positions,
+            type_vocab_size=teacher.type_vocab,
+            initializer_range=0.02,
+        )
+        if teacher.family == "roberta":
+            # As microsoft/codebert-base: <s>=0 <pad>=1 </s>=2, LayerNorm eps 1e-5.
+            return common | dict(
+                pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5
+            )
+        return common | dict(pad_token_id=0, layer_norm_eps=1e-12)
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A teacher's family ("roberta" | "bert") and dimensions."""
+
+    name: str
+    family: str
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    vocab: int
+    max_positions: int
+    type_vocab: int
+
+    def __post_init__(self):
+        if self.family not in ("roberta", "bert"):
+            raise ValueError(
+                f"teacher {self.name!r}: family must be 'roberta' or 'bert', got {self.family!r}"
+            )
+
+    @classmethod
+    def from_hf_config(cls, config: dict, name: str = "custom") -> Teacher:
+        """Teacher from a transformers config dict (the contents of a `config.json`)."""
+        model_type = config.get("model_type")
+        if model_type not in _FAMILY_OF_MODEL_TYPE:
+            raise ValueError(
+                f"teacher {name!r}: model_type {model_type!r} is not one of {sorted(_FAMILY_OF_MODEL_TYPE)}"
+            )
+        keys = dict(
+            layers="num_hidden_layers",
+            hidden="hidden_size",
+            heads="num_attention_heads",
+            ffn="intermediate_size",
+            vocab="vocab_size",
+            max_positions="max_position_embeddings",
+            type_vocab="type_vocab_size",
+        )
+        missing = [k for k in keys.values() if k not in config]
+        if missing:
+            raise ValueError(f"teacher {name!r}: config lacks {', '.join(missing)}")
+        dims = {ours: int(config[theirs]) for ours, theirs in keys.items()}
+        return cls(name=name, family=_FAMILY_OF_MODEL_TYPE[model_type], **dims)
+
+    def arch(self) -> Arch:
+        """The teacher's own shape as an `Arch`."""
+        return Arch(self.layers, self.hidden, self.heads, self.ffn, self.vocab)
+
+
+_CODEBERT = dict(
+    family="roberta",
+    layers=12,
+    hidden=768,
+    heads=12,
+    ffn=3072,
+    vocab=50265,
+    max_positions=514,
+    type_vocab=1,
+)
+_MINILM = dict(
+    family="bert",
+    layers=6,
+    hidden=384,
+    heads=12,
+    ffn=1536,
+    vocab=30522,
+    max_positions=512,
+    type_vocab=2,
+)
+PRESETS = {
+    "codebert-base": Teacher(name="codebert-base", **_CODEBERT),
+    "graphcodebert-base": Teacher(name="graphcodebert-base", **_CODEBERT),
+    "minilm-l6": Teacher(name="minilm-l6", **_MINILM),
+}
+# Hub ids of the presets: their dimensions are public, so no download is needed.
+_ALIASES = {
+    "microsoft/codebert-base": "codebert-base",
+    "microsoft/graphcodebert-base": "graphcodebert-base",
+    "sentence-transformers/all-MiniLM-L6-v2": "minilm-l6",
+    "all-minilm-l6-v2": "minilm-l6",
+}
+
+
+def teacher_spec(name_or_path: str) -> Teacher:
+    """Teacher by preset name (codebert-base, graphcodebert-base, minilm-l6), or from a
+    `config.json` or a model folder holding one. ValueError naming the argument otherwise."""
+    key = _ALIASES.get(str(name_or_path), str(name_or_path))
+    if key in PRESETS:
+        return PRESETS[key]
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file() and (
+        path.suffix == ".json" or path.parent.is_dir() and len(path.parts) > 1
+    ):
+        raise ValueError(f"teacher {str(name_or_path)!r}: no such file: {path}")
+    if not path.is_file():
+        raise ValueError(
+            f"unknown teacher {str(name_or_path)!r}: not a preset ({', '.join(PRESETS)}) "
+            f"nor an existing config.json or model folder"
+        )
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"teacher {str(name_or_path)!r}: cannot read {path}: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"teacher {str(name_or_path)!r}: {path} is not a JSON object")
+    return Teacher.from_hf_config(config, name=str(name_or_path))
+
+
+def _steps(lo: int, hi: int, step: int) -> tuple[int, ...]:
+    return tuple(range(lo, hi + 1, step))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Per-gene choices, each a sorted tuple of allowed values.
+
+    Defaults are the Compressor paper's Table 1 (12 * 48 * 4 * 96 * 50 = 11,059,200 points).
+    Genomes in the GA are index vectors into these tuples; a point whose heads do not divide
+    its hidden size is infeasible (never the case for the paper's space).
+    """
+
+    layers: tuple[int, ...] = field(default=_steps(1, 12, 1))
+    hidden: tuple[int, ...] = field(default=_steps(16, 768, 16))
+    heads: tuple[int, ...] = field(default=(1, 2, 4, 8))
+    ffn: tuple[int, ...] = field(default=_steps(32, 3072, 32))
+    vocab: tuple[int, ...] = field(default=_steps(1000, 50000, 1000))
+
+    def __post_init__(self):
+        for name in GENES:
+            values = tuple(int(v) for v in getattr(self, name))
+            if not values or any(v <= 0 for v in values) or list(values) != sorted(set(values)):
+                raise ValueError(
+                    f"SearchSpace.{name} must be non-empty, positive, strictly increasing: {values}"
+                )
+            object.__setattr__(self, name, values)
+
+    @classmethod
+    def from_teacher(cls, teacher: Teacher | dict) -> SearchSpace:
+        """The paper's space with every maximum capped at the teacher's own value."""
+        if isinstance(teacher, dict):
+            teacher = Teacher.from_hf_config(teacher)
+        paper = cls()
+        capped = {}
+        for name in GENES:
+            values = tuple(v for v in getattr(paper, name) if v <= getattr(teacher, name))
+            capped[name] = values or (min(getattr(paper, name)),)
+        return cls(**capped)
+
+    def choices(self) -> tuple[np.ndarray, ...]:
+        """The five choice arrays, int64, in gene order."""
+        return tuple(np.asarray(getattr(self, name), dtype=np.int64) for name in GENES)
+
+    def shape(self) -> tuple[int, ...]:
+        """Number of choices per gene."""
+        return tuple(len(getattr(self, name)) for name in GENES)
+
+    def size(self) -> int:
+        """Number of points in the grid (feasible or not)."""
+        return int(np.prod(self.shape()))
+
+    def grid(self) -> tuple[np.ndarray, ...]:
+        """Open mesh: gene i's values shaped to broadcast along axis i of `shape()`."""
+        return np.ix_(*self.choices())
+
+    def feasible_mask(self) -> np.ndarray:
+        """Broadcastable mask (1, H, A, 1, 1): heads divide hidden."""
+        _, hidden, heads, _, _ = self.grid()
+        return hidden % heads == 0
+
+    def decode(self, index) -> Arch:
+        """Arch of an index genome (5 indices into the choice tuples)."""
+        return Arch(*(getattr(self, name)[int(i)] for name, i in zip(GENES, index, strict=True)))
+
+    def values(self, indices: np.ndarray) -> np.ndarray:
+        """Gene values of index genomes: (..., 5) indices -> (..., 5) values."""
+        indices = np.asarray(indices)
+        return np.stack([c[indices[..., g]] for g, c in enumerate(self.choices())], axis=-1)
+
+    def unravel(self, flat: np.ndarray) -> np.ndarray:
+        """Flat grid positions (N,) -> index genomes (N, 5)."""
+        return np.stack(np.unravel_index(np.asarray(flat), self.shape()), axis=-1)
+
+    def index_of(self, arch: Arch) -> tuple[int, ...]:
+        """Index genome of an Arch inside this space; ValueError when outside it."""
+        try:
+            return tuple(
+                getattr(self, name).index(v) for name, v in zip(GENES, arch.genes(), strict=True)
+            )
+        except ValueError:
+            raise ValueError(f"{arch} is outside the search space") from None
+
+    def contains(self, arch: Arch) -> bool:
+        """Whether every gene of `arch` is one of this space's choices."""
+        return all(v in getattr(self, name) for name, v in zip(GENES, arch.genes(), strict=True))

@@ -1,0 +1,187 @@
+"""GA operators, the two variants against the exhaustive optimum, and the Pareto front."""
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from search import cost, ga
+from search.space import Arch, SearchSpace, Teacher, teacher_spec
+
+CODEBERT = teacher_spec("codebert-base")
+SPACE = SearchSpace.from_teacher(CODEBERT)
+KEYS = {
+    "layers",
+    "hidden",
+    "heads",
+    "ffn",
+    "vocab",
+    "params",
+    "size_mb",
+    "gflops",
+    "flops_matmul",
+    "fitness",
+}
+
+
+def _inside(ind, shape):
+    return len(ind) == len(shape) and all(
+        0 <= g < n and isinstance(g, int) for g, n in zip(ind, shape, strict=False)
+    )
+
+
+def test_operators_keep_genes_inside_the_space():
+    rng = random.Random(0)
+    shape = SPACE.shape()
+    for _ in range(2000):
+        a, b = ga.init_random(shape, rng), ga.init_random(shape, rng)
+        assert _inside(a, shape) and _inside(b, shape)
+        for child in (ga.cx_one_point(a, b, rng), ga.cx_uniform(a, b, rng)):
+            assert _inside(child, shape)
+            assert all(g in (x, y) for g, x, y in zip(child, a, b, strict=False))
+        (m,) = ga.mut_tail(ga.cx_uniform(a, b, rng), shape, rng)
+        assert _inside(m, shape)
+        before = list(a)
+        (m,) = ga.mut_index_step(a, shape, rng, genes=[0, 1, 2])
+        assert _inside(m, shape) and m[3:] == before[3:]
+
+
+def test_repair_keeps_genes_inside_never_hurts_and_respects_the_cap():
+    problem = ga.Problem(SPACE, CODEBERT, 25.0, 400, max_mb=25.0)
+    rng = np.random.default_rng(0)
+    idx = np.stack([rng.integers(0, n, 300) for n in SPACE.shape()], axis=-1)  # (300, 5)
+    before = problem.fitness(idx)
+    ga._repair(problem, idx)
+    assert np.all((idx >= 0) & (idx < np.array(SPACE.shape())))
+    fit = problem.fitness(idx)
+    assert np.all(fit >= before)
+    size = problem.size_mb(problem.values(idx))
+    assert np.all(size[np.isfinite(fit)] <= 25.0)
+    # (ffn, vocab) is the best 2-D choice given the other genes: brute force over all pairs.
+    for row in idx[:8]:
+        pairs = np.repeat(row[None], len(SPACE.ffn) * len(SPACE.vocab), axis=0)
+        pairs[:, 3:] = np.stack(
+            np.unravel_index(np.arange(len(pairs)), (len(SPACE.ffn), len(SPACE.vocab))), -1
+        )
+        assert problem.fitness(row[None])[0] == problem.fitness(pairs).max()
+
+
+def test_repair_without_a_cap_picks_the_best_pair():
+    for target in (3.0, 25.0, 50.0):
+        problem = ga.Problem(SPACE, CODEBERT, target, 400)
+        rng = np.random.default_rng(int(target))
+        idx = np.stack([rng.integers(0, n, 20) for n in SPACE.shape()], axis=-1)
+        ga._repair(problem, idx)
+        for row in idx:
+            pairs = np.repeat(row[None], len(SPACE.ffn) * len(SPACE.vocab), axis=0)
+            pairs[:, 3:] = np.stack(
+                np.unravel_index(np.arange(len(pairs)), (len(SPACE.ffn), len(SPACE.vocab))), -1
+            )
+            assert problem.fitness(row[None])[0] == problem.fitness(pairs).max()
+
+
+def test_selection_keeps_duplicates_out():
+    inds = []
+    for genes, f in [
+        ([0] * 5, 3.0),
+        ([0] * 5, 3.0),
+        ([1] * 5, 2.0),
+        ([0] * 5, 3.0),
+        ([2] * 5, 1.0),
+    ]:
+        ind = ga._individual(genes)
+        ind.fitness.values = (f,)
+        inds.append(ind)
+    chosen = ga.sel_best_distinct(inds, 3)
+    assert [list(c) for c in chosen] == [[0] * 5, [1] * 5, [2] * 5]
+
+
+@pytest.mark.parametrize("target", [3.0, 25.0, 50.0])
+def test_default_variant_reaches_the_exhaustive_optimum(target):
+    best = ga.exhaustive(SPACE, CODEBERT, target, 400)[0]
+    for seed in range(3):
+        found = ga.run_ga(SPACE, CODEBERT, target, 400, seed=seed)[0]
+        assert found["fitness"] == pytest.approx(best["fitness"], rel=1e-12), seed
+
+
+def test_paper_optimum_at_3_mb():
+    best = ga.exhaustive(SPACE, CODEBERT, 3.0, 400)[0]
+    assert (best["layers"], best["hidden"], best["heads"], best["ffn"], best["vocab"]) == (
+        12,
+        96,
+        8,
+        64,
+        1000,
+    )
+
+
+def test_run_ga_contract():
+    rows = ga.run_ga(SPACE, CODEBERT, 3.0, 400, variant="paper", seed=1, top_k=5, generations=20)
+    assert len(rows) == 5 and all(set(r) == KEYS for r in rows)
+    genomes = [tuple(r[k] for k in ("layers", "hidden", "heads", "ffn", "vocab")) for r in rows]
+    assert len(set(genomes)) == 5
+    assert [r["fitness"] for r in rows] == sorted((r["fitness"] for r in rows), reverse=True)
+    for r in rows:
+        arch = Arch(*(r[k] for k in ("layers", "hidden", "heads", "ffn", "vocab")))
+        assert SPACE.contains(arch)
+        assert r["params"] == cost.params(arch, CODEBERT)
+        assert r["flops_matmul"] == cost.flops(arch, 400)["matmul"]
+        assert r["fitness"] == pytest.approx(r["gflops"] - abs(r["size_mb"] - 3.0))
+    # Seeded: the same seed gives the same answer, for both variants.
+    for variant in ga.VARIANTS:
+        runs = [
+            ga.run_ga(SPACE, CODEBERT, 10.0, 400, variant=variant, seed=7, top_k=3, generations=10)
+            for _ in range(2)
+        ]
+        assert runs[0] == runs[1]
+    with pytest.raises(ValueError, match="variant"):
+        ga.run_ga(SPACE, CODEBERT, 3.0, 400, variant="nope")
+    with pytest.raises(ValueError, match="target_mb"):
+        ga.run_ga(SPACE, CODEBERT, 0.0, 400)
+
+
+def test_max_mb_is_a_hard_cap():
+    for find in (ga.run_ga, ga.exhaustive):
+        rows = find(SPACE, CODEBERT, 3.0, 400, seed=0, top_k=10, max_mb=3.0)
+        assert rows and all(r["size_mb"] <= 3.0 for r in rows)
+    best = ga.exhaustive(SPACE, CODEBERT, 3.0, 400, max_mb=3.0)[0]
+    assert ga.run_ga(SPACE, CODEBERT, 3.0, 400, seed=0, max_mb=3.0)[0]["fitness"] == pytest.approx(
+        best["fitness"]
+    )
+    with pytest.raises(ValueError, match="smallest"):
+        ga.run_ga(SPACE, CODEBERT, 3.0, 400, max_mb=0.05)
+
+
+def test_exhaustive_equals_a_brute_force_loop_on_a_small_space():
+    teacher = Teacher("small", "bert", 4, 96, 8, 256, 5000, 128, 2)
+    space = SearchSpace(
+        layers=(1, 2, 4), hidden=(24, 48, 96), heads=(1, 2, 16), ffn=(64, 256), vocab=(1000, 5000)
+    )
+    scored = []
+    for genes in itertools.product(space.layers, space.hidden, space.heads, space.ffn, space.vocab):
+        if genes[1] % genes[2]:
+            continue  # infeasible: 16 heads do not divide 24 or 48
+        arch = Arch(*genes)
+        fit = cost.flops(arch, 64)["total"] / 1e9 - abs(cost.size_mb(arch, teacher) - 0.5)
+        scored.append((fit, genes))
+    scored.sort(reverse=True)
+    rows = ga.exhaustive(space, teacher, 0.5, 64, top_k=4)
+    assert [tuple(r[k] for k in ("layers", "hidden", "heads", "ffn", "vocab")) for r in rows] == [
+        g for _, g in scored[:4]
+    ]
+    # Infeasible genomes get a dominated fitness in the GA, not an exception.
+    found = ga.run_ga(space, teacher, 0.5, 64, seed=0, top_k=100, generations=5)
+    assert all(r["hidden"] % r["heads"] == 0 for r in found)
+
+
+def test_pareto_front_is_non_dominated_and_distinct():
+    front = ga.pareto(SPACE, CODEBERT, 400, seed=0, population=60, generations=30, max_mb=50.0)
+    assert len(front) > 5
+    points = [(r["size_mb"], r["gflops"]) for r in front]
+    assert len(set(points)) == len(points)
+    assert all(r["size_mb"] <= 50.0 for r in front)
+    for a, b in itertools.permutations(points, 2):
+        assert not (b[0] <= a[0] and b[1] >= a[1]), (a, b)  # b never dominates a
+    assert points == sorted(points)
+    assert [o.name for o in ga.OBJECTIVES] == ["size_mb", "gflops"]

