@@ -1,0 +1,140 @@
+"""`python -m ray_jobs compress|prune|demo|query|tables|bench ...`
+
+    compress [--config FILE] [--resume] [key=value ...]   search + distillation sweep
+    prune    [--config FILE] [--resume] [key=value ...]   pruning schedules sweep
+    demo     [--config FILE] [--resume] [key=value ...]   compress, prune, summary + plot
+                                                          (default config: configs/demo.yaml)
+    query SQL [--format table|csv|json] [--config FILE] [results_dir=...]
+    tables    [--config FILE] [results_dir=...]
+    bench ...                                             see `python -m ray_jobs bench -h`
+
+Exit codes: 0 done, 1 trials failed for good, 2 bad input (one line on stderr naming the
+culprit), 130 interrupted (run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ray_jobs import results
+from ray_jobs.errors import ConfigError, JobError, SweepFailed, SweepInterrupted
+
+JOBS = ("compress", "prune", "demo")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ray_jobs", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name in JOBS:
+        p = sub.add_parser(name, help=f"run the {name} job")
+        p.add_argument("--config", help="YAML file or shipped config name (smoke, demo, ...)")
+        p.add_argument("--resume", action="store_true",
+                       help="resume the interrupted sweep (running the same command does too)")
+        p.add_argument("overrides", nargs="*", metavar="key=value")
+    q = sub.add_parser("query", help="SQL over the result tables (DuckDB; each table a view)")
+    q.add_argument("sql")
+    q.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    q.add_argument("--config")
+    q.add_argument("overrides", nargs="*", metavar="results_dir=PATH")
+    t = sub.add_parser("tables", help="list the result tables and their row counts")
+    t.add_argument("--config")
+    t.add_argument("overrides", nargs="*", metavar="results_dir=PATH")
+    sub.add_parser("bench", help="benchmarks (ray_jobs.bench)", add_help=False)
+    return ap
+
+
+def _results_dir(config: str | None, overrides: list[str]) -> Path:
+    """results_dir for query/tables without loading the job config (no torch import)."""
+    import yaml
+
+    value = results.DEFAULT_RESULTS_DIR
+    if config:
+        path = _config_path(config)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from None
+        value = data.get("results_dir", value) if isinstance(data, dict) else value
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        if key != "results_dir" or not sep:
+            raise ConfigError(f"{text}: only results_dir=PATH applies here")
+        value = raw
+    return Path(value).expanduser().resolve()
+
+
+def _config_path(name: str | None) -> Path | None:
+    if name is None:
+        return None
+    from ray_jobs.config import CONFIG_DIR  # light: the module's path only
+
+    path = Path(name)
+    shipped = CONFIG_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
+    return path if path.exists() or not shipped.exists() else shipped
+
+
+def _query(args) -> int:
+    root = _results_dir(args.config, args.overrides)
+    if not results.table_names(root):
+        raise JobError(f"results_dir: no tables under {root}")
+    print(results.format_rows(results.query(root, args.sql), args.format))
+    return 0
+
+
+def _tables(args) -> int:
+    root = _results_dir(args.config, args.overrides)
+    counts = results.table_counts(root)
+    if not counts:
+        print(f"no tables under {root}")
+    for name, n in counts.items():
+        print(f"{name}\t{n}")
+    return 0
+
+
+def _job(args) -> int:
+    from ray_jobs import jobs  # imports torch and the training stack
+
+    config = args.config or ("demo" if args.command == "demo" else None)
+    cfg = jobs.load(_config_path(config), args.overrides)
+    return jobs.run(args.command, cfg, resume=args.resume)
+
+
+def _bad_input_types() -> tuple[type, ...]:
+    from training.data import DataError
+
+    return (ConfigError, JobError, results.ResultsError, DataError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from ray_jobs import bench
+
+        return bench.main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "query":
+            return _query(args)
+        if args.command == "tables":
+            return _tables(args)
+        return _job(args)
+    except SweepInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except SweepFailed as exc:
+        print(f"failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if isinstance(exc, _bad_input_types()):
+            print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""`python -m ray_jobs bench scaling`: how well Tune sweeps use this machine's cores.
+
+Two measurements, written to the `bench` table and printed:
+
+* scaling: the same set of small, real CPU trials (a fixed torch MLP training, one thread
+  each) run with 1 and with 2 concurrent workers; parallel efficiency = T1 / (2 * T2).
+* overhead: per-trial cost of Tune itself (trials that do no work), with and without
+  `reuse_actors` (a fresh worker process per trial costs a process start and imports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import ray
+from ray import tune
+
+from ray_jobs import results
+from ray_jobs.config import build_config, code_version, to_dict
+
+TABLE = "bench"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    results_dir: str = "results"  # the bench table lands under results_dir/table=bench
+    trials: int = 12  # trials per scaling run (same set for 1 and 2 workers)
+    steps: int = 4000  # optimiser steps per trial: ~2.5 s of one core each
+    batch: int = 64  # rows per step
+    width: int = 256  # hidden units of the MLP (work per step ~ batch * width^2)
+    overhead_trials: int = 6  # empty trials per overhead run
+    workers: tuple[int, ...] = (1, 2)  # concurrent trials compared
+    warmup: bool = True  # one untimed sweep first (Ray's worker pool, torch's first import)
+    object_store_mb: int = 256  # local cluster only
+
+
+def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:
+    """A fixed small torch training on one thread; returns the final loss."""
+    import torch
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, width, generator=gen)  # (B, W)
+    y = torch.randint(0, 2, (batch,), generator=gen)  # (B,)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, 2)
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def _work_trial(config: dict) -> None:
+    start = time.perf_counter()
+    loss = train_mlp(config["steps"], config["batch"], config["width"], config["seed"])
+    tune.report(
+        {
+            "loss": loss,
+            "work_s": time.perf_counter() - start,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+    )
+
+
+def _empty_trial(config: dict) -> None:
+    tune.report({"work_s": 0.0, "pid": os.getpid()})
+
+
+def _sweep(trainable, param_space: dict, concurrency: int, reuse: bool, storage: str) -> dict:
+    """Run one Tune sweep; wall seconds and the trials' reported results."""
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=reuse),
+        run_config=tune.RunConfig(storage_path=storage, verbose=0),
+    )
+    start = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - start
+    errors = [r.error for r in grid if r.error is not None]
+    if errors:
+        raise RuntimeError(f"bench trial failed: {errors[0]}")
+    return {"wall_s": wall, "metrics": [r.metrics for r in grid]}
+
+
+def run_scaling(cfg: BenchConfig, storage: str) -> list[dict]:
+    """Rows of the scaling and overhead runs (one row per run)."""
+    work_space = {
+        "steps": cfg.steps,
+        "batch": cfg.batch,
+        "width": cfg.width,
+        "seed": tune.grid_search(list(range(cfg.trials))),
+    }
+    rows = []
+    if cfg.warmup:
+        _sweep(_work_trial, {**work_space, "seed": tune.grid_search([0])}, 1, True, storage)
+    for workers in cfg.workers:
+        out = _sweep(_work_trial, work_space, workers, True, storage)
+        rows.append(_row("scaling", workers, True, cfg.trials, out))
+    base = next(r for r in rows if r["workers"] == min(cfg.workers))
+    for row in rows:
+        row["speedup"] = base["wall_s"] / row["wall_s"] * base["workers"]
+        row["efficiency"] = row["speedup"] / row["workers"]
+    empty_space = {"i": tune.grid_search(list(range(cfg.overhead_trials)))}
+    for reuse in (False, True):
+        out = _sweep(_empty_trial, empty_space, 1, reuse, storage)
+        rows.append(_row("overhead", 1, reuse, cfg.overhead_trials, out))
+    return rows
+
+
+def _row(kind: str, workers: int, reuse: bool, trials: int, out: dict) -> dict:
+    work = sum(m.get("work_s", 0.0) for m in out["metrics"])
+    return {
+        "trial_key": f"{kind}-w{workers}-{'reuse' if reuse else 'fresh'}",
+        "bench": kind,
+        "workers": workers,
+        "reuse_actors": reuse,
+        "trials": trials,
+        "wall_s": out["wall_s"],
+        "trial_s": work,  # sum of the trials' own work seconds
+        # Seconds per trial not spent in the trial's own work (Tune + process costs).
+        "overhead_s": (out["wall_s"] * workers - work) / trials,
+        "worker_processes": len({m.get("pid") for m in out["metrics"]}),
+        "speedup": None,
+        "efficiency": None,
+    }
+
+
+def _init_ray(cfg: BenchConfig, temp_dir: str) -> None:
+    """Join the cluster in RAY_ADDRESS, else start a private local one with 2 CPUs."""
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+        return
+    ray.init(
+        address="local",
+        num_cpus=max(cfg.workers),
+        num_gpus=0,
+        include_dashboard=False,
+        object_store_memory=cfg.object_store_mb * 1024 * 1024,
+        _temp_dir=temp_dir,
+        log_to_driver=False,
+    )
+
+
+def print_rows(rows: list[dict]) -> None:
+    for r in rows:
+        if r["bench"] == "scaling":
+            print(
+                f"scaling  workers={r['workers']}  trials={r['trials']}  wall={r['wall_s']:.2f}s"
+                f"  work={r['trial_s']:.2f}s  speedup={r['speedup']:.2f}"
+                f"  efficiency={100 * r['efficiency']:.1f}%"
+            )
+        else:
+            print(
+                f"overhead reuse_actors={r['reuse_actors']!s:5}  trials={r['trials']}"
+                f"  per-trial={r['overhead_s']:.2f}s  worker processes={r['worker_processes']}"
+            )
+
+
+def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
+    parser = argparse.ArgumentParser(prog="python -m ray_jobs bench", description=__doc__)
+    parser.add_argument("what", choices=["scaling"])
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. trials=4 steps=50")
+    parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
+    args = parser.parse_intermixed_args(argv)
+    tiny = ["trials=2", "steps=5", "overhead_trials=2", "warmup=false"] if args.tiny else []
+    return args.what, build_config(BenchConfig, {}, tiny + args.overrides)
+
+
+def main(argv: list[str]) -> int:
+    _, cfg = parse_args(argv)
+    results_dir = os.path.abspath(os.path.expanduser(cfg.results_dir))
+    sweep_id = "bench-scaling-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        storage = os.path.join(tmp, "tune")
+        _init_ray(cfg, os.path.join(tmp, "ray"))
+        try:
+            stamp = _stamp(cfg, sweep_id)
+            rows = run_scaling(cfg, storage)
+        finally:
+            ray.shutdown()
+    print_rows(rows)
+    path = results.write_rows(results_dir, TABLE, sweep_id, [{**stamp, **r} for r in rows])
+    print(f"wrote {len(rows)} rows to {path}")
+    return 0
+
+
+def _stamp(cfg: BenchConfig, sweep_id: str) -> dict:
+    """The columns every row carries: origin of the measurement."""
+    tree = to_dict(cfg)
+    tree.pop("results_dir")
+    blob = json.dumps(tree, sort_keys=True, default=str)
+    return {
+        "sweep_id": sweep_id,
+        "round": 0,
+        "config_hash": hashlib.sha256(blob.encode()).hexdigest(),
+        "code_version": code_version(),
+        "time": time.time(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "device": "cpu",
+    }

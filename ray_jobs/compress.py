@@ -1,0 +1,157 @@
+"""The compression job: teacher -> GA top-k -> a Tune sweep of distillation trials.
+
+    config -> checks (results_dir, data, teacher, budget) -> search table (every GA
+    candidate) -> prepare_teacher (fine-tune or reuse, logits cache; on a worker) ->
+    one trial per top-k candidate + BiLSTM_soft baselines -> distill table, students
+    saved under results_dir/students/SWEEP_ID/TRIAL_KEY.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from ray_jobs import results, sweep
+from ray_jobs.config import JobConfig, code_version, config_hash
+from ray_jobs.errors import JobError
+from search.cost import size_mb
+from search.ga import run_ga
+from search.space import Arch, SearchSpace, Teacher, teacher_spec
+from training.data import classification_splits
+from training.distill import CompressTrainConfig, prepare_teacher, train_student
+from training.finetune import num_labels_of
+from training.models import resolve_teacher
+
+# The sections whose values decide what the compression job computes (its identity).
+SECTIONS = ("seed", "data", "teacher", "search", "finetune", "distill", "baselines")
+
+
+def sweep_id(cfg: JobConfig) -> str:
+    return f"compress-{config_hash(cfg, SECTIONS)[:12]}"
+
+
+def check_results_dir(results_dir: str) -> None:
+    """JobError unless results_dir exists and is writable or can be created; creates nothing."""
+    path = Path(results_dir)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise JobError(f"results_dir: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise JobError(f"results_dir: cannot write to {path} ({probe} is not writable)")
+
+
+def teacher_dims(cfg: JobConfig) -> Teacher:
+    """The teacher's family and dimensions, without loading weights; JobError if unknown."""
+    try:
+        resolve_teacher(cfg.teacher.name)
+        return teacher_spec(cfg.teacher.name)
+    except ValueError as exc:
+        raise JobError(f"teacher.name: {exc}") from None
+
+
+def check_budget(target_mb: float, space: SearchSpace, teacher: Teacher, num_labels: int) -> None:
+    """JobError when even the space's smallest architecture exceeds the size budget.
+
+    The GA's fitness only penalises |size - T|, so it would otherwise return students far
+    over a budget nothing can meet. Size grows with every gene but heads (parameter-free).
+    """
+    smallest = Arch(space.layers[0], space.hidden[0], space.heads[0], space.ffn[0], space.vocab[0])
+    floor = size_mb(smallest, teacher, num_labels)
+    if target_mb < floor:
+        raise JobError(
+            f"search.target_mb: {target_mb:g} MB is below the smallest architecture of the "
+            f"{teacher.name} search space ({floor:.3f} MB: L{smallest.layers} H{smallest.hidden} "
+            f"A{smallest.heads} D{smallest.ffn} V{smallest.vocab})"
+        )
+
+
+def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int) -> list[dict]:
+    """Every distinct feasible genome the GA evaluated, best first (rank 0 = best)."""
+    s = cfg.search
+    space = SearchSpace.from_teacher(teacher)
+    check_budget(s.target_mb, space, teacher, num_labels)
+    seq_len = s.seq_len or cfg.distill.max_seq_len
+    everything = s.population + s.generations * s.children  # archive size bound
+    found = run_ga(
+        space, teacher, s.target_mb, seq_len,
+        variant=s.variant, population=s.population, generations=s.generations,
+        crossover_rate=s.crossover_rate, children=s.children,
+        seed=cfg.seed if s.seed is None else s.seed, top_k=everything, max_mb=s.max_mb,
+        num_labels=num_labels,
+    )
+    if not found:
+        raise JobError(
+            f"search.target_mb: no architecture of {teacher.name} fits {s.target_mb} MB"
+            + (f" (max_mb {s.max_mb})" if s.max_mb is not None else "")
+        )
+    return found
+
+
+def search_rows(cfg: JobConfig, candidates: list[dict]) -> list[dict]:
+    return [{**c, "rank": i, "trial_key": "", "target_mb": cfg.search.target_mb,
+             "selected": i < cfg.search.top_k, "time": time.time(), "device": "",
+             "node_id": ""} for i, c in enumerate(candidates)]
+
+
+def trial_specs(cfg: JobConfig, candidates: list[dict]) -> list[dict]:
+    """One spec per top-k candidate, plus the enabled BiLSTM_soft baselines."""
+    specs = [{"trial_key": f"student-{i}", "candidate": {"kind": "student", **c}}
+             for i, c in enumerate(candidates[: cfg.search.top_k])]
+    if cfg.baselines.bilstm_paper:
+        specs.append({"trial_key": "bilstm-paper",
+                      "candidate": {"kind": "bilstm", "variant": "paper"}})
+    if cfg.baselines.bilstm_budget:
+        specs.append({"trial_key": "bilstm-budget",
+                      "candidate": {"kind": "bilstm", "variant": "budget",
+                                    "target_mb": cfg.search.target_mb}})
+    return specs
+
+
+def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
+    """Tune trial: distil one candidate and report its row."""
+    torch.set_num_threads(ctx.threads)
+    p = ctx.params
+    out_dir = Path(p["students_dir"]) / spec["trial_key"]
+    row = train_student(spec["candidate"], p["artifacts"], p["train_cfg"], out_dir,
+                        device=ctx.device)
+    ctx.report({**row, "name": spec["trial_key"], "teacher_size_mb": p["teacher_size_mb"]})
+
+
+def teacher_size_mb(teacher_dir: str) -> float:
+    """Serialised size (MB = 1e6 bytes) of the fine-tuned teacher's safetensors files."""
+    files = list(Path(teacher_dir).glob("*.safetensors"))
+    return sum(f.stat().st_size for f in files) / 1e6 if files else float("nan")
+
+
+def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
+    """Run (or resume) the compression job; returns the sweep outcome (rows from disk)."""
+    check_results_dir(cfg.results_dir)
+    # Cheap input checks first: bad data, teacher or budget fail before Ray starts.
+    splits = classification_splits(cfg.data)
+    candidates = search_candidates(cfg, teacher_dims(cfg), num_labels_of(splits))
+    sid = sweep_id(cfg)
+    stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
+    started = sweep.init_ray(cfg)
+    try:
+        sweep.precheck(cfg)
+        results.write_rows(cfg.results_dir, "search", sid,
+                           [{**r, **stamp} for r in search_rows(cfg, candidates)])
+        train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
+        artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
+                                         str(Path(cfg.results_dir) / "cache"))
+        params = {"artifacts": artifacts, "train_cfg": train_cfg,
+                  "students_dir": str(Path(cfg.results_dir) / "students" / sid),
+                  "teacher_size_mb": teacher_size_mb(artifacts.teacher_dir)}
+        job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
+                          trials=trial_specs(cfg, candidates), tables=("distill",),
+                          params=params, stamp=stamp)
+        return sweep.run_sweep(cfg, job, resume=resume)
+    finally:
+        if started:
+            ray.shutdown()

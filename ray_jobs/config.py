@@ -1,0 +1,306 @@
+"""Job configuration: nested frozen dataclasses loaded from YAML plus `a.b=value` overrides.
+
+The loader is generic: it walks the dataclass type hints, so every default lives in exactly
+one place (the dataclass) and the same code validates the sections owned by training/.
+Unknown keys and wrong types raise ConfigError naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from ray_jobs.errors import ConfigError
+from ray_jobs.results import DEFAULT_RESULTS_DIR
+from training.data import DataConfig
+from training.distill import DistillConfig
+from training.finetune import FinetuneConfig
+from training.models import TeacherConfig
+from training.prune import PruneConfig
+from training.quantize import QuantizeConfig
+from training.seq2seq import Seq2SeqConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpus_per_trial: float = 1.0  # Ray CPU request per trial; torch threads = max(1, floor(cpus))
+    gpus_per_trial: float = 0.0  # fractions allowed (0.5 packs two trials on a GPU)
+    max_concurrent_trials: int | None = None  # None -> as many as the cluster fits
+    num_cpus: int | None = None  # only for a local cluster started by the job; None -> all cores
+    num_gpus: int | None = None  # local cluster only; declares (possibly fake) GPUs
+    object_store_mb: int = 512  # local cluster only: object store size (MiB)
+    precheck: bool = True  # refuse requests no node fits; False on autoscaling clusters
+
+
+@dataclass(frozen=True)
+class FailureConfig:
+    max_failures: int = 1  # retries of a trial whose worker or code fails (Tune FailureConfig)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    target_mb: float = 3.0  # size budget T (MB = 1e6 bytes) of the GA fitness GFLOPs - |size - T|
+    max_mb: float | None = None  # hard cap on candidate size; None -> no cap
+    top_k: int = 3  # best distinct candidates trained as students
+    variant: str = "default"  # GA variant of search.ga.run_ga
+    population: int = 50  # paper: 50
+    generations: int = 100  # paper: 100
+    crossover_rate: float = 0.6  # paper: 0.6
+    children: int = 50
+    seq_len: int | None = None  # FLOPs sequence length; None -> distill.max_length
+    seed: int | None = None  # None -> the job's seed
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    bilstm_paper: bool = True  # BiLSTM_soft at the paper's width (Tang et al.)
+    bilstm_budget: bool = True  # BiLSTM_soft resized to search.target_mb
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    results_dir: str = DEFAULT_RESULTS_DIR  # tables, students, Ray experiments; made absolute on load
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    failure: FailureConfig = field(default_factory=FailureConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+
+
+# ---------------------------------------------------------------- generic loader
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against annotation `tp` and return it in the dataclass's form."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{key}: must not be null")
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _convert(value, opt, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{key}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+            items = [_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
+        else:
+            item_tp = args[0] if args else Any
+            items = [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    return _scalar(value, tp, key)
+
+
+def _scalar(value: Any, tp: Any, key: str) -> Any:
+    if value is None:
+        raise ConfigError(f"{key}: must not be null")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from a mapping, refusing unknown keys."""
+    where = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in names:
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(names))})")
+        kwargs[name] = _convert(value, hints[name], key)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # a section's own __post_init__ validation
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", value parsed as a YAML scalar or list)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"{text}: override must look like key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}") from None
+    return key, value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The YAML mapping in `path`; ConfigError naming the file when unreadable."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def build_config(cls: type, data: dict | None = None, overrides: list[str] = ()) -> Any:
+    """Generic: dataclass `cls` from mapping `data` with dotted `overrides` applied."""
+    tree = json.loads(json.dumps(data or {}))  # deep copy; YAML scalars only
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return _build(cls, tree)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
+    """JobConfig from YAML `path` (None -> all defaults) and `a.b=value` overrides.
+
+    results_dir is made absolute against the current directory: trial workers run in
+    Ray temp dirs, so every path they see must be absolute.
+    """
+    data = read_yaml(path) if path is not None else {}
+    cfg = build_config(JobConfig, data, list(overrides))
+    return dataclasses.replace(cfg, results_dir=str(Path(cfg.results_dir).expanduser().resolve()))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (`smoke`, `demo.yaml`)."""
+    path = Path(name)
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = CONFIG_DIR / (name if str(name).endswith(".yaml") else f"{name}.yaml")
+    return shipped if shipped.exists() else path
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: JobConfig, sections: tuple[str, ...] | None = None) -> str:
+    """Stable sha256 (hex) of the config's content, without results_dir (where, not what).
+
+    `sections` limits the hash to the sections a job reads, so that the compression job's
+    identity does not change when only the pruning section does.
+    """
+    tree = to_dict(cfg)
+    tree.pop("results_dir")
+    if sections is not None:
+        tree = {k: tree[k] for k in sections}
+    blob = json.dumps(tree, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _git_version() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(_PACKAGE_ROOT), "describe", "--always", "--dirty", "--tags"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _source_hash() -> str:
+    digest = hashlib.sha256()
+    for package in ("search", "training", "ray_jobs"):
+        for file in sorted((_PACKAGE_ROOT / package).rglob("*.py")):
+            digest.update(str(file.relative_to(_PACKAGE_ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def code_version() -> str:
+    """`git describe` of the source tree, else package version + hash of the source files."""
+    git = _git_version()
+    if git:
+        return git
+    try:
+        from importlib.metadata import version
+
+        pkg = version("code-compressor")
+    except Exception:  # not installed: a source tree (e.g. a `ray job` working dir)
+        pkg = "0+unknown"
+    return f"{pkg}+src.{_source_hash()}"

@@ -1,0 +1,64 @@
+"""Entry points of the CLI's job commands: run, print the summary, map outcomes to codes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ray_jobs import compress, summary
+from ray_jobs.config import JobConfig, load_config
+from ray_jobs.errors import SweepFailed
+from ray_jobs.sweep import SweepOutcome
+
+
+def load(path: Path | None, overrides: list[str]) -> JobConfig:
+    return load_config(path, overrides)
+
+
+def _check(name: str, outcome: SweepOutcome) -> None:
+    if outcome.errors:
+        raise SweepFailed(f"{name}: {len(outcome.errors)} trial(s) failed: "
+                          + "; ".join(outcome.errors))
+
+
+def run_compress(cfg: JobConfig, resume: bool) -> str:
+    t0 = time.perf_counter()
+    outcome = compress.run(cfg, resume=resume)
+    print(f"\ncompress: {len(outcome.rows['distill'])} distill rows in "
+          f"{time.perf_counter() - t0:.0f} s -> {cfg.results_dir}", flush=True)
+    print(summary.compress_summary(cfg.results_dir, compress.sweep_id(cfg)), flush=True)
+    _check("compress", outcome)
+    return compress.sweep_id(cfg)
+
+
+def run_prune(cfg: JobConfig, resume: bool) -> str:
+    from ray_jobs import prune
+
+    t0 = time.perf_counter()
+    outcome = prune.run(cfg, resume=resume)
+    sid = prune.sweep_id(cfg)
+    print(f"\nprune: {len(outcome.rows['prune'])} prune rows, "
+          f"{len(outcome.rows.get('quantize', []))} quantize rows in "
+          f"{time.perf_counter() - t0:.0f} s -> {cfg.results_dir}", flush=True)
+    print(summary.prune_summary(cfg.results_dir, sid), flush=True)
+    _check("prune", outcome)
+    return sid
+
+
+def run_demo(cfg: JobConfig, resume: bool) -> None:
+    """compress then prune, each summary, and the BLEU-versus-sparsity PNG beside the tables."""
+    run_compress(cfg, resume)
+    sid = run_prune(cfg, resume)
+    png = summary.plot_bleu(cfg.results_dir, sid, Path(cfg.results_dir) / f"bleu_vs_sparsity-{sid}.png")
+    if png is not None:
+        print(f"plot: {png}")
+    print(f"query the tables: python -m ray_jobs query \"SELECT * FROM distill\" "
+          f"results_dir={cfg.results_dir}")
+
+
+def run(command: str, cfg: JobConfig, *, resume: bool = False) -> int:
+    runners = {"compress": run_compress, "prune": run_prune, "demo": run_demo}
+    runners[command](cfg, resume)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,113 @@
+"""The pruning job: code-to-text model -> a Tune sweep of lottery-ticket schedules -> quantize.
+
+    config -> checks (results_dir, data, teacher, schedules) -> prepare_seq2seq (fine-tune
+    or reuse; on a worker) -> one trial per schedule (run_schedule reports a row per round)
+    -> prune table -> quantize_rows for the unpruned model and each schedule's last round
+    (on a worker) -> quantize table. Pruned states live under results_dir/pruned/SWEEP_ID.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from ray_jobs import results, sweep
+from ray_jobs.compress import check_results_dir, teacher_dims
+from ray_jobs.config import JobConfig, code_version, config_hash
+from ray_jobs.errors import JobError
+from training.data import code_to_text_splits
+from training.prune import run_schedule, schedules
+from training.quantize import quantize_rows
+from training.seq2seq import prepare_seq2seq
+
+# The sections whose values decide what the pruning job computes (its identity).
+SECTIONS = ("seed", "data", "teacher", "seq2seq", "prune", "quantize")
+
+
+def sweep_id(cfg: JobConfig) -> str:
+    return f"prune-{config_hash(cfg, SECTIONS)[:12]}"
+
+
+def trial_specs(cfg: JobConfig) -> list[dict]:
+    """One spec per schedule of the grid in cfg.prune."""
+    try:
+        grid = schedules(cfg.prune)
+    except ValueError as exc:
+        raise JobError(f"prune: {exc}") from None
+    if not grid:
+        raise JobError("prune: the schedule grid is empty (a list in the prune section is empty)")
+    return [{"trial_key": s["schedule"], "schedule": s} for s in grid]
+
+
+def prune_trial(spec: dict, ctx: sweep.TrialContext) -> None:
+    """Tune trial: the rounds of one schedule, a row per round, resumable by round."""
+    torch.set_num_threads(ctx.threads)
+    p = ctx.params
+    start = (ctx.state or {}).get("next_round", 0)
+
+    def report(row: dict) -> None:
+        ctx.report(row, state={"next_round": int(row["round"]) + 1})
+
+    run_schedule(spec["schedule"], p["artifacts"], p["cfg"].prune,
+                 Path(p["pruned_dir"]) / spec["trial_key"], report=report, device=ctx.device,
+                 start_round=start)
+
+
+def last_states(pruned_dir: Path, keys: list[str]) -> dict[str, str]:
+    """schedule -> state file of its last round (run_schedule keeps only the latest state)."""
+    out = {}
+    for key in keys:
+        states = sorted((pruned_dir / key).glob("round_*/state.safetensors"))
+        if states:
+            out[key] = str(states[-1])
+    return out
+
+
+def _quantize(artifacts, cfg, pruned, scope, *, device: str) -> list[dict]:
+    rows = quantize_rows(artifacts, cfg, pruned=pruned, scope=scope)
+    node = ray.get_runtime_context().get_node_id()
+    return [{**r, "device": "cpu", "node_id": node} for r in rows]  # int8 is a CPU kernel
+
+
+def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: dict) -> list[dict]:
+    """quantize rows for the unpruned model and each schedule's last round, unless present."""
+    pruned = last_states(Path(cfg.results_dir) / "pruned" / sid, keys)
+    have = {r["trial_key"] for r in results.read_rows(cfg.results_dir, "quantize", sid)}
+    if have >= {"unpruned", *pruned}:
+        return results.read_rows(cfg.results_dir, "quantize", sid)
+    scope = cfg.prune.scopes[0]
+    rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, pruned, scope)
+    rows = [{**r, **stamp, "trial_key": r["model"], "time": time.time()} for r in rows]
+    results.write_rows(cfg.results_dir, "quantize", sid, rows)
+    return rows
+
+
+def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
+    """Run (or resume) the pruning job; returns the sweep outcome (rows from disk)."""
+    check_results_dir(cfg.results_dir)
+    # Cheap input checks first: bad data, teacher or schedules fail before Ray starts.
+    specs = trial_specs(cfg)
+    code_to_text_splits(cfg.data)
+    teacher_dims(cfg)
+    sid = sweep_id(cfg)
+    stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
+    started = sweep.init_ray(cfg)
+    try:
+        sweep.precheck(cfg)
+        artifacts = sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
+                                         str(Path(cfg.results_dir) / "cache"))
+        params = {"artifacts": artifacts, "cfg": cfg,
+                  "pruned_dir": str(Path(cfg.results_dir) / "pruned" / sid)}
+        job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,
+                          tables=("prune",), params=params, stamp=stamp)
+        outcome = sweep.run_sweep(cfg, job, resume=resume)
+        done = [s["trial_key"] for s in specs if not any(
+            e.startswith(f"{s['trial_key']}:") for e in outcome.errors)]
+        outcome.rows["quantize"] = quantize_stage(cfg, artifacts, sid, done, stamp)
+        return outcome
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,285 @@
+"""Result tables: Arrow schema per table, atomic Parquet files, a Tune sink, DuckDB queries.
+
+Layout: `results_dir/table=NAME/SWEEP_ID.parquet` (hive-partitioned by table, one file per
+sweep). A file is always rewritten whole through a temp file and `os.replace`, so readers
+never see a partial file, and the sink de-duplicates rows on the table's key, so a resumed
+sweep holds each (trial, round) exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray import tune
+
+DEFAULT_RESULTS_DIR = "results"  # JobConfig.results_dir's default (query needs no torch)
+
+# Every row of every table carries these (DESIGN: artifacts record their origin).
+COMMON = [
+    pa.field("sweep_id", pa.string()),
+    pa.field("trial_key", pa.string()),  # stable trial identity (survives resume), "" for driver rows
+    pa.field("round", pa.int64()),  # 0 when a trial reports once
+    pa.field("config_hash", pa.string()),
+    pa.field("code_version", pa.string()),
+    pa.field("time", pa.timestamp("ms", tz="UTC")),
+    pa.field("node_id", pa.string()),
+    pa.field("device", pa.string()),
+]
+
+_F, _I, _S, _B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+_GENES = [("layers", _I), ("hidden", _I), ("heads", _I), ("ffn", _I), ("vocab", _I)]
+
+# Columns per table beyond COMMON; rows may carry more (types inferred, appended).
+COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
+    "search": [("rank", _I), *_GENES, ("params", _I), ("size_mb", _F), ("gflops", _F),
+               ("flops_matmul", _F), ("fitness", _F), ("target_mb", _F), ("selected", _B)],
+    "distill": [("kind", _S), ("variant", _S), *_GENES, ("params", _I), ("analytic_params", _I),
+                ("size_mb", _F), ("serialized_bytes", _I), ("serialized_mb", _F), ("gflops", _F),
+                ("accuracy", _F), ("f1", _F), ("teacher_accuracy", _F), ("teacher_f1", _F),
+                ("retention", _F), ("valid_accuracy", _F), ("latency_ms", _F),
+                ("latency_p90_ms", _F), ("teacher_latency_ms", _F), ("codebert_latency_ms", _F),
+                ("speedup_vs_teacher", _F), ("speedup_vs_codebert", _F),
+                ("teacher_size_mb", _F), ("train_seconds", _F), ("model_dir", _S)],
+    "prune": [("schedule", _S), ("method", _S), ("scope", _S), ("rewind", _S),
+              ("selection", _S), ("batch_size", _I), ("rounds", _I), ("nominal_sparsity", _F),
+              ("sparsity", _F), ("valid_bleu_greedy", _F), ("valid_bleu_beam", _F),
+              ("test_bleu_greedy", _F), ("test_bleu_beam", _F), ("beam", _I), ("loss", _F),
+              ("iterations", _I), ("train_seconds", _F), ("dense_size_bytes", _I),
+              ("sparse_size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F)],
+    "quantize": [("model", _S), ("variant", _S), ("sparsity", _F), ("bleu_greedy", _F),
+                 ("bleu_beam", _F), ("beam", _I), ("bleu_kept", _F), ("size_bytes", _I),
+                 ("latency_ms", _F), ("latency_p90_ms", _F), ("error", _S)],
+    "bench": [("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
+              ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F)],
+}
+
+# Key that identifies a row within one sweep's file (dedup on resume: the last one wins).
+KEYS: dict[str, tuple[str, ...]] = {
+    "search": ("rank",),
+    "quantize": ("trial_key", "variant"),
+}
+DEFAULT_KEY = ("trial_key", "round")
+
+
+class ResultsError(ValueError):
+    """Unusable results folder or query."""
+
+
+def schema(table: str) -> pa.Schema:
+    """The Arrow schema of `table` (COMMON + its own columns)."""
+    if table not in COLUMNS:
+        raise ResultsError(f"{table}: unknown table (known: {', '.join(sorted(COLUMNS))})")
+    return pa.schema(COMMON + [pa.field(n, t) for n, t in COLUMNS[table]])
+
+
+def row_key(table: str, row: dict) -> tuple:
+    return tuple(row.get(k) for k in KEYS.get(table, DEFAULT_KEY))
+
+
+def dedup(table: str, rows: Iterable[dict]) -> list[dict]:
+    """Rows with one per key, the last occurrence winning, in first-seen key order."""
+    out: dict[tuple, dict] = {}
+    for row in rows:
+        out[row_key(table, row)] = row
+    return list(out.values())
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(value, tz=dt.UTC)
+    return dt.datetime.fromisoformat(str(value))
+
+
+def _clean(value: Any) -> Any:
+    # NaN from a metric becomes NULL: SQL aggregates then skip it instead of poisoning it.
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def to_arrow(table: str, rows: list[dict]) -> pa.Table:
+    """Rows -> Arrow table: known columns cast to the schema, extra columns inferred."""
+    base = schema(table)
+    known = set(base.names)
+    extra: list[str] = []
+    for row in rows:
+        extra += [k for k in row if k not in known and k not in extra]
+    arrays = []
+    for f in base:
+        values = [_clean(_time(r.get(f.name)) if f.name == "time" else r.get(f.name)) for r in rows]
+        arrays.append(pa.array(values, type=f.type))
+    fields = list(base)
+    for name in extra:
+        arr = pa.array([_json_safe(r.get(name)) for r in rows])
+        arrays.append(arr)
+        fields.append(pa.field(name, arr.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _json_safe(value: Any) -> Any:
+    # Nested values of unknown columns are stored as JSON text: one type per column.
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str)
+    return _clean(value)
+
+
+def table_dir(results_dir: str | os.PathLike, table: str) -> Path:
+    return Path(results_dir) / f"table={table}"
+
+
+def table_file(results_dir: str | os.PathLike, table: str, sweep_id: str) -> Path:
+    return table_dir(results_dir, table) / f"{sweep_id}.parquet"
+
+
+def write_rows(results_dir: str | os.PathLike, table: str, sweep_id: str, rows: list[dict]) -> Path:
+    """Write one sweep's rows of `table` atomically (temp file + os.replace); returns the path.
+
+    Rows without a sweep_id get this sweep's; rows are de-duplicated on the table's key.
+    """
+    path = table_file(results_dir, table, sweep_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Dot-prefixed temp name: never matched by the `*.parquet` glob that queries read.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        rows = [{"sweep_id": sweep_id, **r} for r in dedup(table, rows)]
+        pq.write_table(to_arrow(table, rows), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_rows(results_dir: str | os.PathLike, table: str, sweep_id: str) -> list[dict]:
+    """Rows of one sweep's file (empty when there is none)."""
+    path = table_file(results_dir, table, sweep_id)
+    if not path.exists():
+        return []
+    return pq.read_table(path).to_pylist()
+
+
+class RowSink(tune.Callback):
+    """Driver-side Tune callback: collects `{"table": NAME, "row": {...}}` results.
+
+    Each trial result carrying a row is stamped with the sweep's identity and upserted;
+    the sweep's file for that table is rewritten atomically, so an interrupted driver
+    leaves complete tables and a resumed one continues from them.
+    """
+
+    def __init__(self, results_dir: str, sweep_id: str, stamp: dict, tables: Iterable[str]):
+        self.results_dir = str(results_dir)
+        self.sweep_id = sweep_id
+        self.stamp = {"sweep_id": sweep_id, **stamp}
+        self.tables = tuple(tables)
+        self.rows: dict[str, list[dict]] | None = None  # loaded from disk at setup
+
+    def __getstate__(self) -> dict:
+        # Tune pickles the sink with the experiment; rows are re-read from disk on restore.
+        return {**self.__dict__, "rows": None}
+
+    def setup(self, **info) -> None:
+        # Rows written by an earlier, interrupted run of the same sweep.
+        self.rows = {t: read_rows(self.results_dir, t, self.sweep_id) for t in self.tables}
+
+    def add(self, table: str, row: dict) -> None:
+        if self.rows is None:
+            self.setup()
+        row = {**row, **self.stamp}
+        row.setdefault("round", 0)
+        row.setdefault("time", time.time())
+        rows = self.rows.setdefault(table, read_rows(self.results_dir, table, self.sweep_id))
+        rows.append(row)
+        self.rows[table] = dedup(table, rows)
+        write_rows(self.results_dir, table, self.sweep_id, self.rows[table])
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if isinstance(result.get("row"), dict):
+            self.add(result.get("table") or self.tables[0], result["row"])
+
+
+# ---------------------------------------------------------------- queries
+
+
+def table_names(results_dir: str | os.PathLike) -> list[str]:
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name.split("=", 1)[1] for p in root.glob("table=*")
+        if p.is_dir() and any(p.glob("*.parquet"))
+    )
+
+
+def connect(results_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
+    """In-memory DuckDB with one view per table found under `results_dir`."""
+    con = duckdb.connect()
+    for name in table_names(results_dir):
+        glob = str(table_dir(results_dir, name) / "*.parquet").replace("'", "''")
+        con.execute(
+            f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{glob}\', '
+            "hive_partitioning=true, union_by_name=true)"
+        )
+    return con
+
+
+def query(results_dir: str | os.PathLike, sql: str) -> pa.Table:
+    """Run `sql` over the tables (each a view by its name); ResultsError on a bad query."""
+    con = connect(results_dir)
+    try:
+        return con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise ResultsError(f"query: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+
+
+def table_counts(results_dir: str | os.PathLike) -> dict[str, int]:
+    counts = {}
+    for name in table_names(results_dir):
+        counts[name] = query(results_dir, f'SELECT count(*) AS n FROM "{name}"').column(0)[0].as_py()
+    return counts
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
+def format_rows(tbl: pa.Table, fmt: str = "table") -> str:
+    """`table` (aligned text), `csv`, or `json` (one array of row objects)."""
+    rows = tbl.to_pylist()
+    if fmt == "json":
+        return json.dumps(rows, default=str, indent=1)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(tbl.column_names)
+        writer.writerows([[_cell(r[c]) if not isinstance(r[c], float) else r[c]
+                           for c in tbl.column_names] for r in rows])
+        return buf.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise ResultsError(f"--format: unknown format {fmt!r} (table, csv, json)")
+    cells = [[_cell(r[c]) for c in tbl.column_names] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(tbl.column_names)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(tbl.column_names, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)

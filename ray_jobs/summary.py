@@ -1,0 +1,97 @@
+"""Human summaries of a sweep's tables, and the BLEU-versus-sparsity plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from ray_jobs import results
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def compress_summary(results_dir: str, sweep_id: str) -> str:
+    """Teacher and each student: size, accuracy, retention, latency, speed-ups."""
+    if "distill" not in results.table_names(results_dir):
+        return "compress: no distill rows"
+    sid = _sql_str(sweep_id)
+    teacher = results.query(results_dir, f"""
+        SELECT 'teacher' AS model, 'teacher' AS kind, NULL AS arch,
+               any_value(teacher_size_mb) AS size_mb, any_value(teacher_accuracy) AS accuracy,
+               1.0 AS retention, median(teacher_latency_ms) AS latency_ms,
+               1.0 AS speedup_vs_teacher,
+               median(codebert_latency_ms) / median(teacher_latency_ms) AS speedup_vs_codebert
+        FROM distill WHERE sweep_id = {sid}""")
+    students = results.query(results_dir, f"""
+        SELECT trial_key AS model, kind,
+               CASE WHEN kind = 'student'
+                    THEN format('L{{}} H{{}} A{{}} D{{}} V{{}}', layers, hidden, heads, ffn, vocab)
+                    ELSE format('BiLSTM H{{}} V{{}}', hidden, vocab) END AS arch,
+               serialized_mb AS size_mb, accuracy, retention, latency_ms,
+               speedup_vs_teacher, speedup_vs_codebert
+        FROM distill WHERE sweep_id = {sid} ORDER BY kind DESC, model""")
+    codebert = results.query(results_dir, f"""
+        SELECT median(codebert_latency_ms) AS ms, any_value(latency_seq_len) AS seq,
+               any_value(latency_threads) AS threads
+        FROM distill WHERE sweep_id = {sid}""").to_pylist()[0]
+    table = pa.concat_tables([teacher.cast(students.schema), students])
+    lines = [f"Compression ({sweep_id}): sizes in MB (serialised), latency in ms "
+             f"(batch 1, sequence {codebert['seq']}, {codebert['threads']} thread(s))",
+             results.format_rows(table)]
+    if codebert["ms"] is not None:
+        lines.append(f"CodeBERT-base architecture at the same settings: {codebert['ms']:.1f} ms")
+    return "\n".join(lines)
+
+
+def prune_summary(results_dir: str, sweep_id: str) -> str:
+    """BLEU versus sparsity per schedule, and the quantization table."""
+    names = results.table_names(results_dir)
+    sid = _sql_str(sweep_id)
+    lines = []
+    if "prune" in names:
+        tbl = results.query(results_dir, f"""
+            SELECT schedule, round, round(sparsity, 3) AS sparsity, test_bleu_greedy,
+                   test_bleu_beam, valid_bleu_greedy, sparse_size_bytes / 1e6 AS sparse_mb,
+                   latency_ms
+            FROM prune WHERE sweep_id = {sid} ORDER BY schedule, round""")
+        lines += [f"Pruning ({sweep_id}): BLEU-4 (CodeXGLUE, 0-100) versus encoder sparsity",
+                  results.format_rows(tbl)]
+    if "quantize" in names:
+        tbl = results.query(results_dir, f"""
+            SELECT model, variant, round(sparsity, 3) AS sparsity, bleu_greedy, bleu_beam,
+                   bleu_kept, size_bytes / 1e6 AS size_mb, latency_ms, error
+            FROM quantize WHERE sweep_id = {sid} ORDER BY model = 'unpruned' DESC, model, variant""")
+        lines += ["Quantization", results.format_rows(tbl)]
+    return "\n".join(lines) if lines else "prune: no rows"
+
+
+def plot_bleu(results_dir: str, sweep_id: str, path: str | Path) -> Path | None:
+    """PNG of test BLEU (greedy) against measured sparsity, one line per schedule."""
+    if "prune" not in results.table_names(results_dir):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results.query(results_dir, f"""
+        SELECT schedule, sparsity, test_bleu_greedy AS bleu FROM prune
+        WHERE sweep_id = {_sql_str(sweep_id)} ORDER BY schedule, sparsity""").to_pylist()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in sorted({r["schedule"] for r in rows}):
+        pts = [(r["sparsity"] * 100, r["bleu"]) for r in rows if r["schedule"] == name]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xlabel("encoder sparsity (%)")
+    ax.set_ylabel("test BLEU-4 (greedy)")
+    ax.set_title(f"BLEU versus sparsity ({sweep_id})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,299 @@
+"""A thin generic Ray Tune runner: one trial per spec, rows to tables, resumable.
+
+    run_sweep(cfg, Sweep(...)) ->
+        ray up (join the cluster or start a local one) -> resource pre-check ->
+        Tuner (with_resources, reuse_actors, FailureConfig) or Tuner.restore -> fit ->
+        rows read back from the sweep's Parquet files (the state on disk, not the grid).
+
+The trial function is `fn(spec, ctx)`: `spec` is one entry of `Sweep.trials` (a dict
+with a stable "trial_key"), `ctx` a TrialContext whose `report(row)` sends a table row
+(and optionally a small checkpoint state) to the driver-side RowSink.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import tune
+
+from ray_jobs import results
+from ray_jobs.errors import ConfigError, JobError, ResourceError, SweepInterrupted
+
+if TYPE_CHECKING:  # config imports training (torch): trial workers need not
+    from ray_jobs.config import JobConfig
+
+__all__ = ["JobError", "ResourceError", "Sweep", "SweepOutcome", "TrialContext", "init_ray",
+           "precheck", "check_resources", "run_sweep", "call_on_worker"]
+
+_STATE_FILE = "trial_state.json"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What to run: `fn(spec, ctx)` once per spec in `trials` (each with a "trial_key")."""
+
+    job: str  # "compress" | "prune" | ...: names the experiment folder
+    sweep_id: str  # stable across re-runs of the same command: the resume key
+    fn: Callable[[dict, TrialContext], None]
+    trials: list[dict]
+    tables: tuple[str, ...]  # tables the trials report rows to; the first is the default
+    params: dict[str, Any] = field(default_factory=dict)  # large/shared objects for fn
+    stamp: dict[str, Any] = field(default_factory=dict)  # config_hash, code_version
+
+
+@dataclass
+class SweepOutcome:
+    path: Path  # the Tune experiment folder
+    rows: dict[str, list[dict]]  # per table, read back from disk
+    errors: list[str]  # "trial_key: error" for trials that failed for good
+    restored: bool
+
+
+@dataclass
+class TrialContext:
+    """What a trial function sees besides its spec."""
+
+    trial_key: str
+    table: str
+    device: str  # "cuda" when Ray assigned a GPU that torch can use, else "cpu"
+    threads: int  # torch threads: the trial's whole-CPU share
+    node_id: str
+    params: dict[str, Any]
+    state: dict | None  # the state of the trial's last checkpoint (after a retry/resume)
+
+    def report(self, row: dict, *, table: str | None = None, state: dict | None = None) -> None:
+        """Send `row` to `table`; `state` (small, JSON) is checkpointed for a restart."""
+        row = {"trial_key": self.trial_key, "node_id": self.node_id, "device": self.device,
+               "time": time.time(), **row}
+        metrics = {"table": table or self.table, "row": row}
+        if state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, _STATE_FILE).write_text(json.dumps(state))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+# ---------------------------------------------------------------- cluster
+
+
+def init_ray(cfg: JobConfig) -> bool:
+    """Connect to Ray; returns True when this call started it (the caller shuts it down).
+
+    Already initialised (tests, the cluster helper): reuse. RAY_ADDRESS set (`ray job
+    submit` sets it for the driver): join that cluster. Otherwise start a private local
+    one without the dashboard. (Ray 2.60 resolves a 127.0.0.1 node address to the
+    machine's own IP, services.resolve_ip_for_localhost, so the node IP is not forced.)
+    """
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return True
+    res = cfg.resources
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus,
+        object_store_memory=res.object_store_mb * 1024 * 1024,
+    )
+    return True
+
+
+def trial_request(cfg: JobConfig) -> dict[str, float]:
+    """Per-trial Tune resource request from config; ConfigError on impossible values."""
+    cpus, gpus = cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial
+    if cpus < 0 or gpus < 0:
+        raise ConfigError("resources: cpus_per_trial and gpus_per_trial must be >= 0")
+    if gpus > 1 and not float(gpus).is_integer():
+        raise ConfigError(f"resources.gpus_per_trial: {gpus}: above 1 it must be a whole number")
+    return {"cpu": cpus, "gpu": gpus}
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    """Resources of each alive node of the connected cluster."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+
+def _fmt(res: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in sorted(res.items()) if k in ("CPU", "GPU")) or "nothing"
+
+
+def check_resources(request: dict[str, float], nodes: list[dict[str, float]]) -> None:
+    """Raise ResourceError unless some node can hold one trial's request.
+
+    Tune would otherwise leave an infeasible trial pending forever.
+    """
+    need = {"CPU": request.get("cpu", 0.0), "GPU": request.get("gpu", 0.0)}
+    need = {k: v for k, v in need.items() if v > 0}
+    if any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
+        return
+    total: dict[str, float] = {}
+    for node in nodes:
+        for k in ("CPU", "GPU"):
+            total[k] = total.get(k, 0.0) + node.get(k, 0.0)
+    largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+    raise ResourceError(
+        f"resources: each trial asks for {_fmt(need)} but no node has that; the cluster has "
+        f"{_fmt(total) if nodes else 'no alive nodes'} in {len(nodes)} node(s) "
+        f"(largest node: {_fmt(largest)})"
+    )
+
+
+def precheck(cfg: JobConfig) -> dict[str, float]:
+    """The trial request, checked against the connected cluster (unless disabled)."""
+    request = trial_request(cfg)
+    if cfg.resources.precheck:
+        check_resources(request, alive_nodes())
+    return request
+
+
+# ---------------------------------------------------------------- trials
+
+
+def _device() -> str:
+    if not ray.get_gpu_ids():
+        return "cpu"
+    import torch  # only when Ray gave this worker a GPU
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _restored_state() -> dict | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        file = Path(folder, _STATE_FILE)
+        return json.loads(file.read_text()) if file.exists() else None
+
+
+def _trial_entry(config: dict, *, fn: Callable, table: str, cpus: float, params: dict) -> None:
+    """The Tune function trainable: build the context and run `fn` on this trial's spec."""
+    spec = config["trial"]
+    ctx = TrialContext(
+        trial_key=spec["trial_key"],
+        table=table,
+        device=_device(),
+        threads=max(1, math.floor(cpus)),
+        node_id=ray.get_runtime_context().get_node_id(),
+        params=params,
+        state=_restored_state(),
+    )
+    fn(spec, ctx)
+
+
+def _trial_name(trial) -> str:
+    return f"{trial.trial_id}-{trial.config['trial']['trial_key']}"
+
+
+def _remote_entry(fn: Callable, cpus: float, args: tuple, kwargs: dict) -> Any:
+    # A preparation step (teacher fine-tuning) runs where a trial would, with its device.
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, math.floor(cpus)))
+    return fn(*args, device=_device(), **kwargs)
+
+
+def call_on_worker(cfg: JobConfig, fn: Callable, *args, **kwargs) -> Any:
+    """`fn(*args, device=..., **kwargs)` as a Ray task with one trial's resources.
+
+    Exceptions raised by `fn` propagate with their own type (Ray's task error subclasses it).
+    """
+    request = trial_request(cfg)
+    task = ray.remote(_remote_entry).options(
+        num_cpus=request["cpu"], num_gpus=request["gpu"], max_retries=0
+    )
+    try:
+        return ray.get(task.remote(fn, request["cpu"], args, kwargs))
+    except ray.exceptions.RayTaskError as exc:
+        # Re-raise the worker's own exception: its message is the one line users need.
+        if isinstance(exc.cause, Exception):
+            raise exc.cause from None
+        raise
+
+
+def _check_trials(trials: list[dict]) -> None:
+    keys = [t.get("trial_key") for t in trials]
+    if not trials or None in keys or len(set(keys)) != len(keys):
+        raise JobError(f"sweep: trials need distinct trial_key values, got {keys}")
+
+
+def _tuner(cfg: JobConfig, sweep: Sweep, trainable, storage: Path, resume: bool):
+    """(Tuner, restored): restore the experiment when one is on disk, else a new one."""
+    path = storage / sweep.sweep_id
+    if tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+        return tuner, True
+    if resume:
+        print(f"nothing to resume at {path}; starting the sweep", flush=True)
+    sink = results.RowSink(cfg.results_dir, sweep.sweep_id, sweep.stamp, sweep.tables)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(sweep.trials)},
+        tune_config=tune.TuneConfig(
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+            max_concurrent_trials=cfg.resources.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=sweep.sweep_id,
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_failures),
+            callbacks=[sink],
+            verbose=1,  # status table only: rows go to the tables, not the console
+        ),
+    )
+    return tuner, False
+
+
+def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> SweepOutcome:
+    rows = {t: results.read_rows(cfg.results_dir, t, sweep.sweep_id) for t in sweep.tables}
+    errors, unfinished = [], []
+    for res in grid:
+        key = (res.config or {}).get("trial", {}).get("trial_key", "?")
+        if res.error is not None:
+            errors.append(f"{key}: {str(res.error).strip().splitlines()[-1]}")
+        elif not (res.metrics or {}).get("done", False):
+            unfinished.append(key)
+    if unfinished and not errors:
+        raise SweepInterrupted(
+            f"{sweep.job}: interrupted with {len(unfinished)} unfinished trial(s); "
+            "run the same command again (or with --resume) to continue"
+        )
+    return SweepOutcome(path=path, rows=rows, errors=errors, restored=restored)
+
+
+def run_sweep(cfg: JobConfig, sweep: Sweep, *, resume: bool = False) -> SweepOutcome:
+    """Run (or resume) `sweep` on the connected Ray cluster; rows land in its tables.
+
+    Ray must be initialised (init_ray) and the request pre-checked (precheck) by the
+    caller, so that infeasible jobs are refused before any expensive preparation.
+    """
+    _check_trials(sweep.trials)
+    request = trial_request(cfg)
+    storage = Path(cfg.results_dir) / "ray"
+    storage.mkdir(parents=True, exist_ok=True)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trial_entry, fn=sweep.fn, table=sweep.tables[0], cpus=request["cpu"],
+            params=sweep.params,
+        ),
+        request,
+    )
+    tuner, restored = _tuner(cfg, sweep, trainable, storage, resume)
+    grid = tuner.fit()
+    return _outcome(cfg, sweep, storage / sweep.sweep_id, grid, restored)

@@ -1,0 +1,93 @@
+"""Bad input and infeasible requests, end to end through `python -m ray_jobs`.
+
+Each case must end with exit code 2, exactly one `error:` line on stderr naming the
+culprit, no traceback, no hang, and no file written under results_dir. The CLI runs are
+started together (each is mostly interpreter and Ray start-up) to keep the test short.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1] / "training" / "fixtures"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+def _corrupt_copy(dest: Path) -> Path:
+    """The code-to-text fixture with a broken JSON line appended to train.jsonl."""
+    shutil.copytree(FIXTURES / "code_to_text", dest)
+    train = dest / "train.jsonl"
+    n = sum(1 for line in train.read_text().splitlines() if line.strip())
+    with train.open("a") as f:
+        f.write('{"code_tokens": ["def", "f"], "docstring_tokens": \n')
+    return train, n + 1
+
+
+def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (CLI args after `python -m ray_jobs`, substrings the error line must hold)."""
+    bad_file, bad_line = _corrupt_copy(tmp / "corrupt")
+    blocker = tmp / "a-file"
+    blocker.write_text("not a folder")
+    smoke = ["--config", "smoke", "resources.num_cpus=2"]
+    return {
+        "unknown_key": (["compress", *smoke, "search.target_mbb=3"], ["search.target_mbb"]),
+        "wrong_type": (["compress", *smoke, "search.top_k=many"], ["search.top_k", "many"]),
+        "missing_data": (["compress", *smoke, f"data.path={tmp}/no-such-data"],
+                         ["no-such-data"]),
+        "corrupt_jsonl": (["compress", *smoke, f"data.path={tmp}/corrupt"],
+                          [f"train.jsonl:{bad_line}"]),
+        "corrupt_jsonl_prune": (["prune", *smoke, f"data.path={tmp}/corrupt"],
+                                [f"{bad_file.name}:{bad_line}"]),
+        "unwritable_results": (["compress", "--config", "smoke",
+                                f"results_dir={blocker}/results"], ["results_dir", "a-file"]),
+        "budget_too_small": (["compress", *smoke, "search.target_mb=0.001"],
+                             ["search.target_mb", "0.001"]),
+        "unknown_teacher": (["compress", *smoke, "teacher.name=no-such-teacher"],
+                            ["teacher.name", "no-such-teacher"]),
+        "gpu_on_cpu_cluster": (["compress", *smoke, "resources.gpus_per_trial=1"],
+                               ["GPU=1", "CPU=2"]),
+        "more_cpus_than_any_node": (["prune", *smoke, "resources.cpus_per_trial=64"],
+                                    ["CPU=64", "CPU=2"]),
+    }
+
+
+def _run_all(cases: dict, tmp: Path) -> dict[str, tuple[int, str]]:
+    """Start every case's CLI at once; name -> (exit code, stderr)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("RAY_ADDRESS", None)
+    procs = {}
+    for name, (args, _) in cases.items():
+        if not any(a.startswith("results_dir=") for a in args):
+            args = [*args, f"results_dir={tmp}/results-{name}"]
+        procs[name] = subprocess.Popen([sys.executable, "-m", "ray_jobs", *args], env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        errs = {name: proc.communicate(timeout=300)[1] for name, proc in procs.items()}
+        return {name: (procs[name].returncode, err) for name, err in errs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    cases = _cases(tmp_path)
+    outcomes = _run_all(cases, tmp_path)
+    problems = []
+    for name, (_, culprits) in cases.items():
+        rc, err = outcomes[name]
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        if rc != 2 or len(lines) != 1 or "Traceback" in err:
+            problems.append(f"{name}: rc={rc} stderr={err[-800:]!r}")
+        elif not all(c in lines[0] for c in culprits):
+            problems.append(f"{name}: {lines[0]!r} does not name {culprits}")
+        written = [p for p in tmp_path.glob(f"results-{name}/**/*") if p.is_file()]
+        if written:
+            problems.append(f"{name}: wrote {written}")
+    assert (tmp_path / "a-file").read_text() == "not a folder"
+    assert not problems, "\n".join(problems)

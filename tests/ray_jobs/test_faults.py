@@ -1,0 +1,203 @@
+"""Faults a cluster throws at a sweep: a killed trial worker, an interrupted driver, a
+Parquet write killed midway. Real Ray, real (tiny) torch trials, real tables."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+import ray.cloudpickle
+
+from ray_jobs import results
+from ray_jobs.bench import train_mlp
+from ray_jobs.config import load_config
+from ray_jobs.sweep import Sweep, run_sweep
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+DRIVER = Path(__file__).with_name("fault_driver.py")
+TRIALS, ROUNDS = 3, 4  # as in fault_driver.py
+pytestmark = pytest.mark.timeout(300)
+
+
+def _short_tmp(prefix: str) -> str:
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # Ray's socket paths are limited
+
+
+# ------------------------------------------------------------ a trial's worker is killed
+
+
+def _killable_trial(spec, ctx):
+    """Round 0, then (first attempt of t0 only) publish its pid and wait to be killed."""
+    folder = Path(ctx.params["dir"])
+    with (folder / f"starts-{ctx.trial_key}").open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    for r in range((ctx.state or {}).get("next_round", 0), 2):
+        loss = train_mlp(steps=20, batch=16, width=32, seed=r)
+        ctx.report({"round": r, "loss": loss, "schedule": ctx.trial_key,
+                    "pid": os.getpid()}, state={"next_round": r + 1})
+        if ctx.trial_key == "t0" and r == 0 and not (folder / "killed").exists():
+            (folder / "pid").write_text(str(os.getpid()))
+            time.sleep(120)  # the test kills this process long before
+
+
+def _kill_once(folder: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not (folder / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if (folder / "pid").exists():
+        (folder / "killed").touch()
+        os.kill(int((folder / "pid").read_text()), signal.SIGKILL)
+
+
+def test_killed_trial_worker_is_retried_and_sweep_completes(tmp_path):
+    tmp = _short_tmp("rfk")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp,
+             object_store_memory=80 * 1024 * 1024, _node_ip_address="127.0.0.1")
+    try:
+        cfg = load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=1"])
+        sweep = Sweep(job="fk", sweep_id="fk-1", fn=_killable_trial,
+                      trials=[{"trial_key": f"t{i}"} for i in range(2)], tables=("prune",),
+                      params={"dir": str(tmp_path)}, stamp={"config_hash": "h", "code_version": "v"})
+        killer = threading.Thread(target=_kill_once, args=(tmp_path,), daemon=True)
+        killer.start()
+        out = run_sweep(cfg, sweep)
+        killer.join(timeout=5)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert (tmp_path / "killed").exists(), "the trial's worker was never killed"
+    assert out.errors == []
+    keys = sorted((r["trial_key"], r["round"]) for r in out.rows["prune"])
+    assert keys == [("t0", 0), ("t0", 1), ("t1", 0), ("t1", 1)]
+    killed_pid = int((tmp_path / "pid").read_text())
+    starts = (tmp_path / "starts-t0").read_text().split()
+    assert len(starts) == 2 and int(starts[0]) == killed_pid  # killed once, retried once
+    t0_last = next(r for r in out.rows["prune"] if r["trial_key"] == "t0" and r["round"] == 1)
+    assert t0_last["pid"] != killed_pid
+
+
+# ------------------------------------------------------------ the driver is interrupted
+
+
+def _driver(results_dir: Path, temp_dir: str, *extra: str) -> subprocess.Popen:
+    # Own session: the signal goes to the driver alone, and cleanup can end its whole group.
+    return subprocess.Popen(
+        [sys.executable, str(DRIVER), str(results_dir), temp_dir, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """End what is left of a driver's process group (Ray processes it started)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _rows(results_dir: Path) -> list[dict]:
+    try:
+        return results.read_rows(results_dir, "prune", "fault-1")
+    except OSError:  # a concurrent os.replace: read again
+        return []
+
+
+def _wait_rows(proc, results_dir: Path, n: int, timeout: float = 150) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_rows(results_dir)) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the sweep made no progress"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupted_driver_resumes_with_one_row_per_trial_round(tmp_path, sig):
+    results_dir = tmp_path / "res"
+    temp_dir = _short_tmp("rfd")
+    first = _driver(results_dir, temp_dir)
+    try:
+        _wait_rows(first, results_dir, 4)
+        os.kill(first.pid, sig)
+        _, err = first.communicate(timeout=120)
+        done_before = len(_rows(results_dir))
+        assert done_before < TRIALS * ROUNDS, "interrupted too late to test anything"
+        if sig == signal.SIGINT:
+            assert first.returncode == 130, err
+    finally:
+        _end_group(first)
+    second = _driver(results_dir, temp_dir, "--resume")
+    try:
+        out, err = second.communicate(timeout=240)
+    finally:
+        _end_group(second)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert second.returncode == 0, err[-3000:]
+    rows = _rows(results_dir)
+    keys = sorted((r["trial_key"], r["round"]) for r in rows)
+    assert keys == [(f"s{i}", r) for i in range(TRIALS) for r in range(ROUNDS)]
+    assert results.table_counts(results_dir) == {"prune": TRIALS * ROUNDS}
+    if sig == signal.SIGINT:
+        # A graceful stop saves the experiment: trials go on from their last checkpoint
+        # (at most the round in flight is redone). After SIGKILL Tune restores its last
+        # periodic snapshot, so some rounds may be redone: the table still holds each once.
+        assert "restored=True" in out
+        calls = sum(len((results_dir / f"calls-s{i}").read_text().split()) for i in range(TRIALS))
+        assert calls <= TRIALS * ROUNDS + TRIALS
+
+
+# ------------------------------------------------------------ a Parquet write is killed
+
+_SLOW_WRITER = textwrap.dedent("""
+    import sys, time
+    import pyarrow as pa
+import pyarrow.parquet as pq
+    from ray_jobs import results
+
+    def half_then_hang(table, where, **kw):
+        # Write the first row group of the new file, then stall: killed here, midway.
+        with pq.ParquetWriter(where, table.schema) as writer:
+            writer.write_table(table.slice(0, table.num_rows // 2))
+            print("WRITING", flush=True)
+            time.sleep(120)
+            writer.write_table(table.slice(table.num_rows // 2))
+
+    results.pq.write_table = half_then_hang
+    rows = [{"trial_key": f"n{i}", "round": 0, "schedule": "new", "sparsity": 0.5}
+            for i in range(1000)]
+    results.write_rows(sys.argv[1], "prune", "sweep-a", rows)
+""")
+
+
+def test_parquet_write_killed_midway_leaves_no_partial_file(tmp_path):
+    old = [{"trial_key": f"o{i}", "round": 0, "schedule": "old", "sparsity": 0.1}
+           for i in range(3)]
+    results.write_rows(tmp_path, "prune", "sweep-a", old)
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "WRITING"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    folder = results.table_dir(tmp_path, "prune")
+    partial = [p for p in folder.iterdir() if p.name != "sweep-a.parquet"]
+    assert len(partial) == 1 and partial[0].name.startswith(".")  # the killed temp file
+    with pytest.raises(pa.ArrowInvalid):
+        pq.read_table(partial[0])  # really partial: no footer
+    got = results.query(tmp_path, "SELECT schedule, count(*) AS n FROM prune GROUP BY 1")
+    assert got.to_pylist() == [{"schedule": "old", "n": 3}]
+    assert results.table_counts(tmp_path) == {"prune": 3}

@@ -1,0 +1,117 @@
+"""Config loader: YAML + overrides, unknown keys and wrong types named, stable hash."""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import pytest
+
+from ray_jobs.config import (
+    CONFIG_DIR,
+    ConfigError,
+    JobConfig,
+    build_config,
+    config_hash,
+    load_config,
+    parse_override,
+)
+
+
+@dataclass(frozen=True)
+class _Inner:
+    size: float = 1.0
+    name: str | None = None
+    steps: tuple[int, ...] = (1, 2)
+
+
+@dataclass(frozen=True)
+class _Outer:
+    count: int = 3
+    flag: bool = False
+    inner: _Inner = field(default_factory=_Inner)
+
+
+def test_defaults_live_in_the_dataclass():
+    assert build_config(_Outer) == _Outer()
+
+
+def test_yaml_and_overrides_nested():
+    cfg = build_config(_Outer, {"count": 5, "inner": {"name": "x"}},
+                       ["inner.size=2", "inner.steps=[3, 4, 5]", "flag=true"])
+    assert cfg == _Outer(count=5, flag=True, inner=_Inner(size=2.0, name="x", steps=(3, 4, 5)))
+    assert isinstance(cfg.inner.size, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.count = 1
+
+
+@pytest.mark.parametrize(
+    "data, overrides, key",
+    [
+        ({"inner": {"nmae": "x"}}, [], "inner.nmae: unknown key"),
+        ({}, ["inner.sise=3"], "inner.sise: unknown key"),
+        ({"count": "three"}, [], "count: expected int"),
+        ({}, ["count=1.5"], "count: expected int"),
+        ({}, ["flag=1"], "flag: expected bool"),
+        ({}, ["inner.steps=[1, x]"], "inner.steps[1]: expected int"),
+        ({"inner": 3}, [], "inner: expected a mapping"),
+    ],
+)
+def test_refusals_name_the_dotted_key(data, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        build_config(_Outer, data, overrides)
+
+
+def test_override_below_a_scalar_names_it():
+    with pytest.raises(ConfigError, match="^count: "):
+        build_config(_Outer, {"count": 2}, ["count.sub=1"])
+
+
+def test_parse_override_forms():
+    assert build_config(_Outer, {}, ["inner.size=1e-4"]).inner.size == 1e-4  # YAML 1.1: a string
+    assert parse_override("a=null") == ("a", None)
+    assert parse_override("a=[1, 2]") == ("a", [1, 2])
+    assert parse_override("a.b=some/path.jsonl") == ("a.b", "some/path.jsonl")
+    for bad in ("novalue", "=3", "a..b=1"):
+        with pytest.raises(ConfigError):
+            parse_override(bad)
+
+
+def test_job_config_sections_and_absolute_results_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["results_dir=out", "search.top_k=2", "resources.gpus_per_trial=0.5",
+                             "data.max_train=40", "teacher.name=minilm-l6", "distill.epochs=1"])
+    assert cfg.results_dir == str(tmp_path / "out")
+    assert (cfg.search.top_k, cfg.resources.gpus_per_trial, cfg.data.max_train) == (2, 0.5, 40)
+    assert cfg.distill.epochs == 1
+    with pytest.raises(ConfigError, match="distill.epochz"):
+        load_config(None, ["distill.epochz=1"])
+    with pytest.raises(ConfigError, match="data.max_train"):
+        load_config(None, ["data.max_train=many"])
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="list.yaml"):
+        load_config(listy)
+
+
+def test_config_hash_stable_and_sensitive(tmp_path):
+    a = load_config(None, [f"results_dir={tmp_path}/a"])
+    b = load_config(None, [f"results_dir={tmp_path}/b"])
+    assert config_hash(a) == config_hash(b)  # where results go is not what they mean
+    c = load_config(None, ["search.top_k=7"])
+    assert config_hash(a) != config_hash(c)
+    assert config_hash(a, ("seq2seq",)) == config_hash(c, ("seq2seq",))
+
+
+def test_shipped_configs_load():
+    names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    assert {"smoke.yaml", "demo.yaml"} <= set(names)
+    for name in names:
+        assert isinstance(load_config(CONFIG_DIR / name), JobConfig)

@@ -1,0 +1,116 @@
+"""`ray job submit --working-dir`: the smoke compression job on a real Ray head that this
+test starts as its own child process (127.0.0.1, no token auth) and ends by its pid."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ray_jobs import results
+
+REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tmp: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=tmp)
+    return env
+
+
+def _wait_for_dashboard(address: str, head: subprocess.Popen, env: dict, timeout: float = 180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert head.poll() is None, "ray head exited early"
+        probe = subprocess.run([RAY, "job", "list", "--address", address], env=env,
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0:
+            return
+        time.sleep(3)
+    raise AssertionError(f"dashboard at {address} did not come up")
+
+
+def _wait_for_job(address: str, job_id: str, timeout: float = 600) -> tuple[str, str]:
+    """(final status, driver logs) of a submitted job, polled through the job SDK."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    deadline = time.time() + timeout
+    status = client.get_job_status(job_id)
+    while not status.is_terminal() and time.time() < deadline:
+        time.sleep(3)
+        status = client.get_job_status(job_id)
+    logs = client.get_job_logs(job_id)
+    return ("TIMEOUT" if not status.is_terminal() else JobStatus(status).value), logs
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head on 127.0.0.1 with free ports; yields (dashboard address, env)."""
+    tmp = tempfile.mkdtemp(prefix="rjh", dir="/tmp")
+    env = _env(tmp)
+    dash = _free_port()
+    cmd = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+           "--port", str(_free_port()), "--dashboard-port", str(dash),
+           "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
+           "--ray-client-server-port", str(_free_port()),
+           "--dashboard-agent-listen-port", str(_free_port()),
+           "--num-cpus", "2", "--object-store-memory", str(200 * 1024 * 1024), "--temp-dir", tmp,
+           "--disable-usage-stats"]
+    head = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        _wait_for_dashboard(address, head, env)
+        yield address, env
+    finally:
+        # End exactly the head we started: `ray start --block` stops its own processes on
+        # SIGTERM; anything left in its process group (our session) is then killed.
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait(timeout=30)
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_smoke_compress(ray_head, tmp_path):
+    address, env = ray_head
+    out = tmp_path / "results"
+    job_id = f"compress_smoke_{os.getpid()}"
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO),
+         "--submission-id", job_id, "--no-wait", "--",
+         sys.executable, "-m", "ray_jobs", "compress", "--config", "smoke",
+         f"results_dir={out}", "baselines.bilstm_budget=false"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert submit.returncode == 0, submit.stderr[-2000:]
+    status, logs = _wait_for_job(address, job_id)
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert "Compression (compress-" in logs
+    rows = results.query(out, "SELECT * FROM distill").to_pylist()
+    assert [r["trial_key"] for r in rows] == ["student-0"]
+    assert rows[0]["accuracy"] is not None and Path(rows[0]["model_dir"]).is_dir()
+    # The job ran from the uploaded copy of the tree, not from this checkout.
+    assert rows[0]["code_version"]

@@ -1,0 +1,138 @@
+"""End to end: the real CLI on real local Ray with the smoke config (real data, real MiniLM
+teacher, real tiny training), then the tables, a saved student, resume and the query CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ray_jobs import results
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli_env(ray_tmp: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAY_AUTH_MODE="disabled",
+               TOKENIZERS_PARALLELISM="false", RAY_USAGE_STATS_ENABLED="0",
+               RAY_TMPDIR=ray_tmp)  # own Ray temp dir (short: socket paths are limited)
+    return env
+
+
+def run_cli(args: list[str], ray_tmp: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ray_jobs", *args], cwd=REPO,
+                          env=cli_env(ray_tmp), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def ray_tmp():
+    tmp = tempfile.mkdtemp(prefix="rje", dir="/tmp")
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, ray_tmp):
+    """`demo --config smoke`: compress then prune, summaries, the PNG."""
+    out = tmp_path_factory.mktemp("smoke") / "results"
+    proc = run_cli(["demo", "--config", "smoke", f"results_dir={out}"], ray_tmp, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def _q(root, sql):
+    return results.query(root, sql).to_pylist()
+
+
+@pytest.mark.slow
+def test_compress_tables(demo_run):
+    root, proc = demo_run
+    assert "Compression (compress-" in proc.stdout and "CodeBERT-base architecture" in proc.stdout
+    search = _q(root, "SELECT * FROM search ORDER BY rank")
+    assert len(search) > 1 and [r["selected"] for r in search].count(True) == 1
+    assert search[0]["fitness"] == max(r["fitness"] for r in search)
+    distill = _q(root, "SELECT * FROM distill ORDER BY trial_key")
+    assert [r["trial_key"] for r in distill] == ["bilstm-budget", "student-0"]
+    student = distill[1]
+    genes = ("layers", "hidden", "heads", "ffn", "vocab")
+    assert [student[g] for g in genes] == [search[0][g] for g in genes]
+    for row in distill:
+        assert row["size_mb"] <= 3.0 + 1e-9  # the budget
+        assert 0 <= row["accuracy"] <= 1 and row["retention"] > 0
+        assert row["latency_ms"] > 0 and row["teacher_latency_ms"] > 0
+        assert row["speedup_vs_codebert"] > row["speedup_vs_teacher"] > 0
+        assert row["sweep_id"].startswith("compress-") and len(row["config_hash"]) == 64
+        assert row["code_version"] and row["node_id"] and row["device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_saved_student_reloads_and_predicts_the_same(demo_run):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from training.distill import read_examples
+    from training.finetune import encode, predict_logits, scores
+
+    root, _ = demo_run
+    row = _q(root, "SELECT * FROM distill WHERE kind = 'student'")[0]
+    model = AutoModelForSequenceClassification.from_pretrained(row["model_dir"]).eval()
+    tok = AutoTokenizer.from_pretrained(row["model_dir"])
+    assert len(tok) == row["vocab"]
+    (eval_file,) = (root / "cache" / "eval").glob("*.parquet")
+    test, _ = read_examples(eval_file, "test")
+    torch.set_num_threads(1)
+    enc = encode(tok, test, 64)  # smoke.yaml distill.max_seq_len
+    got = scores(predict_logits(model, enc, tok.pad_token_id), [e.label for e in test])
+    assert got["accuracy"] == pytest.approx(row["accuracy"])
+    assert got["f1"] == pytest.approx(row["f1"])
+
+
+@pytest.mark.slow
+def test_prune_tables_and_plot(demo_run):
+    root, proc = demo_run
+    rows = _q(root, "SELECT schedule, round, sparsity, nominal_sparsity, test_bleu_greedy "
+                    "FROM prune ORDER BY schedule, round")
+    schedules = sorted({r["schedule"] for r in rows})
+    assert schedules == ["l1-global_encoder_finetuned_pick_last_b8_r2",
+                         "random-global_encoder_finetuned_pick_last_b8_r2"]
+    assert [(r["round"]) for r in rows] == [0, 1, 2] * 2  # one row per (schedule, round)
+    for r in rows:  # measured by counting zeros: the nominal 0, 20%, 40%
+        assert r["sparsity"] == pytest.approx(r["nominal_sparsity"], abs=0.01)
+        assert 0 <= r["test_bleu_greedy"] <= 100
+    quant = _q(root, "SELECT trial_key, variant FROM quantize")
+    assert len(quant) == 4 * 3  # four variants x (unpruned + two schedules)
+    assert {q["trial_key"] for q in quant} == {"unpruned", *schedules}
+    assert "BLEU-4" in proc.stdout and "Quantization" in proc.stdout
+    (png,) = root.glob("bleu_vs_sparsity-prune-*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_same_command_again_resumes_without_duplicates(demo_run, ray_tmp):
+    root, _ = demo_run
+    before = results.table_counts(root)
+    proc = run_cli(["compress", "--config", "smoke", f"results_dir={root}"], ray_tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert results.table_counts(root) == before
+    assert len(list((root / "table=distill").glob("*.parquet"))) == 1  # one file per sweep
+
+
+@pytest.mark.slow
+def test_query_and_tables_cli(demo_run, ray_tmp):
+    root, _ = demo_run
+    proc = run_cli(["query", "SELECT kind, count(*) AS n FROM distill GROUP BY 1 ORDER BY 1",
+                    "--format", "json", f"results_dir={root}"], ray_tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [{"kind": "bilstm", "n": 1}, {"kind": "student", "n": 1}]
+    proc = run_cli(["query", "SELECT kind FROM distill ORDER BY 1", "--format", "csv",
+                    f"results_dir={root}"], ray_tmp)
+    assert proc.stdout.split() == ["kind", "bilstm", "student"]
+    proc = run_cli(["tables", f"results_dir={root}"], ray_tmp)
+    assert "distill\t2" in proc.stdout and "prune\t6" in proc.stdout
+    proc = run_cli(["query", "SELECT * FROM nosuch", f"results_dir={root}"], ray_tmp)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nosuch" in proc.stderr

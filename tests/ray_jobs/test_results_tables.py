@@ -1,0 +1,104 @@
+"""Result tables: schema, atomic one-file-per-sweep writes, dedup, DuckDB queries."""
+
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from ray_jobs import results
+
+
+def _rows(n, sweep="s1", **extra):
+    return [{"trial_key": f"t{i}", "round": 0, "accuracy": 0.5 + i / 10, "kind": "student",
+             "time": 1.7e9 + i, **extra} for i in range(n)]
+
+
+def test_schema_has_common_columns_and_known_types():
+    for table in ("search", "distill", "prune", "quantize", "bench"):
+        names = results.schema(table).names
+        for col in ("sweep_id", "config_hash", "code_version", "time", "node_id", "device"):
+            assert col in names
+    with pytest.raises(results.ResultsError, match="nosuch"):
+        results.schema("nosuch")
+
+
+def test_write_is_one_hive_file_per_sweep_and_atomic(tmp_path, monkeypatch):
+    path = results.write_rows(tmp_path, "distill", "s1", _rows(2))
+    assert path == tmp_path / "table=distill" / "s1.parquet"
+    assert pq.read_table(path).num_rows == 2
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    # A write that dies midway leaves the previous complete file and no temp file.
+    monkeypatch.setattr(results.pq, "write_table", boom)
+    with pytest.raises(OSError):
+        results.write_rows(tmp_path, "distill", "s1", _rows(3))
+    assert sorted(os.listdir(path.parent)) == ["s1.parquet"]
+    assert pq.read_table(path).num_rows == 2
+
+
+def test_dedup_keeps_last_row_per_trial_and_round():
+    rows = _rows(2) + [{"trial_key": "t0", "round": 0, "accuracy": 0.9},
+                       {"trial_key": "t0", "round": 1, "accuracy": 0.1}]
+    out = results.dedup("distill", rows)
+    assert [(r["trial_key"], r["round"], r["accuracy"]) for r in out] == [
+        ("t0", 0, 0.9), ("t1", 0, 0.6), ("t0", 1, 0.1)]
+    q = results.dedup("quantize", [{"trial_key": "a", "variant": "fp16", "bleu": 1},
+                                    {"trial_key": "a", "variant": "int8", "bleu": 2},
+                                    {"trial_key": "a", "variant": "fp16", "bleu": 3}])
+    assert [(r["variant"], r["bleu"]) for r in q] == [("fp16", 3), ("int8", 2)]
+
+
+def test_extra_columns_are_kept_and_nan_is_null(tmp_path):
+    rows = [{"trial_key": "a", "accuracy": float("nan"), "my_metric": 3, "nested": {"x": 1}}]
+    results.write_rows(tmp_path, "distill", "s1", rows)
+    out = results.read_rows(tmp_path, "distill", "s1")[0]
+    assert out["accuracy"] is None and out["my_metric"] == 3
+    assert json.loads(out["nested"]) == {"x": 1}
+
+
+def test_sink_upserts_and_resumes_from_disk(tmp_path):
+    stamp = {"config_hash": "h", "code_version": "v"}
+    sink = results.RowSink(str(tmp_path), "s1", stamp, ("prune",))
+    sink.setup()
+    for r in (0, 1):
+        sink.on_trial_result(0, [], None, {"table": "prune", "row": {"trial_key": "a", "round": r}})
+    sink.on_trial_result(0, [], None, {"no": "row"})
+    # A resumed driver: a fresh (unpickled) sink re-reads the file and re-reports round 1.
+    import pickle
+
+    again = pickle.loads(pickle.dumps(sink))
+    assert again.rows is None
+    again.on_trial_result(0, [], None, {"table": "prune", "row": {"trial_key": "a", "round": 1,
+                                                                   "sparsity": 0.1}})
+    again.on_trial_result(0, [], None, {"table": "prune", "row": {"trial_key": "a", "round": 2}})
+    rows = results.read_rows(tmp_path, "prune", "s1")
+    assert [(r["round"], r["sparsity"]) for r in rows] == [(0, None), (1, 0.1), (2, None)]
+    assert {r["sweep_id"] for r in rows} == {"s1"} and {r["config_hash"] for r in rows} == {"h"}
+    assert all(r["time"] is not None for r in rows)
+
+
+def test_query_views_union_sweeps_and_formats(tmp_path):
+    results.write_rows(tmp_path, "distill", "s1", _rows(2, extra_a=1))
+    results.write_rows(tmp_path, "distill", "s2", _rows(3))
+    results.write_rows(tmp_path, "search", "s1", [{"rank": 0, "fitness": 1.5}])
+    (tmp_path / "table=distill" / ".s3.parquet.123.tmp").write_bytes(b"partial")
+    assert results.table_counts(tmp_path) == {"distill": 5, "search": 1}
+    tbl = results.query(tmp_path, "SELECT sweep_id, count(*) AS n FROM distill GROUP BY 1 ORDER BY 1")
+    assert tbl.to_pylist() == [{"sweep_id": "s1", "n": 2}, {"sweep_id": "s2", "n": 3}]
+    as_json = json.loads(results.format_rows(tbl, "json"))
+    assert as_json == [{"sweep_id": "s1", "n": 2}, {"sweep_id": "s2", "n": 3}]
+    assert results.format_rows(tbl, "csv").splitlines() == ["sweep_id,n", "s1,2", "s2,3"]
+    text = results.format_rows(tbl, "table").splitlines()
+    assert text[0].split() == ["sweep_id", "n"] and text[2].split() == ["s1", "2"]
+    with pytest.raises(results.ResultsError, match="query"):
+        results.query(tmp_path, "SELECT * FROM nosuch")
+    with pytest.raises(results.ResultsError, match="format"):
+        results.format_rows(tbl, "xml")
+
+
+def test_empty_results_dir(tmp_path):
+    assert results.table_names(tmp_path / "none") == []
+    assert results.table_counts(tmp_path) == {}

@@ -1,0 +1,102 @@
+"""The generic sweep runner on a real local Ray: rows once, retries, resume, pre-check."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import ray
+
+from ray_jobs import results
+from ray_jobs.config import load_config
+from ray_jobs.sweep import ResourceError, Sweep, check_resources, precheck, run_sweep
+
+STAMP = {"config_hash": "h", "code_version": "v"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    tmp = tempfile.mkdtemp(prefix="rjs", dir="/tmp")  # short: Ray's socket paths are limited
+    ray.init(address="local", include_dashboard=False, num_cpus=2,
+             object_store_memory=80 * 1024 * 1024, _temp_dir=tmp)
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _round_trial(marker_dir: str):
+    """Reports one row per round with a checkpoint; fails once after round 1 when a marker
+    file `fail-<trial_key>` exists (the marker is consumed: the retry succeeds)."""
+
+    def fn(spec, ctx):
+        start = (ctx.state or {}).get("next_round", 0)
+        log = Path(marker_dir, f"calls-{ctx.trial_key}")
+        for r in range(start, spec["rounds"]):
+            with log.open("a") as f:
+                f.write(f"{r}\n")
+            ctx.report({"round": r, "sparsity": r / 10, "schedule": ctx.trial_key},
+                       state={"next_round": r + 1})
+            marker = Path(marker_dir, f"fail-{ctx.trial_key}")
+            if r == 1 and marker.exists():
+                marker.unlink()
+                raise RuntimeError("injected failure")
+
+    return fn
+
+
+def _sweep(marker_dir, trials=3, rounds=3, sweep_id="t-1"):
+    return Sweep(job="t", sweep_id=sweep_id, fn=_round_trial(str(marker_dir)),
+                 trials=[{"trial_key": f"s{i}", "rounds": rounds} for i in range(trials)],
+                 tables=("prune",), stamp=STAMP)
+
+
+def _calls(marker_dir, key):
+    return Path(marker_dir, f"calls-{key}").read_text().split()
+
+
+def test_check_resources_pure():
+    nodes = [{"CPU": 4.0}, {"CPU": 2.0, "GPU": 1.0}]
+    check_resources({"cpu": 2, "gpu": 0.5}, nodes)
+    check_resources({"cpu": 4, "gpu": 0}, nodes)
+    with pytest.raises(ResourceError, match=r"CPU=4, GPU=1.*CPU=6, GPU=1 in 2 node\(s\)"):
+        check_resources({"cpu": 4, "gpu": 1}, nodes)  # no single node has both
+    with pytest.raises(ResourceError, match="GPU=1"):
+        check_resources({"cpu": 1, "gpu": 1}, [{"CPU": 2.0}])
+
+
+def test_precheck_refuses_gpu_on_cpu_cluster(local_ray, tmp_path):
+    cfg = load_config(None, [f"results_dir={tmp_path}", "resources.gpus_per_trial=1"])
+    with pytest.raises(ResourceError, match="GPU=1.*CPU=2"):
+        precheck(cfg)
+    cfg = load_config(None, [f"results_dir={tmp_path}", "resources.cpus_per_trial=3"])
+    with pytest.raises(ResourceError, match="CPU=3"):
+        precheck(cfg)
+    precheck(load_config(None, [f"results_dir={tmp_path}", "resources.cpus_per_trial=0.5"]))
+
+
+def test_sweep_retries_a_failed_trial_from_its_checkpoint(local_ray, tmp_path):
+    cfg = load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=1"])
+    Path(tmp_path, "fail-s1").touch()
+    out = run_sweep(cfg, _sweep(tmp_path))
+    assert out.errors == [] and not out.restored
+    rows = out.rows["prune"]
+    assert sorted((r["trial_key"], r["round"]) for r in rows) == [
+        (f"s{i}", r) for i in range(3) for r in range(3)]
+    assert _calls(tmp_path, "s1") == ["0", "1", "2"]  # the retry resumed at round 2
+    assert {r["device"] for r in rows} == {"cpu"} and all(r["node_id"] for r in rows)
+    assert results.table_counts(cfg.results_dir) == {"prune": 9}
+
+
+def test_errored_sweep_resumes_when_run_again(local_ray, tmp_path):
+    cfg = load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=0"])
+    Path(tmp_path, "fail-s0").touch()
+    first = run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=4, sweep_id="t-2"))
+    assert len(first.errors) == 1 and first.errors[0].startswith("s0:")
+    assert len(first.rows["prune"]) == 2 + 4  # s0 stopped after rounds 0 and 1
+    second = run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=4, sweep_id="t-2"))
+    assert second.restored and second.errors == []
+    keys = [(r["trial_key"], r["round"]) for r in second.rows["prune"]]
+    assert sorted(keys) == [(f"s{i}", r) for i in range(2) for r in range(4)]
+    assert _calls(tmp_path, "s0") == ["0", "1", "2", "3"]  # resumed, not redone
+    assert _calls(tmp_path, "s1") == ["0", "1", "2", "3"]  # finished trials are not rerun
+    assert results.table_counts(cfg.results_dir) == {"prune": 8}

@@ -1,0 +1,80 @@
+"""Fixtures for the code-to-text tests (seq2seq, prune, quantize; owner: pruning helper):
+a word-level BERT vocabulary, a randomly initialised 2-layer BERT saved as a teacher folder,
+a CodeXGLUE jsonl data set. The suite imports test modules with --import-mode=importlib, so
+shared helpers reach them as fixtures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from training.seq2seq import Seq2SeqConfig, build_seq2seq
+
+PAIRS = [
+    ("def add ( a , b ) : return a + b", "add two numbers"),
+    ("def read ( path ) : return open ( path ) . read ( )", "read a file"),
+    ("def mean ( xs ) : return sum ( xs ) / len ( xs )", "average of a list"),
+    ("def first ( xs ) : return xs [ 0 ]", "return the first item"),
+    ("def last ( xs ) : return xs [ - 1 ]", "return the last item"),
+    ("def upper ( s ) : return s . upper ( )", "convert a string to upper case"),
+]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_teacher(folder: Path, hidden: int = 32) -> str:
+    """A random BertModel (2 layers) + word-level tokenizer saved as a teacher folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for code, doc in PAIRS for w in f"{code} {doc}".lower().split()})
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(SPECIALS + words)})
+    torch.manual_seed(0)
+    enc = BertModel(BertConfig(vocab_size=len(SPECIALS) + len(words), hidden_size=hidden, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=64))
+    enc.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def write_data(path: Path) -> str:
+    """CodeXGLUE jsonl; every pair in train, valid and test (so overfitting shows in BLEU)."""
+    lines = []
+    for split in ("train", "valid", "test"):
+        for i, (code, doc) in enumerate(PAIRS):
+            lines.append(json.dumps({"path": f"{split}{i}.py", "code_tokens": code.split(),
+                                     "docstring_tokens": doc.split(), "partition": split}))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def tiny_config(**overrides) -> Seq2SeqConfig:
+    fields = dict(decoder_layers=2, decoder_ffn=64, dropout=0.0, source_len=32, target_len=12, beam=3,
+                  lr=1e-2, batch_size=6, train_steps=120, eval_batch_size=8, seed=0)
+    return Seq2SeqConfig(**{**fields, **overrides})
+
+
+def tiny_model(folder: str, cfg: Seq2SeqConfig | None = None):
+    """(Seq2Seq, tokenizer) around the teacher folder's encoder."""
+    enc = BertModel.from_pretrained(folder)
+    tok = BertTokenizerFast.from_pretrained(folder)
+    return build_seq2seq(enc, tok, cfg or tiny_config()), tok
+
+
+@pytest.fixture(scope="session")
+def seq2seq_teacher(tmp_path_factory) -> str:
+    """Folder of the tiny random teacher (loadable by training.models.load_encoder)."""
+    return write_teacher(tmp_path_factory.mktemp("seq2seq_teacher"))
+
+
+@pytest.fixture(scope="session")
+def seq2seq_data(tmp_path_factory) -> str:
+    return write_data(tmp_path_factory.mktemp("seq2seq_data") / "pairs.jsonl")
+
+
+@pytest.fixture
+def tiny():
+    """The helpers above: tiny.config(**overrides), tiny.model(folder, cfg), tiny.PAIRS."""
+    return SimpleNamespace(config=tiny_config, model=tiny_model, PAIRS=PAIRS)

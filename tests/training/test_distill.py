@@ -1,0 +1,127 @@
+import pickle
+from dataclasses import replace
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from tests.training.tiny_teacher import TINY_DATA, tiny_teacher_folder
+from training.data import classification_splits, split_labeled_unlabeled
+from training.distill import (
+    CompressTrainConfig,
+    DistillConfig,
+    SoftLabelLoss,
+    TeacherArtifacts,
+    prepare_teacher,
+    read_examples,
+    train_student,
+)
+from training.finetune import FinetuneConfig, collate, encode
+from training.models import BiLSTMSoft, TeacherConfig
+
+torch.set_num_threads(1)
+CFG = CompressTrainConfig(
+    finetune=FinetuneConfig(epochs=1, batch_size=4, max_seq_len=32, eval_batch_size=8),
+    distill=DistillConfig(epochs=2, batch_size=4, max_seq_len=32, latency_seq_len=16,
+                          measure_codebert=False, bilstm_vocab=300),
+)
+STUDENT = {"layers": 1, "hidden": 16, "heads": 2, "ffn": 32, "vocab": 300, "gflops": 0.001}
+
+
+def test_soft_label_loss_matches_the_formula():
+    torch.manual_seed(0)
+    q, p = torch.randn(4, 3), torch.randn(4, 3)  # student, teacher logits (B, C)
+    t = 3.0
+    expected = t * t * torch.nn.functional.kl_div(
+        torch.log_softmax(q / t, -1), torch.softmax(p / t, -1), reduction="batchmean")
+    assert SoftLabelLoss(t)(q, p).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert SoftLabelLoss(t)(p, p).item() == pytest.approx(0.0, abs=1e-6)
+    labels = torch.tensor([0, 1, 2, 0])
+    hard = SoftLabelLoss(t, hard_weight=0.5)(q, p, labels)
+    ce = torch.nn.functional.cross_entropy(q, labels)
+    assert hard.item() == pytest.approx(expected.item() + 0.5 * ce.item(), rel=1e-5)
+    assert SoftLabelLoss(t)(q, p, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_soft_label_loss_gradient_pulls_student_towards_teacher():
+    q = torch.zeros(1, 2, requires_grad=True)
+    SoftLabelLoss(2.0)(q, torch.tensor([[3.0, 0.0]])).backward()
+    assert q.grad[0, 0] < 0 < q.grad[0, 1]  # descent raises the teacher's preferred class
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    teacher = TeacherConfig(name=str(tiny_teacher_folder(tmp_path_factory.mktemp("teacher"))))
+    return prepare_teacher(CFG, TINY_DATA, teacher, tmp_path_factory.mktemp("work"))
+
+
+def test_artifacts_are_picklable_and_logits_cached(artifacts, tmp_path):
+    again = pickle.loads(pickle.dumps(artifacts))
+    assert isinstance(again, TeacherArtifacts) and again == artifacts
+    transfer, logits = read_examples(artifacts.logits_path)
+    unlabeled = split_labeled_unlabeled(classification_splits(TINY_DATA)["train"], 0.5, 0)[1]
+    assert transfer == unlabeled and len(logits) == len(unlabeled) and len(logits[0]) == 2
+    teacher = AutoModelForSequenceClassification.from_pretrained(artifacts.teacher_dir).eval()
+    tok = AutoTokenizer.from_pretrained(artifacts.teacher_dir)
+    enc = encode(tok, transfer[:1], CFG.finetune.max_seq_len)
+    with torch.no_grad():
+        direct = teacher(**collate(enc, [0], tok.pad_token_id)).logits[0]
+    assert torch.allclose(direct, torch.tensor(logits[0]), atol=1e-4)
+
+
+def test_second_prepare_reuses_teacher_and_logits(artifacts):
+    from pathlib import Path
+
+    mtime = Path(artifacts.logits_path).stat().st_mtime_ns
+    teacher = TeacherConfig(name=artifacts.teacher_metrics["teacher"])
+    again = prepare_teacher(CFG, TINY_DATA, teacher, artifacts.work_dir)
+    assert again.logits_path == artifacts.logits_path and again.teacher_metrics["reused"]
+    assert Path(again.logits_path).stat().st_mtime_ns == mtime
+
+
+def _reload_logits(folder, test, pair_mode):
+    import training.models  # noqa: F401  (registers the pair model with the Auto classes)
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = encode(tok, test, 32, pair_mode)
+    with torch.no_grad():
+        return model(**collate(enc, list(range(len(test))), tok.pad_token_id)).logits
+
+
+@pytest.mark.parametrize("pair_mode", ["joint", "separate"])
+def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
+    cfg = replace(CFG, distill=replace(CFG.distill, pair_mode=pair_mode))
+    seen = []
+    row = train_student(STUDENT, artifacts, cfg, tmp_path / "s", progress=seen.append)
+    assert [s["epoch"] for s in seen] == [1, 2]
+    for key in ("layers", "hidden", "heads", "ffn", "vocab", "params", "size_mb", "serialized_bytes",
+                "gflops", "accuracy", "f1", "teacher_accuracy", "retention", "latency_ms",
+                "teacher_latency_ms", "speedup_vs_teacher", "train_seconds", "device"):
+        assert key in row, key
+    assert row["pair_mode"] == pair_mode and row["device"] == "cpu"
+    assert row["size_mb"] * 1e6 <= row["serialized_bytes"] < row["size_mb"] * 1e6 + 100_000
+    if row["teacher_accuracy"]:
+        assert row["retention"] == pytest.approx(row["accuracy"] / row["teacher_accuracy"])
+    test, _ = read_examples(artifacts.eval_path, "test")
+    logits = _reload_logits(row["model_dir"], test, pair_mode)
+    preds = logits.argmax(-1).tolist()
+    assert sum(p == e.label for p, e in zip(preds, test, strict=True)) / len(test) == row["accuracy"]
+
+
+@pytest.mark.parametrize("variant", ["paper", "budget"])
+def test_bilstm_baseline(artifacts, tmp_path, variant):
+    row = train_student({"kind": "bilstm", "variant": variant, "target_mb": 0.5}, artifacts, CFG,
+                        tmp_path / "b")
+    assert row["kind"] == "bilstm" and row["variant"] == variant
+    if variant == "budget":
+        assert row["params"] * 4 <= 0.5e6
+    else:
+        assert row["hidden"] == BiLSTMSoft.PAPER_WIDTH["hidden"]
+    model = BiLSTMSoft.from_pretrained(row["model_dir"])
+    assert sum(p.numel() for p in model.parameters()) == row["params"]
+
+
+def test_unknown_candidate_kind_refused(artifacts, tmp_path):
+    with pytest.raises(ValueError, match="kind"):
+        train_student({"kind": "cnn"}, artifacts, CFG, tmp_path)

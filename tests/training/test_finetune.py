@@ -1,0 +1,65 @@
+import json
+import random
+
+import pytest
+import torch
+
+from tests.training.tiny_teacher import TINY_DATA, tiny_teacher_folder
+from training.data import classification_splits, split_labeled_unlabeled
+from training.finetune import FinetuneConfig, batch_order, collate, finetune_teacher
+from training.models import TeacherConfig
+
+torch.set_num_threads(1)
+CFG = FinetuneConfig(epochs=1, batch_size=4, max_seq_len=32, eval_batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return TeacherConfig(name=str(tiny_teacher_folder(tmp_path_factory.mktemp("teacher"))))
+
+
+def test_finetune_saves_metrics_and_reuses(tmp_path, teacher):
+    folder, metrics = finetune_teacher(CFG, TINY_DATA, teacher, tmp_path)
+    assert folder.is_absolute() and (folder / "config.json").is_file()
+    assert not metrics["reused"] and 0.0 <= metrics["accuracy"] <= 1.0
+    train = classification_splits(TINY_DATA)["train"]
+    assert metrics["n_labeled"] == len(split_labeled_unlabeled(train, 0.5, 0)[0])
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["config"]["epochs"] == 1 and saved["key"] == folder.name
+    mtime = (folder / "model.safetensors").stat().st_mtime_ns
+    again, metrics2 = finetune_teacher(CFG, TINY_DATA, teacher, tmp_path)
+    assert again == folder and metrics2["reused"]
+    assert metrics2["accuracy"] == metrics["accuracy"]
+    assert (folder / "model.safetensors").stat().st_mtime_ns == mtime  # not retrained
+    other, _ = finetune_teacher(FinetuneConfig(epochs=1, batch_size=4, max_seq_len=24), TINY_DATA,
+                                teacher, tmp_path)
+    assert other != folder  # a different config is a different teacher
+
+
+def test_finetune_changes_the_weights(tmp_path, teacher):
+    from transformers import AutoModelForSequenceClassification
+
+    folder, _ = finetune_teacher(FinetuneConfig(epochs=2, batch_size=2, max_seq_len=32, lr=1e-3),
+                                 TINY_DATA, teacher, tmp_path)
+    before = AutoModelForSequenceClassification.from_pretrained(teacher.name).classifier.weight
+    after = AutoModelForSequenceClassification.from_pretrained(folder).classifier.weight
+    assert not torch.allclose(before, after)
+
+
+def test_batch_order_covers_every_example_once():
+    lengths = [random.Random(i).randrange(1, 50) for i in range(103)]
+    for rng in (None, random.Random(0)):
+        batches = batch_order(lengths, 8, rng)
+        assert sorted(i for b in batches for i in b) == list(range(103))
+        assert all(len(b) <= 8 for b in batches)
+    sorted_batches = batch_order(lengths, 8, None)
+    flat = [lengths[i] for b in sorted_batches for i in b]
+    assert flat == sorted(flat)
+
+
+def test_collate_pads_and_masks():
+    enc = {"input_ids": [[0, 5, 2], [0, 2]], "input_ids_b": [[0, 7, 7, 2], [0, 2]]}
+    batch = collate(enc, [0, 1], pad_id=1)
+    assert batch["input_ids"].tolist() == [[0, 5, 2], [0, 2, 1]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["attention_mask_b"].sum().item() == 6

@@ -1,0 +1,108 @@
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from search import cost
+from search.space import Arch, teacher_spec
+from training.models import (
+    BiLSTMSoft,
+    PairEncoderForSequenceClassification,
+    build_student,
+    load_encoder,
+    load_teacher,
+)
+
+torch.set_num_threads(1)
+ARCH = Arch(layers=2, hidden=32, heads=2, ffn=64, vocab=300)
+
+
+def _n(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def _inputs(vocab, pair=False):
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (3, 9), generator=gen)
+    out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if pair:
+        out |= {"input_ids_b": ids.flip(1), "attention_mask_b": torch.ones_like(ids)}
+    return out
+
+
+@pytest.mark.parametrize("family", ["minilm-l6", "codebert-base"])
+def test_joint_student_param_count_equals_cost_model(family):
+    teacher = teacher_spec(family)
+    for arch in (ARCH, Arch(3, 48, 4, 96, 1000)):
+        model = build_student(arch, teacher)
+        assert _n(model) == cost.params(arch, teacher)
+
+
+def test_separate_student_adds_one_hidden_square():
+    teacher = teacher_spec("minilm-l6")
+    model = build_student(ARCH, teacher, pair_mode="separate")
+    assert isinstance(model, PairEncoderForSequenceClassification)
+    # encoder without pooler (-H*H-H) + dense(2H->H) instead of the pooler: +H*H
+    assert _n(model) == cost.params(ARCH, teacher) + ARCH.hidden ** 2
+
+
+def test_unknown_pair_mode_refused():
+    with pytest.raises(ValueError, match="pair_mode"):
+        build_student(ARCH, teacher_spec("minilm-l6"), pair_mode="siamese")
+
+
+@pytest.mark.parametrize("pair_mode", ["joint", "separate"])
+def test_student_save_reload_predicts_the_same(tmp_path, pair_mode):
+    torch.manual_seed(0)
+    model = build_student(ARCH, teacher_spec("codebert-base"), pair_mode=pair_mode).eval()
+    model.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    inputs = _inputs(ARCH.vocab, pair=pair_mode == "separate")
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs).logits, again(**inputs).logits, atol=1e-6)
+
+
+def test_unknown_teacher_named_in_error():
+    with pytest.raises(ValueError, match="no-such-teacher"):
+        load_teacher("no-such-teacher")
+
+
+def test_hub_id_offline_is_a_value_error():
+    with pytest.raises(ValueError, match="not-a-user/not-a-model"):
+        load_teacher("not-a-user/not-a-model")
+
+
+def test_embedded_minilm_loads_offline():
+    model, tokenizer = load_teacher("minilm-l6", num_labels=2)
+    assert model.config.model_type == "bert" and model.config.num_hidden_layers == 6
+    enc = tokenizer(["def f(x): return x"], ["identity"], return_tensors="pt")
+    with torch.no_grad():
+        assert model(**enc).logits.shape == (1, 2)
+    encoder, _ = load_encoder("minilm-l6")
+    assert encoder.config.hidden_size == 384
+
+
+def test_bilstm_param_count_and_budget_sizing():
+    model = BiLSTMSoft(vocab=500, embed=20, hidden=30, dense=40)
+    assert _n(model) == BiLSTMSoft.count_params(500, 20, 30, 40)
+    budget = 3e6
+    fit = BiLSTMSoft.for_budget(budget, vocab=2000)
+    assert _n(fit) * 4 <= budget
+    e = fit.config["embed"] + 1  # one step wider no longer fits
+    assert BiLSTMSoft.count_params(2000, e, e, round(e * 4 / 3)) * 4 > budget
+    with pytest.raises(ValueError):
+        BiLSTMSoft.for_budget(1000, vocab=2000)
+
+
+def test_bilstm_save_reload_and_padding_invariance(tmp_path):
+    torch.manual_seed(0)
+    model = BiLSTMSoft(vocab=100, embed=8, hidden=8, dense=8, pad_id=1).eval()
+    ids = torch.tensor([[5, 6, 7, 1, 1]])
+    mask = torch.tensor([[1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        padded = model(ids, mask).logits
+        short = model(ids[:, :3], mask[:, :3]).logits
+    assert torch.allclose(padded, short, atol=1e-6)  # packing ignores the padding
+    model.save_pretrained(tmp_path)
+    again = BiLSTMSoft.from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(again(ids, mask).logits, padded)

@@ -1,0 +1,155 @@
+"""Pruning: the prunable set, exact pruned fractions per method and scope, global versus
+layer-wise, rewinding, zeros that survive training, lottery-ticket rounds with resume."""
+
+import json
+
+import pytest
+import torch
+
+from training.data import DataConfig, PairText
+from training.models import TeacherConfig
+from training.prune import (
+    METHODS,
+    PruneConfig,
+    apply_masks,
+    compute_masks,
+    measured_sparsity,
+    nominal_sparsity,
+    prunable_weights,
+    rewind,
+    run_schedule,
+    schedules,
+)
+from training.seq2seq import (
+    batch_stream,
+    make_optimizer,
+    prepare_seq2seq,
+    tokenize_pairs,
+    train_steps,
+)
+
+torch.set_num_threads(1)
+
+ENCODER_SUFFIXES = {
+    "attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
+    "attention.output.dense.weight", "intermediate.dense.weight", "output.dense.weight",
+}
+
+
+def _ones(weights):
+    return {n: torch.ones(w.shape, dtype=torch.bool) for n, w in weights.items()}
+
+
+def test_prunable_set_per_scope(seq2seq_teacher, tiny):
+    model, _ = tiny.model(seq2seq_teacher)
+    enc, dec, both = (prunable_weights(model, s) for s in ("encoder", "decoder", "all"))
+    assert len(enc) == 2 * 6 and all(n.startswith("encoder.encoder.layer.") for n in enc)
+    assert {n.split(".", 4)[4] for n in enc} == ENCODER_SUFFIXES
+    assert len(dec) == 2 * 10 and all(n.startswith("decoder.") for n in dec)
+    assert both == {**enc, **dec}
+    assert not any("lm_head" in n or "embeddings" in n or "bias" in n or "pooler" in n for n in both)
+    with pytest.raises(ValueError, match="scope"):
+        prunable_weights(model, "pooler")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("scope", ["encoder", "decoder", "all"])
+def test_exact_pruned_fractions(seq2seq_teacher, tiny, method, scope):
+    model, _ = tiny.model(seq2seq_teacher)
+    weights = prunable_weights(model, scope)
+    total = sum(w.numel() for w in weights.values())
+    masks = _ones(weights)
+    for target in (0.3, 0.5):  # two rounds: the second mask nests in the first
+        new = compute_masks(weights, masks, target, method, seed=1)
+        assert all(bool((new[n] <= masks[n]).all()) for n in weights)
+        masks = new
+        apply_masks(weights, masks)
+        zeros = {n: int((w == 0).sum()) for n, w in weights.items()}
+        if method.endswith("global"):  # one count over the whole set
+            assert sum(zeros.values()) == round(target * total)
+        else:  # the same fraction of every matrix
+            assert zeros == {n: round(target * w.numel()) for n, w in weights.items()}
+    assert measured_sparsity(weights.values()) == pytest.approx(0.5, abs=len(weights) / total)
+
+
+def test_global_and_layerwise_differ_on_one_small_matrix(seq2seq_teacher, tiny):
+    model, _ = tiny.model(seq2seq_teacher)
+    weights = prunable_weights(model, "encoder")
+    small = "encoder.encoder.layer.0.attention.self.query.weight"
+    with torch.no_grad():
+        weights[small].mul_(1e-3)  # far below every other weight
+    glob = compute_masks(weights, _ones(weights), 0.2, "l1-global")
+    layer = compute_masks(weights, _ones(weights), 0.2, "l1-layerwise")
+    frac = {n: 1 - m.float().mean().item() for n, m in glob.items()}
+    assert frac[small] == 1.0  # one threshold: the small matrix goes first, entirely
+    assert max(v for n, v in frac.items() if n != small) < 0.2
+    assert all(1 - m.float().mean().item() == pytest.approx(0.2, abs=1e-3) for m in layer.values())
+    # L1 keeps the largest magnitudes inside each matrix
+    w = weights["encoder.encoder.layer.1.output.dense.weight"]
+    m = layer["encoder.encoder.layer.1.output.dense.weight"]
+    assert w[~m].abs().max() <= w[m].abs().min()
+
+
+def test_rewind_restores_survivors_and_keeps_zeros(seq2seq_teacher, tiny):
+    model, _ = tiny.model(seq2seq_teacher)
+    weights = prunable_weights(model, "all")
+    checkpoint = {n: torch.randn(w.shape) for n, w in weights.items()}
+    masks = compute_masks(weights, _ones(weights), 0.4, "random-global", seed=3)
+    apply_masks(weights, masks)
+    rewind(weights, masks, checkpoint)
+    for n, w in weights.items():
+        assert torch.equal(w[masks[n]], checkpoint[n][masks[n]])
+        assert bool((w[~masks[n]] == 0).all())
+
+
+def test_pruned_weights_stay_zero_through_training(seq2seq_teacher, tiny):
+    cfg = tiny.config(train_steps=5)
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    weights = prunable_weights(model, "all")
+    masks = compute_masks(weights, _ones(weights), 0.5, "l1-global")
+    apply_masks(weights, masks)
+    before = {n: w.detach().clone() for n, w in weights.items()}
+    examples = tokenize_pairs([PairText(c, d) for c, d in tiny.PAIRS], tok, cfg)
+    opt, sched = make_optimizer(model, cfg, 5)
+    train_steps(model, batch_stream(examples, 3, 0), 5, opt, sched, cfg, after_step=lambda _: apply_masks(weights, masks))
+    for n, w in weights.items():
+        assert bool((w[~masks[n]] == 0).all())
+    assert any(not torch.equal(w, before[n]) for n, w in weights.items())
+
+
+def test_nominal_sparsity_rules():
+    assert nominal_sparsity(3, 0.1, "original") == pytest.approx(0.3)
+    assert nominal_sparsity(10, 0.1, "remaining") == pytest.approx(1 - 0.9**10)  # 65.1%
+    with pytest.raises(ValueError):
+        nominal_sparsity(1, 0.1, "total")
+
+
+def test_schedules_grid():
+    cfg = PruneConfig(methods=("l1-global", "random-layerwise"), rewinds=("finetuned",), selections=("pick_best",),
+                      batch_sizes=(8, 16), rounds=(2,))
+    grid = schedules(cfg)
+    assert len(grid) == 4 and len({s["schedule"] for s in grid}) == 4
+    with pytest.raises(ValueError, match="rewind"):
+        schedules(PruneConfig(rewinds=("start",)))
+
+
+def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    art = prepare_seq2seq(tiny.config(train_steps=60), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    cfg = PruneConfig(methods=("l1-global",), rewinds=("finetuned",), selections=("pick_best",), batch_sizes=(6,),
+                      rounds=(1,), iterations_per_round=4, rate=0.25, eval_every=2, valid_subset=4,
+                      test_subset=4, beam=2, lr=1e-3)
+    sched = schedules(cfg)[0]
+    rows = []
+    run_schedule(sched, art, cfg, tmp_path / "trial", report=rows.append)
+    assert [r["round"] for r in rows] == [0, 1]
+    assert rows[0]["sparsity"] == 0.0 and rows[1]["sparsity"] == pytest.approx(0.25, abs=1e-3)
+    assert rows[1]["iterations"] == 4 and len(json.loads(rows[1]["valid_checks"])) == 2
+    assert rows[1]["sparse_size_bytes"] < rows[1]["dense_size_bytes"] == rows[0]["dense_size_bytes"]
+    for key in ("valid_bleu_greedy", "valid_bleu_beam", "test_bleu_greedy", "test_bleu_beam", "latency_ms"):
+        assert rows[1][key] >= 0.0
+    # Re-run with one more round in the same folder: rounds 0-1 re-reported as saved, round 2 run.
+    again = []
+    run_schedule({**sched, "rounds": 2}, art, cfg, tmp_path / "trial", report=again.append)
+    assert again[:2] == rows and again[2]["round"] == 2
+    assert again[2]["sparsity"] == pytest.approx(0.5, abs=1e-3)

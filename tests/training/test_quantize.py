@@ -1,0 +1,48 @@
+"""Quantization: fp16 / int8 / int8 with an fp32 output projection on unpruned and pruned
+models; rows carry BLEU, size and latency (or the reason a variant could not run)."""
+
+import pytest
+import torch
+from torch import nn
+
+from training.data import DataConfig
+from training.models import TeacherConfig
+from training.prune import PruneConfig, run_schedule, schedules
+from training.quantize import QuantizeConfig, quantize_model, quantize_rows
+from training.seq2seq import prepare_seq2seq
+
+torch.set_num_threads(1)
+
+
+def test_variants_quantize_the_right_layers(seq2seq_teacher, tiny):
+    model, _ = tiny.model(seq2seq_teacher)
+    int8 = quantize_model(model, "int8")
+    keep = quantize_model(model, "int8_fp32_head")
+    assert type(int8.lm_head) is not nn.Linear and type(int8.decoder[0].self_q) is not nn.Linear
+    assert type(keep.lm_head) is nn.Linear and type(keep.decoder[0].self_q) is not nn.Linear
+    assert keep.lm_head.weight is keep.encoder.get_input_embeddings().weight  # still tied, fp32
+    assert quantize_model(model, "fp16").dense.weight.dtype == torch.float16
+    assert type(model.lm_head) is nn.Linear  # the original is untouched
+    with pytest.raises(ValueError):
+        quantize_model(model, "int4")
+
+
+def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    art = prepare_seq2seq(tiny.config(train_steps=100), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    pcfg = PruneConfig(methods=("l1-global",), rewinds=("none",), selections=("pick_last",), batch_sizes=(6,),
+                       rounds=(1,), iterations_per_round=2, rate=0.5, eval_every=2, valid_subset=2,
+                       test_subset=2, beam=2)
+    run_schedule(schedules(pcfg)[0], art, pcfg, tmp_path / "trial", report=lambda row: None)
+    state = tmp_path / "trial" / "round_001" / "state.safetensors"
+    rows = quantize_rows(art, QuantizeConfig(beam=1), pruned={"l1": state})
+    assert [(r["model"], r["variant"]) for r in rows] == [
+        (m, v) for m in ("unpruned", "l1") for v in ("fp32", "fp16", "int8", "int8_fp32_head")
+    ]
+    by = {(r["model"], r["variant"]): r for r in rows}
+    assert by["unpruned", "fp32"]["sparsity"] == 0.0 and by["l1", "int8"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert by["unpruned", "fp32"]["bleu_greedy"] > 50  # the tiny model memorised its pairs
+    assert by["unpruned", "fp32"]["bleu_kept"] == 1.0
+    for r in rows:
+        assert r["error"] is not None or (r["size_bytes"] > 0 and r["latency_ms"] > 0 and r["bleu_greedy"] >= 0)
+    assert by["unpruned", "int8"]["size_bytes"] < by["unpruned", "fp32"]["size_bytes"]

@@ -1,0 +1,81 @@
+"""Code-to-text model: cached decoding equals the full forward pass, beam 1 equals greedy,
+the model overfits a handful of pairs, prepare_seq2seq caches by key."""
+
+import pickle
+import time
+from pathlib import Path
+
+import torch
+
+from training.data import DataConfig, PairText
+from training.models import TeacherConfig
+from training.seq2seq import (
+    batch_stream,
+    bleu_of,
+    collate,
+    load_seq2seq,
+    make_optimizer,
+    prepare_seq2seq,
+    tokenize_pairs,
+    train_steps,
+)
+
+torch.set_num_threads(1)
+
+
+def _examples(tiny, tok, cfg):
+    pairs = [PairText(c, d) for c, d in tiny.PAIRS]
+    return tokenize_pairs(pairs, tok, cfg), [d for _, d in tiny.PAIRS]
+
+
+def test_cached_decoding_matches_full_forward(seq2seq_teacher, tiny):
+    model, tok = tiny.model(seq2seq_teacher)
+    model.eval()
+    src, mask, tgt = collate(_examples(tiny, tok, tiny.config())[0], model.pad_id)
+    with torch.no_grad():
+        state = model.start(src, mask)
+        h = model._embed(tgt[:, :-1], 0)
+        for layer, kv in zip(model.decoder, state["kv"], strict=True):
+            h = layer(h, kv, state["mask"])
+        full = model._logits(h).log_softmax(-1)  # (B, T-1, V)
+        state = model.start(src, mask)
+        steps = torch.stack([model.step(state, tgt[:, t : t + 1]) for t in range(tgt.size(1) - 1)], 1)
+    torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+
+
+def test_output_projection_is_tied(seq2seq_teacher, tiny):
+    model, _ = tiny.model(seq2seq_teacher)
+    assert model.lm_head.weight is model.encoder.get_input_embeddings().weight
+
+
+def test_overfits_a_handful_of_pairs_and_beam1_is_greedy(seq2seq_teacher, tiny):
+    cfg = tiny.config()
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    examples, refs = _examples(tiny, tok, cfg)
+    before = bleu_of(model, tok, examples, refs, cfg)
+    opt, sched = make_optimizer(model, cfg, cfg.train_steps)
+    loss = train_steps(model, batch_stream(examples, cfg.batch_size, 0), cfg.train_steps, opt, sched, cfg)
+    greedy = bleu_of(model, tok, examples, refs, cfg)
+    beam = bleu_of(model, tok, examples, refs, cfg, beam=3)
+    assert before < 20 and greedy > 60 and beam > 60, (before, greedy, beam, loss)
+    src, mask, _ = collate(examples, model.pad_id)
+    assert model.beam_search(src, mask, cfg.target_len, beam=1) == model.greedy(src, mask, cfg.target_len)
+
+
+def test_prepare_seq2seq_fine_tunes_once_and_reuses(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    cfg = tiny.config(train_steps=30)
+    data = DataConfig(path=seq2seq_data)
+    teacher = TeacherConfig(name=seq2seq_teacher)
+    art = prepare_seq2seq(cfg, data, teacher, tmp_path / "work")
+    assert Path(art.model_dir).is_absolute() and Path(art.finetuned_path).exists()
+    assert art.metrics["train_examples"] == len(tiny.PAIRS)
+    start = time.perf_counter()
+    again = pickle.loads(pickle.dumps(prepare_seq2seq(cfg, data, teacher, tmp_path / "work")))
+    assert again == art and time.perf_counter() - start < 5
+    other = prepare_seq2seq(tiny.config(train_steps=31), data, teacher, tmp_path / "work")
+    assert other.key != art.key
+    fine, _ = load_seq2seq(art.model_dir, cfg)
+    pre, _ = load_seq2seq(art.model_dir, cfg, weights="pretrained")
+    name = "encoder.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(fine.state_dict()[name], pre.state_dict()[name])
+    assert fine.lm_head.weight is fine.encoder.get_input_embeddings().weight

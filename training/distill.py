@@ -1,0 +1,341 @@
+"""Knowledge distillation: soft-label loss, teacher-logit cache, student training, and the
+job-facing API (`prepare_teacher`, `train_student`) that ray_jobs wraps in Tune trials.
+
+Flow: prepare_teacher fine-tunes (or reuses) the teacher on the labeled half, computes its
+logits on the unlabeled half once per (teacher, data) and caches them as Parquet; every
+train_student call reads that cache, trains a student with its own BPE vocabulary, scores it
+on the test split, measures latency (student, teacher, CodeBERT architecture side by side)
+and saves it.
+
+Saved students load with `AutoModelForSequenceClassification.from_pretrained(dir)` and
+`AutoTokenizer.from_pretrained(dir)`; "separate" pair-mode students need
+`import training.models` first (it registers `PairEncoderForSequenceClassification`) and
+take `input_ids_b`/`attention_mask_b`; BiLSTM baselines load with
+`training.models.BiLSTMSoft.from_pretrained(dir)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from search import cost
+from search.space import Arch, Teacher, teacher_spec
+from training.data import ClsExample, DataConfig, classification_splits, data_fingerprint
+from training.evaluate import (
+    classifier_latency,
+    codebert_arch_latency,
+    serialized_size_bytes,
+)
+from training.finetune import (
+    FinetuneConfig,
+    collate,
+    encode,
+    finetune_teacher,
+    fit,
+    labeled_half,
+    lengths_of,
+    loop_settings,
+    predict_logits,
+    scores,
+)
+from training.models import (
+    BiLSTMSoft,
+    PairEncoderForSequenceClassification,
+    TeacherConfig,
+    build_student,
+)
+from training.tokenizer import train_tokenizer
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperature: float = 2.0  # softmax temperature T of the soft-label loss
+    hard_weight: float = 0.0  # weight of cross-entropy on gold labels of the transfer set (paper: 0)
+    epochs: int = 10  # passes over the transfer set
+    lr: float = 5e-4  # AdamW peak learning rate (students start from random weights)
+    batch_size: int = 32  # examples per optimiser step
+    max_seq_len: int = 128  # student tokens per example (per input in "separate" pair mode)
+    warmup_ratio: float = 0.1  # fraction of steps spent warming up the learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping
+    pair_mode: str = "joint"  # "joint": one joined sequence | "separate": two encodes, [CLS] concat
+    transfer_set: str = "unlabeled"  # "unlabeled": the paper's half | "all": both halves, teacher logits
+    max_transfer: int | None = None  # cap on transfer examples (None = all)
+    bilstm_lr: float = 1e-3  # BiLSTM_soft learning rate (MSE on teacher logits)
+    bilstm_epochs: int | None = None  # None -> same as epochs
+    bilstm_vocab: int = 5000  # BPE vocabulary of the paper-width BiLSTM_soft
+    latency_seq_len: int | None = None  # tokens per input when timing; None -> max_seq_len
+    latency_runs: int = 20  # timed runs (median and p90 reported), >= 20
+    latency_warmup: int = 3  # untimed warm-up runs
+    latency_threads: int | None = None  # torch threads while timing; None -> the worker's setting
+    measure_codebert: bool = True  # also time the CodeBERT-base architecture (random weights)
+    eval_batch_size: int = 64  # batch size for validation/test inference
+    seed: int = 0  # torch and shuffling seed
+
+
+@dataclass(frozen=True)
+class CompressTrainConfig:
+    """The two training sections of a compression job (ray_jobs composes them from YAML)."""
+
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+@dataclass(frozen=True)
+class TeacherArtifacts:
+    """What every student trial needs; picklable, all paths absolute."""
+
+    teacher_dir: str  # fine-tuned teacher (model + tokenizer + metrics.json)
+    logits_path: str  # Parquet: text_a, text_b, label, logits (transfer set)
+    eval_path: str  # Parquet: split ("valid" | "test"), text_a, text_b, label
+    work_dir: str  # caches (student tokenizers)
+    teacher: Teacher  # family and dimensions of the teacher
+    num_labels: int
+    teacher_metrics: dict  # accuracy, f1, best_valid_accuracy, ... of the fine-tuned teacher
+
+
+class SoftLabelLoss(nn.Module):
+    """T^2 * KL(softmax(p/T) || softmax(q/T)), p = teacher logits, q = student logits.
+
+    forward(student_logits (B, C), teacher_logits (B, C), labels (B,) | None) -> scalar.
+    Averaged over the batch. With `hard_weight` > 0, adds hard_weight * CE(q, labels).
+    T^2 keeps gradient magnitudes comparable across temperatures (Hinton et al.).
+    """
+
+    def __init__(self, temperature: float = 2.0, hard_weight: float = 0.0):
+        super().__init__()
+        self.temperature = temperature
+        self.hard_weight = hard_weight
+
+    def forward(self, student_logits, teacher_logits, labels=None):
+        t = self.temperature
+        log_q = torch.log_softmax(student_logits / t, dim=-1)  # (B, C)
+        log_p = torch.log_softmax(teacher_logits / t, dim=-1)  # (B, C)
+        kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
+        loss = t * t * kl
+        if self.hard_weight and labels is not None:
+            loss = loss + self.hard_weight * nn.functional.cross_entropy(student_logits, labels)
+        return loss
+
+
+# ---------------------------------------------------------------- caches
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)  # atomic: readers never see half a file
+
+
+def _examples_table(examples: list[ClsExample], **columns) -> pa.Table:
+    return pa.table({"text_a": [e.text_a for e in examples], "text_b": [e.text_b for e in examples],
+                     "label": pa.array([e.label for e in examples], pa.int64()), **columns})
+
+
+def read_examples(path, split: str | None = None) -> tuple[list[ClsExample], list | None]:
+    """(examples, logits rows or None) from a cache Parquet file."""
+    table = pq.read_table(path)
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    cols = table.to_pydict()
+    examples = [ClsExample(a, b, int(y)) for a, b, y in zip(cols["text_a"], cols["text_b"], cols["label"],
+                                                           strict=True)]
+    return examples, cols.get("logits")
+
+
+def transfer_examples(train: list[ClsExample], data: DataConfig, cfg: DistillConfig) -> list[ClsExample]:
+    """The distillation (transfer) set: the unlabeled half, or both halves ("all")."""
+    labeled, unlabeled = labeled_half(train, data)
+    examples = unlabeled if cfg.transfer_set == "unlabeled" else unlabeled + labeled
+    if cfg.transfer_set not in ("unlabeled", "all"):
+        raise ValueError(f"transfer_set must be 'unlabeled' or 'all', got {cfg.transfer_set!r}")
+    return examples[:cfg.max_transfer] if cfg.max_transfer is not None else examples
+
+
+def teacher_logits(teacher_dir, examples: list[ClsExample], cfg: FinetuneConfig, path: Path,
+                   device: str = "cpu") -> Path:
+    """Teacher logits on `examples`, computed once and cached as Parquet at `path`."""
+    if path.is_file():
+        return path
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    enc = encode(tokenizer, examples, cfg.max_seq_len)
+    logits = predict_logits(model, enc, tokenizer.pad_token_id, cfg.eval_batch_size, device,
+                            desc="teacher logits")  # (N, C)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_parquet(_examples_table(examples, logits=pa.array(logits.tolist(), pa.list_(pa.float32()))), path)
+    return path
+
+
+def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: TeacherConfig, work_dir,
+                    *, device: str = "cpu") -> TeacherArtifacts:
+    """Fine-tune or reuse the teacher, cache its transfer-set logits and the eval splits."""
+    work = Path(work_dir).resolve()
+    teacher_dir, metrics = finetune_teacher(cfg.finetune, data, teacher, work, device=device)
+    splits = classification_splits(data)
+    transfer = transfer_examples(splits["train"], data, cfg.distill)
+    key = hashlib.sha256(json.dumps({"teacher": metrics["key"], "transfer_set": cfg.distill.transfer_set,
+                                     "max_transfer": cfg.distill.max_transfer}).encode()).hexdigest()[:16]
+    logits_path = teacher_logits(teacher_dir, transfer, cfg.finetune, work / "logits" / f"{key}.parquet",
+                                 device)
+    eval_path = work / "eval" / f"{data_fingerprint(data)[:16]}.parquet"
+    if not eval_path.is_file():
+        eval_path.parent.mkdir(parents=True, exist_ok=True)
+        rows = splits["valid"] + splits["test"]
+        names = ["valid"] * len(splits["valid"]) + ["test"] * len(splits["test"])
+        _write_parquet(_examples_table(rows, split=names), eval_path)
+    return TeacherArtifacts(
+        teacher_dir=str(teacher_dir), logits_path=str(logits_path), eval_path=str(eval_path),
+        work_dir=str(work), teacher=teacher_spec(str(teacher_dir)),
+        num_labels=int(metrics["num_labels"]), teacher_metrics=metrics,
+    )
+
+
+# ---------------------------------------------------------------- student training
+
+
+def _texts(examples: list[ClsExample]) -> list[str]:
+    return [t for e in examples for t in (e.text_a, e.text_b) if t]
+
+
+def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig, *, device: str,
+                  mse: bool = False, on_epoch=None, desc: str = "distill") -> dict:
+    """Train `model` on teacher `logits` (N, C) of `transfer`; best-on-valid weights kept.
+
+    mse=False: SoftLabelLoss (students); mse=True: MSE on logits (BiLSTM_soft, Tang et al.).
+    """
+    pair_mode = "separate" if isinstance(model, PairEncoderForSequenceClassification) else "joint"
+    pad = tokenizer.pad_token_id
+    train_enc = encode(tokenizer, transfer, cfg.max_seq_len, pair_mode)
+    valid_enc = encode(tokenizer, valid, cfg.max_seq_len, pair_mode)
+    targets = torch.tensor(logits, dtype=torch.float32)  # (N, C)
+    labels = torch.tensor([e.label for e in transfer])
+    loss_fn = nn.MSELoss() if mse else SoftLabelLoss(cfg.temperature, cfg.hard_weight)
+
+    def step_loss(rows):
+        out = model(**collate(train_enc, rows, pad, device)).logits
+        if mse:
+            return loss_fn(out, targets[rows].to(device))
+        return loss_fn(out, targets[rows].to(device), labels[rows].to(device))
+
+    def validate():
+        out = predict_logits(model, valid_enc, pad, cfg.eval_batch_size, device)
+        return scores(out, [e.label for e in valid])["accuracy"]
+
+    settings = loop_settings(cfg)
+    if mse:
+        settings = type(settings)(**asdict(settings) | {"lr": cfg.bilstm_lr,
+                                                        "epochs": cfg.bilstm_epochs or cfg.epochs})
+    return fit(model, len(transfer), lengths_of(train_enc), step_loss, validate, settings,
+               desc=desc, on_epoch=on_epoch) | {"pair_mode": pair_mode}
+
+
+def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillConfig):
+    """(model, tokenizer, row fields) for a GA candidate or a BiLSTM baseline."""
+    kind = candidate.get("kind", "student")
+    texts = _texts(transfer)
+    cache = Path(artifacts.work_dir) / "tokenizers"
+    if kind == "student":
+        arch = Arch(*(int(candidate[g]) for g in ("layers", "hidden", "heads", "ffn", "vocab")))
+        tokenizer = train_tokenizer(texts, arch.vocab, cache_dir=cache)
+        pairs = transfer[0].text_b is not None  # single-input tasks are always "joint"
+        model = build_student(arch, artifacts.teacher, artifacts.num_labels,
+                              cfg.pair_mode if pairs else "joint",
+                              pad_token_id=tokenizer.pad_token_id)
+        fields = {"size_mb": cost.size_mb(arch, artifacts.teacher, artifacts.num_labels),
+                  "analytic_params": cost.params(arch, artifacts.teacher, artifacts.num_labels),
+                  "gflops": candidate.get("gflops")}
+        return model, tokenizer, fields | dict(zip(("layers", "hidden", "heads", "ffn", "vocab"),
+                                                   arch.genes(), strict=True))
+    if kind != "bilstm":
+        raise ValueError(f"candidate kind must be 'student' or 'bilstm', got {kind!r}")
+    variant = candidate.get("variant", "paper")
+    vocab = int(candidate.get("vocab", cfg.bilstm_vocab))
+    tokenizer = train_tokenizer(texts, vocab, cache_dir=cache)
+    if variant == "paper":
+        model = BiLSTMSoft(vocab, **BiLSTMSoft.PAPER_WIDTH, num_labels=artifacts.num_labels,
+                           pad_id=tokenizer.pad_token_id)
+    elif variant == "budget":
+        model = BiLSTMSoft.for_budget(float(candidate["target_mb"]) * 1e6, vocab, artifacts.num_labels,
+                                      tokenizer.pad_token_id)
+    else:
+        raise ValueError(f"bilstm variant must be 'paper' or 'budget', got {variant!r}")
+    n = sum(p.numel() for p in model.parameters())
+    fields = {"variant": variant, "vocab": vocab, "hidden": model.config["hidden"],
+              "size_mb": n * 4 / 1e6, "analytic_params": n, "gflops": None}
+    return model, tokenizer, fields
+
+
+def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfig, pair: bool,
+               device: str) -> dict:
+    """Student, teacher and CodeBERT-architecture latency at the same settings."""
+    seq = cfg.latency_seq_len or cfg.max_seq_len
+    kw = dict(seq_len=seq, device=device, warmup=cfg.latency_warmup, runs=cfg.latency_runs,
+              threads=cfg.latency_threads)
+    student = classifier_latency(model, vocab, pair=pair, **kw)
+    teacher_model = AutoModelForSequenceClassification.from_pretrained(artifacts.teacher_dir)
+    # a pair student reads two inputs of `seq` tokens; the joint teacher reads one of 2*seq
+    teacher = classifier_latency(teacher_model, artifacts.teacher.vocab,
+                                 **kw | {"seq_len": min(seq * (2 if pair else 1), artifacts.teacher.max_positions)})
+    row = {"latency_ms": student["median_ms"], "latency_p90_ms": student["p90_ms"],
+           "teacher_latency_ms": teacher["median_ms"], "latency_seq_len": seq,
+           "latency_threads": student["threads"], "latency_runs": student["runs"],
+           "speedup_vs_teacher": teacher["median_ms"] / student["median_ms"]}
+    row |= {"codebert_latency_ms": None, "speedup_vs_codebert": None}
+    if cfg.measure_codebert:
+        codebert = codebert_arch_latency(**kw | {"seq_len": seq * (2 if pair else 1)},
+                                         num_labels=artifacts.num_labels)
+        row |= {"codebert_latency_ms": codebert["median_ms"],
+                "speedup_vs_codebert": codebert["median_ms"] / student["median_ms"]}
+    return row
+
+
+def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTrainConfig, out_dir, *,
+                  device: str = "cpu", progress: Callable[[dict], None] | None = None) -> dict:
+    """Distil one candidate, score it on test, time it, save it under `out_dir`; one flat row.
+
+    candidate: a GA dict (layers, hidden, heads, ffn, vocab[, gflops, ...]) or
+    {"kind": "bilstm", "variant": "paper" | "budget", "target_mb": float, "vocab": int}.
+    progress(dict) is called after each epoch ({"epoch", "valid_accuracy", "loss"}).
+    """
+    dcfg = cfg.distill
+    torch.manual_seed(dcfg.seed)
+    transfer, logits = read_examples(artifacts.logits_path)
+    valid, _ = read_examples(artifacts.eval_path, "valid")
+    test, _ = read_examples(artifacts.eval_path, "test")
+    model, tokenizer, fields = _build(candidate, artifacts, transfer, dcfg)
+    model.to(device)
+    is_bilstm = isinstance(model, BiLSTMSoft)
+    log = distill_model(model, tokenizer, transfer, logits, valid, dcfg, device=device, mse=is_bilstm,
+                        on_epoch=progress, desc=f"distill {candidate.get('kind', 'student')}")
+    test_enc = encode(tokenizer, test, dcfg.max_seq_len, log["pair_mode"])
+    result = scores(predict_logits(model, test_enc, tokenizer.pad_token_id, dcfg.eval_batch_size, device),
+                    [e.label for e in test])
+    out = Path(out_dir).resolve()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    teacher_acc = artifacts.teacher_metrics["accuracy"]
+    row = {"kind": candidate.get("kind", "student"), "variant": fields.pop("variant", None), **fields,
+           "params": sum(p.numel() for p in model.parameters()),
+           "serialized_bytes": serialized_size_bytes(model),
+           "accuracy": result["accuracy"], "f1": result["f1"],
+           "teacher_accuracy": teacher_acc, "teacher_f1": artifacts.teacher_metrics["f1"],
+           "retention": result["accuracy"] / teacher_acc if teacher_acc else None,
+           "valid_accuracy": log["best_valid_accuracy"], "best_epoch": log["best_epoch"],
+           "epochs": log["epochs"], "train_seconds": log["train_seconds"], "pair_mode": log["pair_mode"],
+           "n_transfer": len(transfer), "n_test": len(test), "device": device, "model_dir": str(out)}
+    row["serialized_mb"] = row["serialized_bytes"] / 1e6
+    row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate", device)
+    return row

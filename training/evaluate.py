@@ -1,0 +1,161 @@
+"""Evaluation: accuracy/F1, serialised size, latency harness (CPU/GPU).
+
+Latency contract: batch 1, a fixed sequence length, a fixed thread count, `warmup` untimed
+calls, then the median and p90 of `runs` (>= 20) timed calls; CUDA is synchronised around
+each call when a GPU is present, so asynchronous kernels are counted.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from safetensors.torch import save as safetensors_save
+
+MIN_RUNS = 20  # the issue asks for the median and p90 of at least 20 runs
+
+
+def accuracy(preds: Sequence[int], labels: Sequence[int]) -> float:
+    """Fraction of `preds` equal to `labels` (0.0 for empty input)."""
+    if len(preds) != len(labels):
+        raise ValueError(f"{len(preds)} predictions for {len(labels)} labels")
+    if not labels:
+        return 0.0
+    return sum(int(p) == int(y) for p, y in zip(preds, labels, strict=True)) / len(labels)
+
+
+def f1_score(preds: Sequence[int], labels: Sequence[int], num_labels: int = 2) -> float:
+    """Binary F1 of class 1 when `num_labels` == 2, macro-F1 over classes otherwise."""
+    classes = [1] if num_labels == 2 else list(range(num_labels))
+    scores = []
+    for c in classes:
+        tp = sum(int(p) == c and int(y) == c for p, y in zip(preds, labels, strict=True))
+        fp = sum(int(p) == c and int(y) != c for p, y in zip(preds, labels, strict=True))
+        fn = sum(int(p) != c and int(y) == c for p, y in zip(preds, labels, strict=True))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / len(scores)
+
+
+def serialized_size_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's state_dict serialised as safetensors (tied tensors stored once)."""
+    tensors, seen = {}, set()
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in seen:  # tied weights (e.g. a shared embedding/lm_head) are saved once
+            continue
+        seen.add(key)
+        tensors[name] = t.detach().cpu().contiguous()
+    return len(safetensors_save(tensors))
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def latency_ms(
+    fn: Callable[[], object], *, warmup: int = 3, runs: int = MIN_RUNS, threads: int | None = None
+) -> dict:
+    """Time `fn()`; returns {"median_ms", "p90_ms", "runs", "threads"}.
+
+    `threads` fixes torch's intra-op thread count for the measurement (restored after);
+    None keeps the current setting.
+    """
+    if runs < MIN_RUNS:
+        raise ValueError(f"runs must be >= {MIN_RUNS}, got {runs}")
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                fn()
+            _sync()
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                fn()
+                _sync()
+                times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+    times.sort()
+    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+    return {
+        "median_ms": statistics.median(times),
+        "p90_ms": p90,
+        "runs": runs,
+        "threads": threads or old_threads,
+    }
+
+
+def random_inputs(
+    vocab_size: int, seq_len: int, *, pair: bool = False, device: str = "cpu", seed: int = 0
+) -> dict:
+    """Batch-1 inputs of exactly `seq_len` random token ids (ids 5.. avoid special tokens).
+
+    `pair=True` adds `input_ids_b`/`attention_mask_b` for separately encoded pairs.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def ids() -> torch.Tensor:  # (1, seq_len)
+        return torch.randint(5, vocab_size, (1, seq_len), generator=gen).to(device)
+
+    inputs = {"input_ids": ids()}
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    if pair:
+        inputs["input_ids_b"] = ids()
+        inputs["attention_mask_b"] = torch.ones_like(inputs["input_ids_b"])
+    return inputs
+
+
+def classifier_latency(
+    model: torch.nn.Module,
+    vocab_size: int,
+    *,
+    seq_len: int,
+    pair: bool = False,
+    device: str = "cpu",
+    warmup: int = 3,
+    runs: int = MIN_RUNS,
+    threads: int | None = None,
+) -> dict:
+    """Latency of one forward pass of a classifier at batch 1 and `seq_len` tokens."""
+    model = model.to(device).eval()
+    inputs = random_inputs(vocab_size, seq_len, pair=pair, device=device)
+    return latency_ms(lambda: model(**inputs), warmup=warmup, runs=runs, threads=threads)
+
+
+def codebert_arch_latency(
+    *,
+    seq_len: int,
+    device: str = "cpu",
+    warmup: int = 3,
+    runs: int = MIN_RUNS,
+    threads: int | None = None,
+    num_labels: int = 2,
+) -> dict:
+    """Latency of the CodeBERT-base architecture (RoBERTa L12 H768) with random weights.
+
+    Latency does not depend on weight values, so the public dimensions suffice.
+    """
+    from transformers import AutoConfig, RobertaForSequenceClassification
+
+    from search.space import teacher_spec
+
+    codebert = teacher_spec("codebert-base")
+    fields = codebert.arch().to_hf_config(codebert)
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields, num_labels=num_labels)
+    torch.manual_seed(0)
+    model = RobertaForSequenceClassification(config)
+    seq_len = min(seq_len, codebert.max_positions - 2)  # RoBERTa positions start at pad+1
+    return classifier_latency(
+        model, codebert.vocab, seq_len=seq_len, device=device,
+        warmup=warmup, runs=runs, threads=threads,
+    )
+
+
+# CodeXGLUE-compatible BLEU-4 and sacrebleu corpus BLEU (owner: pruning helper).
+from training.bleu import codexglue_bleu, corpus_bleu  # noqa: E402, F401

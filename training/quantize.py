@@ -1,0 +1,136 @@
+"""Quantization variants of the code-to-text model, unpruned and pruned (Gu et al.).
+
+fp32 (reference), fp16 (`half()`), torch dynamic int8 of every Linear layer, and int8 that
+keeps the tied output projection (and, as dynamic quantization always does, the
+embeddings) in fp32. Pruning masks are plain zeros in the weights (training/prune.py), so
+pruned models quantize as they are. Sizes are `torch.save` bytes of the state dict: the
+one format that holds packed int8 weights, used for every variant so they compare.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.bleu import codexglue_bleu
+from training.seq2seq import (
+    Seq2Seq,
+    Seq2SeqArtifacts,
+    collate,
+    generate,
+    load_seq2seq,
+    tokenize_pairs,
+)
+
+VARIANTS = ("fp32", "fp16", "int8", "int8_fp32_head")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    variants: tuple[str, ...] = VARIANTS  # fp32 | fp16 | int8 | int8_fp32_head
+    test_subset: int | None = None  # test examples for BLEU; None = all
+    beam: int | None = None  # beam size of the beam BLEU; None = the seq2seq config's; 1 = greedy only
+    latency_runs: int = 20  # timed generations (batch 1, target_len - 1 greedy steps)
+    latency_threads: int | None = 1  # torch threads while timing; None = current setting
+
+
+def quantize_model(model: Seq2Seq, variant: str) -> Seq2Seq:
+    """A quantized copy of `model` (the original is untouched)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    model = copy.deepcopy(model).cpu().eval()
+    if variant == "fp32":
+        return model
+    if variant == "fp16":
+        return model.half()
+    # The tied lm_head is an nn.Linear: plain int8 quantizes a copy of it (the embedding
+    # table itself stays fp32); int8_fp32_head leaves it out.
+    names = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if variant == "int8_fp32_head":
+        names.discard("lm_head")
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated, still the dynamic int8 path
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, names, dtype=torch.qint8)
+
+
+def saved_size_bytes(model: nn.Module) -> int:
+    """Bytes of `torch.save(model.state_dict())` (tied tensors stored once)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def _sparsity(model: nn.Module, scope: str = "encoder") -> float:
+    from training.prune import measured_sparsity, prunable_weights
+
+    return measured_sparsity(w.detach() for w in prunable_weights(model, scope).values())
+
+
+def _latency(model: Seq2Seq, example, cfg: QuantizeConfig, target_len: int) -> dict:
+    from training.evaluate import latency_ms
+
+    src, mask, _ = collate([example], model.pad_id)
+    return latency_ms(lambda: model.greedy(src, mask, target_len, stop=False),
+                      warmup=1, runs=cfg.latency_runs, threads=cfg.latency_threads)
+
+
+def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: QuantizeConfig, s2s) -> dict:
+    """BLEU (greedy, beam), size and generation latency of one variant of `model`; a variant
+    that cannot run here gets its error in the row instead of figures."""
+    row = {"variant": variant, "error": None}
+    beam = cfg.beam or s2s.beam
+    try:
+        q = quantize_model(model, variant)
+        row["size_bytes"] = saved_size_bytes(q)
+        hyps = generate(q, tokenizer, examples, s2s)
+        row["bleu_greedy"] = codexglue_bleu(hyps, refs)
+        row["bleu_beam"] = codexglue_bleu(generate(q, tokenizer, examples, s2s, beam=beam), refs) if beam > 1 else None
+        row["beam"] = beam
+        lat = _latency(q, examples[0], cfg, s2s.target_len)
+        row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
+    except (RuntimeError, NotImplementedError) as err:  # e.g. an fp16 kernel missing on this CPU
+        row["error"] = f"{type(err).__name__}: {err}"[:500]
+    return row
+
+
+def quantize_rows(
+    artifacts: Seq2SeqArtifacts,
+    cfg: QuantizeConfig,
+    *,
+    pruned: dict[str, str | Path] | None = None,
+    scope: str = "encoder",
+) -> list[dict]:
+    """Rows for every variant of the unpruned fine-tuned model and of each pruned model.
+
+    pruned: label -> a state file (e.g. a run_schedule round's state.safetensors). Each row:
+    model (label, "unpruned" for the fine-tuned model), variant, sparsity (measured zeros of
+    the `scope` prunable set), bleu_greedy, bleu_beam, beam, size_bytes, latency_ms,
+    latency_p90_ms, bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error.
+    Runs on CPU (dynamic int8 is a CPU kernel).
+    """
+    from training.data import code_to_text_splits
+
+    s2s = artifacts.config
+    sources = {"unpruned": None, **(pruned or {})}
+    rows = []
+    for label, state in sources.items():
+        model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))
+        test = code_to_text_splits(artifacts.data)["test"][: cfg.test_subset]
+        examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
+        sparsity = _sparsity(model, scope)
+        model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s) for v in cfg.variants]
+        base = next((r.get("bleu_greedy") for r in model_rows if r["variant"] == "fp32"), None)
+        for row in model_rows:
+            kept = row.get("bleu_greedy")
+            row.update(model=label, sparsity=sparsity,
+                       bleu_kept=kept / base if base and kept is not None else None)
+        rows += model_rows
+    return rows

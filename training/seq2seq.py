@@ -1,0 +1,447 @@
+"""Code-to-text model: a pre-trained encoder + Transformer decoder (CodeXGLUE's Seq2Seq).
+
+As CodeXGLUE `code-to-text/code/model.py`: target tokens are embedded by the encoder's own
+embedding module, a post-LN decoder (ReLU, dropout 0.1, `nn.TransformerDecoderLayer`'s
+layout) attends to the encoder output, `tanh(dense(h))` feeds an output projection tied to
+the encoder's word embeddings; beam search keeps the hypotheses ranked by summed log
+probability. Unlike `nn.TransformerDecoder`, each decoder layer caches its self-attention
+keys/values and projects the encoder memory for cross-attention once per sequence, so a
+decoding step costs one token, not the whole prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from training.bleu import codexglue_bleu
+
+SEQ2SEQ_VERSION = 1  # bump when the model or the training recipe changes: invalidates caches
+
+
+@dataclass(frozen=True)
+class Seq2SeqConfig:
+    decoder_layers: int = 6  # Transformer decoder layers (CodeXGLUE: 6)
+    decoder_ffn: int = 2048  # decoder feed-forward width (nn.TransformerDecoderLayer default, as CodeXGLUE)
+    dropout: float = 0.1  # decoder dropout (nn.TransformerDecoderLayer default)
+    source_len: int = 256  # max source (code) tokens incl. specials (CodeXGLUE)
+    target_len: int = 128  # max target (docstring) tokens incl. specials (CodeXGLUE)
+    beam: int = 10  # beam size for beam search (CodeXGLUE)
+    lr: float = 5e-5  # AdamW learning rate (CodeXGLUE)
+    decoder_lr_scale: float = 1.0  # lr multiplier for the freshly initialised decoder (CodeXGLUE: 1)
+    weight_decay: float = 0.0  # AdamW weight decay (CodeXGLUE)
+    adam_eps: float = 1e-8  # AdamW epsilon (CodeXGLUE)
+    max_grad_norm: float = 1.0  # gradient clipping (CodeXGLUE)
+    warmup_steps: int = 0  # linear warm-up, then linear decay to 0 (CodeXGLUE: 0 warm-up)
+    batch_size: int = 32  # fine-tuning batch size (CodeXGLUE)
+    train_steps: int = 8000  # fine-tuning iterations (CodeXGLUE Ruby: 10 epochs x 24927/32 ~ 7800)
+    eval_batch_size: int = 32  # generation batch size
+    eval_examples: int | None = None  # valid examples scored after fine-tuning; None = all
+    seed: int = 0  # decoder init, batch order, dropout
+
+
+class DecoderLayer(nn.Module):
+    """Post-LN decoder layer (self-attn, cross-attn, ReLU FFN) with a key/value cache."""
+
+    def __init__(self, width: int, heads: int, ffn: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.self_q, self.self_k, self.self_v, self.self_out = (nn.Linear(width, width) for _ in range(4))
+        self.cross_q, self.cross_k, self.cross_v, self.cross_out = (nn.Linear(width, width) for _ in range(4))
+        self.ffn_in, self.ffn_out = nn.Linear(width, ffn), nn.Linear(ffn, width)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(width) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, W) -> (B, h, T, W/h)
+        b, t, w = x.shape
+        return x.view(b, t, self.heads, w // self.heads).transpose(1, 2)
+
+    @staticmethod
+    def _merge(x: torch.Tensor) -> torch.Tensor:  # (B, h, T, dh) -> (B, T, h*dh)
+        b, h, t, d = x.shape
+        return x.transpose(1, 2).reshape(b, t, h * d)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys/values of the encoder memory (B, S, W): once per sequence."""
+        return self._split(self.cross_k(memory)), self._split(self.cross_v(memory))
+
+    def forward(self, x, memory_kv, memory_mask, cache: dict | None = None) -> torch.Tensor:
+        """x (B, T, W) new positions; memory_mask (B, 1, 1, S) bool, True = attend.
+
+        cache None: training, causal attention over x. cache dict: incremental decoding,
+        x holds the next position only; the dict's "k"/"v" (B, h, T0, dh) grow by one.
+        """
+        q, k, v = self._split(self.self_q(x)), self._split(self.self_k(x)), self._split(self.self_v(x))
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        p = self.dropout.p if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None, dropout_p=p)
+        x = self.norm1(x + self.dropout(self.self_out(self._merge(a))))
+        mk, mv = memory_kv
+        a = F.scaled_dot_product_attention(self._split(self.cross_q(x)), mk, mv, attn_mask=memory_mask, dropout_p=p)
+        x = self.norm2(x + self.dropout(self.cross_out(self._merge(a))))
+        return self.norm3(x + self.dropout(self.ffn_out(self.dropout(F.relu(self.ffn_in(x))))))
+
+
+class Seq2Seq(nn.Module):
+    """Encoder (a transformers BERT/RoBERTa model) + cached Transformer decoder."""
+
+    def __init__(self, encoder: nn.Module, cfg: Seq2SeqConfig, bos_id: int, eos_id: int, pad_id: int):
+        super().__init__()
+        width, heads = encoder.config.hidden_size, encoder.config.num_attention_heads
+        self.encoder = encoder
+        self.decoder = nn.ModuleList(
+            DecoderLayer(width, heads, cfg.decoder_ffn, cfg.dropout) for _ in range(cfg.decoder_layers)
+        )
+        self.dense = nn.Linear(width, width)
+        embeddings = encoder.get_input_embeddings()
+        self.lm_head = nn.Linear(width, embeddings.num_embeddings, bias=False)
+        self.lm_head.weight = embeddings.weight  # tied to the encoder's word embeddings
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+
+    def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:  # (B, T) -> (B, T, W)
+        return self.encoder.embeddings(input_ids=tokens, past_key_values_length=start)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:  # (..., W) -> (..., V)
+        return self.lm_head(torch.tanh(self.dense(h)))
+
+    def start(self, src: torch.Tensor, src_mask: torch.Tensor) -> dict:
+        """Decoding state: encode (B, S) once, project the memory for every layer once."""
+        memory = self.encoder(input_ids=src, attention_mask=src_mask).last_hidden_state  # (B, S, W)
+        return {
+            "kv": [layer.memory_kv(memory) for layer in self.decoder],
+            "mask": src_mask[:, None, None, :].bool(),  # (B, 1, 1, S)
+            "cache": [{} for _ in self.decoder],
+            "t": 0,
+        }
+
+    def step(self, state: dict, tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (N, V) of the token after `tokens` (N, 1); advances the state."""
+        h = self._embed(tokens, state["t"])
+        for layer, kv, cache in zip(self.decoder, state["kv"], state["cache"], strict=True):
+            h = layer(h, kv, state["mask"], cache)
+        state["t"] += 1
+        return self._logits(h[:, -1]).float().log_softmax(-1)
+
+    @staticmethod
+    def reorder(state: dict, index: torch.Tensor) -> None:
+        """Keep rows `index` (N',) of every cached tensor (beam expansion and selection)."""
+        state["kv"] = [(k.index_select(0, index), v.index_select(0, index)) for k, v in state["kv"]]
+        state["mask"] = state["mask"].index_select(0, index)
+        for cache in state["cache"]:
+            for key in list(cache):
+                cache[key] = cache[key].index_select(0, index)
+
+    def forward(self, src, src_mask, tgt) -> torch.Tensor:
+        """Teacher-forced mean cross-entropy of tgt (B, T) = [bos] ... [eos] [pad]*."""
+        state = self.start(src, src_mask)
+        h = self._embed(tgt[:, :-1], 0)  # (B, T-1, W)
+        for layer, kv in zip(self.decoder, state["kv"], strict=True):
+            h = layer(h, kv, state["mask"])
+        logits = self._logits(h)  # (B, T-1, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), tgt[:, 1:].flatten(), ignore_index=self.pad_id)
+
+    @torch.no_grad()
+    def greedy(self, src: torch.Tensor, src_mask: torch.Tensor, max_len: int, stop: bool = True) -> list[list[int]]:
+        """Greedy decoding: generated ids per source (eos and after dropped). stop=False runs
+        all max_len - 1 steps (fixed work, for latency measurements)."""
+        state = self.start(src, src_mask)
+        tokens = torch.full((src.size(0), 1), self.bos_id, dtype=torch.long, device=src.device)
+        done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+        out = []
+        for _ in range(max_len - 1):
+            nxt = self.step(state, tokens).argmax(-1)  # (B,)
+            nxt = torch.where(done, torch.full_like(nxt, self.eos_id), nxt)
+            out.append(nxt)
+            done |= nxt == self.eos_id
+            tokens = nxt[:, None]
+            if stop and bool(done.all()):
+                break
+        return [_cut(row, self.eos_id) for row in torch.stack(out, 1).tolist()]
+
+    @torch.no_grad()
+    def beam_search(self, src: torch.Tensor, src_mask: torch.Tensor, max_len: int, beam: int) -> list[list[int]]:
+        """Beam search, hypotheses ranked by summed log-probability (as CodeXGLUE's Beam)."""
+        b = src.size(0)
+        state = self.start(src, src_mask)
+        self.reorder(state, torch.arange(b, device=src.device).repeat_interleave(beam))
+        tokens = torch.full((b * beam, 1), self.bos_id, dtype=torch.long, device=src.device)
+        scores = torch.full((b, beam), -math.inf, device=src.device)
+        scores[:, 0] = 0.0  # all beams start identical: expand only the first
+        finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+        for t in range(max_len - 1):
+            logp = self.step(state, tokens[:, -1:])  # (b*beam, V)
+            vocab = logp.size(-1)
+            cand = (scores.view(-1, 1) + logp).view(b, beam * vocab)
+            top_s, top_i = cand.topk(2 * beam, dim=1)  # (b, 2*beam)
+            rows, new_scores, new_tok = _select_beams(
+                top_s.tolist(), top_i.tolist(), vocab, beam, self.eos_id, tokens, finished,
+                last=t == max_len - 2,
+            )
+            index = torch.tensor(rows, device=src.device)
+            self.reorder(state, index)
+            tokens = torch.cat([tokens[index], torch.tensor(new_tok, device=src.device)[:, None]], 1)
+            scores = torch.tensor(new_scores, device=src.device).view(b, beam)
+            if all(_beam_done(f, s, beam) for f, s in zip(finished, new_scores[::beam], strict=True)):
+                break
+        return [max(f, key=lambda x: x[0])[1] if f else [] for f in finished]
+
+
+def _cut(ids: list[int], eos: int) -> list[int]:
+    return ids[: ids.index(eos)] if eos in ids else ids
+
+
+def _beam_done(finished: list, best_alive: float, beam: int) -> bool:
+    # Scores only fall as hypotheses grow, so nothing alive can beat the best finished one.
+    return len(finished) >= beam and max(s for s, _ in finished) >= best_alive
+
+
+def _select_beams(top_s, top_i, vocab, beam, eos, tokens, finished, last):
+    """Split the 2*beam best continuations of each source into finished and alive ones."""
+    rows, new_scores, new_tok = [], [], []
+    for i, (ss, ii) in enumerate(zip(top_s, top_i, strict=True)):
+        alive = []
+        for s, flat in zip(ss, ii, strict=True):
+            row, tok = i * beam + flat // vocab, flat % vocab
+            if s == -math.inf:
+                continue
+            if tok == eos or last:
+                ids = tokens[row, 1:].tolist() + ([] if tok == eos else [tok])
+                finished[i].append((s, ids))
+            elif len(alive) < beam:
+                alive.append((s, row, tok))
+        while len(alive) < beam:  # pad dead slots: score -inf never wins
+            alive.append((-math.inf, i * beam, eos))
+        for s, row, tok in alive:
+            rows.append(row)
+            new_scores.append(s)
+            new_tok.append(tok)
+    return rows, new_scores, new_tok
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def tokenize_pairs(pairs: Sequence, tokenizer, cfg: Seq2SeqConfig) -> list[tuple[list[int], list[int]]]:
+    """(source ids, target ids) per PairText, truncated to source_len / target_len."""
+    src = tokenizer([p.source for p in pairs], max_length=cfg.source_len, truncation=True)["input_ids"]
+    tgt = tokenizer([p.target for p in pairs], max_length=cfg.target_len, truncation=True)["input_ids"]
+    return list(zip(src, tgt, strict=True))
+
+
+def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (B, L), mask (B, L)) right-padded; the mask is by length (pad ids may occur inside)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def collate(batch: Sequence[tuple[list[int], list[int]]], pad: int, device="cpu") -> tuple[torch.Tensor, ...]:
+    """(src (B, S), src_mask (B, S), tgt (B, T)) padded to the longest in the batch."""
+    src, src_mask = _pad([s for s, _ in batch], pad)
+    tgt, _ = _pad([t for _, t in batch], pad)
+    return src.to(device), src_mask.to(device), tgt.to(device)
+
+
+def batch_stream(examples: Sequence, batch_size: int, seed: int) -> Iterator[list]:
+    """Endless shuffled batches (reshuffled every epoch)."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    while True:
+        rng.shuffle(order)
+        for i in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+            yield [examples[j] for j in order[i : i + batch_size]]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def make_optimizer(model: Seq2Seq, cfg: Seq2SeqConfig, total_steps: int, lr: float | None = None):
+    """AdamW (encoder at lr, decoder at lr * decoder_lr_scale) + linear warm-up/decay."""
+    lr = cfg.lr if lr is None else lr
+    enc = {id(p) for p in model.encoder.parameters()}
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if id(p) in enc], "lr": lr},
+        {"params": [p for p in params if id(p) not in enc], "lr": lr * cfg.decoder_lr_scale},
+    ]
+    opt = torch.optim.AdamW(groups, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train_steps(
+    model: Seq2Seq,
+    batches: Iterator[list],
+    steps: int,
+    optimizer,
+    scheduler,
+    cfg: Seq2SeqConfig,
+    *,
+    device="cpu",
+    after_step: Callable[[int], None] | None = None,
+) -> float:
+    """Run `steps` optimizer steps; mean training loss. `after_step(i)` (1-based) after each
+    (pruning re-applies its masks there, then may evaluate)."""
+    model.train()
+    total = 0.0
+    for i in range(1, steps + 1):
+        src, src_mask, tgt = collate(next(batches), model.pad_id, device)
+        loss = model(src, src_mask, tgt)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+        if after_step is not None:
+            after_step(i)
+            model.train()
+    return total / max(1, steps)
+
+
+@torch.no_grad()
+def generate(model: Seq2Seq, tokenizer, examples: Sequence, cfg: Seq2SeqConfig, *, beam: int = 1, device="cpu") -> list[str]:
+    """Decoded hypotheses for tokenized examples (greedy when beam == 1)."""
+    model.eval()
+    out = []
+    for i in range(0, len(examples), cfg.eval_batch_size):
+        src, src_mask, _ = collate(examples[i : i + cfg.eval_batch_size], model.pad_id, device)
+        if beam == 1:
+            ids = model.greedy(src, src_mask, cfg.target_len)
+        else:
+            ids = model.beam_search(src, src_mask, cfg.target_len, beam)
+        out += tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return out
+
+
+def bleu_of(model: Seq2Seq, tokenizer, examples: Sequence, references: Sequence[str], cfg: Seq2SeqConfig, *, beam: int = 1, device="cpu") -> float:
+    """CodeXGLUE BLEU of the model's generations against the raw reference strings."""
+    return codexglue_bleu(generate(model, tokenizer, examples, cfg, beam=beam, device=device), references)
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def build_seq2seq(encoder, tokenizer, cfg: Seq2SeqConfig) -> Seq2Seq:
+    """A Seq2Seq around `encoder`, decoder initialised from cfg.seed."""
+    torch.manual_seed(cfg.seed)
+    return Seq2Seq(encoder, cfg, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+
+
+@dataclass(frozen=True)
+class Seq2SeqArtifacts:
+    """A fine-tuned code-to-text model on disk (absolute paths; picklable)."""
+
+    model_dir: str  # encoder config.json, tokenizer, pretrained/finetuned .safetensors, meta.json
+    key: str  # hash of teacher, data fingerprint, config and SEQ2SEQ_VERSION
+    config: Seq2SeqConfig
+    data: object  # DataConfig
+    teacher: object  # TeacherConfig
+    metrics: dict = field(default_factory=dict)  # valid BLEU, loss, seconds of the fine-tuning
+
+    @property
+    def pretrained_path(self) -> str:  # state before fine-tuning (pre-trained encoder, fresh decoder)
+        return str(Path(self.model_dir) / "pretrained.safetensors")
+
+    @property
+    def finetuned_path(self) -> str:
+        return str(Path(self.model_dir) / "finetuned.safetensors")
+
+
+def load_seq2seq(model_dir: str | Path, cfg: Seq2SeqConfig, weights: str | None = "finetuned"):
+    """(Seq2Seq, tokenizer) from a model dir; weights "finetuned" | "pretrained" | a path | None."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    encoder = AutoModel.from_config(AutoConfig.from_pretrained(model_dir))
+    model = build_seq2seq(encoder, tokenizer, cfg)
+    if weights is not None:
+        path = model_dir / f"{weights}.safetensors" if weights in ("finetuned", "pretrained") else Path(weights)
+        load_model(model, str(path))
+    return model.eval(), tokenizer
+
+
+def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
+    from training.data import data_fingerprint
+
+    blob = json.dumps(
+        [SEQ2SEQ_VERSION, dataclasses.asdict(cfg), dataclasses.asdict(teacher), data_fingerprint(data)],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def fine_tune(model: Seq2Seq, tokenizer, splits: dict, cfg: Seq2SeqConfig, device="cpu", progress=None) -> dict:
+    """Fine-tune on splits["train"]; metrics incl. greedy BLEU on the first eval_examples of
+    valid. progress(message) about every 10% of the steps, when given."""
+    train = tokenize_pairs(splits["train"], tokenizer, cfg)
+    valid_pairs = splits["valid"][: cfg.eval_examples]
+    opt, sched = make_optimizer(model, cfg, cfg.train_steps)
+    start = time.perf_counter()
+    every = max(1, cfg.train_steps // 10)
+
+    def log(i: int) -> None:
+        if progress is not None and i % every == 0:
+            progress(f"seq2seq fine-tuning step {i}/{cfg.train_steps}, {time.perf_counter() - start:.0f} s")
+
+    batches = batch_stream(train, cfg.batch_size, cfg.seed)
+    loss = train_steps(model, batches, cfg.train_steps, opt, sched, cfg, device=device, after_step=log)
+    seconds = time.perf_counter() - start
+    bleu = bleu_of(model, tokenizer, tokenize_pairs(valid_pairs, tokenizer, cfg), [p.target for p in valid_pairs], cfg, device=device)
+    return {"train_loss": loss, "train_seconds": seconds, "valid_bleu_greedy": bleu, "train_examples": len(train)}
+
+
+def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "cpu", progress=None) -> Seq2SeqArtifacts:
+    """Fine-tune the code-to-text model, or reuse the one already under work_dir with the same
+    key (teacher, data fingerprint, config). Writes work_dir/seq2seq-KEY atomically.
+    progress: optional callable(str) for fine-tuning progress messages."""
+    from training.data import code_to_text_splits
+    from training.models import load_encoder
+
+    key = artifacts_key(cfg, data, teacher)
+    final = Path(work_dir).resolve() / f"seq2seq-{key}"
+    if not (final / "meta.json").exists():
+        tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        encoder, tokenizer = load_encoder(teacher.name)
+        model = build_seq2seq(encoder, tokenizer, cfg).to(device)
+        encoder.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_model(model, str(tmp / "pretrained.safetensors"))
+        metrics = fine_tune(model, tokenizer, code_to_text_splits(data), cfg, device, progress)
+        save_model(model.cpu(), str(tmp / "finetuned.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps({"key": key, "metrics": metrics, "config": dataclasses.asdict(cfg)}, indent=1))
+        if final.exists():  # a concurrent writer won the race: theirs is equivalent
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
+    meta = json.loads((final / "meta.json").read_text())
+    return Seq2SeqArtifacts(str(final), key, cfg, data, teacher, meta["metrics"])
