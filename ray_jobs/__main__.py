@@ -113,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         from ray_jobs import bench
 
         return bench.main(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # key=value overrides may follow options too (`query SQL --format json results_dir=X`).
+    args, extra = parser.parse_known_args(argv)
+    if any(t.startswith("-") or "=" not in t for t in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(getattr(args, "overrides", None) or []) + extra
     try:
         if args.command == "query":
             return _query(args)

@@ -42,9 +42,9 @@ class BenchConfig:
 
 def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:
     """A fixed small torch training on one thread; returns the final loss."""
-    import torch
+    import torch  # here, not at the top: `bench --help` and the CLI stay light
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one core per trial: concurrency comes from Ray alone
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, width, generator=gen)  # (B, W)
     y = torch.randint(0, 2, (batch,), generator=gen)  # (B,)
@@ -80,6 +80,7 @@ def _empty_trial(config: dict) -> None:
 
 def _sweep(trainable, param_space: dict, concurrency: int, reuse: bool, storage: str) -> dict:
     """Run one Tune sweep; wall seconds and the trials' reported results."""
+    load = os.getloadavg()[0]  # other processes' demand: context for a noisy figure
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space=param_space,
@@ -92,7 +93,7 @@ def _sweep(trainable, param_space: dict, concurrency: int, reuse: bool, storage:
     errors = [r.error for r in grid if r.error is not None]
     if errors:
         raise RuntimeError(f"bench trial failed: {errors[0]}")
-    return {"wall_s": wall, "metrics": [r.metrics for r in grid]}
+    return {"wall_s": wall, "metrics": [r.metrics for r in grid], "load_1m": load}
 
 
 def run_scaling(cfg: BenchConfig, storage: str) -> list[dict]:
@@ -133,6 +134,7 @@ def _row(kind: str, workers: int, reuse: bool, trials: int, out: dict) -> dict:
         # Seconds per trial not spent in the trial's own work (Tune + process costs).
         "overhead_s": (out["wall_s"] * workers - work) / trials,
         "worker_processes": len({m.get("pid") for m in out["metrics"]}),
+        "load_1m": out["load_1m"],  # machine load average when the run started
         "speedup": None,
         "efficiency": None,
     }
@@ -160,7 +162,7 @@ def print_rows(rows: list[dict]) -> None:
             print(
                 f"scaling  workers={r['workers']}  trials={r['trials']}  wall={r['wall_s']:.2f}s"
                 f"  work={r['trial_s']:.2f}s  speedup={r['speedup']:.2f}"
-                f"  efficiency={100 * r['efficiency']:.1f}%"
+                f"  efficiency={100 * r['efficiency']:.1f}%  load={r['load_1m']:.1f}"
             )
         else:
             print(

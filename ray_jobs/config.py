@@ -38,6 +38,7 @@ class ResourcesConfig:
     cpus_per_trial: float = 1.0  # Ray CPU request per trial; torch threads = max(1, floor(cpus))
     gpus_per_trial: float = 0.0  # fractions allowed (0.5 packs two trials on a GPU)
     max_concurrent_trials: int | None = None  # None -> as many as the cluster fits
+    prepare_cpus: float | None = None  # teacher/seq2seq preparation task; None -> cpus_per_trial
     num_cpus: int | None = None  # only for a local cluster started by the job; None -> all cores
     num_gpus: int | None = None  # local cluster only; declares (possibly fake) GPUs
     object_store_mb: int = 512  # local cluster only: object store size (MiB)

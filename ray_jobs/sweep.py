@@ -155,7 +155,10 @@ def precheck(cfg: JobConfig) -> dict[str, float]:
     """The trial request, checked against the connected cluster (unless disabled)."""
     request = trial_request(cfg)
     if cfg.resources.precheck:
-        check_resources(request, alive_nodes())
+        nodes = alive_nodes()
+        check_resources(request, nodes)
+        if cfg.resources.prepare_cpus is not None:
+            check_resources({**request, "cpu": cfg.resources.prepare_cpus}, nodes)
     return request
 
 
@@ -206,11 +209,14 @@ def _remote_entry(fn: Callable, cpus: float, args: tuple, kwargs: dict) -> Any:
 
 
 def call_on_worker(cfg: JobConfig, fn: Callable, *args, **kwargs) -> Any:
-    """`fn(*args, device=..., **kwargs)` as a Ray task with one trial's resources.
+    """`fn(*args, device=..., **kwargs)` as a Ray task with one trial's resources
+    (CPUs: resources.prepare_cpus when set: the one-off preparation runs alone).
 
     Exceptions raised by `fn` propagate with their own type (Ray's task error subclasses it).
     """
     request = trial_request(cfg)
+    if cfg.resources.prepare_cpus is not None:
+        request["cpu"] = cfg.resources.prepare_cpus
     task = ray.remote(_remote_entry).options(
         num_cpus=request["cpu"], num_gpus=request["gpu"], max_retries=0
     )
@@ -269,10 +275,10 @@ def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> 
             errors.append(f"{key}: {str(res.error).strip().splitlines()[-1]}")
         elif not (res.metrics or {}).get("done", False):
             unfinished.append(key)
-    if unfinished and not errors:
+    if unfinished:  # a resume also retries the errored ones (resume_errored=True)
         raise SweepInterrupted(
-            f"{sweep.job}: interrupted with {len(unfinished)} unfinished trial(s); "
-            "run the same command again (or with --resume) to continue"
+            f"{sweep.job}: interrupted with {len(unfinished)} unfinished and {len(errors)} "
+            "failed trial(s); run the same command again (or with --resume) to continue"
         )
     return SweepOutcome(path=path, rows=rows, errors=errors, restored=restored)
 

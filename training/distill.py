@@ -52,6 +52,7 @@ from training.finetune import (
 )
 from training.models import (
     BiLSTMSoft,
+    PairEncoderConfig,
     PairEncoderForSequenceClassification,
     TeacherConfig,
     build_student,
@@ -70,7 +71,8 @@ class DistillConfig:
     warmup_ratio: float = 0.1  # fraction of steps spent warming up the learning rate
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping
-    pair_mode: str = "joint"  # "joint": one joined sequence | "separate": two encodes, [CLS] concat
+    pair_mode: str = "joint"  # "joint": one joined sequence | "separate": two encodes, one head
+    pair_head: str = "concat"  # separate mode: "concat" ([CLS] vectors, paper) | "cosine" (mean-pooled)
     transfer_set: str = "unlabeled"  # "unlabeled": the paper's half | "all": both halves, teacher logits
     max_transfer: int | None = None  # cap on transfer examples (None = all)
     bilstm_lr: float = 1e-3  # BiLSTM_soft learning rate (MSE on teacher logits)
@@ -101,7 +103,8 @@ class TeacherArtifacts:
     logits_path: str  # Parquet: text_a, text_b, label, logits (transfer set)
     eval_path: str  # Parquet: split ("valid" | "test"), text_a, text_b, label
     work_dir: str  # caches (student tokenizers)
-    teacher: Teacher  # family and dimensions of the teacher
+    teacher: Teacher  # family and dimensions of the teacher (its encoder for a bi-encoder)
+    teacher_pair_mode: str  # "joint" | "separate": how the teacher reads a pair
     num_labels: int
     teacher_metrics: dict  # accuracy, f1, best_valid_accuracy, ... of the fine-tuned teacher
 
@@ -165,18 +168,26 @@ def transfer_examples(train: list[ClsExample], data: DataConfig, cfg: DistillCon
 
 
 def teacher_logits(teacher_dir, examples: list[ClsExample], cfg: FinetuneConfig, path: Path,
-                   device: str = "cpu") -> Path:
+                   device: str = "cpu", pair_mode: str = "joint") -> Path:
     """Teacher logits on `examples`, computed once and cached as Parquet at `path`."""
     if path.is_file():
         return path
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    enc = encode(tokenizer, examples, cfg.max_seq_len)
+    enc = encode(tokenizer, examples, cfg.max_seq_len, pair_mode)
     logits = predict_logits(model, enc, tokenizer.pad_token_id, cfg.eval_batch_size, device,
                             desc="teacher logits")  # (N, C)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(_examples_table(examples, logits=pa.array(logits.tolist(), pa.list_(pa.float32()))), path)
     return path
+
+
+def teacher_dims(teacher_dir) -> Teacher:
+    """Family and dimensions of a saved teacher (of its encoder when it is a bi-encoder)."""
+    config = json.loads((Path(teacher_dir) / "config.json").read_text())
+    if config.get("model_type") == PairEncoderConfig.model_type:
+        return Teacher.from_hf_config(config["encoder"], name=str(teacher_dir))
+    return teacher_spec(str(teacher_dir))
 
 
 def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: TeacherConfig, work_dir,
@@ -189,7 +200,7 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
     key = hashlib.sha256(json.dumps({"teacher": metrics["key"], "transfer_set": cfg.distill.transfer_set,
                                      "max_transfer": cfg.distill.max_transfer}).encode()).hexdigest()[:16]
     logits_path = teacher_logits(teacher_dir, transfer, cfg.finetune, work / "logits" / f"{key}.parquet",
-                                 device)
+                                 device, metrics["pair_mode"])
     eval_path = work / "eval" / f"{data_fingerprint(data)[:16]}.parquet"
     if not eval_path.is_file():
         eval_path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +209,7 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
         _write_parquet(_examples_table(rows, split=names), eval_path)
     return TeacherArtifacts(
         teacher_dir=str(teacher_dir), logits_path=str(logits_path), eval_path=str(eval_path),
-        work_dir=str(work), teacher=teacher_spec(str(teacher_dir)),
+        work_dir=str(work), teacher=teacher_dims(teacher_dir), teacher_pair_mode=metrics["pair_mode"],
         num_labels=int(metrics["num_labels"]), teacher_metrics=metrics,
     )
 
@@ -253,7 +264,7 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
         pairs = transfer[0].text_b is not None  # single-input tasks are always "joint"
         model = build_student(arch, artifacts.teacher, artifacts.num_labels,
                               cfg.pair_mode if pairs else "joint",
-                              pad_token_id=tokenizer.pad_token_id)
+                              pad_token_id=tokenizer.pad_token_id, pair_head=cfg.pair_head)
         fields = {"size_mb": cost.size_mb(arch, artifacts.teacher, artifacts.num_labels),
                   "analytic_params": cost.params(arch, artifacts.teacher, artifacts.num_labels),
                   "gflops": candidate.get("gflops")}
@@ -286,17 +297,16 @@ def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfi
               threads=cfg.latency_threads)
     student = classifier_latency(model, vocab, pair=pair, **kw)
     teacher_model = AutoModelForSequenceClassification.from_pretrained(artifacts.teacher_dir)
-    # a pair student reads two inputs of `seq` tokens; the joint teacher reads one of 2*seq
+    # each model is timed on its own input format: `seq` tokens per sequence it encodes
     teacher = classifier_latency(teacher_model, artifacts.teacher.vocab,
-                                 **kw | {"seq_len": min(seq * (2 if pair else 1), artifacts.teacher.max_positions)})
+                                 pair=artifacts.teacher_pair_mode == "separate", **kw)
     row = {"latency_ms": student["median_ms"], "latency_p90_ms": student["p90_ms"],
            "teacher_latency_ms": teacher["median_ms"], "latency_seq_len": seq,
            "latency_threads": student["threads"], "latency_runs": student["runs"],
            "speedup_vs_teacher": teacher["median_ms"] / student["median_ms"]}
     row |= {"codebert_latency_ms": None, "speedup_vs_codebert": None}
     if cfg.measure_codebert:
-        codebert = codebert_arch_latency(**kw | {"seq_len": seq * (2 if pair else 1)},
-                                         num_labels=artifacts.num_labels)
+        codebert = codebert_arch_latency(**kw, num_labels=artifacts.num_labels)
         row |= {"codebert_latency_ms": codebert["median_ms"],
                 "speedup_vs_codebert": codebert["median_ms"] / student["median_ms"]}
     return row

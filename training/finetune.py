@@ -227,7 +227,7 @@ def num_labels_of(splits: dict[str, list[ClsExample]]) -> int:
 def teacher_key(cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, num_labels: int) -> str:
     """Hash of everything that determines the fine-tuned teacher."""
     name = str(Path(teacher.name).resolve()) if Path(teacher.name).is_dir() else teacher.name
-    blob = json.dumps({"teacher": name, "data": data_fingerprint(data), "num_labels": num_labels,
+    blob = json.dumps({"teacher": name, "teacher_cfg": asdict(teacher), "data": data_fingerprint(data), "num_labels": num_labels,
                        "cfg": asdict(cfg), "salt": CODE_SALT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -237,11 +237,12 @@ def labeled_half(train: list[ClsExample], data: DataConfig) -> tuple[list, list]
     return split_labeled_unlabeled(train, data.labeled_fraction, data.seed)
 
 
-def _train_teacher(model, tokenizer, labeled, splits, cfg: FinetuneConfig, device: str) -> dict:
+def _train_teacher(model, tokenizer, labeled, splits, cfg: FinetuneConfig, device: str,
+                   pair_mode: str = "joint") -> dict:
     """Fine-tune on `labeled`, pick the best epoch on valid, score on test."""
     pad = tokenizer.pad_token_id
-    train_enc = encode(tokenizer, labeled, cfg.max_seq_len)
-    valid_enc = encode(tokenizer, splits["valid"], cfg.max_seq_len)
+    train_enc = encode(tokenizer, labeled, cfg.max_seq_len, pair_mode)
+    valid_enc = encode(tokenizer, splits["valid"], cfg.max_seq_len, pair_mode)
     labels = torch.tensor([e.label for e in labeled])
     loss_fn = nn.CrossEntropyLoss()
 
@@ -254,7 +255,7 @@ def _train_teacher(model, tokenizer, labeled, splits, cfg: FinetuneConfig, devic
 
     log = fit(model, len(labeled), lengths_of(train_enc), step_loss, validate, loop_settings(cfg),
               desc="fine-tune teacher")
-    test_enc = encode(tokenizer, splits["test"], cfg.max_seq_len)
+    test_enc = encode(tokenizer, splits["test"], cfg.max_seq_len, pair_mode)
     test = scores(predict_logits(model, test_enc, pad, cfg.eval_batch_size, device),
                   [e.label for e in splits["test"]])
     return log | {"accuracy": test["accuracy"], "f1": test["f1"], "n_labeled": len(labeled),
@@ -276,12 +277,14 @@ def finetune_teacher(
     if (folder / "metrics.json").is_file():
         return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_teacher(teacher.name, num_labels=num_labels)
+    pairs = splits["train"][0].text_b is not None  # single-input tasks: always a plain classifier
+    pair_mode = teacher.pair_mode if pairs else "joint"
+    model, tokenizer = load_teacher(teacher.name, num_labels=num_labels, pair_mode=pair_mode)
     model.to(device)
     labeled, _ = labeled_half(splits["train"], data)
     labeled = labeled[:cfg.max_train] if cfg.max_train is not None else labeled
-    metrics = _train_teacher(model, tokenizer, labeled, splits, cfg, device)
-    metrics |= {"key": key, "teacher": teacher.name, "num_labels": num_labels,
+    metrics = _train_teacher(model, tokenizer, labeled, splits, cfg, device, pair_mode)
+    metrics |= {"key": key, "teacher": teacher.name, "num_labels": num_labels, "pair_mode": pair_mode,
                 "config": asdict(cfg), "data_fingerprint": data_fingerprint(data)}
     tmp = folder.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

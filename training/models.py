@@ -45,6 +45,9 @@ _EMBEDDED_ALIASES = {EMBEDDED_TEACHER, "all-minilm-l6-v2", "sentence-transformer
 @dataclass(frozen=True)
 class TeacherConfig:
     name: str = EMBEDDED_TEACHER  # preset name, local folder, or hub id (microsoft/codebert-base)
+    # "joint": cross-encoder over "text_a [SEP] text_b" | "separate": bi-encoder, mean pooling +
+    # cosine head (uses sentence-embedding pre-training such as MiniLM's; pair tasks only)
+    pair_mode: str = "joint"
 
 
 def embedded_teacher_path() -> Path:
@@ -80,9 +83,22 @@ def _load(name: str, loader, **kwargs):
     return model, tokenizer
 
 
-def load_teacher(name: str = EMBEDDED_TEACHER, num_labels: int = 2):
-    """(sequence classifier, tokenizer) for a teacher; ValueError naming it when unknown."""
-    return _load(name, AutoModelForSequenceClassification, num_labels=num_labels)
+def load_teacher(name: str = EMBEDDED_TEACHER, num_labels: int = 2, pair_mode: str = "joint"):
+    """(sequence classifier, tokenizer) for a teacher; ValueError naming it when unknown.
+
+    pair_mode "separate" wraps the pre-trained encoder in a bi-encoder
+    (`PairEncoderForSequenceClassification`, mean pooling, cosine head; 2 labels).
+    """
+    if pair_mode == "joint":
+        return _load(name, AutoModelForSequenceClassification, num_labels=num_labels)
+    if pair_mode != "separate":
+        raise ValueError(f"pair_mode must be 'joint' or 'separate', got {pair_mode!r}")
+    encoder, tokenizer = _load(name, AutoModel)
+    config = PairEncoderConfig(encoder=encoder.config.to_dict(), pooling="mean", head="cosine",
+                               num_labels=num_labels)
+    model = PairEncoderForSequenceClassification(config)
+    model.encoder.load_state_dict(encoder.state_dict(), strict=False)  # pooler, if any, unused
+    return model, tokenizer
 
 
 def load_encoder(name: str = EMBEDDED_TEACHER):
@@ -104,22 +120,23 @@ def build_student(
     num_labels: int = 2,
     pair_mode: str = "joint",
     pad_token_id: int | None = None,
+    pair_head: str = "concat",
 ) -> PreTrainedModel:
     """Randomly initialised student of `arch` in `teacher`'s family.
 
     "joint": `BertForSequenceClassification`/`RobertaForSequenceClassification`; its parameter
     count equals `search.cost.params(arch, teacher, num_labels)`.
-    "separate": `PairEncoderForSequenceClassification` (encoder without pooler + a head over
-    the two concatenated first-token vectors: hidden*hidden more parameters than "joint").
+    "separate": `PairEncoderForSequenceClassification`, encoder without pooler plus
+    pair_head "concat" (the paper's clone head over both first-token vectors: hidden*hidden
+    more parameters than "joint") or "cosine" (mean pooling, s*cos(u, v) + b: 2 parameters).
     """
     config = student_config(arch, teacher, num_labels, pad_token_id)
     if pair_mode == "joint":
         return AutoModelForSequenceClassification.from_config(config)
     if pair_mode == "separate":
-        encoder = config.to_dict()
-        return PairEncoderForSequenceClassification(
-            PairEncoderConfig(encoder=encoder, num_labels=num_labels)
-        )
+        pooling = "mean" if pair_head == "cosine" else "cls"
+        return PairEncoderForSequenceClassification(PairEncoderConfig(
+            encoder=config.to_dict(), num_labels=num_labels, pooling=pooling, head=pair_head))
     raise ValueError(f"pair_mode must be 'joint' or 'separate', got {pair_mode!r}")
 
 
@@ -128,17 +145,23 @@ class PairEncoderConfig(PretrainedConfig):
 
     model_type = "pair-encoder"
 
-    def __init__(self, encoder: dict | None = None, classifier_dropout: float = 0.1, **kwargs):
+    def __init__(self, encoder: dict | None = None, classifier_dropout: float = 0.1,
+                 pooling: str = "cls", head: str = "concat", **kwargs):
         super().__init__(**kwargs)
         self.encoder = dict(encoder or {"model_type": "bert"})
         self.classifier_dropout = classifier_dropout
+        self.pooling = pooling  # "cls": first token | "mean": mean over unmasked tokens
+        self.head = head  # "concat": dense over [u; v] | "cosine": logit_1 - logit_0 = s*cos(u,v) + b
 
 
 class PairEncoderForSequenceClassification(PreTrainedModel):
-    """One encoder reads both inputs; head = dense(2H -> H), tanh, dropout, dense(H -> labels).
+    """One encoder reads both inputs, pooled to u, v (B, H) each.
 
+    head "concat": dense(2H -> H), tanh, dropout, dense(H -> labels) over [u; v], as
+    CodeXGLUE's clone-detection model. head "cosine" (2 labels): logits (0, s*cos(u, v) + b)
+    with learned s, b, as a sentence-embedding bi-encoder.
     forward(input_ids, attention_mask, input_ids_b, attention_mask_b, labels=None):
-    ids/masks (B, S) each -> logits (B, num_labels). As CodeXGLUE's clone-detection model.
+    ids/masks (B, S) each -> logits (B, num_labels).
     """
 
     config_class = PairEncoderConfig
@@ -150,28 +173,49 @@ class PairEncoderForSequenceClassification(PreTrainedModel):
         encoder_config = AutoConfig.for_model(fields.pop("model_type"), **fields)
         self.encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
         hidden = encoder_config.hidden_size
-        self.dense = nn.Linear(2 * hidden, hidden)
+        if config.head == "cosine":
+            if config.num_labels != 2:
+                raise ValueError("the cosine head needs num_labels == 2")
+            # cos ~0.4 separates matching pairs for MiniLM: start near that threshold
+            self.cos_scale = nn.Parameter(torch.tensor(20.0))
+            self.cos_bias = nn.Parameter(torch.tensor(-8.0))
+        elif config.head == "concat":
+            self.dense = nn.Linear(2 * hidden, hidden)
+            self.out_proj = nn.Linear(hidden, config.num_labels)
+        else:
+            raise ValueError(f"head must be 'concat' or 'cosine', got {config.head!r}")
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.out_proj = nn.Linear(hidden, config.num_labels)
         self.post_init()
 
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear) and module in (self.dense, self.out_proj):
+        if isinstance(module, nn.Linear) and module in (getattr(self, "dense", None),
+                                                        getattr(self, "out_proj", None)):
             module.weight.data.normal_(0.0, 0.02)
             module.bias.data.zero_()
         # encoder modules were initialised by their own model class
 
-    def _first_token(self, ids, mask):  # (B, S) -> (B, H)
-        return self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+    def _pool(self, ids, mask):  # (B, S) -> (B, H)
+        states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, H)
+        if self.config.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(states.dtype)  # (B, S, 1)
+            return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return states[:, 0]
 
     def forward(self, input_ids, attention_mask=None, input_ids_b=None, attention_mask_b=None,
                 labels=None, **_):
         if input_ids_b is None:
             raise ValueError("PairEncoderForSequenceClassification needs input_ids_b")
-        pair = torch.cat([self._first_token(input_ids, attention_mask),
-                          self._first_token(input_ids_b, attention_mask_b)], dim=-1)  # (B, 2H)
-        hidden = torch.tanh(self.dense(self.dropout(pair)))  # (B, H)
-        logits = self.out_proj(self.dropout(hidden))  # (B, num_labels)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask_b is None:
+            attention_mask_b = torch.ones_like(input_ids_b)
+        u, v = self._pool(input_ids, attention_mask), self._pool(input_ids_b, attention_mask_b)
+        if self.config.head == "cosine":
+            score = self.cos_scale * nn.functional.cosine_similarity(u, v, dim=-1) + self.cos_bias  # (B,)
+            logits = torch.stack([torch.zeros_like(score), score], dim=-1)  # (B, 2)
+        else:
+            hidden = torch.tanh(self.dense(self.dropout(torch.cat([u, v], dim=-1))))  # (B, H)
+            logits = self.out_proj(self.dropout(hidden))  # (B, num_labels)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -120,10 +120,10 @@ def quantize_rows(
 
     s2s = artifacts.config
     sources = {"unpruned": None, **(pruned or {})}
+    test = code_to_text_splits(artifacts.data)["test"][: cfg.test_subset]
     rows = []
     for label, state in sources.items():
         model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))
-        test = code_to_text_splits(artifacts.data)["test"][: cfg.test_subset]
         examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
         sparsity = _sparsity(model, scope)
         model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s) for v in cfg.variants]

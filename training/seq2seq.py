@@ -391,8 +391,9 @@ def load_seq2seq(model_dir: str | Path, cfg: Seq2SeqConfig, weights: str | None 
 def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
     from training.data import data_fingerprint
 
+    # Only the teacher's name shapes this model (other TeacherConfig fields serve other jobs).
     blob = json.dumps(
-        [SEQ2SEQ_VERSION, dataclasses.asdict(cfg), dataclasses.asdict(teacher), data_fingerprint(data)],
+        [SEQ2SEQ_VERSION, dataclasses.asdict(cfg), {"name": teacher.name}, data_fingerprint(data)],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -21,6 +21,7 @@ from ray.cluster_utils import Cluster
 from ray_jobs import results
 from ray_jobs.bench import train_mlp
 from ray_jobs.config import load_config
+from ray_jobs.errors import ResourceError
 from ray_jobs.sweep import Sweep, precheck, run_sweep
 
 # Trial functions of this module travel to workers by value (tests/ is not on their path).
@@ -106,3 +107,13 @@ def test_sweep_spreads_over_nodes_and_packs_half_gpus(cluster, tmp_path):
     rows = out.rows["distill"]
     assert all(r["gpu_ids"] for r in rows)  # each trial got a (fake) GPU
     assert {r["device"] for r in rows} == {"cpu"}  # fake GPUs: torch sees no CUDA
+
+
+@pytest.mark.parametrize("override, named", [
+    ("resources.cpus_per_trial=6", "CPU=6"),  # the cluster has 12 CPUs, no node more than 4
+    ("resources.gpus_per_trial=2", "GPU=2"),  # 3 GPUs in all, one per node
+])
+def test_precheck_refuses_what_no_single_node_holds(cluster, tmp_path, override, named):
+    cfg = load_config(None, [f"results_dir={tmp_path}", override])
+    with pytest.raises(ResourceError, match=rf"{named}.*CPU=12, GPU=3 in 4 node\(s\)"):
+        precheck(cfg)

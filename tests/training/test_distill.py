@@ -125,3 +125,11 @@ def test_bilstm_baseline(artifacts, tmp_path, variant):
 def test_unknown_candidate_kind_refused(artifacts, tmp_path):
     with pytest.raises(ValueError, match="kind"):
         train_student({"kind": "cnn"}, artifacts, CFG, tmp_path)
+
+
+def test_bi_encoder_teacher_pipeline(tmp_path):
+    teacher = TeacherConfig(name=str(tiny_teacher_folder(tmp_path / "t")), pair_mode="separate")
+    art = prepare_teacher(CFG, TINY_DATA, teacher, tmp_path / "work")
+    assert art.teacher_pair_mode == "separate" and art.teacher.family == "bert"
+    row = train_student(STUDENT, art, CFG, tmp_path / "s")
+    assert row["teacher_latency_ms"] > 0 and 0.0 <= row["accuracy"] <= 1.0

@@ -106,3 +106,32 @@ def test_bilstm_save_reload_and_padding_invariance(tmp_path):
     again = BiLSTMSoft.from_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.allclose(again(ids, mask).logits, padded)
+
+
+def test_bi_encoder_teacher_keeps_pretrained_encoder(tmp_path):
+    from tests.training.tiny_teacher import tiny_teacher_folder
+
+    folder = tiny_teacher_folder(tmp_path / "t")
+    model, _ = load_teacher(str(folder), pair_mode="separate")
+    plain = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert torch.equal(model.encoder.embeddings.word_embeddings.weight,
+                       plain.bert.embeddings.word_embeddings.weight)
+    inputs = _inputs(300, pair=True)
+    model.eval().save_pretrained(tmp_path / "bi")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "bi").eval()
+    with torch.no_grad():
+        logits = model(**inputs).logits  # (3, 2): (0, s*cos + b)
+        assert torch.allclose(logits, again(**inputs).logits, atol=1e-6)
+    assert torch.all(logits[:, 0] == 0)
+    same = {"input_ids": inputs["input_ids"], "input_ids_b": inputs["input_ids"]}
+    with torch.no_grad():  # identical inputs: cos = 1
+        assert torch.allclose(model(**same).logits[:, 1], torch.full((3,), 20.0 - 8.0), atol=1e-4)
+
+
+def test_cosine_pair_student_has_two_head_parameters():
+    teacher = teacher_spec("minilm-l6")
+    model = build_student(ARCH, teacher, pair_mode="separate", pair_head="cosine")
+    h = ARCH.hidden
+    # no pooler (h*h + h), no classifier (2h + 2); the head is s and b
+    assert _n(model) == cost.params(ARCH, teacher) - (h * h + h) - (2 * h + 2) + 2
+    assert model.config.pooling == "mean"

@@ -1,0 +1,44 @@
+"""Summaries and the BLEU-versus-sparsity plot read the tables the jobs write."""
+
+from ray_jobs import results, summary
+
+
+def _distill_rows():
+    base = {"teacher_accuracy": 0.9, "teacher_size_mb": 90.0, "teacher_latency_ms": 40.0,
+            "codebert_latency_ms": 400.0, "latency_seq_len": 64, "latency_threads": 1}
+    student = {**base, "trial_key": "student-0", "kind": "student", "layers": 6, "hidden": 80,
+               "heads": 8, "ffn": 480, "vocab": 1000, "serialized_mb": 3.0, "accuracy": 0.88,
+               "retention": 0.88 / 0.9, "latency_ms": 4.0, "speedup_vs_teacher": 10.0,
+               "speedup_vs_codebert": 100.0}
+    bilstm = {**base, "trial_key": "bilstm-paper", "kind": "bilstm", "hidden": 300,
+              "vocab": 5000, "serialized_mb": 9.0, "accuracy": 0.8, "retention": 0.8 / 0.9,
+              "latency_ms": 2.0, "speedup_vs_teacher": 20.0, "speedup_vs_codebert": 200.0}
+    return [student, bilstm]
+
+
+def test_compress_summary_has_teacher_and_each_student(tmp_path):
+    results.write_rows(tmp_path, "distill", "compress-x", _distill_rows())
+    text = summary.compress_summary(str(tmp_path), "compress-x")
+    lines = text.splitlines()
+    assert lines[0].startswith("Compression (compress-x)") and "sequence 64" in lines[0]
+    body = {ln.split()[0]: ln.split() for ln in lines[3:] if ln and not ln.startswith("CodeBERT")}
+    assert set(body) == {"teacher", "student-0", "bilstm-paper"}
+    assert body["teacher"][2:6] == ["90", "0.9", "1", "40"]  # size, accuracy, retention, ms
+    assert "L6 H80 A8 D480 V1000" in text and "BiLSTM H300 V5000" in text
+    assert "CodeBERT-base architecture at the same settings: 400.0 ms" in text
+    assert summary.compress_summary(str(tmp_path / "none"), "compress-x") == "compress: no distill rows"
+
+
+def test_prune_summary_and_plot(tmp_path):
+    rows = [{"trial_key": s, "schedule": s, "round": r, "sparsity": r / 10,
+             "test_bleu_greedy": 10 - r * (1 if s == "l1" else 3), "sparse_size_bytes": 10**6}
+            for s in ("l1", "random") for r in range(3)]
+    results.write_rows(tmp_path, "prune", "prune-x", rows)
+    results.write_rows(tmp_path, "quantize", "prune-x", [
+        {"trial_key": "unpruned", "model": "unpruned", "variant": v, "bleu_greedy": 9.0}
+        for v in ("fp32", "int8")])
+    text = summary.prune_summary(str(tmp_path), "prune-x")
+    assert "BLEU-4" in text and "Quantization" in text and text.count("random") == 3
+    png = summary.plot_bleu(str(tmp_path), "prune-x", tmp_path / "p.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert summary.plot_bleu(str(tmp_path / "none"), "prune-x", tmp_path / "q.png") is None
