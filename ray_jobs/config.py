@@ -60,7 +60,7 @@ class SearchConfig:
     generations: int = 100  # paper: 100
     crossover_rate: float = 0.6  # paper: 0.6
     children: int = 50
-    seq_len: int | None = None  # FLOPs sequence length; None -> distill.max_length
+    seq_len: int | None = None  # FLOPs sequence length; None -> distill.max_seq_len
     seed: int | None = None  # None -> the job's seed
 
 
