@@ -19,18 +19,7 @@ KEYS_ORDER = [
     "flops_matmul",
     "fitness",
 ]
-KEYS = {
-    "layers",
-    "hidden",
-    "heads",
-    "ffn",
-    "vocab",
-    "params",
-    "size_mb",
-    "gflops",
-    "flops_matmul",
-    "fitness",
-}
+KEYS = set(KEYS_ORDER)
 
 
 def _run(*args, timeout=120):
