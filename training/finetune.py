@@ -94,19 +94,25 @@ def batch_order(lengths: Sequence[int], batch_size: int, rng: random.Random | No
     return batches
 
 
+def pad_right(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (B, L), mask (B, L)) right-padded to the longest row; the mask is by length
+    (pad ids may occur inside a row)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 def collate(encoded: dict, rows: Sequence[int], pad_id: int, device: str = "cpu") -> dict:
     """Padded tensors (B, S) for `rows` of `encoded`, with attention masks."""
     out = {}
     for key, suffix in (("input_ids", ""), ("input_ids_b", "_b")):
         if key not in encoded:
             continue
-        seqs = [encoded[key][r] for r in rows]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, :len(s)] = torch.tensor(s)
-            mask[i, :len(s)] = 1
+        ids, mask = pad_right([encoded[key][r] for r in rows], pad_id)
         out[key] = ids.to(device)
         out["attention_mask" + suffix] = mask.to(device)
         if key == "input_ids" and "token_type_ids" in encoded:

@@ -29,6 +29,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from training.bleu import codexglue_bleu
+from training.finetune import pad_right
 
 SEQ2SEQ_VERSION = 1  # bump when the model or the training recipe changes: invalidates caches
 
@@ -245,21 +246,10 @@ def tokenize_pairs(pairs: Sequence, tokenizer, cfg: Seq2SeqConfig) -> list[tuple
     return list(zip(src, tgt, strict=True))
 
 
-def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (B, L), mask (B, L)) right-padded; the mask is by length (pad ids may occur inside)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def collate(batch: Sequence[tuple[list[int], list[int]]], pad: int, device="cpu") -> tuple[torch.Tensor, ...]:
     """(src (B, S), src_mask (B, S), tgt (B, T)) padded to the longest in the batch."""
-    src, src_mask = _pad([s for s, _ in batch], pad)
-    tgt, _ = _pad([t for _, t in batch], pad)
+    src, src_mask = pad_right([s for s, _ in batch], pad)
+    tgt, _ = pad_right([t for _, t in batch], pad)
     return src.to(device), src_mask.to(device), tgt.to(device)
 
 
