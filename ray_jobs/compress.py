@@ -20,7 +20,7 @@ from ray_jobs.config import JobConfig, code_version, config_hash
 from ray_jobs.errors import JobError
 from search.cost import size_mb
 from search.ga import run_ga
-from search.space import Arch, SearchSpace, Teacher, teacher_spec
+from search.space import SearchSpace, Teacher, teacher_spec
 from training.data import classification_splits
 from training.distill import CompressTrainConfig, prepare_teacher, train_student
 from training.finetune import num_labels_of
@@ -59,9 +59,9 @@ def check_budget(target_mb: float, space: SearchSpace, teacher: Teacher, num_lab
     """JobError when even the space's smallest architecture exceeds the size budget.
 
     The GA's fitness only penalises |size - T|, so it would otherwise return students far
-    over a budget nothing can meet. Size grows with every gene but heads (parameter-free).
+    over a budget nothing can meet.
     """
-    smallest = Arch(space.layers[0], space.hidden[0], space.heads[0], space.ffn[0], space.vocab[0])
+    smallest = space.smallest()
     floor = size_mb(smallest, teacher, num_labels)
     if target_mb < floor:
         raise JobError(

@@ -197,8 +197,8 @@ class Problem:
         return out
 
     def smallest_mb(self) -> float:
-        """Size of the smallest point: params grow with every gene but heads."""
-        return float(self.size_mb(self.values([[0, 0, 0, 0, 0]]))[0])
+        """fp32 size of the space's smallest architecture."""
+        return cost.size_mb(self.space.smallest(), self.teacher, self.num_labels)
 
 
 def _unpack(values):

@@ -234,6 +234,11 @@ class SearchSpace:
         """Number of choices per gene."""
         return tuple(len(getattr(self, name)) for name in GENES)
 
+    def smallest(self) -> Arch:
+        """The point with every gene at its least choice: the smallest model, since
+        parameters grow with every gene but heads (which add none)."""
+        return Arch(*(getattr(self, name)[0] for name in GENES))
+
     def size(self) -> int:
         """Number of points in the grid (feasible or not)."""
         return int(np.prod(self.shape()))
