@@ -23,6 +23,7 @@ from ray import tune
 
 from ray_jobs import results
 from ray_jobs.config import build_config, code_version, to_dict
+from ray_jobs.sweep import loopback_only
 
 TABLE = "bench"
 
@@ -145,6 +146,7 @@ def _init_ray(cfg: BenchConfig, temp_dir: str) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
         return
+    loopback_only()
     ray.init(
         address="local",
         num_cpus=max(cfg.workers),

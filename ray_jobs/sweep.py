@@ -92,8 +92,7 @@ def init_ray(cfg: JobConfig) -> bool:
 
     Already initialised (tests, the cluster helper): reuse. RAY_ADDRESS set (`ray job
     submit` sets it for the driver): join that cluster. Otherwise start a private local
-    one without the dashboard. (Ray 2.60 resolves a 127.0.0.1 node address to the
-    machine's own IP, services.resolve_ip_for_localhost, so the node IP is not forced.)
+    one without the dashboard, in Ray's single-node mode (`loopback_only`).
     """
     if ray.is_initialized():
         return False
@@ -101,6 +100,7 @@ def init_ray(cfg: JobConfig) -> bool:
         ray.init(log_to_driver=True)
         return True
     res = cfg.resources
+    loopback_only()
     ray.init(
         address="local",
         include_dashboard=False,
@@ -109,6 +109,24 @@ def init_ray(cfg: JobConfig) -> bool:
         object_store_memory=res.object_store_mb * 1024 * 1024,
     )
     return True
+
+
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def loopback_only() -> None:
+    """Make the next local Ray start bind every port to 127.0.0.1 (a private head).
+
+    Ray 2.60 turns a 127.0.0.1 node address into the machine's IP
+    (services.resolve_ip_for_localhost) and its gRPC servers then listen on all interfaces,
+    unless clustering is off: `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, Ray's single-node mode
+    (the default on macOS/Windows). Ray reads it once at import, so the driver's copy is set
+    too; the environment variable carries it to GCS, raylet, agents and workers.
+    """
+    os.environ[SINGLE_NODE_ENV] = "0"
+    from ray._private import ray_constants  # private: the flag has no public setter
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def trial_request(cfg: JobConfig) -> dict[str, float]:

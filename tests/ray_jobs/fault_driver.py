@@ -16,7 +16,7 @@ import ray
 from ray_jobs.bench import train_mlp
 from ray_jobs.config import load_config
 from ray_jobs.errors import SweepInterrupted
-from ray_jobs.sweep import Sweep, run_sweep
+from ray_jobs.sweep import Sweep, loopback_only, run_sweep
 
 TRIALS, ROUNDS = 3, 4
 
@@ -36,8 +36,9 @@ def rounds_trial(spec, ctx):
 def main(argv: list[str]) -> int:
     results_dir, temp_dir = argv[0], argv[1]
     cfg = load_config(None, [f"results_dir={results_dir}", "resources.cpus_per_trial=1"])
+    loopback_only()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
-             object_store_memory=80 * 1024 * 1024, _node_ip_address="127.0.0.1")
+             object_store_memory=80 * 1024 * 1024)
     sweep = Sweep(job="fault", sweep_id="fault-1", fn=rounds_trial,
                   trials=[{"trial_key": f"s{i}"} for i in range(TRIALS)], tables=("prune",),
                   params={"log_dir": results_dir}, stamp={"config_hash": "h", "code_version": "v"})

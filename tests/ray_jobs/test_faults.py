@@ -21,7 +21,7 @@ import ray.cloudpickle
 from ray_jobs import results
 from ray_jobs.bench import train_mlp
 from ray_jobs.config import load_config
-from ray_jobs.sweep import Sweep, run_sweep
+from ray_jobs.sweep import Sweep, loopback_only, run_sweep
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -62,8 +62,9 @@ def _kill_once(folder: Path, timeout: float = 120) -> None:
 
 def test_killed_trial_worker_is_retried_and_sweep_completes(tmp_path):
     tmp = _short_tmp("rfk")
+    loopback_only()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp,
-             object_store_memory=80 * 1024 * 1024, _node_ip_address="127.0.0.1")
+             object_store_memory=80 * 1024 * 1024)
     try:
         cfg = load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=1"])
         sweep = Sweep(job="fk", sweep_id="fk-1", fn=_killable_trial,

@@ -27,7 +27,9 @@ def _free_port() -> int:
 
 def _env(tmp: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+    # single-node mode keeps every port of the head on 127.0.0.1 (ray_jobs.sweep.loopback_only)
+    env.update(RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=tmp)
     return env
 

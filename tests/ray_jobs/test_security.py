@@ -1,8 +1,14 @@
 """Tree-wide guards: no credentials, safe checkpoint loads, local Ray on loopback only."""
 
 import ast
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+from ray_jobs.sweep import SINGLE_NODE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("search", "training", "ray_jobs")
@@ -49,11 +55,7 @@ def test_checkpoints_never_unpickled():
 
 
 def test_local_ray_heads_start_without_dashboard():
-    """A local head the jobs start has no HTTP job API at all.
-
-    (Ray 2.60's gRPC servers listen on every interface whatever the node IP, so the
-    dashboard is what a user can keep off the network; Ray's token auth guards the rest.)
-    """
+    """A local head the jobs start has no HTTP job API at all."""
     starts = []
     for path in (ROOT / "ray_jobs").rglob("*.py"):
         for node, kw in _calls(ast.parse(path.read_text()), "ray.init"):
@@ -62,3 +64,57 @@ def test_local_ray_heads_start_without_dashboard():
     assert starts, "no local Ray start found: the check would prove nothing"
     for name, line, kw in starts:
         assert getattr(kw.get("include_dashboard"), "value", None) is False, (name, line)
+
+
+# Runs in its own interpreter: starts Ray the way the jobs do, runs one task (so a worker
+# exists), then lists the TCP ports in LISTEN state held by its own process tree.
+_PROBE = r"""
+import json, os, sys, ray
+from ray_jobs.config import load_config
+from ray_jobs.sweep import init_ray
+init_ray(load_config(None, ["results_dir=" + sys.argv[1]]))
+ray.get(ray.remote(lambda: os.getpid()).remote())
+
+def children(pid):
+    kids = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1] == str(pid):
+                kids.append(int(d))
+        except OSError:
+            pass
+    return kids + [k for c in kids for k in children(c)]
+
+inodes = set()
+for pid in [os.getpid()] + children(os.getpid()):
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        pass
+listening = []
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+        f = line.split()
+        if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+            listening.append(f[1])
+print(json.dumps(listening))
+ray.shutdown()
+"""
+LOOPBACK_HEX = ("0100007F",  # 127.0.0.1 (IPv4, little-endian words)
+                "00000000000000000000000001000000",  # ::1
+                "0000000000000000FFFF00000100007F")  # ::ffff:127.0.0.1
+
+
+def test_local_ray_listens_on_loopback_only(tmp_path):
+    """Every port of a local Ray the jobs start (GCS, raylet, agents, workers) is on loopback."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", SINGLE_NODE_ENV)}
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path / "res")], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    listening = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(listening) >= 3, listening  # GCS, raylet, a worker at least: else proves nothing
+    exposed = [a for a in listening if a.rsplit(":", 1)[0] not in LOOPBACK_HEX]
+    assert exposed == [], f"ports listening beyond loopback (hex ip:port): {exposed}"
