@@ -93,16 +93,31 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int) -> list
     return found
 
 
+def selected_ranks(cfg: JobConfig, candidates: list[dict]) -> list[int]:
+    """Ranks of the candidates trained as students: the best top_k, or with
+    search.distinct_shapes the best of each (layers, hidden, ffn, vocab) until top_k."""
+    if not cfg.search.distinct_shapes:
+        return list(range(min(cfg.search.top_k, len(candidates))))
+    ranks, shapes = [], set()
+    for rank, c in enumerate(candidates):
+        shape = (c["layers"], c["hidden"], c["ffn"], c["vocab"])
+        if shape not in shapes and len(ranks) < cfg.search.top_k:
+            shapes.add(shape)
+            ranks.append(rank)
+    return ranks
+
+
 def search_rows(cfg: JobConfig, candidates: list[dict]) -> list[dict]:
+    chosen = set(selected_ranks(cfg, candidates))
     return [{**c, "rank": i, "trial_key": "", "target_mb": cfg.search.target_mb,
-             "selected": i < cfg.search.top_k, "time": time.time(), "device": "",
+             "selected": i in chosen, "time": time.time(), "device": "",
              "node_id": ""} for i, c in enumerate(candidates)]
 
 
 def trial_specs(cfg: JobConfig, candidates: list[dict]) -> list[dict]:
-    """One spec per top-k candidate, plus the enabled BiLSTM_soft baselines."""
-    specs = [{"trial_key": f"student-{i}", "candidate": {"kind": "student", **c}}
-             for i, c in enumerate(candidates[: cfg.search.top_k])]
+    """One spec per selected candidate, plus the enabled BiLSTM_soft baselines."""
+    specs = [{"trial_key": f"student-{i}", "candidate": {"kind": "student", **candidates[rank]}}
+             for i, rank in enumerate(selected_ranks(cfg, candidates))]
     if cfg.baselines.bilstm_paper:
         specs.append({"trial_key": "bilstm-paper",
                       "candidate": {"kind": "bilstm", "variant": "paper"}})

@@ -55,6 +55,9 @@ class SearchConfig:
     target_mb: float = 3.0  # size budget T (MB = 1e6 bytes) of the GA fitness GFLOPs - |size - T|
     max_mb: float | None = None  # hard cap on candidate size; None -> no cap
     top_k: int = 3  # best distinct candidates trained as students
+    # true: the top-k differ in (layers, hidden, ffn, vocab), not only in heads (heads move only
+    # the softmax FLOPs, so the GA's runners-up are often the best shape with 4/2/1 heads)
+    distinct_shapes: bool = False
     variant: str = "default"  # GA variant of search.ga.run_ga
     population: int = 50  # paper: 50
     generations: int = 100  # paper: 100

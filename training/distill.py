@@ -73,6 +73,9 @@ class DistillConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     pair_mode: str = "joint"  # "joint": one joined sequence | "separate": two encodes, one head
     pair_head: str = "concat"  # separate mode: "concat" ([CLS] vectors, paper) | "cosine" (mean-pooled)
+    # student (and BiLSTM) vocabularies: "words" = byte-level BPE over identifiers split into
+    # lower-case words (code and docstrings share tokens) | "bytes" = plain byte-level BPE
+    student_tokenizer: str = "words"
     transfer_set: str = "unlabeled"  # "unlabeled": the paper's half | "all": both halves, teacher logits
     max_transfer: int | None = None  # cap on transfer examples (None = all)
     bilstm_lr: float = 1e-3  # BiLSTM_soft learning rate (MSE on teacher logits)
@@ -85,6 +88,14 @@ class DistillConfig:
     measure_codebert: bool = True  # also time the CodeBERT-base architecture (random weights)
     eval_batch_size: int = 64  # batch size for validation/test inference
     seed: int = 0  # torch and shuffling seed
+
+    CHOICES = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),
+               "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes")}
+
+    def __post_init__(self) -> None:  # refused when the config is read, not inside a trial
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
 
 
 @dataclass(frozen=True)
@@ -258,9 +269,10 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
     kind = candidate.get("kind", "student")
     texts = _texts(transfer)
     cache = Path(artifacts.work_dir) / "tokenizers"
+    words = cfg.student_tokenizer == "words"
     if kind == "student":
         arch = Arch(*(int(candidate[g]) for g in ("layers", "hidden", "heads", "ffn", "vocab")))
-        tokenizer = train_tokenizer(texts, arch.vocab, cache_dir=cache)
+        tokenizer = train_tokenizer(texts, arch.vocab, cache_dir=cache, words=words)
         pairs = transfer[0].text_b is not None  # single-input tasks are always "joint"
         model = build_student(arch, artifacts.teacher, artifacts.num_labels,
                               cfg.pair_mode if pairs else "joint",
@@ -274,7 +286,7 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
         raise ValueError(f"candidate kind must be 'student' or 'bilstm', got {kind!r}")
     variant = candidate.get("variant", "paper")
     vocab = int(candidate.get("vocab", cfg.bilstm_vocab))
-    tokenizer = train_tokenizer(texts, vocab, cache_dir=cache)
+    tokenizer = train_tokenizer(texts, vocab, cache_dir=cache, words=words)
     if variant == "paper":
         model = BiLSTMSoft(vocab, **BiLSTMSoft.PAPER_WIDTH, num_labels=artifacts.num_labels,
                            pad_id=tokenizer.pad_token_id)

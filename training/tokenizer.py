@@ -4,6 +4,13 @@
 tokens: the specials ``<s> <pad> </s> <unk> <mask>`` (ids 0-4, so ``pad_token_id`` is 1
 as in RoBERTa), the 256 byte symbols, then merges. Pairs encode ``<s> a </s></s> b </s>``.
 
+``words=True`` (what students use by default) first rewrites identifiers into words:
+``snake_case`` and ``camelCase`` are split at ``_`` and lower-to-upper boundaries and
+everything is lower-cased, and each word gets the byte-level space marker. So
+``self._sectionName`` in code and "section name" in a docstring share the tokens
+``Ġsection Ġname``; with plain byte-level BPE they would be ``se ction N ame`` against
+``Ġse ction Ġname``. Decoding then gives the normalised (lower-cased, split) text.
+
 When the corpus has fewer distinct merges than ``V`` needs, BPE stops early; the vocabulary
 is then padded with ``<unused0>``, ``<unused1>``, ... entries (plain vocabulary entries with
 no merge producing them, like BERT's ``[unusedN]``): the text never encodes to them, but the
@@ -21,7 +28,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import tokenizers
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
@@ -30,10 +47,22 @@ MIN_VOCAB = len(SPECIAL_TOKENS) + BYTE_ALPHABET  # 261: specials + byte symbols,
 _RECIPE = "bytebpe-v1"  # bump when the training recipe changes: it keys the cache
 
 
-def _bpe(texts: list[str], vocab_size: int) -> Tokenizer:
+def _identifier_words() -> normalizers.Normalizer:
+    """snake_case / camelCase identifiers -> lower-case words ("getSection_name" -> "get section name")."""
+    return normalizers.Sequence([
+        normalizers.Replace("_", " "),
+        normalizers.Replace(Regex(r"(?<=[a-z0-9])(?=[A-Z])"), " "),  # zero-width: inserts a space
+        normalizers.Lowercase(),
+    ])
+
+
+def _bpe(texts: list[str], vocab_size: int, words: bool = False) -> Tokenizer:
     """A trained byte-level BPE tokenizer (at most ``vocab_size`` tokens)."""
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if words:
+        tok.normalizer = _identifier_words()
+    # add_prefix_space: the first word of a text gets the same Ġ-token as elsewhere
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=words)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -100,8 +129,8 @@ def texts_hash(texts: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _build(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    tok = _pad_vocab(_bpe(texts, vocab_size), vocab_size)
+def _build(texts: list[str], vocab_size: int, words: bool = False) -> PreTrainedTokenizerFast:
+    tok = _pad_vocab(_bpe(texts, vocab_size, words), vocab_size)
     _roberta_post_processor(tok)
     fast = _wrap(tok)
     if len(fast) != vocab_size:  # a broken invariant, not bad input
@@ -121,9 +150,12 @@ def _save_atomic(fast: PreTrainedTokenizerFast, final: Path) -> None:
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int, cache_dir: str | os.PathLike | None = None
+    texts: Iterable[str], vocab_size: int, cache_dir: str | os.PathLike | None = None,
+    words: bool = False,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer with exactly ``vocab_size`` tokens.
+
+    ``words``: split identifiers into lower-case words before BPE (module docstring).
 
     ``texts`` is the training corpus. With ``cache_dir`` the tokenizer is saved under
     ``cache_dir/bpe-<corpus hash>-<vocab_size>`` and loaded from there next time, so
@@ -135,9 +167,10 @@ def train_tokenizer(
     if not texts:
         raise ValueError("cannot train a tokenizer on an empty corpus")
     if cache_dir is None:
-        return _build(texts, vocab_size)
-    key = f"{_RECIPE}-{tokenizers.__version__}-{texts_hash(texts)}"
+        return _build(texts, vocab_size, words)
+    recipe = f"{_RECIPE}-words" if words else _RECIPE
+    key = f"{recipe}-{tokenizers.__version__}-{texts_hash(texts)}"
     final = Path(cache_dir) / f"bpe-{hashlib.sha256(key.encode()).hexdigest()[:16]}-{vocab_size}"
     if not (final / "tokenizer.json").is_file():
-        _save_atomic(_build(texts, vocab_size), final)
+        _save_atomic(_build(texts, vocab_size, words), final)
     return AutoTokenizer.from_pretrained(final)

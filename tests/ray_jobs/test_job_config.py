@@ -86,6 +86,10 @@ def test_job_config_sections_and_absolute_results_dir(tmp_path, monkeypatch):
         load_config(None, ["distill.epochz=1"])
     with pytest.raises(ConfigError, match="data.max_train"):
         load_config(None, ["data.max_train=many"])
+    with pytest.raises(ConfigError, match="distill: student_tokenizer: 'chars' is not one of"):
+        load_config(None, ["distill.student_tokenizer=chars"])
+    with pytest.raises(ConfigError, match="distill: transfer_set: 'some'"):
+        load_config(None, ["distill.transfer_set=some"])
 
 
 def test_config_file_errors_name_the_file(tmp_path):
@@ -115,3 +119,19 @@ def test_shipped_configs_load():
     assert {"smoke.yaml", "demo.yaml"} <= set(names)
     for name in names:
         assert isinstance(load_config(CONFIG_DIR / name), JobConfig)
+
+
+def test_top_k_of_distinct_shapes_skips_heads_only_variants():
+    from ray_jobs.compress import selected_ranks, trial_specs
+
+    def cand(layers, hidden, heads, ffn):
+        return {"layers": layers, "hidden": hidden, "heads": heads, "ffn": ffn, "vocab": 1000}
+
+    ranked = [cand(6, 80, 8, 480), cand(6, 80, 4, 480), cand(6, 80, 2, 480), cand(5, 96, 8, 384),
+              cand(5, 96, 4, 384), cand(4, 112, 8, 256)]
+    plain = load_config(None, ["search.top_k=3"])
+    shapes = load_config(None, ["search.top_k=3", "search.distinct_shapes=true"])
+    assert selected_ranks(plain, ranked) == [0, 1, 2]
+    assert selected_ranks(shapes, ranked) == [0, 3, 5]
+    students = [s["candidate"] for s in trial_specs(shapes, ranked) if s["candidate"]["kind"] == "student"]
+    assert [(c["layers"], c["heads"]) for c in students] == [(6, 8), (5, 8), (4, 8)]

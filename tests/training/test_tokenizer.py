@@ -88,3 +88,32 @@ def test_too_small_or_empty_is_refused(corpus):
         train_tokenizer(corpus, MIN_VOCAB - 1)
     with pytest.raises(ValueError, match="empty corpus"):
         train_tokenizer(["", ""], 500)
+
+
+def test_words_mode_shares_tokens_between_identifiers_and_prose(corpus):
+    """Identifier words in code and the same words in a docstring become the same tokens."""
+    words = train_tokenizer(corpus, 1000, words=True)
+    plain = train_tokenizer(corpus, 1000)
+    code, prose = "self . _sectionName = default_section", "the section name"
+
+    def shared(tok):  # the tokens of "section name" occur, in order, in both texts
+        def contains(seq, sub):
+            return any(seq[i:i + len(sub)] == sub for i in range(len(seq)))
+        target = tok.tokenize(" section name")
+        return contains(tok.tokenize(code), target) and contains(tok.tokenize(prose), target)
+
+    assert len(words) == 1000
+    assert shared(words)
+    assert not shared(plain)  # the property is the words mode's doing
+    assert words.tokenize("getHTTPServer_name") == words.tokenize("get httpserver name")
+
+
+def test_words_mode_round_trips_and_has_its_own_cache_entry(corpus, tmp_path):
+    words = train_tokenizer(corpus, 600, cache_dir=tmp_path, words=True)
+    plain = train_tokenizer(corpus, 600, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("bpe-*-600"))) == 2
+    assert words.get_vocab() != plain.get_vocab()
+    loaded = AutoTokenizer.from_pretrained(next(p for p in tmp_path.glob("bpe-*-600")
+                                                 if AutoTokenizer.from_pretrained(p).get_vocab()
+                                                 == words.get_vocab()))
+    assert loaded(CODE, "Add two numbers .")["input_ids"] == words(CODE, "Add two numbers .")["input_ids"]
