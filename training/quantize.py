@@ -23,6 +23,7 @@ from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
     collate,
+    distinct_fraction,
     generate,
     load_seq2seq,
     tokenize_pairs,
@@ -92,6 +93,7 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
         row["size_bytes"] = saved_size_bytes(q)
         hyps = generate(q, tokenizer, examples, s2s)
         row["bleu_greedy"] = codexglue_bleu(hyps, refs)
+        row["distinct_greedy"] = distinct_fraction(hyps)  # ~0 when one summary fits all inputs
         row["bleu_beam"] = codexglue_bleu(generate(q, tokenizer, examples, s2s, beam=beam), refs) if beam > 1 else None
         row["beam"] = beam
         lat = _latency(q, examples[0], cfg, s2s.target_len)

@@ -155,8 +155,10 @@ class Seq2Seq(nn.Module):
         h = self._embed(tgt[:, :-1], 0)  # (B, T-1, W)
         for layer, kv in zip(self.decoder, state["kv"], strict=True):
             h = layer(h, kv, state["mask"])
-        logits = self._logits(h)  # (B, T-1, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), tgt[:, 1:].flatten(), ignore_index=self.pad_id)
+        gold = tgt[:, 1:]
+        keep = gold != self.pad_id  # project only real target positions: pads cost a V-wide matmul each
+        logits = self._logits(h[keep])  # (N, V)
+        return F.cross_entropy(logits.float(), gold[keep])
 
     @torch.no_grad()
     def greedy(self, src: torch.Tensor, src_mask: torch.Tensor, max_len: int, stop: bool = True) -> list[list[int]]:
@@ -266,21 +268,27 @@ def batch_stream(examples: Sequence, batch_size: int, seed: int) -> Iterator[lis
 # ----------------------------------------------------------------------------- training
 
 
-def make_optimizer(model: Seq2Seq, cfg: Seq2SeqConfig, total_steps: int, lr: float | None = None):
-    """AdamW (encoder at lr, decoder at lr * decoder_lr_scale) + linear warm-up/decay."""
+def make_optimizer(model: Seq2Seq, cfg: Seq2SeqConfig, total_steps: int, lr: float | None = None,
+                   warmup_steps: int | None = None):
+    """AdamW (encoder at lr, decoder at lr * decoder_lr_scale) + linear warm-up/decay;
+    lr and warmup_steps default to cfg's."""
     lr = cfg.lr if lr is None else lr
+    warmup = cfg.warmup_steps if warmup_steps is None else warmup_steps
     enc = {id(p) for p in model.encoder.parameters()}
     params = list(model.parameters())
     groups = [
         {"params": [p for p in params if id(p) in enc], "lr": lr},
         {"params": [p for p in params if id(p) not in enc], "lr": lr * cfg.decoder_lr_scale},
     ]
-    opt = torch.optim.AdamW(groups, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    # The fused kernel (same update) is ~9x faster than the foreach one on CPU, where the
+    # optimizer step was ~15% of a fine-tuning step; other devices keep the default.
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    opt = torch.optim.AdamW(groups, eps=cfg.adam_eps, weight_decay=cfg.weight_decay, fused=fused or None)
 
     def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - cfg.warmup_steps))
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -328,6 +336,11 @@ def generate(model: Seq2Seq, tokenizer, examples: Sequence, cfg: Seq2SeqConfig, 
             ids = model.beam_search(src, src_mask, cfg.target_len, beam)
         out += tokenizer.batch_decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return out
+
+
+def distinct_fraction(hypotheses: Sequence[str]) -> float:
+    """Share of distinct outputs: 1/N when a model writes one summary for every input."""
+    return len(set(hypotheses)) / len(hypotheses) if hypotheses else 0.0
 
 
 def bleu_of(model: Seq2Seq, tokenizer, examples: Sequence, references: Sequence[str], cfg: Seq2SeqConfig, *, beam: int = 1, device="cpu") -> float:

@@ -5,6 +5,7 @@ import pickle
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from training.data import DataConfig, PairText
@@ -79,3 +80,77 @@ def test_prepare_seq2seq_fine_tunes_once_and_reuses(seq2seq_teacher, seq2seq_dat
     name = "encoder.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(fine.state_dict()[name], pre.state_dict()[name])
     assert fine.lm_head.weight is fine.encoder.get_input_embeddings().weight
+
+
+def test_loss_is_mean_token_nll_and_ignores_padding(seq2seq_teacher, tiny):
+    """forward() projects only real target positions: its loss equals the mean NLL of the
+    full projection over non-pad gold tokens, and extra padding changes nothing."""
+    model, tok = tiny.model(seq2seq_teacher)
+    model.eval()
+    src, mask, tgt = collate(_examples(tiny, tok, tiny.config())[0], model.pad_id)
+    assert (tgt == model.pad_id).any()  # the batch really is padded
+    with torch.no_grad():
+        loss = model(src, mask, tgt)
+        state = model.start(src, mask)
+        h = model._embed(tgt[:, :-1], 0)
+        for layer, kv in zip(model.decoder, state["kv"], strict=True):
+            h = layer(h, kv, state["mask"])
+        logp = model._logits(h).log_softmax(-1)  # (B, T-1, V)
+        gold = tgt[:, 1:]
+        nll = -logp.gather(-1, gold[..., None])[..., 0]
+        real = gold != model.pad_id
+        reference = nll[real].sum() / real.sum()
+        padded = torch.cat([tgt, torch.full((tgt.size(0), 3), model.pad_id)], 1)
+        torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(src, mask, padded), loss, atol=1e-5, rtol=1e-5)
+
+
+def test_optimizer_step_equals_plain_adamw(seq2seq_teacher, tiny):
+    """make_optimizer's (fused) AdamW makes the same update as the reference implementation,
+    encoder at lr and decoder at lr * decoder_lr_scale."""
+    cfg = tiny.config(lr=1e-3, decoder_lr_scale=4.0, weight_decay=0.01)
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    twin, _ = tiny.model(seq2seq_teacher, cfg)
+    twin.load_state_dict(model.state_dict())
+    opt, _ = make_optimizer(model, cfg, total_steps=10)
+    enc = {id(p) for p in twin.encoder.parameters()}
+    params = list(twin.parameters())
+    ref = torch.optim.AdamW(
+        [{"params": [p for p in params if id(p) in enc], "lr": cfg.lr},
+         {"params": [p for p in params if id(p) not in enc], "lr": cfg.lr * cfg.decoder_lr_scale}],
+        eps=cfg.adam_eps, weight_decay=cfg.weight_decay, foreach=False,
+    )
+    src, mask, tgt = collate(_examples(tiny, tok, cfg)[0], model.pad_id)
+    model.eval(), twin.eval()
+    for _ in range(2):
+        for m, o in ((model, opt), (twin, ref)):
+            o.zero_grad()
+            m(src, mask, tgt).backward()
+            o.step()
+    for (name, a), (_, b) in zip(model.named_parameters(), twin.named_parameters(), strict=True):
+        if name.endswith("_k.bias"):  # a key bias shifts all scores of a query alike: its gradient is
+            continue  # rounding noise, which Adam's normalisation scales up to +-lr either way
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+    assert not torch.equal(model.decoder[0].ffn_in.weight, tiny.model(seq2seq_teacher, cfg)[0].decoder[0].ffn_in.weight)
+
+
+def test_distinct_fraction_flags_a_constant_summary():
+    from training.seq2seq import distinct_fraction
+
+    assert distinct_fraction(["return the value ."] * 4) == 0.25
+    assert distinct_fraction(["a", "b", "a", "c"]) == 0.75
+    assert distinct_fraction([]) == 0.0
+
+
+def test_round_warmup_overrides_the_fine_tuning_warmup():
+    """A short pruning round must not inherit a warm-up longer than itself."""
+    from training.seq2seq import Seq2SeqConfig, make_optimizer
+
+    model = torch.nn.Module()
+    model.encoder = torch.nn.Linear(2, 2)
+    model.head = torch.nn.Linear(2, 2)
+    cfg = Seq2SeqConfig(lr=1e-3, decoder_lr_scale=2.0, warmup_steps=50)
+    inherited, _ = make_optimizer(model, cfg, 16)
+    own, _ = make_optimizer(model, cfg, 16, warmup_steps=0)
+    assert [g["lr"] for g in inherited.param_groups] == pytest.approx([1e-3 / 50, 2e-3 / 50])
+    assert [g["lr"] for g in own.param_groups] == pytest.approx([1e-3, 2e-3])
