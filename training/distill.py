@@ -238,7 +238,8 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
 
     mse=False: SoftLabelLoss (students); mse=True: MSE on logits (BiLSTM_soft, Tang et al.).
     """
-    pair_mode = "separate" if isinstance(model, PairEncoderForSequenceClassification) else "joint"
+    separate = isinstance(model, PairEncoderForSequenceClassification) or getattr(model, "pair", False)
+    pair_mode = "separate" if separate else "joint"
     pad = tokenizer.pad_token_id
     train_enc = encode(tokenizer, transfer, cfg.max_seq_len, pair_mode)
     valid_enc = encode(tokenizer, valid, cfg.max_seq_len, pair_mode)
@@ -287,12 +288,13 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
     variant = candidate.get("variant", "paper")
     vocab = int(candidate.get("vocab", cfg.bilstm_vocab))
     tokenizer = train_tokenizer(texts, vocab, cache_dir=cache, words=words)
+    pair = transfer[0].text_b is not None  # pair tasks: the paper's siamese pair model
     if variant == "paper":
         model = BiLSTMSoft(vocab, **BiLSTMSoft.PAPER_WIDTH, num_labels=artifacts.num_labels,
-                           pad_id=tokenizer.pad_token_id)
+                           pad_id=tokenizer.pad_token_id, pair=pair)
     elif variant == "budget":
         model = BiLSTMSoft.for_budget(float(candidate["target_mb"]) * 1e6, vocab, artifacts.num_labels,
-                                      tokenizer.pad_token_id)
+                                      tokenizer.pad_token_id, pair=pair)
     else:
         raise ValueError(f"bilstm variant must be 'paper' or 'budget', got {variant!r}")
     n = sum(p.numel() for p in model.parameters())

@@ -229,52 +229,67 @@ AutoModelForSequenceClassification.register(
 class BiLSTMSoft(nn.Module):
     """BiLSTM_soft (Tang et al. 2019): embedding -> 1-layer BiLSTM -> dense+ReLU -> dense.
 
-    forward(input_ids (B, S), attention_mask (B, S)) -> logits (B, num_labels). The sequence
-    is summarised by the last forward and first backward hidden states (B, 2*hidden).
+    forward(input_ids (B, S), attention_mask (B, S)) -> logits (B, num_labels). A sequence
+    is summarised by the last forward and first backward hidden states h (B, 2*hidden).
+    pair=True is the paper's sentence-pair model: one shared BiLSTM reads both inputs
+    (input_ids_b, attention_mask_b too) and the dense layers see [h1, h2, h1*h2, |h1-h2|].
     Paper width for sentence-pair tasks: embedding 300, LSTM 300 per direction, dense 400.
     """
 
     PAPER_WIDTH = {"embed": 300, "hidden": 300, "dense": 400}
 
     def __init__(self, vocab: int, embed: int = 300, hidden: int = 300, dense: int = 400,
-                 num_labels: int = 2, pad_id: int = 0, dropout: float = 0.1):
+                 num_labels: int = 2, pad_id: int = 0, dropout: float = 0.1, pair: bool = False):
         super().__init__()
         self.config = dict(vocab=vocab, embed=embed, hidden=hidden, dense=dense,
-                           num_labels=num_labels, pad_id=pad_id, dropout=dropout)
+                           num_labels=num_labels, pad_id=pad_id, dropout=dropout, pair=pair)
+        self.pair = pair
         self.embedding = nn.Embedding(vocab, embed, padding_idx=pad_id)
         self.lstm = nn.LSTM(embed, hidden, num_layers=1, batch_first=True, bidirectional=True)
-        self.fc1 = nn.Linear(2 * hidden, dense)
+        self.fc1 = nn.Linear((8 if pair else 2) * hidden, dense)
         self.fc2 = nn.Linear(dense, num_labels)
         self.dropout = nn.Dropout(dropout)
 
     @staticmethod
-    def count_params(vocab: int, embed: int, hidden: int, dense: int, num_labels: int = 2) -> int:
+    def count_params(vocab: int, embed: int, hidden: int, dense: int, num_labels: int = 2,
+                     pair: bool = False) -> int:
         """Exact parameter count (nn.LSTM keeps two bias vectors per gate set)."""
         lstm = 2 * 4 * (embed * hidden + hidden * hidden + 2 * hidden)  # two directions
-        return vocab * embed + lstm + (2 * hidden * dense + dense) + (dense * num_labels + num_labels)
+        features = (8 if pair else 2) * hidden
+        return vocab * embed + lstm + (features * dense + dense) + (dense * num_labels + num_labels)
 
     @classmethod
     def for_budget(cls, budget_bytes: float, vocab: int, num_labels: int = 2, pad_id: int = 0,
-                   bytes_per_param: int = 4) -> BiLSTMSoft:
+                   bytes_per_param: int = 4, pair: bool = False) -> BiLSTMSoft:
         """Largest model with the paper's width ratios (3:3:4) whose fp32 weights fit the budget."""
         best = None
         for embed in range(1, 4097):
             dense = max(1, round(embed * 4 / 3))
-            if cls.count_params(vocab, embed, embed, dense, num_labels) * bytes_per_param > budget_bytes:
+            if cls.count_params(vocab, embed, embed, dense, num_labels, pair) * bytes_per_param > budget_bytes:
                 break
             best = (embed, dense)
         if best is None:
             raise ValueError(f"no BiLSTM with vocab {vocab} fits {budget_bytes} bytes")
-        return cls(vocab, embed=best[0], hidden=best[0], dense=best[1], num_labels=num_labels, pad_id=pad_id)
+        return cls(vocab, embed=best[0], hidden=best[0], dense=best[1], num_labels=num_labels,
+                   pad_id=pad_id, pair=pair)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, **_):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()  # (B,)
-        x = self.dropout(self.embedding(input_ids))  # (B, S, E)
+    def _summary(self, ids, mask):  # (B, S) -> (B, 2*hidden)
+        if mask is None:
+            mask = torch.ones_like(ids)
+        lengths = mask.sum(dim=1).clamp(min=1).cpu()  # (B,)
+        x = self.dropout(self.embedding(ids))  # (B, S, E)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(packed)  # h_n: (2, B, hidden)
-        summary = torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, 2*hidden)
+        return torch.cat([h_n[0], h_n[1]], dim=-1)
+
+    def forward(self, input_ids, attention_mask=None, input_ids_b=None, attention_mask_b=None,
+                labels=None, **_):
+        summary = self._summary(input_ids, attention_mask)  # (B, 2*hidden)
+        if self.pair:
+            if input_ids_b is None:
+                raise ValueError("a pair BiLSTMSoft needs input_ids_b")
+            other = self._summary(input_ids_b, attention_mask_b)
+            summary = torch.cat([summary, other, summary * other, (summary - other).abs()], dim=-1)
         logits = self.fc2(self.dropout(torch.relu(self.fc1(summary))))  # (B, num_labels)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)

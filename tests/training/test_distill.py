@@ -120,6 +120,7 @@ def test_bilstm_baseline(artifacts, tmp_path, variant):
         assert row["hidden"] == BiLSTMSoft.PAPER_WIDTH["hidden"]
     model = BiLSTMSoft.from_pretrained(row["model_dir"])
     assert sum(p.numel() for p in model.parameters()) == row["params"]
+    assert model.pair and row["pair_mode"] == "separate"  # code-search pairs: the siamese model
 
 
 def test_unknown_candidate_kind_refused(artifacts, tmp_path):

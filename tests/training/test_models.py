@@ -93,6 +93,25 @@ def test_bilstm_param_count_and_budget_sizing():
         BiLSTMSoft.for_budget(1000, vocab=2000)
 
 
+def test_pair_bilstm_is_siamese_with_tang_features():
+    """Pair model: one BiLSTM for both inputs, dense over [h1, h2, h1*h2, |h1-h2|]."""
+    torch.manual_seed(0)
+    model = BiLSTMSoft(vocab=100, embed=8, hidden=6, dense=10, pair=True).eval()
+    assert _n(model) == BiLSTMSoft.count_params(100, 8, 6, 10, pair=True)
+    assert model.fc1.in_features == 8 * 6
+    a, b = torch.tensor([[5, 6, 7]]), torch.tensor([[8, 9, 3, 4]])
+    with torch.no_grad():
+        ab, ba = model(a, input_ids_b=b).logits, model(b, input_ids_b=a).logits
+    # the features are symmetric but for the order of (h1, h2): swapping changes the logits
+    assert not torch.allclose(ab, ba)
+    with pytest.raises(ValueError, match="input_ids_b"):
+        model(a)
+    fit = BiLSTMSoft.for_budget(3e6, vocab=2000, pair=True)
+    assert fit.pair and _n(fit) * 4 <= 3e6
+    e = fit.config["embed"] + 1
+    assert BiLSTMSoft.count_params(2000, e, e, round(e * 4 / 3), pair=True) * 4 > 3e6
+
+
 def test_bilstm_save_reload_and_padding_invariance(tmp_path):
     torch.manual_seed(0)
     model = BiLSTMSoft(vocab=100, embed=8, hidden=8, dense=8, pad_id=1).eval()
