@@ -36,6 +36,7 @@ __all__ = ["JobError", "ResourceError", "Sweep", "SweepOutcome", "TrialContext",
            "precheck", "check_resources", "run_sweep", "call_on_worker"]
 
 _STATE_FILE = "trial_state.json"
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-node mode (loopback_only)
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,6 @@ def init_ray(cfg: JobConfig) -> bool:
         object_store_memory=res.object_store_mb * 1024 * 1024,
     )
     return True
-
-
-SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def loopback_only() -> None:

@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -89,7 +90,7 @@ class DistillConfig:
     eval_batch_size: int = 64  # batch size for validation/test inference
     seed: int = 0  # torch and shuffling seed
 
-    CHOICES = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),
                "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes")}
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside a trial
@@ -172,9 +173,7 @@ def read_examples(path, split: str | None = None) -> tuple[list[ClsExample], lis
 def transfer_examples(train: list[ClsExample], data: DataConfig, cfg: DistillConfig) -> list[ClsExample]:
     """The distillation (transfer) set: the unlabeled half, or both halves ("all")."""
     labeled, unlabeled = labeled_half(train, data)
-    examples = unlabeled if cfg.transfer_set == "unlabeled" else unlabeled + labeled
-    if cfg.transfer_set not in ("unlabeled", "all"):
-        raise ValueError(f"transfer_set must be 'unlabeled' or 'all', got {cfg.transfer_set!r}")
+    examples = unlabeled if cfg.transfer_set == "unlabeled" else unlabeled + labeled  # validated choice
     return examples[:cfg.max_transfer] if cfg.max_transfer is not None else examples
 
 
@@ -271,10 +270,10 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
     texts = _texts(transfer)
     cache = Path(artifacts.work_dir) / "tokenizers"
     words = cfg.student_tokenizer == "words"
+    pairs = transfer[0].text_b is not None  # pair task: students and BiLSTMs read two inputs
     if kind == "student":
         arch = Arch(*(int(candidate[g]) for g in ("layers", "hidden", "heads", "ffn", "vocab")))
         tokenizer = train_tokenizer(texts, arch.vocab, cache_dir=cache, words=words)
-        pairs = transfer[0].text_b is not None  # single-input tasks are always "joint"
         model = build_student(arch, artifacts.teacher, artifacts.num_labels,
                               cfg.pair_mode if pairs else "joint",
                               pad_token_id=tokenizer.pad_token_id, pair_head=cfg.pair_head)
@@ -288,13 +287,12 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
     variant = candidate.get("variant", "paper")
     vocab = int(candidate.get("vocab", cfg.bilstm_vocab))
     tokenizer = train_tokenizer(texts, vocab, cache_dir=cache, words=words)
-    pair = transfer[0].text_b is not None  # pair tasks: the paper's siamese pair model
-    if variant == "paper":
+    if variant == "paper":  # pair tasks: the paper's siamese pair model
         model = BiLSTMSoft(vocab, **BiLSTMSoft.PAPER_WIDTH, num_labels=artifacts.num_labels,
-                           pad_id=tokenizer.pad_token_id, pair=pair)
+                           pad_id=tokenizer.pad_token_id, pair=pairs)
     elif variant == "budget":
         model = BiLSTMSoft.for_budget(float(candidate["target_mb"]) * 1e6, vocab, artifacts.num_labels,
-                                      tokenizer.pad_token_id, pair=pair)
+                                      tokenizer.pad_token_id, pair=pairs)
     else:
         raise ValueError(f"bilstm variant must be 'paper' or 'budget', got {variant!r}")
     n = sum(p.numel() for p in model.parameters())

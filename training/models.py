@@ -246,16 +246,21 @@ class BiLSTMSoft(nn.Module):
         self.pair = pair
         self.embedding = nn.Embedding(vocab, embed, padding_idx=pad_id)
         self.lstm = nn.LSTM(embed, hidden, num_layers=1, batch_first=True, bidirectional=True)
-        self.fc1 = nn.Linear((8 if pair else 2) * hidden, dense)
+        self.fc1 = nn.Linear(self.feature_width(hidden, pair), dense)
         self.fc2 = nn.Linear(dense, num_labels)
         self.dropout = nn.Dropout(dropout)
+
+    @staticmethod
+    def feature_width(hidden: int, pair: bool) -> int:
+        """Input width of the dense layers: h (2*hidden), or [h1, h2, h1*h2, |h1-h2|]."""
+        return (8 if pair else 2) * hidden
 
     @staticmethod
     def count_params(vocab: int, embed: int, hidden: int, dense: int, num_labels: int = 2,
                      pair: bool = False) -> int:
         """Exact parameter count (nn.LSTM keeps two bias vectors per gate set)."""
         lstm = 2 * 4 * (embed * hidden + hidden * hidden + 2 * hidden)  # two directions
-        features = (8 if pair else 2) * hidden
+        features = BiLSTMSoft.feature_width(hidden, pair)
         return vocab * embed + lstm + (features * dense + dense) + (dense * num_labels + num_labels)
 
     @classmethod
