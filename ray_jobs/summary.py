@@ -54,7 +54,8 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
     if "prune" in names:
         tbl = results.query(results_dir, f"""
             SELECT schedule, round, round(sparsity, 3) AS sparsity, test_bleu_greedy,
-                   test_bleu_beam, round(test_distinct_greedy, 2) AS distinct, valid_bleu_greedy,
+                   test_bleu_beam, round(test_distinct_greedy, 2) AS distinct, round(test_nll, 3) AS nll,
+                   valid_bleu_greedy,
                    sparse_size_bytes / 1e6 AS sparse_mb, latency_ms
             FROM prune WHERE sweep_id = {sid} ORDER BY schedule, round""")
         lines += [f"Pruning ({sweep_id}): BLEU-4 (CodeXGLUE, 0-100) versus encoder sparsity",
@@ -62,7 +63,8 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
     if "quantize" in names:
         tbl = results.query(results_dir, f"""
             SELECT model, variant, round(sparsity, 3) AS sparsity, bleu_greedy, bleu_beam,
-                   round(distinct_greedy, 2) AS distinct, bleu_kept, size_bytes / 1e6 AS size_mb,
+                   round(distinct_greedy, 2) AS distinct, bleu_kept, round(nll, 3) AS nll,
+                   size_bytes / 1e6 AS size_mb,
                    latency_ms, error
             FROM quantize WHERE sweep_id = {sid} ORDER BY model = 'unpruned' DESC, model, variant""")
         lines += ["Quantization", results.format_rows(tbl)]

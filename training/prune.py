@@ -34,6 +34,7 @@ from training.seq2seq import (
     generate,
     load_seq2seq,
     make_optimizer,
+    token_nll,
     tokenize_pairs,
     train_steps,
 )
@@ -300,7 +301,8 @@ def _latency(ctx: _Context, cfg: PruneConfig) -> dict:
 
 
 def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:
-    """BLEU (valid/test, greedy/beam), sparsity, sizes and generation latency of ctx.model."""
+    """BLEU (valid/test, greedy/beam), test NLL per reference token, sparsity, sizes and
+    generation latency of ctx.model."""
     from training.evaluate import serialized_size_bytes
 
     beam = cfg.beam or ctx.s2s.beam
@@ -314,6 +316,7 @@ def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:
         "test_bleu_greedy": codexglue_bleu(test_greedy, test_refs),
         "test_distinct_greedy": distinct_fraction(test_greedy),  # ~0: one summary for all inputs
         "test_bleu_beam": _bleu(ctx, "test", beam),
+        "test_nll": token_nll(ctx.model, ctx.test, ctx.s2s, device=ctx.device),
         "beam": beam,
         "dense_size_bytes": serialized_size_bytes(ctx.model),
         "sparse_size_bytes": sparse_size_bytes(ctx.model, ctx.weights),

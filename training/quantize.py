@@ -26,6 +26,7 @@ from training.seq2seq import (
     distinct_fraction,
     generate,
     load_seq2seq,
+    token_nll,
     tokenize_pairs,
 )
 
@@ -84,7 +85,7 @@ def _latency(model: Seq2Seq, example, cfg: QuantizeConfig, target_len: int) -> d
 
 
 def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: QuantizeConfig, s2s) -> dict:
-    """BLEU (greedy, beam), size and generation latency of one variant of `model`; a variant
+    """BLEU (greedy, beam), NLL per reference token, size and generation latency of one variant of `model`; a variant
     that cannot run here gets its error in the row instead of figures."""
     row = {"variant": variant, "error": None}
     beam = cfg.beam or s2s.beam
@@ -96,6 +97,7 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
         row["distinct_greedy"] = distinct_fraction(hyps)  # ~0 when one summary fits all inputs
         row["bleu_beam"] = codexglue_bleu(generate(q, tokenizer, examples, s2s, beam=beam), refs) if beam > 1 else None
         row["beam"] = beam
+        row["nll"] = token_nll(q, examples, s2s)
         lat = _latency(q, examples[0], cfg, s2s.target_len)
         row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
     except (RuntimeError, NotImplementedError) as err:  # e.g. an fp16 kernel missing on this CPU
@@ -114,7 +116,7 @@ def quantize_rows(
 
     pruned: label -> a state file (e.g. a run_schedule round's state.safetensors). Each row:
     model (label, "unpruned" for the fine-tuned model), variant, sparsity (measured zeros of
-    the `scope` prunable set), bleu_greedy, bleu_beam, beam, size_bytes, latency_ms,
+    the `scope` prunable set), bleu_greedy, bleu_beam, beam, nll, size_bytes, latency_ms,
     latency_p90_ms, bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error.
     Runs on CPU (dynamic int8 is a CPU kernel).
     """

@@ -338,6 +338,21 @@ def generate(model: Seq2Seq, tokenizer, examples: Sequence, cfg: Seq2SeqConfig, 
     return out
 
 
+@torch.no_grad()
+def token_nll(model: Seq2Seq, examples: Sequence, cfg: Seq2SeqConfig, *, device="cpu") -> float:
+    """Teacher-forced cross-entropy per reference token (nats; exp() is the perplexity) over
+    tokenized examples. Unlike BLEU it moves with every change in the model's belief about
+    the references, so it ranks compressed models that a weak model's BLEU cannot."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for i in range(0, len(examples), cfg.eval_batch_size):
+        src, src_mask, tgt = collate(examples[i : i + cfg.eval_batch_size], model.pad_id, device)
+        n = int((tgt[:, 1:] != model.pad_id).sum())
+        total += float(model(src, src_mask, tgt)) * n
+        tokens += n
+    return total / max(1, tokens)
+
+
 def distinct_fraction(hypotheses: Sequence[str]) -> float:
     """Share of distinct outputs: 1/N when a model writes one summary for every input."""
     return len(set(hypotheses)) / len(hypotheses) if hypotheses else 0.0

@@ -43,6 +43,9 @@ def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, 
     assert by["unpruned", "fp32"]["sparsity"] == 0.0 and by["l1", "int8"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert by["unpruned", "fp32"]["bleu_greedy"] > 50  # the tiny model memorised its pairs
     assert by["unpruned", "fp32"]["bleu_kept"] == 1.0
+    # memorised pairs: low NLL; half the encoder pruned with 2 steps of repair: higher
+    assert by["unpruned", "fp32"]["nll"] < 0.5 and by["l1", "fp32"]["nll"] > by["unpruned", "fp32"]["nll"]
+    assert by["unpruned", "int8"]["nll"] == pytest.approx(by["unpruned", "fp32"]["nll"], rel=0.1)
     for r in rows:
         assert r["error"] is not None or (r["size_bytes"] > 0 and r["latency_ms"] > 0 and r["bleu_greedy"] >= 0)
     assert by["unpruned", "int8"]["size_bytes"] < by["unpruned", "fp32"]["size_bytes"]

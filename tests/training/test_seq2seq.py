@@ -17,6 +17,7 @@ from training.seq2seq import (
     load_seq2seq,
     make_optimizer,
     prepare_seq2seq,
+    token_nll,
     tokenize_pairs,
     train_steps,
 )
@@ -53,12 +54,13 @@ def test_overfits_a_handful_of_pairs_and_beam1_is_greedy(seq2seq_teacher, tiny):
     cfg = tiny.config()
     model, tok = tiny.model(seq2seq_teacher, cfg)
     examples, refs = _examples(tiny, tok, cfg)
-    before = bleu_of(model, tok, examples, refs, cfg)
+    before, nll_before = bleu_of(model, tok, examples, refs, cfg), token_nll(model, examples, cfg)
     opt, sched = make_optimizer(model, cfg, cfg.train_steps)
     loss = train_steps(model, batch_stream(examples, cfg.batch_size, 0), cfg.train_steps, opt, sched, cfg)
     greedy = bleu_of(model, tok, examples, refs, cfg)
     beam = bleu_of(model, tok, examples, refs, cfg, beam=3)
     assert before < 20 and greedy > 60 and beam > 60, (before, greedy, beam, loss)
+    assert token_nll(model, examples, cfg) < nll_before / 4
     src, mask, _ = collate(examples, model.pad_id)
     assert model.beam_search(src, mask, cfg.target_len, beam=1) == model.greedy(src, mask, cfg.target_len)
 
@@ -154,3 +156,16 @@ def test_round_warmup_overrides_the_fine_tuning_warmup():
     own, _ = make_optimizer(model, cfg, 16, warmup_steps=0)
     assert [g["lr"] for g in inherited.param_groups] == pytest.approx([1e-3 / 50, 2e-3 / 50])
     assert [g["lr"] for g in own.param_groups] == pytest.approx([1e-3, 2e-3])
+
+
+def test_token_nll_weighs_every_reference_token_alike(seq2seq_teacher, tiny):
+    """token_nll is the NLL summed over all reference tokens / their count, whatever the
+    batching: not a mean of per-batch means (references differ in length)."""
+    model, tok = tiny.model(seq2seq_teacher)
+    examples, _ = _examples(tiny, tok, tiny.config())
+    assert len({len(t) for _, t in examples}) > 1
+    with torch.no_grad():
+        per_example = [(float(model(*collate([e], model.pad_id))), len(e[1]) - 1) for e in examples]
+    reference = sum(nll * n for nll, n in per_example) / sum(n for _, n in per_example)
+    for batch in (1, 3, len(examples)):
+        assert token_nll(model, examples, tiny.config(eval_batch_size=batch)) == pytest.approx(reference, rel=1e-5)
