@@ -60,6 +60,11 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
             FROM prune WHERE sweep_id = {sid} ORDER BY schedule, round""")
         lines += [f"Pruning ({sweep_id}): BLEU-4 (CodeXGLUE, 0-100) versus encoder sparsity",
                   results.format_rows(tbl)]
+        floor = results.query(results_dir, f"SELECT max(test_bleu_constant) AS b FROM prune "
+                                           f"WHERE sweep_id = {sid}").column("b")[0].as_py()
+        if floor is not None:
+            lines.append(f"One constant summary for every test function (the best frequent training "
+                         f"target) scores {floor:.2f}: BLEU near it does not show the model reading the code.")
     if "quantize" in names:
         tbl = results.query(results_dir, f"""
             SELECT model, variant, round(sparsity, 3) AS sparsity, bleu_greedy, bleu_beam,

@@ -31,7 +31,8 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
 
 def test_prune_summary_and_plot(tmp_path):
     rows = [{"trial_key": s, "schedule": s, "round": r, "sparsity": r / 10,
-             "test_bleu_greedy": 10 - r * (1 if s == "l1" else 3), "sparse_size_bytes": 10**6}
+             "test_bleu_greedy": 10 - r * (1 if s == "l1" else 3), "sparse_size_bytes": 10**6,
+             "test_bleu_constant": 7.5}
             for s in ("l1", "random") for r in range(3)]
     results.write_rows(tmp_path, "prune", "prune-x", rows)
     results.write_rows(tmp_path, "quantize", "prune-x", [
@@ -39,6 +40,7 @@ def test_prune_summary_and_plot(tmp_path):
         for v in ("fp32", "int8")])
     text = summary.prune_summary(str(tmp_path), "prune-x")
     assert "BLEU-4" in text and "Quantization" in text and text.count("random") == 3
+    assert "constant summary for every test function (the best frequent training target) scores 7.50" in text
     png = summary.plot_bleu(str(tmp_path), "prune-x", tmp_path / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert summary.plot_bleu(str(tmp_path / "none"), "prune-x", tmp_path / "q.png") is None

@@ -9,7 +9,13 @@ import math
 
 import pytest
 
-from training.bleu import codexglue_bleu, corpus_bleu, nist_normalize, split_puncts
+from training.bleu import (
+    codexglue_bleu,
+    constant_summary,
+    corpus_bleu,
+    nist_normalize,
+    split_puncts,
+)
 from training.evaluate import codexglue_bleu as exported
 
 
@@ -57,3 +63,16 @@ def test_corpus_bleu_and_errors():
         codexglue_bleu(["a"], [])
     with pytest.raises(ValueError):
         codexglue_bleu([], [])
+
+
+def test_constant_summary_is_the_best_frequent_training_target():
+    """Not simply the most frequent target: the frequent one that scores best on the
+    training references (a generic "Return the ... of the file." beats a frequent "Do it.")."""
+    targets = ["Do it."] * 2 + [f"Return the {w} of the file." for w in ("name", "size", "path", "mode", "owner")]
+    assert constant_summary(targets, candidates=1) == "Do it."
+    best = constant_summary(targets)
+    assert best.startswith("Return the") and best.endswith("of the file.")
+    refs = targets[:200]
+    assert codexglue_bleu([best] * len(refs), refs) > codexglue_bleu(["Do it."] * len(refs), refs)
+    with pytest.raises(ValueError):
+        constant_summary([])

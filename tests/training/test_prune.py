@@ -149,6 +149,7 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, 
     for key in ("valid_bleu_greedy", "valid_bleu_beam", "test_bleu_greedy", "test_bleu_beam", "latency_ms"):
         assert rows[1][key] >= 0.0
     assert 0.0 < rows[0]["test_nll"] < 1.0  # the fine-tuned model memorised its pairs
+    assert rows[0]["test_bleu_constant"] == rows[1]["test_bleu_constant"] < rows[0]["test_bleu_greedy"]
     # Re-run with one more round in the same folder: rounds 0-1 re-reported as saved, round 2 run.
     again = []
     run_schedule({**sched, "rounds": 2}, art, cfg, tmp_path / "trial", report=again.append)
