@@ -85,8 +85,9 @@ def _latency(model: Seq2Seq, example, cfg: QuantizeConfig, target_len: int) -> d
 
 
 def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: QuantizeConfig, s2s) -> dict:
-    """BLEU (greedy, beam), NLL per reference token, size and generation latency of one variant of `model`; a variant
-    that cannot run here gets its error in the row instead of figures."""
+    """BLEU (greedy, beam), NLL per reference token, size and generation latency of one
+    variant of `model`; a variant that cannot run here gets its error in the row instead of
+    figures."""
     row = {"variant": variant, "error": None}
     beam = cfg.beam or s2s.beam
     try:
