@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import xml.sax.saxutils
+from collections import Counter
 from collections.abc import Sequence
 
 from sacrebleu.metrics import BLEU
@@ -103,9 +104,8 @@ def constant_summary(train_targets: Sequence[str], candidates: int = 50, sample:
     floor: a code-to-text model that does not beat it is not using the code."""
     if not train_targets:
         raise ValueError("constant_summary needs training targets")
-    counts: dict[str, int] = {}
-    for t in train_targets:
-        counts[t] = counts.get(t, 0) + 1
+    counts = Counter(train_targets)
+    # frequency ties (common: most targets occur once or twice) broken by text, not data order
     pool = sorted(counts, key=lambda t: (-counts[t], t))[:candidates]
     refs = list(train_targets[:sample])
-    return max(pool, key=lambda c: (codexglue_bleu([c] * len(refs), refs), -pool.index(c)))
+    return max(pool, key=lambda c: codexglue_bleu([c] * len(refs), refs))  # ties: the more frequent
