@@ -6,9 +6,11 @@
   as one joined sequence (`pair_mode="joint"`: a plain `...ForSequenceClassification`) or as
   two separately encoded inputs whose first-token vectors are concatenated
   (`pair_mode="separate"`: `PairEncoderForSequenceClassification`, the paper's clone model).
-  Importing this module registers the pair model with the transformers Auto classes, so
-  `AutoModelForSequenceClassification.from_pretrained(folder)` loads it after
-  `import training.models`.
+  The pair model lives in the self-contained `training/pair_encoder.py`, which
+  `save_pretrained` copies into the folder with an `auto_map`: stock transformers loads it
+  with `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)`
+  (the same flag to AutoTokenizer, which reads config.json too). Importing this module also
+  registers it with the Auto classes, so no flag is needed in-process.
 - BiLSTM_soft (Tang et al. 2019): embedding, one BiLSTM layer, two dense layers.
 """
 
@@ -26,12 +28,15 @@ from transformers import (
     AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    PretrainedConfig,
     PreTrainedModel,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from search.space import Arch, Teacher
+from training.pair_encoder import (  # re-exported: callers import both from here
+    PairEncoderConfig,
+    PairEncoderForSequenceClassification,
+)
 
 EMBEDDED_TEACHER = "minilm-l6"
 # Preset names -> hub ids (used only where the hub is reachable).
@@ -140,86 +145,7 @@ def build_student(
     raise ValueError(f"pair_mode must be 'joint' or 'separate', got {pair_mode!r}")
 
 
-class PairEncoderConfig(PretrainedConfig):
-    """Config of a shared encoder over two inputs; `encoder` is the encoder's config dict."""
-
-    model_type = "pair-encoder"
-
-    def __init__(self, encoder: dict | None = None, classifier_dropout: float = 0.1,
-                 pooling: str = "cls", head: str = "concat", **kwargs):
-        super().__init__(**kwargs)
-        self.encoder = dict(encoder or {"model_type": "bert"})
-        self.classifier_dropout = classifier_dropout
-        self.pooling = pooling  # "cls": first token | "mean": mean over unmasked tokens
-        self.head = head  # "concat": dense over [u; v] | "cosine": logit_1 - logit_0 = s*cos(u,v) + b
-
-
-class PairEncoderForSequenceClassification(PreTrainedModel):
-    """One encoder reads both inputs, pooled to u, v (B, H) each.
-
-    head "concat": dense(2H -> H), tanh, dropout, dense(H -> labels) over [u; v], as
-    CodeXGLUE's clone-detection model. head "cosine" (2 labels): logits (0, s*cos(u, v) + b)
-    with learned s, b, as a sentence-embedding bi-encoder.
-    forward(input_ids, attention_mask, input_ids_b, attention_mask_b, labels=None):
-    ids/masks (B, S) each -> logits (B, num_labels).
-    """
-
-    config_class = PairEncoderConfig
-    base_model_prefix = "pair"
-
-    def __init__(self, config: PairEncoderConfig):
-        super().__init__(config)
-        fields = dict(config.encoder)
-        encoder_config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-        self.encoder = AutoModel.from_config(encoder_config, add_pooling_layer=False)
-        hidden = encoder_config.hidden_size
-        if config.head == "cosine":
-            if config.num_labels != 2:
-                raise ValueError("the cosine head needs num_labels == 2")
-            # cos ~0.4 separates matching pairs for MiniLM: start near that threshold
-            self.cos_scale = nn.Parameter(torch.tensor(20.0))
-            self.cos_bias = nn.Parameter(torch.tensor(-8.0))
-        elif config.head == "concat":
-            self.dense = nn.Linear(2 * hidden, hidden)
-            self.out_proj = nn.Linear(hidden, config.num_labels)
-        else:
-            raise ValueError(f"head must be 'concat' or 'cosine', got {config.head!r}")
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.post_init()
-
-    def _init_weights(self, module):
-        if isinstance(module, nn.Linear) and module in (getattr(self, "dense", None),
-                                                        getattr(self, "out_proj", None)):
-            module.weight.data.normal_(0.0, 0.02)
-            module.bias.data.zero_()
-        # encoder modules were initialised by their own model class
-
-    def _pool(self, ids, mask):  # (B, S) -> (B, H)
-        states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, H)
-        if self.config.pooling == "mean":
-            weights = mask.unsqueeze(-1).to(states.dtype)  # (B, S, 1)
-            return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        return states[:, 0]
-
-    def forward(self, input_ids, attention_mask=None, input_ids_b=None, attention_mask_b=None,
-                labels=None, **_):
-        if input_ids_b is None:
-            raise ValueError("PairEncoderForSequenceClassification needs input_ids_b")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if attention_mask_b is None:
-            attention_mask_b = torch.ones_like(input_ids_b)
-        u, v = self._pool(input_ids, attention_mask), self._pool(input_ids_b, attention_mask_b)
-        if self.config.head == "cosine":
-            score = self.cos_scale * nn.functional.cosine_similarity(u, v, dim=-1) + self.cos_bias  # (B,)
-            logits = torch.stack([torch.zeros_like(score), score], dim=-1)  # (B, 2)
-        else:
-            hidden = torch.tanh(self.dense(self.dropout(torch.cat([u, v], dim=-1))))  # (B, H)
-            logits = self.out_proj(self.dropout(hidden))  # (B, num_labels)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
+# In-process: the Auto classes load saved pair models without trust_remote_code.
 AutoConfig.register(PairEncoderConfig.model_type, PairEncoderConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(
     PairEncoderConfig, PairEncoderForSequenceClassification, exist_ok=True

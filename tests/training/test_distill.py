@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from tests.training.standalone import standalone_logits
 from tests.training.tiny_teacher import TINY_DATA, tiny_teacher_folder
 from training.data import classification_splits, split_labeled_unlabeled
 from training.distill import (
@@ -107,6 +108,10 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
     logits = _reload_logits(row["model_dir"], test, pair_mode)
     preds = logits.argmax(-1).tolist()
     assert sum(p == e.label for p, e in zip(preds, test, strict=True)) / len(test) == row["accuracy"]
+    if pair_mode == "separate":  # the job's folder carries its model code: stock transformers loads it
+        elsewhere = standalone_logits(row["model_dir"], [e.text_a for e in test],
+                                      [e.text_b for e in test], cwd=tmp_path, max_len=32)
+        assert torch.allclose(elsewhere, logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["paper", "budget"])

@@ -4,6 +4,9 @@ from transformers import AutoModelForSequenceClassification
 
 from search import cost
 from search.space import Arch, teacher_spec
+from tests.training.standalone import pair_batch, standalone_logits
+from tests.training.tiny_teacher import TINY_DATA
+from training.data import classification_splits
 from training.models import (
     BiLSTMSoft,
     PairEncoderForSequenceClassification,
@@ -11,6 +14,7 @@ from training.models import (
     load_encoder,
     load_teacher,
 )
+from training.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
 ARCH = Arch(layers=2, hidden=32, heads=2, ffn=64, vocab=300)
@@ -59,6 +63,24 @@ def test_student_save_reload_predicts_the_same(tmp_path, pair_mode):
     inputs = _inputs(ARCH.vocab, pair=pair_mode == "separate")
     with torch.no_grad():
         assert torch.allclose(model(**inputs).logits, again(**inputs).logits, atol=1e-6)
+
+
+def test_separate_student_loads_without_this_package(tmp_path):
+    """The saved folder carries pair_encoder.py and an auto_map: stock transformers loads it."""
+    examples = classification_splits(TINY_DATA)["test"]
+    a, b = [e.text_a for e in examples], [e.text_b for e in examples]
+    tokenizer = train_tokenizer(a + b, ARCH.vocab)
+    torch.manual_seed(0)
+    model = build_student(ARCH, teacher_spec("codebert-base"), pair_mode="separate",
+                          pad_token_id=tokenizer.pad_token_id).eval()
+    with torch.no_grad():  # off the initial values, so a silent re-initialisation would show
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        expected = model(**pair_batch(tokenizer, a, b, 32)).logits  # (B, 2)
+    model.save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    logits = standalone_logits(tmp_path / "student", a, b, cwd=tmp_path)
+    assert torch.allclose(logits, expected, atol=1e-5)
 
 
 def test_unknown_teacher_named_in_error():
