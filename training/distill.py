@@ -8,9 +8,11 @@ on the test split, measures latency (student, teacher, CodeBERT architecture sid
 and saves it.
 
 Saved students load with `AutoModelForSequenceClassification.from_pretrained(dir)` and
-`AutoTokenizer.from_pretrained(dir)`; "separate" pair-mode students need
-`import training.models` first (it registers `PairEncoderForSequenceClassification`) and
-take `input_ids_b`/`attention_mask_b`; BiLSTM baselines load with
+`AutoTokenizer.from_pretrained(dir)`; "separate" pair-mode students carry their model code
+(`pair_encoder.py` and an `auto_map` in config.json), so stock transformers loads them with
+`from_pretrained(dir, trust_remote_code=True)` (to AutoTokenizer too, which reads config.json
+and would otherwise ask; no flag is needed once `training.models` is imported), and they take
+`input_ids_b`/`attention_mask_b`; BiLSTM baselines load with
 `training.models.BiLSTMSoft.from_pretrained(dir)`.
 """
 
@@ -318,7 +320,8 @@ def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfi
            "speedup_vs_teacher": teacher["median_ms"] / student["median_ms"]}
     row |= {"codebert_latency_ms": None, "speedup_vs_codebert": None}
     if cfg.measure_codebert:
-        codebert = codebert_arch_latency(**kw, num_labels=artifacts.num_labels)
+        # the same input format as the student: two encodes when it encodes a pair separately
+        codebert = codebert_arch_latency(**kw, num_labels=artifacts.num_labels, pair=pair)
         row |= {"codebert_latency_ms": codebert["median_ms"],
                 "speedup_vs_codebert": codebert["median_ms"] / student["median_ms"]}
     return row

@@ -136,10 +136,13 @@ def codebert_arch_latency(
     runs: int = MIN_RUNS,
     threads: int | None = None,
     num_labels: int = 2,
+    pair: bool = False,
 ) -> dict:
     """Latency of the CodeBERT-base architecture (RoBERTa L12 H768) with random weights.
 
-    Latency does not depend on weight values, so the public dimensions suffice.
+    Latency does not depend on weight values, so the public dimensions suffice. `pair=True`
+    times two encodes of `seq_len` tokens, as a separately encoding pair model does (and
+    CodeXGLUE's CodeBERT clone model: each function encoded on its own).
     """
     from transformers import AutoConfig, RobertaForSequenceClassification
 
@@ -151,10 +154,14 @@ def codebert_arch_latency(
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(config)
     seq_len = min(seq_len, codebert.max_positions - 2)  # RoBERTa positions start at pad+1
-    return classifier_latency(
-        model, codebert.vocab, seq_len=seq_len, device=device,
-        warmup=warmup, runs=runs, threads=threads,
-    )
+    if not pair:
+        return classifier_latency(
+            model, codebert.vocab, seq_len=seq_len, device=device,
+            warmup=warmup, runs=runs, threads=threads,
+        )
+    model = model.to(device).eval()
+    first, second = (random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in (0, 1))
+    return latency_ms(lambda: (model(**first), model(**second)), warmup=warmup, runs=runs, threads=threads)
 
 
 # CodeXGLUE-compatible BLEU-4 and sacrebleu corpus BLEU (owner: pruning helper).

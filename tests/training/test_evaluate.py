@@ -67,3 +67,9 @@ def test_bigger_model_is_slower_at_same_settings():
 def test_codebert_architecture_latency():
     stats = codebert_arch_latency(seq_len=8, runs=20, warmup=1, threads=1)
     assert 0 < stats["median_ms"] <= stats["p90_ms"]
+
+
+def test_codebert_architecture_latency_of_a_separately_encoded_pair():
+    # a bi-encoder student encodes both inputs: CodeBERT is timed doing the same
+    stats = codebert_arch_latency(seq_len=8, runs=20, warmup=1, threads=1, pair=True)
+    assert 0 < stats["median_ms"] <= stats["p90_ms"] and stats["runs"] == 20
