@@ -241,12 +241,27 @@ def build_config(cls: type, data: dict | None = None, overrides: list[str] = ())
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
     """JobConfig from YAML `path` (None -> all defaults) and `a.b=value` overrides.
 
-    results_dir is made absolute against the current directory: trial workers run in
-    Ray temp dirs, so every path they see must be absolute.
+    results_dir, data.path and a teacher.name that is a local folder are made absolute
+    against the current directory: trial workers run in their own trial folders, so every
+    path they see must be absolute.
     """
     data = read_yaml(path) if path is not None else {}
     cfg = build_config(JobConfig, data, list(overrides))
-    return dataclasses.replace(cfg, results_dir=str(Path(cfg.results_dir).expanduser().resolve()))
+    return dataclasses.replace(
+        cfg,
+        results_dir=_absolute(cfg.results_dir),
+        data=dataclasses.replace(cfg.data, path=cfg.data.path and _absolute(cfg.data.path)),
+        teacher=dataclasses.replace(cfg.teacher, name=_local_or_name(cfg.teacher.name)),
+    )
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def _local_or_name(name: str) -> str:
+    """A teacher folder made absolute; a preset or hub id unchanged."""
+    return _absolute(name) if Path(name).expanduser().is_dir() else name
 
 
 def resolve_config_path(name: str | Path) -> Path:

@@ -135,3 +135,14 @@ def test_top_k_of_distinct_shapes_skips_heads_only_variants():
     assert selected_ranks(shapes, ranked) == [0, 3, 5]
     students = [s["candidate"] for s in trial_specs(shapes, ranked) if s["candidate"]["kind"] == "student"]
     assert [(c["layers"], c["heads"]) for c in students] == [(6, 8), (5, 8), (4, 8)]
+
+
+def test_relative_data_path_and_teacher_folder_made_absolute(tmp_path, monkeypatch):
+    # Trials run in their own folders: a relative path would name a different place there.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "my-teacher").mkdir(parents=True)
+    cfg = load_config(None, ["data.path=data/ruby", "teacher.name=models/my-teacher"])
+    assert cfg.data.path == str(tmp_path / "data" / "ruby")
+    assert cfg.teacher.name == str(tmp_path / "models" / "my-teacher")
+    hub = load_config(None, ["teacher.name=microsoft/codebert-base"])
+    assert hub.teacher.name == "microsoft/codebert-base" and hub.data.path is None
