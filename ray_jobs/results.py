@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import decimal
 import io
 import json
 import math
@@ -53,13 +54,16 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                 ("speedup_vs_teacher", _F), ("speedup_vs_codebert", _F),
                 ("teacher_size_mb", _F), ("train_seconds", _F), ("model_dir", _S)],
     "prune": [("schedule", _S), ("method", _S), ("scope", _S), ("rewind", _S),
-              ("selection", _S), ("batch_size", _I), ("rounds", _I), ("nominal_sparsity", _F),
+              ("selection", _S), ("select_by", _S), ("batch_size", _I), ("rounds", _I),
+              ("rate", _F), ("rate_of", _S), ("iterations_per_round", _I), ("nominal_sparsity", _F),
               ("sparsity", _F), ("valid_bleu_greedy", _F), ("valid_bleu_beam", _F),
-              ("test_bleu_greedy", _F), ("test_bleu_beam", _F), ("test_distinct_greedy", _F),
+              ("test_bleu_greedy", _F), ("test_bleu_beam", _F), ("test_corpus_bleu_greedy", _F),
+              ("test_distinct_greedy", _F),
               ("test_nll", _F), ("test_bleu_constant", _F),
               ("beam", _I), ("loss", _F), ("iterations", _I), ("train_seconds", _F), ("dense_size_bytes", _I),
               ("sparse_size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F)],
     "quantize": [("model", _S), ("variant", _S), ("sparsity", _F), ("bleu_greedy", _F),
+                 ("corpus_bleu_greedy", _F),
                  ("bleu_beam", _F), ("distinct_greedy", _F), ("beam", _I), ("bleu_kept", _F),
                  ("nll", _F),
                  ("size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F), ("error", _S)],
@@ -265,11 +269,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _json_value(value: Any) -> Any:
+    """Numbers stay numbers (DuckDB decimals too); NaN and infinity become null."""
+    if isinstance(value, decimal.Decimal):
+        value = float(value)
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def format_rows(tbl: pa.Table, fmt: str = "table") -> str:
     """`table` (aligned text), `csv`, or `json` (one array of row objects)."""
     rows = tbl.to_pylist()
-    if fmt == "json":
-        return json.dumps(rows, default=str, indent=1)
+    if fmt == "json":  # strict JSON: a NaN or infinity a query computes becomes null
+        return json.dumps([{k: _json_value(v) for k, v in r.items()} for r in rows],
+                          default=str, indent=1, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

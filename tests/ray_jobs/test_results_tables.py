@@ -91,6 +91,9 @@ def test_query_views_union_sweeps_and_formats(tmp_path):
     as_json = json.loads(results.format_rows(tbl, "json"))
     assert as_json == [{"sweep_id": "s1", "n": 2}, {"sweep_id": "s2", "n": 3}]
     assert results.format_rows(tbl, "csv").splitlines() == ["sweep_id,n", "s1,2", "s2,3"]
+    odd = results.query(tmp_path, "SELECT 'nan'::DOUBLE AS a, 'inf'::DOUBLE AS b, 1.5 AS c")
+    assert json.loads(results.format_rows(odd, "json"), parse_constant=pytest.fail) == [
+        {"a": None, "b": None, "c": 1.5}]  # strict JSON: no NaN / Infinity literals
     text = results.format_rows(tbl, "table").splitlines()
     assert text[0].split() == ["sweep_id", "n"] and text[2].split() == ["s1", "2"]
     with pytest.raises(results.ResultsError, match="query"):
