@@ -66,10 +66,10 @@ def last_states(pruned_dir: Path, keys: list[str]) -> dict[str, str]:
     return out
 
 
-def _quantize(artifacts, cfg, pruned, scope, *, device: str) -> list[dict]:
-    rows = quantize_rows(artifacts, cfg, pruned=pruned, scope=scope)
+def _quantize(artifacts, cfg, pruned, scopes, *, device: str) -> list[dict]:
+    rows = quantize_rows(artifacts, cfg, pruned=pruned, scopes=scopes, device=device)
     node = ray.get_runtime_context().get_node_id()
-    return [{**r, "device": "cpu", "node_id": node} for r in rows]  # int8 is a CPU kernel
+    return [{**r, "node_id": node} for r in rows]  # each row names its device: int8 runs on CPU
 
 
 def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: dict) -> list[dict]:
@@ -78,8 +78,8 @@ def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: 
     have = {r["trial_key"] for r in results.read_rows(cfg.results_dir, "quantize", sid)}
     if have >= {"unpruned", *pruned}:
         return results.read_rows(cfg.results_dir, "quantize", sid)
-    scope = cfg.prune.scopes[0]
-    rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, pruned, scope)
+    scopes = {s["schedule"]: s["scope"] for s in schedules(cfg.prune)}
+    rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, pruned, scopes)
     rows = [{**r, **stamp, "trial_key": r["model"], "time": time.time()} for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
     return rows

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from training.bleu import codexglue_bleu, constant_summary
+from training.bleu import codexglue_bleu, constant_summary, corpus_bleu
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -43,6 +43,7 @@ METHODS = ("l1-global", "l1-layerwise", "random-global", "random-layerwise")
 SCOPES = ("encoder", "decoder", "all")
 REWINDS = ("pretrained", "finetuned", "none")
 SELECTIONS = ("pick_last", "pick_best", "pick_best_nostop")
+SELECT_BY = ("bleu", "nll")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,11 @@ class PruneConfig:
     iterations_per_round: int = 3000  # fine-tuning iterations per round (paper: 3000)
     rate: float = 0.1  # fraction pruned per round
     rate_of: str = "original"  # "original": round r is r*rate sparse; "remaining": 1-(1-rate)^r
-    eval_every: int = 100  # iterations between validation BLEU checks (paper: 100)
+    eval_every: int = 100  # iterations between validation checks (paper: 100)
+    # what the checks measure on the validation subset: "bleu" (greedy BLEU, the paper's) or
+    # "nll" (teacher-forced NLL per reference token, lower is better: for a model whose BLEU
+    # sits at the constant-summary floor, where BLEU checks only pick noise)
+    select_by: str = "bleu"
     valid_subset: int = 200  # fixed validation examples for selection and the row's valid BLEU
     test_subset: int | None = None  # test examples for the row's test BLEU; None = all
     beam: int | None = None  # beam size of the row's beam BLEU; None = the seq2seq config's
@@ -67,6 +72,9 @@ class PruneConfig:
     latency_runs: int = 20  # timed generations (batch 1, target_len - 1 greedy steps)
     latency_threads: int | None = 1  # torch threads while timing; None = current setting
     seed: int = 0  # random pruning and batch order
+
+    def __post_init__(self) -> None:
+        _check(self.select_by in SELECT_BY, f"prune.select_by: {self.select_by!r} not in {SELECT_BY}")
 
 
 # ----------------------------------------------------------------------------- masks
@@ -256,6 +264,32 @@ def _bleu(ctx: _Context, split: str, beam: int) -> float:
     return codexglue_bleu(*_generate(ctx, split, beam))
 
 
+def _valid_check(ctx: _Context, select_by: str) -> float:
+    if select_by == "nll":
+        return token_nll(ctx.model, ctx.valid, ctx.s2s, device=ctx.device)
+    return _bleu(ctx, "valid", 1)
+
+
+class RoundSelector:
+    """The round-selection rule over a round's validation checks (scores: higher is better).
+
+    observe(score) -> (keep, stop): keep the model as the round's selection (pick_best and
+    pick_best_nostop: a new best; pick_last keeps the model it stops on, never a snapshot);
+    stop when the score is worse than both previous ones (never for pick_best_nostop).
+    """
+
+    def __init__(self, selection: str):
+        _check(selection in SELECTIONS, f"selection {selection!r} not in {SELECTIONS}")
+        self.selection, self.history = selection, []
+
+    def observe(self, score: float) -> tuple[bool, bool]:
+        h = self.history
+        keep = self.selection != "pick_last" and all(score > s for s in h)
+        stop = self.selection != "pick_best_nostop" and len(h) >= 2 and score < h[-1] and score < h[-2]
+        h.append(score)
+        return keep, stop
+
+
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -264,34 +298,35 @@ def fine_tune_round(ctx: _Context, masks, schedule: dict, cfg: PruneConfig, seed
     """Fine-tune `iterations_per_round` (masks re-applied after every step) with the
     schedule's round selection; leaves the selected model in ctx.model.
 
-    BLEU (greedy, fixed validation subset) every `eval_every` iterations. pick_last: stop when
-    a check is worse than both previous ones, keep the last model; pick_best: same stop, keep
-    the best checked model; pick_best_nostop: run all iterations, keep the best.
+    A check every `eval_every` iterations on the fixed validation subset: greedy BLEU, or NLL
+    per reference token with `select_by: nll` (lower is better). pick_last: stop when a check
+    is worse than both previous ones, keep the last model; pick_best: same stop, keep the best
+    checked model; pick_best_nostop: run all iterations, keep the best. `valid_checks` holds
+    the raw check values.
     """
     n = cfg.iterations_per_round
     masks = {k: m.to(ctx.weights[k].device) for k, m in masks.items()}  # once, not every step
     opt, sched = make_optimizer(ctx.model, ctx.s2s, n, lr=cfg.lr, warmup_steps=cfg.warmup_steps)
     batches = batch_stream(ctx.train, schedule["batch_size"], seed)
-    history, best, best_state, done, losses = [], -1.0, None, 0, []
+    checks, selector, best_state, done, losses = [], RoundSelector(schedule["selection"]), None, 0, []
     start = time.perf_counter()
     while done < n:
         k = min(cfg.eval_every, n - done)
         losses.append(train_steps(ctx.model, batches, k, opt, sched, ctx.s2s, device=ctx.device,
                                   after_step=lambda _: apply_masks(ctx.weights, masks)) * k)
         done += k
-        bleu = _bleu(ctx, "valid", 1)
-        history.append(bleu)
-        if bleu > best and schedule["selection"] != "pick_last":
-            best, best_state = bleu, _snapshot(ctx.model)
-        stop = len(history) >= 3 and bleu < history[-2] and bleu < history[-3]
-        if stop and schedule["selection"] != "pick_best_nostop":
+        checks.append(_valid_check(ctx, cfg.select_by))
+        keep, stop = selector.observe(checks[-1] if cfg.select_by == "bleu" else -checks[-1])
+        if keep:
+            best_state = _snapshot(ctx.model)
+        if stop:
             break
     seconds = time.perf_counter() - start
     if best_state is not None:
         ctx.model.load_state_dict(best_state)
     return {
         "loss": sum(losses) / max(1, done), "iterations": done, "train_seconds": seconds,
-        "valid_checks": history, "stopped_early": done < n,
+        "valid_checks": checks, "stopped_early": done < n,
     }
 
 
@@ -319,6 +354,7 @@ def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:
         "valid_bleu_greedy": _bleu(ctx, "valid", 1),
         "valid_bleu_beam": _bleu(ctx, "valid", beam),
         "test_bleu_greedy": codexglue_bleu(test_greedy, test_refs),
+        "test_corpus_bleu_greedy": corpus_bleu(test_greedy, test_refs),  # sacrebleu's, beside it
         "test_distinct_greedy": distinct_fraction(test_greedy),  # ~0: one summary for all inputs
         "test_bleu_beam": _bleu(ctx, "test", beam),
         "test_nll": token_nll(ctx.model, ctx.test, ctx.s2s, device=ctx.device),
@@ -423,7 +459,9 @@ def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfi
         if checkpoint is not None:
             rewind(ctx.weights, masks, checkpoint)
         train = fine_tune_round(ctx, masks, schedule, cfg, _seed(schedule, r, cfg.seed + 1))
-    row = {**schedule, "round": r, "nominal_sparsity": nominal, **train, **evaluate_round(ctx, cfg)}
+    row = {**schedule, "round": r, "nominal_sparsity": nominal, "select_by": cfg.select_by,
+           "rate": cfg.rate, "rate_of": cfg.rate_of, "iterations_per_round": cfg.iterations_per_round,
+           **train, **evaluate_round(ctx, cfg)}
     row["valid_checks"] = json.dumps(row["valid_checks"])
     return {**row, "_masks": masks}
 

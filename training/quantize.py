@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.bleu import codexglue_bleu
+from training.bleu import codexglue_bleu, corpus_bleu
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -42,11 +42,18 @@ class QuantizeConfig:
     latency_threads: int | None = 1  # torch threads while timing; None = current setting
 
 
-def quantize_model(model: Seq2Seq, variant: str) -> Seq2Seq:
-    """A quantized copy of `model` (the original is untouched)."""
+def variant_device(variant: str, device: str = "cpu") -> str:
+    """Where a variant runs: fp32 and fp16 on `device`; int8 on the CPU (torch's dynamic
+    int8 kernels are CPU kernels)."""
+    return device if variant in ("fp32", "fp16") else "cpu"
+
+
+def quantize_model(model: Seq2Seq, variant: str, device: str = "cpu") -> Seq2Seq:
+    """A quantized copy of `model` on variant_device(variant, device); the original is
+    untouched."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    model = copy.deepcopy(model).cpu().eval()
+    model = copy.deepcopy(model).to(variant_device(variant, device)).eval()
     if variant == "fp32":
         return model
     if variant == "fp16":
@@ -76,30 +83,35 @@ def _sparsity(model: nn.Module, scope: str = "encoder") -> float:
     return measured_sparsity(w.detach() for w in prunable_weights(model, scope).values())
 
 
-def _latency(model: Seq2Seq, example, cfg: QuantizeConfig, target_len: int) -> dict:
+def _latency(model: Seq2Seq, example, cfg: QuantizeConfig, target_len: int, device: str) -> dict:
     from training.evaluate import latency_ms
 
-    src, mask, _ = collate([example], model.pad_id)
+    src, mask, _ = collate([example], model.pad_id, device)
     return latency_ms(lambda: model.greedy(src, mask, target_len, stop=False),
                       warmup=1, runs=cfg.latency_runs, threads=cfg.latency_threads)
 
 
-def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: QuantizeConfig, s2s) -> dict:
-    """BLEU (greedy, beam), NLL per reference token, size and generation latency of one
-    variant of `model`; a variant that cannot run here gets its error in the row instead of
-    figures."""
-    row = {"variant": variant, "error": None}
+def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: QuantizeConfig, s2s,
+                device: str = "cpu") -> dict:
+    """BLEU (CodeXGLUE greedy and beam, sacrebleu corpus greedy), NLL per reference token,
+    size and generation latency of one variant of `model`, run on variant_device(variant,
+    device) (the row's `device`); a variant that cannot run there gets its error in the row
+    instead of figures."""
+    dev = variant_device(variant, device)
+    row = {"variant": variant, "error": None, "device": dev}
     beam = cfg.beam or s2s.beam
     try:
-        q = quantize_model(model, variant)
+        q = quantize_model(model, variant, device)
         row["size_bytes"] = saved_size_bytes(q)
-        hyps = generate(q, tokenizer, examples, s2s)
+        hyps = generate(q, tokenizer, examples, s2s, device=dev)
         row["bleu_greedy"] = codexglue_bleu(hyps, refs)
+        row["corpus_bleu_greedy"] = corpus_bleu(hyps, refs)
         row["distinct_greedy"] = distinct_fraction(hyps)  # ~0 when one summary fits all inputs
-        row["bleu_beam"] = codexglue_bleu(generate(q, tokenizer, examples, s2s, beam=beam), refs) if beam > 1 else None
+        row["bleu_beam"] = (codexglue_bleu(generate(q, tokenizer, examples, s2s, beam=beam, device=dev), refs)
+                            if beam > 1 else None)
         row["beam"] = beam
-        row["nll"] = token_nll(q, examples, s2s)
-        lat = _latency(q, examples[0], cfg, s2s.target_len)
+        row["nll"] = token_nll(q, examples, s2s, device=dev)
+        lat = _latency(q, examples[0], cfg, s2s.target_len, dev)
         row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
     except (RuntimeError, NotImplementedError) as err:  # e.g. an fp16 kernel missing on this CPU
         row["error"] = f"{type(err).__name__}: {err}"[:500]
@@ -112,14 +124,17 @@ def quantize_rows(
     *,
     pruned: dict[str, str | Path] | None = None,
     scope: str = "encoder",
+    scopes: dict[str, str] | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """Rows for every variant of the unpruned fine-tuned model and of each pruned model.
 
     pruned: label -> a state file (e.g. a run_schedule round's state.safetensors). Each row:
-    model (label, "unpruned" for the fine-tuned model), variant, sparsity (measured zeros of
-    the `scope` prunable set), bleu_greedy, bleu_beam, beam, nll, size_bytes, latency_ms,
-    latency_p90_ms, bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error.
-    Runs on CPU (dynamic int8 is a CPU kernel).
+    model (label, "unpruned" for the fine-tuned model), variant, device, sparsity (measured
+    zeros of the prunable set of `scopes[label]`, else of `scope`), bleu_greedy,
+    corpus_bleu_greedy, bleu_beam, beam, nll, size_bytes, latency_ms, latency_p90_ms,
+    bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error. fp32 and fp16 run on
+    `device`, int8 on the CPU (dynamic int8 is a CPU kernel).
     """
     from training.data import code_to_text_splits
 
@@ -130,8 +145,8 @@ def quantize_rows(
     for label, state in sources.items():
         model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))
         examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
-        sparsity = _sparsity(model, scope)
-        model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s) for v in cfg.variants]
+        sparsity = _sparsity(model, (scopes or {}).get(label, scope))
+        model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s, device) for v in cfg.variants]
         base = next((r.get("bleu_greedy") for r in model_rows if r["variant"] == "fp32"), None)
         for row in model_rows:
             kept = row.get("bleu_greedy")

@@ -6,13 +6,15 @@ import json
 import pytest
 import torch
 
-from training.data import DataConfig, PairText
+from training.data import DataConfig, PairText, code_to_text_splits
 from training.models import TeacherConfig
 from training.prune import (
     METHODS,
     PruneConfig,
+    RoundSelector,
     apply_masks,
     compute_masks,
+    load_round,
     measured_sparsity,
     nominal_sparsity,
     prunable_weights,
@@ -22,8 +24,10 @@ from training.prune import (
 )
 from training.seq2seq import (
     batch_stream,
+    load_seq2seq,
     make_optimizer,
     prepare_seq2seq,
+    token_nll,
     tokenize_pairs,
     train_steps,
 )
@@ -155,3 +159,40 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, 
     run_schedule({**sched, "rounds": 2}, art, cfg, tmp_path / "trial", report=again.append)
     assert again[:2] == rows and again[2]["round"] == 2
     assert again[2]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_select_by_nll_keeps_the_round_model_with_the_lowest_valid_nll(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    art = prepare_seq2seq(tiny.config(train_steps=60), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    cfg = PruneConfig(methods=("random-global",), rewinds=("pretrained",), selections=("pick_best_nostop",),
+                      batch_sizes=(6,), rounds=(1,), iterations_per_round=6, rate=0.5, eval_every=2,
+                      valid_subset=4, test_subset=4, beam=2, lr=1e-3, select_by="nll")
+    rows = []
+    run_schedule(schedules(cfg)[0], art, cfg, tmp_path / "trial", report=rows.append)
+    checks = json.loads(rows[1]["valid_checks"])
+    assert len(checks) == 3 and rows[1]["select_by"] == "nll"
+    model, _ = load_round(tmp_path / "trial", 1, art)
+    _, tok = load_seq2seq(art.model_dir, art.config)
+    valid = tokenize_pairs(code_to_text_splits(art.data)["valid"][:4], tok, art.config)
+    assert token_nll(model, valid, art.config) == pytest.approx(min(checks), rel=1e-5)
+    with pytest.raises(ValueError, match="prune.select_by"):
+        PruneConfig(select_by="loss")
+
+
+def _observe(selection, scores):
+    sel = RoundSelector(selection)
+    return [sel.observe(x) for x in scores]
+
+
+def test_round_selection_rules():
+    scores = [1.0, 3.0, 2.0, 2.5, 1.5, 4.0]  # 1.5 is worse than both 2.5 and 2.0: stop there
+    keeps, stops = zip(*_observe("pick_best", scores), strict=True)
+    assert stops.index(True) == 4 and keeps[:5] == (True, True, False, False, False)
+    keeps, stops = zip(*_observe("pick_last", scores), strict=True)
+    assert stops.index(True) == 4 and not any(keeps)  # the model it stops on is the selection
+    keeps, stops = zip(*_observe("pick_best_nostop", scores), strict=True)
+    assert not any(stops) and keeps == (True, True, False, False, False, True)
+    # worse than only the previous check is no stop
+    assert not any(stop for _, stop in _observe("pick_last", [1.0, 2.0, 1.5, 1.8, 1.6]))
+    with pytest.raises(ValueError, match="selection"):
+        RoundSelector("pick_first")

@@ -49,3 +49,8 @@ def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, 
     for r in rows:
         assert r["error"] is not None or (r["size_bytes"] > 0 and r["latency_ms"] > 0 and r["bleu_greedy"] >= 0)
     assert by["unpruned", "int8"]["size_bytes"] < by["unpruned", "fp32"]["size_bytes"]
+    assert by["unpruned", "fp32"]["corpus_bleu_greedy"] > 30  # sacrebleu's corpus BLEU beside it
+    assert {r["device"] for r in rows} == {"cpu"}
+    # each pruned model's sparsity is counted over its own schedule's scope
+    wide = quantize_rows(art, QuantizeConfig(variants=("fp32",), beam=1), pruned={"l1": state}, scopes={"l1": "all"})
+    assert 0.0 < wide[1]["sparsity"] < by["l1", "fp32"]["sparsity"]
