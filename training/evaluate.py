@@ -152,16 +152,10 @@ def codebert_arch_latency(
     fields = codebert.arch().to_hf_config(codebert)
     config = AutoConfig.for_model(fields.pop("model_type"), **fields, num_labels=num_labels)
     torch.manual_seed(0)
-    model = RobertaForSequenceClassification(config)
+    model = RobertaForSequenceClassification(config).to(device).eval()
     seq_len = min(seq_len, codebert.max_positions - 2)  # RoBERTa positions start at pad+1
-    if not pair:
-        return classifier_latency(
-            model, codebert.vocab, seq_len=seq_len, device=device,
-            warmup=warmup, runs=runs, threads=threads,
-        )
-    model = model.to(device).eval()
-    first, second = (random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in (0, 1))
-    return latency_ms(lambda: (model(**first), model(**second)), warmup=warmup, runs=runs, threads=threads)
+    encodes = [random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in range(2 if pair else 1)]
+    return latency_ms(lambda: [model(**x) for x in encodes], warmup=warmup, runs=runs, threads=threads)
 
 
 # CodeXGLUE-compatible BLEU-4 and sacrebleu corpus BLEU (owner: pruning helper).

@@ -123,7 +123,6 @@ def quantize_rows(
     cfg: QuantizeConfig,
     *,
     pruned: dict[str, str | Path] | None = None,
-    scope: str = "encoder",
     scopes: dict[str, str] | None = None,
     device: str = "cpu",
 ) -> list[dict]:
@@ -131,7 +130,7 @@ def quantize_rows(
 
     pruned: label -> a state file (e.g. a run_schedule round's state.safetensors). Each row:
     model (label, "unpruned" for the fine-tuned model), variant, device, sparsity (measured
-    zeros of the prunable set of `scopes[label]`, else of `scope`), bleu_greedy,
+    zeros of the prunable set of `scopes[label]`, else of the encoder), bleu_greedy,
     corpus_bleu_greedy, bleu_beam, beam, nll, size_bytes, latency_ms, latency_p90_ms,
     bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error. fp32 and fp16 run on
     `device`, int8 on the CPU (dynamic int8 is a CPU kernel).
@@ -145,7 +144,7 @@ def quantize_rows(
     for label, state in sources.items():
         model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))
         examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
-        sparsity = _sparsity(model, (scopes or {}).get(label, scope))
+        sparsity = _sparsity(model, (scopes or {}).get(label, "encoder"))
         model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s, device) for v in cfg.variants]
         base = next((r.get("bleu_greedy") for r in model_rows if r["variant"] == "fp32"), None)
         for row in model_rows:
