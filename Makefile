@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run run-extra test lint bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,21 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/python -m ray_jobs demo
+
+# The compression job with a 10x larger transfer set: the functions of Python packages
+# installed in .venv, harvested as the embedded data was, labelled by the teacher (~1 h on 2 cores).
+EXTRA_PACKAGES := torch transformers ray pandas sympy numpy matplotlib networkx pyarrow mpmath \
+	fontTools pygments setuptools pip huggingface_hub aiohttp pydantic
+EXTRA_DIR := results/extra-data
+comma := ,
+empty :=
+space := $(empty) $(empty)
+
+run-extra: setup
+	for p in $(EXTRA_PACKAGES); do test -d $(EXTRA_DIR)/$$p || \
+		$(BIN)/python -m training.harvest --package $$p --out $(EXTRA_DIR)/$$p > /dev/null || exit 1; done
+	$(BIN)/python -m ray_jobs compress --config demo results_dir=results/demo-extra distill.epochs=1 \
+		"distill.transfer_extra=[$(subst $(space),$(comma),$(EXTRA_PACKAGES:%=$(EXTRA_DIR)/%))]"
 
 test: setup
 	$(BIN)/python -m pytest -q

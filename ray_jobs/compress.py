@@ -22,7 +22,12 @@ from search.cost import size_mb
 from search.ga import run_ga
 from search.space import SearchSpace, Teacher, teacher_spec
 from training.data import classification_splits
-from training.distill import CompressTrainConfig, prepare_teacher, train_student
+from training.distill import (
+    CompressTrainConfig,
+    extra_transfer_examples,
+    prepare_teacher,
+    train_student,
+)
 from training.finetune import num_labels_of
 from training.models import resolve_teacher
 
@@ -44,6 +49,18 @@ def check_results_dir(results_dir: str) -> None:
         raise JobError(f"results_dir: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise JobError(f"results_dir: cannot write to {path} ({probe} is not writable)")
+
+
+def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:
+    """Extra transfer data: code-search only, readable, and not all held out (before any work)."""
+    if not cfg.distill.transfer_extra:
+        return
+    if cfg.data.task != "code-search":
+        raise JobError(f"distill.transfer_extra: extra code-to-text data serves data.task=code-search, "
+                       f"not {cfg.data.task!r}")
+    if not extra_transfer_examples(cfg.distill, splits["valid"] + splits["test"], cfg.data.seed):
+        raise JobError(f"distill.transfer_extra: no pair left in {list(cfg.distill.transfer_extra)} "
+                       "once those sharing a text with valid/test are dropped")
 
 
 def teacher_dims(cfg: JobConfig) -> Teacher:
@@ -149,6 +166,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     check_results_dir(cfg.results_dir)
     # Cheap input checks first: bad data, teacher or budget fail before Ray starts.
     splits = classification_splits(cfg.data)
+    check_transfer_extra(cfg, splits)
     candidates = search_candidates(cfg, teacher_dims(cfg), num_labels_of(splits))
     sid = sweep_id(cfg)
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}

@@ -241,9 +241,9 @@ def build_config(cls: type, data: dict | None = None, overrides: list[str] = ())
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
     """JobConfig from YAML `path` (None -> all defaults) and `a.b=value` overrides.
 
-    results_dir, data.path and a teacher.name that is a local folder are made absolute
-    against the current directory: trial workers run in their own trial folders, so every
-    path they see must be absolute.
+    results_dir, data.path, distill.transfer_extra and a teacher.name that is a local folder
+    are made absolute against the current directory: trial workers run in their own trial
+    folders, so every path they see must be absolute.
     """
     data = read_yaml(path) if path is not None else {}
     cfg = build_config(JobConfig, data, list(overrides))
@@ -252,6 +252,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
         results_dir=_absolute(cfg.results_dir),
         data=dataclasses.replace(cfg.data, path=cfg.data.path and _absolute(cfg.data.path)),
         teacher=dataclasses.replace(cfg.teacher, name=_local_or_name(cfg.teacher.name)),
+        distill=dataclasses.replace(cfg.distill, transfer_extra=tuple(map(_absolute, cfg.distill.transfer_extra))),
     )
 
 

@@ -161,8 +161,10 @@ def _split_files(path: Path) -> dict[str, list[Path]]:
     return files
 
 
-def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]]]:
-    """Records (file, line, object) per split of a jsonl file or folder."""
+def _records(
+    path: Path, key_field: str, every_split: bool = True
+) -> dict[str, list[tuple[str, int, dict]]]:
+    """Records (file, line, object) per split of a jsonl file or folder; every_split: none empty."""
     out: dict[str, list[tuple[str, int, dict]]] = {s: [] for s in SPLITS}
     if path.is_dir():
         for split, files in _split_files(path).items():
@@ -177,7 +179,7 @@ def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]
     else:
         raise DataError(f"{path}: no such file or folder")
     for split, recs in out.items():
-        if not recs:
+        if every_split and not recs:
             how = (
                 ""
                 if path.is_dir()
@@ -190,9 +192,9 @@ def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]
 # ---------------------------------------------------------------- format readers
 
 
-def _read_code_to_text(path: Path) -> dict[str, list[_Pair]]:
+def _read_code_to_text(path: Path, every_split: bool = True) -> dict[str, list[_Pair]]:
     splits = {}
-    for split, recs in _records(path, "path").items():
+    for split, recs in _records(path, "path", every_split).items():
         pairs = []
         for file, n, obj in recs:
             where = f"{file}:{n}"
@@ -386,6 +388,16 @@ def _code_search_splits(path: Path, cfg: DataConfig) -> dict[str, list[ClsExampl
             )
         splits[split] = examples
     return splits
+
+
+def code_search_pairs(path: str | Path, seed: int = 0) -> list[ClsExample]:
+    """Code-search examples of every split of a code-to-text set, pooled (unlabeled use).
+
+    Each function gives a positive and a (preferably same-file) negative, as the task's
+    splits are built; distillation ignores the labels. A malformed record names its file:line.
+    """
+    splits = _read_code_to_text(_resolve(path), every_split=False)  # pooled: a split may be empty
+    return [ex for i, pairs in enumerate(splits.values()) for ex in _code_search_split(pairs, None, seed + i)]
 
 
 def classification_splits(cfg: DataConfig) -> dict[str, list[ClsExample]]:

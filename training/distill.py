@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,11 +32,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from search import cost
 from search.space import Arch, Teacher, teacher_spec
-from training.data import ClsExample, DataConfig, classification_splits, data_fingerprint
+from training.data import (
+    ClsExample,
+    DataConfig,
+    classification_splits,
+    code_search_pairs,
+    data_fingerprint,
+)
 from training.evaluate import (
     classifier_latency,
     codebert_arch_latency,
@@ -50,6 +58,7 @@ from training.finetune import (
     labeled_half,
     lengths_of,
     loop_settings,
+    pad_right,
     predict_logits,
     scores,
 )
@@ -81,6 +90,11 @@ class DistillConfig:
     student_tokenizer: str = "words"
     transfer_set: str = "unlabeled"  # "unlabeled": the paper's half | "all": both halves, teacher logits
     max_transfer: int | None = None  # cap on transfer examples (None = all)
+    # code-search only: more unlabeled data for the transfer set. Code-to-text sets (folders or
+    # files, e.g. from `python -m training.harvest`), every split, paired as the task pairs
+    # functions and summaries; pairs sharing a function or summary with valid/test are dropped.
+    transfer_extra: tuple[str, ...] = ()
+    max_transfer_extra: int | None = None  # cap on the extra pairs (a seeded sample; None = all)
     bilstm_lr: float = 1e-3  # BiLSTM_soft learning rate (MSE on teacher logits)
     bilstm_epochs: int | None = None  # None -> same as epochs
     bilstm_vocab: int = 5000  # BPE vocabulary of the paper-width BiLSTM_soft
@@ -99,6 +113,8 @@ class DistillConfig:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
+        if self.max_transfer_extra is not None and self.max_transfer_extra < 1:
+            raise ValueError(f"max_transfer_extra: must be >= 1 or None, got {self.max_transfer_extra}")
 
 
 @dataclass(frozen=True)
@@ -179,6 +195,44 @@ def transfer_examples(train: list[ClsExample], data: DataConfig, cfg: DistillCon
     return examples[:cfg.max_transfer] if cfg.max_transfer is not None else examples
 
 
+def extra_transfer_examples(cfg: DistillConfig, held_out: list[ClsExample], seed: int = 0) -> list[ClsExample]:
+    """Code-search pairs of `cfg.transfer_extra`, minus any that share a text with `held_out`.
+
+    A function or summary that also occurs in the task's valid/test split would leak the
+    evaluation into the transfer set, so such pairs are dropped. Capped by a seeded sample.
+    """
+    seen = {t for e in held_out for t in (e.text_a, e.text_b) if t}
+    extra = [e for i, path in enumerate(cfg.transfer_extra) for e in code_search_pairs(path, seed + 100 * i)
+             if e.text_a not in seen and e.text_b not in seen]
+    if cfg.max_transfer_extra is not None and len(extra) > cfg.max_transfer_extra:
+        extra = random.Random(seed).sample(extra, cfg.max_transfer_extra)
+    return extra
+
+
+def _extra_key(cfg: DistillConfig) -> list:
+    """What identifies the extra transfer data: its files' contents (not their paths) and the cap."""
+    return [[data_fingerprint(DataConfig(path=p)) for p in cfg.transfer_extra], cfg.max_transfer_extra]
+
+
+@torch.inference_mode()
+def _bi_encoder_logits(model, tokenizer, examples: list[ClsExample], max_len: int, batch_size: int,
+                       device: str) -> torch.Tensor:
+    """Logits (N, C) of a bi-encoder, each distinct text encoded once (its pairs share texts)."""
+    texts = sorted({t for e in examples for t in (e.text_a, e.text_b)}, key=len)  # similar lengths: less padding
+    ids = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    model.eval()
+    pooled = []
+    for start in tqdm(range(0, len(ids), batch_size), desc="teacher logits", leave=False, mininterval=2.0):
+        x, mask = pad_right(ids[start:start + batch_size], tokenizer.pad_token_id)
+        pooled.append(model.pool(x.to(device), mask.to(device)).float())
+    vectors = torch.cat(pooled)  # (T, H)
+    row = {t: i for i, t in enumerate(texts)}
+    a = torch.tensor([row[e.text_a] for e in examples], device=vectors.device)
+    b = torch.tensor([row[e.text_b] for e in examples], device=vectors.device)
+    return torch.cat([model.pair_logits(vectors[a[i:i + 4096]], vectors[b[i:i + 4096]]).cpu()
+                      for i in range(0, len(examples), 4096)])
+
+
 def teacher_logits(teacher_dir, examples: list[ClsExample], cfg: FinetuneConfig, path: Path,
                    device: str = "cpu", pair_mode: str = "joint") -> Path:
     """Teacher logits on `examples`, computed once and cached as Parquet at `path`."""
@@ -186,9 +240,12 @@ def teacher_logits(teacher_dir, examples: list[ClsExample], cfg: FinetuneConfig,
         return path
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    enc = encode(tokenizer, examples, cfg.max_seq_len, pair_mode)
-    logits = predict_logits(model, enc, tokenizer.pad_token_id, cfg.eval_batch_size, device,
-                            desc="teacher logits")  # (N, C)
+    if isinstance(model, PairEncoderForSequenceClassification):
+        logits = _bi_encoder_logits(model, tokenizer, examples, cfg.max_seq_len, cfg.eval_batch_size, device)
+    else:
+        enc = encode(tokenizer, examples, cfg.max_seq_len, pair_mode)
+        logits = predict_logits(model, enc, tokenizer.pad_token_id, cfg.eval_batch_size, device,
+                                desc="teacher logits")  # (N, C)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(_examples_table(examples, logits=pa.array(logits.tolist(), pa.list_(pa.float32()))), path)
     return path
@@ -209,8 +266,12 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
     teacher_dir, metrics = finetune_teacher(cfg.finetune, data, teacher, work, device=device)
     splits = classification_splits(data)
     transfer = transfer_examples(splits["train"], data, cfg.distill)
-    key = hashlib.sha256(json.dumps({"teacher": metrics["key"], "transfer_set": cfg.distill.transfer_set,
-                                     "max_transfer": cfg.distill.max_transfer}).encode()).hexdigest()[:16]
+    identity = {"teacher": metrics["key"], "transfer_set": cfg.distill.transfer_set,
+                "max_transfer": cfg.distill.max_transfer}
+    if cfg.distill.transfer_extra:  # the key of a run without extra data stays what it was
+        transfer += extra_transfer_examples(cfg.distill, splits["valid"] + splits["test"], data.seed)
+        identity["extra"] = _extra_key(cfg.distill)
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     logits_path = teacher_logits(teacher_dir, transfer, cfg.finetune, work / "logits" / f"{key}.parquet",
                                  device, metrics["pair_mode"])
     eval_path = work / "eval" / f"{data_fingerprint(data)[:16]}.parquet"

@@ -14,7 +14,8 @@ The recipe is CodeSearchNet's, as CodeXGLUE code-to-text uses it:
 ``code_tokens`` come from Python's own ``tokenize`` (comments, newlines and indentation
 dropped); ``docstring_tokens`` from CodeSearchNet's docstring regex.
 
-Command line: ``python -m training.harvest SRC_DIR --out DIR``.
+Command line: ``python -m training.harvest SRC_DIR --out DIR``, or
+``python -m training.harvest --package NAME --out DIR`` for an installed package's source.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import ast
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import re
@@ -278,11 +280,21 @@ def write_splits(splits: dict[str, list[dict]], out: Path, gzipped: bool = True)
     return written
 
 
+def package_folder(name: str) -> Path:
+    """The source folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(name) if name.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{name}: not an installed package (a folder with __init__.py)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.harvest", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("src", help="source tree to harvest")
+    parser.add_argument("src", help="source tree to harvest (with --package: an installed package's name)")
+    parser.add_argument("--package", action="store_true",
+                        help="SRC names an installed package (e.g. numpy): harvest its folder")
     parser.add_argument("--out", required=True, help="output folder for train/valid/test jsonl")
     parser.add_argument(
         "--repo", default=None, help="the records' repo field (default: SRC_DIR's name)"
@@ -293,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gzip", action="store_true", help="write .jsonl instead of .jsonl.gz")
     args = parser.parse_args(argv)
     try:
-        splits, stats = harvest(args.src, repo=args.repo, url_base=args.url_base)
+        src = package_folder(args.src) if args.package else args.src
+        splits, stats = harvest(src, repo=args.repo or (args.src if args.package else None), url_base=args.url_base)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

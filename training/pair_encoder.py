@@ -70,12 +70,21 @@ class PairEncoderForSequenceClassification(PreTrainedModel):
             module.bias.data.zero_()
         # encoder modules were initialised by their own model class
 
-    def _pool(self, ids, mask):  # (B, S) -> (B, H)
+    def pool(self, ids, mask):
+        """Pooled vectors (B, H) of one side's ids and mask (B, S); forward is pair_logits of two."""
         states = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, S, H)
         if self.config.pooling == "mean":
             weights = mask.unsqueeze(-1).to(states.dtype)  # (B, S, 1)
             return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         return states[:, 0]
+
+    def pair_logits(self, u, v):
+        """Logits (B, num_labels) of pooled vectors u, v (B, H) each."""
+        if self.config.head == "cosine":
+            score = self.cos_scale * nn.functional.cosine_similarity(u, v, dim=-1) + self.cos_bias  # (B,)
+            return torch.stack([torch.zeros_like(score), score], dim=-1)  # (B, 2)
+        hidden = torch.tanh(self.dense(self.dropout(torch.cat([u, v], dim=-1))))  # (B, H)
+        return self.out_proj(self.dropout(hidden))  # (B, num_labels)
 
     def forward(self, input_ids, attention_mask=None, input_ids_b=None, attention_mask_b=None,
                 labels=None, **_):
@@ -85,13 +94,8 @@ class PairEncoderForSequenceClassification(PreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         if attention_mask_b is None:
             attention_mask_b = torch.ones_like(input_ids_b)
-        u, v = self._pool(input_ids, attention_mask), self._pool(input_ids_b, attention_mask_b)
-        if self.config.head == "cosine":
-            score = self.cos_scale * nn.functional.cosine_similarity(u, v, dim=-1) + self.cos_bias  # (B,)
-            logits = torch.stack([torch.zeros_like(score), score], dim=-1)  # (B, 2)
-        else:
-            hidden = torch.tanh(self.dense(self.dropout(torch.cat([u, v], dim=-1))))  # (B, H)
-            logits = self.out_proj(self.dropout(hidden))  # (B, num_labels)
+        u, v = self.pool(input_ids, attention_mask), self.pool(input_ids_b, attention_mask_b)
+        logits = self.pair_logits(u, v)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -1,3 +1,4 @@
+import json
 import pickle
 from dataclasses import replace
 
@@ -6,13 +7,14 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tests.training.standalone import standalone_logits
-from tests.training.tiny_teacher import TINY_DATA, tiny_teacher_folder
+from tests.training.tiny_teacher import FIXTURE, TINY_DATA, tiny_teacher_folder
 from training.data import classification_splits, split_labeled_unlabeled
 from training.distill import (
     CompressTrainConfig,
     DistillConfig,
     SoftLabelLoss,
     TeacherArtifacts,
+    extra_transfer_examples,
     prepare_teacher,
     read_examples,
     train_student,
@@ -139,3 +141,46 @@ def test_bi_encoder_teacher_pipeline(tmp_path):
     assert art.teacher_pair_mode == "separate" and art.teacher.family == "bert"
     row = train_student(STUDENT, art, CFG, tmp_path / "s")
     assert row["teacher_latency_ms"] > 0 and 0.0 <= row["accuracy"] <= 1.0
+
+
+def _extra_set(tmp_path):
+    """A code-to-text file: 6 new functions in two files, plus a copy of a test function."""
+    rows = [{"path": f"m{i % 2}.py", "code_tokens": ["def", f"f{i}", "(", ")", ":", "return", str(i)],
+             "docstring_tokens": ["Return", "the", "number", str(i), "."], "partition": "train"}
+            for i in range(6)]
+    test_record = json.loads((FIXTURE / "test.jsonl").read_text().splitlines()[0])
+    rows.append(test_record | {"partition": "train"})
+    path = tmp_path / "extra.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_extra_transfer_pairs_drop_held_out_texts_and_cap(tmp_path):
+    splits = classification_splits(TINY_DATA)
+    held = splits["valid"] + splits["test"]
+    cfg = DistillConfig(transfer_extra=(str(_extra_set(tmp_path)),))
+    extra = extra_transfer_examples(cfg, held)
+    # 6 new functions x (positive, same-file negative); the test function's pairs are dropped
+    assert sorted(e.label for e in extra) == [0] * 6 + [1] * 6
+    assert not {t for e in extra for t in (e.text_a, e.text_b)} & {t for e in held for t in (e.text_a, e.text_b)}
+    assert {e.text_a for e in extra} == {f"def f{i} ( ) : return {i}" for i in range(6)}
+    capped = extra_transfer_examples(replace(cfg, max_transfer_extra=5), held)
+    assert len(capped) == 5 and set(capped) <= set(extra)
+
+
+def test_extra_transfer_joins_the_cache_with_bi_encoder_logits(tmp_path):
+    teacher = TeacherConfig(name=str(tiny_teacher_folder(tmp_path / "t")), pair_mode="separate")
+    base = prepare_teacher(CFG, TINY_DATA, teacher, tmp_path / "work")
+    cfg = replace(CFG, distill=replace(CFG.distill, transfer_extra=(str(_extra_set(tmp_path)),)))
+    art = prepare_teacher(cfg, TINY_DATA, teacher, tmp_path / "work")
+    assert art.logits_path != base.logits_path and art.teacher_dir == base.teacher_dir
+    base_examples, _ = read_examples(base.logits_path)
+    examples, logits = read_examples(art.logits_path)
+    assert examples[:len(base_examples)] == base_examples and len(examples) == len(base_examples) + 12
+    # each distinct text encoded once gives the logits of the model's own forward on every pair
+    model = AutoModelForSequenceClassification.from_pretrained(art.teacher_dir).eval()
+    tok = AutoTokenizer.from_pretrained(art.teacher_dir)
+    with torch.no_grad():
+        direct = model(**collate(encode(tok, examples, 32, "separate"), list(range(len(examples))),
+                                 tok.pad_token_id)).logits
+    assert torch.allclose(torch.tensor(logits), direct, atol=1e-5)

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -254,3 +255,18 @@ def test_cli_refuses_a_tree_with_an_empty_split(tmp_path, capsys):
     assert harvest.main([str(src), "--out", str(tmp_path / "o")]) == 1
     assert "no pairs in split(s) valid, test" in capsys.readouterr().err
     assert harvest.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_cli_harvests_an_installed_package_by_name(tree, tmp_path, monkeypatch, capsys):
+    site = tmp_path / "site"
+    shutil.copytree(tree, site / "harvpkg")
+    (site / "harvpkg" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    assert harvest.package_folder("harvpkg") == site / "harvpkg"
+    assert harvest.main(["harvpkg", "--package", "--out", str(tmp_path / "by-name")]) == 0
+    assert harvest.main([str(site / "harvpkg"), "--out", str(tmp_path / "by-path")]) == 0
+    assert all((tmp_path / "by-name" / n).read_bytes() == (tmp_path / "by-path" / n).read_bytes()
+               for n in ("train.jsonl.gz", "valid.jsonl.gz", "test.jsonl.gz"))
+    capsys.readouterr()
+    assert harvest.main(["no_such_package", "--package", "--out", str(tmp_path / "o")]) == 1
+    assert "no_such_package: not an installed package" in capsys.readouterr().err
