@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup run run-extra test lint bench clean
+.PHONY: setup run extra-data run-extra run-prune-extra test lint bench clean
 
 setup: $(STAMP)
 
@@ -26,20 +26,30 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/python -m ray_jobs demo
 
-# The compression job with a 10x larger transfer set: the functions of Python packages
-# installed in .venv, harvested as the embedded data was, labelled by the teacher (~1 h on 2 cores).
+# The functions of Python packages installed in .venv, harvested as the embedded data was
+# (code-to-text jsonl per package): extra data for both jobs' `*_extra` settings.
 EXTRA_PACKAGES := torch transformers ray pandas sympy numpy matplotlib networkx pyarrow mpmath \
 	fontTools pygments setuptools pip huggingface_hub aiohttp pydantic
 EXTRA_DIR := results/extra-data
 comma := ,
 empty :=
 space := $(empty) $(empty)
+EXTRA_LIST := [$(subst $(space),$(comma),$(EXTRA_PACKAGES:%=$(EXTRA_DIR)/%))]
 
-run-extra: setup
+extra-data: setup
 	for p in $(EXTRA_PACKAGES); do test -d $(EXTRA_DIR)/$$p || \
 		$(BIN)/python -m training.harvest --package $$p --out $(EXTRA_DIR)/$$p > /dev/null || exit 1; done
+
+# The compression job with a 38x larger transfer set, labelled by the teacher (~85 min on 2 cores).
+run-extra: extra-data
 	$(BIN)/python -m ray_jobs compress --config demo results_dir=results/demo-extra distill.epochs=1 \
-		"distill.transfer_extra=[$(subst $(space),$(comma),$(EXTRA_PACKAGES:%=$(EXTRA_DIR)/%))]"
+		"distill.transfer_extra=$(EXTRA_LIST)"
+
+# The pruning job on a code-to-text model fine-tuned 10x longer on 10x the training pairs.
+STEPS_EXTRA ?= 6000
+run-prune-extra: extra-data
+	$(BIN)/python -m ray_jobs prune --config demo results_dir=results/demo-extra \
+		seq2seq.train_steps=$(STEPS_EXTRA) "seq2seq.train_extra=$(EXTRA_LIST)"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -241,7 +241,7 @@ def build_config(cls: type, data: dict | None = None, overrides: list[str] = ())
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
     """JobConfig from YAML `path` (None -> all defaults) and `a.b=value` overrides.
 
-    results_dir, data.path, distill.transfer_extra and a teacher.name that is a local folder
+    results_dir, data.path, distill.transfer_extra, seq2seq.train_extra and a teacher.name that is a local folder
     are made absolute against the current directory: trial workers run in their own trial
     folders, so every path they see must be absolute.
     """
@@ -253,6 +253,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
         data=dataclasses.replace(cfg.data, path=cfg.data.path and _absolute(cfg.data.path)),
         teacher=dataclasses.replace(cfg.teacher, name=_local_or_name(cfg.teacher.name)),
         distill=dataclasses.replace(cfg.distill, transfer_extra=tuple(map(_absolute, cfg.distill.transfer_extra))),
+        seq2seq=dataclasses.replace(cfg.seq2seq, train_extra=tuple(map(_absolute, cfg.seq2seq.train_extra))),
     )
 
 

@@ -21,7 +21,7 @@ from ray_jobs.errors import JobError
 from training.data import code_to_text_splits
 from training.prune import run_schedule, schedules
 from training.quantize import quantize_rows
-from training.seq2seq import prepare_seq2seq
+from training.seq2seq import extra_train_pairs, prepare_seq2seq
 
 # The sections whose values decide what the pruning job computes (its identity).
 SECTIONS = ("seed", "data", "teacher", "seq2seq", "prune", "quantize")
@@ -40,6 +40,13 @@ def trial_specs(cfg: JobConfig) -> list[dict]:
     if not grid:
         raise JobError("prune: the schedule grid is empty (a list in the prune section is empty)")
     return [{"trial_key": s["schedule"], "schedule": s} for s in grid]
+
+
+def check_train_extra(cfg: JobConfig, splits: dict) -> None:
+    """Extra training data: readable (a bad record names its file:line) and not all held out."""
+    if cfg.seq2seq.train_extra and not extra_train_pairs(cfg.seq2seq, splits["valid"] + splits["test"]):
+        raise JobError(f"seq2seq.train_extra: no pair left in {list(cfg.seq2seq.train_extra)} "
+                       "once those sharing a function or summary with valid/test are dropped")
 
 
 def prune_trial(spec: dict, ctx: sweep.TrialContext) -> None:
@@ -90,7 +97,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     check_results_dir(cfg.results_dir)
     # Cheap input checks first: bad data, teacher or schedules fail before Ray starts.
     specs = trial_specs(cfg)
-    code_to_text_splits(cfg.data)
+    check_train_extra(cfg, code_to_text_splits(cfg.data))
     teacher_dims(cfg)
     sid = sweep_id(cfg)
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}

@@ -59,7 +59,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("sparsity", _F), ("valid_bleu_greedy", _F), ("valid_bleu_beam", _F),
               ("test_bleu_greedy", _F), ("test_bleu_beam", _F), ("test_corpus_bleu_greedy", _F),
               ("test_distinct_greedy", _F),
-              ("test_nll", _F), ("test_bleu_constant", _F),
+              ("test_nll", _F), ("test_bleu_constant", _F), ("n_train", _I),
               ("beam", _I), ("loss", _F), ("iterations", _I), ("train_seconds", _F), ("dense_size_bytes", _I),
               ("sparse_size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F)],
     "quantize": [("model", _S), ("variant", _S), ("sparsity", _F), ("bleu_greedy", _F),

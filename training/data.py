@@ -400,6 +400,12 @@ def code_search_pairs(path: str | Path, seed: int = 0) -> list[ClsExample]:
     return [ex for i, pairs in enumerate(splits.values()) for ex in _code_search_split(pairs, None, seed + i)]
 
 
+def pooled_code_to_text(path: str | Path) -> list[PairText]:
+    """The code-to-text pairs of every split of a jsonl file or folder, pooled (extra training
+    data; a split may be empty). A malformed record names its file:line."""
+    return [p.pair for pairs in _read_code_to_text(_resolve(path), every_split=False).values() for p in pairs]
+
+
 def classification_splits(cfg: DataConfig) -> dict[str, list[ClsExample]]:
     """Train/valid/test examples of ``cfg.task`` read from ``cfg.path``, caps applied.
 

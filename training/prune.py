@@ -37,6 +37,7 @@ from training.seq2seq import (
     token_nll,
     tokenize_pairs,
     train_steps,
+    training_splits,
 )
 
 METHODS = ("l1-global", "l1-layerwise", "random-global", "random-layerwise")
@@ -237,11 +238,9 @@ class _Context:
 
 
 def _context(artifacts: Seq2SeqArtifacts, cfg: PruneConfig, scope: str, device: str) -> _Context:
-    from training.data import code_to_text_splits
-
     model, tok = load_seq2seq(artifacts.model_dir, artifacts.config)
     model.to(device)
-    splits = code_to_text_splits(artifacts.data)
+    splits = training_splits(artifacts.config, artifacts.data)  # repairs train on what fine-tuning saw
     valid, test = splits["valid"][: cfg.valid_subset], splits["test"][: cfg.test_subset]
     s2s = artifacts.config
     test_refs = [p.target for p in test]
@@ -461,7 +460,7 @@ def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfi
         train = fine_tune_round(ctx, masks, schedule, cfg, _seed(schedule, r, cfg.seed + 1))
     row = {**schedule, "round": r, "nominal_sparsity": nominal, "select_by": cfg.select_by,
            "rate": cfg.rate, "rate_of": cfg.rate_of, "iterations_per_round": cfg.iterations_per_round,
-           **train, **evaluate_round(ctx, cfg)}
+           "n_train": len(ctx.train), **train, **evaluate_round(ctx, cfg)}
     row["valid_checks"] = json.dumps(row["valid_checks"])
     return {**row, "_masks": masks}
 

@@ -53,6 +53,14 @@ class Seq2SeqConfig:
     eval_batch_size: int = 32  # generation batch size
     eval_examples: int | None = None  # valid examples scored after fine-tuning; None = all
     seed: int = 0  # decoder init, batch order, dropout
+    # Code-to-text sets (CodeSearchNet folders, harvested trees) whose pairs, every split,
+    # join the training split; pairs sharing a function or summary with valid/test are dropped.
+    train_extra: tuple[str, ...] = ()
+    max_train_extra: int | None = None  # cap on the extra pairs (a seeded sample; None = all)
+
+    def __post_init__(self) -> None:  # refused when the config is read, not inside a worker
+        if self.max_train_extra is not None and self.max_train_extra < 1:
+            raise ValueError(f"max_train_extra: must be >= 1 or None, got {self.max_train_extra}")
 
 
 class DecoderLayer(nn.Module):
@@ -241,6 +249,29 @@ def _select_beams(top_s, top_i, vocab, beam, eos, tokens, finished, last):
 # ----------------------------------------------------------------------------- data
 
 
+def extra_train_pairs(cfg: Seq2SeqConfig, held_out: Sequence, seed: int = 0) -> list:
+    """PairTexts of every split of `cfg.train_extra`, minus any sharing a function or a
+    summary with `held_out` (those would leak the evaluation); capped by a seeded sample."""
+    from training.data import pooled_code_to_text
+
+    seen = {t for p in held_out for t in (p.source, p.target)}
+    extra = [p for path in cfg.train_extra for p in pooled_code_to_text(path)
+             if p.source not in seen and p.target not in seen]
+    if cfg.max_train_extra is not None and len(extra) > cfg.max_train_extra:
+        extra = random.Random(seed).sample(extra, cfg.max_train_extra)
+    return extra
+
+
+def training_splits(cfg: Seq2SeqConfig, data) -> dict[str, list]:
+    """The task's code-to-text splits, the train split joined by `cfg.train_extra`'s pairs."""
+    from training.data import code_to_text_splits
+
+    splits = code_to_text_splits(data)
+    if cfg.train_extra:
+        splits["train"] = splits["train"] + extra_train_pairs(cfg, splits["valid"] + splits["test"], data.seed)
+    return splits
+
+
 def tokenize_pairs(pairs: Sequence, tokenizer, cfg: Seq2SeqConfig) -> list[tuple[list[int], list[int]]]:
     """(source ids, target ids) per PairText, truncated to source_len / target_len."""
     src = tokenizer([p.source for p in pairs], max_length=cfg.source_len, truncation=True)["input_ids"]
@@ -407,13 +438,15 @@ def load_seq2seq(model_dir: str | Path, cfg: Seq2SeqConfig, weights: str | None 
 
 
 def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
-    from training.data import data_fingerprint
+    from training.data import DataConfig, data_fingerprint
 
     # Only the teacher's name shapes this model (other TeacherConfig fields serve other jobs).
-    blob = json.dumps(
-        [SEQ2SEQ_VERSION, dataclasses.asdict(cfg), {"name": teacher.name}, data_fingerprint(data)],
-        sort_keys=True,
-    )
+    fields = dataclasses.asdict(cfg)
+    extra = [fields.pop("train_extra"), fields.pop("max_train_extra")]
+    identity = [SEQ2SEQ_VERSION, fields, {"name": teacher.name}, data_fingerprint(data)]
+    if cfg.train_extra:  # by content, not path; a key without extra data stays what it was
+        identity.append([[data_fingerprint(DataConfig(path=p)) for p in extra[0]], extra[1]])
+    blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -441,7 +474,6 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
     """Fine-tune the code-to-text model, or reuse the one already under work_dir with the same
     key (teacher, data fingerprint, config). Writes work_dir/seq2seq-KEY atomically.
     progress: optional callable(str) for fine-tuning progress messages."""
-    from training.data import code_to_text_splits
     from training.models import load_encoder
 
     key = artifacts_key(cfg, data, teacher)
@@ -455,7 +487,7 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
         encoder.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "pretrained.safetensors"))
-        metrics = fine_tune(model, tokenizer, code_to_text_splits(data), cfg, device, progress)
+        metrics = fine_tune(model, tokenizer, training_splits(cfg, data), cfg, device, progress)
         save_model(model.cpu(), str(tmp / "finetuned.safetensors"))
         (tmp / "meta.json").write_text(json.dumps({"key": key, "metrics": metrics, "config": dataclasses.asdict(cfg)}, indent=1))
         if final.exists():  # a concurrent writer won the race: theirs is equivalent

@@ -32,6 +32,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     bad_file, bad_line = _corrupt_copy(tmp / "corrupt")
     blocker = tmp / "a-file"
     blocker.write_text("not a folder")
+    held_out = tmp / "held-out.jsonl"  # extra training data made of the task's own test pairs only
+    shutil.copy(FIXTURES / "code_to_text" / "test.jsonl", held_out)
     smoke = ["--config", "smoke", "resources.num_cpus=2"]
     return {
         "unknown_key": (["compress", *smoke, "search.target_mbb=3"], ["search.target_mbb"]),
@@ -48,6 +50,11 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                                        f"data.path={FIXTURES}/devign",
                                        f"distill.transfer_extra=[{FIXTURES}/code_to_text]"],
                                       ["distill.transfer_extra", "defect"]),
+        "corrupt_extra_train_prune": (["prune", *smoke, f"seq2seq.train_extra=[{tmp}/corrupt]"],
+                                      [f"{bad_file.name}:{bad_line}"]),
+        "extra_train_all_held_out": (["prune", *smoke, f"data.path={FIXTURES}/code_to_text",
+                                      f"seq2seq.train_extra=[{held_out}]"],
+                                     ["seq2seq.train_extra", "no pair left"]),
         "unwritable_results": (["compress", "--config", "smoke",
                                 f"results_dir={blocker}/results"], ["results_dir", "a-file"]),
         "budget_too_small": (["compress", *smoke, "search.target_mb=0.001"],

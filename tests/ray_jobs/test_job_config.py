@@ -142,14 +142,18 @@ def test_relative_data_path_and_teacher_folder_made_absolute(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models" / "my-teacher").mkdir(parents=True)
     cfg = load_config(None, ["data.path=data/ruby", "teacher.name=models/my-teacher",
-                             "distill.transfer_extra=[more/numpy, /abs/torch]"])
+                             "distill.transfer_extra=[more/numpy, /abs/torch]",
+                             "seq2seq.train_extra=[more/numpy]"])
     assert cfg.data.path == str(tmp_path / "data" / "ruby")
     assert cfg.distill.transfer_extra == (str(tmp_path / "more" / "numpy"), "/abs/torch")
+    assert cfg.seq2seq.train_extra == (str(tmp_path / "more" / "numpy"),)
     assert cfg.teacher.name == str(tmp_path / "models" / "my-teacher")
     hub = load_config(None, ["teacher.name=microsoft/codebert-base"])
     assert hub.teacher.name == "microsoft/codebert-base" and hub.data.path is None
 
 
-def test_extra_transfer_cap_refused_on_load():
+def test_extra_data_caps_refused_on_load():
     with pytest.raises(ConfigError, match="max_transfer_extra"):
         load_config(None, ["distill.max_transfer_extra=0"])
+    with pytest.raises(ConfigError, match="max_train_extra"):
+        load_config(None, ["seq2seq.max_train_extra=0"])

@@ -1,7 +1,9 @@
 """Code-to-text model: cached decoding equals the full forward pass, beam 1 equals greedy,
 the model overfits a handful of pairs, prepare_seq2seq caches by key."""
 
+import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,11 @@ import torch
 from training.data import DataConfig, PairText
 from training.models import TeacherConfig
 from training.seq2seq import (
+    artifacts_key,
     batch_stream,
     bleu_of,
     collate,
+    extra_train_pairs,
     load_seq2seq,
     make_optimizer,
     prepare_seq2seq,
@@ -62,6 +66,41 @@ def test_overfits_a_handful_of_pairs_and_beam1_is_greedy(seq2seq_teacher, tiny):
     assert token_nll(model, examples, cfg) < nll_before / 4
     src, mask, _ = collate(examples, model.pad_id)
     assert model.beam_search(src, mask, cfg.target_len, beam=1) == model.greedy(src, mask, cfg.target_len)
+
+
+def _extra_set(path: Path, tiny) -> Path:
+    """Three new pairs spread over the splits, one reusing a task function, one a task summary."""
+    code, doc = tiny.PAIRS[0]
+    rows = [(f"def g{i} ( ) : return {i}", f"return the number {i}", split)
+            for i, split in enumerate(("train", "valid", "test"))]
+    rows += [(code, "a new summary", "train"), ("def h ( ) : pass", doc, "test")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"path": f"x{i}.py", "code_tokens": c.split(), "docstring_tokens": d.split(),
+                                        "partition": s}) + "\n" for i, (c, d, s) in enumerate(rows)))
+    return path
+
+
+def test_extra_train_pairs_drop_held_out_texts_and_cap(tiny, tmp_path):
+    held = [PairText(c, d) for c, d in tiny.PAIRS]
+    cfg = tiny.config(train_extra=(str(_extra_set(tmp_path / "extra.jsonl", tiny)),))
+    extra = extra_train_pairs(cfg, held)
+    assert extra == [PairText(f"def g{i} ( ) : return {i}", f"return the number {i}") for i in range(3)]
+    capped = extra_train_pairs(replace(cfg, max_train_extra=2), held)
+    assert len(capped) == 2 and set(capped) <= set(extra)
+
+
+def test_train_extra_joins_fine_tuning_under_a_content_key(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    data, teacher = DataConfig(path=seq2seq_data), TeacherConfig(name=seq2seq_teacher)
+    base = tiny.config(train_steps=10)
+    cfg = replace(base, train_extra=(str(_extra_set(tmp_path / "a" / "extra.jsonl", tiny)),))
+    art = prepare_seq2seq(cfg, data, teacher, tmp_path / "work")
+    assert art.metrics["train_examples"] == len(tiny.PAIRS) + 3  # the task's train split + 3 new pairs
+    moved = replace(cfg, train_extra=(str(_extra_set(tmp_path / "b" / "extra.jsonl", tiny)),))
+    assert artifacts_key(moved, data, teacher) == art.key  # same content elsewhere: the same model
+    moved_file = tmp_path / "b" / "extra.jsonl"
+    moved_file.write_text(moved_file.read_text().replace("number", "numeral"))
+    assert artifacts_key(moved, data, teacher) != art.key
+    assert len({art.key, artifacts_key(base, data, teacher), artifacts_key(replace(cfg, max_train_extra=2), data, teacher)}) == 3
 
 
 def test_prepare_seq2seq_fine_tunes_once_and_reuses(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
