@@ -49,6 +49,10 @@ def check_train_extra(cfg: JobConfig, splits: dict) -> None:
                        "once those sharing a function or summary with valid/test are dropped")
 
 
+def _progress(message: str) -> None:
+    print(message, flush=True)  # a worker's stdout reaches the driver's console through Ray
+
+
 def prune_trial(spec: dict, ctx: sweep.TrialContext) -> None:
     """Tune trial: the rounds of one schedule, a row per round, resumable by round."""
     torch.set_num_threads(ctx.threads)
@@ -105,7 +109,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     try:
         sweep.precheck(cfg)
         artifacts = sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
-                                         str(Path(cfg.results_dir) / "cache"))
+                                         str(Path(cfg.results_dir) / "cache"), progress=_progress)
         params = {"artifacts": artifacts, "cfg": cfg,
                   "pruned_dir": str(Path(cfg.results_dir) / "pruned" / sid)}
         job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,

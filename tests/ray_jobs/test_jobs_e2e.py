@@ -95,7 +95,7 @@ def test_saved_student_reloads_and_predicts_the_same(demo_run):
 @pytest.mark.slow
 def test_prune_tables_and_plot(demo_run):
     root, proc = demo_run
-    rows = _q(root, "SELECT schedule, round, sparsity, nominal_sparsity, test_bleu_greedy "
+    rows = _q(root, "SELECT schedule, round, sparsity, nominal_sparsity, test_bleu_greedy, n_train "
                     "FROM prune ORDER BY schedule, round")
     schedules = sorted({r["schedule"] for r in rows})
     assert schedules == ["l1-global_encoder_finetuned_pick_last_b8_r2",
@@ -104,6 +104,8 @@ def test_prune_tables_and_plot(demo_run):
     for r in rows:  # measured by counting zeros: the nominal 0, 20%, 40%
         assert r["sparsity"] == pytest.approx(r["nominal_sparsity"], abs=0.01)
         assert 0 <= r["test_bleu_greedy"] <= 100
+        assert r["n_train"] == 200  # smoke.yaml data.max_train: the pairs fine-tuning and repairs saw
+    assert "seq2seq fine-tuning step" in proc.stdout + proc.stderr  # the worker's progress reaches the console
     quant = _q(root, "SELECT trial_key, variant FROM quantize")
     assert len(quant) == 4 * 3  # four variants x (unpruned + two schedules)
     assert {q["trial_key"] for q in quant} == {"unpruned", *schedules}
