@@ -406,6 +406,19 @@ def pooled_code_to_text(path: str | Path) -> list[PairText]:
     return [p.pair for pairs in _read_code_to_text(_resolve(path), every_split=False).values() for p in pairs]
 
 
+def unseen_sample(items: Sequence, texts, held_out_texts: set, cap: int | None, seed: int) -> list:
+    """Extra data kept apart from the evaluation: the items none of whose `texts(item)` is in
+    `held_out_texts` (a shared function or summary would leak valid/test into training),
+    then at most `cap` of them (a seeded sample; None = all)."""
+    kept = [item for item in items if held_out_texts.isdisjoint(texts(item))]
+    return random.Random(seed).sample(kept, cap) if cap is not None and len(kept) > cap else kept
+
+
+def extra_fingerprint(paths: Sequence[str], cap: int | None) -> list:
+    """What identifies extra data in a cache key: its files' contents (not paths) and the cap."""
+    return [[data_fingerprint(DataConfig(path=p)) for p in paths], cap]
+
+
 def classification_splits(cfg: DataConfig) -> dict[str, list[ClsExample]]:
     """Train/valid/test examples of ``cfg.task`` read from ``cfg.path``, caps applied.
 

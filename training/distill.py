@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +42,8 @@ from training.data import (
     classification_splits,
     code_search_pairs,
     data_fingerprint,
+    extra_fingerprint,
+    unseen_sample,
 )
 from training.evaluate import (
     classifier_latency,
@@ -202,16 +203,8 @@ def extra_transfer_examples(cfg: DistillConfig, held_out: list[ClsExample], seed
     evaluation into the transfer set, so such pairs are dropped. Capped by a seeded sample.
     """
     seen = {t for e in held_out for t in (e.text_a, e.text_b) if t}
-    extra = [e for i, path in enumerate(cfg.transfer_extra) for e in code_search_pairs(path, seed + 100 * i)
-             if e.text_a not in seen and e.text_b not in seen]
-    if cfg.max_transfer_extra is not None and len(extra) > cfg.max_transfer_extra:
-        extra = random.Random(seed).sample(extra, cfg.max_transfer_extra)
-    return extra
-
-
-def _extra_key(cfg: DistillConfig) -> list:
-    """What identifies the extra transfer data: its files' contents (not their paths) and the cap."""
-    return [[data_fingerprint(DataConfig(path=p)) for p in cfg.transfer_extra], cfg.max_transfer_extra]
+    extra = [e for i, path in enumerate(cfg.transfer_extra) for e in code_search_pairs(path, seed + 100 * i)]
+    return unseen_sample(extra, lambda e: (e.text_a, e.text_b), seen, cfg.max_transfer_extra, seed)
 
 
 @torch.inference_mode()
@@ -270,7 +263,7 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
                 "max_transfer": cfg.distill.max_transfer}
     if cfg.distill.transfer_extra:  # the key of a run without extra data stays what it was
         transfer += extra_transfer_examples(cfg.distill, splits["valid"] + splits["test"], data.seed)
-        identity["extra"] = _extra_key(cfg.distill)
+        identity["extra"] = extra_fingerprint(cfg.distill.transfer_extra, cfg.distill.max_transfer_extra)
     key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     logits_path = teacher_logits(teacher_dir, transfer, cfg.finetune, work / "logits" / f"{key}.parquet",
                                  device, metrics["pair_mode"])

@@ -252,14 +252,11 @@ def _select_beams(top_s, top_i, vocab, beam, eos, tokens, finished, last):
 def extra_train_pairs(cfg: Seq2SeqConfig, held_out: Sequence, seed: int = 0) -> list:
     """PairTexts of every split of `cfg.train_extra`, minus any sharing a function or a
     summary with `held_out` (those would leak the evaluation); capped by a seeded sample."""
-    from training.data import pooled_code_to_text
+    from training.data import pooled_code_to_text, unseen_sample
 
     seen = {t for p in held_out for t in (p.source, p.target)}
-    extra = [p for path in cfg.train_extra for p in pooled_code_to_text(path)
-             if p.source not in seen and p.target not in seen]
-    if cfg.max_train_extra is not None and len(extra) > cfg.max_train_extra:
-        extra = random.Random(seed).sample(extra, cfg.max_train_extra)
-    return extra
+    extra = [p for path in cfg.train_extra for p in pooled_code_to_text(path)]
+    return unseen_sample(extra, lambda p: (p.source, p.target), seen, cfg.max_train_extra, seed)
 
 
 def training_splits(cfg: Seq2SeqConfig, data) -> dict[str, list]:
@@ -438,14 +435,13 @@ def load_seq2seq(model_dir: str | Path, cfg: Seq2SeqConfig, weights: str | None 
 
 
 def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
-    from training.data import DataConfig, data_fingerprint
+    from training.data import data_fingerprint, extra_fingerprint
 
     # Only the teacher's name shapes this model (other TeacherConfig fields serve other jobs).
-    fields = dataclasses.asdict(cfg)
-    extra = [fields.pop("train_extra"), fields.pop("max_train_extra")]
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train_extra", "max_train_extra")}
     identity = [SEQ2SEQ_VERSION, fields, {"name": teacher.name}, data_fingerprint(data)]
     if cfg.train_extra:  # by content, not path; a key without extra data stays what it was
-        identity.append([[data_fingerprint(DataConfig(path=p)) for p in extra[0]], extra[1]])
+        identity.append(extra_fingerprint(cfg.train_extra, cfg.max_train_extra))
     blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
