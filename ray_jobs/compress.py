@@ -63,6 +63,18 @@ def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:
                        "once those sharing a text with valid/test are dropped")
 
 
+def check_in_batch(cfg: JobConfig) -> None:
+    """The in-batch loss needs pairs and a bi-encoder teacher (before any work)."""
+    if not cfg.distill.in_batch_weight:
+        return
+    if cfg.data.task == "defect":
+        raise JobError("distill.in_batch_weight: the in-batch loss needs a pair task "
+                       "(code-search or clone), not data.task='defect'")
+    if cfg.teacher.pair_mode != "separate":
+        raise JobError("distill.in_batch_weight: the in-batch loss needs a bi-encoder teacher "
+                       f"(teacher.pair_mode=separate), not {cfg.teacher.pair_mode!r}")
+
+
 def teacher_dims(cfg: JobConfig) -> Teacher:
     """The teacher's family and dimensions, without loading weights; JobError if unknown."""
     try:
@@ -167,6 +179,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     # Cheap input checks first: bad data, teacher or budget fail before Ray starts.
     splits = classification_splits(cfg.data)
     check_transfer_extra(cfg, splits)
+    check_in_batch(cfg)
     candidates = search_candidates(cfg, teacher_dims(cfg), num_labels_of(splits))
     sid = sweep_id(cfg)
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}

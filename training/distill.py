@@ -96,6 +96,11 @@ class DistillConfig:
     # functions and summaries; pairs sharing a function or summary with valid/test are dropped.
     transfer_extra: tuple[str, ...] = ()
     max_transfer_extra: int | None = None  # cap on the extra pairs (a seeded sample; None = all)
+    # Pair tasks with a bi-encoder teacher: weight of the in-batch listwise loss (0 = off).
+    # Every text_a of a batch is scored against every text_b of it, by the teacher (cached
+    # pooled vectors) and by the student; the student matches the teacher's distributions.
+    in_batch_weight: float = 0.0
+    in_batch_temperature: float = 1.0  # softmax temperature of the in-batch loss (on logit margins)
     bilstm_lr: float = 1e-3  # BiLSTM_soft learning rate (MSE on teacher logits)
     bilstm_epochs: int | None = None  # None -> same as epochs
     bilstm_vocab: int = 5000  # BPE vocabulary of the paper-width BiLSTM_soft
@@ -116,6 +121,12 @@ class DistillConfig:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
         if self.max_transfer_extra is not None and self.max_transfer_extra < 1:
             raise ValueError(f"max_transfer_extra: must be >= 1 or None, got {self.max_transfer_extra}")
+        if self.in_batch_weight < 0 or self.in_batch_temperature <= 0:
+            raise ValueError("in_batch_weight must be >= 0 and in_batch_temperature > 0, got "
+                             f"{self.in_batch_weight} and {self.in_batch_temperature}")
+        if self.in_batch_weight and self.pair_mode != "separate":
+            raise ValueError("in_batch_weight: the in-batch loss scores every text_a against every "
+                             "text_b of a batch, so it needs pair_mode 'separate'")
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class TeacherArtifacts:
     teacher_pair_mode: str  # "joint" | "separate": how the teacher reads a pair
     num_labels: int
     teacher_metrics: dict  # accuracy, f1, best_valid_accuracy, ... of the fine-tuned teacher
+    vectors_path: str | None = None  # Parquet: the teacher's unit vectors of each transfer row (in-batch loss)
 
 
 class SoftLabelLoss(nn.Module):
@@ -162,6 +174,35 @@ class SoftLabelLoss(nn.Module):
         if self.hard_weight and labels is not None:
             loss = loss + self.hard_weight * nn.functional.cross_entropy(student_logits, labels)
         return loss
+
+
+def in_batch_loss(student_scores, teacher_scores, temperature: float = 1.0):
+    """Listwise distillation over a batch of pairs: scalar.
+
+    scores (B, B): [i, j] = logit margin (match - no match) of (text_a i, text_b j). For each
+    text_a, T^2 * KL(softmax(teacher row / T) || softmax(student row / T)); the same for each
+    text_b over the columns; the mean of both directions. The pointwise loss sees one
+    text_b per text_a; this one also teaches how the batch's other texts rank against it.
+    """
+    t = temperature
+    loss = 0.0
+    for s_scores, t_scores in ((student_scores, teacher_scores), (student_scores.T, teacher_scores.T)):
+        log_q = torch.log_softmax(s_scores / t, dim=-1)
+        log_p = torch.log_softmax(t_scores / t, dim=-1)
+        loss = loss + (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
+    return t * t * loss / 2
+
+
+def all_pair_logits(model, u, v):
+    """(margins (B, B), diagonal logits (B, C)) of `model.pair_logits` over every (u_i, v_j).
+
+    u, v: pooled vectors (B, H) of the batch's text_a and text_b; margins[i, j] = logit 1 -
+    logit 0 of the pair (u_i, v_j); the diagonal's logits are the batch's own pairs.
+    """
+    b = u.shape[0]
+    logits = model.pair_logits(u.repeat_interleave(b, dim=0), v.repeat(b, 1)).view(b, b, -1)  # (B, B, C)
+    rows = torch.arange(b, device=u.device)
+    return logits[..., 1] - logits[..., 0], logits[rows, rows]
 
 
 # ---------------------------------------------------------------- caches
@@ -208,9 +249,10 @@ def extra_transfer_examples(cfg: DistillConfig, held_out: list[ClsExample], seed
 
 
 @torch.inference_mode()
-def _bi_encoder_logits(model, tokenizer, examples: list[ClsExample], max_len: int, batch_size: int,
-                       device: str) -> torch.Tensor:
-    """Logits (N, C) of a bi-encoder, each distinct text encoded once (its pairs share texts)."""
+def _bi_encoder_vectors(model, tokenizer, examples: list[ClsExample], max_len: int, batch_size: int,
+                        device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled vectors (N, H) of each example's text_a and text_b; each distinct text encoded
+    once (its pairs share texts)."""
     texts = sorted({t for e in examples for t in (e.text_a, e.text_b)}, key=len)  # similar lengths: less padding
     ids = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
     model.eval()
@@ -222,24 +264,65 @@ def _bi_encoder_logits(model, tokenizer, examples: list[ClsExample], max_len: in
     row = {t: i for i, t in enumerate(texts)}
     a = torch.tensor([row[e.text_a] for e in examples], device=vectors.device)
     b = torch.tensor([row[e.text_b] for e in examples], device=vectors.device)
-    return torch.cat([model.pair_logits(vectors[a[i:i + 4096]], vectors[b[i:i + 4096]]).cpu()
-                      for i in range(0, len(examples), 4096)])
+    return vectors[a], vectors[b]
+
+
+@torch.inference_mode()
+def _pair_logits_chunked(model, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model.pair_logits(a[i:i + 4096], b[i:i + 4096]).cpu() for i in range(0, len(a), 4096)])
+
+
+def _vector_column(vectors: torch.Tensor) -> pa.Array:
+    flat = pa.array(vectors.float().cpu().numpy().reshape(-1), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+
+
+def _write_vectors(model, a: torch.Tensor, b: torch.Tensor, path: Path) -> None:
+    """Unit vectors of a cosine-head bi-encoder, with its scale and bias as table metadata."""
+    if model.config.head != "cosine":
+        raise ValueError(f"in_batch_weight: the teacher's pair head is {model.config.head!r}; "
+                         "the in-batch loss needs the bi-encoder's cosine head")
+    a, b = nn.functional.normalize(a, dim=-1), nn.functional.normalize(b, dim=-1)
+    table = pa.table({"vec_a": _vector_column(a), "vec_b": _vector_column(b)})
+    meta = {"cos_scale": float(model.cos_scale), "cos_bias": float(model.cos_bias)}
+    _write_parquet(table.replace_schema_metadata({"teacher_head": json.dumps(meta)}), path)
+
+
+def read_teacher_vectors(path) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(unit vectors of text_a (N, H), of text_b (N, H), scale, bias) from a vectors cache;
+    the teacher's logit margin of (a_i, b_j) is scale * a_i . b_j + bias."""
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"teacher_head"])
+
+    def matrix(name):
+        column = table[name].combine_chunks()
+        return torch.from_numpy(column.flatten().to_numpy().reshape(len(column), column.type.list_size).copy())
+
+    return matrix("vec_a"), matrix("vec_b"), meta["cos_scale"], meta["cos_bias"]
 
 
 def teacher_logits(teacher_dir, examples: list[ClsExample], cfg: FinetuneConfig, path: Path,
-                   device: str = "cpu", pair_mode: str = "joint") -> Path:
-    """Teacher logits on `examples`, computed once and cached as Parquet at `path`."""
-    if path.is_file():
+                   device: str = "cpu", pair_mode: str = "joint", vectors_path: Path | None = None) -> Path:
+    """Teacher logits on `examples`, computed once and cached as Parquet at `path`; with
+    `vectors_path`, also a bi-encoder teacher's unit vectors of each example (ValueError
+    for any other teacher)."""
+    if path.is_file() and (vectors_path is None or vectors_path.is_file()):
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     if isinstance(model, PairEncoderForSequenceClassification):
-        logits = _bi_encoder_logits(model, tokenizer, examples, cfg.max_seq_len, cfg.eval_batch_size, device)
+        a, b = _bi_encoder_vectors(model, tokenizer, examples, cfg.max_seq_len, cfg.eval_batch_size, device)
+        logits = _pair_logits_chunked(model, a, b)
+        if vectors_path is not None:
+            _write_vectors(model, a, b, vectors_path)
+    elif vectors_path is not None:
+        raise ValueError("in_batch_weight: the in-batch loss needs a bi-encoder teacher "
+                         "(teacher.pair_mode=separate)")
     else:
         enc = encode(tokenizer, examples, cfg.max_seq_len, pair_mode)
         logits = predict_logits(model, enc, tokenizer.pad_token_id, cfg.eval_batch_size, device,
                                 desc="teacher logits")  # (N, C)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _write_parquet(_examples_table(examples, logits=pa.array(logits.tolist(), pa.list_(pa.float32()))), path)
     return path
 
@@ -265,8 +348,13 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
         transfer += extra_transfer_examples(cfg.distill, splits["valid"] + splits["test"], data.seed)
         identity["extra"] = extra_fingerprint(cfg.distill.transfer_extra, cfg.distill.max_transfer_extra)
     key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    vectors_path = None
+    if cfg.distill.in_batch_weight:
+        if not transfer or transfer[0].text_b is None:
+            raise ValueError(f"in_batch_weight: the in-batch loss needs a pair task, not data.task={data.task!r}")
+        vectors_path = work / "logits" / f"{key}-vectors.parquet"
     logits_path = teacher_logits(teacher_dir, transfer, cfg.finetune, work / "logits" / f"{key}.parquet",
-                                 device, metrics["pair_mode"])
+                                 device, metrics["pair_mode"], vectors_path)
     eval_path = work / "eval" / f"{data_fingerprint(data)[:16]}.parquet"
     if not eval_path.is_file():
         eval_path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +365,7 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
         teacher_dir=str(teacher_dir), logits_path=str(logits_path), eval_path=str(eval_path),
         work_dir=str(work), teacher=teacher_dims(teacher_dir), teacher_pair_mode=metrics["pair_mode"],
         num_labels=int(metrics["num_labels"]), teacher_metrics=metrics,
+        vectors_path=str(vectors_path) if vectors_path else None,
     )
 
 
@@ -288,10 +377,12 @@ def _texts(examples: list[ClsExample]) -> list[str]:
 
 
 def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig, *, device: str,
-                  mse: bool = False, on_epoch=None, desc: str = "distill") -> dict:
+                  mse: bool = False, on_epoch=None, desc: str = "distill", teacher_vectors=None) -> dict:
     """Train `model` on teacher `logits` (N, C) of `transfer`; best-on-valid weights kept.
 
     mse=False: SoftLabelLoss (students); mse=True: MSE on logits (BiLSTM_soft, Tang et al.).
+    teacher_vectors (`read_teacher_vectors` of `transfer`) with cfg.in_batch_weight > 0 adds
+    `in_batch_loss` (the model must read pairs separately: `pool` and `pair_logits`).
     """
     separate = isinstance(model, PairEncoderForSequenceClassification) or getattr(model, "pair", False)
     pair_mode = "separate" if separate else "joint"
@@ -302,11 +393,26 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
     labels = torch.tensor([e.label for e in transfer])
     loss_fn = nn.MSELoss() if mse else SoftLabelLoss(cfg.temperature, cfg.hard_weight)
 
+    in_batch = bool(cfg.in_batch_weight) and teacher_vectors is not None
+    if in_batch and pair_mode != "separate":
+        raise ValueError("in_batch_weight: the in-batch loss needs a model that reads pairs separately")
+    if in_batch:
+        vec_a, vec_b, scale, bias = teacher_vectors
+
     def step_loss(rows):
-        out = model(**collate(train_enc, rows, pad, device)).logits
+        batch = collate(train_enc, rows, pad, device)
+        extra = 0.0
+        if in_batch:
+            u = model.pool(batch["input_ids"], batch["attention_mask"])
+            v = model.pool(batch["input_ids_b"], batch["attention_mask_b"])
+            margins, out = all_pair_logits(model, u, v)
+            teacher_margins = (scale * vec_a[rows] @ vec_b[rows].T + bias).to(device)  # (B, B)
+            extra = cfg.in_batch_weight * in_batch_loss(margins, teacher_margins, cfg.in_batch_temperature)
+        else:
+            out = model(**batch).logits
         if mse:
-            return loss_fn(out, targets[rows].to(device))
-        return loss_fn(out, targets[rows].to(device), labels[rows].to(device))
+            return loss_fn(out, targets[rows].to(device)) + extra
+        return loss_fn(out, targets[rows].to(device), labels[rows].to(device)) + extra
 
     def validate():
         out = predict_logits(model, valid_enc, pad, cfg.eval_batch_size, device)
@@ -397,8 +503,10 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     model, tokenizer, fields = _build(candidate, artifacts, transfer, dcfg)
     model.to(device)
     is_bilstm = isinstance(model, BiLSTMSoft)
+    vectors = read_teacher_vectors(artifacts.vectors_path) if artifacts.vectors_path else None
     log = distill_model(model, tokenizer, transfer, logits, valid, dcfg, device=device, mse=is_bilstm,
-                        on_epoch=progress, desc=f"distill {candidate.get('kind', 'student')}")
+                        on_epoch=progress, desc=f"distill {candidate.get('kind', 'student')}",
+                        teacher_vectors=vectors)
     test_enc = encode(tokenizer, test, dcfg.max_seq_len, log["pair_mode"])
     result = scores(predict_logits(model, test_enc, tokenizer.pad_token_id, dcfg.eval_batch_size, device),
                     [e.label for e in test])
@@ -414,7 +522,8 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
            "retention": result["accuracy"] / teacher_acc if teacher_acc else None,
            "valid_accuracy": log["best_valid_accuracy"], "best_epoch": log["best_epoch"],
            "epochs": log["epochs"], "train_seconds": log["train_seconds"], "pair_mode": log["pair_mode"],
-           "n_transfer": len(transfer), "n_test": len(test), "device": device, "model_dir": str(out)}
+           "n_transfer": len(transfer), "n_test": len(test), "device": device, "model_dir": str(out),
+           "in_batch_weight": dcfg.in_batch_weight if vectors is not None else 0.0}
     row["serialized_mb"] = row["serialized_bytes"] / 1e6
     row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate", device)
     return row

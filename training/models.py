@@ -204,7 +204,8 @@ class BiLSTMSoft(nn.Module):
         return cls(vocab, embed=best[0], hidden=best[0], dense=best[1], num_labels=num_labels,
                    pad_id=pad_id, pair=pair)
 
-    def _summary(self, ids, mask):  # (B, S) -> (B, 2*hidden)
+    def pool(self, ids, mask=None):
+        """Summary h (B, 2*hidden) of one input's ids and mask (B, S) each."""
         if mask is None:
             mask = torch.ones_like(ids)
         lengths = mask.sum(dim=1).clamp(min=1).cpu()  # (B,)
@@ -213,15 +214,22 @@ class BiLSTMSoft(nn.Module):
         _, (h_n, _) = self.lstm(packed)  # h_n: (2, B, hidden)
         return torch.cat([h_n[0], h_n[1]], dim=-1)
 
+    def _head(self, features):  # (B, F) -> (B, num_labels)
+        return self.fc2(self.dropout(torch.relu(self.fc1(features))))
+
+    def pair_logits(self, h1, h2):
+        """Logits (B, num_labels) of the pair model from two summaries (B, 2*hidden) each."""
+        return self._head(torch.cat([h1, h2, h1 * h2, (h1 - h2).abs()], dim=-1))
+
     def forward(self, input_ids, attention_mask=None, input_ids_b=None, attention_mask_b=None,
                 labels=None, **_):
-        summary = self._summary(input_ids, attention_mask)  # (B, 2*hidden)
+        summary = self.pool(input_ids, attention_mask)  # (B, 2*hidden)
         if self.pair:
             if input_ids_b is None:
                 raise ValueError("a pair BiLSTMSoft needs input_ids_b")
-            other = self._summary(input_ids_b, attention_mask_b)
-            summary = torch.cat([summary, other, summary * other, (summary - other).abs()], dim=-1)
-        logits = self.fc2(self.dropout(torch.relu(self.fc1(summary))))  # (B, num_labels)
+            logits = self.pair_logits(summary, self.pool(input_ids_b, attention_mask_b))
+        else:
+            logits = self._head(summary)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

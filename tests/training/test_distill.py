@@ -1,6 +1,7 @@
 import json
 import pickle
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,13 +15,21 @@ from training.distill import (
     DistillConfig,
     SoftLabelLoss,
     TeacherArtifacts,
+    all_pair_logits,
     extra_transfer_examples,
+    in_batch_loss,
     prepare_teacher,
     read_examples,
+    read_teacher_vectors,
     train_student,
 )
 from training.finetune import FinetuneConfig, collate, encode
-from training.models import BiLSTMSoft, TeacherConfig
+from training.models import (
+    BiLSTMSoft,
+    PairEncoderConfig,
+    PairEncoderForSequenceClassification,
+    TeacherConfig,
+)
 
 torch.set_num_threads(1)
 CFG = CompressTrainConfig(
@@ -73,8 +82,6 @@ def test_artifacts_are_picklable_and_logits_cached(artifacts, tmp_path):
 
 
 def test_second_prepare_reuses_teacher_and_logits(artifacts):
-    from pathlib import Path
-
     mtime = Path(artifacts.logits_path).stat().st_mtime_ns
     teacher = TeacherConfig(name=artifacts.teacher_metrics["teacher"])
     again = prepare_teacher(CFG, TINY_DATA, teacher, artifacts.work_dir)
@@ -184,3 +191,79 @@ def test_extra_transfer_joins_the_cache_with_bi_encoder_logits(tmp_path):
         direct = model(**collate(encode(tok, examples, 32, "separate"), list(range(len(examples))),
                                  tok.pad_token_id)).logits
     assert torch.allclose(torch.tensor(logits), direct, atol=1e-5)
+
+
+def test_in_batch_loss_is_listwise_kl_both_ways():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 4), torch.randn(4, 4)  # [i, j]: text_a i with text_b j
+    t = 2.0
+
+    def kl(s, p):
+        return torch.nn.functional.kl_div(torch.log_softmax(s / t, -1), torch.softmax(p / t, -1),
+                                          reduction="batchmean")
+
+    expected = t * t * (kl(student, teacher) + kl(student.T, teacher.T)) / 2
+    assert in_batch_loss(student, teacher, t).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert in_batch_loss(teacher, teacher, t).item() == pytest.approx(0.0, abs=1e-6)
+    # a margin shift shared by the whole batch (the head's bias) changes no distribution
+    assert in_batch_loss(student + 5.0, teacher, t).item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_in_batch_loss_gradient_raises_the_teachers_best_match():
+    student = torch.zeros(2, 2, requires_grad=True)
+    in_batch_loss(student, torch.tensor([[4.0, 0.0], [0.0, 4.0]])).backward()
+    assert student.grad[0, 0] < 0 < student.grad[0, 1]
+
+
+def _tiny_pair_models():
+    encoder = {"model_type": "bert", "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1,
+               "num_attention_heads": 2, "intermediate_size": 32}
+    yield from (PairEncoderForSequenceClassification(PairEncoderConfig(encoder=encoder, head=head,
+                                                                       pooling=pool))
+                for head, pool in (("cosine", "mean"), ("concat", "cls")))
+    yield BiLSTMSoft(50, embed=8, hidden=8, dense=12, pair=True)
+
+
+@pytest.mark.parametrize("model", list(_tiny_pair_models()), ids=["cosine", "concat", "bilstm"])
+def test_all_pair_logits_score_every_pair_as_forward_does(model):
+    torch.manual_seed(0)
+    model.eval()
+    a, b = torch.randint(1, 50, (3, 7)), torch.randint(1, 50, (3, 5))  # 3 text_a, 3 text_b
+    with torch.no_grad():
+        margins, diagonal = all_pair_logits(model, model.pool(a, torch.ones_like(a)),
+                                            model.pool(b, torch.ones_like(b)))
+        assert torch.allclose(diagonal, model(input_ids=a, input_ids_b=b).logits, atol=1e-5)
+        for j in range(3):  # column j: every text_a against text_b j
+            direct = model(input_ids=a, input_ids_b=b[j].expand(3, -1)).logits
+            assert torch.allclose(margins[:, j], direct[:, 1] - direct[:, 0], atol=1e-5)
+
+
+def test_in_batch_config_refused_without_separate_pairs(artifacts):
+    with pytest.raises(ValueError, match="pair_mode"):
+        DistillConfig(in_batch_weight=1.0)  # joint students read one sequence per pair
+    with pytest.raises(ValueError, match="in_batch_temperature"):
+        DistillConfig(pair_mode="separate", in_batch_weight=1.0, in_batch_temperature=0.0)
+    cfg = replace(CFG, distill=replace(CFG.distill, pair_mode="separate", in_batch_weight=1.0))
+    with pytest.raises(ValueError, match="bi-encoder teacher"):  # the module teacher is joint
+        prepare_teacher(cfg, TINY_DATA, TeacherConfig(name=artifacts.teacher_dir),
+                        Path(artifacts.work_dir))
+
+
+def test_in_batch_distillation_with_a_bi_encoder_teacher(tmp_path):
+    teacher = TeacherConfig(name=str(tiny_teacher_folder(tmp_path / "t")), pair_mode="separate")
+    cfg = replace(CFG, distill=replace(CFG.distill, pair_mode="separate", pair_head="cosine",
+                                       in_batch_weight=1.0))
+    art = prepare_teacher(cfg, TINY_DATA, teacher, tmp_path / "work")
+    base = prepare_teacher(CFG, TINY_DATA, teacher, tmp_path / "work")
+    assert art.logits_path == base.logits_path and base.vectors_path is None
+    # the cached unit vectors give back the teacher's own logit margins on every pair
+    _, logits = read_examples(art.logits_path)
+    vec_a, vec_b, scale, bias = read_teacher_vectors(art.vectors_path)
+    assert vec_a.shape == vec_b.shape == (len(logits), 32)
+    assert torch.allclose(vec_a.norm(dim=-1), torch.ones(len(logits)), atol=1e-5)
+    margins = torch.tensor([row[1] - row[0] for row in logits])
+    assert torch.allclose(scale * (vec_a * vec_b).sum(-1) + bias, margins, atol=1e-4)
+    for candidate in (STUDENT, {"kind": "bilstm", "variant": "budget", "target_mb": 0.5}):
+        row = train_student(candidate, art, cfg, tmp_path / candidate.get("kind", "student"))
+        assert row["in_batch_weight"] == 1.0 and 0.0 <= row["accuracy"] <= 1.0
+    assert train_student(STUDENT, base, cfg, tmp_path / "plain")["in_batch_weight"] == 0.0
