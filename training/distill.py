@@ -194,15 +194,13 @@ def in_batch_loss(student_scores, teacher_scores, temperature: float = 1.0):
 
 
 def all_pair_logits(model, u, v):
-    """(margins (B, B), diagonal logits (B, C)) of `model.pair_logits` over every (u_i, v_j).
+    """(margins (B, B), diagonal logits (B, C)) of a pair model over every (u_i, v_j).
 
     u, v: pooled vectors (B, H) of the batch's text_a and text_b; margins[i, j] = logit 1 -
-    logit 0 of the pair (u_i, v_j); the diagonal's logits are the batch's own pairs.
+    logit 0 of the pair (u_i, v_j) (`model.pair_margins`); the diagonal's logits are the
+    batch's own pairs (`model.pair_logits`).
     """
-    b = u.shape[0]
-    logits = model.pair_logits(u.repeat_interleave(b, dim=0), v.repeat(b, 1)).view(b, b, -1)  # (B, B, C)
-    rows = torch.arange(b, device=u.device)
-    return logits[..., 1] - logits[..., 0], logits[rows, rows]
+    return model.pair_margins(u, v), model.pair_logits(u, v)
 
 
 # ---------------------------------------------------------------- caches

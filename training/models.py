@@ -221,6 +221,20 @@ class BiLSTMSoft(nn.Module):
         """Logits (B, num_labels) of the pair model from two summaries (B, 2*hidden) each."""
         return self._head(torch.cat([h1, h2, h1 * h2, (h1 - h2).abs()], dim=-1))
 
+    def pair_margins(self, h1, h2):
+        """Margins (B, B): logit 1 - logit 0 of (h1_i, h2_j) for every i, j, as `pair_logits`.
+
+        fc1 is linear in each block of [h1, h2, h1*h2, |h1-h2|]: the h1 and h2 blocks are
+        computed once per row, only the two interaction blocks once per pair.
+        """
+        width = h1.shape[-1]
+        w = self.fc1.weight.split(width, dim=1)  # 4 x (D, 2*hidden)
+        pairwise = (h1[:, None] * h2[None]) @ w[2].T + (h1[:, None] - h2[None]).abs() @ w[3].T  # (B, B, D)
+        first = h1 @ w[0].T + self.fc1.bias  # (B, D)
+        hidden = torch.relu(first[:, None] + (h2 @ w[1].T)[None] + pairwise)
+        logits = self.fc2(self.dropout(hidden))  # (B, B, num_labels)
+        return logits[..., 1] - logits[..., 0]
+
     def forward(self, input_ids, attention_mask=None, input_ids_b=None, attention_mask_b=None,
                 labels=None, **_):
         summary = self.pool(input_ids, attention_mask)  # (B, 2*hidden)

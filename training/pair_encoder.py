@@ -86,6 +86,22 @@ class PairEncoderForSequenceClassification(PreTrainedModel):
         hidden = torch.tanh(self.dense(self.dropout(torch.cat([u, v], dim=-1))))  # (B, H)
         return self.out_proj(self.dropout(hidden))  # (B, num_labels)
 
+    def pair_margins(self, u, v):
+        """Margins (B, B): logit 1 - logit 0 of (u_i, v_j) for every i, j; u, v (B, H) each.
+
+        Equal to `pair_logits` over all B*B pairs, without materialising them (the in-batch
+        distillation loss scores every pair of a batch).
+        """
+        if self.config.head == "cosine":
+            cos = nn.functional.normalize(u, dim=-1) @ nn.functional.normalize(v, dim=-1).T  # (B, B)
+            return self.cos_scale * cos + self.cos_bias
+        # dense over [u; v] is dense_u(u) + dense_v(v): one (B, B, H) sum instead of B*B concatenations
+        hidden = u.shape[-1]
+        du = nn.functional.linear(self.dropout(u), self.dense.weight[:, :hidden], self.dense.bias)  # (B, H)
+        dv = nn.functional.linear(self.dropout(v), self.dense.weight[:, hidden:])  # (B, H)
+        logits = self.out_proj(self.dropout(torch.tanh(du[:, None] + dv[None]))).float()  # (B, B, C)
+        return logits[..., 1] - logits[..., 0]
+
     def forward(self, input_ids, attention_mask=None, input_ids_b=None, attention_mask_b=None,
                 labels=None, **_):
         if input_ids_b is None:
