@@ -284,12 +284,17 @@ def _tuner(cfg: JobConfig, sweep: Sweep, trainable, storage: Path, resume: bool)
 
 def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> SweepOutcome:
     rows = {t: results.read_rows(cfg.results_dir, t, sweep.sweep_id) for t in sweep.tables}
+    # Whether a trial finished is its status in the experiment state on disk: Tune can
+    # record a TERMINATED trial whose last result still says done=False (seen under load),
+    # which made a finished sweep look interrupted on the next run.
+    status = {t.config.get("trial", {}).get("trial_key", "?"): t.status
+              for t in tune.ExperimentAnalysis(str(path)).trials}
     errors, unfinished = [], []
     for res in grid:
         key = (res.config or {}).get("trial", {}).get("trial_key", "?")
         if res.error is not None:
             errors.append(f"{key}: {str(res.error).strip().splitlines()[-1]}")
-        elif not (res.metrics or {}).get("done", False):
+        elif status.get(key) != "TERMINATED":
             unfinished.append(key)
     if unfinished:  # a resume also retries the errored ones (resume_errored=True)
         raise SweepInterrupted(

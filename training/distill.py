@@ -282,7 +282,7 @@ def _write_vectors(model, a: torch.Tensor, b: torch.Tensor, path: Path) -> None:
                          "the in-batch loss needs the bi-encoder's cosine head")
     a, b = nn.functional.normalize(a, dim=-1), nn.functional.normalize(b, dim=-1)
     table = pa.table({"vec_a": _vector_column(a), "vec_b": _vector_column(b)})
-    meta = {"cos_scale": float(model.cos_scale), "cos_bias": float(model.cos_bias)}
+    meta = {"cos_scale": model.cos_scale.item(), "cos_bias": model.cos_bias.item()}
     _write_parquet(table.replace_schema_metadata({"teacher_head": json.dumps(meta)}), path)
 
 

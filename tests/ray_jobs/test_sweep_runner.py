@@ -1,5 +1,6 @@
 """The generic sweep runner on a real local Ray: rows once, retries, resume, pre-check."""
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -100,3 +101,29 @@ def test_errored_sweep_resumes_when_run_again(local_ray, tmp_path):
     assert _calls(tmp_path, "s0") == ["0", "1", "2", "3"]  # resumed, not redone
     assert _calls(tmp_path, "s1") == ["0", "1", "2", "3"]  # finished trials are not rerun
     assert results.table_counts(cfg.results_dir) == {"prune": 8}
+
+
+def _mark_last_results_not_done(experiment: Path) -> int:
+    """Rewrite the saved experiment state as Tune sometimes leaves it under load: trials
+    TERMINATED whose last result says done=False. Returns how many trials it changed."""
+    changed = 0
+    for state_file in experiment.glob("experiment_state-*.json"):
+        state = json.loads(state_file.read_text())
+        for entry in state["trial_data"]:
+            runtime = json.loads(entry[1])
+            runtime["last_result"]["done"] = False
+            entry[1] = json.dumps(runtime)
+            changed += 1
+        state_file.write_text(json.dumps(state))
+    return changed
+
+
+def test_finished_sweep_is_finished_even_when_last_results_say_not_done(local_ray, tmp_path):
+    cfg = load_config(None, [f"results_dir={tmp_path}/res"])
+    first = run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-3"))
+    assert first.errors == []
+    assert _mark_last_results_not_done(Path(cfg.results_dir, "ray", "t-3")) >= 2
+    again = run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-3"))  # no SweepInterrupted
+    assert again.restored and again.errors == []
+    assert _calls(tmp_path, "s0") == ["0", "1"]  # nothing was rerun
+    assert results.table_counts(cfg.results_dir) == {"prune": 4}
