@@ -184,23 +184,8 @@ def in_batch_loss(student_scores, teacher_scores, temperature: float = 1.0):
     text_b over the columns; the mean of both directions. The pointwise loss sees one
     text_b per text_a; this one also teaches how the batch's other texts rank against it.
     """
-    t = temperature
-    loss = 0.0
-    for s_scores, t_scores in ((student_scores, teacher_scores), (student_scores.T, teacher_scores.T)):
-        log_q = torch.log_softmax(s_scores / t, dim=-1)
-        log_p = torch.log_softmax(t_scores / t, dim=-1)
-        loss = loss + (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
-    return t * t * loss / 2
-
-
-def all_pair_logits(model, u, v):
-    """(margins (B, B), diagonal logits (B, C)) of a pair model over every (u_i, v_j).
-
-    u, v: pooled vectors (B, H) of the batch's text_a and text_b; margins[i, j] = logit 1 -
-    logit 0 of the pair (u_i, v_j) (`model.pair_margins`); the diagonal's logits are the
-    batch's own pairs (`model.pair_logits`).
-    """
-    return model.pair_margins(u, v), model.pair_logits(u, v)
+    rowwise = SoftLabelLoss(temperature)  # each row a distribution over the batch
+    return (rowwise(student_scores, teacher_scores) + rowwise(student_scores.T, teacher_scores.T)) / 2
 
 
 # ---------------------------------------------------------------- caches
@@ -321,7 +306,8 @@ def teacher_logits(teacher_dir, examples: list[ClsExample], cfg: FinetuneConfig,
         enc = encode(tokenizer, examples, cfg.max_seq_len, pair_mode)
         logits = predict_logits(model, enc, tokenizer.pad_token_id, cfg.eval_batch_size, device,
                                 desc="teacher logits")  # (N, C)
-    _write_parquet(_examples_table(examples, logits=pa.array(logits.tolist(), pa.list_(pa.float32()))), path)
+    if not path.is_file():  # only the vectors were missing: the cached logits stay
+        _write_parquet(_examples_table(examples, logits=pa.array(logits.tolist(), pa.list_(pa.float32()))), path)
     return path
 
 
@@ -403,7 +389,7 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
         if in_batch:
             u = model.pool(batch["input_ids"], batch["attention_mask"])
             v = model.pool(batch["input_ids_b"], batch["attention_mask_b"])
-            margins, out = all_pair_logits(model, u, v)
+            margins, out = model.pair_margins(u, v), model.pair_logits(u, v)  # (B, B), (B, C)
             teacher_margins = (scale * vec_a[rows] @ vec_b[rows].T + bias).to(device)  # (B, B)
             extra = cfg.in_batch_weight * in_batch_loss(margins, teacher_margins, cfg.in_batch_temperature)
         else:

@@ -15,7 +15,6 @@ from training.distill import (
     DistillConfig,
     SoftLabelLoss,
     TeacherArtifacts,
-    all_pair_logits,
     extra_transfer_examples,
     in_batch_loss,
     prepare_teacher,
@@ -225,13 +224,13 @@ def _tiny_pair_models():
 
 
 @pytest.mark.parametrize("model", list(_tiny_pair_models()), ids=["cosine", "concat", "bilstm"])
-def test_all_pair_logits_score_every_pair_as_forward_does(model):
+def test_pair_margins_score_every_pair_as_forward_does(model):
     torch.manual_seed(0)
     model.eval()
     a, b = torch.randint(1, 50, (3, 7)), torch.randint(1, 50, (3, 5))  # 3 text_a, 3 text_b
     with torch.no_grad():
-        margins, diagonal = all_pair_logits(model, model.pool(a, torch.ones_like(a)),
-                                            model.pool(b, torch.ones_like(b)))
+        u, v = model.pool(a, torch.ones_like(a)), model.pool(b, torch.ones_like(b))
+        margins, diagonal = model.pair_margins(u, v), model.pair_logits(u, v)
         assert torch.allclose(diagonal, model(input_ids=a, input_ids_b=b).logits, atol=1e-5)
         for j in range(3):  # column j: every text_a against text_b j
             direct = model(input_ids=a, input_ids_b=b[j].expand(3, -1)).logits
