@@ -40,7 +40,7 @@ extra-data: setup
 	for p in $(EXTRA_PACKAGES); do test -d $(EXTRA_DIR)/$$p || \
 		$(BIN)/python -m training.harvest --package $$p --out $(EXTRA_DIR)/$$p > /dev/null || exit 1; done
 
-# The compression job with a 38x larger transfer set, labelled by the teacher (~85 min on 2 cores),
+# The compression job with a 38x larger transfer set, labelled by the teacher (~95 min on 2 cores),
 # with the demo's in-batch loss (IN_BATCH=2); IN_BATCH=0 is the pointwise loss alone.
 IN_BATCH ?= 2
 run-extra: extra-data
