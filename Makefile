@@ -42,16 +42,20 @@ extra-data: setup
 
 # The compression job with a 38x larger transfer set, labelled by the teacher (~95 min on 2 cores),
 # with the demo's in-batch loss (IN_BATCH=2); IN_BATCH=0 is the pointwise loss alone.
+# EPOCHS_EXTRA sets the distillation epochs; ARGS adds key=value overrides (they win), e.g.
+# `make run-extra EPOCHS_EXTRA=2 ARGS=baselines.bilstm_paper=false` (the README's two-epoch run).
 IN_BATCH ?= 2
+EPOCHS_EXTRA ?= 1
+ARGS ?=
 run-extra: extra-data
-	$(BIN)/python -m ray_jobs compress --config demo results_dir=results/demo-extra distill.epochs=1 \
-		"distill.transfer_extra=$(EXTRA_LIST)" distill.in_batch_weight=$(IN_BATCH)
+	$(BIN)/python -m ray_jobs compress --config demo results_dir=results/demo-extra distill.epochs=$(EPOCHS_EXTRA) \
+		"distill.transfer_extra=$(EXTRA_LIST)" distill.in_batch_weight=$(IN_BATCH) $(ARGS)
 
 # The pruning job on a code-to-text model fine-tuned 10x longer on 12x the training pairs (~92 min on 2 cores).
 STEPS_EXTRA ?= 6000
 run-prune-extra: extra-data
 	$(BIN)/python -m ray_jobs prune --config demo results_dir=results/demo-extra \
-		seq2seq.train_steps=$(STEPS_EXTRA) "seq2seq.train_extra=$(EXTRA_LIST)"
+		seq2seq.train_steps=$(STEPS_EXTRA) "seq2seq.train_extra=$(EXTRA_LIST)" $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q
