@@ -1,5 +1,9 @@
+import ast
 import json
+import os
 import pickle
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -148,6 +152,26 @@ def test_bi_encoder_teacher_pipeline(tmp_path):
     row = train_student(STUDENT, art, CFG, tmp_path / "s")
     assert row["teacher_latency_ms"] > 0 and 0.0 <= row["accuracy"] <= 1.0
 
+
+_ORDER_SCRIPT = """
+from training.data import ClsExample
+from training.distill import encode_order
+texts = [f"def f{i:02d}(): pass" for i in range(40)] + ["x", "yy", "zz"]
+print(encode_order([ClsExample(a, b, 1) for a, b in zip(texts, texts[::-1])]))
+"""
+
+
+def test_teacher_encode_order_does_not_depend_on_the_hash_seed():
+    """The teacher's texts are batched in one order in every process (the batches' padding
+    shapes the cached vectors' last bits), ties in length broken by the text."""
+    def order(seed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        return subprocess.run([sys.executable, "-c", _ORDER_SCRIPT], env=env, check=True,
+                              capture_output=True, text=True).stdout
+    first = order("1")
+    assert first == order("2") == order("3")
+    texts = ast.literal_eval(first)
+    assert texts == sorted(texts, key=lambda t: (len(t), t)) and len(texts) == 43
 
 def _extra_set(tmp_path):
     """A code-to-text file: 6 new functions in two files, plus a copy of a test function."""
