@@ -145,11 +145,10 @@ def search_rows(cfg: JobConfig, candidates: list[dict]) -> list[dict]:
 
 def trial_specs(cfg: JobConfig, candidates: list[dict]) -> list[dict]:
     """One spec per selected candidate, plus the enabled BiLSTM_soft baselines, in the order
-    Tune starts them: the paper-width BiLSTM_soft first, as it is the longest trial (an H300
-    LSTM; 289 s against 218-228 s per student in the 2-core demo), so the shorter trials
-    fill the other slots beside it instead of all waiting for it at the end."""
-    specs = [{"trial_key": "bilstm-paper", "candidate": {"kind": "bilstm", "variant": "paper"}}
-             ] if cfg.baselines.bilstm_paper else []
+    Tune starts them."""
+    specs = []
+    if cfg.baselines.bilstm_paper:  # the longest trial (an H300 LSTM) first: the rest fill in beside it
+        specs.append({"trial_key": "bilstm-paper", "candidate": {"kind": "bilstm", "variant": "paper"}})
     specs += [{"trial_key": f"student-{i}", "candidate": {"kind": "student", **candidates[rank]}}
               for i, rank in enumerate(selected_ranks(cfg, candidates))]
     if cfg.baselines.bilstm_budget:

@@ -137,7 +137,6 @@ def test_top_k_of_distinct_shapes_skips_heads_only_variants():
     assert [(c["layers"], c["heads"]) for c in students] == [(6, 8), (5, 8), (4, 8)]
 
 
-
 def test_trials_start_with_the_paper_width_baseline():
     """Tune starts trials in spec order: the longest (the H300 BiLSTM_soft) goes first."""
     from ray_jobs.compress import trial_specs
@@ -149,6 +148,7 @@ def test_trials_start_with_the_paper_width_baseline():
         "bilstm-paper", "student-0", "student-1", "bilstm-budget"]
     no_paper = load_config(None, ["search.top_k=2", "baselines.bilstm_paper=false", "baselines.bilstm_budget=true"])
     assert [s["trial_key"] for s in trial_specs(no_paper, ranked)] == ["student-0", "student-1", "bilstm-budget"]
+
 
 def test_relative_data_path_and_teacher_folder_made_absolute(tmp_path, monkeypatch):
     # Trials run in their own folders: a relative path would name a different place there.

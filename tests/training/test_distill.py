@@ -164,6 +164,7 @@ print(encode_order([ClsExample(a, b, 1) for a, b in zip(texts, texts[::-1])]))
 def test_teacher_encode_order_does_not_depend_on_the_hash_seed():
     """The teacher's texts are batched in one order in every process (the batches' padding
     shapes the cached vectors' last bits), ties in length broken by the text."""
+
     def order(seed: str) -> str:
         env = {**os.environ, "PYTHONHASHSEED": seed}
         return subprocess.run([sys.executable, "-c", _ORDER_SCRIPT], env=env, check=True,
@@ -172,6 +173,7 @@ def test_teacher_encode_order_does_not_depend_on_the_hash_seed():
     assert first == order("2") == order("3")
     texts = ast.literal_eval(first)
     assert texts == sorted(texts, key=lambda t: (len(t), t)) and len(texts) == 43
+
 
 def _extra_set(tmp_path):
     """A code-to-text file: 6 new functions in two files, plus a copy of a test function."""
