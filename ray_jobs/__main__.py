@@ -109,18 +109,20 @@ def _bad_input_types() -> tuple[type, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        from ray_jobs import bench
-
-        return bench.main(argv[1:])
-    parser = _parser()
-    # key=value overrides may follow options too (`query SQL --format json results_dir=X`).
-    args, extra = parser.parse_known_args(argv)
-    if any(t.startswith("-") or "=" not in t for t in extra):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if extra:
-        args.overrides = list(getattr(args, "overrides", None) or []) + extra
+    args = None
+    if argv[:1] != ["bench"]:
+        parser = _parser()
+        # key=value overrides may follow options too (`query SQL --format json results_dir=X`).
+        args, extra = parser.parse_known_args(argv)
+        if any(t.startswith("-") or "=" not in t for t in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            args.overrides = list(getattr(args, "overrides", None) or []) + extra
     try:
+        if args is None:
+            from ray_jobs import bench
+
+            return bench.main(argv[1:])
         if args.command == "query":
             return _query(args)
         if args.command == "tables":

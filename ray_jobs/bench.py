@@ -6,6 +6,12 @@ Two measurements, written to the `bench` table and printed:
   each) run with 1 and with 2 concurrent workers; parallel efficiency = T1 / (2 * T2).
 * overhead: per-trial cost of Tune itself (trials that do no work), with and without
   `reuse_actors` (a fresh worker process per trial costs a process start and imports).
+
+`python -m ray_jobs bench latency`: forward latency and throughput of the 3 MB students, the
+teacher's architecture and CodeBERT-base's (random weights: latency does not depend on values),
+each encoding a pair's two sides separately as the compress job's models do, at every batch
+size and dtype, on this machine's GPU when torch sees one (else its CPU); one `bench` row each,
+with the speed-ups against the teacher and CodeBERT architectures measured in the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +30,7 @@ from ray import tune
 
 from ray_jobs import results
 from ray_jobs.config import build_config, code_version, to_dict
+from ray_jobs.errors import ConfigError, JobError
 from ray_jobs.sweep import loopback_only
 
 TABLE = "bench"
@@ -39,6 +47,15 @@ class BenchConfig:
     workers: tuple[int, ...] = (1, 2)  # concurrent trials compared
     warmup: bool = True  # one untimed sweep first (Ray's worker pool, torch's first import)
     object_store_mb: int = 256  # local cluster only
+    # ---- latency: the demo's two 3 MB students (layers,hidden,heads,ffn,vocab), its teacher
+    latency_students: tuple[str, ...] = ("6,80,8,480,1000", "6,48,8,1056,1000")
+    latency_teacher: str = "minilm-l6"  # a preset name or a model folder (its config.json)
+    latency_seq_len: int = 64  # tokens per side (the demo's max_seq_len)
+    latency_batches: tuple[int, ...] = (1, 256)  # 1: interactive latency; 256: throughput
+    latency_dtypes: tuple[str, ...] = ("float32", "float16")  # fp16 on a CPU is emulated: slower
+    latency_device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
+    latency_threads: int | None = None  # CPU threads while timing; None: torch's default
+    latency_runs: int = 20  # timed calls per (model, dtype, batch), after 3 untimed
 
 
 def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:
@@ -175,17 +192,20 @@ def print_rows(rows: list[dict]) -> None:
 
 def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
     parser = argparse.ArgumentParser(prog="python -m ray_jobs bench", description=__doc__)
-    parser.add_argument("what", choices=["scaling"])
+    parser.add_argument("what", choices=["scaling", "latency"])
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. trials=4 steps=50")
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
     args = parser.parse_intermixed_args(argv)
-    tiny = ["trials=2", "steps=5", "overhead_trials=2", "warmup=false"] if args.tiny else []
+    tiny = ["trials=2", "steps=5", "overhead_trials=2", "warmup=false",
+            "latency_seq_len=8", "latency_batches=[1,2]"] if args.tiny else []
     return args.what, build_config(BenchConfig, {}, tiny + args.overrides)
 
 
 def main(argv: list[str]) -> int:
-    _, cfg = parse_args(argv)
+    what, cfg = parse_args(argv)
     results_dir = os.path.abspath(os.path.expanduser(cfg.results_dir))
+    if what == "latency":
+        return run_latency(cfg, results_dir)
     sweep_id = "bench-scaling-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         storage = os.path.join(tmp, "tune")
@@ -201,8 +221,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _stamp(cfg: BenchConfig, sweep_id: str) -> dict:
-    """The columns every row carries: origin of the measurement."""
+def _stamp(cfg: BenchConfig, sweep_id: str, node_id: str | None = None, device: str = "cpu") -> dict:
+    """The columns every row carries: origin of the measurement (node_id: Ray's, by default)."""
     tree = to_dict(cfg)
     tree.pop("results_dir")
     blob = json.dumps(tree, sort_keys=True, default=str)
@@ -212,6 +232,56 @@ def _stamp(cfg: BenchConfig, sweep_id: str) -> dict:
         "config_hash": hashlib.sha256(blob.encode()).hexdigest(),
         "code_version": code_version(),
         "time": time.time(),
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "device": "cpu",
+        "node_id": ray.get_runtime_context().get_node_id() if node_id is None else node_id,
+        "device": device,
     }
+
+
+# ---------------------------------------------------------------- latency
+
+
+def _latency_setup(cfg: BenchConfig):
+    """(device, device_name, models), refusing a bad request before any timing."""
+    import torch
+
+    from search.space import Arch, teacher_spec
+    from training.evaluate import pair_models
+
+    device = cfg.latency_device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"latency_device: must be auto, cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise JobError(f"latency_device={device}: torch sees no CUDA device on this machine")
+    for dtype in cfg.latency_dtypes:
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"latency_dtypes: {dtype!r} is not float32, float16 or bfloat16")
+    try:
+        students = [Arch(*(int(g) for g in text.split(","))) for text in cfg.latency_students]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"latency_students: each is 'layers,hidden,heads,ffn,vocab' ({err})") from err
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
+    return device, name, pair_models(students, teacher_spec(cfg.latency_teacher))
+
+
+def run_latency(cfg: BenchConfig, results_dir: str) -> int:
+    """Time every model at every dtype and batch; print the figures and write the bench rows."""
+    from training.evaluate import forward_latencies
+
+    device, device_name, models = _latency_setup(cfg)
+    sweep_id = "bench-latency-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
+    rows = forward_latencies(models, seq_len=cfg.latency_seq_len, batches=cfg.latency_batches,
+                             dtypes=cfg.latency_dtypes, device=device, runs=cfg.latency_runs,
+                             threads=cfg.latency_threads)
+    rows = [{**stamp, **r, "bench": "latency", "device_name": device_name,
+             "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]
+    print(f"latency on {device} ({device_name}), {cfg.latency_seq_len} tokens a side, pairs encoded separately")
+    for r in rows:
+        print(f"{r['model']:14} {r['dtype']:8} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
+              f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} pairs/s"
+              f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
+    path = results.write_rows(results_dir, TABLE, sweep_id, rows)
+    print(f"wrote {len(rows)} rows to {path}")
+    return 0

@@ -68,8 +68,11 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                  ("bleu_beam", _F), ("distinct_greedy", _F), ("beam", _I), ("bleu_kept", _F),
                  ("nll", _F),
                  ("size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F), ("error", _S)],
-    "bench": [("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
-              ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F)],
+    "bench": [("bench", _S), ("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
+              ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),
+              ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),
+              ("p90_ms", _F), ("pairs_per_s", _F), ("speedup_vs_teacher", _F),
+              ("speedup_vs_codebert", _F), ("device_name", _S)],
 }
 
 # Key that identifies a row within one sweep's file (dedup on resume: the last one wins).

@@ -92,16 +92,16 @@ def latency_ms(
 
 
 def random_inputs(
-    vocab_size: int, seq_len: int, *, pair: bool = False, device: str = "cpu", seed: int = 0
+    vocab_size: int, seq_len: int, *, pair: bool = False, device: str = "cpu", seed: int = 0,
+    batch: int = 1,
 ) -> dict:
-    """Batch-1 inputs of exactly `seq_len` random token ids (ids 5.. avoid special tokens).
-
-    `pair=True` adds `input_ids_b`/`attention_mask_b` for separately encoded pairs.
+    """Inputs of `batch` rows of exactly `seq_len` random token ids (ids 5.. avoid special
+    tokens). `pair=True` adds `input_ids_b`/`attention_mask_b` for separately encoded pairs.
     """
     gen = torch.Generator().manual_seed(seed)
 
-    def ids() -> torch.Tensor:  # (1, seq_len)
-        return torch.randint(5, vocab_size, (1, seq_len), generator=gen).to(device)
+    def ids() -> torch.Tensor:  # (batch, seq_len)
+        return torch.randint(5, vocab_size, (batch, seq_len), generator=gen).to(device)
 
     inputs = {"input_ids": ids()}
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
@@ -156,6 +156,58 @@ def codebert_arch_latency(
     seq_len = min(seq_len, codebert.max_positions - 2)  # RoBERTa positions start at pad+1
     encodes = [random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in range(2 if pair else 1)]
     return latency_ms(lambda: [model(**x) for x in encodes], warmup=warmup, runs=runs, threads=threads)
+
+
+def pair_models(students: Sequence, teacher, num_labels: int = 2) -> dict[str, tuple[torch.nn.Module, int]]:
+    """Randomly initialised pair classifiers that encode each side separately, as the compress
+    job's models do: name -> (model, vocab size). "student-i" for each Arch in `students` and
+    "teacher-arch" for `teacher`'s own dimensions (mean pooling + cosine head, as the demo's),
+    "codebert-arch" for CodeBERT-base (first-token vectors concatenated: the paper's clone model).
+    Latency does not depend on weight values, so no checkpoint is needed."""
+    from search.space import teacher_spec
+    from training.models import build_student
+
+    codebert = teacher_spec("codebert-base")
+    specs = {f"student-{i}": (arch, teacher, "cosine") for i, arch in enumerate(students)}
+    specs |= {"teacher-arch": (teacher.arch(), teacher, "cosine"),
+              "codebert-arch": (codebert.arch(), codebert, "concat")}
+    torch.manual_seed(0)
+    return {name: (build_student(arch, family, num_labels, "separate", pair_head=head), arch.vocab)
+            for name, (arch, family, head) in specs.items()}
+
+
+def forward_latencies(
+    models: dict[str, tuple[torch.nn.Module, int]],
+    *,
+    seq_len: int,
+    batches: Sequence[int] = (1,),
+    dtypes: Sequence[str] = ("float32",),
+    device: str = "cpu",
+    warmup: int = 3,
+    runs: int = MIN_RUNS,
+    threads: int | None = None,
+) -> list[dict]:
+    """Forward latency of every pair model (name -> (model, vocab)) at every dtype and batch size,
+    on random pairs of `seq_len` tokens a side; one row each: model, dtype, batch, seq_len,
+    median_ms, p90_ms, pairs_per_s, speedup_vs_teacher / speedup_vs_codebert (the "teacher-arch"
+    / "codebert-arch" model's median at the same dtype and batch over this one's, when present)."""
+    rows = []
+    for dtype in dtypes:
+        for name, (model, vocab) in models.items():
+            model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+            for batch in batches:
+                inputs = random_inputs(vocab, seq_len, pair=True, device=device, batch=batch)
+                stats = latency_ms(lambda m=model, x=inputs: m(**x), warmup=warmup, runs=runs, threads=threads)
+                rows.append({"model": name, "dtype": dtype, "batch": batch, "seq_len": seq_len,
+                             "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
+                             "pairs_per_s": batch / stats["median_ms"] * 1e3, "threads": stats["threads"]})
+            model.to(device="cpu", dtype=torch.float32)  # free the device for the next one
+    median = {(r["model"], r["dtype"], r["batch"]): r["median_ms"] for r in rows}
+    for r in rows:
+        for ref, column in (("teacher-arch", "speedup_vs_teacher"), ("codebert-arch", "speedup_vs_codebert")):
+            base = median.get((ref, r["dtype"], r["batch"]))
+            r[column] = base / r["median_ms"] if base else None
+    return rows
 
 
 # CodeXGLUE-compatible BLEU-4 and sacrebleu corpus BLEU (owner: pruning helper).

@@ -108,6 +108,17 @@ class DecoderLayer(nn.Module):
         return self.norm3(x + self.dropout(self.ffn_out(self.dropout(F.relu(self.ffn_in(x))))))
 
 
+def position_ids(tokens: torch.Tensor, start: int, padding_idx: int | None) -> torch.Tensor:
+    """Positions (B, T) of target tokens that follow `start` earlier ones, as the encoder's own
+    embeddings number them: BERT counts from 0; RoBERTa (padding_idx set) from padding_idx + 1,
+    its pad tokens at padding_idx. Passed explicitly because transformers renamed the offset
+    argument (past_key_values_length, later cache_length)."""
+    if padding_idx is None:
+        return torch.arange(start, start + tokens.size(1), device=tokens.device).expand_as(tokens)
+    real = tokens.ne(padding_idx).long()
+    return (real.cumsum(1) + start) * real + padding_idx
+
+
 class Seq2Seq(nn.Module):
     """Encoder (a transformers BERT/RoBERTa model) + cached Transformer decoder."""
 
@@ -125,7 +136,9 @@ class Seq2Seq(nn.Module):
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
 
     def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:  # (B, T) -> (B, T, W)
-        return self.encoder.embeddings(input_ids=tokens, past_key_values_length=start)
+        embeddings = self.encoder.embeddings
+        positions = position_ids(tokens, start, getattr(embeddings, "padding_idx", None))
+        return embeddings(input_ids=tokens, position_ids=positions)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:  # (..., W) -> (..., V)
         return self.lm_head(torch.tanh(self.dense(h)))

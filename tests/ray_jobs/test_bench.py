@@ -1,4 +1,5 @@
-"""`python -m ray_jobs bench scaling --tiny` runs real trials and writes the bench table."""
+"""`python -m ray_jobs bench scaling|latency --tiny` run real trials / real forwards and write
+the bench table."""
 
 import os
 import subprocess
@@ -8,17 +9,18 @@ import pytest
 
 from ray_jobs import results
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
-
-def test_bench_scaling_tiny_writes_rows(tmp_path):
+def _bench(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "ray_jobs", "bench", "scaling", "--tiny",
-         f"results_dir={tmp_path}"],
-        env=env, capture_output=True, text=True, timeout=360,
-    )
+    return subprocess.run([sys.executable, "-m", "ray_jobs", "bench", *args], env=env,
+                          capture_output=True, text=True, timeout=360)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_bench_scaling_tiny_writes_rows(tmp_path):
+    proc = _bench("scaling", "--tiny", f"results_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "efficiency=" in proc.stdout and "per-trial=" in proc.stdout
     rows = results.query(tmp_path, "SELECT * FROM bench ORDER BY trial_key").to_pylist()
@@ -33,3 +35,31 @@ def test_bench_scaling_tiny_writes_rows(tmp_path):
                      for v in (False, True))
     # Without reuse every trial gets its own worker process; with reuse they share one.
     assert fresh["worker_processes"] == 2 and reused["worker_processes"] == 1
+
+
+def test_bench_latency_tiny_times_every_model_dtype_and_batch(tmp_path):
+    proc = _bench("latency", "--tiny", "latency_device=cpu", f"results_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pairs/s" in proc.stdout and "vs CodeBERT" in proc.stdout
+    rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'latency'").to_pylist()
+    models = {"student-0", "student-1", "teacher-arch", "codebert-arch"}
+    assert {(r["model"], r["dtype"], r["batch"]) for r in rows} == {
+        (m, d, b) for m in models for d in ("float32", "float16") for b in (1, 2)}
+    by = {(r["model"], r["dtype"], r["batch"]): r["median_ms"] for r in rows}
+    for r in rows:
+        assert r["device"] == "cpu" and r["seq_len"] == 8 and r["median_ms"] > 0 and r["code_version"]
+        assert r["pairs_per_s"] == pytest.approx(r["batch"] / r["median_ms"] * 1e3)
+        assert r["speedup_vs_teacher"] == pytest.approx(by["teacher-arch", r["dtype"], r["batch"]] / r["median_ms"])
+        assert r["speedup_vs_codebert"] == pytest.approx(by["codebert-arch", r["dtype"], r["batch"]] / r["median_ms"])
+
+
+@pytest.mark.parametrize("override, named", [
+    ("latency_students=[6x80]", "latency_students"),
+    ("latency_dtypes=[int4]", "latency_dtypes"),
+    ("latency_device=tpu", "latency_device"),
+])
+def test_bench_latency_refuses_bad_requests_by_name(tmp_path, override, named):
+    proc = _bench("latency", "--tiny", override, f"results_dir={tmp_path}")
+    assert proc.returncode == 2 and named in proc.stderr
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "table=bench").exists()

@@ -12,6 +12,7 @@ import torch
 from training.data import DataConfig, PairText
 from training.models import TeacherConfig
 from training.seq2seq import (
+    Seq2Seq,
     artifacts_key,
     batch_stream,
     bleu_of,
@@ -46,6 +47,25 @@ def test_cached_decoding_matches_full_forward(seq2seq_teacher, tiny):
         state = model.start(src, mask)
         steps = torch.stack([model.step(state, tgt[:, t : t + 1]) for t in range(tgt.size(1) - 1)], 1)
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_target_positions_continue_where_the_prefix_ended(family, tiny):
+    """A target chunk after `start` tokens is embedded at the positions the encoder's own
+    embeddings give those tokens in the whole sequence (RoBERTa counts from pad + 1)."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model(family, vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=40, pad_token_id=1)
+    torch.manual_seed(0)
+    encoder = AutoModel.from_config(config).eval()
+    model = Seq2Seq(encoder, tiny.config(), bos_id=0, eos_id=2, pad_id=1).eval()
+    tokens = torch.randint(3, 50, (2, 9))
+    whole = encoder.embeddings(input_ids=tokens)  # (B, T, W), numbered by the encoder itself
+    with torch.no_grad():
+        assert torch.allclose(model._embed(tokens, 0), whole, atol=1e-6)
+        assert torch.allclose(model._embed(tokens[:, 4:5], 4), whole[:, 4:5], atol=1e-6)
+        assert not torch.allclose(model._embed(tokens[:, 4:5], 0), whole[:, 4:5], atol=1e-6)
 
 
 def test_output_projection_is_tied(seq2seq_teacher, tiny):
