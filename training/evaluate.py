@@ -121,10 +121,12 @@ def classifier_latency(
     warmup: int = 3,
     runs: int = MIN_RUNS,
     threads: int | None = None,
+    batch: int = 1,
 ) -> dict:
-    """Latency of one forward pass of a classifier at batch 1 and `seq_len` tokens."""
+    """Latency of one forward pass of a classifier at `batch` (1: the latency contract) and
+    `seq_len` tokens."""
     model = model.to(device).eval()
-    inputs = random_inputs(vocab_size, seq_len, pair=pair, device=device)
+    inputs = random_inputs(vocab_size, seq_len, pair=pair, device=device, batch=batch)
     return latency_ms(lambda: model(**inputs), warmup=warmup, runs=runs, threads=threads)
 
 
@@ -194,10 +196,10 @@ def forward_latencies(
     rows = []
     for dtype in dtypes:
         for name, (model, vocab) in models.items():
-            model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+            model.to(dtype=getattr(torch, dtype))
             for batch in batches:
-                inputs = random_inputs(vocab, seq_len, pair=True, device=device, batch=batch)
-                stats = latency_ms(lambda m=model, x=inputs: m(**x), warmup=warmup, runs=runs, threads=threads)
+                stats = classifier_latency(model, vocab, seq_len=seq_len, pair=True, device=device,
+                                           warmup=warmup, runs=runs, threads=threads, batch=batch)
                 rows.append({"model": name, "dtype": dtype, "batch": batch, "seq_len": seq_len,
                              "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
                              "pairs_per_s": batch / stats["median_ms"] * 1e3, "threads": stats["threads"]})
