@@ -261,8 +261,12 @@ def _latency_setup(cfg: BenchConfig):
         students = [Arch(*(int(g) for g in text.split(","))) for text in cfg.latency_students]
     except (TypeError, ValueError) as err:
         raise ConfigError(f"latency_students: each is 'layers,hidden,heads,ffn,vocab' ({err})") from err
+    try:
+        teacher = teacher_spec(cfg.latency_teacher)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"latency_teacher: {err}") from err
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
-    return device, name, pair_models(students, teacher_spec(cfg.latency_teacher))
+    return device, name, pair_models(students, teacher)
 
 
 def run_latency(cfg: BenchConfig, results_dir: str) -> int:

@@ -57,6 +57,7 @@ def test_bench_latency_tiny_times_every_model_dtype_and_batch(tmp_path):
     ("latency_students=[6x80]", "latency_students"),
     ("latency_dtypes=[int4]", "latency_dtypes"),
     ("latency_device=tpu", "latency_device"),
+    ("latency_teacher=/no/such/folder", "latency_teacher"),
 ])
 def test_bench_latency_refuses_bad_requests_by_name(tmp_path, override, named):
     proc = _bench("latency", "--tiny", override, f"results_dir={tmp_path}")
