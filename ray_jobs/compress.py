@@ -17,7 +17,7 @@ import torch
 
 from ray_jobs import results, sweep
 from ray_jobs.config import JobConfig, code_version, config_hash
-from ray_jobs.errors import JobError
+from ray_jobs.errors import ConfigError, JobError
 from search.cost import size_mb
 from search.ga import run_ga
 from search.space import SearchSpace, Teacher, teacher_spec
@@ -103,7 +103,10 @@ def check_budget(target_mb: float, space: SearchSpace, teacher: Teacher, num_lab
 def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int) -> list[dict]:
     """Every distinct feasible genome the GA evaluated, best first (rank 0 = best)."""
     s = cfg.search
-    space = SearchSpace.from_teacher(teacher)
+    try:
+        space = SearchSpace.from_teacher(teacher, min_head_size=s.min_head_size)
+    except ValueError as err:
+        raise ConfigError(f"search.min_head_size: {err}") from err
     check_budget(s.target_mb, space, teacher, num_labels)
     seq_len = s.seq_len or cfg.distill.max_seq_len
     everything = s.population + s.generations * s.children  # archive size bound

@@ -65,6 +65,9 @@ class SearchConfig:
     children: int = 50
     seq_len: int | None = None  # FLOPs sequence length; None -> distill.max_seq_len
     seed: int | None = None  # None -> the job's seed
+    # least hidden / heads a candidate may have; 1 = the paper's space. For GPU students: the
+    # fitness always prefers 8 heads, and an H200 ran head size 10 1.5x slower than 40 at batch 1
+    min_head_size: int = 1
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,12 @@ def _search_parser() -> argparse.ArgumentParser:
         "--exhaustive", action="store_true", help="enumerate the whole space instead of the GA"
     )
     p.add_argument("--max-mb", type=_positive(float), default=None, help="hard cap on size in MB")
+    p.add_argument(
+        "--min-head-size",
+        type=_positive(int),
+        default=1,
+        help="least hidden/heads of a candidate (GPUs are slow on small heads)",
+    )
     p.add_argument("--json", action="store_true", help='print {"seconds", "candidates"} as JSON')
     return p
 
@@ -110,7 +116,7 @@ def _fmt(value) -> str:
 def search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
     teacher = teacher_spec(args.teacher)
-    space = SearchSpace.from_teacher(teacher)
+    space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size)
     find = exhaustive if args.exhaustive else run_ga
     options = dict(top_k=args.top_k, max_mb=args.max_mb)
     if not args.exhaustive:
@@ -123,6 +129,7 @@ def search(argv: list[str]) -> int:
         return 0
     how = "exhaustive" if args.exhaustive else f"GA variant={args.variant} seed={args.seed}"
     cap = f", max {args.max_mb} MB" if args.max_mb else ""
+    cap += f", head size >= {args.min_head_size}" if args.min_head_size > 1 else ""
     print(
         f"teacher {teacher.name} ({teacher.family}); target {args.target_mb} MB{cap}; "
         f"seq_len {args.seq_len}; {how}; {space.size():,} points; {seconds:.3f} s"

@@ -215,12 +215,15 @@ def fitness_array(
     seq_len: int,
     max_mb=None,
     num_labels: int = 2,
+    min_head_size: int = 1,
 ):
     """The paper's fitness GFLOPs - |size_MB - T|, broadcast over gene arrays.
 
     GFLOPs is the itemised total; size is the fp32 sequence classifier with `num_labels`
     outputs (what the compression job trains). Points over `max_mb`, or whose heads do not
-    divide hidden, get -inf (dominated, never an exception).
+    divide hidden or leave heads narrower than `min_head_size` (hidden / heads; see
+    `SearchSpace.feasible`), get -inf
+    (dominated, never an exception).
     """
     size = size_mb_array(
         L,
@@ -238,6 +241,7 @@ def fitness_array(
     gflops = (
         flops_total_array(L, H, A, D, seq_len, num_labels=num_labels) / 1e9
     )  # no V: (L, H, A, D, 1)
-    gflops = np.where(np.asarray(H) % np.asarray(A) != 0, -np.inf, gflops)
+    H, A = np.asarray(H), np.asarray(A)
+    gflops = np.where((H % A != 0) | (H < A * min_head_size), -np.inf, gflops)
     # Masks are applied to the two smaller factors; only this difference spans the whole grid.
     return gflops - miss

@@ -10,7 +10,8 @@ Genomes are index vectors into the `SearchSpace` choice tuples (layers, hidden, 
 vocab), so every operator keeps genes inside the space by construction. Fitness is the
 paper's GFLOPs - |size_MB - T| with the itemised total FLOPs at the real sequence length and
 the size of the fp32 sequence classifier with `num_labels` outputs (what the compression job
-trains); infeasible points (over `max_mb`, heads not dividing hidden) score -inf.
+trains); infeasible points (over `max_mb`, heads not dividing hidden, a head size hidden / heads
+below the space's `min_head_size`) score -inf.
 
 All randomness comes from one `random.Random(seed)` per call: no global state is touched,
 so runs are reproducible and independent of each other.
@@ -119,6 +120,7 @@ class Problem:
             seq_len=self.seq_len,
             max_mb=self.max_mb,
             num_labels=self.num_labels,
+            min_head_size=self.space.min_head_size,
         )
 
     def fitness(self, idx) -> np.ndarray:
@@ -417,6 +419,7 @@ def exhaustive(
         seq_len=problem.seq_len,
         max_mb=max_mb,
         num_labels=num_labels,
+        min_head_size=space.min_head_size,
     )  # (nL, nH, nA, nD, nV)
     flat = np.broadcast_to(fit, space.shape()).ravel()
     k = min(top_k, flat.size)
@@ -447,8 +450,8 @@ def pareto(
     """NSGA-II over `OBJECTIVES` (size_mb down, gflops up): the distinct non-dominated set found.
 
     Each dict holds the genes, params, size_mb, gflops, flops_matmul (fitness is None: there
-    is no single target). Points over `max_mb` or with heads not dividing hidden are
-    dominated by every feasible one.
+    is no single target). Points over `max_mb` or infeasible in the space (heads not dividing
+    hidden, a head size below `min_head_size`) are dominated by every feasible one.
     """
     # The target is unused here (no scalar fitness); the problem supplies sizes and FLOPs.
     problem = _problem(space, teacher, 1.0, seq_len, max_mb, num_labels)
@@ -485,7 +488,7 @@ def _evaluate_objectives(problem: Problem, inds):
     idx = np.array(inds, dtype=np.int64).reshape(-1, 5)
     values = problem.values(idx)
     columns = [np.asarray(o.fn(problem, values), dtype=np.float64) for o in OBJECTIVES]
-    bad = values[:, HIDDEN] % values[:, HEADS] != 0
+    bad = ~problem.space.feasible(values[:, HIDDEN], values[:, HEADS])
     if problem.max_mb is not None:
         bad = bad | (problem.size_mb(values) > problem.max_mb)
     for i, ind in enumerate(inds):

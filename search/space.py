@@ -196,7 +196,8 @@ class SearchSpace:
 
     Defaults are the Compressor paper's Table 1 (12 * 48 * 4 * 96 * 50 = 11,059,200 points).
     Genomes in the GA are index vectors into these tuples; a point whose heads do not divide
-    its hidden size is infeasible (never the case for the paper's space).
+    its hidden size, or whose head size (hidden / heads) is below `min_head_size`, is
+    infeasible (neither happens in the paper's space with the default of 1).
     """
 
     layers: tuple[int, ...] = field(default=_steps(1, 12, 1))
@@ -204,6 +205,10 @@ class SearchSpace:
     heads: tuple[int, ...] = field(default=(1, 2, 4, 8))
     ffn: tuple[int, ...] = field(default=_steps(32, 3072, 32))
     vocab: tuple[int, ...] = field(default=_steps(1000, 50000, 1000))
+    # Heads add no parameters and no matmul FLOPs, so the fitness always prefers the most; a GPU
+    # is slower on small heads (an H200 ran L6 H80 A8, head size 10, 1.5x slower at batch 1
+    # than the same shape with 2 heads): a floor on the head size keeps such shapes out.
+    min_head_size: int = 1
 
     def __post_init__(self):
         for name in GENES:
@@ -213,9 +218,14 @@ class SearchSpace:
                     f"SearchSpace.{name} must be non-empty, positive, strictly increasing: {values}"
                 )
             object.__setattr__(self, name, values)
+        if not 1 <= self.min_head_size <= self.hidden[-1]:
+            raise ValueError(
+                f"min_head_size must be between 1 and the largest hidden size ({self.hidden[-1]}), "
+                f"got {self.min_head_size}"
+            )
 
     @classmethod
-    def from_teacher(cls, teacher: Teacher | dict) -> SearchSpace:
+    def from_teacher(cls, teacher: Teacher | dict, min_head_size: int = 1) -> SearchSpace:
         """The paper's space with every maximum capped at the teacher's own value."""
         if isinstance(teacher, dict):
             teacher = Teacher.from_hf_config(teacher)
@@ -224,7 +234,7 @@ class SearchSpace:
         for name in GENES:
             values = tuple(v for v in getattr(paper, name) if v <= getattr(teacher, name))
             capped[name] = values or (min(getattr(paper, name)),)
-        return cls(**capped)
+        return cls(**capped, min_head_size=min_head_size)
 
     def choices(self) -> tuple[np.ndarray, ...]:
         """The five choice arrays, int64, in gene order."""
@@ -235,9 +245,11 @@ class SearchSpace:
         return tuple(len(getattr(self, name)) for name in GENES)
 
     def smallest(self) -> Arch:
-        """The point with every gene at its least choice: the smallest model, since
-        parameters grow with every gene but heads (which add none)."""
-        return Arch(*(getattr(self, name)[0] for name in GENES))
+        """The smallest feasible model: every gene at its least choice, hidden at the least
+        one that holds a head of `min_head_size` (parameters grow with every gene but heads,
+        which add none)."""
+        hidden = next(h for h in self.hidden if h >= self.min_head_size)
+        return Arch(self.layers[0], hidden, self.heads[0], self.ffn[0], self.vocab[0])
 
     def size(self) -> int:
         """Number of points in the grid (feasible or not)."""
@@ -247,10 +259,16 @@ class SearchSpace:
         """Open mesh: gene i's values shaped to broadcast along axis i of `shape()`."""
         return np.ix_(*self.choices())
 
+    def feasible(self, hidden, heads) -> np.ndarray:
+        """Whether heads divide hidden and the head size is at least `min_head_size`
+        (broadcast over gene-value arrays)."""
+        hidden, heads = np.asarray(hidden), np.asarray(heads)
+        return (hidden % heads == 0) & (hidden >= heads * self.min_head_size)
+
     def feasible_mask(self) -> np.ndarray:
-        """Broadcastable mask (1, H, A, 1, 1): heads divide hidden."""
+        """Broadcastable mask (1, H, A, 1, 1) of `feasible` over the grid."""
         _, hidden, heads, _, _ = self.grid()
-        return hidden % heads == 0
+        return self.feasible(hidden, heads)
 
     def decode(self, index) -> Arch:
         """Arch of an index genome (5 indices into the choice tuples)."""

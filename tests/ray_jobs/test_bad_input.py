@@ -64,6 +64,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                                 f"results_dir={blocker}/results"], ["results_dir", "a-file"]),
         "budget_too_small": (["compress", *smoke, "search.target_mb=0.001"],
                              ["search.target_mb", "0.001"]),
+        "head_size_above_every_width": (["compress", *smoke, "search.min_head_size=1000"],
+                                        ["search.min_head_size", "1000"]),
         "unknown_teacher": (["compress", *smoke, "teacher.name=no-such-teacher"],
                             ["teacher.name", "no-such-teacher"]),
         "gpu_on_cpu_cluster": (["compress", *smoke, "resources.gpus_per_trial=1"],

@@ -175,6 +175,22 @@ def test_exhaustive_equals_a_brute_force_loop_on_a_small_space():
     assert all(r["hidden"] % r["heads"] == 0 for r in found)
 
 
+@pytest.mark.parametrize("target", [3.0, 25.0])
+def test_a_head_size_floor_holds_everywhere_and_the_ga_still_finds_the_optimum(target):
+    space = SearchSpace.from_teacher(CODEBERT, min_head_size=64)
+    best = ga.exhaustive(space, CODEBERT, target, 400, top_k=20)
+    unrestricted = ga.exhaustive(SPACE, CODEBERT, target, 400)[0]
+    assert unrestricted["hidden"] // unrestricted["heads"] < 64  # the floor does bind here
+    assert best[0]["fitness"] < unrestricted["fitness"]
+    for seed in range(3):
+        found = ga.run_ga(space, CODEBERT, target, 400, seed=seed, top_k=20)
+        assert found[0]["fitness"] == pytest.approx(best[0]["fitness"], rel=1e-12), seed
+        assert all(r["hidden"] % r["heads"] == 0 and r["hidden"] // r["heads"] >= 64 for r in found)
+    assert all(r["hidden"] // r["heads"] >= 64 for r in best)
+    front = ga.pareto(space, CODEBERT, 400, seed=0, population=40, generations=10, max_mb=50.0)
+    assert front and all(r["hidden"] // r["heads"] >= 64 for r in front)
+
+
 def test_pareto_front_is_non_dominated_and_distinct():
     front = ga.pareto(SPACE, CODEBERT, 400, seed=0, population=60, generations=30, max_mb=50.0)
     assert len(front) > 5

@@ -74,6 +74,9 @@ def test_json_ga_matches_exhaustive():
     assert ga["candidates"][0]["fitness"] == pytest.approx(ex["candidates"][0]["fitness"])
     capped = json.loads(_run(*common, "--max-mb", "10", "--variant", "paper", "--seed", "1").stdout)
     assert all(c["size_mb"] <= 10 for c in capped["candidates"])
+    wide = json.loads(_run(*common, "--min-head-size", "32", "--seed", "3").stdout)
+    assert all(c["hidden"] // c["heads"] >= 32 for c in wide["candidates"])
+    assert wide["candidates"][0]["fitness"] < ga["candidates"][0]["fitness"]
 
 
 @pytest.mark.parametrize(
@@ -86,6 +89,8 @@ def test_json_ga_matches_exhaustive():
         (["--teacher", "no-such-model"], "no-such-model"),
         (["--teacher", "/nonexistent/dir/config.json"], "/nonexistent/dir/config.json"),
         (["--variant", "fast"], "--variant"),
+        (["--min-head-size", "0"], "--min-head-size"),
+        (["--min-head-size", "5000"], "min_head_size"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):

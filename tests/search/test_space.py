@@ -126,3 +126,15 @@ def test_grid_helpers_round_trip():
     assert not space.contains(Arch(13, 96, 8, 64, 1000))
     with pytest.raises(ValueError):
         space.index_of(Arch(12, 100, 4, 64, 1000))
+
+
+def test_head_size_floor_is_part_of_feasibility():
+    space = SearchSpace(hidden=(16, 32, 64), heads=(1, 2, 4), min_head_size=16)
+    mask = space.feasible_mask()[0, :, :, 0, 0]  # (hidden, heads)
+    assert mask.tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    assert SearchSpace(hidden=(16, 32, 64), heads=(1, 2, 4)).feasible_mask().all()
+    assert SearchSpace(hidden=(16, 32, 64), min_head_size=20).smallest().hidden == 32
+    assert SearchSpace.from_teacher(teacher_spec("minilm-l6"), min_head_size=8).min_head_size == 8
+    for bad in (0, 65):
+        with pytest.raises(ValueError, match="min_head_size"):
+            SearchSpace(hidden=(16, 32, 64), min_head_size=bad)
