@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from search.space import Arch, Teacher
+from search.space import Arch, Teacher, heads_fit
 
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 SOFTMAX_FLOPS = 5  # per attention score
@@ -221,9 +221,8 @@ def fitness_array(
 
     GFLOPs is the itemised total; size is the fp32 sequence classifier with `num_labels`
     outputs (what the compression job trains). Points over `max_mb`, or whose heads do not
-    divide hidden or leave heads narrower than `min_head_size` (hidden / heads; see
-    `SearchSpace.feasible`), get -inf
-    (dominated, never an exception).
+    divide hidden into heads of at least `min_head_size` (`heads_fit`), get -inf (dominated,
+    never an exception).
     """
     size = size_mb_array(
         L,
@@ -241,7 +240,6 @@ def fitness_array(
     gflops = (
         flops_total_array(L, H, A, D, seq_len, num_labels=num_labels) / 1e9
     )  # no V: (L, H, A, D, 1)
-    H, A = np.asarray(H), np.asarray(A)
-    gflops = np.where((H % A != 0) | (H < A * min_head_size), -np.inf, gflops)
+    gflops = np.where(heads_fit(H, A, min_head_size), gflops, -np.inf)
     # Masks are applied to the two smaller factors; only this difference spans the whole grid.
     return gflops - miss

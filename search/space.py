@@ -186,6 +186,13 @@ def teacher_spec(name_or_path: str) -> Teacher:
     return Teacher.from_hf_config(config, name=str(name_or_path))
 
 
+def heads_fit(hidden, heads, min_head_size: int = 1) -> np.ndarray:
+    """Whether `heads` divide `hidden` into heads of at least `min_head_size` (broadcast over
+    gene-value arrays): the one feasibility rule the cost model and the search space share."""
+    hidden, heads = np.asarray(hidden), np.asarray(heads)
+    return (hidden % heads == 0) & (hidden >= heads * min_head_size)
+
+
 def _steps(lo: int, hi: int, step: int) -> tuple[int, ...]:
     return tuple(range(lo, hi + 1, step))
 
@@ -248,7 +255,7 @@ class SearchSpace:
         """The smallest feasible model: every gene at its least choice, hidden at the least
         one that holds a head of `min_head_size` (parameters grow with every gene but heads,
         which add none)."""
-        hidden = next(h for h in self.hidden if h >= self.min_head_size)
+        hidden = next(h for h in self.hidden if self.feasible(h, self.heads[0]))
         return Arch(self.layers[0], hidden, self.heads[0], self.ffn[0], self.vocab[0])
 
     def size(self) -> int:
@@ -260,10 +267,8 @@ class SearchSpace:
         return np.ix_(*self.choices())
 
     def feasible(self, hidden, heads) -> np.ndarray:
-        """Whether heads divide hidden and the head size is at least `min_head_size`
-        (broadcast over gene-value arrays)."""
-        hidden, heads = np.asarray(hidden), np.asarray(heads)
-        return (hidden % heads == 0) & (hidden >= heads * self.min_head_size)
+        """`heads_fit` with this space's `min_head_size`."""
+        return heads_fit(hidden, heads, self.min_head_size)
 
     def feasible_mask(self) -> np.ndarray:
         """Broadcastable mask (1, H, A, 1, 1) of `feasible` over the grid."""
