@@ -52,6 +52,7 @@ from training.evaluate import (
 )
 from training.finetune import (
     FinetuneConfig,
+    check_precision,
     collate,
     encode,
     finetune_teacher,
@@ -111,6 +112,7 @@ class DistillConfig:
     measure_codebert: bool = True  # also time the CodeBERT-base architecture (random weights)
     eval_batch_size: int = 64  # batch size for validation/test inference
     seed: int = 0  # torch and shuffling seed
+    precision: str = "fp32"  # training steps: "fp32" | "bf16" (training.finetune.mixed_precision)
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),
                "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes")}
@@ -119,6 +121,7 @@ class DistillConfig:
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
+        check_precision(self.precision)
         if self.max_transfer_extra is not None and self.max_transfer_extra < 1:
             raise ValueError(f"max_transfer_extra: must be >= 1 or None, got {self.max_transfer_extra}")
         if self.in_batch_weight < 0 or self.in_batch_temperature <= 0:
@@ -397,11 +400,12 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
         if in_batch:
             u = model.pool(batch["input_ids"], batch["attention_mask"])
             v = model.pool(batch["input_ids_b"], batch["attention_mask_b"])
-            margins, out = model.pair_margins(u, v), model.pair_logits(u, v)  # (B, B), (B, C)
+            # .float(): under bf16 autocast the scores come out bf16; the losses run in fp32
+            margins, out = model.pair_margins(u, v).float(), model.pair_logits(u, v).float()  # (B, B), (B, C)
             teacher_margins = (scale * vec_a[rows] @ vec_b[rows].T + bias).to(device)  # (B, B)
             extra = cfg.in_batch_weight * in_batch_loss(margins, teacher_margins, cfg.in_batch_temperature)
         else:
-            out = model(**batch).logits
+            out = model(**batch).logits.float()
         if mse:
             return loss_fn(out, targets[rows].to(device)) + extra
         return loss_fn(out, targets[rows].to(device), labels[rows].to(device)) + extra
@@ -515,7 +519,8 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
            "valid_accuracy": log["best_valid_accuracy"], "best_epoch": log["best_epoch"],
            "epochs": log["epochs"], "train_seconds": log["train_seconds"], "pair_mode": log["pair_mode"],
            "n_transfer": len(transfer), "n_test": len(test), "device": device, "model_dir": str(out),
-           "in_batch_weight": dcfg.in_batch_weight if vectors is not None else 0.0}
+           "in_batch_weight": dcfg.in_batch_weight if vectors is not None else 0.0,
+           "precision": dcfg.precision}
     row["serialized_mb"] = row["serialized_bytes"] / 1e6
     row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate", device)
     return row

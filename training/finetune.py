@@ -15,7 +15,9 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +51,52 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     eval_batch_size: int = 64  # batch size for validation/test/logits inference
     seed: int = 0  # torch and shuffling seed
+    precision: str = "fp32"  # training steps: "fp32" | "bf16" (mixed precision, see mixed_precision)
+
+    def __post_init__(self) -> None:  # refused when the config is read, not inside a worker
+        check_precision(self.precision)
+
+
+# ---------------------------------------------------------------- mixed precision
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    """Refuse a training precision other than PRECISIONS (ValueError naming the field)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: {precision!r} is not one of {PRECISIONS}")
+
+
+def _native_bf16(device_type: str) -> bool:
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device_type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def cache_fields(cfg) -> dict:
+    """asdict(cfg) for a cache key: `precision` only when not fp32, so that the key of an
+    fp32 run stays what it was before the field existed (its caches are reused)."""
+    fields = asdict(cfg)
+    if fields.get("precision") == "fp32":
+        del fields["precision"]
+    return fields
+
+
+def mixed_precision(device: str | torch.device, precision: str) -> AbstractContextManager:
+    """Context for a training step's forward and loss: bf16 autocast, or nothing for fp32.
+
+    Under "bf16" matmuls run in bfloat16 while weights, gradients and optimizer state stay
+    fp32, so no loss scaling is needed (unlike fp16). Losses should be computed on `.float()`
+    logits: CPU autocast leaves log_softmax in bf16. On a CPU without native bf16
+    instructions the matmuls are emulated, slower than fp32: a warning says so.
+    """
+    check_precision(precision)
+    device_type = torch.device(device).type
+    if precision == "bf16" and not _native_bf16(device_type):
+        warnings.warn(f"precision bf16: this {device_type} has no native bf16 support; "
+                      "bf16 steps are emulated and slower than fp32", stacklevel=2)
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 # ---------------------------------------------------------------- encoding and batching
@@ -163,6 +211,7 @@ class LoopSettings:
     weight_decay: float
     max_grad_norm: float
     seed: int
+    precision: str = "fp32"
 
 
 def fit(
@@ -178,7 +227,8 @@ def fit(
 ) -> dict:
     """AdamW + linear warm-up/decay; validate after each epoch; keep the best weights.
 
-    `step_loss(rows)` returns the loss of a batch of example indices; `validate()` returns
+    `step_loss(rows)` returns the loss of a batch of example indices (run under
+    `mixed_precision` of settings.precision on the model's device); `validate()` returns
     the validation accuracy. The best-on-validation state is restored into `model` at the
     end. Returns {"best_valid_accuracy", "best_epoch", "epochs", "train_seconds"}.
     """
@@ -192,12 +242,14 @@ def fit(
                                    {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
     best, best_epoch, best_state = -1.0, 0, None
+    device = next(model.parameters()).device
     start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, leave=False, mininterval=2.0)
     for epoch in range(1, settings.epochs + 1):
         model.train()
         for rows in batch_order(lengths, settings.batch_size, rng):
-            loss = step_loss(rows)
+            with mixed_precision(device, settings.precision):
+                loss = step_loss(rows)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             optimizer.step()
@@ -234,7 +286,7 @@ def teacher_key(cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, n
     """Hash of everything that determines the fine-tuned teacher."""
     name = str(Path(teacher.name).resolve()) if Path(teacher.name).is_dir() else teacher.name
     blob = json.dumps({"teacher": name, "teacher_cfg": asdict(teacher), "data": data_fingerprint(data), "num_labels": num_labels,
-                       "cfg": asdict(cfg), "salt": CODE_SALT}, sort_keys=True)
+                       "cfg": cache_fields(cfg), "salt": CODE_SALT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -253,7 +305,8 @@ def _train_teacher(model, tokenizer, labeled, splits, cfg: FinetuneConfig, devic
     loss_fn = nn.CrossEntropyLoss()
 
     def step_loss(rows):
-        return loss_fn(model(**collate(train_enc, rows, pad, device)).logits, labels[rows].to(device))
+        logits = model(**collate(train_enc, rows, pad, device)).logits.float()
+        return loss_fn(logits, labels[rows].to(device))
 
     def validate():
         logits = predict_logits(model, valid_enc, pad, cfg.eval_batch_size, device)

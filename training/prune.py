@@ -460,7 +460,7 @@ def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfi
         train = fine_tune_round(ctx, masks, schedule, cfg, _seed(schedule, r, cfg.seed + 1))
     row = {**schedule, "round": r, "nominal_sparsity": nominal, "select_by": cfg.select_by,
            "rate": cfg.rate, "rate_of": cfg.rate_of, "iterations_per_round": cfg.iterations_per_round,
-           "n_train": len(ctx.train), **train, **evaluate_round(ctx, cfg)}
+           "n_train": len(ctx.train), "precision": ctx.s2s.precision, **train, **evaluate_round(ctx, cfg)}
     row["valid_checks"] = json.dumps(row["valid_checks"])
     return {**row, "_masks": masks}
 

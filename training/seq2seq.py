@@ -29,7 +29,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from training.bleu import codexglue_bleu
-from training.finetune import pad_right
+from training.finetune import cache_fields, check_precision, mixed_precision, pad_right
 
 SEQ2SEQ_VERSION = 1  # bump when the model or the training recipe changes: invalidates caches
 
@@ -57,8 +57,12 @@ class Seq2SeqConfig:
     # join the training split; pairs sharing a function or summary with valid/test are dropped.
     train_extra: tuple[str, ...] = ()
     max_train_extra: int | None = None  # cap on the extra pairs (a seeded sample; None = all)
+    # training steps (fine-tuning and pruning's repair rounds): "fp32" | "bf16"
+    # (training.finetune.mixed_precision); generation and scoring stay fp32
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside a worker
+        check_precision(self.precision)
         if self.max_train_extra is not None and self.max_train_extra < 1:
             raise ValueError(f"max_train_extra: must be >= 1 or None, got {self.max_train_extra}")
 
@@ -351,7 +355,8 @@ def train_steps(
     total = 0.0
     for i in range(1, steps + 1):
         src, src_mask, tgt = collate(next(batches), model.pad_id, device)
-        loss = model(src, src_mask, tgt)
+        with mixed_precision(device, cfg.precision):
+            loss = model(src, src_mask, tgt)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -451,7 +456,7 @@ def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
     from training.data import data_fingerprint, extra_fingerprint
 
     # Only the teacher's name shapes this model (other TeacherConfig fields serve other jobs).
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train_extra", "max_train_extra")}
+    fields = {k: v for k, v in cache_fields(cfg).items() if k not in ("train_extra", "max_train_extra")}
     identity = [SEQ2SEQ_VERSION, fields, {"name": teacher.name}, data_fingerprint(data)]
     if cfg.train_extra:  # by content, not path; a key without extra data stays what it was
         identity.append(extra_fingerprint(cfg.train_extra, cfg.max_train_extra))

@@ -66,6 +66,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                              ["search.target_mb", "0.001"]),
         "head_size_above_every_width": (["compress", *smoke, "search.min_head_size=1000"],
                                         ["search.min_head_size", "1000"]),
+        "fp16_training": (["compress", *smoke, "distill.precision=fp16"], ["precision", "fp16"]),
         "unknown_teacher": (["compress", *smoke, "teacher.name=no-such-teacher"],
                             ["teacher.name", "no-such-teacher"]),
         "gpu_on_cpu_cluster": (["compress", *smoke, "resources.gpus_per_trial=1"],

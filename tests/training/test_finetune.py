@@ -1,12 +1,22 @@
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
 
 from tests.training.tiny_teacher import TINY_DATA, tiny_teacher_folder
 from training.data import classification_splits, split_labeled_unlabeled
-from training.finetune import FinetuneConfig, batch_order, collate, finetune_teacher
+from training.finetune import (
+    FinetuneConfig,
+    LoopSettings,
+    batch_order,
+    cache_fields,
+    collate,
+    finetune_teacher,
+    fit,
+    teacher_key,
+)
 from training.models import TeacherConfig
 
 torch.set_num_threads(1)
@@ -63,3 +73,35 @@ def test_collate_pads_and_masks():
     assert batch["input_ids"].tolist() == [[0, 5, 2], [0, 2, 1]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["attention_mask_b"].sum().item() == 6
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_fit_runs_steps_in_the_configured_precision_on_fp32_weights(precision, dtype):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    x, y = torch.randn(64, 8), (torch.arange(64) % 2)
+    x[y == 1] += 3.0  # well separated: the loss must fall
+    seen, losses = set(), []
+
+    def step_loss(rows):
+        logits = model(x[rows])
+        seen.add(logits.dtype)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y[rows])
+        losses.append(loss.item())
+        return loss
+
+    settings = LoopSettings(epochs=10, lr=1e-2, batch_size=8, warmup_ratio=0.0, weight_decay=0.0,
+                            max_grad_norm=1.0, seed=0, precision=precision)
+    fit(model, 64, [1] * 64, step_loss, lambda: 0.0, settings)
+    assert seen == {dtype}  # every step's matmuls ran in the configured precision
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert sum(losses[-8:]) < sum(losses[:8]) / 2
+
+
+def test_precision_is_checked_and_fp32_keeps_the_cache_key(teacher):
+    with pytest.raises(ValueError, match="precision: 'fp16'"):
+        FinetuneConfig(precision="fp16")  # fp16 training would need loss scaling: not offered
+    assert "precision" not in cache_fields(CFG)  # fp32 teachers cached before the field still match
+    assert cache_fields(replace(CFG, precision="bf16"))["precision"] == "bf16"
+    assert teacher_key(CFG, TINY_DATA, teacher, 2) != teacher_key(replace(CFG, precision="bf16"),
+                                                                  TINY_DATA, teacher, 2)

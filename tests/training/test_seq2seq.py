@@ -88,6 +88,27 @@ def test_overfits_a_handful_of_pairs_and_beam1_is_greedy(seq2seq_teacher, tiny):
     assert model.beam_search(src, mask, cfg.target_len, beam=1) == model.greedy(src, mask, cfg.target_len)
 
 
+
+def test_bf16_training_steps_learn_and_keep_fp32_weights(seq2seq_teacher, tiny):
+    cfg = replace(tiny.config(), precision="bf16")
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    examples, _ = _examples(tiny, tok, cfg)
+    nll_before = token_nll(model, examples, cfg)
+    linear = next(m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear))
+    dtypes = set()
+    hook = linear.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    opt, sched = make_optimizer(model, cfg, cfg.train_steps)
+    train_steps(model, batch_stream(examples, cfg.batch_size, 0), cfg.train_steps, opt, sched, cfg)
+    hook.remove()
+    assert dtypes == {torch.bfloat16}  # the steps ran under bf16 autocast
+    assert token_nll(model, examples, cfg) < nll_before / 4  # as the fp32 overfitting test
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="precision"):
+        replace(cfg, precision="fp16")
+    # an fp32 model's cache key is what it was before the field existed; bf16 is another model
+    data, teacher = DataConfig(), TeacherConfig()
+    assert artifacts_key(cfg, data, teacher) != artifacts_key(replace(cfg, precision="fp32"), data, teacher)
+
 def _extra_set(path: Path, tiny) -> Path:
     """Three new pairs spread over the splits, one reusing a task function, one a task summary."""
     code, doc = tiny.PAIRS[0]
