@@ -3,6 +3,8 @@ GPU (marked `gpu`; skipped elsewhere). Each test runs one stage on the device an
 output to the CPU: a model trained on the GPU, reloaded on the CPU, predicts what the row says;
 cached teacher logits equal a CPU forward; pruned zeros stay exact; fp16 runs on the GPU."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -68,12 +70,17 @@ def test_teacher_cache_equals_a_cpu_forward(teacher_on):
     assert torch.allclose(scale * (vec_a * vec_b).sum(-1) + bias, direct[:, 1] - direct[:, 0], atol=1e-4)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("candidate", [STUDENT, {"kind": "bilstm", "variant": "budget", "target_mb": 0.5}],
                          ids=["student", "bilstm"])
-def test_distilled_model_reloads_on_cpu_and_scores_as_its_row(teacher_on, candidate, tmp_path):
+def test_distilled_model_reloads_on_cpu_and_scores_as_its_row(teacher_on, candidate, precision, tmp_path):
+    """bf16 (mixed precision) trains fp32 weights: the saved model is an fp32 model whose fp32
+    predictions on the CPU give its row's accuracy, as an fp32-trained one."""
     device, art = teacher_on
-    row = train_student(candidate, art, CFG, tmp_path / "model", device=device)
-    assert row["device"] == device and row["in_batch_weight"] == 1.0
+    cfg = replace(CFG, distill=replace(CFG.distill, precision=precision))
+    row = train_student(candidate, art, cfg, tmp_path / "model", device=device)
+    assert row["device"] == device and row["in_batch_weight"] == 1.0 and row["precision"] == precision
+    assert {t.dtype for t in load_file(f"{row['model_dir']}/model.safetensors").values()} == {torch.float32}
     assert row["latency_ms"] > 0 and row["teacher_latency_ms"] > 0
     test, _ = read_examples(art.eval_path, "test")
     if candidate.get("kind") == "bilstm":
@@ -128,14 +135,17 @@ def test_generation_on_the_device_equals_the_cpu(seq2seq_on, tiny):
     assert codexglue_bleu(on_cpu[1], [d for _, d in tiny.PAIRS]) > 50  # fine-tuned on the device: memorised
 
 
-def test_pruned_zeros_stay_exact_on_the_device(seq2seq_on, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_pruned_zeros_stay_exact_on_the_device(seq2seq_on, precision, tmp_path):
     device, art = seq2seq_on
+    art = replace(art, config=replace(art.config, precision=precision))  # the repair steps' precision
     cfg = PruneConfig(methods=("l1-global",), rewinds=("finetuned",), selections=("pick_best",), batch_sizes=(6,),
                       rounds=(2,), iterations_per_round=4, rate=0.25, eval_every=2, valid_subset=4,
                       test_subset=4, beam=2, lr=1e-3)
     rows = []
     run_schedule(schedules(cfg)[0], art, cfg, tmp_path / "trial", report=rows.append, device=device)
     assert [r["sparsity"] for r in rows] == pytest.approx([0.0, 0.25, 0.5], abs=1e-3)
+    assert {r["precision"] for r in rows} == {precision}
     model, _ = load_seq2seq(art.model_dir, art.config, weights=str(tmp_path / "trial" / "round_002" / "state.safetensors"))
     weights = prunable_weights(model, "encoder")
     masks = load_file(str(tmp_path / "trial" / "round_002" / "masks.safetensors"))

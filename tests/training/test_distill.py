@@ -293,25 +293,3 @@ def test_in_batch_distillation_with_a_bi_encoder_teacher(tmp_path):
         assert row["in_batch_weight"] == 1.0 and 0.0 <= row["accuracy"] <= 1.0
     assert train_student(STUDENT, base, cfg, tmp_path / "plain")["in_batch_weight"] == 0.0
 
-
-def test_bf16_distillation_with_the_in_batch_loss_saves_fp32_models(tmp_path):
-    teacher = TeacherConfig(name=str(tiny_teacher_folder(tmp_path / "t")), pair_mode="separate")
-    cfg = replace(CFG, distill=replace(CFG.distill, pair_mode="separate", pair_head="cosine",
-                                       in_batch_weight=1.0, precision="bf16"))
-    art = prepare_teacher(cfg, TINY_DATA, teacher, tmp_path / "work")
-    rows = {}
-    for candidate in (STUDENT, {"kind": "bilstm", "variant": "budget", "target_mb": 0.5}):
-        row = rows[candidate.get("kind", "student")] = train_student(
-            candidate, art, cfg, tmp_path / candidate.get("kind", "student"))
-        assert row["precision"] == "bf16" and row["in_batch_weight"] == 1.0
-        assert 0.0 <= row["accuracy"] <= 1.0 and row["train_seconds"] > 0
-    # mixed precision trains fp32 weights: the saved student is an ordinary fp32 model whose
-    # fp32 predictions give the accuracy in its row
-    folder = rows["student"]["model_dir"]
-    reloaded = AutoModelForSequenceClassification.from_pretrained(folder)
-    assert {p.dtype for p in reloaded.parameters()} == {torch.float32}
-    test, _ = read_examples(art.eval_path, "test")
-    preds = _reload_logits(folder, test, "separate").argmax(-1).tolist()
-    assert sum(p == e.label for p, e in zip(preds, test, strict=True)) / len(test) == rows["student"]["accuracy"]
-    with pytest.raises(ValueError, match="precision"):
-        DistillConfig(precision="half")

@@ -7,6 +7,7 @@ import torch
 
 from tests.training.tiny_teacher import TINY_DATA, tiny_teacher_folder
 from training.data import classification_splits, split_labeled_unlabeled
+from training.distill import DistillConfig
 from training.finetune import (
     FinetuneConfig,
     LoopSettings,
@@ -101,6 +102,8 @@ def test_fit_runs_steps_in_the_configured_precision_on_fp32_weights(precision, d
 def test_precision_is_checked_and_fp32_keeps_the_cache_key(teacher):
     with pytest.raises(ValueError, match="precision: 'fp16'"):
         FinetuneConfig(precision="fp16")  # fp16 training would need loss scaling: not offered
+    with pytest.raises(ValueError, match="precision: 'half'"):
+        DistillConfig(precision="half")
     assert "precision" not in cache_fields(CFG)  # fp32 teachers cached before the field still match
     assert cache_fields(replace(CFG, precision="bf16"))["precision"] == "bf16"
     assert teacher_key(CFG, TINY_DATA, teacher, 2) != teacher_key(replace(CFG, precision="bf16"),
