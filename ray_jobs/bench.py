@@ -12,6 +12,11 @@ teacher's architecture and CodeBERT-base's (random weights: latency does not dep
 each encoding a pair's two sides separately as the compress job's models do, at every batch
 size and dtype, on this machine's GPU when torch sees one (else its CPU); one `bench` row each,
 with the speed-ups against the teacher and CodeBERT architectures measured in the same run.
+
+`python -m ray_jobs bench train-step`: time of one distillation step (the demo's: 32 pairs,
+both sides, soft-label + in-batch loss, AdamW) of each student shape at each training
+precision (fp32, bf16), on the same device choice; one `bench` row each, with the speed-up
+over the same shape's fp32 step.
 """
 
 from __future__ import annotations
@@ -56,6 +61,14 @@ class BenchConfig:
     latency_device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
     latency_threads: int | None = None  # CPU threads while timing; None: torch's default
     latency_runs: int = 20  # timed calls per (model, dtype, batch), after 3 untimed
+    # ---- train-step (device and threads: latency_device, latency_threads; family: latency_teacher)
+    # the demo's two students and the same shapes with heads of size >= 32 (search.min_head_size)
+    step_students: tuple[str, ...] = ("6,80,8,480,1000", "6,80,2,480,1000", "6,48,8,1056,1000",
+                                      "6,48,1,1056,1000")
+    step_precisions: tuple[str, ...] = ("fp32", "bf16")  # training precisions (distill.precision)
+    step_batch: int = 32  # pairs per step (the demo's distill.batch_size)
+    step_seq_len: int = 64  # tokens a side (the demo's distill.max_seq_len)
+    step_runs: int = 20  # timed steps per (student, precision), after 3 untimed
 
 
 def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:
@@ -192,12 +205,12 @@ def print_rows(rows: list[dict]) -> None:
 
 def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
     parser = argparse.ArgumentParser(prog="python -m ray_jobs bench", description=__doc__)
-    parser.add_argument("what", choices=["scaling", "latency"])
+    parser.add_argument("what", choices=["scaling", "latency", "train-step"])
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. trials=4 steps=50")
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
     args = parser.parse_intermixed_args(argv)
     tiny = ["trials=2", "steps=5", "overhead_trials=2", "warmup=false",
-            "latency_seq_len=8", "latency_batches=[1,2]"] if args.tiny else []
+            "latency_seq_len=8", "latency_batches=[1,2]", "step_batch=4", "step_seq_len=8"] if args.tiny else []
     return args.what, build_config(BenchConfig, {}, tiny + args.overrides)
 
 
@@ -206,6 +219,8 @@ def main(argv: list[str]) -> int:
     results_dir = os.path.abspath(os.path.expanduser(cfg.results_dir))
     if what == "latency":
         return run_latency(cfg, results_dir)
+    if what == "train-step":
+        return run_train_step(cfg, results_dir)
     sweep_id = "bench-scaling-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         storage = os.path.join(tmp, "tune")
@@ -240,12 +255,9 @@ def _stamp(cfg: BenchConfig, sweep_id: str, node_id: str | None = None, device: 
 # ---------------------------------------------------------------- latency
 
 
-def _latency_setup(cfg: BenchConfig):
-    """(device, device_name, models), refusing a bad request before any timing."""
+def _device(cfg: BenchConfig) -> tuple[str, str]:
+    """(device, its name) from latency_device, refused when this machine lacks it."""
     import torch
-
-    from search.space import Arch, teacher_spec
-    from training.evaluate import pair_models
 
     device = cfg.latency_device
     if device == "auto":
@@ -254,19 +266,39 @@ def _latency_setup(cfg: BenchConfig):
         raise ConfigError(f"latency_device: must be auto, cpu or cuda[:N], got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise JobError(f"latency_device={device}: torch sees no CUDA device on this machine")
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
+    return device, name
+
+
+def _students(key: str, specs: tuple[str, ...]) -> list:
+    """Archs of 'layers,hidden,heads,ffn,vocab' strings; ConfigError naming `key`."""
+    from search.space import Arch
+
+    try:
+        return [Arch(*(int(g) for g in text.split(","))) for text in specs]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: each is 'layers,hidden,heads,ffn,vocab' ({err})") from err
+
+
+def _teacher(cfg: BenchConfig):
+    from search.space import teacher_spec
+
+    try:
+        return teacher_spec(cfg.latency_teacher)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"latency_teacher: {err}") from err
+
+
+def _latency_setup(cfg: BenchConfig):
+    """(device, device_name, models), refusing a bad request before any timing."""
+    from training.evaluate import pair_models
+
+    device, name = _device(cfg)
     for dtype in cfg.latency_dtypes:
         if dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"latency_dtypes: {dtype!r} is not float32, float16 or bfloat16")
-    try:
-        students = [Arch(*(int(g) for g in text.split(","))) for text in cfg.latency_students]
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"latency_students: each is 'layers,hidden,heads,ffn,vocab' ({err})") from err
-    try:
-        teacher = teacher_spec(cfg.latency_teacher)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"latency_teacher: {err}") from err
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
-    return device, name, pair_models(students, teacher)
+    students = _students("latency_students", cfg.latency_students)
+    return device, name, pair_models(students, _teacher(cfg))
 
 
 def run_latency(cfg: BenchConfig, results_dir: str) -> int:
@@ -286,6 +318,40 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
         print(f"{r['model']:14} {r['dtype']:8} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
               f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} pairs/s"
               f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
+    path = results.write_rows(results_dir, TABLE, sweep_id, rows)
+    print(f"wrote {len(rows)} rows to {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- train-step
+
+
+def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
+    """Time one distillation step of every student at every precision; print and write rows."""
+    from training.distill import distill_step_times
+    from training.evaluate import pair_models
+    from training.finetune import PRECISIONS
+
+    device, device_name = _device(cfg)
+    for precision in cfg.step_precisions:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"step_precisions: {precision!r} is not one of {PRECISIONS}")
+    students = _students("step_students", cfg.step_students)
+    models = pair_models(students, _teacher(cfg), references=False)
+    sweep_id = "bench-train-step-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
+    rows = distill_step_times(models, batch=cfg.step_batch, seq_len=cfg.step_seq_len,
+                              precisions=cfg.step_precisions, device=device, runs=cfg.step_runs,
+                              threads=cfg.latency_threads)
+    shapes = dict(zip(models, cfg.step_students, strict=True))
+    rows = [{**stamp, **r, "bench": "train_step", "device_name": device_name, "arch": shapes[r["model"]],
+             "trial_key": f"train-step-{r['model']}-{r['dtype']}"} for r in rows]
+    print(f"distillation step on {device} ({device_name}), {cfg.step_batch} pairs of "
+          f"{cfg.step_seq_len} tokens a side, {rows[0]['threads'] if rows else '?'} thread(s)")
+    for r in rows:
+        speedup = f"{r['speedup_vs_fp32']:5.2f}x" if r["speedup_vs_fp32"] else "  n/a"
+        print(f"{r['model']:10} {r['arch']:18} {r['dtype']:5} median={r['median_ms']:9.1f} ms"
+              f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} pairs/s  vs fp32 {speedup}")
     path = results.write_rows(results_dir, TABLE, sweep_id, rows)
     print(f"wrote {len(rows)} rows to {path}")
     return 0

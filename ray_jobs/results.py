@@ -73,7 +73,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),
               ("p90_ms", _F), ("pairs_per_s", _F), ("speedup_vs_teacher", _F),
-              ("speedup_vs_codebert", _F), ("device_name", _S)],
+              ("speedup_vs_codebert", _F), ("device_name", _S), ("arch", _S), ("speedup_vs_fp32", _F)],
 }
 
 # Key that identifies a row within one sweep's file (dedup on resume: the last one wins).

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -48,6 +48,8 @@ from training.data import (
 from training.evaluate import (
     classifier_latency,
     codebert_arch_latency,
+    latency_ms,
+    random_inputs,
     serialized_size_bytes,
 )
 from training.finetune import (
@@ -60,6 +62,8 @@ from training.finetune import (
     labeled_half,
     lengths_of,
     loop_settings,
+    mixed_precision,
+    optimizer_step,
     pad_right,
     predict_logits,
     scores,
@@ -189,6 +193,64 @@ def in_batch_loss(student_scores, teacher_scores, temperature: float = 1.0):
     """
     rowwise = SoftLabelLoss(temperature)  # each row a distribution over the batch
     return (rowwise(student_scores, teacher_scores) + rowwise(student_scores.T, teacher_scores.T)) / 2
+
+
+def in_batch_terms(model, batch: dict, teacher_margins: torch.Tensor, weight: float, temperature: float,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pair logits (B, C), weight * in_batch_loss) of a pair model reading a collated batch's
+    two sides separately; teacher_margins (B, B) as `in_batch_loss` takes them. Both fp32."""
+    u = model.pool(batch["input_ids"], batch["attention_mask"])
+    v = model.pool(batch["input_ids_b"], batch["attention_mask_b"])
+    # .float(): under bf16 autocast the scores come out bf16; the losses run in fp32
+    margins, logits = model.pair_margins(u, v).float(), model.pair_logits(u, v).float()  # (B, B), (B, C)
+    return logits, weight * in_batch_loss(margins, teacher_margins, temperature)
+
+
+def _timed_steps(model, vocab: int, *, batch: int, seq_len: int, precision: str, device: str,
+                 runs: int, warmup: int, threads: int | None) -> dict:
+    """`latency_ms` stats of the step `distill_step_times` describes, on `model` already on `device`."""
+    inputs = random_inputs(vocab, seq_len, pair=True, device=device, batch=batch)
+    gen = torch.Generator().manual_seed(0)
+    teacher_logits = torch.randn(batch, 2, generator=gen).to(device)  # (B, 2)
+    teacher_margins = torch.randn(batch, batch, generator=gen).to(device)  # (B, B)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    soft = SoftLabelLoss(2.0)
+
+    def step():
+        with mixed_precision(device, precision):
+            logits, extra = in_batch_terms(model, inputs, teacher_margins, 2.0, 2.0)
+            loss = soft(logits, teacher_logits) + extra
+        optimizer_step(model, loss, optimizer, 1.0)
+
+    return latency_ms(step, warmup=warmup, runs=runs, threads=threads, inference=False)
+
+
+def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, seq_len: int,
+                       precisions: Sequence[str], device: str = "cpu", runs: int = 20,
+                       warmup: int = 3, threads: int | None = None) -> list[dict]:
+    """Time one distillation step of every pair student (name -> (model, vocab size), e.g.
+    `training.evaluate.pair_models`) at every training precision.
+
+    The step is the demo's: both sides of `batch` random pairs of `seq_len` tokens encoded under
+    `mixed_precision`, the soft-label loss plus the in-batch loss (weight 2, temperature 2)
+    against random teacher scores, backward, clipping and AdamW. One row each: model, dtype (the
+    precision), batch, seq_len, median_ms, p90_ms, pairs_per_s, threads, speedup_vs_fp32 (the
+    same model's fp32 median over this one's; None when fp32 was not timed).
+    """
+    rows = []
+    for name, (model, vocab) in models.items():
+        model.to(device).train()
+        for precision in precisions:
+            stats = _timed_steps(model, vocab, batch=batch, seq_len=seq_len, precision=precision,
+                                 device=device, runs=runs, warmup=warmup, threads=threads)
+            rows.append({"model": name, "dtype": precision, "batch": batch, "seq_len": seq_len,
+                         "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
+                         "pairs_per_s": batch / stats["median_ms"] * 1e3, "threads": stats["threads"]})
+        model.to("cpu")  # free the device for the next one
+    fp32 = {r["model"]: r["median_ms"] for r in rows if r["dtype"] == "fp32"}
+    for r in rows:
+        r["speedup_vs_fp32"] = fp32[r["model"]] / r["median_ms"] if r["model"] in fp32 else None
+    return rows
 
 
 # ---------------------------------------------------------------- caches
@@ -396,16 +458,12 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
 
     def step_loss(rows):
         batch = collate(train_enc, rows, pad, device)
-        extra = 0.0
         if in_batch:
-            u = model.pool(batch["input_ids"], batch["attention_mask"])
-            v = model.pool(batch["input_ids_b"], batch["attention_mask_b"])
-            # .float(): under bf16 autocast the scores come out bf16; the losses run in fp32
-            margins, out = model.pair_margins(u, v).float(), model.pair_logits(u, v).float()  # (B, B), (B, C)
             teacher_margins = (scale * vec_a[rows] @ vec_b[rows].T + bias).to(device)  # (B, B)
-            extra = cfg.in_batch_weight * in_batch_loss(margins, teacher_margins, cfg.in_batch_temperature)
+            out, extra = in_batch_terms(model, batch, teacher_margins, cfg.in_batch_weight,
+                                        cfg.in_batch_temperature)
         else:
-            out = model(**batch).logits.float()
+            out, extra = model(**batch).logits.float(), 0.0
         if mse:
             return loss_fn(out, targets[rows].to(device)) + extra
         return loss_fn(out, targets[rows].to(device), labels[rows].to(device)) + extra

@@ -7,6 +7,7 @@ each call when a GPU is present, so asynchronous kernels are counted.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -56,12 +57,13 @@ def _sync() -> None:
 
 
 def latency_ms(
-    fn: Callable[[], object], *, warmup: int = 3, runs: int = MIN_RUNS, threads: int | None = None
+    fn: Callable[[], object], *, warmup: int = 3, runs: int = MIN_RUNS, threads: int | None = None,
+    inference: bool = True,
 ) -> dict:
     """Time `fn()`; returns {"median_ms", "p90_ms", "runs", "threads"}.
 
     `threads` fixes torch's intra-op thread count for the measurement (restored after);
-    None keeps the current setting.
+    None keeps the current setting. `inference=False` times with autograd on (training steps).
     """
     if runs < MIN_RUNS:
         raise ValueError(f"runs must be >= {MIN_RUNS}, got {runs}")
@@ -69,7 +71,7 @@ def latency_ms(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode() if inference else contextlib.nullcontext():
             for _ in range(warmup):
                 fn()
             _sync()
@@ -160,19 +162,22 @@ def codebert_arch_latency(
     return latency_ms(lambda: [model(**x) for x in encodes], warmup=warmup, runs=runs, threads=threads)
 
 
-def pair_models(students: Sequence, teacher, num_labels: int = 2) -> dict[str, tuple[torch.nn.Module, int]]:
+def pair_models(students: Sequence, teacher, num_labels: int = 2, references: bool = True,
+                ) -> dict[str, tuple[torch.nn.Module, int]]:
     """Randomly initialised pair classifiers that encode each side separately, as the compress
-    job's models do: name -> (model, vocab size). "student-i" for each Arch in `students` and
-    "teacher-arch" for `teacher`'s own dimensions (mean pooling + cosine head, as the demo's),
-    "codebert-arch" for CodeBERT-base (first-token vectors concatenated: the paper's clone model).
+    job's models do: name -> (model, vocab size). "student-i" for each Arch in `students` (in
+    `teacher`'s family) and, with `references`, "teacher-arch" for `teacher`'s own dimensions
+    (mean pooling + cosine head, as the demo's), "codebert-arch" for CodeBERT-base (first-token
+    vectors concatenated: the paper's clone model).
     Latency does not depend on weight values, so no checkpoint is needed."""
     from search.space import teacher_spec
     from training.models import build_student
 
-    codebert = teacher_spec("codebert-base")
     specs = {f"student-{i}": (arch, teacher, "cosine") for i, arch in enumerate(students)}
-    specs |= {"teacher-arch": (teacher.arch(), teacher, "cosine"),
-              "codebert-arch": (codebert.arch(), codebert, "concat")}
+    if references:
+        codebert = teacher_spec("codebert-base")
+        specs |= {"teacher-arch": (teacher.arch(), teacher, "cosine"),
+                  "codebert-arch": (codebert.arch(), codebert, "concat")}
     torch.manual_seed(0)
     return {name: (build_student(arch, family, num_labels, "separate", pair_head=head), arch.vocab)
             for name, (arch, family, head) in specs.items()}

@@ -214,6 +214,14 @@ class LoopSettings:
     precision: str = "fp32"
 
 
+def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer, max_grad_norm: float) -> None:
+    """Backward `loss`, clip the gradients' global norm, step `optimizer`, drop the gradients."""
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def fit(
     model: nn.Module,
     n_examples: int,
@@ -250,11 +258,8 @@ def fit(
         for rows in batch_order(lengths, settings.batch_size, rng):
             with mixed_precision(device, settings.precision):
                 loss = step_loss(rows)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
+            optimizer_step(model, loss, optimizer, settings.max_grad_norm)
             schedule.step()
-            optimizer.zero_grad(set_to_none=True)
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         valid = validate()

@@ -1,4 +1,4 @@
-"""`python -m ray_jobs bench scaling|latency --tiny` run real trials / real forwards and write
+"""`python -m ray_jobs bench scaling|latency|train-step --tiny` run real trials / real forwards and write
 the bench table."""
 
 import os
@@ -53,14 +53,30 @@ def test_bench_latency_tiny_times_every_model_dtype_and_batch(tmp_path):
         assert r["speedup_vs_codebert"] == pytest.approx(by["codebert-arch", r["dtype"], r["batch"]] / r["median_ms"])
 
 
-@pytest.mark.parametrize("override, named", [
-    ("latency_students=[6x80]", "latency_students"),
-    ("latency_dtypes=[int4]", "latency_dtypes"),
-    ("latency_device=tpu", "latency_device"),
-    ("latency_teacher=/no/such/folder", "latency_teacher"),
+def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
+    proc = _bench("train-step", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "vs fp32" in proc.stdout
+    rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'train_step'").to_pylist()
+    shapes = ["6,80,8,480,1000", "6,80,2,480,1000", "6,48,8,1056,1000", "6,48,1,1056,1000"]
+    assert sorted((r["arch"], r["dtype"]) for r in rows) == sorted((a, p) for a in shapes for p in ("fp32", "bf16"))
+    fp32 = {r["arch"]: r["median_ms"] for r in rows if r["dtype"] == "fp32"}
+    for r in rows:
+        assert r["device"] == "cpu" and r["batch"] == 4 and r["seq_len"] == 8 and r["threads"] == 1
+        assert r["median_ms"] > 0 and r["pairs_per_s"] == pytest.approx(4 / r["median_ms"] * 1e3)
+        assert r["speedup_vs_fp32"] == pytest.approx(fp32[r["arch"]] / r["median_ms"])
+
+
+@pytest.mark.parametrize("what, override, named", [
+    ("latency", "latency_students=[6x80]", "latency_students"),
+    ("latency", "latency_dtypes=[int4]", "latency_dtypes"),
+    ("latency", "latency_device=tpu", "latency_device"),
+    ("latency", "latency_teacher=/no/such/folder", "latency_teacher"),
+    ("train-step", "step_students=[6x80]", "step_students"),
+    ("train-step", "step_precisions=[fp16]", "step_precisions"),
 ])
-def test_bench_latency_refuses_bad_requests_by_name(tmp_path, override, named):
-    proc = _bench("latency", "--tiny", override, f"results_dir={tmp_path}")
+def test_bench_refuses_bad_requests_by_name(tmp_path, what, override, named):
+    proc = _bench(what, "--tiny", override, f"results_dir={tmp_path}")
     assert proc.returncode == 2 and named in proc.stderr
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "table=bench").exists()
