@@ -70,6 +70,14 @@ class BenchConfig:
     step_seq_len: int = 64  # tokens a side (the demo's distill.max_seq_len)
     step_runs: int = 20  # timed steps per (student, precision), after 3 untimed
 
+    def __post_init__(self) -> None:  # refused when the command line is read, before any timing
+        for name in ("latency_runs", "step_runs"):
+            if getattr(self, name) < 20:  # the latency harness's contract: median and p90 of >= 20
+                raise ValueError(f"{name}: must be >= 20, got {getattr(self, name)}")
+        for name in ("step_batch", "step_seq_len", "latency_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
 
 def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:
     """A fixed small torch training on one thread; returns the final loss."""

@@ -74,6 +74,8 @@ def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
     ("latency", "latency_teacher=/no/such/folder", "latency_teacher"),
     ("train-step", "step_students=[6x80]", "step_students"),
     ("train-step", "step_precisions=[fp16]", "step_precisions"),
+    ("train-step", "step_runs=5", "step_runs"),
+    ("latency", "latency_runs=5", "latency_runs"),
 ])
 def test_bench_refuses_bad_requests_by_name(tmp_path, what, override, named):
     proc = _bench(what, "--tiny", override, f"results_dir={tmp_path}")
