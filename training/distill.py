@@ -51,6 +51,7 @@ from training.evaluate import (
     latency_ms,
     random_inputs,
     serialized_size_bytes,
+    timing_row,
 )
 from training.finetune import (
     FinetuneConfig,
@@ -243,9 +244,7 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
         for precision in precisions:
             stats = _timed_steps(model, vocab, batch=batch, seq_len=seq_len, precision=precision,
                                  device=device, runs=runs, warmup=warmup, threads=threads)
-            rows.append({"model": name, "dtype": precision, "batch": batch, "seq_len": seq_len,
-                         "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
-                         "pairs_per_s": batch / stats["median_ms"] * 1e3, "threads": stats["threads"]})
+            rows.append(timing_row(name, precision, batch, seq_len, stats))
         model.to("cpu")  # free the device for the next one
     fp32 = {r["model"]: r["median_ms"] for r in rows if r["dtype"] == "fp32"}
     for r in rows:

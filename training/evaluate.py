@@ -183,6 +183,13 @@ def pair_models(students: Sequence, teacher, num_labels: int = 2, references: bo
             for name, (arch, family, head) in specs.items()}
 
 
+def timing_row(model: str, dtype: str, batch: int, seq_len: int, stats: dict) -> dict:
+    """A benchmark row of one `latency_ms` measurement of `batch` pairs of `seq_len` tokens a side."""
+    return {"model": model, "dtype": dtype, "batch": batch, "seq_len": seq_len,
+            "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
+            "pairs_per_s": batch / stats["median_ms"] * 1e3, "threads": stats["threads"]}
+
+
 def forward_latencies(
     models: dict[str, tuple[torch.nn.Module, int]],
     *,
@@ -205,9 +212,7 @@ def forward_latencies(
             for batch in batches:
                 stats = classifier_latency(model, vocab, seq_len=seq_len, pair=True, device=device,
                                            warmup=warmup, runs=runs, threads=threads, batch=batch)
-                rows.append({"model": name, "dtype": dtype, "batch": batch, "seq_len": seq_len,
-                             "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
-                             "pairs_per_s": batch / stats["median_ms"] * 1e3, "threads": stats["threads"]})
+                rows.append(timing_row(name, dtype, batch, seq_len, stats))
             model.to(device="cpu", dtype=torch.float32)  # free the device for the next one
     median = {(r["model"], r["dtype"], r["batch"]): r["median_ms"] for r in rows}
     for r in rows:

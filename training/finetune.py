@@ -9,6 +9,7 @@ a second call with the same inputs reuses the folder instead of training again.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -68,6 +69,7 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"precision: {precision!r} is not one of {PRECISIONS}")
 
 
+@functools.cache  # asked once per device type, not at every training step
 def _native_bf16(device_type: str) -> bool:
     if device_type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
