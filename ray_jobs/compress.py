@@ -2,8 +2,10 @@
 
     config -> checks (results_dir, data, teacher, budget) -> search table (every GA
     candidate) -> prepare_teacher (fine-tune or reuse, logits cache; on a worker) ->
-    one trial per top-k candidate + BiLSTM_soft baselines -> distill table, students
-    saved under results_dir/students/SWEEP_ID/TRIAL_KEY.
+    one trial per top-k candidate + BiLSTM_soft baselines -> distill table (and the
+    quantize table: each trained model in fp32 and its distill.quantize variants, on the
+    CPU; one more trial does the same for the teacher), students saved under
+    results_dir/students/SWEEP_ID/TRIAL_KEY.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from training.distill import (
     CompressTrainConfig,
     extra_transfer_examples,
     prepare_teacher,
+    teacher_variant_rows,
     train_student,
 )
 from training.finetune import num_labels_of
@@ -158,16 +161,26 @@ def trial_specs(cfg: JobConfig, candidates: list[dict]) -> list[dict]:
         specs.append({"trial_key": "bilstm-budget",
                       "candidate": {"kind": "bilstm", "variant": "budget",
                                     "target_mb": cfg.search.target_mb}})
+    if cfg.distill.quantize:  # the teacher quantized alone: quantize rows only, no distill row
+        specs.append({"trial_key": "teacher", "candidate": {"kind": "teacher"}})
     return specs
 
 
 def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
-    """Tune trial: distil one candidate and report its row."""
+    """Tune trial: distil one candidate and report its row (the teacher's trial: its
+    quantized variants only)."""
     torch.set_num_threads(ctx.threads)
     p = ctx.params
+    if spec["candidate"]["kind"] == "teacher":
+        for variant in teacher_variant_rows(p["artifacts"], p["train_cfg"]):
+            ctx.report({**variant, "model": "teacher", "kind": "teacher"}, table="quantize")
+        return
     out_dir = Path(p["students_dir"]) / spec["trial_key"]
     row = train_student(spec["candidate"], p["artifacts"], p["train_cfg"], out_dir,
                         device=ctx.device)
+    # The variants first: a trial whose distill row is on disk has its quantize rows too.
+    for variant in row.pop("quantize"):
+        ctx.report({**variant, "model": spec["trial_key"], "kind": row["kind"]}, table="quantize")
     ctx.report({**row, "name": spec["trial_key"], "teacher_size_mb": p["teacher_size_mb"]})
 
 
@@ -199,7 +212,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
                   "students_dir": str(Path(cfg.results_dir) / "students" / sid),
                   "teacher_size_mb": teacher_size_mb(artifacts.teacher_dir)}
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
-                          trials=trial_specs(cfg, candidates), tables=("distill",),
+                          trials=trial_specs(cfg, candidates), tables=("distill", "quantize"),
                           params=params, stamp=stamp)
         return sweep.run_sweep(cfg, job, resume=resume)
     finally:

@@ -43,6 +43,15 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
              results.format_rows(table)]
     if codebert["ms"] is not None:
         lines.append(f"CodeBERT-base architecture at the same settings: {codebert['ms']:.1f} ms")
+    if "quantize" in results.table_names(results_dir):
+        variants = results.query(results_dir, f"""
+            SELECT model, variant, size_bytes / 1e6 AS size_mb, accuracy, accuracy_kept, retention,
+                   latency_ms, speedup_vs_fp32, error
+            FROM quantize WHERE sweep_id = {sid} ORDER BY kind DESC, model, variant = 'fp32' DESC, variant""")
+        if variants.num_rows:
+            lines += ["Quantized on the CPU (size: torch.save bytes; latency as above, on the CPU; "
+                      "speed-up over the same model in fp32, timed back to back)",
+                      results.format_rows(variants)]
     return "\n".join(lines)
 
 

@@ -4,8 +4,8 @@ job-facing API (`prepare_teacher`, `train_student`) that ray_jobs wraps in Tune 
 Flow: prepare_teacher fine-tunes (or reuses) the teacher on the labeled half, computes its
 logits on the unlabeled half once per (teacher, data) and caches them as Parquet; every
 train_student call reads that cache, trains a student with its own BPE vocabulary, scores it
-on the test split, measures latency (student, teacher, CodeBERT architecture side by side)
-and saves it.
+on the test split, measures latency (student, teacher, CodeBERT architecture side by side),
+scores and times its quantized variants on the CPU (`DistillConfig.quantize`) and saves it.
 
 Saved students load with `AutoModelForSequenceClassification.from_pretrained(dir)` and
 `AutoTokenizer.from_pretrained(dir)`; "separate" pair-mode students carry their model code
@@ -76,6 +76,7 @@ from training.models import (
     TeacherConfig,
     build_student,
 )
+from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
 from training.tokenizer import train_tokenizer
 
 
@@ -118,6 +119,9 @@ class DistillConfig:
     eval_batch_size: int = 64  # batch size for validation/test inference
     seed: int = 0  # torch and shuffling seed
     precision: str = "fp32"  # training steps: "fp32" | "bf16" (training.finetune.mixed_precision)
+    # Post-training variants of each trained model, scored and timed on the CPU beside its
+    # fp32 self (quantize table): "int8" (dynamic int8 Linear/LSTM) | "fp16" | "bf16"
+    quantize: tuple[str, ...] = ("int8",)
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),
                "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes")}
@@ -127,6 +131,9 @@ class DistillConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
         check_precision(self.precision)
+        unknown = [v for v in self.quantize if v not in CLASSIFIER_VARIANTS]
+        if unknown:
+            raise ValueError(f"quantize: {unknown} not among {CLASSIFIER_VARIANTS}")
         if self.max_transfer_extra is not None and self.max_transfer_extra < 1:
             raise ValueError(f"max_transfer_extra: must be >= 1 or None, got {self.max_transfer_extra}")
         if self.in_batch_weight < 0 or self.in_batch_temperature <= 0:
@@ -547,6 +554,8 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     candidate: a GA dict (layers, hidden, heads, ffn, vocab[, gflops, ...]) or
     {"kind": "bilstm", "variant": "paper" | "budget", "target_mb": float, "vocab": int}.
     progress(dict) is called after each epoch ({"epoch", "valid_accuracy", "loss"}).
+    row["quantize"] holds the quantize-table rows of the trained model (`_variant_rows`):
+    fp32 and each of cfg.distill.quantize, scored and timed on the CPU; [] when none.
     """
     dcfg = cfg.distill
     torch.manual_seed(dcfg.seed)
@@ -580,4 +589,35 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
            "precision": dcfg.precision}
     row["serialized_mb"] = row["serialized_bytes"] / 1e6
     row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate", device)
+    row["quantize"] = _variant_rows(model, fields["vocab"], test_enc, test, tokenizer.pad_token_id, dcfg,
+                                    log["pair_mode"] == "separate", teacher_acc)
     return row
+
+
+def teacher_variant_rows(artifacts: TeacherArtifacts, cfg: CompressTrainConfig) -> list[dict]:
+    """quantize-table rows of the fine-tuned teacher: fp32 and each of cfg.distill.quantize,
+    scored on the test split and timed on the CPU as the students are (what quantizing the
+    teacher alone gives, beside what distillation gives); [] when none."""
+    model = AutoModelForSequenceClassification.from_pretrained(artifacts.teacher_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(artifacts.teacher_dir)
+    test, _ = read_examples(artifacts.eval_path, "test")
+    test_enc = encode(tokenizer, test, cfg.finetune.max_seq_len, artifacts.teacher_pair_mode)
+    return _variant_rows(model, artifacts.teacher.vocab, test_enc, test, tokenizer.pad_token_id, cfg.distill,
+                         artifacts.teacher_pair_mode == "separate", artifacts.teacher_metrics["accuracy"])
+
+
+def _variant_rows(model, vocab: int, test_enc: dict, test, pad_id: int, cfg: DistillConfig, pair: bool,
+                  teacher_acc: float | None) -> list[dict]:
+    """quantize-table rows of a trained model: fp32 and each of cfg.quantize, on the CPU."""
+    if not cfg.quantize:
+        return []
+    labels = [e.label for e in test]
+    kw = dict(seq_len=cfg.latency_seq_len or cfg.max_seq_len, pair=pair, warmup=cfg.latency_warmup,
+              runs=cfg.latency_runs, threads=cfg.latency_threads)
+    rows = classifier_variant_rows(
+        model, cfg.quantize,
+        score=lambda q: scores(predict_logits(q, test_enc, pad_id, cfg.eval_batch_size), labels),
+        time=lambda q: classifier_latency(q, vocab, **kw))
+    for row in rows:
+        row["retention"] = row["accuracy"] / teacher_acc if teacher_acc and row.get("accuracy") is not None else None
+    return rows

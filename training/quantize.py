@@ -1,10 +1,15 @@
-"""Quantization variants of the code-to-text model, unpruned and pruned (Gu et al.).
+"""Quantization variants of the code-to-text model, unpruned and pruned (Gu et al.), and of
+the compression job's classifiers (students, BiLSTM_soft).
 
 fp32 (reference), fp16 (`half()`), torch dynamic int8 of every Linear layer, and int8 that
 keeps the tied output projection (and, as dynamic quantization always does, the
 embeddings) in fp32. Pruning masks are plain zeros in the weights (training/prune.py), so
 pruned models quantize as they are. Sizes are `torch.save` bytes of the state dict: the
 one format that holds packed int8 weights, used for every variant so they compare.
+
+Classifiers are scored and timed on the CPU in every variant (the laptop a shipped 3 MB
+model answers on; dynamic int8 has CPU kernels only), each against the fp32 model timed
+back to back in the same call.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from training.seq2seq import (
 )
 
 VARIANTS = ("fp32", "fp16", "int8", "int8_fp32_head")
+CLASSIFIER_VARIANTS = ("fp16", "bf16", "int8")  # each scored beside the fp32 model
 
 
 @dataclass(frozen=True)
@@ -152,4 +158,57 @@ def quantize_rows(
             row.update(model=label, sparsity=sparsity,
                        bleu_kept=kept / base if base and kept is not None else None)
         rows += model_rows
+    return rows
+
+
+# ---------------------------------------------------------------- classifiers
+
+
+def quantize_classifier(model: nn.Module, variant: str) -> nn.Module:
+    """A CPU copy of a sequence classifier (student, BiLSTM_soft, teacher) in `variant`.
+
+    fp32: as it is; fp16 / bf16: every weight cast; int8: torch dynamic int8 of every
+    Linear and LSTM (weights int8, activations quantized per call; embeddings and
+    LayerNorms stay fp32). The original is untouched.
+    """
+    if variant not in ("fp32", *CLASSIFIER_VARIANTS):
+        raise ValueError(f"variant must be one of {('fp32', *CLASSIFIER_VARIANTS)}, got {variant!r}")
+    model = copy.deepcopy(model).cpu().eval()
+    if variant in ("fp16", "bf16"):
+        return model.to(torch.float16 if variant == "fp16" else torch.bfloat16)
+    if variant == "int8":
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated, still the dynamic int8 path
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            return quantize_dynamic(model, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+    return model
+
+
+def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, time) -> list[dict]:
+    """Rows for the fp32 model and each of `variants`, all on the CPU.
+
+    score(model) -> {"accuracy", "f1", ...} on the test split; time(model) -> a
+    `latency_ms` dict. Each row: variant, device ("cpu"), size_bytes (`torch.save` bytes),
+    accuracy, f1, latency_ms, latency_p90_ms, accuracy_kept (accuracy / the fp32 row's),
+    speedup_vs_fp32 (fp32 median / this median), error (a variant this CPU cannot run
+    gets its error instead of figures).
+    """
+    rows = []
+    for variant in ("fp32", *(v for v in variants if v != "fp32")):
+        row = {"variant": variant, "device": "cpu", "error": None}
+        try:
+            q = quantize_classifier(model, variant)
+            row["size_bytes"] = saved_size_bytes(q)
+            row |= {k: v for k, v in score(q).items() if k in ("accuracy", "f1")}
+            lat = time(q)
+            row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
+        except (RuntimeError, NotImplementedError) as err:  # e.g. a half kernel missing on this CPU
+            row["error"] = f"{type(err).__name__}: {err}"[:500]
+        rows.append(row)
+    base = rows[0]
+    for row in rows:
+        ok = row["error"] is None and base["error"] is None
+        row["accuracy_kept"] = row["accuracy"] / base["accuracy"] if ok and base["accuracy"] else None
+        row["speedup_vs_fp32"] = base["latency_ms"] / row["latency_ms"] if ok else None
     return rows

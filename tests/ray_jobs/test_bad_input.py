@@ -67,6 +67,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "head_size_above_every_width": (["compress", *smoke, "search.min_head_size=1000"],
                                         ["search.min_head_size", "1000"]),
         "fp16_training": (["compress", *smoke, "distill.precision=fp16"], ["precision", "fp16"]),
+        "int4_student": (["compress", *smoke, "distill.quantize=[int8,int4]"], ["quantize", "int4"]),
         "unknown_teacher": (["compress", *smoke, "teacher.name=no-such-teacher"],
                             ["teacher.name", "no-such-teacher"]),
         "gpu_on_cpu_cluster": (["compress", *smoke, "resources.gpus_per_trial=1"],

@@ -145,8 +145,9 @@ def test_trials_start_with_the_paper_width_baseline():
               {"layers": 6, "hidden": 48, "heads": 8, "ffn": 1056, "vocab": 1000}]
     both = load_config(None, ["search.top_k=2", "baselines.bilstm_paper=true", "baselines.bilstm_budget=true"])
     assert [s["trial_key"] for s in trial_specs(both, ranked)] == [
-        "bilstm-paper", "student-0", "student-1", "bilstm-budget"]
-    no_paper = load_config(None, ["search.top_k=2", "baselines.bilstm_paper=false", "baselines.bilstm_budget=true"])
+        "bilstm-paper", "student-0", "student-1", "bilstm-budget", "teacher"]  # the quantized teacher last
+    no_paper = load_config(None, ["search.top_k=2", "baselines.bilstm_paper=false", "baselines.bilstm_budget=true",
+                                  "distill.quantize=[]"])
     assert [s["trial_key"] for s in trial_specs(no_paper, ranked)] == ["student-0", "student-1", "bilstm-budget"]
 
 

@@ -68,6 +68,21 @@ def test_compress_tables(demo_run):
         assert row["speedup_vs_codebert"] > row["speedup_vs_teacher"] > 0
         assert row["sweep_id"].startswith("compress-") and len(row["config_hash"]) == 64
         assert row["code_version"] and row["node_id"] and row["device"] == "cpu"
+    # each trained model in fp32 and int8 (smoke.yaml keeps distill.quantize's default), on the CPU
+    quant = _q(root, "SELECT * FROM quantize WHERE sweep_id LIKE 'compress-%' ORDER BY trial_key, variant")
+    assert [(q["trial_key"], q["variant"]) for q in quant] == [
+        (k, v) for k in ("bilstm-budget", "student-0", "teacher") for v in ("fp32", "int8")]
+    for q in quant:
+        assert q["model"] == q["trial_key"] and q["error"] is None and q["latency_ms"] > 0
+        assert q["sweep_id"] == distill[0]["sweep_id"] and q["device"] == "cpu"
+        if q["variant"] == "fp32" and q["kind"] == "teacher":  # the teacher's own test score
+            assert q["accuracy"] == pytest.approx(distill[0]["teacher_accuracy"]) and q["retention"] == 1.0
+        elif q["variant"] == "fp32":
+            fp32 = next(r for r in distill if r["trial_key"] == q["trial_key"])
+            assert q["kind"] == fp32["kind"] and q["accuracy"] == fp32["accuracy"] and q["speedup_vs_fp32"] == 1.0
+    sizes = {(q["trial_key"], q["variant"]): q["size_bytes"] for q in quant}
+    assert sizes["student-0", "int8"] < sizes["student-0", "fp32"] < sizes["teacher", "int8"] < sizes["teacher", "fp32"]
+    assert "Quantized on the CPU" in proc.stdout
 
 
 @pytest.mark.slow
@@ -106,7 +121,7 @@ def test_prune_tables_and_plot(demo_run):
         assert 0 <= r["test_bleu_greedy"] <= 100
         assert r["n_train"] == 200  # smoke.yaml data.max_train: the pairs fine-tuning and repairs saw
     assert "seq2seq fine-tuning step" in proc.stdout + proc.stderr  # the worker's progress reaches the console
-    quant = _q(root, "SELECT trial_key, variant FROM quantize")
+    quant = _q(root, "SELECT trial_key, variant FROM quantize WHERE sweep_id LIKE 'prune-%'")
     assert len(quant) == 4 * 3  # four variants x (unpruned + two schedules)
     assert {q["trial_key"] for q in quant} == {"unpruned", *schedules}
     assert "BLEU-4" in proc.stdout and "Quantization" in proc.stdout

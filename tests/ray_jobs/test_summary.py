@@ -29,6 +29,23 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
     assert summary.compress_summary(str(tmp_path / "none"), "compress-x") == "compress: no distill rows"
 
 
+def test_compress_summary_adds_the_quantized_variants_of_its_own_sweep(tmp_path):
+    results.write_rows(tmp_path, "distill", "compress-x", _distill_rows())
+    assert "Quantized" not in summary.compress_summary(str(tmp_path), "compress-x")
+    results.write_rows(tmp_path, "quantize", "prune-x", [  # another job's rows stay out
+        {"trial_key": "unpruned", "model": "unpruned", "variant": "fp16", "bleu_greedy": 9.0}])
+    results.write_rows(tmp_path, "quantize", "compress-x", [
+        {"trial_key": "student-0", "model": "student-0", "kind": "student", "variant": v,
+         "size_bytes": size, "accuracy": acc, "accuracy_kept": acc / 0.88, "latency_ms": ms,
+         "speedup_vs_fp32": 4.0 / ms} for v, size, acc, ms in (("int8", 10**6, 0.86, 5.0),
+                                                              ("fp32", 3 * 10**6, 0.88, 4.0))])
+    text = summary.compress_summary(str(tmp_path), "compress-x")
+    head, tail = text.split("Quantized on the CPU")
+    rows = [ln.split() for ln in tail.splitlines()[3:]]  # after the heading, the header and its rule
+    assert [r[:4] for r in rows] == [["student-0", "fp32", "3", "0.88"], ["student-0", "int8", "1", "0.86"]]
+    assert "unpruned" not in tail and "fp16" not in tail
+
+
 def test_prune_summary_and_plot(tmp_path):
     rows = [{"trial_key": s, "schedule": s, "round": r, "sparsity": r / 10,
              "test_bleu_greedy": 10 - r * (1 if s == "l1" else 3), "sparse_size_bytes": 10**6,

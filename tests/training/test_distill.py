@@ -24,6 +24,7 @@ from training.distill import (
     prepare_teacher,
     read_examples,
     read_teacher_vectors,
+    teacher_variant_rows,
     train_student,
 )
 from training.finetune import FinetuneConfig, collate, encode
@@ -124,6 +125,31 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
         elsewhere = standalone_logits(row["model_dir"], [e.text_a for e in test],
                                       [e.text_b for e in test], cwd=tmp_path, max_len=32)
         assert torch.allclose(elsewhere, logits, atol=1e-5)
+    _check_variant_rows(row, test, pair_mode)
+
+
+def _check_variant_rows(row, test, pair_mode):
+    """fp32 and int8 rows (the default distill.quantize); the int8 accuracy is the saved
+    model's, quantized again here."""
+    from training.quantize import quantize_classifier
+
+    by = {r["variant"]: r for r in row["quantize"]}
+    assert list(by) == ["fp32", "int8"] and {r["error"] for r in by.values()} == {None}
+    assert by["fp32"]["accuracy"] == row["accuracy"] and by["fp32"]["accuracy_kept"] == 1.0
+    assert by["int8"]["size_bytes"] < by["fp32"]["size_bytes"]
+    assert by["int8"]["latency_ms"] > 0 and by["int8"]["speedup_vs_fp32"] > 0
+    if row["teacher_accuracy"]:
+        assert by["int8"]["retention"] == pytest.approx(by["int8"]["accuracy"] / row["teacher_accuracy"])
+    if row["kind"] == "bilstm":
+        model, tok = BiLSTMSoft.from_pretrained(row["model_dir"]), AutoTokenizer.from_pretrained(row["model_dir"])
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(row["model_dir"])
+        tok = AutoTokenizer.from_pretrained(row["model_dir"])
+    enc = encode(tok, test, 32, pair_mode)
+    with torch.no_grad():
+        logits = quantize_classifier(model, "int8")(**collate(enc, list(range(len(test))), tok.pad_token_id)).logits
+    preds = logits.argmax(-1).tolist()
+    assert sum(p == e.label for p, e in zip(preds, test, strict=True)) / len(test) == by["int8"]["accuracy"]
 
 
 @pytest.mark.parametrize("variant", ["paper", "budget"])
@@ -138,6 +164,7 @@ def test_bilstm_baseline(artifacts, tmp_path, variant):
     model = BiLSTMSoft.from_pretrained(row["model_dir"])
     assert sum(p.numel() for p in model.parameters()) == row["params"]
     assert model.pair and row["pair_mode"] == "separate"  # code-search pairs: the siamese model
+    _check_variant_rows(row, read_examples(artifacts.eval_path, "test")[0], "separate")
 
 
 def test_unknown_candidate_kind_refused(artifacts, tmp_path):
@@ -151,6 +178,20 @@ def test_bi_encoder_teacher_pipeline(tmp_path):
     assert art.teacher_pair_mode == "separate" and art.teacher.family == "bert"
     row = train_student(STUDENT, art, CFG, tmp_path / "s")
     assert row["teacher_latency_ms"] > 0 and 0.0 <= row["accuracy"] <= 1.0
+    _check_teacher_variant_rows(art)
+
+
+def test_teacher_variant_rows(artifacts):
+    _check_teacher_variant_rows(artifacts)
+
+
+def _check_teacher_variant_rows(art):
+    rows = {r["variant"]: r for r in teacher_variant_rows(art, CFG)}
+    assert list(rows) == ["fp32", "int8"] and {r["error"] for r in rows.values()} == {None}
+    assert rows["fp32"]["accuracy"] == pytest.approx(art.teacher_metrics["accuracy"])  # its fine-tuning's test score
+    assert rows["fp32"]["retention"] == pytest.approx(1.0)
+    assert rows["int8"]["size_bytes"] < rows["fp32"]["size_bytes"] and rows["int8"]["latency_ms"] > 0
+    assert teacher_variant_rows(art, replace(CFG, distill=replace(CFG.distill, quantize=()))) == []
 
 
 _ORDER_SCRIPT = """

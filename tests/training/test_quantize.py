@@ -54,3 +54,77 @@ def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, 
     # each pruned model's sparsity is counted over its own schedule's scope
     wide = quantize_rows(art, QuantizeConfig(variants=("fp32",), beam=1), pruned={"l1": state}, scopes={"l1": "all"})
     assert 0.0 < wide[1]["sparsity"] < by["l1", "fp32"]["sparsity"]
+
+
+# ---------------------------------------------------------------- classifiers (compression job)
+
+
+def _classifiers():
+    from search.space import Arch, teacher_spec
+    from training.models import BiLSTMSoft, build_student
+
+    torch.manual_seed(0)
+    student = build_student(Arch(2, 32, 4, 64, 200), teacher_spec("minilm-l6"), pair_mode="separate",
+                            pad_token_id=0, pair_head="cosine").eval()
+    return {"student": student, "bilstm": BiLSTMSoft(200, embed=24, hidden=24, dense=32, pair=True).eval()}
+
+
+def _pair_inputs():
+    from training.evaluate import random_inputs
+
+    return random_inputs(200, 12, pair=True, batch=16, seed=1)
+
+
+@pytest.mark.parametrize("name", ["student", "bilstm"])
+def test_int8_classifier_quantizes_linear_and_lstm_and_stays_close(name):
+    from training.quantize import quantize_classifier, saved_size_bytes
+
+    model = _classifiers()[name]
+    int8 = quantize_classifier(model, "int8")
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears and not [m for m in int8.modules() if type(m) is nn.Linear]  # every Linear swapped
+    assert not [m for m in int8.modules() if type(m) is nn.LSTM]
+    assert all(type(m) is nn.Linear for m in model.modules() if m in linears)  # the original is untouched
+    assert saved_size_bytes(int8) < saved_size_bytes(model)
+    inputs = _pair_inputs()
+    with torch.no_grad():
+        ref, got = model(**inputs).logits, int8(**inputs).logits
+    assert not torch.equal(ref, got)  # int8 weights really changed the arithmetic ...
+    assert torch.allclose(ref, got, atol=0.05 * ref.abs().max().item() + 1e-3)  # ... by little
+
+
+def test_half_classifiers_cast_every_weight_and_unknown_variants_are_refused():
+    from training.quantize import quantize_classifier
+
+    model = _classifiers()["student"]
+    for variant, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        assert {p.dtype for p in quantize_classifier(model, variant).parameters()} == {dtype}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="int4"):
+        quantize_classifier(model, "int4")
+
+
+def test_classifier_variant_rows_compare_each_variant_with_fp32():
+    from training.quantize import classifier_variant_rows
+
+    model = _classifiers()["student"]
+    accuracy = {torch.float32: 0.8, torch.bfloat16: 0.6}
+    latency = {torch.float32: 10.0, torch.bfloat16: 4.0}
+
+    def dtype(q):
+        return next(q.parameters()).dtype
+
+    def time(q):
+        if dtype(q) == torch.float16:
+            raise RuntimeError("no half kernel")
+        return {"median_ms": latency[dtype(q)], "p90_ms": 2 * latency[dtype(q)]}
+
+    rows = classifier_variant_rows(model, ("bf16", "fp16"), lambda q: {"accuracy": accuracy.get(dtype(q), 0.7),
+                                                                     "f1": 0.5}, time)
+    by = {r["variant"]: r for r in rows}
+    assert [r["variant"] for r in rows] == ["fp32", "bf16", "fp16"]
+    assert by["fp32"]["accuracy_kept"] == 1.0 and by["fp32"]["speedup_vs_fp32"] == 1.0
+    assert by["bf16"]["accuracy_kept"] == pytest.approx(0.75) and by["bf16"]["speedup_vs_fp32"] == 2.5
+    assert by["bf16"]["size_bytes"] < by["fp32"]["size_bytes"] and by["bf16"]["latency_p90_ms"] == 8.0
+    assert "no half kernel" in by["fp16"]["error"] and by["fp16"]["speedup_vs_fp32"] is None
+    assert {r["device"] for r in rows} == {"cpu"}
