@@ -120,8 +120,9 @@ class DistillConfig:
     seed: int = 0  # torch and shuffling seed
     precision: str = "fp32"  # training steps: "fp32" | "bf16" (training.finetune.mixed_precision)
     # Post-training variants of each trained model, scored and timed on the CPU beside its
-    # fp32 self (quantize table): "int8" (dynamic int8 Linear/LSTM) | "fp16" | "bf16"
-    quantize: tuple[str, ...] = ("int8",)
+    # fp32 self (quantize table): "int8" (dynamic int8 Linear/LSTM) | "int8_emb" (int8 and
+    # int8 embedding tables) | "fp16" | "bf16" (training.quantize.quantize_classifier)
+    quantize: tuple[str, ...] = ("int8", "int8_emb")
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),
                "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes")}

@@ -36,7 +36,7 @@ from training.seq2seq import (
 )
 
 VARIANTS = ("fp32", "fp16", "int8", "int8_fp32_head")
-CLASSIFIER_VARIANTS = ("fp16", "bf16", "int8")  # each scored beside the fp32 model
+CLASSIFIER_VARIANTS = ("fp16", "bf16", "int8", "int8_emb")  # each scored beside the fp32 model
 
 
 @dataclass(frozen=True)
@@ -169,19 +169,27 @@ def quantize_classifier(model: nn.Module, variant: str) -> nn.Module:
 
     fp32: as it is; fp16 / bf16: every weight cast; int8: torch dynamic int8 of every
     Linear and LSTM (weights int8, activations quantized per call; embeddings and
-    LayerNorms stay fp32). The original is untouched.
+    LayerNorms stay fp32); int8_emb: int8 plus weight-only int8 embedding tables (a float
+    scale and offset per row). The original is untouched.
     """
     if variant not in ("fp32", *CLASSIFIER_VARIANTS):
         raise ValueError(f"variant must be one of {('fp32', *CLASSIFIER_VARIANTS)}, got {variant!r}")
     model = copy.deepcopy(model).cpu().eval()
     if variant in ("fp16", "bf16"):
         return model.to(torch.float16 if variant == "fp16" else torch.bfloat16)
-    if variant == "int8":
+    if variant.startswith("int8"):
         with warnings.catch_warnings():  # torch.ao.quantization is deprecated, still the dynamic int8 path
             warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
+            from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
 
-            return quantize_dynamic(model, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+            spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
+                    if isinstance(m, nn.Linear | nn.LSTM)}
+            if variant == "int8_emb":
+                # HF looks the token-type table up through an expanded (non-contiguous) buffer,
+                # which the quantized lookup refuses; it has 1-2 rows, so it stays fp32.
+                spec |= {name: float_qparams_weight_only_qconfig for name, m in model.named_modules()
+                         if isinstance(m, nn.Embedding) and not name.endswith("token_type_embeddings")}
+            return quantize_dynamic(model, spec, dtype=torch.qint8)
     return model
 
 

@@ -68,10 +68,10 @@ def test_compress_tables(demo_run):
         assert row["speedup_vs_codebert"] > row["speedup_vs_teacher"] > 0
         assert row["sweep_id"].startswith("compress-") and len(row["config_hash"]) == 64
         assert row["code_version"] and row["node_id"] and row["device"] == "cpu"
-    # each trained model in fp32 and int8 (smoke.yaml keeps distill.quantize's default), on the CPU
+    # each trained model in fp32, int8 and int8_emb (smoke.yaml keeps distill.quantize's default), on the CPU
     quant = _q(root, "SELECT * FROM quantize WHERE sweep_id LIKE 'compress-%' ORDER BY trial_key, variant")
     assert [(q["trial_key"], q["variant"]) for q in quant] == [
-        (k, v) for k in ("bilstm-budget", "student-0", "teacher") for v in ("fp32", "int8")]
+        (k, v) for k in ("bilstm-budget", "student-0", "teacher") for v in ("fp32", "int8", "int8_emb")]
     for q in quant:
         assert q["model"] == q["trial_key"] and q["error"] is None and q["latency_ms"] > 0
         assert q["sweep_id"] == distill[0]["sweep_id"] and q["device"] == "cpu"
@@ -82,6 +82,7 @@ def test_compress_tables(demo_run):
             assert q["kind"] == fp32["kind"] and q["accuracy"] == fp32["accuracy"] and q["speedup_vs_fp32"] == 1.0
     sizes = {(q["trial_key"], q["variant"]): q["size_bytes"] for q in quant}
     assert sizes["student-0", "int8"] < sizes["student-0", "fp32"] < sizes["teacher", "int8"] < sizes["teacher", "fp32"]
+    assert sizes["teacher", "int8_emb"] < 0.5 * sizes["teacher", "int8"]  # MiniLM's 30,522-row word table
     assert "Quantized on the CPU" in proc.stdout
 
 

@@ -129,14 +129,14 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
 
 
 def _check_variant_rows(row, test, pair_mode):
-    """fp32 and int8 rows (the default distill.quantize); the int8 accuracy is the saved
-    model's, quantized again here."""
+    """fp32, int8 and int8_emb rows (the default distill.quantize); the int8 accuracy is
+    the saved model's, quantized again here."""
     from training.quantize import quantize_classifier
 
     by = {r["variant"]: r for r in row["quantize"]}
-    assert list(by) == ["fp32", "int8"] and {r["error"] for r in by.values()} == {None}
+    assert list(by) == ["fp32", "int8", "int8_emb"] and {r["error"] for r in by.values()} == {None}
     assert by["fp32"]["accuracy"] == row["accuracy"] and by["fp32"]["accuracy_kept"] == 1.0
-    assert by["int8"]["size_bytes"] < by["fp32"]["size_bytes"]
+    assert by["int8_emb"]["size_bytes"] < by["int8"]["size_bytes"] < by["fp32"]["size_bytes"]
     assert by["int8"]["latency_ms"] > 0 and by["int8"]["speedup_vs_fp32"] > 0
     if row["teacher_accuracy"]:
         assert by["int8"]["retention"] == pytest.approx(by["int8"]["accuracy"] / row["teacher_accuracy"])
@@ -187,7 +187,7 @@ def test_teacher_variant_rows(artifacts):
 
 def _check_teacher_variant_rows(art):
     rows = {r["variant"]: r for r in teacher_variant_rows(art, CFG)}
-    assert list(rows) == ["fp32", "int8"] and {r["error"] for r in rows.values()} == {None}
+    assert list(rows) == ["fp32", "int8", "int8_emb"] and {r["error"] for r in rows.values()} == {None}
     assert rows["fp32"]["accuracy"] == pytest.approx(art.teacher_metrics["accuracy"])  # its fine-tuning's test score
     assert rows["fp32"]["retention"] == pytest.approx(1.0)
     assert rows["int8"]["size_bytes"] < rows["fp32"]["size_bytes"] and rows["int8"]["latency_ms"] > 0

@@ -93,6 +93,23 @@ def test_int8_classifier_quantizes_linear_and_lstm_and_stays_close(name):
     assert torch.allclose(ref, got, atol=0.05 * ref.abs().max().item() + 1e-3)  # ... by little
 
 
+@pytest.mark.parametrize("name", ["student", "bilstm"])
+def test_int8_emb_also_quantizes_the_embedding_tables(name):
+    from training.quantize import quantize_classifier, saved_size_bytes
+
+    model = _classifiers()[name]
+    int8, emb = quantize_classifier(model, "int8"), quantize_classifier(model, "int8_emb")
+    tables = {n: type(m) for n, m in emb.named_modules() if "Embedding" in type(m).__name__}
+    assert {n for n, t in tables.items() if t is nn.Embedding} == (
+        {"encoder.embeddings.token_type_embeddings"} if name == "student" else set())  # 2 rows, see why there
+    assert [t for t in tables.values() if t is not nn.Embedding]  # the others are int8 lookups
+    assert saved_size_bytes(emb) < saved_size_bytes(int8)
+    inputs = _pair_inputs()
+    with torch.no_grad():
+        ref, got = model(**inputs).logits, emb(**inputs).logits
+    assert torch.allclose(ref, got, atol=0.05 * ref.abs().max().item() + 1e-3)
+
+
 def test_half_classifiers_cast_every_weight_and_unknown_variants_are_refused():
     from training.quantize import quantize_classifier
 
