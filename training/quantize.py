@@ -180,7 +180,11 @@ def quantize_classifier(model: nn.Module, variant: str) -> nn.Module:
     if variant.startswith("int8"):
         with warnings.catch_warnings():  # torch.ao.quantization is deprecated, still the dynamic int8 path
             warnings.simplefilter("ignore")
-            from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
+            from torch.ao.quantization import (
+                default_dynamic_qconfig,
+                float_qparams_weight_only_qconfig,
+                quantize_dynamic,
+            )
 
             spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
                     if isinstance(m, nn.Linear | nn.LSTM)}
