@@ -53,7 +53,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                 ("latency_p90_ms", _F), ("teacher_latency_ms", _F), ("codebert_latency_ms", _F),
                 ("speedup_vs_teacher", _F), ("speedup_vs_codebert", _F),
                 ("teacher_size_mb", _F), ("train_seconds", _F), ("model_dir", _S),
-                ("in_batch_weight", _F), ("precision", _S)],
+                ("in_batch_weight", _F), ("precision", _S), ("attention_dropout", _F)],
     "prune": [("schedule", _S), ("method", _S), ("scope", _S), ("rewind", _S),
               ("selection", _S), ("select_by", _S), ("batch_size", _I), ("rounds", _I),
               ("rate", _F), ("rate_of", _S), ("iterations_per_round", _I), ("nominal_sparsity", _F),

@@ -93,6 +93,9 @@ class DistillConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     pair_mode: str = "joint"  # "joint": one joined sequence | "separate": two encodes, one head
     pair_head: str = "concat"  # separate mode: "concat" ([CLS] vectors, paper) | "cosine" (mean-pooled)
+    # students' attention-probability dropout; None = the teacher family's (0.1). On a CPU, 0
+    # drops the mask draws and lets torch take its fused attention kernel in fp32 steps
+    attention_dropout: float | None = None
     # student (and BiLSTM) vocabularies: "words" = byte-level BPE over identifiers split into
     # lower-case words (code and docstrings share tokens) | "bytes" = plain byte-level BPE
     student_tokenizer: str = "words"
@@ -135,6 +138,8 @@ class DistillConfig:
         unknown = [v for v in self.quantize if v not in CLASSIFIER_VARIANTS]
         if unknown:
             raise ValueError(f"quantize: {unknown} not among {CLASSIFIER_VARIANTS}")
+        if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
+            raise ValueError(f"attention_dropout: must be in [0, 1) or None, got {self.attention_dropout}")
         if self.max_transfer_extra is not None and self.max_transfer_extra < 1:
             raise ValueError(f"max_transfer_extra: must be >= 1 or None, got {self.max_transfer_extra}")
         if self.in_batch_weight < 0 or self.in_batch_temperature <= 0:
@@ -499,10 +504,12 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
         tokenizer = train_tokenizer(texts, arch.vocab, cache_dir=cache, words=words)
         model = build_student(arch, artifacts.teacher, artifacts.num_labels,
                               cfg.pair_mode if pairs else "joint",
-                              pad_token_id=tokenizer.pad_token_id, pair_head=cfg.pair_head)
+                              pad_token_id=tokenizer.pad_token_id, pair_head=cfg.pair_head,
+                              attention_dropout=cfg.attention_dropout)
         fields = {"size_mb": cost.size_mb(arch, artifacts.teacher, artifacts.num_labels),
                   "analytic_params": cost.params(arch, artifacts.teacher, artifacts.num_labels),
-                  "gflops": candidate.get("gflops")}
+                  "gflops": candidate.get("gflops"),
+                  "attention_dropout": _encoder_config(model).attention_probs_dropout_prob}
         return model, tokenizer, fields | dict(zip(("layers", "hidden", "heads", "ffn", "vocab"),
                                                    arch.genes(), strict=True))
     if kind != "bilstm":
@@ -522,6 +529,11 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
     fields = {"variant": variant, "vocab": vocab, "hidden": model.config["hidden"],
               "size_mb": n * 4 / 1e6, "analytic_params": n, "gflops": None}
     return model, tokenizer, fields
+
+
+def _encoder_config(model):
+    """The transformers config of a student's encoder (a pair model wraps one)."""
+    return model.encoder.config if isinstance(model, PairEncoderForSequenceClassification) else model.config
 
 
 def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfig, pair: bool,

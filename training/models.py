@@ -111,11 +111,15 @@ def load_encoder(name: str = EMBEDDED_TEACHER):
     return _load(name, AutoModel)
 
 
-def student_config(arch: Arch, teacher: Teacher, num_labels: int = 2, pad_token_id: int | None = None):
-    """transformers config of a student in the teacher's family."""
+def student_config(arch: Arch, teacher: Teacher, num_labels: int = 2, pad_token_id: int | None = None,
+                   attention_dropout: float | None = None):
+    """transformers config of a student in the teacher's family; attention_dropout=None keeps
+    the family's attention-probability dropout (0.1 for BERT and RoBERTa)."""
     fields = arch.to_hf_config(teacher)
     if pad_token_id is not None:  # the student's own tokenizer decides its pad id
         fields["pad_token_id"] = pad_token_id
+    if attention_dropout is not None:
+        fields["attention_probs_dropout_prob"] = attention_dropout
     return AutoConfig.for_model(fields.pop("model_type"), **fields, num_labels=num_labels)
 
 
@@ -126,8 +130,10 @@ def build_student(
     pair_mode: str = "joint",
     pad_token_id: int | None = None,
     pair_head: str = "concat",
+    attention_dropout: float | None = None,
 ) -> PreTrainedModel:
-    """Randomly initialised student of `arch` in `teacher`'s family.
+    """Randomly initialised student of `arch` in `teacher`'s family (attention_dropout: see
+    `student_config`).
 
     "joint": `BertForSequenceClassification`/`RobertaForSequenceClassification`; its parameter
     count equals `search.cost.params(arch, teacher, num_labels)`.
@@ -135,7 +141,7 @@ def build_student(
     pair_head "concat" (the paper's clone head over both first-token vectors: hidden*hidden
     more parameters than "joint") or "cosine" (mean pooling, s*cos(u, v) + b: 2 parameters).
     """
-    config = student_config(arch, teacher, num_labels, pad_token_id)
+    config = student_config(arch, teacher, num_labels, pad_token_id, attention_dropout)
     if pair_mode == "joint":
         return AutoModelForSequenceClassification.from_config(config)
     if pair_mode == "separate":

@@ -114,6 +114,7 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
                 "teacher_latency_ms", "speedup_vs_teacher", "train_seconds", "device"):
         assert key in row, key
     assert row["pair_mode"] == pair_mode and row["device"] == "cpu"
+    assert row["attention_dropout"] == 0.1  # the family's default
     assert row["size_mb"] * 1e6 <= row["serialized_bytes"] < row["size_mb"] * 1e6 + 100_000
     if row["teacher_accuracy"]:
         assert row["retention"] == pytest.approx(row["accuracy"] / row["teacher_accuracy"])
@@ -334,3 +335,10 @@ def test_in_batch_distillation_with_a_bi_encoder_teacher(tmp_path):
         assert row["in_batch_weight"] == 1.0 and 0.0 <= row["accuracy"] <= 1.0
     assert train_student(STUDENT, base, cfg, tmp_path / "plain")["in_batch_weight"] == 0.0
 
+
+
+@pytest.mark.parametrize("bad", [{"attention_dropout": 1.0}, {"attention_dropout": -0.1},
+                                 {"quantize": ("int8", "int4")}])
+def test_distill_config_refuses_bad_values_naming_the_field(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        DistillConfig(**bad)

@@ -49,6 +49,25 @@ def test_separate_student_adds_one_hidden_square():
     assert _n(model) == cost.params(ARCH, teacher) + ARCH.hidden ** 2
 
 
+@pytest.mark.parametrize("pair_mode", ["joint", "separate"])
+def test_attention_dropout_reaches_the_attention_of_a_training_student(pair_mode):
+    torch.manual_seed(0)
+    default = build_student(ARCH, teacher_spec("minilm-l6"), pair_mode=pair_mode)
+    off = build_student(ARCH, teacher_spec("minilm-l6"), pair_mode=pair_mode, attention_dropout=0.0)
+    assert _n(off) == _n(default)
+    inputs = {"input_ids": torch.randint(5, ARCH.vocab, (2, 16))}
+    if pair_mode == "separate":
+        inputs["input_ids_b"] = torch.randint(5, ARCH.vocab, (2, 16))
+    for model in (default, off):
+        model.train()
+        for name, m in model.named_modules():  # every other dropout off: only attention dropout is left
+            if isinstance(m, torch.nn.Dropout) and not name.endswith("attention.self.dropout"):
+                m.p = 0.0
+    # in training mode the default student still draws attention masks; the other does not
+    assert not torch.equal(default(**inputs).logits, default(**inputs).logits)
+    assert torch.equal(off(**inputs).logits, off(**inputs).logits)
+
+
 def test_unknown_pair_mode_refused():
     with pytest.raises(ValueError, match="pair_mode"):
         build_student(ARCH, teacher_spec("minilm-l6"), pair_mode="siamese")
