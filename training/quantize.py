@@ -66,14 +66,29 @@ def quantize_model(model: Seq2Seq, variant: str, device: str = "cpu") -> Seq2Seq
         return model.half()
     # The tied lm_head is an nn.Linear: plain int8 quantizes a copy of it (the embedding
     # table itself stays fp32); int8_fp32_head leaves it out.
-    names = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    if variant == "int8_fp32_head":
-        names.discard("lm_head")
+    return _dynamic_int8(model, include=nn.Linear,
+                         skip=("lm_head",) if variant == "int8_fp32_head" else ())
+
+
+def _dynamic_int8(model: nn.Module, *, include, skip=(), embeddings: bool = False) -> nn.Module:
+    """torch dynamic int8 of `model`'s modules of type `include` (names in `skip` left out), in
+    place; `embeddings` adds weight-only int8 embedding tables (a float scale and offset per row)."""
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated, still the dynamic int8 path
         warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import (
+            default_dynamic_qconfig,
+            float_qparams_weight_only_qconfig,
+            quantize_dynamic,
+        )
 
-        return quantize_dynamic(model, names, dtype=torch.qint8)
+        spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
+                if isinstance(m, include) and name not in skip}
+        if embeddings:
+            # HF looks the token-type table up through an expanded (non-contiguous) buffer,
+            # which the quantized lookup refuses; it has 1-2 rows, so it stays fp32.
+            spec |= {name: float_qparams_weight_only_qconfig for name, m in model.named_modules()
+                     if isinstance(m, nn.Embedding) and not name.endswith("token_type_embeddings")}
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def saved_size_bytes(model: nn.Module) -> int:
@@ -178,22 +193,7 @@ def quantize_classifier(model: nn.Module, variant: str) -> nn.Module:
     if variant in ("fp16", "bf16"):
         return model.to(torch.float16 if variant == "fp16" else torch.bfloat16)
     if variant.startswith("int8"):
-        with warnings.catch_warnings():  # torch.ao.quantization is deprecated, still the dynamic int8 path
-            warnings.simplefilter("ignore")
-            from torch.ao.quantization import (
-                default_dynamic_qconfig,
-                float_qparams_weight_only_qconfig,
-                quantize_dynamic,
-            )
-
-            spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
-                    if isinstance(m, nn.Linear | nn.LSTM)}
-            if variant == "int8_emb":
-                # HF looks the token-type table up through an expanded (non-contiguous) buffer,
-                # which the quantized lookup refuses; it has 1-2 rows, so it stays fp32.
-                spec |= {name: float_qparams_weight_only_qconfig for name, m in model.named_modules()
-                         if isinstance(m, nn.Embedding) and not name.endswith("token_type_embeddings")}
-            return quantize_dynamic(model, spec, dtype=torch.qint8)
+        return _dynamic_int8(model, include=nn.Linear | nn.LSTM, embeddings=variant == "int8_emb")
     return model
 
 

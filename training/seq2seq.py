@@ -29,7 +29,13 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from training.bleu import codexglue_bleu
-from training.finetune import cache_fields, check_precision, mixed_precision, pad_right
+from training.finetune import (
+    cache_fields,
+    check_precision,
+    mixed_precision,
+    optimizer_step,
+    pad_right,
+)
 
 SEQ2SEQ_VERSION = 1  # bump when the model or the training recipe changes: invalidates caches
 
@@ -357,10 +363,7 @@ def train_steps(
         src, src_mask, tgt = collate(next(batches), model.pad_id, device)
         with mixed_precision(device, cfg.precision):
             loss = model(src, src_mask, tgt)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
+        optimizer_step(model, loss, optimizer, cfg.max_grad_norm)
         scheduler.step()
         total += loss.item()
         if after_step is not None:
