@@ -18,7 +18,7 @@ import ray
 import torch
 
 from ray_jobs import results, sweep
-from ray_jobs.config import JobConfig, code_version, config_hash
+from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import ConfigError, JobError
 from search.cost import size_mb
 from search.ga import run_ga
@@ -32,14 +32,16 @@ from training.distill import (
     train_student,
 )
 from training.finetune import num_labels_of
-from training.models import resolve_teacher
+from training.models import cost_head, resolve_teacher
 
 # The sections whose values decide what the compression job computes (its identity).
 SECTIONS = ("seed", "data", "teacher", "search", "finetune", "distill", "baselines")
 
 
 def sweep_id(cfg: JobConfig) -> str:
-    return f"compress-{config_hash(cfg, SECTIONS)[:12]}"
+    """The job's identity: its config sections and the contents of its data."""
+    d = cfg.distill
+    return f"compress-{identity_hash(cfg, SECTIONS, d.transfer_extra, d.max_transfer_extra)[:12]}"
 
 
 def check_results_dir(results_dir: str) -> None:
@@ -87,14 +89,22 @@ def teacher_dims(cfg: JobConfig) -> Teacher:
         raise JobError(f"teacher.name: {exc}") from None
 
 
-def check_budget(target_mb: float, space: SearchSpace, teacher: Teacher, num_labels: int) -> None:
+def student_head(cfg: JobConfig, splits: dict) -> str:
+    """The `search.cost` head of the students this job builds (pair tasks read by a
+    bi-encoder student carry its pair head, not the sequence classifier's)."""
+    pairs = bool(splits["train"]) and splits["train"][0].text_b is not None
+    return cost_head(cfg.distill.pair_mode if pairs else "joint", cfg.distill.pair_head)
+
+
+def check_budget(target_mb: float, space: SearchSpace, teacher: Teacher, num_labels: int,
+                 head: str = "sequence") -> None:
     """JobError when even the space's smallest architecture exceeds the size budget.
 
     The GA's fitness only penalises |size - T|, so it would otherwise return students far
     over a budget nothing can meet.
     """
     smallest = space.smallest()
-    floor = size_mb(smallest, teacher, num_labels)
+    floor = size_mb(smallest, teacher, num_labels, head=head)
     if target_mb < floor:
         raise JobError(
             f"search.target_mb: {target_mb:g} MB is below the smallest architecture of the "
@@ -103,14 +113,15 @@ def check_budget(target_mb: float, space: SearchSpace, teacher: Teacher, num_lab
         )
 
 
-def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int) -> list[dict]:
-    """Every distinct feasible genome the GA evaluated, best first (rank 0 = best)."""
+def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: str = "sequence") -> list[dict]:
+    """Every distinct feasible genome the GA evaluated, best first (rank 0 = best); sizes are
+    those of students with `head` (`student_head`)."""
     s = cfg.search
     try:
         space = SearchSpace.from_teacher(teacher, min_head_size=s.min_head_size)
     except ValueError as err:
         raise ConfigError(f"search.min_head_size: {err}") from err
-    check_budget(s.target_mb, space, teacher, num_labels)
+    check_budget(s.target_mb, space, teacher, num_labels, head)
     seq_len = s.seq_len or cfg.distill.max_seq_len
     everything = s.population + s.generations * s.children  # archive size bound
     found = run_ga(
@@ -118,7 +129,7 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int) -> list
         variant=s.variant, population=s.population, generations=s.generations,
         crossover_rate=s.crossover_rate, children=s.children,
         seed=cfg.seed if s.seed is None else s.seed, top_k=everything, max_mb=s.max_mb,
-        num_labels=num_labels,
+        num_labels=num_labels, head=head,
     )
     if not found:
         raise JobError(
@@ -197,7 +208,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     splits = classification_splits(cfg.data)
     check_transfer_extra(cfg, splits)
     check_in_batch(cfg)
-    candidates = search_candidates(cfg, teacher_dims(cfg), num_labels_of(splits))
+    candidates = search_candidates(cfg, teacher_dims(cfg), num_labels_of(splits), student_head(cfg, splits))
     sid = sweep_id(cfg)
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
     started = sweep.init_ray(cfg)

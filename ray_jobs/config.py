@@ -21,7 +21,7 @@ import yaml
 
 from ray_jobs.errors import ConfigError
 from ray_jobs.results import DEFAULT_RESULTS_DIR
-from training.data import DataConfig
+from training.data import DataConfig, data_fingerprint, extra_fingerprint
 from training.distill import DistillConfig
 from training.finetune import FinetuneConfig
 from training.models import TeacherConfig
@@ -187,6 +187,9 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:  # a section's own __post_init__ validation
+        field_name, sep, _ = str(exc).partition(": ")
+        if sep and prefix and field_name in names:  # "precision: ..." -> "distill.precision: ..."
+            raise ConfigError(f"{prefix}.{exc}") from None
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -294,6 +297,17 @@ def config_hash(cfg: JobConfig, sections: tuple[str, ...] | None = None) -> str:
         tree = {k: tree[k] for k in sections}
     blob = json.dumps(tree, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def identity_hash(cfg: JobConfig, sections: tuple[str, ...], extra_data: tuple[str, ...] = (),
+                  extra_cap: int | None = None) -> str:
+    """`config_hash` of `sections` plus the contents of the data the job reads (data.path and
+    `extra_data` folders): a job run again after its data changed in place is a new sweep,
+    not a resume of the finished one (the config alone names the data by path)."""
+    inputs = [config_hash(cfg, sections), data_fingerprint(cfg.data)]
+    if extra_data:
+        inputs.append(extra_fingerprint(extra_data, extra_cap))
+    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
 
 def _git_version() -> str | None:

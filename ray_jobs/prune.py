@@ -16,7 +16,7 @@ import torch
 
 from ray_jobs import results, sweep
 from ray_jobs.compress import check_results_dir, teacher_dims
-from ray_jobs.config import JobConfig, code_version, config_hash
+from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import JobError
 from training.data import code_to_text_splits
 from training.prune import run_schedule, schedules
@@ -28,7 +28,9 @@ SECTIONS = ("seed", "data", "teacher", "seq2seq", "prune", "quantize")
 
 
 def sweep_id(cfg: JobConfig) -> str:
-    return f"prune-{config_hash(cfg, SECTIONS)[:12]}"
+    """The job's identity: its config sections and the contents of its data."""
+    s = cfg.seq2seq
+    return f"prune-{identity_hash(cfg, SECTIONS, s.train_extra, s.max_train_extra)[:12]}"
 
 
 def trial_specs(cfg: JobConfig) -> list[dict]:

@@ -45,7 +45,8 @@ _GENES = [("layers", _I), ("hidden", _I), ("heads", _I), ("ffn", _I), ("vocab", 
 # Columns per table beyond COMMON; rows may carry more (types inferred, appended).
 COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     "search": [("rank", _I), *_GENES, ("params", _I), ("size_mb", _F), ("gflops", _F),
-               ("flops_matmul", _F), ("fitness", _F), ("target_mb", _F), ("selected", _B)],
+               ("flops_matmul", _F), ("fitness", _F), ("target_mb", _F), ("selected", _B),
+               ("head", _S)],
     "distill": [("kind", _S), ("variant", _S), *_GENES, ("params", _I), ("analytic_params", _I),
                 ("size_mb", _F), ("serialized_bytes", _I), ("serialized_mb", _F), ("gflops", _F),
                 ("accuracy", _F), ("f1", _F), ("teacher_accuracy", _F), ("teacher_f1", _F),

@@ -1,7 +1,8 @@
 """`python -m search`: find student architectures for a teacher and a size budget.
 
     python -m search --teacher codebert-base --target-mb 3 --seq-len 400 --top-k 5 \
-        [--seed N] [--variant paper|default] [--exhaustive] [--max-mb X] [--json]
+        [--seed N] [--variant paper|default] [--exhaustive] [--max-mb X] [--min-head-size N]
+        [--head sequence|pair_concat|pair_cosine] [--json]
     python -m search bench [--teacher codebert-base] [--seq-len 400]
 
 Bad input prints one line on stderr and exits 2.
@@ -15,6 +16,7 @@ import statistics
 import sys
 import time
 
+from search.cost import HEADS
 from search.ga import VARIANTS, exhaustive, run_ga
 from search.space import SearchSpace, teacher_spec
 
@@ -86,6 +88,13 @@ def _search_parser() -> argparse.ArgumentParser:
         default=1,
         help="least hidden/heads of a candidate (GPUs are slow on small heads)",
     )
+    p.add_argument(
+        "--head",
+        choices=HEADS,
+        default="sequence",
+        help="the students' classifier head, which sets their size: the family's sequence "
+        "classifier, or a bi-encoder pair model's concat or cosine head",
+    )
     p.add_argument("--json", action="store_true", help='print {"seconds", "candidates"} as JSON')
     return p
 
@@ -118,7 +127,7 @@ def search(argv: list[str]) -> int:
     teacher = teacher_spec(args.teacher)
     space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size)
     find = exhaustive if args.exhaustive else run_ga
-    options = dict(top_k=args.top_k, max_mb=args.max_mb)
+    options = dict(top_k=args.top_k, max_mb=args.max_mb, head=args.head)
     if not args.exhaustive:
         options |= dict(variant=args.variant, seed=args.seed)
     start = time.perf_counter()
@@ -130,6 +139,7 @@ def search(argv: list[str]) -> int:
     how = "exhaustive" if args.exhaustive else f"GA variant={args.variant} seed={args.seed}"
     cap = f", max {args.max_mb} MB" if args.max_mb else ""
     cap += f", head size >= {args.min_head_size}" if args.min_head_size > 1 else ""
+    cap += f", {args.head} head" if args.head != "sequence" else ""
     print(
         f"teacher {teacher.name} ({teacher.family}); target {args.target_mb} MB{cap}; "
         f"seq_len {args.seq_len}; {how}; {space.size():,} points; {seconds:.3f} s"

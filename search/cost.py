@@ -7,6 +7,9 @@ with a handful of array operations; the `Arch` wrappers return plain numbers.
 Assumptions (held against the real modules by tests/search/test_cost.py):
 - The model is transformers' `RobertaForSequenceClassification` / `BertForSequenceClassification`
   built from `Arch.to_hf_config(teacher)`, in eval mode (dropout is free), batch 1, no padding.
+  Parameters and size also cover the bi-encoder pair students (`head`, see `HEADS`); FLOPs
+  are always one encoder pass with the sequence classifier's head (a pair model runs two
+  passes and its own head).
 - A matmul of (m x k) by (k x n) costs 2mnk FLOPs (a multiply and an add per term), as
   `torch.utils.flop_counter.FlopCounterMode` counts it; a bias add costs mn and is not a matmul.
 - The embedding lookup is a gather: 0 FLOPs (ELECTRA's count of 2HV per token is a known
@@ -27,6 +30,11 @@ import numpy as np
 from search.space import Arch, Teacher, heads_fit
 
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
+# The classifier heads a student can carry (`training.models.build_student`):
+# "sequence": the family's sequence classifier, pooler / classifier.dense (H*H + H) + output (H*n + n);
+# "pair_concat": a bi-encoder without pooler, dense over [u; v] (2H*H + H) + output (H*n + n);
+# "pair_cosine": a bi-encoder without pooler, s*cos(u, v) + b (2 parameters).
+HEADS = ("sequence", "pair_concat", "pair_cosine")
 SOFTMAX_FLOPS = 5  # per attention score
 LAYER_NORM_FLOPS = 5  # per normalised element
 ACTIVATION_FLOPS = 8  # per GELU / tanh output
@@ -62,7 +70,26 @@ ITEMS = (
 # ---------------------------------------------------------------- parameters (exact)
 
 
-def params_array(L, H, A, D, V, *, max_positions: int, type_vocab: int, num_labels: int = 2):
+def check_head(head: str) -> None:
+    """ValueError unless `head` is one of `HEADS`."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+
+
+def head_params_array(H, num_labels: int = 2, head: str = "sequence"):
+    """Parameters of the classifier head over hidden size H (broadcast; int64); see `HEADS`."""
+    check_head(head)
+    H = np.asarray(H, dtype=np.int64)
+    out = H * num_labels + num_labels
+    if head == "sequence":
+        return (H * H + H) + out
+    if head == "pair_concat":
+        return (2 * H * H + H) + out
+    return np.zeros_like(H) + 2
+
+
+def params_array(L, H, A, D, V, *, max_positions: int, type_vocab: int, num_labels: int = 2,
+                 head: str = "sequence"):
     """Parameter count, broadcast over gene arrays (int64). A does not change the count.
 
     embeddings: V*H word + P*H position + T*H token type + 2H LayerNorm
@@ -70,41 +97,44 @@ def params_array(L, H, A, D, V, *, max_positions: int, type_vocab: int, num_labe
                 + (H*D + D) intermediate + (D*H + H) output dense + 2H LayerNorm
     head:       (H*H + H) RoBERTa classifier.dense / BERT pooler.dense
                 + (H*n + n) RoBERTa classifier.out_proj / BERT classifier
-    (The two families' heads differ in structure, not in count.)
+    (The two families' heads differ in structure, not in count.) Other heads: `HEADS`.
     """
     del A  # heads split H; they add no parameters
     L, H, D, V = (np.asarray(x, dtype=np.int64) for x in (L, H, D, V))
     embeddings = (V + max_positions + type_vocab) * H + 2 * H
     per_layer = 4 * (H * H + H) + 2 * H + (H * D + D) + (D * H + H) + 2 * H
-    head = (H * H + H) + (H * num_labels + num_labels)
-    return embeddings + L * per_layer + head
+    return embeddings + L * per_layer + head_params_array(H, num_labels, head)
 
 
-def params(arch: Arch, teacher: Teacher, num_labels: int = 2) -> int:
-    """Exact `sum(p.numel())` of the teacher-family sequence classifier built from `arch`."""
+def params(arch: Arch, teacher: Teacher, num_labels: int = 2, head: str = "sequence") -> int:
+    """Exact `sum(p.numel())` of the teacher-family classifier built from `arch` with `head`."""
     return int(
         params_array(
             *arch.genes(),
             max_positions=teacher.max_positions,
             type_vocab=teacher.type_vocab,
             num_labels=num_labels,
+            head=head,
         )
     )
 
 
 def size_mb_array(
-    L, H, A, D, V, *, max_positions: int, type_vocab: int, num_labels: int = 2, dtype: str = "fp32"
+    L, H, A, D, V, *, max_positions: int, type_vocab: int, num_labels: int = 2, dtype: str = "fp32",
+    head: str = "sequence",
 ):
     """Size in MB (bytes / 1e6) at `dtype` bytes per parameter, broadcast over gene arrays."""
     if dtype not in BYTES_PER_PARAM:
         raise ValueError(f"dtype must be one of {sorted(BYTES_PER_PARAM)}, got {dtype!r}")
     count = params_array(
-        L, H, A, D, V, max_positions=max_positions, type_vocab=type_vocab, num_labels=num_labels
+        L, H, A, D, V, max_positions=max_positions, type_vocab=type_vocab, num_labels=num_labels,
+        head=head,
     )
     return count * (BYTES_PER_PARAM[dtype] / 1e6)
 
 
-def size_mb(arch: Arch, teacher: Teacher, num_labels: int = 2, dtype: str = "fp32") -> float:
+def size_mb(arch: Arch, teacher: Teacher, num_labels: int = 2, dtype: str = "fp32",
+            head: str = "sequence") -> float:
     """Weights' size in MB (1e6 bytes): params x bytes per parameter (fp32 4, fp16 2, int8 1).
 
     int8 assumes every parameter is stored in one byte (scales and zero points ignored).
@@ -116,6 +146,7 @@ def size_mb(arch: Arch, teacher: Teacher, num_labels: int = 2, dtype: str = "fp3
             type_vocab=teacher.type_vocab,
             num_labels=num_labels,
             dtype=dtype,
+            head=head,
         )
     )
 
@@ -216,10 +247,11 @@ def fitness_array(
     max_mb=None,
     num_labels: int = 2,
     min_head_size: int = 1,
+    head: str = "sequence",
 ):
     """The paper's fitness GFLOPs - |size_MB - T|, broadcast over gene arrays.
 
-    GFLOPs is the itemised total; size is the fp32 sequence classifier with `num_labels`
+    GFLOPs is the itemised total; size is the fp32 classifier with `head` and `num_labels`
     outputs (what the compression job trains). Points over `max_mb`, or whose heads do not
     divide hidden into heads of at least `min_head_size` (`heads_fit`), get -inf (dominated,
     never an exception).
@@ -233,6 +265,7 @@ def fitness_array(
         max_positions=teacher.max_positions,
         type_vocab=teacher.type_vocab,
         num_labels=num_labels,
+        head=head,
     )  # no A: on the full grid (L, H, 1, D, V)
     miss = np.abs(size - target_mb)
     if max_mb is not None:

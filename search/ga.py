@@ -9,8 +9,8 @@
 Genomes are index vectors into the `SearchSpace` choice tuples (layers, hidden, heads, ffn,
 vocab), so every operator keeps genes inside the space by construction. Fitness is the
 paper's GFLOPs - |size_MB - T| with the itemised total FLOPs at the real sequence length and
-the size of the fp32 sequence classifier with `num_labels` outputs (what the compression job
-trains); infeasible points (over `max_mb`, heads not dividing hidden, a head size hidden / heads
+the size of the fp32 classifier with `num_labels` outputs and the students' `head` (what the
+compression job trains; `cost.HEADS`); infeasible points (over `max_mb`, heads not dividing hidden, a head size hidden / heads
 below the space's `min_head_size`) score -inf.
 
 All randomness comes from one `random.Random(seed)` per call: no global state is touched,
@@ -82,6 +82,7 @@ class Problem:
     seq_len: int
     max_mb: float | None = None
     num_labels: int = 2
+    head: str = "sequence"  # the students' classifier head (`cost.HEADS`): it decides the size
 
     def __post_init__(self):
         # Cached once: the GA asks for them thousands of times.
@@ -105,6 +106,7 @@ class Problem:
             max_positions=t.max_positions,
             type_vocab=t.type_vocab,
             num_labels=self.num_labels,
+            head=self.head,
         )
 
     def flops(self, values) -> dict:
@@ -121,6 +123,7 @@ class Problem:
             max_mb=self.max_mb,
             num_labels=self.num_labels,
             min_head_size=self.space.min_head_size,
+            head=self.head,
         )
 
     def fitness(self, idx) -> np.ndarray:
@@ -173,7 +176,7 @@ class Problem:
         return idx
 
     def rows(self, idx, fitness) -> list[dict]:
-        """Result dicts (genes, params, size_mb, gflops, flops_matmul, fitness) of genomes."""
+        """Result dicts (genes, params, size_mb, gflops, flops_matmul, fitness, head) of genomes."""
         values = self.values(idx)
         t = self.teacher
         count = cost.params_array(
@@ -181,6 +184,7 @@ class Problem:
             max_positions=t.max_positions,
             type_vocab=t.type_vocab,
             num_labels=self.num_labels,
+            head=self.head,
         )
         fl = self.flops(values)
         out = []
@@ -194,13 +198,14 @@ class Problem:
                     gflops=float(fl["total"][i]) / 1e9,
                     flops_matmul=int(fl["matmul"][i]),
                     fitness=float(fitness[i]),
+                    head=self.head,
                 )
             )
         return out
 
     def smallest_mb(self) -> float:
         """fp32 size of the space's smallest architecture."""
-        return cost.size_mb(self.space.smallest(), self.teacher, self.num_labels)
+        return cost.size_mb(self.space.smallest(), self.teacher, self.num_labels, head=self.head)
 
 
 def _unpack(values):
@@ -208,13 +213,14 @@ def _unpack(values):
     return values.T if isinstance(values, np.ndarray) else values
 
 
-def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels) -> Problem:
+def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="sequence") -> Problem:
     """Validated problem; ValueError naming the bad argument."""
     if not target_mb > 0:
         raise ValueError(f"target_mb must be positive, got {target_mb}")
     if seq_len <= 0:
         raise ValueError(f"seq_len must be positive, got {seq_len}")
-    problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels)
+    cost.check_head(head)
+    problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels, head)
     if max_mb is not None and max_mb < problem.smallest_mb():
         raise ValueError(
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"
@@ -356,12 +362,14 @@ def run_ga(
     top_k: int = 1,
     max_mb: float | None = None,
     num_labels: int = 2,
+    head: str = "sequence",
 ) -> list[dict]:
     """Genetic search; the top-k distinct feasible candidates it evaluated, best first.
 
     Budget: `population` random genomes, then `generations` x `children` new ones (mu + lambda:
     the best `population` distinct genomes of parents + children survive). Each dict holds
-    layers, hidden, heads, ffn, vocab, params, size_mb (fp32), gflops, flops_matmul, fitness.
+    layers, hidden, heads, ffn, vocab, params, size_mb (fp32), gflops, flops_matmul, fitness,
+    head (the classifier head the size counts).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -369,7 +377,7 @@ def run_ga(
         raise ValueError(
             "population >= 2, children >= 1, generations >= 0 and top_k >= 1 are required"
         )
-    problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels)
+    problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head)
     rng = random.Random(seed)
     make_child = _paper_child if variant == "paper" else _default_child
     repair = variant == "default"
@@ -404,6 +412,7 @@ def exhaustive(
     top_k: int = 1,
     max_mb: float | None = None,
     num_labels: int = 2,
+    head: str = "sequence",
     **_ga_options,
 ) -> list[dict]:
     """The true top-k: every grid point scored with numpy broadcasting (no loop over points).
@@ -411,7 +420,7 @@ def exhaustive(
     Accepts (and ignores) the GA's own options (variant, population, seed, ...) so it can be
     called with the same arguments as `run_ga`.
     """
-    problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels)
+    problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head)
     fit = cost.fitness_array(
         *space.grid(),
         teacher=teacher,
@@ -420,6 +429,7 @@ def exhaustive(
         max_mb=max_mb,
         num_labels=num_labels,
         min_head_size=space.min_head_size,
+        head=head,
     )  # (nL, nH, nA, nD, nV)
     flat = np.broadcast_to(fit, space.shape()).ravel()
     k = min(top_k, flat.size)
@@ -446,6 +456,7 @@ def pareto(
     seed: int | None = None,
     max_mb: float | None = None,
     num_labels: int = 2,
+    head: str = "sequence",
 ) -> list[dict]:
     """NSGA-II over `OBJECTIVES` (size_mb down, gflops up): the distinct non-dominated set found.
 
@@ -454,7 +465,7 @@ def pareto(
     hidden, a head size below `min_head_size`) are dominated by every feasible one.
     """
     # The target is unused here (no scalar fitness); the problem supplies sizes and FLOPs.
-    problem = _problem(space, teacher, 1.0, seq_len, max_mb, num_labels)
+    problem = _problem(space, teacher, 1.0, seq_len, max_mb, num_labels, head)
     rng = random.Random(seed)
     cls = creator.ParetoIndividual
 

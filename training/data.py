@@ -493,9 +493,12 @@ def _file_hash(path: Path) -> str:
 def data_fingerprint(cfg: DataConfig) -> str:
     """Stable 16-hex hash of the data files' contents and of ``cfg`` (minus its path).
 
-    The path itself is left out so that moving a data set keeps its caches valid.
+    The path itself is left out so that moving a data set keeps its caches valid. Clone data
+    named by its data.jsonl is read with the split files beside it: the folder is hashed.
     """
     path = _resolve(cfg.path)
+    if cfg.task == "clone" and path.is_file():
+        path = _clone_folder(path)
     digest = hashlib.sha256()
     for file in _data_files(path):
         rel = file.name if file == path else file.relative_to(path).as_posix()

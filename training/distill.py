@@ -75,6 +75,7 @@ from training.models import (
     PairEncoderForSequenceClassification,
     TeacherConfig,
     build_student,
+    cost_head,
 )
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
 from training.tokenizer import train_tokenizer
@@ -502,12 +503,13 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
     if kind == "student":
         arch = Arch(*(int(candidate[g]) for g in ("layers", "hidden", "heads", "ffn", "vocab")))
         tokenizer = train_tokenizer(texts, arch.vocab, cache_dir=cache, words=words)
-        model = build_student(arch, artifacts.teacher, artifacts.num_labels,
-                              cfg.pair_mode if pairs else "joint",
+        pair_mode = cfg.pair_mode if pairs else "joint"
+        model = build_student(arch, artifacts.teacher, artifacts.num_labels, pair_mode,
                               pad_token_id=tokenizer.pad_token_id, pair_head=cfg.pair_head,
                               attention_dropout=cfg.attention_dropout)
-        fields = {"size_mb": cost.size_mb(arch, artifacts.teacher, artifacts.num_labels),
-                  "analytic_params": cost.params(arch, artifacts.teacher, artifacts.num_labels),
+        head = cost_head(pair_mode, cfg.pair_head)
+        fields = {"size_mb": cost.size_mb(arch, artifacts.teacher, artifacts.num_labels, head=head),
+                  "analytic_params": cost.params(arch, artifacts.teacher, artifacts.num_labels, head=head),
                   "gflops": candidate.get("gflops"),
                   "attention_dropout": _encoder_config(model).attention_probs_dropout_prob}
         return model, tokenizer, fields | dict(zip(("layers", "hidden", "heads", "ffn", "vocab"),

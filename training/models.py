@@ -151,6 +151,12 @@ def build_student(
     raise ValueError(f"pair_mode must be 'joint' or 'separate', got {pair_mode!r}")
 
 
+def cost_head(pair_mode: str, pair_head: str = "concat") -> str:
+    """The `search.cost` head (`HEADS`) of the student `build_student` makes with these
+    settings: what the search's size model must count."""
+    return "sequence" if pair_mode == "joint" else f"pair_{pair_head}"
+
+
 # In-process: the Auto classes load saved pair models without trust_remote_code.
 AutoConfig.register(PairEncoderConfig.model_type, PairEncoderConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(

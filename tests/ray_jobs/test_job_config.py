@@ -2,6 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -86,9 +87,9 @@ def test_job_config_sections_and_absolute_results_dir(tmp_path, monkeypatch):
         load_config(None, ["distill.epochz=1"])
     with pytest.raises(ConfigError, match="data.max_train"):
         load_config(None, ["data.max_train=many"])
-    with pytest.raises(ConfigError, match="distill: student_tokenizer: 'chars' is not one of"):
+    with pytest.raises(ConfigError, match="distill.student_tokenizer: 'chars' is not one of"):
         load_config(None, ["distill.student_tokenizer=chars"])
-    with pytest.raises(ConfigError, match="distill: transfer_set: 'some'"):
+    with pytest.raises(ConfigError, match="distill.transfer_set: 'some'"):
         load_config(None, ["distill.transfer_set=some"])
 
 
@@ -135,6 +136,69 @@ def test_top_k_of_distinct_shapes_skips_heads_only_variants():
     assert selected_ranks(shapes, ranked) == [0, 3, 5]
     students = [s["candidate"] for s in trial_specs(shapes, ranked) if s["candidate"]["kind"] == "student"]
     assert [(c["layers"], c["heads"]) for c in students] == [(6, 8), (5, 8), (4, 8)]
+
+
+def test_search_sizes_students_with_the_head_they_will_carry():
+    """The demo's bi-encoder students carry a cosine head (2 parameters, no pooler): the GA's
+    size, the budget check and the search table count that head, not a sequence classifier's."""
+    from ray_jobs.compress import check_budget, search_candidates, student_head
+    from search import cost
+    from search.space import Arch, SearchSpace, teacher_spec
+    from training.data import ClsExample
+    from training.models import build_student
+
+    pairs = {"train": [ClsExample("def f(): pass", "f", 1)]}
+    single = {"train": [ClsExample("def f(): pass", None, 1)]}
+    demo = load_config(CONFIG_DIR / "demo.yaml", ["search.top_k=1", "search.generations=5"])
+    assert student_head(demo, pairs) == "pair_cosine"
+    assert student_head(demo, single) == "sequence"  # a defect task: one input, the family's classifier
+    concat = load_config(None, ["distill.pair_mode=separate", "distill.pair_head=concat"])
+    assert student_head(concat, pairs) == "pair_concat"
+    assert student_head(load_config(None), pairs) == "sequence"
+
+    teacher = teacher_spec("minilm-l6")
+    best = search_candidates(demo, teacher, 2, "pair_cosine")[0]
+    assert best["head"] == "pair_cosine"
+    model = build_student(Arch(*(best[g] for g in ("layers", "hidden", "heads", "ffn", "vocab"))),
+                          teacher, pair_mode="separate", pair_head="cosine")
+    assert best["params"] == sum(p.numel() for p in model.parameters())
+    assert best["size_mb"] == pytest.approx(best["params"] * 4e-6)
+    # the budget check counts the head too: the sequence head's smallest model is larger
+    space = SearchSpace.from_teacher(teacher)
+    floor = cost.size_mb(space.smallest(), teacher, head="pair_cosine")
+    check_budget(floor, space, teacher, 2, "pair_cosine")
+    with pytest.raises(Exception, match="below the smallest architecture"):
+        check_budget(floor, space, teacher, 2, "sequence")
+
+
+def test_sweep_id_follows_the_data_content_not_only_its_path(tmp_path):
+    """Re-running a finished job after its data changed in place must not restore the old
+    sweep (and keep its rows): the sweep id hashes the data's contents."""
+    import shutil
+
+    from ray_jobs import compress, prune
+
+    fixtures = Path(__file__).resolve().parents[1] / "training" / "fixtures"
+    data, extra = tmp_path / "c2t", tmp_path / "extra"
+    shutil.copytree(fixtures / "code_to_text", data)
+    shutil.copytree(fixtures / "code_to_text", extra)
+    plain = [f"data.path={data}"]
+    extras = plain + [f"distill.transfer_extra=[{extra}]", f"seq2seq.train_extra=[{extra}]"]
+
+    def ids():
+        return [job.sweep_id(load_config(None, o)) for job in (compress, prune) for o in (plain, extras)]
+
+    first = ids()
+    assert ids() == first and len(set(first)) == 4  # stable; extra data is part of the identity
+
+    def drop_last_line(file):
+        file.write_text("".join(file.read_text().splitlines(keepends=True)[:-1]))
+
+    drop_last_line(extra / "test.jsonl")  # only the runs that read the extra data change
+    second = ids()
+    assert [a == b for a, b in zip(first, second, strict=True)] == [True, False, True, False]
+    drop_last_line(data / "test.jsonl")
+    assert not set(ids()) & set(first + second)
 
 
 def test_trials_start_with_the_paper_width_baseline():

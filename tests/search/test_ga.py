@@ -22,6 +22,7 @@ KEYS = {
     "gflops",
     "flops_matmul",
     "fitness",
+    "head",
 }
 
 
@@ -201,3 +202,23 @@ def test_pareto_front_is_non_dominated_and_distinct():
         assert not (b[0] <= a[0] and b[1] >= a[1]), (a, b)  # b never dominates a
     assert points == sorted(points)
     assert [o.name for o in ga.OBJECTIVES] == ["size_mb", "gflops"]
+
+
+def test_head_decides_the_size_the_search_aims_at():
+    """A bi-encoder student's head has no pooler (cosine: 2 parameters): the GA, the exhaustive
+    check and the rows size it with that head."""
+    minilm = teacher_spec("minilm-l6")
+    space = SearchSpace.from_teacher(minilm)
+    for head in cost.HEADS:
+        rows = ga.exhaustive(space, minilm, 3.0, 64, top_k=3, head=head)
+        assert [r["head"] for r in rows] == [head] * 3
+        for r in rows:
+            arch = Arch(*(r[g] for g in ("layers", "hidden", "heads", "ffn", "vocab")))
+            assert r["params"] == cost.params(arch, minilm, head=head)
+        found = ga.run_ga(space, minilm, 3.0, 64, seed=0, head=head)[0]
+        assert found["fitness"] == pytest.approx(rows[0]["fitness"])  # the GA finds the optimum
+    cosine = ga.exhaustive(space, minilm, 3.0, 64, head="pair_cosine")[0]
+    plain = ga.exhaustive(space, minilm, 3.0, 64)[0]
+    assert cosine["params"] != plain["params"]
+    with pytest.raises(ValueError, match="head must be one of"):
+        ga.run_ga(space, minilm, 3.0, 64, head="pooler")

@@ -70,13 +70,16 @@ def test_json_ga_matches_exhaustive():
     ex = json.loads(_run(*common, "--exhaustive").stdout)
     for result in (ga, ex):
         assert set(result) == {"seconds", "candidates"} and result["seconds"] >= 0
-        assert len(result["candidates"]) == 3 and all(set(c) == KEYS for c in result["candidates"])
+        assert len(result["candidates"]) == 3 and all(set(c) == KEYS | {"head"} for c in result["candidates"])
     assert ga["candidates"][0]["fitness"] == pytest.approx(ex["candidates"][0]["fitness"])
     capped = json.loads(_run(*common, "--max-mb", "10", "--variant", "paper", "--seed", "1").stdout)
     assert all(c["size_mb"] <= 10 for c in capped["candidates"])
     wide = json.loads(_run(*common, "--min-head-size", "32", "--seed", "3").stdout)
     assert all(c["hidden"] // c["heads"] >= 32 for c in wide["candidates"])
     assert wide["candidates"][0]["fitness"] < ga["candidates"][0]["fitness"]
+    cosine = json.loads(_run(*common, "--head", "pair_cosine", "--exhaustive").stdout)
+    assert {c["head"] for c in cosine["candidates"]} == {"pair_cosine"}
+    assert {c["head"] for c in ex["candidates"]} == {"sequence"}
 
 
 @pytest.mark.parametrize(
@@ -91,6 +94,7 @@ def test_json_ga_matches_exhaustive():
         (["--variant", "fast"], "--variant"),
         (["--min-head-size", "0"], "--min-head-size"),
         (["--min-head-size", "5000"], "min_head_size"),
+        (["--head", "pooler"], "--head"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):

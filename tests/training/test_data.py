@@ -360,3 +360,17 @@ def test_code_search_needs_two_distinct_summaries_per_split(tmp_path):
 def test_default_data_set_only_serves_code_search():
     with pytest.raises(DataError, match="task 'clone' needs data.path"):
         classification_splits(DataConfig(task="clone"))
+
+
+def test_clone_fingerprint_covers_the_split_files_beside_data_jsonl(tmp_path):
+    """data.path may name the clone set's data.jsonl; its train/valid/test.txt are read too,
+    so editing one must change the fingerprint (it keys the teacher and eval caches)."""
+    folder = tmp_path / "bcb"
+    shutil.copytree(BCB, folder)
+    by_file = DataConfig(path=str(folder / "data.jsonl"), task="clone")
+    fp = data_fingerprint(by_file)
+    assert fp == data_fingerprint(DataConfig(path=str(folder), task="clone"))
+    test = folder / "test.txt"
+    lines = test.read_text().splitlines()
+    test.write_text("\n".join(lines[:-1]) + "\n")
+    assert data_fingerprint(by_file) != fp

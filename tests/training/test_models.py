@@ -11,6 +11,7 @@ from training.models import (
     BiLSTMSoft,
     PairEncoderForSequenceClassification,
     build_student,
+    cost_head,
     load_encoder,
     load_teacher,
 )
@@ -41,12 +42,26 @@ def test_joint_student_param_count_equals_cost_model(family):
         assert _n(model) == cost.params(arch, teacher)
 
 
+@pytest.mark.parametrize("family", ["minilm-l6", "codebert-base"])
+@pytest.mark.parametrize("pair_mode, pair_head", [("joint", "concat"), ("separate", "concat"),
+                                                  ("separate", "cosine")])
+def test_every_student_head_param_count_equals_cost_model(family, pair_mode, pair_head):
+    """The search sizes students by the head they will carry: the GA aims at the real size."""
+    teacher = teacher_spec(family)
+    head = cost_head(pair_mode, pair_head)
+    for arch in (ARCH, Arch(3, 48, 4, 96, 1000)):
+        model = build_student(arch, teacher, pair_mode=pair_mode, pair_head=pair_head)
+        assert _n(model) == cost.params(arch, teacher, head=head)
+        assert cost.size_mb(arch, teacher, head=head) == pytest.approx(_n(model) * 4 / 1e6)
+
+
 def test_separate_student_adds_one_hidden_square():
     teacher = teacher_spec("minilm-l6")
     model = build_student(ARCH, teacher, pair_mode="separate")
     assert isinstance(model, PairEncoderForSequenceClassification)
     # encoder without pooler (-H*H-H) + dense(2H->H) instead of the pooler: +H*H
     assert _n(model) == cost.params(ARCH, teacher) + ARCH.hidden ** 2
+    assert cost.params(ARCH, teacher, head="pair_concat") == cost.params(ARCH, teacher) + ARCH.hidden ** 2
 
 
 @pytest.mark.parametrize("pair_mode", ["joint", "separate"])
@@ -194,4 +209,5 @@ def test_cosine_pair_student_has_two_head_parameters():
     h = ARCH.hidden
     # no pooler (h*h + h), no classifier (2h + 2); the head is s and b
     assert _n(model) == cost.params(ARCH, teacher) - (h * h + h) - (2 * h + 2) + 2
+    assert _n(model) == cost.params(ARCH, teacher, head="pair_cosine")
     assert model.config.pooling == "mean"
