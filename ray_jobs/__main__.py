@@ -24,8 +24,13 @@ from ray_jobs.errors import ConfigError, JobError, SweepFailed, SweepInterrupted
 JOBS = ("compress", "prune", "demo")
 
 
+class _Parser(argparse.ArgumentParser):  # subparsers are made of the same class
+    def error(self, message):  # argparse prints usage + message; bad input is one line, exit 2
+        raise JobError(f"{self.prog}: {message}")
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m ray_jobs", description=__doc__.split("\n")[0])
+    ap = _Parser(prog="python -m ray_jobs", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     for name in JOBS:
         p = sub.add_parser(name, help=f"run the {name} job")
@@ -46,33 +51,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _results_dir(config: str | None, overrides: list[str]) -> Path:
-    """results_dir for query/tables without loading the job config (no torch import)."""
-    import yaml
-
-    value = results.DEFAULT_RESULTS_DIR
-    if config:
-        path = _config_path(config)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from None
-        value = data.get("results_dir", value) if isinstance(data, dict) else value
+    """results_dir for query/tables: the last results_dir=PATH override (taken verbatim), else
+    the config's, read and checked as the jobs read it (a config that is not a mapping or a
+    results_dir that is not a string: ConfigError), else the default."""
+    value = None
     for text in overrides:
         key, sep, raw = text.partition("=")
         if key != "results_dir" or not sep:
             raise ConfigError(f"{text}: only results_dir=PATH applies here")
         value = raw
-    return Path(value).expanduser().resolve()
+    if config:
+        # The job config's own reader and types; importing it costs the torch import, so
+        # only a query that names a config pays it.
+        from ray_jobs.config import JobConfig, build_config, read_yaml
+
+        data = read_yaml(_config_path(config))
+        if value is None and "results_dir" in data:
+            value = build_config(JobConfig, {"results_dir": data["results_dir"]}).results_dir
+    return Path(results.DEFAULT_RESULTS_DIR if value is None else value).expanduser().resolve()
 
 
 def _config_path(name: str | None) -> Path | None:
     if name is None:
         return None
-    from ray_jobs.config import CONFIG_DIR  # light: the module's path only
+    from ray_jobs.config import resolve_config_path  # imports torch: job commands and --config only
 
-    path = Path(name)
-    shipped = CONFIG_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
-    return path if path.exists() or not shipped.exists() else shipped
+    return resolve_config_path(name)
 
 
 def _query(args) -> int:
@@ -107,18 +111,22 @@ def _bad_input_types() -> tuple[type, ...]:
     return (ConfigError, JobError, results.ResultsError, DataError)
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command line of a non-bench command; JobError (one line, exit 2) when unusable."""
+    parser = _parser()
+    # key=value overrides may follow options too (`query SQL --format json results_dir=X`).
+    args, extra = parser.parse_known_args(argv)
+    if any(t.startswith("-") or "=" not in t for t in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(getattr(args, "overrides", None) or []) + extra
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = None
-    if argv[:1] != ["bench"]:
-        parser = _parser()
-        # key=value overrides may follow options too (`query SQL --format json results_dir=X`).
-        args, extra = parser.parse_known_args(argv)
-        if any(t.startswith("-") or "=" not in t for t in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        if extra:
-            args.overrides = list(getattr(args, "overrides", None) or []) + extra
     try:
+        args = None if argv[:1] == ["bench"] else _parse(argv)
         if args is None:
             from ray_jobs import bench
 

@@ -37,6 +37,7 @@ from ray_jobs import results
 from ray_jobs.config import build_config, code_version, to_dict
 from ray_jobs.errors import ConfigError, JobError
 from ray_jobs.sweep import loopback_only
+from training.checks import check_distinct, check_ranges
 
 TABLE = "bench"
 
@@ -70,13 +71,19 @@ class BenchConfig:
     step_seq_len: int = 64  # tokens a side (the demo's distill.max_seq_len)
     step_runs: int = 20  # timed steps per (student, precision), after 3 untimed
 
-    def __post_init__(self) -> None:  # refused when the command line is read, before any timing
+    def __post_init__(self) -> None:  # refused when the command line is read, before Ray or any timing
         for name in ("latency_runs", "step_runs"):
             if getattr(self, name) < 20:  # the latency harness's contract: median and p90 of >= 20
                 raise ValueError(f"{name}: must be >= 20, got {getattr(self, name)}")
-        for name in ("step_batch", "step_seq_len", "latency_seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
+        check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
+                                   "width", "overhead_trials", "latency_threads", "workers", "latency_batches"))
+        check_distinct(self, "workers", "latency_batches")
+        for name in ("workers", "latency_batches"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: must not be empty")
+        if self.object_store_mb < 75:  # Ray's floor (OBJECT_STORE_MINIMUM_MEMORY_BYTES: 75 MiB)
+            raise ValueError(f"object_store_mb: Ray needs at least 75, got {self.object_store_mb}")
 
 
 def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:
@@ -211,8 +218,14 @@ def print_rows(rows: list[dict]) -> None:
             )
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; bad input is one line, exit 2
+        raise JobError(f"{self.prog}: {message}")
+
+
 def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs bench", description=__doc__)
+    """(what, config) from the command line; JobError / ConfigError on bad input."""
+    parser = _Parser(prog="python -m ray_jobs bench", description=__doc__)
     parser.add_argument("what", choices=["scaling", "latency", "train-step"])
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. trials=4 steps=50")
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")

@@ -30,9 +30,10 @@ from training.distill import (
     prepare_teacher,
     teacher_variant_rows,
     train_student,
+    transfer_examples,
 )
-from training.finetune import num_labels_of
-from training.models import cost_head, resolve_teacher
+from training.finetune import labeled_half, num_labels_of
+from training.models import check_teacher_loadable, cost_head
 
 # The sections whose values decide what the compression job computes (its identity).
 SECTIONS = ("seed", "data", "teacher", "search", "finetune", "distill", "baselines")
@@ -68,6 +69,18 @@ def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:
                        "once those sharing a text with valid/test are dropped")
 
 
+def check_halves(cfg: JobConfig, splits: dict) -> None:
+    """Both halves of the train split hold examples: the teacher fine-tunes on the labeled
+    one, the students distil on the transfer set (before any work)."""
+    labeled, _ = labeled_half(splits["train"], cfg.data)
+    if not labeled:
+        raise JobError(f"data: no labeled example to fine-tune the teacher on ({len(splits['train'])} train "
+                       f"examples, labeled_fraction {cfg.data.labeled_fraction})")
+    if not transfer_examples(splits["train"], cfg.data, cfg.distill):
+        raise JobError(f"data: no unlabeled example to distil on ({len(splits['train'])} train examples, "
+                       f"labeled_fraction {cfg.data.labeled_fraction}); distill.transfer_set=all uses both halves")
+
+
 def check_in_batch(cfg: JobConfig) -> None:
     """The in-batch loss needs pairs and a bi-encoder teacher (before any work)."""
     if not cfg.distill.in_batch_weight:
@@ -81,9 +94,10 @@ def check_in_batch(cfg: JobConfig) -> None:
 
 
 def teacher_dims(cfg: JobConfig) -> Teacher:
-    """The teacher's family and dimensions, without loading weights; JobError if unknown."""
+    """The teacher's family and dimensions, without loading weights; JobError if unknown or
+    if its weights cannot be reached."""
     try:
-        resolve_teacher(cfg.teacher.name)
+        check_teacher_loadable(cfg.teacher.name)
         return teacher_spec(cfg.teacher.name)
     except ValueError as exc:
         raise JobError(f"teacher.name: {exc}") from None
@@ -124,13 +138,16 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
     check_budget(s.target_mb, space, teacher, num_labels, head)
     seq_len = s.seq_len or cfg.distill.max_seq_len
     everything = s.population + s.generations * s.children  # archive size bound
-    found = run_ga(
-        space, teacher, s.target_mb, seq_len,
-        variant=s.variant, population=s.population, generations=s.generations,
-        crossover_rate=s.crossover_rate, children=s.children,
-        seed=cfg.seed if s.seed is None else s.seed, top_k=everything, max_mb=s.max_mb,
-        num_labels=num_labels, head=head,
-    )
+    try:
+        found = run_ga(
+            space, teacher, s.target_mb, seq_len,
+            variant=s.variant, population=s.population, generations=s.generations,
+            crossover_rate=s.crossover_rate, children=s.children,
+            seed=cfg.seed if s.seed is None else s.seed, top_k=everything, max_mb=s.max_mb,
+            num_labels=num_labels, head=head,
+        )
+    except ValueError as err:  # e.g. a max_mb below the smallest architecture
+        raise ConfigError(f"search: {err}") from None
     if not found:
         raise JobError(
             f"search.target_mb: no architecture of {teacher.name} fits {s.target_mb} MB"
@@ -206,9 +223,13 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     check_results_dir(cfg.results_dir)
     # Cheap input checks first: bad data, teacher or budget fail before Ray starts.
     splits = classification_splits(cfg.data)
+    check_halves(cfg, splits)
     check_transfer_extra(cfg, splits)
     check_in_batch(cfg)
     candidates = search_candidates(cfg, teacher_dims(cfg), num_labels_of(splits), student_head(cfg, splits))
+    specs = trial_specs(cfg, candidates)
+    if not specs:
+        raise JobError("compress: nothing to train (search.top_k=0, both baselines off, distill.quantize=[])")
     sid = sweep_id(cfg)
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
     started = sweep.init_ray(cfg)
@@ -223,7 +244,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
                   "students_dir": str(Path(cfg.results_dir) / "students" / sid),
                   "teacher_size_mb": teacher_size_mb(artifacts.teacher_dir)}
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
-                          trials=trial_specs(cfg, candidates), tables=("distill", "quantize"),
+                          trials=specs, tables=("distill", "quantize"),
                           params=params, stamp=stamp)
         return sweep.run_sweep(cfg, job, resume=resume)
     finally:

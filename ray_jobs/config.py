@@ -7,9 +7,11 @@ Unknown keys and wrong types raise ConfigError naming the dotted key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import math
 import subprocess
 import types
 import typing
@@ -21,6 +23,8 @@ import yaml
 
 from ray_jobs.errors import ConfigError
 from ray_jobs.results import DEFAULT_RESULTS_DIR
+from search.ga import VARIANTS
+from training.checks import check_choices, check_ranges
 from training.data import DataConfig, data_fingerprint, extra_fingerprint
 from training.distill import DistillConfig
 from training.finetune import FinetuneConfig
@@ -44,10 +48,19 @@ class ResourcesConfig:
     object_store_mb: int = 512  # local cluster only: object store size (MiB)
     precheck: bool = True  # refuse requests no node fits; False on autoscaling clusters
 
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("cpus_per_trial", "prepare_cpus"), non_negative=("gpus_per_trial", "num_gpus"),
+                     counts=("max_concurrent_trials", "num_cpus"))
+        if self.object_store_mb < 75:  # Ray's floor (OBJECT_STORE_MINIMUM_MEMORY_BYTES: 75 MiB)
+            raise ValueError(f"object_store_mb: Ray needs at least 75, got {self.object_store_mb}")
+
 
 @dataclass(frozen=True)
 class FailureConfig:
     max_failures: int = 1  # retries of a trial whose worker or code fails (Tune FailureConfig)
+
+    def __post_init__(self) -> None:  # Tune reads a negative count as "retry forever"
+        check_ranges(self, non_negative=("max_failures",))
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,15 @@ class SearchConfig:
     # least hidden / heads a candidate may have; 1 = the paper's space. For GPU students: the
     # fitness always prefers 8 heads, and an H200 ran head size 10 1.5x slower than 40 at batch 1
     min_head_size: int = 1
+
+    def __post_init__(self) -> None:  # refused when the config is read, not inside the GA
+        check_choices(self, variant=VARIANTS)
+        check_ranges(self, positive=("target_mb", "max_mb"), counts=("children", "seq_len"),
+                     non_negative=("top_k", "generations"), fractions=("crossover_rate",))
+        if self.population < 2:
+            raise ValueError(f"population: must be >= 2, got {self.population}")
+        if not math.isfinite(self.target_mb):
+            raise ValueError(f"target_mb: must be finite, got {self.target_mb}")
 
 
 @dataclass(frozen=True)
@@ -237,7 +259,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def build_config(cls: type, data: dict | None = None, overrides: list[str] = ()) -> Any:
     """Generic: dataclass `cls` from mapping `data` with dotted `overrides` applied."""
-    tree = json.loads(json.dumps(data or {}))  # deep copy; YAML scalars only
+    tree = copy.deepcopy(data or {})  # YAML dates and other non-JSON scalars reach _convert, which names them
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)

@@ -48,6 +48,9 @@ def run_prune(cfg: JobConfig, resume: bool) -> str:
 
 def run_demo(cfg: JobConfig, resume: bool) -> None:
     """compress then prune, each summary, and the BLEU-versus-sparsity PNG beside the tables."""
+    from ray_jobs import prune
+
+    prune.check_inputs(cfg)  # a bad pruning setting is refused now, not after the compression job
     run_compress(cfg, resume)
     sid = run_prune(cfg, resume)
     png = summary.plot_bleu(cfg.results_dir, sid, Path(cfg.results_dir) / f"bleu_vs_sparsity-{sid}.png")

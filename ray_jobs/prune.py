@@ -35,10 +35,7 @@ def sweep_id(cfg: JobConfig) -> str:
 
 def trial_specs(cfg: JobConfig) -> list[dict]:
     """One spec per schedule of the grid in cfg.prune."""
-    try:
-        grid = schedules(cfg.prune)
-    except ValueError as exc:
-        raise JobError(f"prune: {exc}") from None
+    grid = schedules(cfg.prune)  # its values were checked when the config was read
     if not grid:
         raise JobError("prune: the schedule grid is empty (a list in the prune section is empty)")
     return [{"trial_key": s["schedule"], "schedule": s} for s in grid]
@@ -98,13 +95,19 @@ def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: 
     return rows
 
 
-def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
-    """Run (or resume) the pruning job; returns the sweep outcome (rows from disk)."""
+def check_inputs(cfg: JobConfig) -> list[dict]:
+    """The job's cheap input checks (results_dir, schedules, data, extra data, teacher): bad
+    input fails before Ray starts (and, in `demo`, before the compression job). Its trial specs."""
     check_results_dir(cfg.results_dir)
-    # Cheap input checks first: bad data, teacher or schedules fail before Ray starts.
     specs = trial_specs(cfg)
     check_train_extra(cfg, code_to_text_splits(cfg.data))
     teacher_dims(cfg)
+    return specs
+
+
+def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
+    """Run (or resume) the pruning job; returns the sweep outcome (rows from disk)."""
+    specs = check_inputs(cfg)
     sid = sweep_id(cfg)
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
     started = sweep.init_ray(cfg)

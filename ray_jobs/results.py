@@ -229,32 +229,50 @@ class RowSink(tune.Callback):
 
 
 def table_names(results_dir: str | os.PathLike) -> list[str]:
+    """Names of the `table=NAME` folders under `results_dir` that hold Parquet files."""
     root = Path(results_dir)
     if not root.is_dir():
         return []
     return sorted(
-        p.name.split("=", 1)[1] for p in root.glob("table=*")
+        p.name.split("=", 1)[1] for p in root.glob("table=?*")  # `table=` names no table
         if p.is_dir() and any(p.glob("*.parquet"))
     )
 
 
+def _ident(name: str) -> str:
+    """`name` as a quoted SQL identifier: any folder name (quotes included) makes a view."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def connect(results_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
-    """In-memory DuckDB with one view per table found under `results_dir`."""
+    """In-memory DuckDB with one view per table found under `results_dir`.
+
+    ResultsError naming the table when its files cannot be read (DuckDB reads every file's
+    schema here, so a corrupt Parquet file is named before any query runs).
+    """
     con = duckdb.connect()
     for name in table_names(results_dir):
         glob = str(table_dir(results_dir, name) / "*.parquet").replace("'", "''")
-        con.execute(
-            f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{glob}\', '
-            "hive_partitioning=true, union_by_name=true)"
-        )
+        try:
+            con.execute(
+                f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet('{glob}', "
+                "hive_partitioning=true, union_by_name=true)"
+            )
+        except duckdb.Error as exc:
+            con.close()
+            raise ResultsError(f"table {name}: {str(exc).splitlines()[0]}") from None
     return con
 
 
 def query(results_dir: str | os.PathLike, sql: str) -> pa.Table:
-    """Run `sql` over the tables (each a view by its name); ResultsError on a bad query."""
+    """Run `sql` over the tables (each a view by its name); ResultsError on a bad query,
+    one that returns no result (empty, comments only) included."""
     con = connect(results_dir)
     try:
-        return con.sql(sql).to_arrow_table()
+        rel = con.sql(sql)
+        if rel is None:  # DuckDB's answer to an empty statement
+            raise ResultsError(f"query: no SQL statement in {sql[:60]!r}")
+        return rel.to_arrow_table()
     except duckdb.Error as exc:
         raise ResultsError(f"query: {str(exc).splitlines()[0]}") from None
     finally:
@@ -264,7 +282,7 @@ def query(results_dir: str | os.PathLike, sql: str) -> pa.Table:
 def table_counts(results_dir: str | os.PathLike) -> dict[str, int]:
     counts = {}
     for name in table_names(results_dir):
-        counts[name] = query(results_dir, f'SELECT count(*) AS n FROM "{name}"').column(0)[0].as_py()
+        counts[name] = query(results_dir, f"SELECT count(*) AS n FROM {_ident(name)}").column(0)[0].as_py()
     return counts
 
 

@@ -30,7 +30,7 @@ from ray_jobs import results
 from ray_jobs.errors import ConfigError, JobError, ResourceError, SweepInterrupted
 
 if TYPE_CHECKING:  # config imports training (torch): trial workers need not
-    from ray_jobs.config import JobConfig
+    from ray_jobs.config import JobConfig, ResourcesConfig
 
 __all__ = ["JobError", "ResourceError", "Sweep", "SweepOutcome", "TrialContext", "init_ray",
            "precheck", "check_resources", "run_sweep", "call_on_worker"]
@@ -93,7 +93,8 @@ def init_ray(cfg: JobConfig) -> bool:
 
     Already initialised (tests, the cluster helper): reuse. RAY_ADDRESS set (`ray job
     submit` sets it for the driver): join that cluster. Otherwise start a private local
-    one without the dashboard, in Ray's single-node mode (`loopback_only`).
+    one without the dashboard, in Ray's single-node mode (`loopback_only`), after checking
+    the trial request against the node it would start (ResourceError before Ray starts).
     """
     if ray.is_initialized():
         return False
@@ -101,6 +102,9 @@ def init_ray(cfg: JobConfig) -> bool:
         ray.init(log_to_driver=True)
         return True
     res = cfg.resources
+    node = _local_node(res) if res.precheck else None
+    if node is not None:  # refused before Ray starts (and prints its start-up lines)
+        _check_fits(cfg, [node])
     loopback_only()
     ray.init(
         address="local",
@@ -110,6 +114,21 @@ def init_ray(cfg: JobConfig) -> bool:
         object_store_memory=res.object_store_mb * 1024 * 1024,
     )
     return True
+
+
+def _local_node(res: ResourcesConfig) -> dict[str, float] | None:
+    """CPU and GPU of the local node `ray.init` would start with these settings, as Ray itself
+    resolves them (cores, cgroup limits, visible GPUs, RAY_OVERRIDE_RESOURCES); None when that
+    private API (Ray 2.60) is missing or fails: precheck then runs once Ray is up."""
+    try:
+        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+        spec = ResourceAndLabelSpec(num_cpus=res.num_cpus, num_gpus=res.num_gpus).resolve(
+            is_head=True, node_ip_address="127.0.0.1")
+    except Exception:
+        return None
+    # A started node lists only the resources it has: no "GPU" key on a CPU-only node.
+    return {k: float(v) for k, v in (("CPU", spec.num_cpus), ("GPU", spec.num_gpus)) if v}
 
 
 def loopback_only() -> None:
@@ -167,15 +186,20 @@ def check_resources(request: dict[str, float], nodes: list[dict[str, float]]) ->
     )
 
 
+def _check_fits(cfg: JobConfig, nodes: list[dict[str, float]]) -> dict[str, float]:
+    """The trial request; ResourceError unless a trial and the preparation task fit a node."""
+    request = trial_request(cfg)
+    check_resources(request, nodes)
+    if cfg.resources.prepare_cpus is not None:
+        check_resources({**request, "cpu": cfg.resources.prepare_cpus}, nodes)
+    return request
+
+
 def precheck(cfg: JobConfig) -> dict[str, float]:
     """The trial request, checked against the connected cluster (unless disabled)."""
-    request = trial_request(cfg)
     if cfg.resources.precheck:
-        nodes = alive_nodes()
-        check_resources(request, nodes)
-        if cfg.resources.prepare_cpus is not None:
-            check_resources({**request, "cpu": cfg.resources.prepare_cpus}, nodes)
-    return request
+        return _check_fits(cfg, alive_nodes())
+    return trial_request(cfg)
 
 
 # ---------------------------------------------------------------- trials

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
 
-from search.cost import HEADS
+from search.cost import HEADS, size_mb
 from search.ga import VARIANTS, exhaustive, run_ga
 from search.space import SearchSpace, teacher_spec
 
@@ -49,8 +50,8 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
         return value
 
     return parse
@@ -126,6 +127,10 @@ def search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
     teacher = teacher_spec(args.teacher)
     space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size)
+    floor = size_mb(space.smallest(), teacher, head=args.head)
+    if args.target_mb < floor:  # the fitness only penalises |size - T|: it would print oversized models
+        raise UsageError(f"--target-mb {args.target_mb:g} is below the smallest architecture of the "
+                         f"{teacher.name} space ({floor:.3f} MB)")
     find = exhaustive if args.exhaustive else run_ga
     options = dict(top_k=args.top_k, max_mb=args.max_mb, head=args.head)
     if not args.exhaustive:

@@ -117,7 +117,11 @@ class Teacher:
         missing = [k for k in keys.values() if k not in config]
         if missing:
             raise ValueError(f"teacher {name!r}: config lacks {', '.join(missing)}")
-        dims = {ours: int(config[theirs]) for ours, theirs in keys.items()}
+        bad = [k for k in keys.values() if isinstance(config[k], bool) or not isinstance(config[k], int)]
+        if bad:
+            raise ValueError(f"teacher {name!r}: config's {', '.join(bad)} must be integers, got "
+                             + ", ".join(repr(config[k]) for k in bad))
+        dims = {ours: config[theirs] for ours, theirs in keys.items()}
         return cls(name=name, family=_FAMILY_OF_MODEL_TYPE[model_type], **dims)
 
     def arch(self) -> Arch:

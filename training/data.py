@@ -104,22 +104,54 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8")
 
 
+def _undecodable_line(path: Path) -> int | None:
+    """Number of the first line of ``path`` that is not UTF-8; None if none is found."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return lineno
+    except (OSError, EOFError, zlib.error):
+        pass
+    return None
+
+
+def _read_error(path: Path, err: Exception) -> DataError:
+    """A failure to read ``path`` as a DataError; bytes that are not UTF-8 name their line."""
+    if isinstance(err, UnicodeDecodeError):
+        # The text reader decodes in blocks, so its position does not give the line: rescan.
+        line = _undecodable_line(path)
+        where = f"{path}:{line}" if line else str(path)
+        return DataError(f"{where}: not UTF-8 text ({err.reason})")
+    return DataError(f"{path}: cannot read ({err})")
+
+
+def _json_object(line: str, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: invalid JSON ({err.msg})") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise DataError(f"{where}: invalid JSON ({err})") from None
+    except RecursionError:  # the decoder recurses once per nested array or object
+        raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    return obj
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) of a jsonl(.gz) file; blank lines are skipped."""
     try:
         with _open_text(path) as handle:
             for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object")
-                yield lineno, obj
+                if line.strip():
+                    yield lineno, _json_object(line, f"{path}:{lineno}")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read ({err})") from None
+        raise _read_error(path, err) from None
 
 
 def _field(obj: dict, name: str, where: str) -> Any:
@@ -161,10 +193,8 @@ def _split_files(path: Path) -> dict[str, list[Path]]:
     return files
 
 
-def _records(
-    path: Path, key_field: str, every_split: bool = True
-) -> dict[str, list[tuple[str, int, dict]]]:
-    """Records (file, line, object) per split of a jsonl file or folder; every_split: none empty."""
+def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]]]:
+    """Records (file, line, object) per split of a jsonl file or folder (a split may be empty)."""
     out: dict[str, list[tuple[str, int, dict]]] = {s: [] for s in SPLITS}
     if path.is_dir():
         for split, files in _split_files(path).items():
@@ -178,15 +208,20 @@ def _records(
             out[split].append((str(path), n, obj))
     else:
         raise DataError(f"{path}: no such file or folder")
-    for split, recs in out.items():
-        if every_split and not recs:
+    return out
+
+
+def _require_splits(path: Path, splits: dict[str, list], key_field: str) -> None:
+    """Refuse an empty split. Called once the records are checked, so that a malformed record
+    (which may be why a small file's split is empty) is what gets reported."""
+    for split, items in splits.items():
+        if not items:
             how = (
                 ""
                 if path.is_dir()
                 else f" (records go by 'partition', else a hash of {key_field!r})"
             )
             raise DataError(f"{path}: split {split!r} is empty{how}")
-    return out
 
 
 # ---------------------------------------------------------------- format readers
@@ -194,7 +229,7 @@ def _records(
 
 def _read_code_to_text(path: Path, every_split: bool = True) -> dict[str, list[_Pair]]:
     splits = {}
-    for split, recs in _records(path, "path", every_split).items():
+    for split, recs in _records(path, "path").items():
         pairs = []
         for file, n, obj in recs:
             where = f"{file}:{n}"
@@ -204,6 +239,8 @@ def _read_code_to_text(path: Path, every_split: bool = True) -> dict[str, list[_
             group = obj.get("path") or obj.get("url") or f"{file}:{n}"
             pairs.append(_Pair(pair, str(group)))
         splits[split] = pairs
+    if every_split:
+        _require_splits(path, splits, "path")
     return splits
 
 
@@ -228,6 +265,7 @@ def _read_defect(path: Path) -> dict[str, list[ClsExample]]:
             ClsExample(_code(obj, f"{f}:{n}"), None, _label(obj, "target", f"{f}:{n}"))
             for f, n, obj in recs
         ]
+    _require_splits(path, splits, "idx")
     return splits
 
 
@@ -251,19 +289,25 @@ def _read_clone_functions(file: Path) -> dict[str, str]:
     return funcs
 
 
+def _clone_pair(line: str, where: str, funcs: dict[str, str]) -> ClsExample:
+    parts = line.split()
+    if len(parts) != 3 or parts[2] not in ("0", "1"):
+        raise DataError(f"{where}: expected 'idx1 idx2 label' with label 0 or 1")
+    for idx in parts[:2]:
+        if idx not in funcs:
+            raise DataError(f"{where}: idx {idx} is not in data.jsonl")
+    return ClsExample(funcs[parts[0]], funcs[parts[1]], int(parts[2]))
+
+
 def _read_clone_pairs(file: Path, funcs: dict[str, str]) -> list[ClsExample]:
     examples = []
-    with open(file, encoding="utf-8") as handle:
-        for n, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 3 or parts[2] not in ("0", "1"):
-                raise DataError(f"{file}:{n}: expected 'idx1 idx2 label' with label 0 or 1")
-            for idx in parts[:2]:
-                if idx not in funcs:
-                    raise DataError(f"{file}:{n}: idx {idx} is not in data.jsonl")
-            examples.append(ClsExample(funcs[parts[0]], funcs[parts[1]], int(parts[2])))
+    try:
+        with open(file, encoding="utf-8") as handle:
+            for n, line in enumerate(handle, start=1):
+                if line.strip():
+                    examples.append(_clone_pair(line, f"{file}:{n}", funcs))
+    except (OSError, UnicodeDecodeError) as err:
+        raise _read_error(file, err) from None
     if not examples:
         raise DataError(f"{file}: split is empty")
     return examples
@@ -526,19 +570,31 @@ def validate(path: str | Path, fmt: str | None = None) -> dict[str, int]:
     return {s: len(v) for s, v in splits.items()}
 
 
+class UsageError(Exception):
+    """Bad command-line input: reported as one stderr line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.data")
+    """``validate PATH [--format F]``: 0 and counts per split; bad input or data: one stderr
+    line naming the problem (a record's file:line), exit status 2."""
+    parser = _Parser(prog="python -m training.data")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("validate", help="check a data file or folder; print counts per split")
     check.add_argument("path")
     check.add_argument("--format", choices=FORMATS, default=None, help="default: detected")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         fmt = args.format or detect_format(args.path)
         counts = validate(args.path, fmt)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (UsageError, DataError, OSError) as err:
+        message = " ".join(str(err).splitlines())  # one line even if a path holds a newline
+        print(f"python -m training.data: error: {message}", file=sys.stderr)
+        return 2
     print(f"{args.path}: {fmt}")
     for split, count in counts.items():
         print(f"{split}\t{count}")

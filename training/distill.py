@@ -36,6 +36,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from search import cost
 from search.space import Arch, Teacher, teacher_spec
+from training.checks import check_distinct, check_ranges
 from training.data import (
     ClsExample,
     DataConfig,
@@ -78,7 +79,7 @@ from training.models import (
     cost_head,
 )
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
-from training.tokenizer import train_tokenizer
+from training.tokenizer import MIN_VOCAB, train_tokenizer
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,16 @@ class DistillConfig:
         unknown = [v for v in self.quantize if v not in CLASSIFIER_VARIANTS]
         if unknown:
             raise ValueError(f"quantize: {unknown} not among {CLASSIFIER_VARIANTS}")
+        check_distinct(self, "quantize")
+        check_ranges(self, counts=("epochs", "batch_size", "max_seq_len", "max_transfer", "bilstm_epochs",
+                                   "latency_seq_len", "latency_threads", "eval_batch_size"),
+                     positive=("lr", "temperature", "bilstm_lr", "max_grad_norm"),
+                     non_negative=("hard_weight", "weight_decay", "latency_warmup"),
+                     fractions=("warmup_ratio",))
+        if self.latency_runs < 20:  # the contract: median and p90 of at least 20 timed runs
+            raise ValueError(f"latency_runs: must be >= 20, got {self.latency_runs}")
+        if self.bilstm_vocab < MIN_VOCAB:
+            raise ValueError(f"bilstm_vocab: a byte-level BPE needs >= {MIN_VOCAB} tokens, got {self.bilstm_vocab}")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise ValueError(f"attention_dropout: must be in [0, 1) or None, got {self.attention_dropout}")
         if self.max_transfer_extra is not None and self.max_transfer_extra < 1:

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from training.checks import check_ranges
 from training.data import (
     ClsExample,
     DataConfig,
@@ -56,6 +57,9 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside a worker
         check_precision(self.precision)
+        check_ranges(self, counts=("epochs", "batch_size", "max_seq_len", "max_train", "eval_batch_size"),
+                     positive=("lr", "max_grad_norm"), non_negative=("weight_decay",),
+                     fractions=("warmup_ratio",))
 
 
 # ---------------------------------------------------------------- mixed precision

@@ -16,6 +16,8 @@ dropped); ``docstring_tokens`` from CodeSearchNet's docstring regex.
 
 Command line: ``python -m training.harvest SRC_DIR --out DIR``, or
 ``python -m training.harvest --package NAME --out DIR`` for an installed package's source.
+Bad input (a missing source, an unknown package, an output folder that cannot be written, a
+tree that fills no split) prints one line on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import io
 import json
 import re
 import sys
+import tempfile
 import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -288,10 +291,43 @@ def package_folder(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def check_out(out: Path) -> None:
+    """Raise OSError unless ``out`` is, or can be made, a writable folder; leaves no trace.
+
+    Run before harvesting, so that a bad --out is refused before the work, not after it.
+    """
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: exists and is not a folder")
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise OSError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+    finally:
+        for folder in created:  # write_splits makes them again; a refused run leaves nothing
+            if folder.is_dir():
+                folder.rmdir()
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one stderr line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
+def _bad_input(message: str) -> int:
+    print(f"python -m training.harvest: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.harvest", description=__doc__.split("\n\n")[0]
-    )
+    """Harvest SRC (or --package NAME) into --out; bad input: one stderr line, exit status 2."""
+    parser = _Parser(prog="python -m training.harvest", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="source tree to harvest (with --package: an installed package's name)")
     parser.add_argument("--package", action="store_true",
                         help="SRC names an installed package (e.g. numpy): harvest its folder")
@@ -303,17 +339,18 @@ def main(argv: list[str] | None = None) -> int:
         "--url-base", default="", help="prefix of the records' url (then path#Lstart-Lend)"
     )
     parser.add_argument("--no-gzip", action="store_true", help="write .jsonl instead of .jsonl.gz")
-    args = parser.parse_args(argv)
     try:
-        src = package_folder(args.src) if args.package else args.src
+        args = parser.parse_args(argv)
+        src = package_folder(args.src) if args.package else Path(args.src)
+        if not src.is_dir():  # harvest() checks too; here it is refused before --out is tried
+            raise FileNotFoundError(f"{src}: not a folder")
+        check_out(Path(args.out))
         splits, stats = harvest(src, repo=args.repo or (args.src if args.package else None), url_base=args.url_base)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (UsageError, OSError) as err:
+        return _bad_input(str(err))
     empty = [s for s, recs in splits.items() if not recs]
     if empty:
-        print(f"error: {args.src}: no pairs in split(s) {', '.join(empty)}", file=sys.stderr)
-        return 1
+        return _bad_input(f"{args.src}: no pairs in split(s) {', '.join(empty)}")
     for path in write_splits(splits, Path(args.out), gzipped=not args.no_gzip):
         print(f"wrote {path}")
     counts = " ".join(f"{s}={len(r)}" for s, r in splits.items())

@@ -33,6 +33,7 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from search.space import Arch, Teacher
+from training.checks import check_choices
 from training.pair_encoder import (  # re-exported: callers import both from here
     PairEncoderConfig,
     PairEncoderForSequenceClassification,
@@ -53,6 +54,9 @@ class TeacherConfig:
     # "joint": cross-encoder over "text_a [SEP] text_b" | "separate": bi-encoder, mean pooling +
     # cosine head (uses sentence-embedding pre-training such as MiniLM's; pair tasks only)
     pair_mode: str = "joint"
+
+    def __post_init__(self) -> None:  # refused when the config is read
+        check_choices(self, pair_mode=("joint", "separate"))
 
 
 def embedded_teacher_path() -> Path:
@@ -76,6 +80,28 @@ def resolve_teacher(name: str) -> str:
         f"unknown teacher {name!r}: not a preset ({EMBEDDED_TEACHER}, {', '.join(_HUB_IDS)}), "
         f"an existing model folder, or a hub id"
     )
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def check_teacher_loadable(name: str) -> None:
+    """ValueError naming the teacher unless its weights can be reached: a local folder holds
+    a weights file; a hub id's config.json resolves (from the hub, or its cache when offline).
+    Cheap: the job calls it before starting any work."""
+    location = resolve_teacher(name)
+    if Path(location).is_dir():
+        if not any((Path(location) / f).is_file() for f in WEIGHT_FILES):
+            raise ValueError(f"cannot load teacher {name!r}: {location} holds none of {', '.join(WEIGHT_FILES)}")
+        return
+    from transformers.utils import cached_file
+
+    try:
+        cached_file(location, "config.json")
+    except OSError as err:  # hub unreachable or offline without a cached copy, no such repo
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load teacher {name!r} from {location}: {first}") from None
 
 
 def _load(name: str, loader, **kwargs):

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from training.bleu import codexglue_bleu, constant_summary, corpus_bleu
+from training.checks import check_choices, check_distinct, check_ranges
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -45,6 +46,7 @@ SCOPES = ("encoder", "decoder", "all")
 REWINDS = ("pretrained", "finetuned", "none")
 SELECTIONS = ("pick_last", "pick_best", "pick_best_nostop")
 SELECT_BY = ("bleu", "nll")
+RATE_OF = ("original", "remaining")
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,18 @@ class PruneConfig:
     latency_threads: int | None = 1  # torch threads while timing; None = current setting
     seed: int = 0  # random pruning and batch order
 
-    def __post_init__(self) -> None:
-        _check(self.select_by in SELECT_BY, f"prune.select_by: {self.select_by!r} not in {SELECT_BY}")
+    def __post_init__(self) -> None:  # refused when the config is read, not inside a trial
+        _check(self.select_by in SELECT_BY, f"select_by: {self.select_by!r} not in {SELECT_BY}")
+        check_choices(self, methods=METHODS, scopes=SCOPES, rewinds=REWINDS, selections=SELECTIONS,
+                      rate_of=RATE_OF)
+        check_distinct(self, "batch_sizes", "rounds")
+        check_ranges(self, counts=("batch_sizes", "rounds", "iterations_per_round", "eval_every",
+                                   "valid_subset", "test_subset", "beam", "latency_runs", "latency_threads"),
+                     positive=("lr",), non_negative=("warmup_steps",))
+        _check(0 < self.rate < 1, f"rate: must be in (0, 1), got {self.rate}")
+        if self.rate_of == "original":  # round r removes r * rate of the original weights
+            _check(self.rate * max(self.rounds, default=0) < 1,
+                   f"rate: {self.rate} x {max(self.rounds)} rounds prunes every weight (rate_of original)")
 
 
 # ----------------------------------------------------------------------------- masks
@@ -197,10 +209,6 @@ def schedules(cfg: PruneConfig) -> list[dict]:
     for m, sc, rw, sel, bs, r in itertools.product(
         cfg.methods, cfg.scopes, cfg.rewinds, cfg.selections, cfg.batch_sizes, cfg.rounds
     ):
-        _check(m in METHODS, f"method {m!r} not in {METHODS}")
-        _check(sc in SCOPES, f"scope {sc!r} not in {SCOPES}")
-        _check(rw in REWINDS, f"rewind {rw!r} not in {REWINDS}")
-        _check(sel in SELECTIONS, f"selection {sel!r} not in {SELECTIONS}")
         sid = f"{m}_{sc}_{rw}_{sel}_b{bs}_r{r}"
         out.append({"schedule": sid, "method": m, "scope": sc, "rewind": rw, "selection": sel, "batch_size": bs, "rounds": r})
     return out

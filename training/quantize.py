@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from training.bleu import codexglue_bleu, corpus_bleu
+from training.checks import check_choices, check_ranges
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -46,6 +47,10 @@ class QuantizeConfig:
     beam: int | None = None  # beam size of the beam BLEU; None = the seq2seq config's; 1 = greedy only
     latency_runs: int = 20  # timed generations (batch 1, target_len - 1 greedy steps)
     latency_threads: int | None = 1  # torch threads while timing; None = current setting
+
+    def __post_init__(self) -> None:  # refused when the config is read, not after the pruning sweep
+        check_choices(self, variants=VARIANTS)
+        check_ranges(self, counts=("test_subset", "beam", "latency_runs", "latency_threads"))
 
 
 def variant_device(variant: str, device: str = "cpu") -> str:

@@ -29,6 +29,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from training.bleu import codexglue_bleu
+from training.checks import check_ranges
 from training.finetune import (
     cache_fields,
     check_precision,
@@ -71,6 +72,14 @@ class Seq2SeqConfig:
         check_precision(self.precision)
         if self.max_train_extra is not None and self.max_train_extra < 1:
             raise ValueError(f"max_train_extra: must be >= 1 or None, got {self.max_train_extra}")
+        check_ranges(self, counts=("decoder_layers", "decoder_ffn", "source_len", "beam", "batch_size",
+                                   "train_steps", "eval_batch_size", "eval_examples"),
+                     positive=("lr", "decoder_lr_scale", "adam_eps", "max_grad_norm"),
+                     non_negative=("weight_decay", "warmup_steps"))
+        if self.target_len < 2:  # a start token and at least one generated token
+            raise ValueError(f"target_len: must be >= 2, got {self.target_len}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
 
 
 class DecoderLayer(nn.Module):

@@ -35,6 +35,11 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     held_out = tmp / "held-out.jsonl"  # extra training data made of the task's own test pairs only
     shutil.copy(FIXTURES / "code_to_text" / "test.jsonl", held_out)
     smoke = ["--config", "smoke", "resources.num_cpus=2"]
+    weightless = tmp / "weightless-teacher"  # a model folder with its config.json only
+    weightless.mkdir()
+    from training.models import embedded_teacher_path
+
+    shutil.copy(embedded_teacher_path() / "config.json", weightless / "config.json")
     return {
         "unknown_key": (["compress", *smoke, "search.target_mbb=3"], ["search.target_mbb"]),
         "wrong_type": (["compress", *smoke, "search.top_k=many"], ["search.top_k", "many"]),
@@ -67,13 +72,35 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "head_size_above_every_width": (["compress", *smoke, "search.min_head_size=1000"],
                                         ["search.min_head_size", "1000"]),
         "fp16_training": (["compress", *smoke, "distill.precision=fp16"], ["precision", "fp16"]),
+        "out_of_range": (["prune", *smoke, "prune.rate=0.6"], ["prune.rate", "0.6"]),
+        "teacher_without_weights": (["compress", *smoke, f"teacher.name={weightless}"],
+                                    ["teacher.name", "holds none of"]),
+        "hub_teacher_offline": (["prune", *smoke, "teacher.name=microsoft/codebert-base"],
+                                ["teacher.name", "microsoft/codebert-base"]),
+        "no_labeled_half": (["compress", *smoke, "data.max_train=1"], ["data", "no labeled example"]),
+        "nothing_to_train": (["compress", *smoke, "search.top_k=0", "baselines.bilstm_budget=false",
+                              "distill.quantize=[]"], ["nothing to train"]),
+        "cap_below_smallest": (["compress", *smoke, "search.max_mb=0.01"], ["search", "max_mb"]),
+        # demo checks the pruning job's inputs before the compression job writes anything
+        "demo_prune_input_first": (["demo", *smoke, f"data.path={FIXTURES}/code_to_text",
+                                    f"seq2seq.train_extra=[{held_out}]"],
+                                   ["seq2seq.train_extra", "no pair left"]),
         "int4_student": (["compress", *smoke, "distill.quantize=[int8,int4]"], ["quantize", "int4"]),
         "unknown_teacher": (["compress", *smoke, "teacher.name=no-such-teacher"],
                             ["teacher.name", "no-such-teacher"]),
+    }
+
+
+def _infeasible_cases() -> dict[str, tuple[list[str], list[str]]]:
+    """Resource requests no node of the local cluster the job would start can hold."""
+    smoke = ["--config", "smoke", "resources.num_cpus=2"]
+    return {
         "gpu_on_cpu_cluster": (["compress", *smoke, "resources.gpus_per_trial=1"],
                                ["GPU=1", "CPU=2"]),
         "more_cpus_than_any_node": (["prune", *smoke, "resources.cpus_per_trial=64"],
                                     ["CPU=64", "CPU=2"]),
+        "prepare_cpus_above_the_node": (["compress", *smoke, "resources.prepare_cpus=3"],
+                                        ["CPU=3", "CPU=2"]),
     }
 
 
@@ -97,9 +124,8 @@ def _run_all(cases: dict, tmp: Path) -> dict[str, tuple[int, str]]:
                 proc.kill()
 
 
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
-    cases = _cases(tmp_path)
-    outcomes = _run_all(cases, tmp_path)
+def _problems(cases: dict, outcomes: dict, tmp: Path, *, only_line: bool = False) -> list[str]:
+    """What is wrong with each case's outcome (only_line: stderr holds nothing else)."""
     problems = []
     for name, (_, culprits) in cases.items():
         rc, err = outcomes[name]
@@ -108,8 +134,33 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
             problems.append(f"{name}: rc={rc} stderr={err[-800:]!r}")
         elif not all(c in lines[0] for c in culprits):
             problems.append(f"{name}: {lines[0]!r} does not name {culprits}")
-        written = [p for p in tmp_path.glob(f"results-{name}/**/*") if p.is_file()]
+        elif only_line and err.strip() != lines[0]:
+            problems.append(f"{name}: more than the error line on stderr: {err[-800:]!r}")
+        written = [p for p in tmp.glob(f"results-{name}/**/*") if p.is_file()]
         if written:
             problems.append(f"{name}: wrote {written}")
+    return problems
+
+
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    cases = _cases(tmp_path)
+    problems = _problems(cases, _run_all(cases, tmp_path), tmp_path)
     assert (tmp_path / "a-file").read_text() == "not a folder"
     assert not problems, "\n".join(problems)
+
+
+def test_infeasible_resources_are_refused_before_ray_starts(tmp_path):
+    # The local cluster's CPUs and GPUs are known before it starts: the refusal comes
+    # without Ray's start-up lines ("Started a local Ray instance.") on stderr.
+    cases = _infeasible_cases()
+    problems = _problems(cases, _run_all(cases, tmp_path), tmp_path, only_line=True)
+    assert not problems, "\n".join(problems)
+
+
+def test_local_node_resources_as_ray_resolves_them():
+    # Pins the private Ray API behind the early refusal (without it the check runs after start).
+    from ray_jobs.config import ResourcesConfig
+    from ray_jobs.sweep import _local_node
+
+    assert _local_node(ResourcesConfig(num_cpus=3, num_gpus=1)) == {"CPU": 3.0, "GPU": 1.0}
+    assert _local_node(ResourcesConfig(num_cpus=2, num_gpus=0)) == {"CPU": 2.0}

@@ -76,6 +76,14 @@ def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
     ("train-step", "step_precisions=[fp16]", "step_precisions"),
     ("train-step", "step_runs=5", "step_runs"),
     ("latency", "latency_runs=5", "latency_runs"),
+    ("latency", "latency_threads=0", "latency_threads"),
+    ("latency", "latency_batches=[0]", "latency_batches"),
+    # scaling: refused before Ray starts (workers=[0] started it with 0 CPUs and hung)
+    ("scaling", "workers=[]", "workers"),
+    ("scaling", "workers=[0]", "workers"),
+    ("scaling", "trials=0", "trials"),
+    ("scaling", "steps=0", "steps"),
+    ("scaling", "object_store_mb=10", "object_store_mb"),
 ])
 def test_bench_refuses_bad_requests_by_name(tmp_path, what, override, named):
     proc = _bench(what, "--tiny", override, f"results_dir={tmp_path}")

@@ -235,3 +235,52 @@ def test_extra_data_caps_refused_on_load():
         load_config(None, ["distill.max_transfer_extra=0"])
     with pytest.raises(ConfigError, match="max_train_extra"):
         load_config(None, ["seq2seq.max_train_extra=0"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.variant=fast", "search.variant: 'fast' is not one of"),
+    ("search.population=1", "search.population: must be >= 2"),
+    ("search.max_mb=-1", "search.max_mb: must be > 0"),
+    ("search.target_mb=.nan", "search.target_mb: must be > 0"),
+    ("search.target_mb=.inf", "search.target_mb: must be finite"),
+    ("search.crossover_rate=5", "search.crossover_rate: must be in [0, 1]"),
+    ("search.top_k=-1", "search.top_k: must be >= 0"),
+    ("resources.object_store_mb=0", "resources.object_store_mb: Ray needs at least 75"),
+    ("resources.num_cpus=-1", "resources.num_cpus: must be an integer >= 1"),
+    ("resources.prepare_cpus=-1", "resources.prepare_cpus: must be > 0"),
+    ("resources.max_concurrent_trials=0", "resources.max_concurrent_trials: must be an integer >= 1"),
+    ("failure.max_failures=-5", "failure.max_failures: must be >= 0"),
+    ("teacher.pair_mode=both", "teacher.pair_mode: 'both' is not one of"),
+    ("finetune.batch_size=0", "finetune.batch_size: must be an integer >= 1"),
+    ("finetune.warmup_ratio=5", "finetune.warmup_ratio: must be in [0, 1]"),
+    ("distill.epochs=0", "distill.epochs: must be an integer >= 1"),
+    ("distill.temperature=0", "distill.temperature: must be > 0"),
+    ("distill.latency_runs=5", "distill.latency_runs: must be >= 20"),
+    ("distill.bilstm_vocab=0", "distill.bilstm_vocab: a byte-level BPE needs >= 261"),
+    ("distill.quantize=[int8,int8]", "distill.quantize: repeated items"),
+    ("seq2seq.dropout=2", "seq2seq.dropout: must be in [0, 1)"),
+    ("seq2seq.target_len=1", "seq2seq.target_len: must be >= 2"),
+    ("seq2seq.beam=0", "seq2seq.beam: must be an integer >= 1"),
+    ("prune.rate=1.5", "prune.rate: must be in (0, 1)"),
+    ("prune.rate=0.5", "prune.rate: 0.5 x 2 rounds prunes every weight"),
+    ("prune.rate_of=half", "prune.rate_of: 'half' is not one of"),
+    ("prune.methods=[l1-global,l1-global]", "prune.methods: repeated items"),
+    ("prune.scopes=[encoder,everything]", "prune.scopes: 'everything' is not one of"),
+    ("prune.batch_sizes=[8,8]", "prune.batch_sizes: repeated items"),
+    ("prune.rounds=[0]", "prune.rounds: must be an integer >= 1"),
+    ("prune.eval_every=0", "prune.eval_every: must be an integer >= 1"),
+    ("quantize.variants=[int4]", "quantize.variants: 'int4' is not one of"),
+    ("quantize.test_subset=0", "quantize.test_subset: must be an integer >= 1"),
+])
+def test_out_of_range_settings_refused_when_read_naming_the_key(override, message):
+    """Refused when the config is read (exit 2 before any work), not inside a trial."""
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIG_DIR / "demo.yaml", [override])
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_yaml_date_is_a_wrong_type_not_a_crash(tmp_path):
+    config = tmp_path / "dated.yaml"
+    config.write_text("results_dir: 2024-01-01\n")
+    with pytest.raises(ConfigError, match="results_dir: expected str"):
+        load_config(config)

@@ -30,3 +30,69 @@ def test_query_without_tables(tmp_path):
     assert proc.returncode == 2 and str(tmp_path) in proc.stderr
     proc = _cli("tables", "results_dir=x", "seed=3")
     assert proc.returncode == 2 and "seed=3" in proc.stderr
+
+
+def _main(capsys, *argv):
+    """`python -m ray_jobs ARGV` in this process: (exit code, stdout, stderr)."""
+    from ray_jobs.__main__ import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _one_error_line(err: str, culprit: str) -> bool:
+    lines = err.splitlines()
+    return len(lines) == 1 and lines[0].startswith("error:") and culprit in lines[0]
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["query", "SELECT 1", "--format", "xml"], "xml"),
+    (["compress", "--bogus"], "--bogus"),
+    (["tables", "--config"], "--config"),
+    (["bench", "bogus"], "bogus"),
+    (["bench", "scaling", "--nope"], "--nope"),
+    ([], "command"),
+])
+def test_usage_errors_are_one_line_exit_2(capsys, argv, culprit):
+    rc, out, err = _main(capsys, *argv)
+    assert rc == 2 and _one_error_line(err, culprit), err
+    assert out == ""
+
+
+def test_query_refuses_empty_sql_and_corrupt_files(capsys, tmp_path):
+    from ray_jobs import results
+
+    results.write_rows(tmp_path, "distill", "s1", [{"trial_key": "a"}])
+    for sql in ("", "   ", "-- comment only"):
+        rc, _, err = _main(capsys, "query", sql, f"results_dir={tmp_path}")
+        assert rc == 2 and _one_error_line(err, "no SQL statement"), err
+    bad = tmp_path / "table=search" / "x.parquet"
+    bad.parent.mkdir()
+    bad.write_text("garbage")
+    for argv in (["query", "SELECT * FROM distill"], ["tables"]):
+        rc, _, err = _main(capsys, *argv, f"results_dir={tmp_path}")
+        assert rc == 2 and _one_error_line(err, str(bad)), err
+
+
+@pytest.mark.parametrize("text, culprit", [
+    ("results_dir: 5\n", "results_dir"),
+    ("results_dir:\n", "results_dir"),
+    ("results_dir: [a]\n", "results_dir"),
+    ("- results_dir\n- x\n", "top level must be a mapping"),
+])
+def test_query_and_tables_read_the_config_as_the_jobs_do(capsys, tmp_path, text, culprit):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    for argv in (["tables"], ["query", "SELECT 1"]):
+        rc, _, err = _main(capsys, *argv, "--config", str(config))
+        assert rc == 2 and _one_error_line(err, culprit), err
+
+
+def test_tables_reads_results_dir_from_the_config(capsys, tmp_path):
+    from ray_jobs import results
+
+    results.write_rows(tmp_path / "res", "search", "s1", [{"rank": 0}, {"rank": 1}])
+    config = tmp_path / "c.yaml"
+    config.write_text(f"results_dir: {tmp_path / 'res'}\n")
+    assert _main(capsys, "tables", "--config", str(config)) == (0, "search\t2\n", "")

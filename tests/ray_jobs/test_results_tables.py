@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -105,3 +106,32 @@ def test_query_views_union_sweeps_and_formats(tmp_path):
 def test_empty_results_dir(tmp_path):
     assert results.table_names(tmp_path / "none") == []
     assert results.table_counts(tmp_path) == {}
+
+
+@pytest.mark.parametrize("sql", ["", "   ", "-- comment only"])
+def test_query_without_a_statement_is_refused(tmp_path, sql):
+    results.write_rows(tmp_path, "search", "s1", [{"rank": 0}])
+    with pytest.raises(results.ResultsError, match="no SQL statement"):
+        results.query(tmp_path, sql)
+
+
+def test_corrupt_parquet_file_is_named(tmp_path):
+    results.write_rows(tmp_path, "distill", "s1", _rows(2))
+    bad = tmp_path / "table=search" / "x.parquet"
+    bad.parent.mkdir()
+    bad.write_text("garbage")
+    for call in (lambda: results.query(tmp_path, "SELECT * FROM distill"),
+                 lambda: results.table_counts(tmp_path)):
+        with pytest.raises(results.ResultsError, match="x.parquet") as err:
+            call()
+        assert str(err.value).startswith("table search:") and "\n" not in str(err.value)
+
+
+def test_any_folder_name_is_a_quoted_view(tmp_path):
+    results.write_rows(tmp_path, "search", "s1", [{"rank": 0}])
+    odd = tmp_path / 'table=a"b'
+    (tmp_path / "table=search").rename(odd)
+    (tmp_path / "table=").mkdir()  # no name: not a table
+    shutil.copy(odd / "s1.parquet", tmp_path / "table=" / "s1.parquet")
+    assert results.table_counts(tmp_path) == {'a"b': 1}
+    assert results.query(tmp_path, 'SELECT rank FROM "a""b"').to_pylist() == [{"rank": 0}]

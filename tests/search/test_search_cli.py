@@ -95,6 +95,8 @@ def test_json_ga_matches_exhaustive():
         (["--min-head-size", "0"], "--min-head-size"),
         (["--min-head-size", "5000"], "min_head_size"),
         (["--head", "pooler"], "--head"),
+        (["--target-mb", "0.001"], "below the smallest architecture"),
+        (["--target-mb", "inf"], "--target-mb"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):

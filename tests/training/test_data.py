@@ -225,6 +225,8 @@ GOOD = {"code_tokens": ["x"], "docstring_tokens": ["y"]}
             {"code_tokens": ["x"], "docstring_tokens": []},
             r"train\.jsonl:2: field 'docstring_tokens' is empty",
         ),
+        ("[" * 200_000, r"train\.jsonl:2: invalid JSON \(nested too deeply\)"),  # RecursionError
+        ('{"n": ' + "1" * 5000 + "}", r"train\.jsonl:2: invalid JSON"),  # int() digit limit
     ],
 )
 def test_bad_code_to_text_line_names_file_line_and_problem(tmp_path, line, message):
@@ -241,6 +243,17 @@ def test_empty_and_missing_splits_are_errors(tmp_path):
         load_code_to_text(tmp_path / "bad")
     with pytest.raises(DataError, match="no such file"):
         load_code_to_text(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_jsonl_that_is_not_utf8_names_file_and_line(tmp_path, gz):
+    folder = _c2t_folder(tmp_path, [])
+    name = "train.jsonl.gz" if gz else "train.jsonl"
+    (folder / "train.jsonl").unlink()
+    raw = (json.dumps(GOOD) + "\n").encode() * 2 + b'{"code_tokens": ["\xff"]}\n'
+    (folder / name).write_bytes(gzip.compress(raw) if gz else raw)
+    with pytest.raises(DataError, match=rf"{name}:3: not UTF-8 text"):
+        load_code_to_text(folder)
 
 
 def test_bad_gzip_is_a_data_error(tmp_path):
@@ -283,6 +296,30 @@ def test_bad_clone_lines(tmp_path, line, message):
         classification_splits(DataConfig(path=str(folder), task="clone"))
 
 
+def test_clone_split_file_that_is_not_utf8_names_file_and_line(tmp_path, capsys):
+    folder = tmp_path / "bcb"
+    shutil.copytree(BCB, folder)
+    (folder / "valid.txt").write_bytes(b"104\t103\t1\n\xff\xfe1\x000\x00\n")
+    with pytest.raises(DataError, match=r"valid\.txt:2: not UTF-8 text"):
+        classification_splits(DataConfig(path=str(folder), task="clone"))
+    assert data.main(["validate", str(folder)]) == 2
+    assert "valid.txt:2: not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"code_tokens": "abc", "docstring_tokens": ["b"]}, "field 'code_tokens' must be"),
+        ({"func": "int f();", "target": 2}, "field 'target' must be 0 or 1"),
+    ],
+)
+def test_a_bad_record_is_reported_before_an_empty_split(tmp_path, record, message):
+    """One record cannot fill three splits; the record's own fault is the useful message."""
+    path = _write_jsonl(tmp_path / "one.jsonl", [record])
+    with pytest.raises(DataError, match=rf"one\.jsonl:1: {message}"):
+        data.validate(path)
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="data.task"):
         DataConfig(task="translate")
@@ -301,10 +338,27 @@ def test_validate_cli_prints_counts(capsys):
     assert "defect" in out and "train\t4" in out and "test\t2" in out
 
 
-def test_validate_cli_exits_1_with_the_message(tmp_path, capsys):
+def test_validate_cli_exits_2_with_one_line(tmp_path, capsys):
     folder = _c2t_folder(tmp_path, [GOOD, {"code_tokens": ["x"]}])
-    assert data.main(["validate", str(folder)]) == 1
-    assert "train.jsonl:2: missing field 'docstring_tokens'" in capsys.readouterr().err
+    assert data.main(["validate", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "train.jsonl:2: missing field 'docstring_tokens'" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "required: command"),
+        (["validate"], "required: path"),
+        (["check", "x"], "invalid choice: 'check'"),
+        (["validate", "x", "--format", "csv"], "invalid choice: 'csv'"),
+    ],
+)
+def test_validate_cli_usage_errors_are_one_line(argv, message, capsys):
+    assert data.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "usage:" not in err
 
 
 def test_fingerprint_follows_content_and_config(tmp_path):

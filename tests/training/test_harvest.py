@@ -252,9 +252,12 @@ def test_cli_refuses_a_tree_with_an_empty_split(tmp_path, capsys):
     src = tmp_path / "one"
     src.mkdir()
     (src / _name_in("train", "m")).write_text(textwrap.dedent(FILLER.format(n=1)))
-    assert harvest.main([str(src), "--out", str(tmp_path / "o")]) == 1
-    assert "no pairs in split(s) valid, test" in capsys.readouterr().err
-    assert harvest.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+    assert harvest.main([str(src), "--out", str(tmp_path / "o" / "deeper")]) == 2
+    err = capsys.readouterr().err
+    assert "no pairs in split(s) valid, test" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # the --out check leaves no folder behind
+    assert harvest.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing: not a folder" in capsys.readouterr().err
 
 
 def test_cli_harvests_an_installed_package_by_name(tree, tmp_path, monkeypatch, capsys):
@@ -268,5 +271,33 @@ def test_cli_harvests_an_installed_package_by_name(tree, tmp_path, monkeypatch, 
     assert all((tmp_path / "by-name" / n).read_bytes() == (tmp_path / "by-path" / n).read_bytes()
                for n in ("train.jsonl.gz", "valid.jsonl.gz", "test.jsonl.gz"))
     capsys.readouterr()
-    assert harvest.main(["no_such_package", "--package", "--out", str(tmp_path / "o")]) == 1
+    assert harvest.main(["no_such_package", "--package", "--out", str(tmp_path / "o")]) == 2
     assert "no_such_package: not an installed package" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["afile", "afile/sub"])
+def test_cli_refuses_an_unusable_out_before_harvesting(tree, tmp_path, monkeypatch, capsys, out):
+    (tmp_path / "afile").write_text("")
+
+    def no_harvest(*args, **kwargs):
+        raise AssertionError("harvested before checking --out")
+
+    monkeypatch.setattr(harvest, "harvest", no_harvest)
+    assert harvest.main([str(tree), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / out}: " in err and err.count("\n") == 1
+    assert harvest.main(["--package", "json", "--out", str(tmp_path / out)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "required: src, --out"),
+        (["src"], "required: --out"),
+        (["s", "--out", "o", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_cli_usage_errors_are_one_line(argv, message, capsys):
+    assert harvest.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "usage:" not in err
