@@ -34,7 +34,7 @@ import ray
 from ray import tune
 
 from ray_jobs import results
-from ray_jobs.config import build_config, code_version, to_dict
+from ray_jobs.config import build_config, check_object_store, code_version, to_dict
 from ray_jobs.errors import ConfigError, JobError
 from ray_jobs.sweep import loopback_only
 from training.checks import check_distinct, check_ranges
@@ -84,8 +84,7 @@ class BenchConfig:
         for name in ("workers", "latency_batches"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: must not be empty")
-        if self.object_store_mb < 75:  # Ray's floor (OBJECT_STORE_MINIMUM_MEMORY_BYTES: 75 MiB)
-            raise ValueError(f"object_store_mb: Ray needs at least 75, got {self.object_store_mb}")
+        check_object_store(self.object_store_mb)
 
 
 def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:

@@ -20,7 +20,6 @@ import torch
 from ray_jobs import results, sweep
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import ConfigError, JobError
-from search.cost import size_mb
 from search.ga import run_ga
 from search.space import SearchSpace, Teacher, teacher_spec
 from training.data import classification_splits
@@ -110,32 +109,15 @@ def student_head(cfg: JobConfig, splits: dict) -> str:
     return cost_head(cfg.distill.pair_mode if pairs else "joint", cfg.distill.pair_head)
 
 
-def check_budget(target_mb: float, space: SearchSpace, teacher: Teacher, num_labels: int,
-                 head: str = "sequence") -> None:
-    """JobError when even the space's smallest architecture exceeds the size budget.
-
-    The GA's fitness only penalises |size - T|, so it would otherwise return students far
-    over a budget nothing can meet.
-    """
-    smallest = space.smallest()
-    floor = size_mb(smallest, teacher, num_labels, head=head)
-    if target_mb < floor:
-        raise JobError(
-            f"search.target_mb: {target_mb:g} MB is below the smallest architecture of the "
-            f"{teacher.name} search space ({floor:.3f} MB: L{smallest.layers} H{smallest.hidden} "
-            f"A{smallest.heads} D{smallest.ffn} V{smallest.vocab})"
-        )
-
-
 def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: str = "sequence") -> list[dict]:
     """Every distinct feasible genome the GA evaluated, best first (rank 0 = best); sizes are
-    those of students with `head` (`student_head`)."""
+    those of students with `head` (`student_head`). ConfigError, before any work, for a budget
+    or cap below the space's smallest architecture."""
     s = cfg.search
     try:
         space = SearchSpace.from_teacher(teacher, min_head_size=s.min_head_size)
     except ValueError as err:
         raise ConfigError(f"search.min_head_size: {err}") from err
-    check_budget(s.target_mb, space, teacher, num_labels, head)
     seq_len = s.seq_len or cfg.distill.max_seq_len
     everything = s.population + s.generations * s.children  # archive size bound
     try:
@@ -146,8 +128,8 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
             seed=cfg.seed if s.seed is None else s.seed, top_k=everything, max_mb=s.max_mb,
             num_labels=num_labels, head=head,
         )
-    except ValueError as err:  # e.g. a max_mb below the smallest architecture
-        raise ConfigError(f"search: {err}") from None
+    except ValueError as err:  # a target or max_mb below the smallest architecture
+        raise ConfigError(f"search.{err}") from None
     if not found:
         raise JobError(
             f"search.target_mb: no architecture of {teacher.name} fits {s.target_mb} MB"

@@ -37,6 +37,12 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
+def check_object_store(mb: int) -> None:
+    """ValueError below Ray's floor for a local object store (OBJECT_STORE_MINIMUM_MEMORY_BYTES)."""
+    if mb < 75:
+        raise ValueError(f"object_store_mb: Ray needs at least 75, got {mb}")
+
+
 @dataclass(frozen=True)
 class ResourcesConfig:
     cpus_per_trial: float = 1.0  # Ray CPU request per trial; torch threads = max(1, floor(cpus))
@@ -51,8 +57,7 @@ class ResourcesConfig:
     def __post_init__(self) -> None:
         check_ranges(self, positive=("cpus_per_trial", "prepare_cpus"), non_negative=("gpus_per_trial", "num_gpus"),
                      counts=("max_concurrent_trials", "num_cpus"))
-        if self.object_store_mb < 75:  # Ray's floor (OBJECT_STORE_MINIMUM_MEMORY_BYTES: 75 MiB)
-            raise ValueError(f"object_store_mb: Ray needs at least 75, got {self.object_store_mb}")
+        check_object_store(self.object_store_mb)
 
 
 @dataclass(frozen=True)

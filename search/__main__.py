@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from search.cost import HEADS, size_mb
+from search.cost import HEADS
 from search.ga import VARIANTS, exhaustive, run_ga
 from search.space import SearchSpace, teacher_spec
 
@@ -127,10 +127,6 @@ def search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
     teacher = teacher_spec(args.teacher)
     space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size)
-    floor = size_mb(space.smallest(), teacher, head=args.head)
-    if args.target_mb < floor:  # the fitness only penalises |size - T|: it would print oversized models
-        raise UsageError(f"--target-mb {args.target_mb:g} is below the smallest architecture of the "
-                         f"{teacher.name} space ({floor:.3f} MB)")
     find = exhaustive if args.exhaustive else run_ga
     options = dict(top_k=args.top_k, max_mb=args.max_mb, head=args.head)
     if not args.exhaustive:

@@ -228,6 +228,18 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
     return problem
 
 
+def _check_target(problem: Problem) -> None:
+    """ValueError when even the space's smallest architecture is over the budget: the fitness
+    only penalises |size - T|, so the search would return students far over it."""
+    floor = problem.smallest_mb()
+    if problem.target_mb < floor:
+        a = problem.space.smallest()
+        raise ValueError(
+            f"target_mb={problem.target_mb:g} is below the smallest architecture in the space "
+            f"({floor:.3f} MB: L{a.layers} H{a.hidden} A{a.heads} D{a.ffn} V{a.vocab})"
+        )
+
+
 # ---------------------------------------------------------------- operators
 
 
@@ -378,6 +390,7 @@ def run_ga(
             "population >= 2, children >= 1, generations >= 0 and top_k >= 1 are required"
         )
     problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head)
+    _check_target(problem)
     rng = random.Random(seed)
     make_child = _paper_child if variant == "paper" else _default_child
     repair = variant == "default"
@@ -421,6 +434,7 @@ def exhaustive(
     called with the same arguments as `run_ga`.
     """
     problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head)
+    _check_target(problem)
     fit = cost.fitness_array(
         *space.grid(),
         teacher=teacher,

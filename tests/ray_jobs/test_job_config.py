@@ -141,7 +141,7 @@ def test_top_k_of_distinct_shapes_skips_heads_only_variants():
 def test_search_sizes_students_with_the_head_they_will_carry():
     """The demo's bi-encoder students carry a cosine head (2 parameters, no pooler): the GA's
     size, the budget check and the search table count that head, not a sequence classifier's."""
-    from ray_jobs.compress import check_budget, search_candidates, student_head
+    from ray_jobs.compress import search_candidates, student_head
     from search import cost
     from search.space import Arch, SearchSpace, teacher_spec
     from training.data import ClsExample
@@ -164,11 +164,11 @@ def test_search_sizes_students_with_the_head_they_will_carry():
     assert best["params"] == sum(p.numel() for p in model.parameters())
     assert best["size_mb"] == pytest.approx(best["params"] * 4e-6)
     # the budget check counts the head too: the sequence head's smallest model is larger
-    space = SearchSpace.from_teacher(teacher)
-    floor = cost.size_mb(space.smallest(), teacher, head="pair_cosine")
-    check_budget(floor, space, teacher, 2, "pair_cosine")
-    with pytest.raises(Exception, match="below the smallest architecture"):
-        check_budget(floor, space, teacher, 2, "sequence")
+    floor = cost.size_mb(SearchSpace.from_teacher(teacher).smallest(), teacher, head="pair_cosine")
+    at_floor = load_config(CONFIG_DIR / "demo.yaml", [f"search.target_mb={floor}", "search.generations=5"])
+    assert search_candidates(at_floor, teacher, 2, "pair_cosine")
+    with pytest.raises(ConfigError, match="search.target_mb=.* is below the smallest architecture"):
+        search_candidates(at_floor, teacher, 2, "sequence")
 
 
 def test_sweep_id_follows_the_data_content_not_only_its_path(tmp_path):

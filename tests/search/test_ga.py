@@ -152,6 +152,9 @@ def test_max_mb_is_a_hard_cap():
     )
     with pytest.raises(ValueError, match="smallest"):
         ga.run_ga(SPACE, CODEBERT, 3.0, 400, max_mb=0.05)
+    for find in (ga.run_ga, ga.exhaustive):  # a budget nothing meets: refused, not oversized rows
+        with pytest.raises(ValueError, match="target_mb=0.05 is below the smallest architecture"):
+            find(SPACE, CODEBERT, 0.05, 400)
 
 
 def test_exhaustive_equals_a_brute_force_loop_on_a_small_space():
