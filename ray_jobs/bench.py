@@ -253,7 +253,13 @@ def main(argv: list[str]) -> int:
         finally:
             ray.shutdown()
     print_rows(rows)
-    path = results.write_rows(results_dir, TABLE, sweep_id, [{**stamp, **r} for r in rows])
+    return _write(results_dir, sweep_id, [{**stamp, **r} for r in rows], cfg, stamp)
+
+
+def _write(results_dir: str, sweep_id: str, rows: list[dict], cfg: BenchConfig, stamp: dict) -> int:
+    """Write the bench rows and the run's `configs` row (every setting it ran with)."""
+    path = results.write_rows(results_dir, TABLE, sweep_id, rows)
+    results.write_config(results_dir, "bench", sweep_id, to_dict(cfg), stamp)
     print(f"wrote {len(rows)} rows to {path}")
     return 0
 
@@ -340,9 +346,7 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
         print(f"{r['model']:14} {r['dtype']:8} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
               f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} pairs/s"
               f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
-    path = results.write_rows(results_dir, TABLE, sweep_id, rows)
-    print(f"wrote {len(rows)} rows to {path}")
-    return 0
+    return _write(results_dir, sweep_id, rows, cfg, stamp)
 
 
 # ---------------------------------------------------------------- train-step
@@ -374,6 +378,4 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
         speedup = f"{r['speedup_vs_fp32']:5.2f}x" if r["speedup_vs_fp32"] else "  n/a"
         print(f"{r['model']:10} {r['arch']:18} {r['dtype']:5} median={r['median_ms']:9.1f} ms"
               f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} pairs/s  vs fp32 {speedup}")
-    path = results.write_rows(results_dir, TABLE, sweep_id, rows)
-    print(f"wrote {len(rows)} rows to {path}")
-    return 0
+    return _write(results_dir, sweep_id, rows, cfg, stamp)

@@ -18,7 +18,7 @@ import ray
 import torch
 
 from ray_jobs import results, sweep
-from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
+from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
 from ray_jobs.errors import ConfigError, JobError
 from search.ga import run_ga
 from search.space import SearchSpace, Teacher, teacher_spec
@@ -217,6 +217,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)
+        results.write_config(cfg.results_dir, "compress", sid, to_dict(cfg), stamp)
         results.write_rows(cfg.results_dir, "search", sid,
                            [{**r, **stamp} for r in search_rows(cfg, candidates)])
         train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)

@@ -16,7 +16,7 @@ import torch
 
 from ray_jobs import results, sweep
 from ray_jobs.compress import check_results_dir, teacher_dims
-from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
+from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
 from ray_jobs.errors import JobError
 from training.data import code_to_text_splits
 from training.prune import run_schedule, schedules
@@ -113,6 +113,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)
+        results.write_config(cfg.results_dir, "prune", sid, to_dict(cfg), stamp)
         artifacts = sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
                                          str(Path(cfg.results_dir) / "cache"), progress=_progress)
         params = {"artifacts": artifacts, "cfg": cfg,

@@ -78,12 +78,15 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),
               ("p90_ms", _F), ("pairs_per_s", _F), ("speedup_vs_teacher", _F),
               ("speedup_vs_codebert", _F), ("device_name", _S), ("arch", _S), ("speedup_vs_fp32", _F)],
+    # one row per sweep: the whole resolved config (YAML + overrides) as JSON text
+    "configs": [("job", _S), ("config", _S)],
 }
 
 # Key that identifies a row within one sweep's file (dedup on resume: the last one wins).
 KEYS: dict[str, tuple[str, ...]] = {
     "search": ("rank",),
     "quantize": ("trial_key", "variant"),
+    "configs": ("job",),
 }
 DEFAULT_KEY = ("trial_key", "round")
 
@@ -176,6 +179,17 @@ def write_rows(results_dir: str | os.PathLike, table: str, sweep_id: str, rows: 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_config(results_dir: str | os.PathLike, job: str, sweep_id: str, config: dict,
+                 stamp: dict) -> Path:
+    """A sweep's `configs` row: `config` (every setting it ran with) as JSON text beside the
+    sweep's stamp, so any row of the other tables joins on sweep_id to the settings that made
+    it, e.g. `json_extract_string(config, '$.distill.lr')`. A resumed sweep rewrites the row
+    with the config it resumed with (its hashed sections are the same by construction)."""
+    row = {**stamp, "trial_key": "", "round": 0, "time": time.time(), "job": job,
+           "config": json.dumps(config, sort_keys=True, default=str)}
+    return write_rows(results_dir, "configs", sweep_id, [row])
 
 
 def read_rows(results_dir: str | os.PathLike, table: str, sweep_id: str) -> list[dict]:

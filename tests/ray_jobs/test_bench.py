@@ -1,6 +1,7 @@
 """`python -m ray_jobs bench scaling|latency|train-step --tiny` run real trials / real forwards and write
 the bench table."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,10 @@ def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
         assert r["device"] == "cpu" and r["batch"] == 4 and r["seq_len"] == 8 and r["threads"] == 1
         assert r["median_ms"] > 0 and r["pairs_per_s"] == pytest.approx(4 / r["median_ms"] * 1e3)
         assert r["speedup_vs_fp32"] == pytest.approx(fp32[r["arch"]] / r["median_ms"])
+    # the run's settings, joinable to its rows
+    (config,) = results.query(tmp_path, "SELECT job, sweep_id, config FROM configs").to_pylist()
+    assert config["job"] == "bench" and config["sweep_id"] == rows[0]["sweep_id"]
+    assert json.loads(config["config"])["latency_threads"] == 1
 
 
 @pytest.mark.parametrize("what, override, named", [
@@ -89,4 +94,4 @@ def test_bench_refuses_bad_requests_by_name(tmp_path, what, override, named):
     proc = _bench(what, "--tiny", override, f"results_dir={tmp_path}")
     assert proc.returncode == 2 and named in proc.stderr
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "table=bench").exists()
+    assert not (tmp_path / "table=bench").exists() and not (tmp_path / "table=configs").exists()

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ray_jobs import results
 
@@ -84,6 +85,26 @@ def test_compress_tables(demo_run):
     assert sizes["student-0", "int8"] < sizes["student-0", "fp32"] < sizes["teacher", "int8"] < sizes["teacher", "fp32"]
     assert sizes["teacher", "int8_emb"] < 0.5 * sizes["teacher", "int8"]  # MiniLM's 30,522-row word table
     assert "Quantized on the CPU" in proc.stdout
+
+
+@pytest.mark.slow
+def test_configs_table_joins_every_row_to_its_settings(demo_run):
+    root, _ = demo_run
+    smoke = yaml.safe_load((REPO / "ray_jobs" / "configs" / "smoke.yaml").read_text())
+    configs = _q(root, "SELECT * FROM configs ORDER BY job")
+    assert [c["job"] for c in configs] == ["compress", "prune"]
+    for c in configs:
+        config = json.loads(c["config"])
+        assert c["sweep_id"].startswith(c["job"] + "-") and len(c["config_hash"]) == 64
+        assert config["results_dir"] == str(root)  # the override, not the YAML's results/smoke
+        assert config["distill"]["epochs"] == smoke["distill"]["epochs"]
+        assert config["seq2seq"]["lr"] == smoke["seq2seq"]["lr"]
+    joined = _q(root, "SELECT d.trial_key, d.config_hash = c.config_hash AS same, "
+                      "json_extract(c.config, '$.distill.epochs')::INT AS epochs "
+                      "FROM distill d JOIN configs c USING (sweep_id) ORDER BY 1")
+    assert joined == [{"trial_key": k, "same": True, "epochs": smoke["distill"]["epochs"]}
+                      for k in ("bilstm-budget", "student-0")]
+    assert len(_q(root, "SELECT * FROM prune JOIN configs USING (sweep_id)")) == 6
 
 
 @pytest.mark.slow

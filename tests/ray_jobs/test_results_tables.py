@@ -135,3 +135,17 @@ def test_any_folder_name_is_a_quoted_view(tmp_path):
     shutil.copy(odd / "s1.parquet", tmp_path / "table=" / "s1.parquet")
     assert results.table_counts(tmp_path) == {'a"b': 1}
     assert results.query(tmp_path, 'SELECT rank FROM "a""b"').to_pylist() == [{"rank": 0}]
+
+
+def test_configs_row_is_the_whole_config_once_per_sweep(tmp_path):
+    stamp = {"config_hash": "h" * 64, "code_version": "v1"}
+    config = {"results_dir": str(tmp_path), "distill": {"lr": 5e-4, "quantize": ["int8"]}}
+    results.write_config(tmp_path, "compress", "compress-abc", config, stamp)
+    results.write_config(tmp_path, "compress", "compress-abc", config, stamp)  # a resumed sweep
+    results.write_config(tmp_path, "prune", "prune-def", {"seq2seq": {"beam": 3}}, stamp)
+    rows = results.query(tmp_path, "SELECT sweep_id, job, config_hash, "
+                                   "json_extract(config, '$.distill.lr')::DOUBLE AS lr, "
+                                   "json_extract_string(config, '$.distill.quantize[0]') AS q "
+                                   "FROM configs ORDER BY job").to_pylist()
+    assert rows == [{"sweep_id": "compress-abc", "job": "compress", "config_hash": "h" * 64, "lr": 5e-4, "q": "int8"},
+                    {"sweep_id": "prune-def", "job": "prune", "config_hash": "h" * 64, "lr": None, "q": None}]
