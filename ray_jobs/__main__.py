@@ -19,18 +19,13 @@ import sys
 from pathlib import Path
 
 from ray_jobs import results
-from ray_jobs.errors import ConfigError, JobError, SweepFailed, SweepInterrupted
+from ray_jobs.errors import ConfigError, JobError, OneLineParser, SweepFailed, SweepInterrupted
 
 JOBS = ("compress", "prune", "demo")
 
 
-class _Parser(argparse.ArgumentParser):  # subparsers are made of the same class
-    def error(self, message):  # argparse prints usage + message; bad input is one line, exit 2
-        raise JobError(f"{self.prog}: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m ray_jobs", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m ray_jobs", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     for name in JOBS:
         p = sub.add_parser(name, help=f"run the {name} job")

@@ -21,7 +21,6 @@ over the same shape's fp32 step.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -35,7 +34,7 @@ from ray import tune
 
 from ray_jobs import results
 from ray_jobs.config import build_config, check_object_store, code_version, to_dict
-from ray_jobs.errors import ConfigError, JobError
+from ray_jobs.errors import ConfigError, JobError, OneLineParser
 from ray_jobs.sweep import loopback_only
 from training.checks import check_distinct, check_ranges
 
@@ -219,14 +218,9 @@ def print_rows(rows: list[dict]) -> None:
             )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse prints usage + message; bad input is one line, exit 2
-        raise JobError(f"{self.prog}: {message}")
-
-
 def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
     """(what, config) from the command line; JobError / ConfigError on bad input."""
-    parser = _Parser(prog="python -m ray_jobs bench", description=__doc__)
+    parser = OneLineParser(prog="python -m ray_jobs bench", description=__doc__)
     parser.add_argument("what", choices=["scaling", "latency", "train-step"])
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. trials=4 steps=50")
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")

@@ -1,4 +1,7 @@
-"""Exceptions of the jobs, light to import (trial workers import them without torch)."""
+"""Exceptions of the jobs, light to import (trial workers import them without torch), and the
+one-line command-line parser of the job CLIs."""
+
+import argparse
 
 
 class ConfigError(ValueError):
@@ -19,3 +22,8 @@ class SweepFailed(RuntimeError):
 
 class SweepInterrupted(RuntimeError):
     """The driver was interrupted; the same command resumes the sweep: exit code 130."""
+
+
+class OneLineParser(argparse.ArgumentParser):  # subparsers are made of the same class
+    def error(self, message):  # argparse prints usage + message; bad input is one line, exit 2
+        raise JobError(f"{self.prog}: {message}")

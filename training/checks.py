@@ -1,8 +1,10 @@
 """Range checks for the typed config sections: a bad value is refused when the config is read,
-naming the field, instead of failing inside a trial after minutes of work."""
+naming the field, instead of failing inside a trial after minutes of work; the one-line
+command-line parser of the training CLIs."""
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Iterable
 
@@ -54,3 +56,12 @@ def check_distinct(cfg, *names: str) -> None:
         items = list(value) if isinstance(value, tuple | list) else [value]
         if len(set(items)) != len(items):
             raise ValueError(f"{name}: repeated items in {items}")
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one stderr line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage + message; we want one line
+        raise UsageError(message)

@@ -18,7 +18,6 @@ Every reading error is a :class:`DataError` whose message starts ``path:line:``.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -29,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from training.checks import OneLineParser, UsageError
 
 SPLITS = ("train", "valid", "test")
 TASKS = ("code-search", "defect", "clone")
@@ -570,19 +571,10 @@ def validate(path: str | Path, fmt: str | None = None) -> dict[str, int]:
     return {s: len(v) for s, v in splits.items()}
 
 
-class UsageError(Exception):
-    """Bad command-line input: reported as one stderr line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse prints usage + message; we want one line
-        raise UsageError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``validate PATH [--format F]``: 0 and counts per split; bad input or data: one stderr
     line naming the problem (a record's file:line), exit status 2."""
-    parser = _Parser(prog="python -m training.data")
+    parser = OneLineParser(prog="python -m training.data")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("validate", help="check a data file or folder; print counts per split")
     check.add_argument("path")

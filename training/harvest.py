@@ -22,7 +22,6 @@ tree that fills no split) prints one line on stderr and exits 2.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import gzip
 import hashlib
@@ -36,6 +35,8 @@ import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from training.checks import OneLineParser, UsageError
 
 SPLITS = ("train", "valid", "test")
 MIN_SUMMARY_WORDS = 3
@@ -311,15 +312,6 @@ def check_out(out: Path) -> None:
                 folder.rmdir()
 
 
-class UsageError(Exception):
-    """Bad command-line input: reported as one stderr line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse prints usage + message; we want one line
-        raise UsageError(message)
-
-
 def _bad_input(message: str) -> int:
     print(f"python -m training.harvest: error: {' '.join(message.splitlines())}", file=sys.stderr)
     return 2
@@ -327,7 +319,7 @@ def _bad_input(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Harvest SRC (or --package NAME) into --out; bad input: one stderr line, exit status 2."""
-    parser = _Parser(prog="python -m training.harvest", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m training.harvest", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="source tree to harvest (with --package: an installed package's name)")
     parser.add_argument("--package", action="store_true",
                         help="SRC names an installed package (e.g. numpy): harvest its folder")
