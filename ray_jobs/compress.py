@@ -4,8 +4,9 @@
     candidate) -> prepare_teacher (fine-tune or reuse, logits cache; on a worker) ->
     one trial per top-k candidate + BiLSTM_soft baselines -> distill table (and the
     quantize table: each trained model in fp32 and its distill.quantize variants, on the
-    CPU; one more trial does the same for the teacher), students saved under
-    results_dir/students/SWEEP_ID/TRIAL_KEY.
+    CPU; one more trial does the same for the teacher; the epochs table: each trained
+    model's validation accuracy and training loss per epoch), students saved under
+    results_dir/students/SWEEP_ID/TRIAL_KEY; the configs table holds the job's settings.
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ def trial_specs(cfg: JobConfig, candidates: list[dict]) -> list[dict]:
 
 
 def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
-    """Tune trial: distil one candidate and report its row (the teacher's trial: its
-    quantized variants only)."""
+    """Tune trial: distil one candidate and report its rows: one `epochs` row per epoch, its
+    quantized variants, its `distill` row (the teacher's trial: its quantized variants only)."""
     torch.set_num_threads(ctx.threads)
     p = ctx.params
     if spec["candidate"]["kind"] == "teacher":
@@ -186,8 +187,13 @@ def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
             ctx.report({**variant, "model": "teacher", "kind": "teacher"}, table="quantize")
         return
     out_dir = Path(p["students_dir"]) / spec["trial_key"]
+    kind = spec["candidate"].get("kind", "student")
+
+    def epoch_row(epoch: dict) -> None:  # the learning curve: one epochs row per epoch
+        ctx.report({**epoch, "model": spec["trial_key"], "kind": kind}, table="epochs")
+
     row = train_student(spec["candidate"], p["artifacts"], p["train_cfg"], out_dir,
-                        device=ctx.device)
+                        device=ctx.device, progress=epoch_row)
     # The variants first: a trial whose distill row is on disk has its quantize rows too.
     for variant in row.pop("quantize"):
         ctx.report({**variant, "model": spec["trial_key"], "kind": row["kind"]}, table="quantize")
@@ -227,7 +233,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
                   "students_dir": str(Path(cfg.results_dir) / "students" / sid),
                   "teacher_size_mb": teacher_size_mb(artifacts.teacher_dir)}
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
-                          trials=specs, tables=("distill", "quantize"),
+                          trials=specs, tables=("distill", "quantize", "epochs"),
                           params=params, stamp=stamp)
         return sweep.run_sweep(cfg, job, resume=resume)
     finally:

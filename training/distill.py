@@ -579,7 +579,8 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
 
     candidate: a GA dict (layers, hidden, heads, ffn, vocab[, gflops, ...]) or
     {"kind": "bilstm", "variant": "paper" | "budget", "target_mb": float, "vocab": int}.
-    progress(dict) is called after each epoch ({"epoch", "valid_accuracy", "loss"}).
+    progress(dict) is called after each epoch (`training.finetune.fit`'s on_epoch: epoch,
+    valid_accuracy, train_loss, steps, seconds, lr, best).
     row["quantize"] holds the quantize-table rows of the trained model (`_variant_rows`):
     fp32 and each of cfg.distill.quantize, scored and timed on the CPU; [] when none.
     """

@@ -245,6 +245,9 @@ def fit(
     `mixed_precision` of settings.precision on the model's device); `validate()` returns
     the validation accuracy. The best-on-validation state is restored into `model` at the
     end. Returns {"best_valid_accuracy", "best_epoch", "epochs", "train_seconds"}.
+    on_epoch(dict) after each epoch: epoch, valid_accuracy, train_loss (the epoch's mean),
+    steps (so far), seconds (since the start), lr (at the epoch's end), best (a new best:
+    the weights kept so far).
     """
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
@@ -261,19 +264,24 @@ def fit(
     bar = tqdm(total=total, desc=desc, leave=False, mininterval=2.0)
     for epoch in range(1, settings.epochs + 1):
         model.train()
+        losses = []
         for rows in batch_order(lengths, settings.batch_size, rng):
             with mixed_precision(device, settings.precision):
                 loss = step_loss(rows)
             optimizer_step(model, loss, optimizer, settings.max_grad_norm)
             schedule.step()
+            losses.append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         valid = validate()
-        if valid > best:  # best-on-validation checkpoint, kept in memory
+        improved = valid > best
+        if improved:  # best-on-validation checkpoint, kept in memory
             best, best_epoch = valid, epoch
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
-            on_epoch({"epoch": epoch, "valid_accuracy": valid, "loss": loss.item()})
+            on_epoch({"epoch": epoch, "valid_accuracy": valid, "train_loss": sum(losses) / len(losses),
+                      "steps": epoch * steps_per_epoch, "seconds": time.perf_counter() - start,
+                      "lr": schedule.get_last_lr()[0], "best": improved})
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)

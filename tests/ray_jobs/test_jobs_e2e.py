@@ -88,6 +88,24 @@ def test_compress_tables(demo_run):
 
 
 @pytest.mark.slow
+def test_epochs_table_is_each_models_learning_curve(demo_run):
+    root, _ = demo_run
+    curve = _q(root, "SELECT trial_key, model, kind, epoch, valid_accuracy, train_loss, steps, best "
+                     "FROM epochs ORDER BY trial_key, epoch")
+    assert [(c["trial_key"], c["epoch"]) for c in curve] == [
+        (k, e) for k in ("bilstm-budget", "student-0") for e in (1, 2)]  # smoke.yaml: 2 epochs
+    for c in curve:
+        assert c["model"] == c["trial_key"] and c["train_loss"] > 0 and c["steps"] > 0
+    # the weights each distill row scored are its best epoch's
+    kept = _q(root, "SELECT d.trial_key, any_value(d.valid_accuracy) AS kept, any_value(d.best_epoch) AS epoch, "
+                    "max(e.valid_accuracy) AS best, max(e.epoch) FILTER (WHERE e.best) AS last_best "
+                    "FROM distill d JOIN epochs e USING (sweep_id, trial_key) GROUP BY 1 ORDER BY 1")
+    assert len(kept) == 2
+    for k in kept:
+        assert k["kept"] == k["best"] and k["epoch"] == k["last_best"]
+
+
+@pytest.mark.slow
 def test_configs_table_joins_every_row_to_its_settings(demo_run):
     root, _ = demo_run
     smoke = yaml.safe_load((REPO / "ray_jobs" / "configs" / "smoke.yaml").read_text())

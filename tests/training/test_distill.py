@@ -109,6 +109,11 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
     seen = []
     row = train_student(STUDENT, artifacts, cfg, tmp_path / "s", progress=seen.append)
     assert [s["epoch"] for s in seen] == [1, 2]
+    assert set(seen[0]) == {"epoch", "valid_accuracy", "train_loss", "steps", "seconds", "lr", "best"}
+    assert seen[0]["best"] and 0 < seen[0]["seconds"] < seen[1]["seconds"] and seen[1]["steps"] == 2 * seen[0]["steps"]
+    assert [s["epoch"] for s in seen if s["best"]][-1] == row["best_epoch"]
+    assert max(s["valid_accuracy"] for s in seen) == row["valid_accuracy"]
+    assert seen[1]["lr"] < seen[0]["lr"]  # linear decay after the warm-up
     for key in ("layers", "hidden", "heads", "ffn", "vocab", "params", "size_mb", "serialized_bytes",
                 "gflops", "accuracy", "f1", "teacher_accuracy", "retention", "latency_ms",
                 "teacher_latency_ms", "speedup_vs_teacher", "train_seconds", "device"):
