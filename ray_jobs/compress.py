@@ -5,7 +5,7 @@
     one trial per top-k candidate + BiLSTM_soft baselines -> distill table (and the
     quantize table: each trained model in fp32 and its distill.quantize variants, on the
     CPU; one more trial does the same for the teacher; the epochs table: each trained
-    model's validation accuracy and training loss per epoch), students saved under
+    model's and the teacher's fine-tuning's validation accuracy and loss per epoch), students saved under
     results_dir/students/SWEEP_ID/TRIAL_KEY; the configs table holds the job's settings.
 """
 
@@ -200,6 +200,17 @@ def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
     ctx.report({**row, "name": spec["trial_key"], "teacher_size_mb": p["teacher_size_mb"]})
 
 
+def write_teacher_curve(results_dir: str, sid: str, metrics: dict, stamp: dict) -> None:
+    """The teacher's fine-tuning epochs as `epochs` rows (trial_key "teacher"), kept beside
+    the rows an earlier run of the same sweep wrote. A teacher fine-tuned before the curve
+    was recorded has none."""
+    curve = [{**stamp, **epoch, "trial_key": "teacher", "model": "teacher", "kind": "teacher",
+              "device": metrics.get("device"), "time": time.time()} for epoch in metrics.get("curve", [])]
+    if curve:
+        earlier = results.read_rows(results_dir, "epochs", sid)
+        results.write_rows(results_dir, "epochs", sid, earlier + curve)
+
+
 def teacher_size_mb(teacher_dir: str) -> float:
     """Serialised size (MB = 1e6 bytes) of the fine-tuned teacher's safetensors files."""
     files = list(Path(teacher_dir).glob("*.safetensors"))
@@ -229,6 +240,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
         train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
         artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
                                          str(Path(cfg.results_dir) / "cache"))
+        write_teacher_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp)
         params = {"artifacts": artifacts, "train_cfg": train_cfg,
                   "students_dir": str(Path(cfg.results_dir) / "students" / sid),
                   "teacher_size_mb": teacher_size_mb(artifacts.teacher_dir)}

@@ -331,13 +331,14 @@ def _train_teacher(model, tokenizer, labeled, splits, cfg: FinetuneConfig, devic
         logits = predict_logits(model, valid_enc, pad, cfg.eval_batch_size, device)
         return scores(logits, [e.label for e in splits["valid"]])["accuracy"]
 
+    curve: list[dict] = []  # fit's on_epoch records, one per epoch (the job's epochs table)
     log = fit(model, len(labeled), lengths_of(train_enc), step_loss, validate, loop_settings(cfg),
-              desc="fine-tune teacher")
+              desc="fine-tune teacher", on_epoch=curve.append)
     test_enc = encode(tokenizer, splits["test"], cfg.max_seq_len, pair_mode)
     test = scores(predict_logits(model, test_enc, pad, cfg.eval_batch_size, device),
                   [e.label for e in splits["test"]])
     return log | {"accuracy": test["accuracy"], "f1": test["f1"], "n_labeled": len(labeled),
-                  "n_valid": len(splits["valid"]), "n_test": len(splits["test"])}
+                  "n_valid": len(splits["valid"]), "n_test": len(splits["test"]), "curve": curve}
 
 
 def finetune_teacher(
@@ -346,7 +347,8 @@ def finetune_teacher(
     """Fine-tune (or reuse) the teacher; returns (absolute model folder, metrics).
 
     metrics: accuracy/f1 on the test split, best_valid_accuracy, best_epoch, train_seconds,
-    key, teacher, reused (True when an earlier identical run was found).
+    curve (`fit`'s on_epoch record of each epoch), device, key, teacher, reused (True when an
+    earlier identical run was found).
     """
     splits = classification_splits(data)
     num_labels = num_labels_of(splits)
@@ -362,7 +364,7 @@ def finetune_teacher(
     labeled, _ = labeled_half(splits["train"], data)
     labeled = labeled[:cfg.max_train] if cfg.max_train is not None else labeled
     metrics = _train_teacher(model, tokenizer, labeled, splits, cfg, device, pair_mode)
-    metrics |= {"key": key, "teacher": teacher.name, "num_labels": num_labels, "pair_mode": pair_mode,
+    metrics |= {"key": key, "teacher": teacher.name, "num_labels": num_labels, "pair_mode": pair_mode, "device": device,
                 "config": asdict(cfg), "data_fingerprint": data_fingerprint(data)}
     tmp = folder.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

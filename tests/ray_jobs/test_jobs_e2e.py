@@ -92,10 +92,14 @@ def test_epochs_table_is_each_models_learning_curve(demo_run):
     root, _ = demo_run
     curve = _q(root, "SELECT trial_key, model, kind, epoch, valid_accuracy, train_loss, steps, best "
                      "FROM epochs ORDER BY trial_key, epoch")
+    # smoke.yaml: 2 distillation epochs, 1 fine-tuning epoch of the teacher
     assert [(c["trial_key"], c["epoch"]) for c in curve] == [
-        (k, e) for k in ("bilstm-budget", "student-0") for e in (1, 2)]  # smoke.yaml: 2 epochs
+        (k, e) for k in ("bilstm-budget", "student-0") for e in (1, 2)] + [("teacher", 1)]
     for c in curve:
         assert c["model"] == c["trial_key"] and c["train_loss"] > 0 and c["steps"] > 0
+    (teacher,) = _q(root, "SELECT e.valid_accuracy, d.teacher_accuracy, e.device FROM epochs e JOIN distill d "
+                          "USING (sweep_id) WHERE e.kind = 'teacher' AND d.trial_key = 'student-0'")
+    assert 0 < teacher["valid_accuracy"] <= 1 and teacher["device"] == "cpu"
     # the weights each distill row scored are its best epoch's
     kept = _q(root, "SELECT d.trial_key, any_value(d.valid_accuracy) AS kept, any_value(d.best_epoch) AS epoch, "
                     "max(e.valid_accuracy) AS best, max(e.epoch) FILTER (WHERE e.best) AS last_best "
