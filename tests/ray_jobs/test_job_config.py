@@ -164,7 +164,8 @@ def test_search_sizes_students_with_the_head_they_will_carry():
     assert best["params"] == sum(p.numel() for p in model.parameters())
     assert best["size_mb"] == pytest.approx(best["params"] * 4e-6)
     # the budget check counts the head too: the sequence head's smallest model is larger
-    floor = cost.size_mb(SearchSpace.from_teacher(teacher).smallest(), teacher, head="pair_cosine")
+    space = SearchSpace.from_teacher(teacher, min_head_size=demo.search.min_head_size)  # the demo's space
+    floor = cost.size_mb(space.smallest(), teacher, head="pair_cosine")
     at_floor = load_config(CONFIG_DIR / "demo.yaml", [f"search.target_mb={floor}", "search.generations=5"])
     assert search_candidates(at_floor, teacher, 2, "pair_cosine")
     with pytest.raises(ConfigError, match="search.target_mb=.* is below the smallest architecture"):
