@@ -200,11 +200,12 @@ def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
     ctx.report({**row, "name": spec["trial_key"], "teacher_size_mb": p["teacher_size_mb"]})
 
 
-def write_teacher_curve(results_dir: str, sid: str, metrics: dict, stamp: dict) -> None:
-    """The teacher's fine-tuning epochs as `epochs` rows (trial_key "teacher"), kept beside
-    the rows an earlier run of the same sweep wrote. A teacher fine-tuned before the curve
-    was recorded has none."""
-    curve = [{**stamp, **epoch, "trial_key": "teacher", "model": "teacher", "kind": "teacher",
+def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: str) -> None:
+    """A one-off fine-tuning's curve (`metrics["curve"]`) as `epochs` rows with trial_key,
+    model and kind `model` ("teacher": the compression job's teacher; "seq2seq": the pruning
+    job's code-to-text model), kept beside the rows an earlier run of the same sweep wrote.
+    A model fine-tuned before its curve was recorded has none."""
+    curve = [{**stamp, **epoch, "trial_key": model, "model": model, "kind": model,
               "device": metrics.get("device"), "time": time.time()} for epoch in metrics.get("curve", [])]
     if curve:
         earlier = results.read_rows(results_dir, "epochs", sid)
@@ -240,7 +241,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
         train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
         artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
                                          str(Path(cfg.results_dir) / "cache"))
-        write_teacher_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp)
+        write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher")
         params = {"artifacts": artifacts, "train_cfg": train_cfg,
                   "students_dir": str(Path(cfg.results_dir) / "students" / sid),
                   "teacher_size_mb": teacher_size_mb(artifacts.teacher_dir)}

@@ -2,7 +2,8 @@
 
     config -> checks (results_dir, data, teacher, schedules) -> prepare_seq2seq (fine-tune
     or reuse; on a worker) -> one trial per schedule (run_schedule reports a row per round)
-    -> prune table -> quantize_rows for the unpruned model and each schedule's last round
+    -> prune table (and the epochs table: the fine-tuning's curve, trial_key seq2seq)
+    -> quantize_rows for the unpruned model and each schedule's last round
     (on a worker) -> quantize table. Pruned states live under results_dir/pruned/SWEEP_ID.
 """
 
@@ -15,7 +16,7 @@ import ray
 import torch
 
 from ray_jobs import results, sweep
-from ray_jobs.compress import check_results_dir, teacher_dims
+from ray_jobs.compress import check_results_dir, teacher_dims, write_curve
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
 from ray_jobs.errors import JobError
 from training.data import code_to_text_splits
@@ -116,6 +117,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
         results.write_config(cfg.results_dir, "prune", sid, to_dict(cfg), stamp)
         artifacts = sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
                                          str(Path(cfg.results_dir) / "cache"), progress=_progress)
+        write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq")
         params = {"artifacts": artifacts, "cfg": cfg,
                   "pruned_dir": str(Path(cfg.results_dir) / "pruned" / sid)}
         job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,

@@ -78,9 +78,10 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),
               ("p90_ms", _F), ("pairs_per_s", _F), ("speedup_vs_teacher", _F),
               ("speedup_vs_codebert", _F), ("device_name", _S), ("arch", _S), ("speedup_vs_fp32", _F)],
-    # one row per trained model x epoch (compression job): the learning curve
+    # the learning curves: one row per trained model x epoch (compression job), one per tenth
+    # of the code-to-text fine-tuning's steps (pruning job, trial_key seq2seq: valid_nll)
     "epochs": [("model", _S), ("kind", _S), ("epoch", _I), ("valid_accuracy", _F), ("train_loss", _F),
-               ("steps", _I), ("seconds", _F), ("lr", _F), ("best", _B)],
+               ("steps", _I), ("seconds", _F), ("lr", _F), ("best", _B), ("valid_nll", _F)],
     # one row per sweep: the whole resolved config (YAML + overrides) as JSON text
     "configs": [("job", _S), ("config", _S)],
 }

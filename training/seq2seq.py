@@ -476,24 +476,40 @@ def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def tenths(total: int) -> list[int]:
+    """`total` steps cut into at most 10 consecutive chunks of near-equal size (none empty)."""
+    parts = min(10, total)
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)] if total else []
+
+
 def fine_tune(model: Seq2Seq, tokenizer, splits: dict, cfg: Seq2SeqConfig, device="cpu", progress=None) -> dict:
     """Fine-tune on splits["train"]; metrics incl. greedy BLEU on the first eval_examples of
-    valid. progress(message) about every 10% of the steps, when given."""
+    valid, and `curve`: after each tenth of the steps, one record (the job's `epochs` rows):
+    epoch (the tenth, 1-10), steps so far, train_loss (the tenth's mean), valid_nll (`token_nll`
+    on those valid pairs), seconds since the start, lr (the encoder's). The checks read in eval
+    mode and draw no random numbers, so the weights are the same as without them.
+    progress(message) after each tenth, when given."""
     train = tokenize_pairs(splits["train"], tokenizer, cfg)
     valid_pairs = splits["valid"][: cfg.eval_examples]
+    valid = tokenize_pairs(valid_pairs, tokenizer, cfg)
     opt, sched = make_optimizer(model, cfg, cfg.train_steps)
     start = time.perf_counter()
-    every = max(1, cfg.train_steps // 10)
-
-    def log(i: int) -> None:
-        if progress is not None and i % every == 0:
-            progress(f"seq2seq fine-tuning step {i}/{cfg.train_steps}, {time.perf_counter() - start:.0f} s")
-
     batches = batch_stream(train, cfg.batch_size, cfg.seed)
-    loss = train_steps(model, batches, cfg.train_steps, opt, sched, cfg, device=device, after_step=log)
-    seconds = time.perf_counter() - start
-    bleu = bleu_of(model, tokenizer, tokenize_pairs(valid_pairs, tokenizer, cfg), [p.target for p in valid_pairs], cfg, device=device)
-    return {"train_loss": loss, "train_seconds": seconds, "valid_bleu_greedy": bleu, "train_examples": len(train)}
+    curve, done, loss_sum, train_seconds = [], 0, 0.0, 0.0
+    for tenth, steps in enumerate(tenths(cfg.train_steps), 1):
+        began = time.perf_counter()
+        loss = train_steps(model, batches, steps, opt, sched, cfg, device=device)
+        train_seconds += time.perf_counter() - began
+        done, loss_sum = done + steps, loss_sum + loss * steps
+        nll = token_nll(model, valid, cfg, device=device) if valid else float("nan")
+        curve.append({"epoch": tenth, "steps": done, "train_loss": loss, "valid_nll": nll,
+                      "seconds": time.perf_counter() - start, "lr": sched.get_last_lr()[0]})
+        if progress is not None:
+            progress(f"seq2seq fine-tuning step {done}/{cfg.train_steps}, {time.perf_counter() - start:.0f} s, "
+                     f"loss {loss:.3f}, valid NLL {nll:.3f}")
+    bleu = bleu_of(model, tokenizer, valid, [p.target for p in valid_pairs], cfg, device=device)
+    return {"train_loss": loss_sum / max(1, done), "train_seconds": train_seconds, "valid_bleu_greedy": bleu,
+            "train_examples": len(train), "curve": curve, "device": str(device)}
 
 
 def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "cpu", progress=None) -> Seq2SeqArtifacts:

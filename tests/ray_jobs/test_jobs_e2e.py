@@ -91,12 +91,19 @@ def test_compress_tables(demo_run):
 def test_epochs_table_is_each_models_learning_curve(demo_run):
     root, _ = demo_run
     curve = _q(root, "SELECT trial_key, model, kind, epoch, valid_accuracy, train_loss, steps, best "
-                     "FROM epochs ORDER BY trial_key, epoch")
+                     "FROM epochs WHERE sweep_id LIKE 'compress-%' ORDER BY trial_key, epoch")
     # smoke.yaml: 2 distillation epochs, 1 fine-tuning epoch of the teacher
     assert [(c["trial_key"], c["epoch"]) for c in curve] == [
         (k, e) for k in ("bilstm-budget", "student-0") for e in (1, 2)] + [("teacher", 1)]
     for c in curve:
         assert c["model"] == c["trial_key"] and c["train_loss"] > 0 and c["steps"] > 0
+    # the pruning job's code-to-text fine-tuning (smoke.yaml: 10 steps), one row per tenth
+    seq2seq = _q(root, "SELECT * FROM epochs WHERE sweep_id LIKE 'prune-%' ORDER BY epoch")
+    assert [(c["trial_key"], c["kind"], c["epoch"], c["steps"]) for c in seq2seq] == [
+        ("seq2seq", "seq2seq", e, e) for e in range(1, 11)]
+    for c in seq2seq:
+        assert c["valid_nll"] > 0 and c["train_loss"] > 0 and c["valid_accuracy"] is None
+        assert c["device"] == "cpu" and c["seconds"] > 0
     (teacher,) = _q(root, "SELECT e.valid_accuracy, d.teacher_accuracy, e.device FROM epochs e JOIN distill d "
                           "USING (sweep_id) WHERE e.kind = 'teacher' AND d.trial_key = 'student-0'")
     assert 0 < teacher["valid_accuracy"] <= 1 and teacher["device"] == "cpu"

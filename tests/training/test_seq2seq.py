@@ -18,9 +18,11 @@ from training.seq2seq import (
     bleu_of,
     collate,
     extra_train_pairs,
+    fine_tune,
     load_seq2seq,
     make_optimizer,
     prepare_seq2seq,
+    tenths,
     token_nll,
     tokenize_pairs,
     train_steps,
@@ -161,6 +163,38 @@ def test_prepare_seq2seq_fine_tunes_once_and_reuses(seq2seq_teacher, seq2seq_dat
     name = "encoder.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(fine.state_dict()[name], pre.state_dict()[name])
     assert fine.lm_head.weight is fine.encoder.get_input_embeddings().weight
+
+
+def test_tenths_cut_the_steps_into_at_most_ten_near_equal_chunks():
+    assert tenths(1400) == [140] * 10
+    assert tenths(25) == [3] * 5 + [2] * 5
+    assert tenths(7) == [1] * 7 and tenths(0) == []
+
+
+def test_fine_tuning_curve_checks_each_tenth_without_changing_the_weights(seq2seq_teacher, tiny):
+    """The curve's validation checks run in eval mode and draw no random numbers: with dropout
+    on, fine_tune ends on the same weights as one uninterrupted run of the same steps."""
+    cfg = tiny.config(train_steps=25, dropout=0.1)
+    pairs = [PairText(c, d) for c, d in tiny.PAIRS]
+    torch.manual_seed(0)
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    torch.manual_seed(0)
+    plain, _ = tiny.model(seq2seq_teacher, cfg)
+    torch.manual_seed(1)
+    metrics = fine_tune(model, tok, {"train": pairs, "valid": pairs}, cfg)
+    torch.manual_seed(1)
+    opt, sched = make_optimizer(plain, cfg, cfg.train_steps)
+    batches = batch_stream(tokenize_pairs(pairs, tok, cfg), cfg.batch_size, cfg.seed)
+    loss = train_steps(plain, batches, cfg.train_steps, opt, sched, cfg)
+    for name, value in plain.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert metrics["train_loss"] == pytest.approx(loss)
+    curve = metrics["curve"]
+    assert [c["epoch"] for c in curve] == list(range(1, 11))
+    assert [c["steps"] for c in curve] == [3, 6, 9, 12, 15, 17, 19, 21, 23, 25]
+    assert curve[-1]["valid_nll"] == pytest.approx(token_nll(model, tokenize_pairs(pairs, tok, cfg), cfg))
+    assert curve[-1]["valid_nll"] < curve[0]["valid_nll"]  # lr 1e-2 on the pairs it validates on
+    assert curve[-1]["lr"] == pytest.approx(0.0) and all(c["train_loss"] > 0 for c in curve)
 
 
 def test_loss_is_mean_token_nll_and_ignores_padding(seq2seq_teacher, tiny):
