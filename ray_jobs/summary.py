@@ -59,7 +59,8 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
     """BLEU versus sparsity per schedule, and the quantization table."""
     names = results.table_names(results_dir)
     sid = _sql_str(sweep_id)
-    lines = []
+    lines = [seq2seq_curve_line(results_dir, sweep_id)] if "epochs" in names else []
+    lines = [line for line in lines if line]
     if "prune" in names:
         tbl = results.query(results_dir, f"""
             SELECT schedule, round, round(sparsity, 3) AS sparsity, test_bleu_greedy,
@@ -83,6 +84,20 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
             FROM quantize WHERE sweep_id = {sid} ORDER BY model = 'unpruned' DESC, model, variant""")
         lines += ["Quantization", results.format_rows(tbl)]
     return "\n".join(lines) if lines else "prune: no rows"
+
+
+def seq2seq_curve_line(results_dir: str, sweep_id: str) -> str | None:
+    """One line on the code-to-text fine-tuning's curve (the sweep's `seq2seq` epochs rows):
+    valid NLL and training loss in the first and last tenth; None when there are no rows."""
+    rows = results.query(results_dir, f"""
+        SELECT epoch, steps, train_loss, valid_nll FROM epochs
+        WHERE sweep_id = {_sql_str(sweep_id)} AND trial_key = 'seq2seq' ORDER BY epoch""").to_pylist()
+    if not rows:
+        return None
+    first, last = rows[0], rows[-1]
+    nll = "  ".join(f"{r['valid_nll']:.3f}" for r in rows)
+    return (f"Code-to-text fine-tuning, {last['steps']} steps: training loss {first['train_loss']:.3f} "
+            f"(first tenth) -> {last['train_loss']:.3f} (last); valid NLL after each tenth: {nll}")
 
 
 def plot_bleu(results_dir: str, sweep_id: str, path: str | Path) -> Path | None:

@@ -176,6 +176,7 @@ def test_prune_tables_and_plot(demo_run):
     assert len(quant) == 4 * 3  # four variants x (unpruned + two schedules)
     assert {q["trial_key"] for q in quant} == {"unpruned", *schedules}
     assert "BLEU-4" in proc.stdout and "Quantization" in proc.stdout
+    assert "Code-to-text fine-tuning, 10 steps: training loss" in proc.stdout  # the curve's summary line
     (png,) = root.glob("bleu_vs_sparsity-prune-*.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -57,6 +57,13 @@ def test_prune_summary_and_plot(tmp_path):
         for v in ("fp32", "int8")])
     text = summary.prune_summary(str(tmp_path), "prune-x")
     assert "BLEU-4" in text and "Quantization" in text and text.count("random") == 3
+    assert "Code-to-text fine-tuning" not in text  # no curve rows: no line
+    results.write_rows(tmp_path, "epochs", "prune-x", [
+        {"trial_key": "seq2seq", "epoch": e, "steps": 5 * e, "train_loss": 6.0 - e, "valid_nll": 5.0 - e / 10}
+        for e in (1, 2, 3)])
+    curve = summary.prune_summary(str(tmp_path), "prune-x").splitlines()[0]
+    assert curve == ("Code-to-text fine-tuning, 15 steps: training loss 5.000 (first tenth) -> 3.000 (last); "
+                     "valid NLL after each tenth: 4.900  4.800  4.700")
     assert "constant summary for every test function (the best frequent training target) scores 7.50" in text
     png = summary.plot_bleu(str(tmp_path), "prune-x", tmp_path / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
