@@ -23,7 +23,8 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
                any_value(teacher_size_mb) AS size_mb, any_value(teacher_accuracy) AS accuracy,
                1.0 AS retention, median(teacher_latency_ms) AS latency_ms,
                1.0 AS speedup_vs_teacher,
-               median(codebert_latency_ms) / median(teacher_latency_ms) AS speedup_vs_codebert
+               median(codebert_latency_ms) / median(teacher_latency_ms) AS speedup_vs_codebert,
+               NULL AS kept_epoch
         FROM distill WHERE sweep_id = {sid}""")
     students = results.query(results_dir, f"""
         SELECT trial_key AS model, kind,
@@ -31,7 +32,8 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
                     THEN format('L{{}} H{{}} A{{}} D{{}} V{{}}', layers, hidden, heads, ffn, vocab)
                     ELSE format('BiLSTM H{{}} V{{}}', hidden, vocab) END AS arch,
                serialized_mb AS size_mb, accuracy, retention, latency_ms,
-               speedup_vs_teacher, speedup_vs_codebert
+               speedup_vs_teacher, speedup_vs_codebert,
+               format('{{}}/{{}}', best_epoch, epochs) AS kept_epoch
         FROM distill WHERE sweep_id = {sid} ORDER BY kind DESC, model""")
     codebert = results.query(results_dir, f"""
         SELECT median(codebert_latency_ms) AS ms, any_value(latency_seq_len) AS seq,
@@ -43,6 +45,10 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
              results.format_rows(table)]
     if codebert["ms"] is not None:
         lines.append(f"CodeBERT-base architecture at the same settings: {codebert['ms']:.1f} ms")
+    still = [r["model"] for r in students.to_pylist() if r["kept_epoch"] and _kept_last(r["kept_epoch"])]
+    if still:  # best-on-validation at the last epoch: more epochs may still pay
+        lines.append(f"kept_epoch: the best-on-validation epoch scored; {', '.join(still)} kept the last "
+                     "epoch, still improving when training stopped")
     if "quantize" in results.table_names(results_dir):
         variants = results.query(results_dir, f"""
             SELECT model, variant, size_bytes / 1e6 AS size_mb, accuracy, accuracy_kept, retention,
@@ -53,6 +59,11 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
                       "speed-up over the same model in fp32, timed back to back)",
                       results.format_rows(variants)]
     return "\n".join(lines)
+
+
+def _kept_last(kept_epoch: str) -> bool:
+    best, _, total = kept_epoch.partition("/")
+    return best == total
 
 
 def prune_summary(results_dir: str, sweep_id: str) -> str:

@@ -9,10 +9,11 @@ def _distill_rows():
     student = {**base, "trial_key": "student-0", "kind": "student", "layers": 6, "hidden": 80,
                "heads": 8, "ffn": 480, "vocab": 1000, "serialized_mb": 3.0, "accuracy": 0.88,
                "retention": 0.88 / 0.9, "latency_ms": 4.0, "speedup_vs_teacher": 10.0,
-               "speedup_vs_codebert": 100.0}
+               "speedup_vs_codebert": 100.0, "best_epoch": 5, "epochs": 5}
     bilstm = {**base, "trial_key": "bilstm-paper", "kind": "bilstm", "hidden": 300,
               "vocab": 5000, "serialized_mb": 9.0, "accuracy": 0.8, "retention": 0.8 / 0.9,
-              "latency_ms": 2.0, "speedup_vs_teacher": 20.0, "speedup_vs_codebert": 200.0}
+              "latency_ms": 2.0, "speedup_vs_teacher": 20.0, "speedup_vs_codebert": 200.0,
+              "best_epoch": 3, "epochs": 5}
     return [student, bilstm]
 
 
@@ -21,9 +22,11 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
     text = summary.compress_summary(str(tmp_path), "compress-x")
     lines = text.splitlines()
     assert lines[0].startswith("Compression (compress-x)") and "sequence 64" in lines[0]
-    body = {ln.split()[0]: ln.split() for ln in lines[3:] if ln and not ln.startswith("CodeBERT")}
+    body = {ln.split()[0]: ln.split() for ln in lines[3:6]}
     assert set(body) == {"teacher", "student-0", "bilstm-paper"}
     assert body["teacher"][2:6] == ["90", "0.9", "1", "40"]  # size, accuracy, retention, ms
+    assert body["student-0"][-1] == "5/5" and body["bilstm-paper"][-1] == "3/5"  # kept_epoch
+    assert "student-0 kept the last epoch, still improving" in text and "bilstm-paper kept" not in text
     assert "L6 H80 A8 D480 V1000" in text and "BiLSTM H300 V5000" in text
     assert "CodeBERT-base architecture at the same settings: 400.0 ms" in text
     assert summary.compress_summary(str(tmp_path / "none"), "compress-x") == "compress: no distill rows"
