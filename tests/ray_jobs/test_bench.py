@@ -59,7 +59,7 @@ def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "vs fp32" in proc.stdout
     rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'train_step'").to_pylist()
-    shapes = ["6,80,8,480,1000", "6,80,2,480,1000", "6,48,8,1056,1000", "6,48,1,1056,1000"]
+    shapes = ["5,112,8,288,1000", "5,112,2,288,1000", "4,112,8,416,1000", "4,112,2,416,1000"]
     assert sorted((r["arch"], r["dtype"]) for r in rows) == sorted((a, p) for a in shapes for p in ("fp32", "bf16"))
     fp32 = {r["arch"]: r["median_ms"] for r in rows if r["dtype"] == "fp32"}
     for r in rows:
