@@ -54,6 +54,7 @@ def _q(root, sql):
 def test_compress_tables(demo_run):
     root, proc = demo_run
     assert "Compression (compress-" in proc.stdout and "CodeBERT-base architecture" in proc.stdout
+    assert "kept_epoch" in proc.stdout  # each trained model's best-on-validation epoch of smoke's 2
     search = _q(root, "SELECT * FROM search ORDER BY rank")
     assert len(search) > 1 and [r["selected"] for r in search].count(True) == 1
     assert search[0]["fitness"] == max(r["fitness"] for r in search)

@@ -174,7 +174,7 @@ def test_tenths_cut_the_steps_into_at_most_ten_near_equal_chunks():
 def test_fine_tuning_curve_checks_each_tenth_without_changing_the_weights(seq2seq_teacher, tiny):
     """The curve's validation checks run in eval mode and draw no random numbers: with dropout
     on, fine_tune ends on the same weights as one uninterrupted run of the same steps."""
-    cfg = tiny.config(train_steps=25, dropout=0.1)
+    cfg = tiny.config(train_steps=25, dropout=0.1, decoder_lr_scale=0.5)
     pairs = [PairText(c, d) for c, d in tiny.PAIRS]
     torch.manual_seed(0)
     model, tok = tiny.model(seq2seq_teacher, cfg)
@@ -194,7 +194,12 @@ def test_fine_tuning_curve_checks_each_tenth_without_changing_the_weights(seq2se
     assert [c["steps"] for c in curve] == [3, 6, 9, 12, 15, 17, 19, 21, 23, 25]
     assert curve[-1]["valid_nll"] == pytest.approx(token_nll(model, tokenize_pairs(pairs, tok, cfg), cfg))
     assert curve[-1]["valid_nll"] < curve[0]["valid_nll"]  # lr 1e-2 on the pairs it validates on
-    assert curve[-1]["lr"] == pytest.approx(0.0) and all(c["train_loss"] > 0 for c in curve)
+    # each tenth's own mean loss: weighted by its steps they make the run's mean
+    sizes = tenths(cfg.train_steps)
+    assert sum(c["train_loss"] * n for c, n in zip(curve, sizes, strict=True)) / cfg.train_steps == pytest.approx(loss)
+    # the encoder's lr (linear decay from cfg.lr, no warm-up), not the decoder's (x decoder_lr_scale)
+    assert cfg.warmup_steps == 0 and cfg.decoder_lr_scale != 1
+    assert [c["lr"] for c in curve] == pytest.approx([cfg.lr * (25 - c["steps"]) / 25 for c in curve])
 
 
 def test_loss_is_mean_token_nll_and_ignores_padding(seq2seq_teacher, tiny):
