@@ -1,6 +1,8 @@
 """`python -m ray_jobs compress|prune|demo|query|tables|bench ...`
 
-    compress [--config FILE] [--resume] [key=value ...]   search + distillation sweep
+    compress [--config FILE] [--resume] [--seeds 0,1,..] [key=value ...]
+                                                          search + distillation sweep (one per
+                                                          distillation seed, then their spread)
     prune    [--config FILE] [--resume] [key=value ...]   pruning schedules sweep
     demo     [--config FILE] [--resume] [key=value ...]   compress, prune, summary + plot
                                                           (default config: configs/demo.yaml)
@@ -32,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML file or shipped config name (smoke, demo, ...)")
         p.add_argument("--resume", action="store_true",
                        help="resume the interrupted sweep (running the same command does too)")
+        if name == "compress":
+            p.add_argument("--seeds", help="comma-separated distillation seeds (distill.seed): one "
+                                           "sweep each, then each model's mean and spread")
         p.add_argument("overrides", nargs="*", metavar="key=value")
     q = sub.add_parser("query", help="SQL over the result tables (DuckDB; each table a view)")
     q.add_argument("sql")
@@ -96,7 +101,10 @@ def _job(args) -> int:
     from ray_jobs import jobs  # imports torch and the training stack
 
     config = args.config or ("demo" if args.command == "demo" else None)
+    seeds = jobs.parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
     cfg = jobs.load(_config_path(config), args.overrides)
+    if seeds is not None:
+        return jobs.run_compress_seeds(cfg, seeds, resume=args.resume)
     return jobs.run(args.command, cfg, resume=args.resume)
 
 

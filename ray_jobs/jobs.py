@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ray_jobs import compress, summary
 from ray_jobs.config import JobConfig, load_config
-from ray_jobs.errors import SweepFailed
+from ray_jobs.errors import ConfigError, SweepFailed
 from ray_jobs.sweep import SweepOutcome
 
 
@@ -30,6 +31,30 @@ def run_compress(cfg: JobConfig, resume: bool) -> str:
     print(summary.compress_summary(cfg.results_dir, compress.sweep_id(cfg)), flush=True)
     _check("compress", outcome)
     return compress.sweep_id(cfg)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds 0,1,2` -> [0, 1, 2]; ConfigError (before any work) unless distinct integers."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: {text!r} repeats a seed")
+    return seeds
+
+
+def run_compress_seeds(cfg: JobConfig, seeds: list[int], resume: bool = False) -> int:
+    """The compression job once per distillation seed (`distill.seed` replaced; each its own
+    sweep, resumable alone; the teacher and its logits are shared), each sweep's summary, then
+    every model's mean and spread across the seeds (`summary.seeds_summary`)."""
+    sweep_ids = []
+    for seed in seeds:
+        print(f"\n=== compress, distill.seed={seed} ({len(sweep_ids) + 1} of {len(seeds)}) ===", flush=True)
+        sweep_ids.append(run_compress(replace(cfg, distill=replace(cfg.distill, seed=seed)), resume))
+    print("\n" + summary.seeds_summary(cfg.results_dir, sweep_ids), flush=True)
+    sys.stdout.flush()
+    return 0
 
 
 def run_prune(cfg: JobConfig, resume: bool) -> str:

@@ -52,6 +52,9 @@ def _one_error_line(err: str, culprit: str) -> bool:
     (["tables", "--config"], "--config"),
     (["bench", "bogus"], "bogus"),
     (["bench", "scaling", "--nope"], "--nope"),
+    (["compress", "--config", "smoke", "--seeds", "0,x"], "--seeds"),
+    (["compress", "--config", "smoke", "--seeds", "1,2,1"], "repeats a seed"),
+    (["prune", "--config", "smoke", "--seeds", "0,1"], "--seeds"),  # compress only
     ([], "command"),
 ])
 def test_usage_errors_are_one_line_exit_2(capsys, argv, culprit):

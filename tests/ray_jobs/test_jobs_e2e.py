@@ -206,3 +206,20 @@ def test_query_and_tables_cli(demo_run, ray_tmp):
     assert "distill\t2" in proc.stdout and "prune\t6" in proc.stdout
     proc = run_cli(["query", "SELECT * FROM nosuch", f"results_dir={root}"], ray_tmp)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nosuch" in proc.stderr
+
+
+@pytest.mark.slow
+def test_compress_seeds_runs_one_sweep_per_seed_then_their_spread(tmp_path, ray_tmp):
+    from ray_jobs import summary
+
+    out = tmp_path / "results"
+    proc = run_cli(["compress", "--config", "smoke", "--seeds", "0,1", "baselines.bilstm_budget=false",
+                    "distill.quantize=[]", f"results_dir={out}"], ray_tmp, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _q(out, "SELECT d.sweep_id, d.trial_key, json_extract(c.config, '$.distill.seed')::INT AS seed "
+                   "FROM distill d JOIN configs c USING (sweep_id) ORDER BY seed")
+    assert [(r["trial_key"], r["seed"]) for r in rows] == [("student-0", 0), ("student-0", 1)]
+    assert rows[0]["sweep_id"] != rows[1]["sweep_id"]
+    assert len(list((out / "cache" / "teachers").iterdir())) == 1  # one teacher, fine-tuned once
+    assert proc.stdout.count("=== compress, distill.seed=") == 2
+    assert summary.seeds_summary(str(out), [r["sweep_id"] for r in rows]) in proc.stdout

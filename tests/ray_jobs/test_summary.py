@@ -71,3 +71,21 @@ def test_prune_summary_and_plot(tmp_path):
     png = summary.plot_bleu(str(tmp_path), "prune-x", tmp_path / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert summary.plot_bleu(str(tmp_path / "none"), "prune-x", tmp_path / "q.png") is None
+
+
+def test_seeds_summary_gives_each_models_mean_and_spread_over_the_seeds_sweeps(tmp_path):
+    for sweep, acc in (("compress-a", 0.86), ("compress-b", 0.90), ("compress-other", 0.10)):
+        rows = _distill_rows()
+        rows[0] |= {"accuracy": acc, "retention": acc / 0.9}
+        results.write_rows(tmp_path, "distill", sweep, rows)
+    text = summary.seeds_summary(str(tmp_path), ["compress-a", "compress-b"])
+    head, columns, _, *rows = text.splitlines()
+    assert head.startswith("Across 2 distillation seeds (compress-a, compress-b)")
+    # the last 7 columns are numbers (the arch before them holds spaces)
+    got = {r.split()[0]: dict(zip(columns.split()[-7:], r.split()[-7:], strict=True)) for r in rows}
+    assert set(got) == {"student-0", "bilstm-paper"}  # compress-other stays out
+    student = got["student-0"]
+    assert student["seeds"] == "2" and float(student["mean_accuracy"]) == 0.88
+    assert abs(float(student["sd_accuracy"]) - 0.02 * 2 ** 0.5) < 1e-3  # sample sd of 0.86, 0.90
+    assert float(student["min_retention"]) == round(0.86 / 0.9, 4) and float(student["max_retention"]) == 1
+    assert float(got["bilstm-paper"]["sd_accuracy"]) == 0
