@@ -102,6 +102,8 @@ def _job(args) -> int:
 
     config = args.config or ("demo" if args.command == "demo" else None)
     seeds = jobs.parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
+    if seeds is not None and any(o.partition("=")[0] == "distill.seed" for o in args.overrides):
+        raise ConfigError("--seeds and distill.seed=... both set the distillation seed: give one")
     cfg = jobs.load(_config_path(config), args.overrides)
     if seeds is not None:
         return jobs.run_compress_seeds(cfg, seeds, resume=args.resume)

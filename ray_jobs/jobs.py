@@ -47,13 +47,21 @@ def parse_seeds(text: str) -> list[int]:
 def run_compress_seeds(cfg: JobConfig, seeds: list[int], resume: bool = False) -> int:
     """The compression job once per distillation seed (`distill.seed` replaced; each its own
     sweep, resumable alone; the teacher and its logits are shared), each sweep's summary, then
-    every model's mean and spread across the seeds (`summary.seeds_summary`)."""
-    sweep_ids = []
+    every model's mean and spread across the seeds (`summary.seeds_summary`). A seed whose
+    trials fail does not stop the others; SweepFailed at the end names it."""
+    sweep_ids, failed = [], []
     for seed in seeds:
         print(f"\n=== compress, distill.seed={seed} ({len(sweep_ids) + 1} of {len(seeds)}) ===", flush=True)
-        sweep_ids.append(run_compress(replace(cfg, distill=replace(cfg.distill, seed=seed)), resume))
+        seed_cfg = replace(cfg, distill=replace(cfg.distill, seed=seed))
+        try:
+            run_compress(seed_cfg, resume)
+        except SweepFailed as exc:
+            failed.append(f"distill.seed={seed}: {exc}")
+        sweep_ids.append(compress.sweep_id(seed_cfg))
     print("\n" + summary.seeds_summary(cfg.results_dir, sweep_ids), flush=True)
-    sys.stdout.flush()
+    if failed:
+        raise SweepFailed(f"compress --seeds: {len(failed)} of {len(seeds)} seed(s) had failed trials "
+                          "(the table above holds the rows that finished): " + "; ".join(failed))
     return 0
 
 

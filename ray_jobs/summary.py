@@ -63,18 +63,23 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
 
 def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     """Each model's test accuracy and retention across the sweeps of one compression job run
-    under several distillation seeds: mean, sample standard deviation, range. A model is its
-    trial_key and shape (the search's seed, not the distillation's, picks the shapes)."""
+    under several distillation seeds: mean, sample standard deviation (blank for one seed),
+    range. A model is its trial_key, shape and teacher accuracy (the search's seed, not the
+    distillation's, picks the shapes; sweeps of different teachers stay apart)."""
+    if not sweep_ids or "distill" not in results.table_names(results_dir):
+        return "compress: no distill rows"
     ids = ", ".join(_sql_str(s) for s in sweep_ids)
     table = results.query(results_dir, f"""
         SELECT trial_key AS model, kind,
                CASE WHEN kind = 'student'
                     THEN format('L{{}} H{{}} A{{}} D{{}} V{{}}', layers, hidden, heads, ffn, vocab)
-                    ELSE format('BiLSTM H{{}} V{{}}', hidden, vocab) END AS arch,
+                    WHEN kind = 'bilstm' THEN format('BiLSTM H{{}} V{{}}', hidden, vocab) END AS arch,
                count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,
                avg(retention) AS mean_retention, min(retention) AS min_retention,
-               max(retention) AS max_retention, any_value(teacher_accuracy) AS teacher_accuracy
+               max(retention) AS max_retention, teacher_accuracy
         FROM distill WHERE sweep_id IN ({ids}) GROUP BY ALL ORDER BY kind DESC, model""")
+    if not table.num_rows:
+        return "compress: no distill rows"
     return "\n".join([f"Across {len(sweep_ids)} distillation seeds ({', '.join(sweep_ids)}): test accuracy "
                       "(mean, sample standard deviation) and retention (mean, min, max) per model",
                       results.format_rows(table)])

@@ -55,6 +55,7 @@ def _one_error_line(err: str, culprit: str) -> bool:
     (["compress", "--config", "smoke", "--seeds", "0,x"], "--seeds"),
     (["compress", "--config", "smoke", "--seeds", "1,2,1"], "repeats a seed"),
     (["prune", "--config", "smoke", "--seeds", "0,1"], "--seeds"),  # compress only
+    (["compress", "--config", "smoke", "--seeds", "0,1", "distill.seed=2"], "distill.seed"),
     ([], "command"),
 ])
 def test_usage_errors_are_one_line_exit_2(capsys, argv, culprit):
@@ -99,3 +100,30 @@ def test_tables_reads_results_dir_from_the_config(capsys, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(f"results_dir: {tmp_path / 'res'}\n")
     assert _main(capsys, "tables", "--config", str(config)) == (0, "search\t2\n", "")
+
+
+def test_compress_seeds_runs_every_seed_and_names_the_one_that_failed(capsys, monkeypatch, tmp_path):
+    """A seed whose trials fail does not stop the next; the spread covers the rows that finished
+    and the command fails naming the seed (run_compress stands in for the Ray job here)."""
+    from ray_jobs import compress, jobs, results
+    from ray_jobs.__main__ import main
+    from ray_jobs.errors import SweepFailed
+
+    ran = []
+
+    def fake_run_compress(cfg, resume):
+        ran.append(cfg.distill.seed)
+        results.write_rows(cfg.results_dir, "distill", compress.sweep_id(cfg), [
+            {"trial_key": "student-0", "kind": "student", "layers": 1, "hidden": 32, "heads": 1, "ffn": 64,
+             "vocab": 300, "accuracy": 0.5 + cfg.distill.seed / 10, "retention": 0.9, "teacher_accuracy": 0.8}])
+        if cfg.distill.seed == 1:
+            raise SweepFailed("compress: 1 trial(s) failed: bilstm-budget: boom")
+        return compress.sweep_id(cfg)
+
+    monkeypatch.setattr(jobs, "run_compress", fake_run_compress)
+    rc = main(["compress", "--config", "smoke", "--seeds", "1,2", f"results_dir={tmp_path}"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and ran == [1, 2]
+    assert "distill.seed=1: compress: 1 trial(s) failed" in err and "distill.seed=2" not in err
+    spread = out.split("Across 2 distillation seeds")[1].splitlines()[3].split()
+    assert spread[:2] == ["student-0", "student"] and spread[-7] == "2" and float(spread[-6]) == 0.65

@@ -220,6 +220,12 @@ def test_compress_seeds_runs_one_sweep_per_seed_then_their_spread(tmp_path, ray_
                    "FROM distill d JOIN configs c USING (sweep_id) ORDER BY seed")
     assert [(r["trial_key"], r["seed"]) for r in rows] == [("student-0", 0), ("student-0", 1)]
     assert rows[0]["sweep_id"] != rows[1]["sweep_id"]
+    # the seed reached the training: the two seeds' students differ
+    from safetensors.torch import load_file
+
+    dirs = [r["model_dir"] for r in _q(out, "SELECT model_dir FROM distill ORDER BY sweep_id")]
+    first, second = (load_file(str(Path(d) / "model.safetensors")) for d in dirs)
+    assert first.keys() == second.keys() and any(not first[k].equal(second[k]) for k in first)
     assert len(list((out / "cache" / "teachers").iterdir())) == 1  # one teacher, fine-tuned once
     assert proc.stdout.count("=== compress, distill.seed=") == 2
     assert summary.seeds_summary(str(out), [r["sweep_id"] for r in rows]) in proc.stdout

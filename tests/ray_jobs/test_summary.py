@@ -89,3 +89,20 @@ def test_seeds_summary_gives_each_models_mean_and_spread_over_the_seeds_sweeps(t
     assert abs(float(student["sd_accuracy"]) - 0.02 * 2 ** 0.5) < 1e-3  # sample sd of 0.86, 0.90
     assert float(student["min_retention"]) == round(0.86 / 0.9, 4) and float(student["max_retention"]) == 1
     assert float(got["bilstm-paper"]["sd_accuracy"]) == 0
+
+
+def test_seeds_summary_keeps_models_missing_from_a_seed_and_refuses_nothing_to_show(tmp_path):
+    assert summary.seeds_summary(str(tmp_path), ["compress-a"]) == "compress: no distill rows"
+    rows = _distill_rows()
+    results.write_rows(tmp_path, "distill", "compress-a", rows)
+    results.write_rows(tmp_path, "distill", "compress-b", rows[:1])  # no BiLSTM in this seed
+    results.write_rows(tmp_path, "distill", "compress-c", [{**rows[1], "trial_key": "odd", "kind": None}])
+    assert summary.seeds_summary(str(tmp_path), []) == "compress: no distill rows"
+    assert summary.seeds_summary(str(tmp_path), ["compress-none"]) == "compress: no distill rows"
+    lines = summary.seeds_summary(str(tmp_path), ["compress-a", "compress-b"]).splitlines()[3:]
+    by = {ln.split()[0]: ln.split() for ln in lines}
+    assert set(by) == {"student-0", "bilstm-paper"} and by["student-0"][-7] == "2"
+    # one seed: a count of 1 and a blank standard deviation (one cell fewer)
+    assert by["bilstm-paper"][2:6] == ["BiLSTM", "H300", "V5000", "1"] and len(by["bilstm-paper"]) == 11
+    (odd,) = summary.seeds_summary(str(tmp_path), ["compress-c"]).splitlines()[3:]
+    assert "BiLSTM" not in odd  # a row without a kind is not labelled a BiLSTM
