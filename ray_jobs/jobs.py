@@ -53,11 +53,11 @@ def run_compress_seeds(cfg: JobConfig, seeds: list[int], resume: bool = False) -
     for seed in seeds:
         print(f"\n=== compress, distill.seed={seed} ({len(sweep_ids) + 1} of {len(seeds)}) ===", flush=True)
         seed_cfg = replace(cfg, distill=replace(cfg.distill, seed=seed))
+        sweep_ids.append(compress.sweep_id(seed_cfg))
         try:
             run_compress(seed_cfg, resume)
         except SweepFailed as exc:
             failed.append(f"distill.seed={seed}: {exc}")
-        sweep_ids.append(compress.sweep_id(seed_cfg))
     print("\n" + summary.seeds_summary(cfg.results_dir, sweep_ids), flush=True)
     if failed:
         raise SweepFailed(f"compress --seeds: {len(failed)} of {len(seeds)} seed(s) had failed trials "

@@ -13,6 +13,12 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# A `distill` row's shape, as the summaries print it (NULL for a row of no known kind).
+_ARCH_SQL = """CASE WHEN kind = 'student'
+                    THEN format('L{} H{} A{} D{} V{}', layers, hidden, heads, ffn, vocab)
+                    WHEN kind = 'bilstm' THEN format('BiLSTM H{} V{}', hidden, vocab) END"""
+
+
 def compress_summary(results_dir: str, sweep_id: str) -> str:
     """Teacher and each student: size, accuracy, retention, latency, speed-ups."""
     if "distill" not in results.table_names(results_dir):
@@ -27,10 +33,7 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
                NULL AS kept_epoch
         FROM distill WHERE sweep_id = {sid}""")
     students = results.query(results_dir, f"""
-        SELECT trial_key AS model, kind,
-               CASE WHEN kind = 'student'
-                    THEN format('L{{}} H{{}} A{{}} D{{}} V{{}}', layers, hidden, heads, ffn, vocab)
-                    ELSE format('BiLSTM H{{}} V{{}}', hidden, vocab) END AS arch,
+        SELECT trial_key AS model, kind, {_ARCH_SQL} AS arch,
                serialized_mb AS size_mb, accuracy, retention, latency_ms,
                speedup_vs_teacher, speedup_vs_codebert,
                format('{{}}/{{}}', best_epoch, epochs) AS kept_epoch
@@ -45,7 +48,9 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
              results.format_rows(table)]
     if codebert["ms"] is not None:
         lines.append(f"CodeBERT-base architecture at the same settings: {codebert['ms']:.1f} ms")
-    still = [r["model"] for r in students.to_pylist() if r["kept_epoch"] and _kept_last(r["kept_epoch"])]
+    still = [r["trial_key"] for r in results.query(results_dir, f"""
+        SELECT trial_key FROM distill WHERE sweep_id = {sid} AND best_epoch = epochs
+        ORDER BY kind DESC, trial_key""").to_pylist()]
     if still:  # best-on-validation at the last epoch: more epochs may still pay
         lines.append(f"kept_epoch: the best-on-validation epoch scored; {', '.join(still)} kept the last "
                      "epoch, still improving when training stopped")
@@ -70,10 +75,7 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
         return "compress: no distill rows"
     ids = ", ".join(_sql_str(s) for s in sweep_ids)
     table = results.query(results_dir, f"""
-        SELECT trial_key AS model, kind,
-               CASE WHEN kind = 'student'
-                    THEN format('L{{}} H{{}} A{{}} D{{}} V{{}}', layers, hidden, heads, ffn, vocab)
-                    WHEN kind = 'bilstm' THEN format('BiLSTM H{{}} V{{}}', hidden, vocab) END AS arch,
+        SELECT trial_key AS model, kind, {_ARCH_SQL} AS arch,
                count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,
                avg(retention) AS mean_retention, min(retention) AS min_retention,
                max(retention) AS max_retention, teacher_accuracy
@@ -85,17 +87,12 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
                       results.format_rows(table)])
 
 
-def _kept_last(kept_epoch: str) -> bool:
-    best, _, total = kept_epoch.partition("/")
-    return best == total
-
-
 def prune_summary(results_dir: str, sweep_id: str) -> str:
     """BLEU versus sparsity per schedule, and the quantization table."""
     names = results.table_names(results_dir)
     sid = _sql_str(sweep_id)
-    lines = [seq2seq_curve_line(results_dir, sweep_id)] if "epochs" in names else []
-    lines = [line for line in lines if line]
+    curve = seq2seq_curve_line(results_dir, sweep_id) if "epochs" in names else None
+    lines = [curve] if curve else []
     if "prune" in names:
         tbl = results.query(results_dir, f"""
             SELECT schedule, round, round(sparsity, 3) AS sparsity, test_bleu_greedy,
