@@ -3,7 +3,9 @@
     compress [--config FILE] [--resume] [--seeds 0,1,..] [key=value ...]
                                                           search + distillation sweep (one per
                                                           distillation seed, then their spread)
-    prune    [--config FILE] [--resume] [key=value ...]   pruning schedules sweep
+    prune    [--config FILE] [--resume] [--seeds 0,1,..] [key=value ...]
+                                                          pruning schedules sweep (one per
+                                                          pruning seed, then their spread)
     demo     [--config FILE] [--resume] [key=value ...]   compress, prune, summary + plot
                                                           (default config: configs/demo.yaml)
     query SQL [--format table|csv|json] [--config FILE] [results_dir=...]
@@ -34,9 +36,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML file or shipped config name (smoke, demo, ...)")
         p.add_argument("--resume", action="store_true",
                        help="resume the interrupted sweep (running the same command does too)")
-        if name == "compress":
-            p.add_argument("--seeds", help="comma-separated distillation seeds (distill.seed): one "
-                                           "sweep each, then each model's mean and spread")
+        if name in ("compress", "prune"):
+            section = "distill" if name == "compress" else "prune"
+            p.add_argument("--seeds", help=f"comma-separated seeds ({section}.seed): one sweep each, "
+                                           "then the mean and spread of each row's figures")
         p.add_argument("overrides", nargs="*", metavar="key=value")
     q = sub.add_parser("query", help="SQL over the result tables (DuckDB; each table a view)")
     q.add_argument("sql")
@@ -102,11 +105,12 @@ def _job(args) -> int:
 
     config = args.config or ("demo" if args.command == "demo" else None)
     seeds = jobs.parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
-    if seeds is not None and any(o.partition("=")[0] == "distill.seed" for o in args.overrides):
-        raise ConfigError("--seeds and distill.seed=... both set the distillation seed: give one")
+    seed_key = f"{jobs.SEEDED_SECTION.get(args.command)}.seed"
+    if seeds is not None and any(o.partition("=")[0] == seed_key for o in args.overrides):
+        raise ConfigError(f"--seeds and {seed_key}=... both set the {args.command} job's seed: give one")
     cfg = jobs.load(_config_path(config), args.overrides)
     if seeds is not None:
-        return jobs.run_compress_seeds(cfg, seeds, resume=args.resume)
+        return jobs.run_seeds(args.command, cfg, seeds, resume=args.resume)
     return jobs.run(args.command, cfg, resume=args.resume)
 
 

@@ -44,23 +44,36 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_compress_seeds(cfg: JobConfig, seeds: list[int], resume: bool = False) -> int:
-    """The compression job once per distillation seed (`distill.seed` replaced; each its own
-    sweep, resumable alone; the teacher and its logits are shared), each sweep's summary, then
-    every model's mean and spread across the seeds (`summary.seeds_summary`). A seed whose
-    trials fail does not stop the others; SweepFailed at the end names it."""
+# The config section whose `seed` `--seeds` replaces, per job: the distillation's (student
+# initialisation, batch order, dropout) and the pruning's (random masks, repair batch order).
+SEEDED_SECTION = {"compress": "distill", "prune": "prune"}
+
+
+def run_seeds(command: str, cfg: JobConfig, seeds: list[int], resume: bool = False) -> int:
+    """The job once per seed (the SEEDED_SECTION's `seed` replaced; each its own sweep,
+    resumable alone; what the seed does not touch is shared: the compression job's teacher,
+    its logits and the search's shapes, the pruning job's fine-tuned code-to-text model), each
+    sweep's summary, then every model's (schedule's) mean and spread across the seeds. A seed
+    whose trials fail does not stop the others; SweepFailed at the end names it."""
+    from ray_jobs import prune
+
+    section = SEEDED_SECTION[command]
+    sweep_of, runner, spread = {
+        "compress": (compress.sweep_id, run_compress, summary.seeds_summary),
+        "prune": (prune.sweep_id, run_prune, summary.prune_seeds_summary)}[command]
     sweep_ids, failed = [], []
     for seed in seeds:
-        print(f"\n=== compress, distill.seed={seed} ({len(sweep_ids) + 1} of {len(seeds)}) ===", flush=True)
-        seed_cfg = replace(cfg, distill=replace(cfg.distill, seed=seed))
-        sweep_ids.append(compress.sweep_id(seed_cfg))
+        print(f"\n=== {command}, {section}.seed={seed} ({len(sweep_ids) + 1} of {len(seeds)}) ===",
+              flush=True)
+        seed_cfg = replace(cfg, **{section: replace(getattr(cfg, section), seed=seed)})
+        sweep_ids.append(sweep_of(seed_cfg))
         try:
-            run_compress(seed_cfg, resume)
+            runner(seed_cfg, resume)
         except SweepFailed as exc:
-            failed.append(f"distill.seed={seed}: {exc}")
-    print("\n" + summary.seeds_summary(cfg.results_dir, sweep_ids), flush=True)
+            failed.append(f"{section}.seed={seed}: {exc}")
+    print("\n" + spread(cfg.results_dir, sweep_ids), flush=True)
     if failed:
-        raise SweepFailed(f"compress --seeds: {len(failed)} of {len(seeds)} seed(s) had failed trials "
+        raise SweepFailed(f"{command} --seeds: {len(failed)} of {len(seeds)} seed(s) had failed trials "
                           "(the table above holds the rows that finished): " + "; ".join(failed))
     return 0
 

@@ -118,6 +118,28 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
     return "\n".join(lines) if lines else "prune: no rows"
 
 
+def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
+    """Each schedule's rounds across the sweeps of one pruning job run under several pruning
+    seeds (random masks, repair batch order; the fine-tuned model is shared): measured
+    sparsity, and the test BLEU (greedy, beam) and NLL as mean and sample standard deviation
+    (blank for one seed). Round 0 is the dense model, the same in every seed."""
+    if not sweep_ids or "prune" not in results.table_names(results_dir):
+        return "prune: no prune rows"
+    ids = ", ".join(_sql_str(s) for s in sweep_ids)
+    table = results.query(results_dir, f"""
+        SELECT schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
+               avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,
+               avg(test_bleu_beam) AS beam, stddev_samp(test_bleu_beam) AS sd_beam,
+               avg(test_nll) AS nll, stddev_samp(test_nll) AS sd_nll
+        FROM prune WHERE sweep_id IN ({ids}) GROUP BY ALL ORDER BY schedule, round""")
+    if not table.num_rows:
+        return "prune: no prune rows"
+    return "\n".join([f"Across {len(sweep_ids)} pruning seeds ({', '.join(sweep_ids)}): test BLEU-4 "
+                      "greedy and beam, and test NLL (nats/token), as mean and sample standard "
+                      "deviation per schedule and round",
+                      results.format_rows(table)])
+
+
 def seq2seq_curve_line(results_dir: str, sweep_id: str) -> str | None:
     """One line on the code-to-text fine-tuning's curve (the sweep's `seq2seq` epochs rows):
     valid NLL and training loss in the first and last tenth; None when there are no rows."""

@@ -54,8 +54,9 @@ def _one_error_line(err: str, culprit: str) -> bool:
     (["bench", "scaling", "--nope"], "--nope"),
     (["compress", "--config", "smoke", "--seeds", "0,x"], "--seeds"),
     (["compress", "--config", "smoke", "--seeds", "1,2,1"], "repeats a seed"),
-    (["prune", "--config", "smoke", "--seeds", "0,1"], "--seeds"),  # compress only
+    (["demo", "--config", "smoke", "--seeds", "0,1"], "--seeds"),  # compress and prune only
     (["compress", "--config", "smoke", "--seeds", "0,1", "distill.seed=2"], "distill.seed"),
+    (["prune", "--config", "smoke", "--seeds", "0,1", "prune.seed=2"], "prune.seed"),
     ([], "command"),
 ])
 def test_usage_errors_are_one_line_exit_2(capsys, argv, culprit):

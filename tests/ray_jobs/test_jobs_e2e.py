@@ -183,6 +183,34 @@ def test_prune_tables_and_plot(demo_run):
 
 
 @pytest.mark.slow
+def test_prune_seeds_restores_the_finished_seed_and_prunes_the_next_from_the_same_model(
+        demo_run, tmp_path, ray_tmp):
+    from ray_jobs import summary
+
+    root = tmp_path / "results"  # a copy: the other tests count the demo run's rows
+    shutil.copytree(demo_run[0], root, ignore=shutil.ignore_patterns("ray"))
+    before = _q(root, "SELECT sweep_id, schedule, round, test_nll FROM prune ORDER BY ALL")
+    proc = run_cli(["prune", "--config", "smoke", "--seeds", "0,1", f"results_dir={root}"], ray_tmp, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = _q(root, "SELECT p.sweep_id, p.schedule, p.round, p.test_nll, "
+                    "json_extract(c.config, '$.prune.seed')::INT AS seed "
+                    "FROM prune p JOIN configs c USING (sweep_id) ORDER BY seed, p.schedule, p.round")
+    seed0 = [r for r in rows if r["seed"] == 0]
+    assert [{k: r[k] for k in before[0]} for r in seed0] == before  # seed 0 is the demo's sweep, restored
+    assert [(r["schedule"], r["round"]) for r in rows if r["seed"] == 1] == [
+        (r["schedule"], r["round"]) for r in seed0]  # seed 1: the same grid, one row per round
+    assert len(list((root / "cache").glob("seq2seq-*"))) == 1  # one code-to-text model, fine-tuned once
+    assert "seq2seq fine-tuning step" not in proc.stdout + proc.stderr
+    # the seed reached the masks: random pruning's last round differs between the seeds
+    sweeps = sorted({r["sweep_id"] for r in rows}, key=lambda s: s != seed0[0]["sweep_id"])
+    random_key = next(r["schedule"] for r in rows if r["schedule"].startswith("random"))
+    masks = [sorted((root / "pruned" / s / random_key).glob("round_*/masks.safetensors"))[-1] for s in sweeps]
+    assert masks[0].parent.name == masks[1].parent.name and masks[0].read_bytes() != masks[1].read_bytes()
+    assert proc.stdout.count("=== prune, prune.seed=") == 2
+    assert summary.prune_seeds_summary(str(root), sweeps) in proc.stdout
+
+
+@pytest.mark.slow
 def test_same_command_again_resumes_without_duplicates(demo_run, ray_tmp):
     root, _ = demo_run
     before = results.table_counts(root)

@@ -106,3 +106,27 @@ def test_seeds_summary_keeps_models_missing_from_a_seed_and_refuses_nothing_to_s
     assert by["bilstm-paper"][2:6] == ["BiLSTM", "H300", "V5000", "1"] and len(by["bilstm-paper"]) == 11
     (odd,) = summary.seeds_summary(str(tmp_path), ["compress-c"]).splitlines()[3:]
     assert "BiLSTM" not in odd  # a row without a kind is not labelled a BiLSTM
+
+
+def test_prune_seeds_summary_gives_each_rounds_mean_and_spread_over_the_seeds_sweeps(tmp_path):
+    assert summary.prune_seeds_summary(str(tmp_path), ["prune-a"]) == "prune: no prune rows"
+    for sweep, bleu in (("prune-a", 12.0), ("prune-b", 13.0), ("prune-other", 1.0)):
+        results.write_rows(tmp_path, "prune", sweep, [
+            {"trial_key": s, "schedule": s, "round": r, "sparsity": r / 4 + (0.001 if sweep == "prune-b" else 0),
+             "test_bleu_greedy": 14.0 if r == 0 else bleu - r, "test_bleu_beam": 15.0 - r,
+             "test_nll": 4.5 + r / 10} for s in ("l1", "random") for r in range(3)])
+    assert summary.prune_seeds_summary(str(tmp_path), []) == "prune: no prune rows"
+    assert summary.prune_seeds_summary(str(tmp_path), ["prune-none"]) == "prune: no prune rows"
+    head, columns, _, *rows = summary.prune_seeds_summary(str(tmp_path), ["prune-a", "prune-b"]).splitlines()
+    assert head.startswith("Across 2 pruning seeds (prune-a, prune-b)")
+    got = [dict(zip(columns.split(), r.split(), strict=True)) for r in rows]
+    assert [(g["schedule"], g["round"], g["seeds"]) for g in got] == [
+        (s, str(r), "2") for s in ("l1", "random") for r in range(3)]  # prune-other stays out
+    dense, pruned = got[0], got[2]
+    assert float(dense["greedy"]) == 14.0 and float(dense["sd_greedy"]) == 0
+    assert float(pruned["greedy"]) == 10.5 and abs(float(pruned["sd_greedy"]) - 0.5 ** 0.5) < 1e-3
+    assert float(pruned["sparsity"]) == 0.5 and float(pruned["beam"]) == 13.0
+    assert float(pruned["sd_beam"]) == 0 and float(pruned["nll"]) == 4.7
+    (one,) = [r for r in summary.prune_seeds_summary(str(tmp_path), ["prune-a"]).splitlines()[3:]
+              if r.split()[:2] == ["l1", "2"]]
+    assert len(one.split()) == len(columns.split()) - 3  # one seed: the three deviations blank
