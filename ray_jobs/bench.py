@@ -80,7 +80,7 @@ class BenchConfig:
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches"))
-        check_distinct(self, "workers", "latency_batches")
+        check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions")
         for name in ("workers", "latency_batches"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: must not be empty")

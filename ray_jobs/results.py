@@ -181,10 +181,20 @@ def write_rows(results_dir: str | os.PathLike, table: str, sweep_id: str, rows: 
     try:
         rows = [{"sweep_id": sweep_id, **r} for r in dedup(table, rows)]
         pq.write_table(to_arrow(table, rows), tmp)
+        _fsync(tmp)  # the bytes on disk before the rename publishes them (a machine crash)
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_config(results_dir: str | os.PathLike, job: str, sweep_id: str, config: dict,
@@ -199,11 +209,23 @@ def write_config(results_dir: str | os.PathLike, job: str, sweep_id: str, config
 
 
 def read_rows(results_dir: str | os.PathLike, table: str, sweep_id: str) -> list[dict]:
-    """Rows of one sweep's file (empty when there is none)."""
+    """Rows of one sweep's file (empty when there is none); ResultsError naming the file
+    when it is not readable Parquet (e.g. truncated by a crash of the machine)."""
     path = table_file(results_dir, table, sweep_id)
     if not path.exists():
         return []
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except pa.ArrowInvalid as exc:
+        raise ResultsError(f"table {table}: {path} is not readable Parquet ({str(exc).splitlines()[0]}); "
+                           "a damaged file: move it away (the rows it held are lost)") from None
+
+
+# The running driver's results_dir and stamp per sweep id (RowSink.live). Tune pickles
+# the sink with the experiment, and a restored sweep gets that first run's copy back: at
+# setup it takes these over, so a resumed sweep's rows carry the resuming code's version
+# and land in the folder the resuming command names (the results folder may have moved).
+_LIVE: dict[str, tuple[str, dict]] = {}
 
 
 class RowSink(tune.Callback):
@@ -215,17 +237,28 @@ class RowSink(tune.Callback):
     """
 
     def __init__(self, results_dir: str, sweep_id: str, stamp: dict, tables: Iterable[str]):
-        self.results_dir = str(results_dir)
         self.sweep_id = sweep_id
-        self.stamp = {"sweep_id": sweep_id, **stamp}
         self.tables = tuple(tables)
+        self.live(results_dir, sweep_id, stamp)
+        self._take_live()
         self.rows: dict[str, list[dict]] | None = None  # loaded from disk at setup
+
+    @staticmethod
+    def live(results_dir: str | os.PathLike, sweep_id: str, stamp: dict) -> None:
+        """Where and with what stamp this driver's rows of `sweep_id` go, for the sink Tune
+        restores with an interrupted sweep as much as for a new one."""
+        _LIVE[sweep_id] = (str(results_dir), {"sweep_id": sweep_id, **stamp})
+
+    def _take_live(self) -> None:
+        if self.sweep_id in _LIVE:
+            self.results_dir, self.stamp = _LIVE[self.sweep_id]
 
     def __getstate__(self) -> dict:
         # Tune pickles the sink with the experiment; rows are re-read from disk on restore.
         return {**self.__dict__, "rows": None}
 
     def setup(self, **info) -> None:
+        self._take_live()
         # Rows written by an earlier, interrupted run of the same sweep.
         self.rows = {t: read_rows(self.results_dir, t, self.sweep_id) for t in self.tables}
 
@@ -235,7 +268,9 @@ class RowSink(tune.Callback):
         row = {**row, **self.stamp}
         row.setdefault("round", 0)
         row.setdefault("time", time.time())
-        rows = self.rows.setdefault(table, read_rows(self.results_dir, table, self.sweep_id))
+        if table not in self.rows:  # a table outside self.tables: read its file once
+            self.rows[table] = read_rows(self.results_dir, table, self.sweep_id)
+        rows = self.rows[table]
         rows.append(row)
         self.rows[table] = dedup(table, rows)
         write_rows(self.results_dir, table, self.sweep_id, self.rows[table])

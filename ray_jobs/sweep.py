@@ -278,6 +278,7 @@ def _check_trials(trials: list[dict]) -> None:
 def _tuner(cfg: JobConfig, sweep: Sweep, trainable, storage: Path, resume: bool):
     """(Tuner, restored): restore the experiment when one is on disk, else a new one."""
     path = storage / sweep.sweep_id
+    results.RowSink.live(cfg.results_dir, sweep.sweep_id, sweep.stamp)
     if tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=True

@@ -1,6 +1,6 @@
 """A small real sweep as a command, for the driver-interrupt tests (not collected by pytest).
 
-    python tests/ray_jobs/fault_driver.py RESULTS_DIR RAY_TEMP_DIR [--resume]
+    python tests/ray_jobs/fault_driver.py RESULTS_DIR RAY_TEMP_DIR [--resume] [--code-version=V]
 
 Runs the jobs' sweep runner on a private local Ray: TRIALS trials of ROUNDS rounds, each
 round a tiny real torch training, one `prune`-table row per round, checkpointed by round.
@@ -35,13 +35,14 @@ def rounds_trial(spec, ctx):
 
 def main(argv: list[str]) -> int:
     results_dir, temp_dir = argv[0], argv[1]
+    version = next((a.split("=", 1)[1] for a in argv if a.startswith("--code-version=")), "v")
     cfg = load_config(None, [f"results_dir={results_dir}", "resources.cpus_per_trial=1"])
     loopback_only()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
              object_store_memory=80 * 1024 * 1024)
     sweep = Sweep(job="fault", sweep_id="fault-1", fn=rounds_trial,
                   trials=[{"trial_key": f"s{i}"} for i in range(TRIALS)], tables=("prune",),
-                  params={"log_dir": results_dir}, stamp={"config_hash": "h", "code_version": "v"})
+                  params={"log_dir": results_dir}, stamp={"config_hash": "h", "code_version": version})
     try:
         out = run_sweep(cfg, sweep, resume="--resume" in argv)
     except (SweepInterrupted, KeyboardInterrupt) as exc:

@@ -75,6 +75,8 @@ def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
 @pytest.mark.parametrize("what, override, named", [
     ("latency", "latency_students=[6x80]", "latency_students"),
     ("latency", "latency_dtypes=[int4]", "latency_dtypes"),
+    ("latency", "latency_dtypes=[float32,float32]", "latency_dtypes"),  # one row would be dropped
+    ("train-step", "step_precisions=[fp32,fp32]", "step_precisions"),
     ("latency", "latency_device=tpu", "latency_device"),
     ("latency", "latency_teacher=/no/such/folder", "latency_teacher"),
     ("train-step", "step_students=[6x80]", "step_students"),

@@ -153,7 +153,13 @@ def test_interrupted_driver_resumes_with_one_row_per_trial_round(tmp_path):
         rc, _ = _interrupt(results_dir, temp_dir, signal.SIGKILL, 7)
         assert rc == -signal.SIGKILL
         at_sigkill = _calls(results_dir)
-        last = _driver(results_dir, temp_dir, "--resume")
+        before_last = {(r["trial_key"], r["round"]) for r in _rows(results_dir)}
+        # the results folder moves and the code changes before the last run: Tune restores
+        # the first run's row sink, which must not write to the old folder or the old version
+        moved = tmp_path / "moved"
+        shutil.move(results_dir, moved)
+        results_dir, first_dir = moved, results_dir
+        last = _driver(results_dir, temp_dir, "--resume", "--code-version=v2")
         try:
             out, err = last.communicate(timeout=240)
         finally:
@@ -165,6 +171,10 @@ def test_interrupted_driver_resumes_with_one_row_per_trial_round(tmp_path):
     keys = sorted((r["trial_key"], r["round"]) for r in _rows(results_dir))
     assert keys == [(f"s{i}", r) for i in range(TRIALS) for r in range(ROUNDS)]
     assert results.table_counts(results_dir) == {"prune": TRIALS * ROUNDS}
+    assert not first_dir.exists()
+    versions = {(r["trial_key"], r["round"]): r["code_version"] for r in _rows(results_dir)}
+    new = set(versions) - before_last  # (a round run again after SIGKILL is re-stamped too)
+    assert new and all(versions[k] == "v2" for k in new), versions
     # After SIGINT the re-run went on from each trial's last checkpoint, not from round 0.
     # (After SIGKILL Tune restores its last periodic snapshot, so a round may run twice:
     # the table above still holds each exactly once.)

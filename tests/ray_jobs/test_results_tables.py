@@ -127,6 +127,29 @@ def test_corrupt_parquet_file_is_named(tmp_path):
         assert str(err.value).startswith("table search:") and "\n" not in str(err.value)
 
 
+def test_a_damaged_sweep_file_is_named_when_its_rows_are_read(tmp_path):
+    path = results.write_rows(tmp_path, "distill", "s1", _rows(2))
+    path.write_bytes(path.read_bytes()[:40])  # truncated, as a machine crash can leave it
+    with pytest.raises(results.ResultsError, match=f"table distill: {path} is not readable Parquet"):
+        results.read_rows(tmp_path, "distill", "s1")
+
+
+def test_a_restored_sink_writes_where_and_as_the_resuming_driver_says(tmp_path):
+    """Tune restores the sink pickled by the first run: its rows go to the folder and carry
+    the stamp of the driver that resumes (the folder moved, the code changed)."""
+    import pickle
+
+    sink = results.RowSink(str(tmp_path / "old"), "s-live", {"config_hash": "h", "code_version": "v1"}, ("prune",))
+    pickled = pickle.dumps(sink)
+    results.RowSink.live(tmp_path / "new", "s-live", {"config_hash": "h", "code_version": "v2"})
+    restored = pickle.loads(pickled)
+    restored.setup()
+    restored.on_trial_result(0, [], None, {"table": "prune", "row": {"trial_key": "a", "round": 0}})
+    assert not (tmp_path / "old").exists()
+    (row,) = results.read_rows(tmp_path / "new", "prune", "s-live")
+    assert row["code_version"] == "v2" and row["sweep_id"] == "s-live"
+
+
 def test_any_folder_name_is_a_quoted_view(tmp_path):
     results.write_rows(tmp_path, "search", "s1", [{"rank": 0}])
     odd = tmp_path / 'table=a"b'
