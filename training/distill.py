@@ -79,6 +79,7 @@ from training.models import (
     cost_head,
 )
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
+from training.staging import remove_stale, staging_path
 from training.tokenizer import MIN_VOCAB, train_tokenizer
 
 
@@ -281,7 +282,7 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = staging_path(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)  # atomic: readers never see half a file
 
@@ -420,6 +421,8 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
                     *, device: str = "cpu") -> TeacherArtifacts:
     """Fine-tune or reuse the teacher, cache its transfer-set logits and the eval splits."""
     work = Path(work_dir).resolve()
+    for cache in ("logits", "eval"):  # staging files of cache writers that were killed
+        remove_stale(work / cache, "*.parquet")
     teacher_dir, metrics = finetune_teacher(cfg.finetune, data, teacher, work, device=device)
     splits = classification_splits(data)
     transfer = transfer_examples(splits["train"], data, cfg.distill)

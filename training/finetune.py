@@ -37,6 +37,7 @@ from training.data import (
 )
 from training.evaluate import accuracy, f1_score
 from training.models import TeacherConfig, load_teacher
+from training.staging import remove_stale, staging_path
 
 CODE_SALT = "finetune-v1"  # bump when training semantics change, so stale caches are not reused
 
@@ -354,6 +355,7 @@ def finetune_teacher(
     num_labels = num_labels_of(splits)
     key = teacher_key(cfg, data, teacher, num_labels)
     folder = Path(work_dir).resolve() / "teachers" / key
+    remove_stale(folder.parent)  # staging folders of fine-tunings that were killed
     if (folder / "metrics.json").is_file():
         return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}
     torch.manual_seed(cfg.seed)
@@ -366,7 +368,7 @@ def finetune_teacher(
     metrics = _train_teacher(model, tokenizer, labeled, splits, cfg, device, pair_mode)
     metrics |= {"key": key, "teacher": teacher.name, "num_labels": num_labels, "pair_mode": pair_mode, "device": device,
                 "config": asdict(cfg), "data_fingerprint": data_fingerprint(data)}
-    tmp = folder.with_name(f".{key}.tmp-{os.getpid()}")
+    tmp = staging_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

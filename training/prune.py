@@ -40,6 +40,7 @@ from training.seq2seq import (
     train_steps,
     training_splits,
 )
+from training.staging import remove_stale, staging_path
 
 METHODS = ("l1-global", "l1-layerwise", "random-global", "random-layerwise")
 SCOPES = ("encoder", "decoder", "all")
@@ -378,20 +379,39 @@ def _round_dir(out_dir: Path, r: int) -> Path:
     return out_dir / f"round_{r:03d}"
 
 
-def _save_round(out_dir: Path, r: int, row: dict, model: nn.Module, masks: dict) -> None:
-    """round_RRR/{row.json, state.safetensors, masks.safetensors}, atomically; earlier states
-    are dropped (only the latest is needed to resume)."""
-    final, tmp = _round_dir(out_dir, r), out_dir / f".round_{r:03d}.tmp{os.getpid()}"
+def _save_round(out_dir: Path, r: int, row: dict, model: nn.Module, masks: dict, device: str) -> None:
+    """round_RRR/{row.json, state.safetensors, masks.safetensors, rng.safetensors}, atomically;
+    earlier states are dropped (only the latest is needed to resume). rng: torch's generator
+    states after the round (`rng_state`), so that a resumed schedule draws the dropout masks
+    an uninterrupted one would."""
+    final, tmp = _round_dir(out_dir, r), staging_path(_round_dir(out_dir, r))
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "state.safetensors"))
     save_file({n: m.to(torch.uint8).contiguous() for n, m in masks.items()}, str(tmp / "masks.safetensors"))
+    save_file(rng_state(device), str(tmp / "rng.safetensors"))
     (tmp / "row.json").write_text(json.dumps(row, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for prev in range(r):
-        for name in ("state.safetensors", "masks.safetensors"):
+        for name in ("state.safetensors", "masks.safetensors", "rng.safetensors"):
             (_round_dir(out_dir, prev) / name).unlink(missing_ok=True)
+
+
+def rng_state(device: str) -> dict[str, torch.Tensor]:
+    """torch's generator states that a round's training draws from (dropout): the CPU's, and
+    the device's on CUDA. Reading them draws nothing."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: str) -> None:
+    """Restore what `rng_state` read (a CUDA state only onto a CUDA device)."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _completed(out_dir: Path) -> int:
@@ -425,10 +445,14 @@ def run_schedule(
     survivors (pretrained / finetuned checkpoint, or keep them: none), fine-tune with masks
     and round selection, evaluate. State is saved per round under out_dir; a re-run resumes
     after the last completed round and re-reports the rounds already done (rows identical).
-    `start_round` > 0 skips reporting earlier rounds.
+    The rounds it then runs compute what an uninterrupted run computes: dropout draws from
+    torch's global generator (seeded once per schedule, when the model is built), whose state
+    is saved with each round and restored on resume. (A round saved without it resumes from
+    the freshly seeded generator.) `start_round` > 0 skips reporting earlier rounds.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale(out_dir, "round_*")  # staging folders of rounds whose process was killed
     ctx = _context(artifacts, cfg, schedule["scope"], device)
     masks = {n: torch.ones(w.shape, dtype=torch.bool) for n, w in ctx.weights.items()}
     last = _completed(out_dir)
@@ -437,14 +461,17 @@ def run_schedule(
         if r >= start_round:
             report(row)
     if last >= 0:
-        load_model(ctx.model, str(_round_dir(out_dir, last) / "state.safetensors"))
+        saved = _round_dir(out_dir, last)
+        load_model(ctx.model, str(saved / "state.safetensors"))
         ctx.model.to(device)
-        masks = {n: m.bool() for n, m in load_file(str(_round_dir(out_dir, last) / "masks.safetensors")).items()}
+        masks = {n: m.bool() for n, m in load_file(str(saved / "masks.safetensors")).items()}
+        if (saved / "rng.safetensors").is_file():
+            set_rng_state(load_file(str(saved / "rng.safetensors")), device)
     checkpoint = _rewind_checkpoint(artifacts, schedule["rewind"], ctx.weights)
     for r in range(last + 1, schedule["rounds"] + 1):
         row = _run_round(ctx, masks, checkpoint, schedule, cfg, r)
         masks = row.pop("_masks")
-        _save_round(out_dir, r, row, ctx.model, masks)
+        _save_round(out_dir, r, row, ctx.model, masks, device)
         if r >= start_round:
             report(row)
 

@@ -37,6 +37,7 @@ from training.finetune import (
     optimizer_step,
     pad_right,
 )
+from training.staging import remove_stale, staging_path
 
 # bump when the model, the training recipe or the metrics saved with it change: invalidates
 # caches (2: the fine-tuning curve, and train_seconds without its checks)
@@ -466,11 +467,20 @@ def load_seq2seq(model_dir: str | Path, cfg: Seq2SeqConfig, weights: str | None 
     return model.eval(), tokenizer
 
 
+# Seq2SeqConfig fields that neither the fine-tuned model nor the metrics stored with it depend
+# on: `beam` is read by the pruning and quantization rows' beam BLEU, never by fine_tune (its
+# valid BLEU is greedy). Left out of the cache key, so changing them reuses the model.
+NOT_IN_KEY = ("beam",)
+
+
 def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
+    """Hash of what the cached model and its metrics depend on: SEQ2SEQ_VERSION, the config
+    (less NOT_IN_KEY), the teacher's name, the data's fingerprint and the extra data's."""
     from training.data import data_fingerprint, extra_fingerprint
 
     # Only the teacher's name shapes this model (other TeacherConfig fields serve other jobs).
-    fields = {k: v for k, v in cache_fields(cfg).items() if k not in ("train_extra", "max_train_extra")}
+    skip = ("train_extra", "max_train_extra", *NOT_IN_KEY)
+    fields = {k: v for k, v in cache_fields(cfg).items() if k not in skip}
     identity = [SEQ2SEQ_VERSION, fields, {"name": teacher.name}, data_fingerprint(data)]
     if cfg.train_extra:  # by content, not path; a key without extra data stays what it was
         identity.append(extra_fingerprint(cfg.train_extra, cfg.max_train_extra))
@@ -522,8 +532,9 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
 
     key = artifacts_key(cfg, data, teacher)
     final = Path(work_dir).resolve() / f"seq2seq-{key}"
+    remove_stale(final.parent, "seq2seq-*")  # staging folders of fine-tunings that were killed
     if not (final / "meta.json").exists():
-        tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
+        tmp = staging_path(final)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         encoder, tokenizer = load_encoder(teacher.name)

@@ -1,11 +1,14 @@
 """Fixtures for the code-to-text tests (seq2seq, prune, quantize; owner: pruning helper):
 a word-level BERT vocabulary, a randomly initialised 2-layer BERT saved as a teacher folder,
-a CodeXGLUE jsonl data set. The suite imports test modules with --import-mode=importlib, so
-shared helpers reach them as fixtures."""
+a CodeXGLUE jsonl data set; and the staging paths a killed writer leaves (`stale`). The suite
+imports test modules with --import-mode=importlib, so shared helpers reach them as fixtures."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +17,7 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from training.seq2seq import Seq2SeqConfig, build_seq2seq
+from training.staging import pid_space, staging_path
 
 PAIRS = [
     ("def add ( a , b ) : return a + b", "add two numbers"),
@@ -78,3 +82,31 @@ def seq2seq_data(tmp_path_factory) -> str:
 def tiny():
     """The helpers above: tiny.config(**overrides), tiny.model(folder, cfg), tiny.PAIRS."""
     return SimpleNamespace(config=tiny_config, model=tiny_model, PAIRS=PAIRS)
+
+
+def exited_pid() -> int:
+    """The pid of a process that has exited."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+def staged(final: Path, pid: int, space: str | None = None, folder: bool = True) -> Path:
+    """A half-written staging path of `final` (a folder, or a file), named as process `pid`
+    names it (in the pid space `space`: this machine's by default)."""
+    assert pid != os.getpid() and space != pid_space()
+    ours = staging_path(final)
+    path = ours.with_name(ours.name.replace(f"-{pid_space()}-{os.getpid()}", f"-{space or pid_space()}-{pid}"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        path.mkdir()
+        (path / "part").write_bytes(b"half written")
+    else:
+        path.write_bytes(b"half written")
+    return path
+
+
+@pytest.fixture
+def stale():
+    """Staging paths that killed writers leave: stale.staged(final, pid[, space, folder]),
+    stale.exited_pid(); os.getppid() is a live process other than this one."""
+    return SimpleNamespace(staged=staged, exited_pid=exited_pid)

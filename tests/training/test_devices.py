@@ -3,6 +3,7 @@ GPU (marked `gpu`; skipped elsewhere). Each test runs one stage on the device an
 output to the CPU: a model trained on the GPU, reloaded on the CPU, predicts what the row says;
 cached teacher logits equal a CPU forward; pruned zeros stay exact; fp16 runs on the GPU."""
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -95,24 +96,33 @@ def test_distilled_model_reloads_on_cpu_and_scores_as_its_row(teacher_on, candid
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_latency_waits_for_the_work_it_times(device):
-    """The harness times finished work: on CUDA it synchronises (kernels run asynchronously;
-    a host clock alone would time only their launch), so it agrees with CUDA's own events."""
-    x = torch.randn(2048, 2048, device=device)
+def test_latency_stops_the_clock_only_when_the_work_is_done(device, monkeypatch):
+    """The harness times finished work: on CUDA it synchronises around each call (kernels run
+    asynchronously; a host clock alone would time only their launch), so the device is idle
+    whenever the clock is read. Checked at each reading, not by how long anything took."""
+    x = torch.randn(*(2 * [2048 if device == "cuda" else 64]), device=device)  # ~ms of GPU work a call
+    calls = []
 
     def work():
+        calls.append(1)
         for _ in range(8):
             x @ x
 
-    timed = latency_ms(work, warmup=2, runs=20)["median_ms"]
-    if device == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        work()
-        end.record()
-        torch.cuda.synchronize()
-        assert timed >= 0.8 * start.elapsed_time(end)
-    assert timed > 0
+    def idle() -> bool:
+        return device != "cuda" or torch.cuda.current_stream().query()
+
+    readings, clock = [], time.perf_counter
+
+    def watched_clock():
+        readings.append(idle())
+        return clock()
+
+    monkeypatch.setattr(time, "perf_counter", watched_clock)
+    stats = latency_ms(work, warmup=2, runs=20)
+    monkeypatch.undo()
+    assert len(calls) == 22 and len(readings) == 40  # 2 untimed calls, then a start and a stop per run
+    assert all(readings)
+    assert stats["runs"] == 20 and stats["median_ms"] <= stats["p90_ms"]
 
 
 @pytest.fixture(scope="module", params=DEVICES)
@@ -158,9 +168,8 @@ def test_quantized_variants_run_where_they_can(seq2seq_on):
     rows = {r["variant"]: r for r in quantize_rows(art, QuantizeConfig(beam=1, latency_runs=20), device=device)}
     assert {v: r["device"] for v, r in rows.items()} == {
         "fp32": device, "fp16": device, "int8": "cpu", "int8_fp32_head": "cpu"}
-    if device == "cuda":  # fp16 kernels exist on every CUDA device; on a CPU the row may say why not
-        assert rows["fp16"]["error"] is None
+    # fp16 kernels exist on every CUDA device, and torch has CPU ones: every variant runs
+    assert {v: r["error"] for v, r in rows.items()} == dict.fromkeys(rows)
     assert rows["fp32"]["bleu_greedy"] > 50  # the tiny model memorised its pairs
     for r in rows.values():
-        if r["error"] is None:
-            assert r["bleu_kept"] == pytest.approx(1.0, abs=0.1) and r["latency_ms"] > 0
+        assert r["bleu_kept"] == pytest.approx(1.0, abs=0.1) and r["latency_ms"] <= r["latency_p90_ms"]

@@ -1,4 +1,6 @@
 import json
+import math
+import os
 import random
 from dataclasses import replace
 
@@ -47,6 +49,14 @@ def test_finetune_saves_metrics_and_reuses(tmp_path, teacher):
     assert other != folder  # a different config is a different teacher
 
 
+def test_a_killed_fine_tunings_staging_folder_is_removed(tmp_path, teacher, stale):
+    dead = stale.staged(tmp_path / "teachers" / "0123456789abcdef", stale.exited_pid())
+    live = stale.staged(tmp_path / "teachers" / "0123456789abcdef", os.getppid())  # another process, alive
+    folder, _ = finetune_teacher(CFG, TINY_DATA, teacher, tmp_path)
+    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in folder.parent.iterdir()) == sorted([folder.name, live.name])
+
+
 def test_finetune_changes_the_weights(tmp_path, teacher):
     from transformers import AutoModelForSequenceClassification
 
@@ -55,6 +65,16 @@ def test_finetune_changes_the_weights(tmp_path, teacher):
     before = AutoModelForSequenceClassification.from_pretrained(teacher.name).classifier.weight
     after = AutoModelForSequenceClassification.from_pretrained(folder).classifier.weight
     assert not torch.allclose(before, after)
+
+
+def test_teacher_fine_tuning_learns_its_labeled_examples(tmp_path, teacher):
+    """30 epochs of one-example steps take the training loss from chance (ln 2) to memorised.
+    (The folder keeps the best-on-validation epoch: on the fixture's 4 valid pairs, epoch 1.)"""
+    cfg = FinetuneConfig(epochs=30, batch_size=1, max_seq_len=32, eval_batch_size=8, lr=1e-2)
+    _, metrics = finetune_teacher(cfg, TINY_DATA, teacher, tmp_path)
+    losses = [c["train_loss"] for c in metrics["curve"]]
+    assert len(losses) == 30 and losses[0] == pytest.approx(math.log(2), abs=0.05)
+    assert max(losses[-5:]) < losses[0] / 10
 
 
 def test_batch_order_covers_every_example_once():

@@ -2,10 +2,13 @@
 layer-wise, rewinding, zeros that survive training, lottery-ticket rounds with resume."""
 
 import json
+import os
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from training.bleu import codexglue_bleu
 from training.data import DataConfig, PairText, code_to_text_splits
 from training.models import TeacherConfig
 from training.prune import (
@@ -24,6 +27,7 @@ from training.prune import (
 )
 from training.seq2seq import (
     batch_stream,
+    generate,
     load_seq2seq,
     make_optimizer,
     prepare_seq2seq,
@@ -150,8 +154,14 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, 
     assert rows[0]["sparsity"] == 0.0 and rows[1]["sparsity"] == pytest.approx(0.25, abs=1e-3)
     assert rows[1]["iterations"] == 4 and len(json.loads(rows[1]["valid_checks"])) == 2
     assert rows[1]["sparse_size_bytes"] < rows[1]["dense_size_bytes"] == rows[0]["dense_size_bytes"]
-    for key in ("valid_bleu_greedy", "valid_bleu_beam", "test_bleu_greedy", "test_bleu_beam", "latency_ms"):
-        assert rows[1][key] >= 0.0
+    # the row scores the round's saved model: its test BLEU, greedy and beam, regenerated
+    model, _ = load_round(tmp_path / "trial", 1, art)
+    _, tok = load_seq2seq(art.model_dir, art.config)
+    test = code_to_text_splits(art.data)["test"][:4]
+    examples, refs = tokenize_pairs(test, tok, art.config), [p.target for p in test]
+    for key, beam in (("test_bleu_greedy", 1), ("test_bleu_beam", 2)):
+        assert rows[1][key] == codexglue_bleu(generate(model, tok, examples, art.config, beam=beam), refs)
+    assert rows[1]["beam"] == 2 and rows[1]["latency_ms"] <= rows[1]["latency_p90_ms"]
     assert 0.0 < rows[0]["test_nll"] < 1.0  # the fine-tuned model memorised its pairs
     assert rows[0]["test_bleu_constant"] == rows[1]["test_bleu_constant"] < rows[0]["test_bleu_greedy"]
     # Re-run with one more round in the same folder: rounds 0-1 re-reported as saved, round 2 run.
@@ -159,6 +169,81 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, 
     run_schedule({**sched, "rounds": 2}, art, cfg, tmp_path / "trial", report=again.append)
     assert again[:2] == rows and again[2]["round"] == 2
     assert again[2]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+class Interrupted(Exception):
+    """What a killed trial does to run_schedule: it stops between two rounds."""
+
+
+CLOCK = ("train_seconds", "latency_ms", "latency_p90_ms")  # readings of the clock differ in any two runs
+
+
+def _computed(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in CLOCK}
+
+
+def test_a_resumed_schedule_computes_what_an_uninterrupted_one_does(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    """Dropout (the decoder's and the encoder's) draws from torch's global generator: resumed
+    after round 1, round 2 must draw the masks an uninterrupted run draws there."""
+    art = prepare_seq2seq(tiny.config(train_steps=60, dropout=0.1), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    cfg = PruneConfig(methods=("random-global",), rewinds=("none",), selections=("pick_best_nostop",),
+                      batch_sizes=(6,), rounds=(2,), iterations_per_round=4, rate=0.25, eval_every=2,
+                      valid_subset=4, test_subset=4, beam=2, lr=1e-3)
+    sched = schedules(cfg)[0]
+    whole = []
+    run_schedule(sched, art, cfg, tmp_path / "whole", report=whole.append)
+
+    def stop_after_round_1(row):
+        if row["round"] == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_schedule(sched, art, cfg, tmp_path / "resumed", report=stop_after_round_1)
+    assert not (tmp_path / "resumed" / "round_002").exists()
+    resumed = []
+    run_schedule(sched, art, cfg, tmp_path / "resumed", report=resumed.append)
+    assert [r["round"] for r in resumed] == [0, 1, 2] and resumed[2]["loss"] > 0
+    assert [_computed(r) for r in resumed] == [_computed(r) for r in whole]  # losses, NLL, BLEU, checks
+    states = [load_file(str(tmp_path / run / "round_002" / "state.safetensors")) for run in ("whole", "resumed")]
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_rewind_restores_the_chosen_checkpoints_surviving_weights(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    """At a learning rate too small to move a weight, round 1's surviving prunable weights are
+    the rewind target's: the state before fine-tuning (pretrained) or after it (finetuned)."""
+    art = prepare_seq2seq(tiny.config(train_steps=60), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    cfg = PruneConfig(methods=("l1-global",), rewinds=("pretrained", "finetuned"), selections=("pick_last",),
+                      batch_sizes=(6,), rounds=(1,), iterations_per_round=2, rate=0.5, eval_every=2,
+                      valid_subset=2, test_subset=2, beam=2, lr=1e-12)
+    checkpoints = {"pretrained": load_file(art.pretrained_path), "finetuned": load_file(art.finetuned_path)}
+    for sched in schedules(cfg):
+        run_schedule(sched, art, cfg, tmp_path / sched["rewind"], report=lambda row: None)
+        model, masks = load_round(tmp_path / sched["rewind"], 1, art)
+        weights = prunable_weights(model, "encoder")
+        target, other = (checkpoints[k] for k in sorted(checkpoints, key=lambda k: k != sched["rewind"]))
+        for n, w in weights.items():
+            assert bool((w[~masks[n]] == 0).all())
+            torch.testing.assert_close(w[masks[n]], target[n][masks[n]], atol=1e-6, rtol=0)
+        assert any(not torch.allclose(w[masks[n]], other[n][masks[n]], atol=1e-3) for n, w in weights.items())
+
+
+def test_a_killed_rounds_staging_folder_is_removed_on_the_next_run(seq2seq_teacher, seq2seq_data, tiny, stale,
+                                                                   tmp_path):
+    art = prepare_seq2seq(tiny.config(train_steps=60), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    cfg = PruneConfig(methods=("l1-global",), rewinds=("none",), selections=("pick_last",), batch_sizes=(6,),
+                      rounds=(1,), iterations_per_round=2, rate=0.5, eval_every=2, valid_subset=2,
+                      test_subset=2, beam=2)
+    trial = tmp_path / "trial"
+    dead = stale.staged(trial / "round_001", stale.exited_pid())
+    live = stale.staged(trial / "round_001", os.getppid())  # another process, alive
+    elsewhere = stale.staged(trial / "round_001", stale.exited_pid(), space="0" * 8)  # a pid of another machine
+    run_schedule(schedules(cfg)[0], art, cfg, trial, report=lambda row: None)
+    assert not dead.exists() and live.exists() and elsewhere.exists()
+    assert sorted(p.name for p in trial.iterdir()) == sorted(["round_000", "round_001", live.name, elsewhere.name])
 
 
 def test_select_by_nll_keeps_the_round_model_with_the_lowest_valid_nll(seq2seq_teacher, seq2seq_data, tiny, tmp_path):

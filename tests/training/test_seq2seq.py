@@ -2,8 +2,9 @@
 the model overfits a handful of pairs, prepare_seq2seq caches by key."""
 
 import json
+import os
 import pickle
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import torch
 from training.data import DataConfig, PairText
 from training.models import TeacherConfig
 from training.seq2seq import (
+    NOT_IN_KEY,
     Seq2Seq,
+    Seq2SeqConfig,
     artifacts_key,
     batch_stream,
     bleu_of,
@@ -26,6 +29,7 @@ from training.seq2seq import (
     token_nll,
     tokenize_pairs,
     train_steps,
+    training_splits,
 )
 
 torch.set_num_threads(1)
@@ -163,6 +167,48 @@ def test_prepare_seq2seq_fine_tunes_once_and_reuses(seq2seq_teacher, seq2seq_dat
     name = "encoder.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(fine.state_dict()[name], pre.state_dict()[name])
     assert fine.lm_head.weight is fine.encoder.get_input_embeddings().weight
+
+
+def test_the_cache_key_leaves_out_only_what_fine_tuning_never_reads(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    """`beam` shapes the pruning and quantization rows' beam BLEU, not the fine-tuned model or
+    its metrics (fine-tuning scores greedy BLEU): another beam reuses the model. Every other
+    field changes the key."""
+    data, teacher = DataConfig(path=seq2seq_data), TeacherConfig(name=seq2seq_teacher)
+    cfg = tiny.config(train_steps=10)
+    art = prepare_seq2seq(cfg, data, teacher, tmp_path / "work")
+    written = Path(art.finetuned_path).stat().st_mtime_ns
+    beam7 = prepare_seq2seq(replace(cfg, beam=7), data, teacher, tmp_path / "work")
+    assert beam7.key == art.key and beam7.metrics == art.metrics and beam7.config.beam == 7
+    assert Path(art.finetuned_path).stat().st_mtime_ns == written  # reused, not re-trained
+    # ... because fine-tuning at another beam computes the same weights and metrics
+    runs = []
+    for beam in (1, 7):
+        model, tok = tiny.model(seq2seq_teacher, replace(cfg, beam=beam))
+        metrics = fine_tune(model, tok, training_splits(cfg, data), replace(cfg, beam=beam))
+        clock_free = {k: v for k, v in metrics.items() if k != "train_seconds"}
+        clock_free["curve"] = [{k: v for k, v in c.items() if k != "seconds"} for c in metrics["curve"]]
+        runs.append((model.state_dict(), clock_free))
+    assert runs[0][1] == runs[1][1]
+    assert all(torch.equal(v, runs[1][0][k]) for k, v in runs[0][0].items())
+    changed = {"decoder_layers": 1, "decoder_ffn": 32, "dropout": 0.2, "source_len": 16, "target_len": 10,
+               "lr": 1e-3, "decoder_lr_scale": 2.0, "weight_decay": 0.1, "adam_eps": 1e-6, "max_grad_norm": 0.5,
+               "warmup_steps": 2, "batch_size": 3, "train_steps": 11, "eval_batch_size": 4, "eval_examples": 3,
+               "seed": 1, "precision": "bf16"}
+    # a new field must be placed: in the key (here) or out of it (NOT_IN_KEY); the extra data
+    # is keyed by content (test_train_extra_joins_fine_tuning_under_a_content_key)
+    assert {f.name for f in fields(Seq2SeqConfig)} == {*changed, *NOT_IN_KEY, "train_extra", "max_train_extra"}
+    for name, value in changed.items():
+        assert artifacts_key(replace(cfg, **{name: value}), data, teacher) != art.key, name
+
+
+def test_a_killed_fine_tunings_staging_folder_is_removed(seq2seq_teacher, seq2seq_data, tiny, stale, tmp_path):
+    work = tmp_path / "work"
+    dead = stale.staged(work / "seq2seq-0123456789abcdef", stale.exited_pid())
+    live = stale.staged(work / "seq2seq-0123456789abcdef", os.getppid())  # another process, alive
+    art = prepare_seq2seq(tiny.config(train_steps=2), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), work)
+    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in work.iterdir()) == sorted([Path(art.model_dir).name, live.name])
 
 
 def test_tenths_cut_the_steps_into_at_most_ten_near_equal_chunks():

@@ -1,0 +1,66 @@
+"""Staging paths of atomic writes, and the removal of those a killed writer left behind.
+
+A writer builds `.NAME.tmp-SPACE-PID` beside NAME, then `os.replace`s it into place; a
+process killed in between leaves it behind. `remove_stale` (called by the next writer into
+the same folder) removes those whose process is gone. SPACE names the processes a pid
+refers to (this kernel's boot and pid namespace): results folders may be shared between
+nodes, where a pid seen from another machine or container says nothing, so a temp from
+another SPACE is never removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+_TEMP = re.compile(r"\.(?P<name>.+)\.tmp-(?P<space>[0-9a-f]{8})-(?P<pid>\d+)")
+
+
+@functools.cache
+def pid_space() -> str:
+    """8 hex digits naming the processes whose pids this process can check (same kernel
+    boot, same pid namespace); the host name where /proc cannot tell."""
+    try:
+        ident = Path("/proc/sys/kernel/random/boot_id").read_text().strip() + os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ident = socket.gethostname()
+    return hashlib.sha256(ident.encode()).hexdigest()[:8]
+
+
+def staging_path(final: Path) -> Path:
+    """Where this process stages `final` before `os.replace(staging, final)`."""
+    return final.with_name(f".{final.name}.tmp-{pid_space()}-{os.getpid()}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists here (another user's counts as alive)."""
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder: Path, pattern: str = "*") -> list[Path]:
+    """Remove the staging paths in `folder` of names matching `pattern` (a glob on NAME)
+    written in this pid space by a process that no longer exists; the removed paths."""
+    removed = []
+    for path in Path(folder).glob(f".{pattern}.tmp-*"):
+        match = _TEMP.fullmatch(path.name)
+        if match is None or match["space"] != pid_space() or pid_alive(int(match["pid"])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
