@@ -77,21 +77,24 @@ def last_states(pruned_dir: Path, keys: list[str]) -> dict[str, str]:
     return out
 
 
-def _quantize(artifacts, cfg, pruned, scopes, *, device: str) -> list[dict]:
-    rows = quantize_rows(artifacts, cfg, pruned=pruned, scopes=scopes, device=device)
+def _quantize(artifacts, cfg, pruned, scopes, unpruned, *, device: str) -> list[dict]:
+    rows = quantize_rows(artifacts, cfg, pruned=pruned, scopes=scopes, device=device, unpruned=unpruned)
     node = ray.get_runtime_context().get_node_id()
     return [{**r, "node_id": node} for r in rows]  # each row names its device: int8 runs on CPU
 
 
 def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: dict) -> list[dict]:
-    """quantize rows for the unpruned model and each schedule's last round, unless present."""
+    """quantize rows for the unpruned model and each schedule's last round: only the models
+    without rows yet are quantized (a resumed sweep whose schedule failed before)."""
     pruned = last_states(Path(cfg.results_dir) / "pruned" / sid, keys)
-    have = {r["trial_key"] for r in results.read_rows(cfg.results_dir, "quantize", sid)}
-    if have >= {"unpruned", *pruned}:
-        return results.read_rows(cfg.results_dir, "quantize", sid)
+    earlier = results.read_rows(cfg.results_dir, "quantize", sid)
+    missing = {"unpruned", *pruned} - {r["trial_key"] for r in earlier}
+    if not missing:
+        return earlier
     scopes = {s["schedule"]: s["scope"] for s in schedules(cfg.prune)}
-    rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, pruned, scopes)
-    rows = [{**r, **stamp, "trial_key": r["model"], "time": time.time()} for r in rows]
+    todo = {k: v for k, v in pruned.items() if k in missing}
+    rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, todo, scopes, "unpruned" in missing)
+    rows = earlier + [{**r, **stamp, "trial_key": r["model"], "time": time.time()} for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
     return rows
 

@@ -151,8 +151,10 @@ def quantize_rows(
     pruned: dict[str, str | Path] | None = None,
     scopes: dict[str, str] | None = None,
     device: str = "cpu",
+    unpruned: bool = True,
 ) -> list[dict]:
-    """Rows for every variant of the unpruned fine-tuned model and of each pruned model.
+    """Rows for every variant of the unpruned fine-tuned model (unless `unpruned` is False)
+    and of each pruned model.
 
     pruned: label -> a state file (e.g. a run_schedule round's state.safetensors). Each row:
     model (label, "unpruned" for the fine-tuned model), variant, device, sparsity (measured
@@ -164,7 +166,7 @@ def quantize_rows(
     from training.data import code_to_text_splits
 
     s2s = artifacts.config
-    sources = {"unpruned": None, **(pruned or {})}
+    sources = {**({"unpruned": None} if unpruned else {}), **(pruned or {})}
     test = code_to_text_splits(artifacts.data)["test"][: cfg.test_subset]
     rows = []
     for label, state in sources.items():

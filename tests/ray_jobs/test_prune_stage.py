@@ -1,0 +1,31 @@
+"""The pruning job's quantization stage quantizes only the models that have no rows yet."""
+
+from ray_jobs import prune, results
+from ray_jobs.config import load_config, resolve_config_path
+
+
+def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}"])
+    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
+    for key in keys:  # each schedule's last round on disk
+        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
+        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    asked = []
+
+    def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
+        # stands in for the Ray task: records what the stage asks for, one fp32 row per model
+        asked.append((sorted(pruned), unpruned))
+        return [{"model": m, "variant": "fp32", "bleu_greedy": 1.0}
+                for m in (["unpruned"] if unpruned else []) + sorted(pruned)]
+
+    monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
+    stamp = {"config_hash": "h", "code_version": "v"}
+    first = prune.quantize_stage(cfg, None, "prune-x", keys[:1], stamp)  # the second schedule failed
+    assert asked == [(keys[:1], True)] and {r["trial_key"] for r in first} == {"unpruned", keys[0]}
+    rows = prune.quantize_stage(cfg, None, "prune-x", keys, stamp)  # resumed: it finished
+    assert asked[1] == (keys[1:], False)
+    assert sorted(r["trial_key"] for r in rows) == sorted(["unpruned", *keys])
+    assert sorted(r["trial_key"] for r in results.read_rows(tmp_path, "quantize", "prune-x")) == sorted(
+        ["unpruned", *keys])
+    prune.quantize_stage(cfg, None, "prune-x", keys, stamp)  # all there: nothing asked
+    assert len(asked) == 2
