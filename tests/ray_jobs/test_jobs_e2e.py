@@ -259,3 +259,35 @@ def test_compress_seeds_runs_one_sweep_per_seed_then_their_spread(tmp_path, ray_
     assert len(list((out / "cache" / "teachers").iterdir())) == 1  # one teacher, fine-tuned once
     assert proc.stdout.count("=== compress, distill.seed=") == 2
     assert summary.seeds_summary(str(out), [r["sweep_id"] for r in rows]) in proc.stdout
+
+
+@pytest.mark.slow
+def test_compress_with_the_demos_pair_settings(tmp_path, ray_tmp):
+    """`make run`'s compression settings through the real job on smoke's budgets: the
+    bi-encoder teacher, students and BiLSTM encoding each side (cosine head), the in-batch
+    loss, bf16 steps, heads of >= 32 dimensions, the words tokenizer."""
+    demo = yaml.safe_load((REPO / "ray_jobs" / "configs" / "demo.yaml").read_text())
+    d = demo["distill"]
+    settings = {"teacher.pair_mode": demo["teacher"]["pair_mode"],
+                "search.min_head_size": demo["search"]["min_head_size"],
+                **{f"distill.{k}": d[k] for k in ("pair_mode", "pair_head", "student_tokenizer", "precision",
+                                                  "in_batch_weight", "in_batch_temperature")}}
+    assert settings["distill.pair_mode"] == "separate" and settings["distill.in_batch_weight"] > 0
+    out = tmp_path / "results"
+    proc = run_cli(["compress", "--config", "smoke", "distill.quantize=[]", f"results_dir={out}",
+                    *(f"{k}={v}" for k, v in settings.items())], ray_tmp, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["kind"]: r for r in _q(out, "SELECT * FROM distill")}
+    assert set(rows) == {"student", "bilstm"}
+    for row in rows.values():
+        assert row["in_batch_weight"] == settings["distill.in_batch_weight"]
+        assert row["precision"] == settings["distill.precision"] and 0 <= row["accuracy"] <= 1
+    student = rows["student"]
+    assert student["hidden"] // student["heads"] >= settings["search.min_head_size"]
+    (config,) = _q(out, "SELECT config FROM configs")
+    assert json.loads(config["config"])["distill"]["pair_head"] == "cosine"
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(student["model_dir"], trust_remote_code=True)
+    assert type(model).__name__ != "BertForSequenceClassification"  # the pair encoder, not a joint model
+    assert sum(p.numel() for p in model.parameters()) == student["params"]
