@@ -232,6 +232,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
         raise JobError("compress: nothing to train (search.top_k=0, both baselines off, distill.quantize=[])")
     sid = sweep_id(cfg)
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
+    sweep.check_restore_settings(cfg, sid)
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)

@@ -114,6 +114,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     specs = check_inputs(cfg)
     sid = sweep_id(cfg)
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
+    sweep.check_restore_settings(cfg, sid)
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)

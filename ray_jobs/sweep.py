@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # config imports training (torch): trial workers need not
     from ray_jobs.config import JobConfig, ResourcesConfig
 
 __all__ = ["JobError", "ResourceError", "Sweep", "SweepOutcome", "TrialContext", "init_ray",
-           "precheck", "check_resources", "run_sweep", "call_on_worker"]
+           "precheck", "check_resources", "check_restore_settings", "run_sweep", "call_on_worker"]
 
 _STATE_FILE = "trial_state.json"
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-node mode (loopback_only)
@@ -200,6 +200,28 @@ def precheck(cfg: JobConfig) -> dict[str, float]:
     if cfg.resources.precheck:
         return _check_fits(cfg, alive_nodes())
     return trial_request(cfg)
+
+
+# Settings Tune takes from the interrupted run, not from the resuming command, when it
+# restores a sweep: they are pickled with the experiment (FailureConfig and each trial's
+# max_failures; TuneConfig.max_concurrent_trials).
+KEPT_ON_RESTORE = (("failure", "max_failures"), ("resources", "max_concurrent_trials"))
+
+
+def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
+    """ConfigError, before any work, when the sweep on disk would be restored with a
+    KEPT_ON_RESTORE setting other than the one it ran with (the `configs` row): Tune would
+    silently keep the old value while the `configs` table recorded the new one."""
+    rows = results.read_rows(cfg.results_dir, "configs", sweep_id)
+    if not rows or not tune.Tuner.can_restore(str(Path(cfg.results_dir) / "ray" / sweep_id)):
+        return
+    ran_with = json.loads(rows[-1]["config"])
+    for section, key in KEPT_ON_RESTORE:
+        before, now = ran_with.get(section, {}).get(key), getattr(getattr(cfg, section), key)
+        if before != now:
+            raise ConfigError(f"{section}.{key}: sweep {sweep_id} ran with {json.dumps(before)} and Ray resumes "
+                              f"it with that value; give {section}.{key}={json.dumps(before)}, or another "
+                              "results_dir for a new sweep")
 
 
 # ---------------------------------------------------------------- trials
