@@ -22,7 +22,7 @@ from ray_jobs import results, sweep
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
 from ray_jobs.errors import ConfigError, JobError
 from search.ga import run_ga
-from search.space import SearchSpace, Teacher, teacher_spec
+from search.space import InputError, SearchSpace, Teacher, teacher_spec
 from training.data import classification_splits
 from training.distill import (
     CompressTrainConfig,
@@ -111,13 +111,15 @@ def student_head(cfg: JobConfig, splits: dict) -> str:
 
 
 def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: str = "sequence") -> list[dict]:
-    """Every distinct feasible genome the GA evaluated, best first (rank 0 = best); sizes are
-    those of students with `head` (`student_head`). ConfigError, before any work, for a budget
-    or cap below the space's smallest architecture."""
+    """The best feasible architectures the GA found, best first (rank 0 = best): every (ffn,
+    vocab) point of each (layers, hidden, heads) it explored that can rank among as many as it
+    evaluated (population + generations x children); sizes are those of students with `head`
+    (`student_head`). ConfigError, before any work, for a budget or cap below the space's
+    smallest architecture."""
     s = cfg.search
     try:
         space = SearchSpace.from_teacher(teacher, min_head_size=s.min_head_size)
-    except ValueError as err:
+    except InputError as err:
         raise ConfigError(f"search.min_head_size: {err}") from err
     seq_len = s.seq_len or cfg.distill.max_seq_len
     everything = s.population + s.generations * s.children  # archive size bound
@@ -129,7 +131,7 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
             seed=cfg.seed if s.seed is None else s.seed, top_k=everything, max_mb=s.max_mb,
             num_labels=num_labels, head=head,
         )
-    except ValueError as err:  # a target or max_mb below the smallest architecture
+    except InputError as err:  # a target or max_mb below the smallest architecture
         raise ConfigError(f"search.{err}") from None
     if not found:
         raise JobError(

@@ -3,9 +3,11 @@
     python -m search --teacher codebert-base --target-mb 3 --seq-len 400 --top-k 5 \
         [--seed N] [--variant paper|default] [--exhaustive] [--max-mb X] [--min-head-size N]
         [--head sequence|pair_concat|pair_cosine] [--json]
-    python -m search bench [--teacher codebert-base] [--seq-len 400]
+    python -m search bench [--teacher codebert-base] [--seq-len 400] [--seeds 20] [--runs 5]
 
-Bad input prints one line on stderr and exits 2.
+Bad input prints one line on stderr and exits 2; a search that finds no architecture within
+the budget says so on stderr and exits 1 (a guard: past the budget checks the space's
+smallest architecture fits, and both searches find it). Any other error is a bug: traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 
 from search.cost import HEADS
 from search.ga import VARIANTS, exhaustive, run_ga
-from search.space import SearchSpace, teacher_spec
+from search.space import InputError, SearchSpace, teacher_spec
 
 COLUMNS = (
     "layers",
@@ -59,7 +61,11 @@ def _positive(kind):
 
 def _search_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="python -m search", description="Architecture search for a compressed student."
+        prog="python -m search",
+        description="Architecture search for a compressed student.",
+        epilog="Subcommand: `python -m search bench [--teacher T] [--seq-len N] [--seeds N] "
+        "[--runs N]` prints the GA's speed and how often it finds the exhaustive optimum "
+        "(`python -m search bench --help`).",
     )
     p.add_argument(
         "--teacher", default="codebert-base", help="preset name, config.json or model folder"
@@ -77,8 +83,19 @@ def _search_parser() -> argparse.ArgumentParser:
         help="sequence length the FLOPs are counted at",
     )
     p.add_argument("--top-k", type=_positive(int), default=5, help="distinct candidates to print")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--variant", choices=VARIANTS, default="default")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the GA's random generator (default: none, so runs differ); "
+        "ignored with --exhaustive",
+    )
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="default",
+        help="GA variant: the paper's Algorithm 1, or the budget-repairing default",
+    )
     p.add_argument(
         "--exhaustive", action="store_true", help="enumerate the whole space instead of the GA"
     )
@@ -102,8 +119,15 @@ def _search_parser() -> argparse.ArgumentParser:
 
 def _bench_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m search bench", description="GA speed and optimality figures.")
-    p.add_argument("--teacher", default="codebert-base")
-    p.add_argument("--seq-len", type=_positive(int), default=400)
+    p.add_argument(
+        "--teacher", default="codebert-base", help="preset name, config.json or model folder"
+    )
+    p.add_argument(
+        "--seq-len",
+        type=_positive(int),
+        default=400,
+        help="sequence length the FLOPs are counted at",
+    )
     p.add_argument("--seeds", type=_positive(int), default=20, help="seeds per budget")
     p.add_argument("--runs", type=_positive(int), default=5, help="timed runs for the medians")
     return p
@@ -134,6 +158,13 @@ def search(argv: list[str]) -> int:
     start = time.perf_counter()
     rows = find(space, teacher, args.target_mb, args.seq_len, **options)
     seconds = time.perf_counter() - start
+    if not rows:
+        print(
+            f"python -m search: no architecture of {teacher.name} found within "
+            f"{args.max_mb or args.target_mb} MB",
+            file=sys.stderr,
+        )
+        return 1
     if args.json:
         print(json.dumps({"seconds": seconds, "candidates": rows}))
         return 0
@@ -213,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["bench"]:
             return bench(argv[1:])
         return search(argv)
-    except (UsageError, ValueError) as err:
+    except (UsageError, InputError) as err:  # anything else is a bug: its traceback shows
         print(f"python -m search: error: {err}", file=sys.stderr)
         return 2
 

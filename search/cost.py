@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from search.space import Arch, Teacher, heads_fit
+from search.space import Arch, InputError, Teacher, heads_fit
 
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 # The classifier heads a student can carry (`training.models.build_student`):
@@ -71,9 +71,9 @@ ITEMS = (
 
 
 def check_head(head: str) -> None:
-    """ValueError unless `head` is one of `HEADS`."""
+    """InputError unless `head` is one of `HEADS`."""
     if head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        raise InputError(f"head must be one of {HEADS}, got {head!r}")
 
 
 def head_params_array(H, num_labels: int = 2, head: str = "sequence"):
@@ -124,13 +124,36 @@ def size_mb_array(
     head: str = "sequence",
 ):
     """Size in MB (bytes / 1e6) at `dtype` bytes per parameter, broadcast over gene arrays."""
-    if dtype not in BYTES_PER_PARAM:
-        raise ValueError(f"dtype must be one of {sorted(BYTES_PER_PARAM)}, got {dtype!r}")
     count = params_array(
         L, H, A, D, V, max_positions=max_positions, type_vocab=type_vocab, num_labels=num_labels,
         head=head,
     )
+    return mb(count, dtype)
+
+
+def mb(count, dtype: str = "fp32"):
+    """Size in MB (bytes / 1e6) of `count` parameters at `dtype` bytes each (broadcast)."""
+    if dtype not in BYTES_PER_PARAM:
+        raise InputError(f"dtype must be one of {sorted(BYTES_PER_PARAM)}, got {dtype!r}")
     return count * (BYTES_PER_PARAM[dtype] / 1e6)
+
+
+def max_params_within(limit_mb: float, strict: bool = False) -> int:
+    """The largest parameter count whose fp32 `mb` is at most `limit_mb` (below it, with
+    `strict`), exactly: a search can then compare integer counts where the fitness compares
+    float sizes, and judge a size at the limit as the fitness does."""
+    if not limit_mb / mb(1) < 2**62:  # far above any count in a search space; int64-safe
+        return 2**62
+    count = max(int(limit_mb / mb(1)), 0)  # within a few of the answer: float rounding
+
+    def fits(c):
+        return mb(c) < limit_mb if strict else mb(c) <= limit_mb
+
+    while fits(count + 1):
+        count += 1
+    while count >= 0 and not fits(count):
+        count -= 1
+    return count
 
 
 def size_mb(arch: Arch, teacher: Teacher, num_labels: int = 2, dtype: str = "fp32",
@@ -227,11 +250,21 @@ def flops(arch: Arch, seq_len: int, *, num_labels: int = 2) -> dict:
     """Itemised forward FLOPs of `arch` at batch 1 and `seq_len` tokens: {item: int}, plus
     "matmul" (equals FlopCounterMode on the eager model) and "total"."""
     if seq_len <= 0:
-        raise ValueError(f"seq_len must be positive, got {seq_len}")
+        raise InputError(f"seq_len must be positive, got {seq_len}")
     return {
         k: int(round(float(v)))
         for k, v in flops_array(*arch.genes(), seq_len, num_labels=num_labels).items()
     }
+
+
+def size_miss(size, target_mb: float, max_mb=None):
+    """The fitness's size penalty |size - T| in MB (broadcast), inf over `max_mb`.
+
+    The one place the penalty and the cap's comparison are written: the GA's (ffn, vocab)
+    repair ranks vocabularies with it, so it judges a size at the cap exactly as the fitness does.
+    """
+    miss = np.abs(size - target_mb)
+    return miss if max_mb is None else np.where(size > max_mb, np.inf, miss)
 
 
 def fitness_array(
@@ -267,9 +300,7 @@ def fitness_array(
         num_labels=num_labels,
         head=head,
     )  # no A: on the full grid (L, H, 1, D, V)
-    miss = np.abs(size - target_mb)
-    if max_mb is not None:
-        miss = np.where(size > max_mb, np.inf, miss)
+    miss = size_miss(size, target_mb, max_mb)
     gflops = (
         flops_total_array(L, H, A, D, seq_len, num_labels=num_labels) / 1e9
     )  # no V: (L, H, A, D, 1)

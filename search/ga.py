@@ -10,8 +10,12 @@ Genomes are index vectors into the `SearchSpace` choice tuples (layers, hidden, 
 vocab), so every operator keeps genes inside the space by construction. Fitness is the
 paper's GFLOPs - |size_MB - T| with the itemised total FLOPs at the real sequence length and
 the size of the fp32 classifier with `num_labels` outputs and the students' `head` (what the
-compression job trains; `cost.HEADS`); infeasible points (over `max_mb`, heads not dividing hidden, a head size hidden / heads
-below the space's `min_head_size`) score -inf.
+compression job trains; `cost.HEADS`); infeasible points (over `max_mb`, heads not dividing
+hidden, a head size hidden / heads below the space's `min_head_size`) score -inf, and the
+searches rank them by how far they are from feasible (`ConstrainedFitness`).
+
+Ties break the same way everywhere: the smaller genome (index vector, compared gene by gene)
+comes first.
 
 All randomness comes from one `random.Random(seed)` per call: no global state is touched,
 so runs are reproducible and independent of each other.
@@ -27,12 +31,17 @@ import numpy as np
 from deap import base, creator, tools
 
 from search import cost
-from search.space import GENES, SearchSpace, Teacher
+from search.space import GENES, InputError, SearchSpace, Teacher
 
 VARIANTS = ("paper", "default")
 HIDDEN, HEADS, FFN, VOCAB = (GENES.index(g) for g in ("hidden", "heads", "ffn", "vocab"))
 # Genes the default variant sets by repair instead of mutation (see `_repair`).
 REPAIRED = (FFN, VOCAB)
+# run_ga's own options, which `exhaustive` accepts and ignores (a test holds them in step).
+GA_OPTIONS = ("variant", "population", "generations", "crossover_rate", "children", "seed")
+# (layers, hidden, heads) triples whose (ffn, vocab) blocks are scored at once by `_top_k`:
+# 256 x 96 x 50 points at most, about 10 MB an array.
+BLOCK_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,59 @@ OBJECTIVES = (
     Objective("gflops", 1.0, _gflops_objective),
 )
 
+
+class ConstrainedFitness(base.Fitness):
+    """A DEAP fitness under Deb's constraint-domination: `violation` (0 for a feasible genome,
+    else how far it is from feasible: `Problem.violation`) ranks before the objectives.
+
+    A feasible genome beats, and dominates, every infeasible one; of two infeasible ones the
+    nearer to feasible wins. Without it every infeasible genome ties at -inf, and a search
+    started among them (a tight cap, a large head-size floor) drifts blindly.
+    """
+
+    violation = 0.0
+
+    def key(self):
+        """Sort key: feasibility first (less violation is better), then the weighted values."""
+        return (-self.violation, self.wvalues)
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def __eq__(self, other):
+        return self.key() == other.key()
+
+    def __ne__(self, other):
+        return self.key() != other.key()
+
+    def __lt__(self, other):
+        return self.key() < other.key()
+
+    def __le__(self, other):
+        return self.key() <= other.key()
+
+    def __gt__(self, other):
+        return self.key() > other.key()
+
+    def __ge__(self, other):
+        return self.key() >= other.key()
+
+    def __deepcopy__(self, memo):
+        copy = super().__deepcopy__(memo)
+        copy.violation = self.violation
+        return copy
+
+    def dominates(self, other, obj=slice(None)):
+        if self.violation != other.violation:
+            return self.violation < other.violation
+        return super().dominates(other, obj)
+
+
 # DEAP's creator is global state: the classes are made here, once, at import.
 if not hasattr(creator, "ArchFitness"):
-    creator.create("ArchFitness", base.Fitness, weights=(1.0,))
+    creator.create("ArchFitness", ConstrainedFitness, weights=(1.0,))
     creator.create("ArchIndividual", list, fitness=creator.ArchFitness)
-    creator.create("ParetoFitness", base.Fitness, weights=tuple(o.weight for o in OBJECTIVES))
+    creator.create("ParetoFitness", ConstrainedFitness, weights=tuple(o.weight for o in OBJECTIVES))
     creator.create("ParetoIndividual", list, fitness=creator.ParetoFitness)
 
 
@@ -98,16 +155,20 @@ class Problem:
         """(n, 5) index genomes -> (n, 5) gene values."""
         return np.stack(self.columns(idx), axis=-1)
 
-    def size_mb(self, values) -> np.ndarray:
-        """fp32 size of (n, 5) gene values (or five broadcastable columns)."""
+    def params(self, values) -> np.ndarray:
+        """Parameter count (int64) of (n, 5) gene values (or five broadcastable columns)."""
         t = self.teacher
-        return cost.size_mb_array(
+        return cost.params_array(
             *_unpack(values),
             max_positions=t.max_positions,
             type_vocab=t.type_vocab,
             num_labels=self.num_labels,
             head=self.head,
         )
+
+    def size_mb(self, values) -> np.ndarray:
+        """fp32 size of (n, 5) gene values (or five broadcastable columns)."""
+        return cost.mb(self.params(values))
 
     def flops(self, values) -> dict:
         """Itemised FLOPs of (n, 5) gene values."""
@@ -130,35 +191,39 @@ class Problem:
         """(n, 5) index genomes -> (n,) fitness."""
         return self.score(self.columns(idx))
 
+    def violation(self, values) -> np.ndarray:
+        """How far (n, 5) gene values are from feasible, (n,): 0 exactly where the fitness is
+        finite; else the space's `head_violation` plus the size's relative excess over `max_mb`."""
+        out = self.space.head_violation(values[:, HIDDEN], values[:, HEADS])
+        if self.max_mb is not None:
+            size = self.size_mb(values)
+            out = out + np.where(size > self.max_mb, (size - self.max_mb) / self.max_mb, 0.0)
+        return out
+
     def best_vocab(self, cols) -> np.ndarray:
         """Index of the best vocab for each point of broadcastable gene-value `cols` (their
-        vocab column is ignored); shaped like the broadcast of the others.
+        vocab column is ignored); shaped like the broadcast of the others. Ties: the smaller.
 
-        FLOPs do not depend on V (the lookup is a gather) and size is linear in V, so the best
-        V is the one whose size is nearest the target without passing `max_mb`: one of the two
-        choices around the exact solution, or the largest choice under the cap. Closed form.
+        FLOPs do not depend on V (the lookup is a gather), so the best V is the one whose size
+        misses the target least without passing `max_mb` (`cost.size_miss`). Size grows with V,
+        so it is one of the two choices around the target or the largest within the cap. The
+        parameter count is linear in V, so integer arithmetic finds those exactly
+        (`cost.max_params_within`), and they are judged on their sizes as the fitness judges them.
         """
         vocabs = self.choices[VOCAB]  # (nV,)
-        base = self.size_mb([*cols[:VOCAB], 0])  # size without the word embeddings
-        per_v = self.size_mb([*cols[:VOCAB], 1]) - base  # MB per vocabulary entry
-        last = len(vocabs) - 1
-        j = np.searchsorted(vocabs, (self.target_mb - base) / per_v)
-        candidates = [np.clip(j - 1, 0, last), np.clip(j, 0, last)]
+        base = self.params([*cols[:VOCAB], 0])  # (S) parameters without the word embeddings
+        per_v = self.params([*cols[:VOCAB], 1]) - base  # (S) parameters per vocabulary entry
+        below_target = cost.max_params_within(self.target_mb, strict=True)
+        first_over = np.searchsorted(vocabs, (below_target - base) // per_v + 1)  # size >= T
+        candidates = [first_over - 1, first_over]
         if self.max_mb is not None:
-            under = np.searchsorted(vocabs, (self.max_mb - base) / per_v, side="right") - 1
-            candidates.append(np.clip(under, 0, last))
-        best, best_miss = None, None
-        for v in candidates:  # 2 or 3 arrays shaped S
-            size = base + per_v * vocabs[v]
-            miss = np.abs(size - self.target_mb)
-            if self.max_mb is not None:
-                miss = np.where(size > self.max_mb, np.inf, miss)  # all over: any, it scores -inf
-            if best is None:
-                best, best_miss = v, miss
-            else:
-                better = miss < best_miss  # ties keep the smaller vocab
-                best, best_miss = np.where(better, v, best), np.where(better, miss, best_miss)
-        return best
+            within = cost.max_params_within(self.max_mb)
+            candidates.append(np.searchsorted(vocabs, (within - base) // per_v, side="right") - 1)
+        candidates = np.clip(np.stack(np.broadcast_arrays(*candidates)), 0, len(vocabs) - 1)
+        size = cost.mb(base + per_v * vocabs[candidates])  # (k, S)
+        miss = cost.size_miss(size, self.target_mb, self.max_mb)
+        # the least miss; among equal misses, the smaller vocab
+        return np.where(miss == miss.min(axis=0), candidates, len(vocabs)).min(axis=0)
 
     def repair(self, idx: np.ndarray) -> np.ndarray:
         """Set each genome's (ffn, vocab) to the fittest pair given its other genes, in place.
@@ -178,14 +243,7 @@ class Problem:
     def rows(self, idx, fitness) -> list[dict]:
         """Result dicts (genes, params, size_mb, gflops, flops_matmul, fitness, head) of genomes."""
         values = self.values(idx)
-        t = self.teacher
-        count = cost.params_array(
-            *values.T,
-            max_positions=t.max_positions,
-            type_vocab=t.type_vocab,
-            num_labels=self.num_labels,
-            head=self.head,
-        )
+        count = self.params(values)
         fl = self.flops(values)
         out = []
         for i, row in enumerate(values):
@@ -214,27 +272,28 @@ def _unpack(values):
 
 
 def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="sequence") -> Problem:
-    """Validated problem; ValueError naming the bad argument."""
-    if not target_mb > 0:
-        raise ValueError(f"target_mb must be positive, got {target_mb}")
+    """Validated problem; InputError naming the bad argument. Past it, the space's smallest
+    architecture is feasible (within `max_mb`, its heads fit): every search has a candidate."""
+    if not 0 < target_mb < np.inf:
+        raise InputError(f"target_mb must be positive and finite, got {target_mb}")
     if seq_len <= 0:
-        raise ValueError(f"seq_len must be positive, got {seq_len}")
+        raise InputError(f"seq_len must be positive, got {seq_len}")
     cost.check_head(head)
     problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels, head)
-    if max_mb is not None and max_mb < problem.smallest_mb():
-        raise ValueError(
+    if max_mb is not None and not max_mb >= problem.smallest_mb():
+        raise InputError(
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"
         )
     return problem
 
 
 def _check_target(problem: Problem) -> None:
-    """ValueError when even the space's smallest architecture is over the budget: the fitness
+    """InputError when even the space's smallest architecture is over the budget: the fitness
     only penalises |size - T|, so the search would return students far over it."""
     floor = problem.smallest_mb()
     if problem.target_mb < floor:
         a = problem.space.smallest()
-        raise ValueError(
+        raise InputError(
             f"target_mb={problem.target_mb:g} is below the smallest architecture in the space "
             f"({floor:.3f} MB: L{a.layers} H{a.hidden} A{a.heads} D{a.ffn} V{a.vocab})"
         )
@@ -302,7 +361,7 @@ def sel_tournament(ranked, k, rng: random.Random, size=3):
 def sel_best_distinct(inds, k):
     """The best k individuals with distinct genomes: duplicates never crowd the population."""
     seen, out = set(), []
-    for ind in sorted(inds, key=lambda ind: ind.fitness, reverse=True):
+    for ind in sorted(inds, key=lambda ind: ind.fitness.key(), reverse=True):
         key = tuple(ind)
         if key not in seen:
             seen.add(key)
@@ -332,15 +391,35 @@ def _evaluate(problem: Problem, inds, archive: dict, repair: bool):
         _repair(problem, idx)
         for ind, row in zip(inds, idx.tolist(), strict=True):
             ind[:] = row
-    for ind, f in zip(inds, problem.fitness(idx), strict=True):
-        ind.fitness.values = (float(f),)
-        archive[tuple(ind)] = float(f)
+    fitness = problem.fitness(idx)
+    for ind, f in zip(inds, fitness.tolist(), strict=True):
+        ind.fitness.values = (f,)
+        archive[tuple(ind)] = f
+    bad = np.flatnonzero(~np.isfinite(fitness))  # only these need a violation (default 0)
+    for i, v in zip(bad, problem.violation(problem.values(idx[bad])).tolist(), strict=True):
+        inds[i].fitness.violation = v
+
+
+def _seed_feasible(problem: Problem, pop: list, evaluate) -> None:
+    """When no genome of the random first population is feasible, the space's smallest
+    architecture replaces its last one, in place: it is always feasible (`_problem`), so
+    the search has a feasible point to grow from and never comes back empty-handed."""
+    if any(ind.fitness.violation == 0 for ind in pop):
+        return
+    pop[-1] = _individual(problem.space.index_of(problem.space.smallest()), type(pop[-1]))
+    evaluate(pop[-1:])
+
+
+def _two_parents(pop, rng: random.Random):
+    """Two different random parents, or the only one twice: a population holds one distinct
+    genome when the space has one point."""
+    return rng.sample(pop, 2) if len(pop) > 1 else [pop[0], pop[0]]
 
 
 def _paper_child(pop, problem, rng, crossover_rate):
     """Algorithm 1: one-point crossover of two random parents, else tail mutation of one."""
     if rng.random() < crossover_rate:
-        a, b = rng.sample(pop, 2)
+        a, b = _two_parents(pop, rng)
         return cx_one_point(a, b, rng)
     child = _individual(rng.choice(pop))
     mut_tail(child, problem.shape, rng)
@@ -376,17 +455,21 @@ def run_ga(
     num_labels: int = 2,
     head: str = "sequence",
 ) -> list[dict]:
-    """Genetic search; the top-k distinct feasible candidates it evaluated, best first.
+    """Genetic search; the top-k distinct feasible candidates it explored, best first (ties:
+    the smaller genome first). Never empty: the space's smallest architecture fits (else
+    InputError), and the first population holds it when no random genome is feasible.
 
     Budget: `population` random genomes, then `generations` x `children` new ones (mu + lambda:
-    the best `population` distinct genomes of parents + children survive). Each dict holds
-    layers, hidden, heads, ffn, vocab, params, size_mb (fp32), gflops, flops_matmul, fitness,
-    head (the classifier head the size counts).
+    the best `population` distinct genomes of parents + children survive). The paper variant
+    explores the genomes it evaluates; the default variant explores, for each (layers, hidden,
+    heads) it evaluates, the whole (ffn, vocab) block its repair searched (`_top_k`). Each dict
+    holds layers, hidden, heads, ffn, vocab, params, size_mb (fp32), gflops, flops_matmul,
+    fitness, head (the classifier head the size counts).
     """
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
     if population < 2 or children < 1 or generations < 0 or top_k < 1:
-        raise ValueError(
+        raise InputError(
             "population >= 2, children >= 1, generations >= 0 and top_k >= 1 are required"
         )
     problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head)
@@ -396,21 +479,85 @@ def run_ga(
     repair = variant == "default"
     archive: dict[tuple, float] = {}  # every genome evaluated -> fitness (for the top-k)
 
+    def evaluate(inds):
+        _evaluate(problem, inds, archive, repair)
+
     pop = [init_random(problem.shape, rng) for _ in range(population)]
-    _evaluate(problem, pop, archive, repair)
+    evaluate(pop)
+    _seed_feasible(problem, pop, evaluate)
     pop = sel_best_distinct(pop, population)  # ranked best first, as selection expects
     for _ in range(generations):
         kids = [make_child(pop, problem, rng, crossover_rate) for _ in range(children)]
-        _evaluate(problem, kids, archive, repair)
+        evaluate(kids)
         pop = sel_best_distinct(pop + kids, population)
-    return _top_k(problem, archive, top_k)
+    return _top_k(problem, archive, top_k, blocks=repair)
 
 
-def _top_k(problem: Problem, archive: dict, k: int) -> list[dict]:
-    ranked = sorted(((f, g) for g, f in archive.items() if f > -np.inf), reverse=True)[:k]
+def _top_k(problem: Problem, archive: dict, k: int, blocks: bool) -> list[dict]:
+    """Rows of the k best feasible genomes explored, best first; ties: the smaller genome first.
+
+    With `blocks` (the default variant) the explored points are the whole (ffn, vocab) blocks
+    of the archive's (layers, hidden, heads) triples: its repair searched each block exactly
+    but kept only the best point, so without them a runner-up that shares a triple with a
+    better genome could never be listed.
+    """
+    ranked = sorted((-f, g) for g, f in archive.items() if f > -np.inf)  # (-fitness, genome)
+    if blocks:
+        ranked = _block_points(problem, ranked, k)
+    ranked = ranked[:k]
     if not ranked:
         return []
-    return problem.rows([g for _, g in ranked], [f for f, _ in ranked])
+    return problem.rows([g for _, g in ranked], [-f for f, _ in ranked])
+
+
+def _block_points(problem: Problem, ranked: list, k: int) -> list:
+    """The k best (-fitness, genome) of the (ffn, vocab) blocks of `ranked`'s triples, sorted.
+
+    `ranked` (sorted) holds each block's best point, the repair's choice. A block whose best is
+    below the k-th best of `ranked` holds no top-k point: it is not scored (for k = 1, only the
+    best genome's block is).
+    """
+    floor = ranked[k - 1][0] if len(ranked) >= k else np.inf
+    triples = sorted(g[:FFN] for f, g in ranked if f <= floor)
+    out = []
+    for start in range(0, len(triples), BLOCK_CHUNK):
+        out += _best_in_blocks(problem, triples[start : start + BLOCK_CHUNK], k)
+    return sorted(out)[:k]
+
+
+def _best_in_blocks(problem: Problem, triples: list, k: int) -> list:
+    """The k best feasible (-fitness, genome) over every (ffn, vocab) of sorted index `triples`."""
+    t = np.array(triples, dtype=np.int64)  # (m, 3)
+    cols = [c[t[:, g]][:, None, None] for g, c in enumerate(problem.choices[:FFN])]  # (m, 1, 1)
+    cols += [problem.choices[FFN][None, :, None], problem.choices[VOCAB][None, None, :]]
+    shape = (len(t), len(problem.choices[FFN]), len(problem.choices[VOCAB]))
+    # Raveled in genome order (triples sorted, then ffn, vocab): position ties are genome ties.
+    flat = np.broadcast_to(problem.score(cols), shape).ravel()
+    best = _best_flat(flat, k)
+    i, d, v = np.unravel_index(best, shape)
+    return [
+        (-float(flat[b]), (*triples[i_], int(d_), int(v_)))
+        for b, i_, d_, v_ in zip(best, i, d, v, strict=True)
+    ]
+
+
+def _best_flat(flat: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k largest finite values of 1-D `flat`, best first. Ties: the smaller
+    position first, also where they straddle the k-th place (argpartition picks at random)."""
+    if k == 1:
+        best = np.array([np.argmax(flat)])  # argmax: the first of the largest
+        return best[flat[best] > -np.inf]
+    # Only feasible points: under a tight cap nearly all are -inf, and partitioning millions
+    # of equal values is slow (3 s on the paper's grid).
+    finite = np.flatnonzero(flat > -np.inf)
+    values = flat[finite]
+    k = min(k, len(values))
+    if k == 0:
+        return finite
+    kth = np.partition(values, len(values) - k)[len(values) - k]  # the k-th largest value
+    above = finite[values > kth]
+    best = np.concatenate([above, finite[values == kth][: k - len(above)]])
+    return best[np.lexsort((best, -flat[best]))]
 
 
 # ---------------------------------------------------------------- exhaustive
@@ -426,13 +573,20 @@ def exhaustive(
     max_mb: float | None = None,
     num_labels: int = 2,
     head: str = "sequence",
-    **_ga_options,
+    **ga_options,
 ) -> list[dict]:
     """The true top-k: every grid point scored with numpy broadcasting (no loop over points).
+    Ties: the smaller genome first.
 
-    Accepts (and ignores) the GA's own options (variant, population, seed, ...) so it can be
-    called with the same arguments as `run_ga`.
+    Accepts (and ignores) the GA's own options (`GA_OPTIONS`: variant, population, seed, ...)
+    so it can be called with the same arguments as `run_ga`; any other keyword is a TypeError,
+    as it is for `run_ga`.
     """
+    unknown = sorted(set(ga_options) - set(GA_OPTIONS))
+    if unknown:
+        raise TypeError(f"exhaustive() got an unexpected keyword argument {unknown[0]!r}")
+    if top_k < 1:
+        raise InputError(f"top_k >= 1 is required, got {top_k}")
     problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head)
     _check_target(problem)
     fit = cost.fitness_array(
@@ -445,14 +599,8 @@ def exhaustive(
         min_head_size=space.min_head_size,
         head=head,
     )  # (nL, nH, nA, nD, nV)
-    flat = np.broadcast_to(fit, space.shape()).ravel()
-    k = min(top_k, flat.size)
-    if k == 1:
-        best = np.array([np.argmax(flat)])
-    else:
-        best = np.argpartition(flat, flat.size - k)[flat.size - k :]
-        best = best[np.argsort(-flat[best], kind="stable")]
-    best = best[flat[best] > -np.inf]
+    flat = np.broadcast_to(fit, space.shape()).ravel()  # raveled in genome order
+    best = _best_flat(flat, top_k)
     return problem.rows(space.unravel(best), flat[best])
 
 
@@ -475,28 +623,38 @@ def pareto(
     """NSGA-II over `OBJECTIVES` (size_mb down, gflops up): the distinct non-dominated set found.
 
     Each dict holds the genes, params, size_mb, gflops, flops_matmul (fitness is None: there
-    is no single target). Points over `max_mb` or infeasible in the space (heads not dividing
-    hidden, a head size below `min_head_size`) are dominated by every feasible one.
+    is no single target), sorted by size (ties: the smaller genome first). Points over
+    `max_mb` or infeasible in the space (heads not dividing hidden, a head size below
+    `min_head_size`) are dominated by every feasible one, and by those nearer to feasible
+    (`ConstrainedFitness`). Never empty, as `run_ga`.
     """
+    if population < 2 or generations < 0:
+        raise InputError(
+            f"population >= 2 and generations >= 0 are required, got {population}, {generations}"
+        )
     # The target is unused here (no scalar fitness); the problem supplies sizes and FLOPs.
     problem = _problem(space, teacher, 1.0, seq_len, max_mb, num_labels, head)
     rng = random.Random(seed)
     cls = creator.ParetoIndividual
 
+    def evaluate(inds):
+        _evaluate_objectives(problem, inds)
+
     pop = [init_random(problem.shape, rng, cls) for _ in range(population)]
-    _evaluate_objectives(problem, pop)
+    evaluate(pop)
+    _seed_feasible(problem, pop, evaluate)
     for _ in range(generations):
         kids = []
         for _ in range(population):
-            a, b = rng.sample(pop, 2)
+            a, b = _two_parents(pop, rng)
             child = cx_uniform(a, b, rng) if rng.random() < crossover_rate else _individual(a, cls)
             mut_index_step(child, problem.shape, rng)
             kids.append(child)
-        _evaluate_objectives(problem, kids)
+        evaluate(kids)
         pop = tools.selNSGA2(_distinct(pop + kids), population)
     front = tools.sortNondominated(_distinct(pop), len(pop), first_front_only=True)[0]
-    front = [ind for ind in front if all(np.isfinite(ind.fitness.values))]
-    front.sort(key=lambda ind: ind.fitness.values)
+    front = [ind for ind in front if ind.fitness.violation == 0]
+    front.sort(key=lambda ind: (ind.fitness.values, list(ind)))
     rows = problem.rows([list(ind) for ind in front], [0.0] * len(front))
     return [row | {"fitness": None} for row in rows]
 
@@ -509,15 +667,12 @@ def _distinct(inds):
 
 
 def _evaluate_objectives(problem: Problem, inds):
-    """Set each individual's objective values; infeasible ones get the worst possible values."""
+    """Set each individual's objective values and its violation (0 when feasible): an
+    infeasible one keeps its values, but `ConstrainedFitness` ranks it behind every feasible one."""
     idx = np.array(inds, dtype=np.int64).reshape(-1, 5)
     values = problem.values(idx)
     columns = [np.asarray(o.fn(problem, values), dtype=np.float64) for o in OBJECTIVES]
-    bad = ~problem.space.feasible(values[:, HIDDEN], values[:, HEADS])
-    if problem.max_mb is not None:
-        bad = bad | (problem.size_mb(values) > problem.max_mb)
+    violation = problem.violation(values)
     for i, ind in enumerate(inds):
-        if bad[i]:
-            ind.fitness.values = tuple(-np.inf * o.weight for o in OBJECTIVES)
-        else:
-            ind.fitness.values = tuple(float(c[i]) for c in columns)
+        ind.fitness.values = tuple(float(c[i]) for c in columns)
+        ind.fitness.violation = float(violation[i])

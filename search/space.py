@@ -18,6 +18,18 @@ from pathlib import Path
 import numpy as np
 
 GENES = ("layers", "hidden", "heads", "ffn", "vocab")
+# Largest teacher dimension accepted: far above any BERT-family model, and low enough that a
+# parameter count of teacher-sized genes cannot overflow int64 (6 * 1e6**3 < 2**63).
+MAX_TEACHER_DIM = 1_000_000
+
+
+class InputError(ValueError):
+    """Bad input from the caller (a teacher, a budget, a space, an option): the message names it.
+
+    A ValueError, so callers that catch ValueError keep working; `python -m search` reports
+    this type (and only this type) as one line with exit status 2, so an internal bug still
+    shows its traceback.
+    """
 
 # transformers' model_type values whose modules match BERT's / RoBERTa's parameter layout.
 _FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "roberta"}
@@ -37,12 +49,12 @@ class Arch:
         for name in GENES:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise ValueError(f"Arch.{name} must be an int, got {value!r}")
+                raise InputError(f"Arch.{name} must be an int, got {value!r}")
             if value <= 0:
-                raise ValueError(f"Arch.{name} must be positive, got {value}")
+                raise InputError(f"Arch.{name} must be positive, got {value}")
             object.__setattr__(self, name, int(value))  # numpy ints -> int (hashable, JSON)
         if self.hidden % self.heads:
-            raise ValueError(f"Arch.heads={self.heads} must divide hidden={self.hidden}")
+            raise InputError(f"Arch.heads={self.heads} must divide hidden={self.hidden}")
 
     def genes(self) -> tuple[int, int, int, int, int]:
         """(layers, hidden, heads, ffn, vocab)."""
@@ -93,40 +105,53 @@ class Teacher:
 
     def __post_init__(self):
         if self.family not in ("roberta", "bert"):
-            raise ValueError(
+            raise InputError(
                 f"teacher {self.name!r}: family must be 'roberta' or 'bert', got {self.family!r}"
             )
+        for name in _TEACHER_DIMS:
+            _check_dim(self.name, name, getattr(self, name))
 
     @classmethod
     def from_hf_config(cls, config: dict, name: str = "custom") -> Teacher:
         """Teacher from a transformers config dict (the contents of a `config.json`)."""
         model_type = config.get("model_type")
         if model_type not in _FAMILY_OF_MODEL_TYPE:
-            raise ValueError(
+            raise InputError(
                 f"teacher {name!r}: model_type {model_type!r} is not one of {sorted(_FAMILY_OF_MODEL_TYPE)}"
             )
-        keys = dict(
-            layers="num_hidden_layers",
-            hidden="hidden_size",
-            heads="num_attention_heads",
-            ffn="intermediate_size",
-            vocab="vocab_size",
-            max_positions="max_position_embeddings",
-            type_vocab="type_vocab_size",
-        )
-        missing = [k for k in keys.values() if k not in config]
+        missing = [k for k in _TEACHER_DIMS.values() if k not in config]
         if missing:
-            raise ValueError(f"teacher {name!r}: config lacks {', '.join(missing)}")
-        bad = [k for k in keys.values() if isinstance(config[k], bool) or not isinstance(config[k], int)]
-        if bad:
-            raise ValueError(f"teacher {name!r}: config's {', '.join(bad)} must be integers, got "
-                             + ", ".join(repr(config[k]) for k in bad))
-        dims = {ours: config[theirs] for ours, theirs in keys.items()}
+            raise InputError(f"teacher {name!r}: config lacks {', '.join(missing)}")
+        for key in _TEACHER_DIMS.values():
+            _check_dim(name, f"config's {key}", config[key])
+        dims = {ours: config[theirs] for ours, theirs in _TEACHER_DIMS.items()}
         return cls(name=name, family=_FAMILY_OF_MODEL_TYPE[model_type], **dims)
 
     def arch(self) -> Arch:
         """The teacher's own shape as an `Arch`."""
         return Arch(self.layers, self.hidden, self.heads, self.ffn, self.vocab)
+
+
+# Teacher field -> its transformers config key.
+_TEACHER_DIMS = dict(
+    layers="num_hidden_layers",
+    hidden="hidden_size",
+    heads="num_attention_heads",
+    ffn="intermediate_size",
+    vocab="vocab_size",
+    max_positions="max_position_embeddings",
+    type_vocab="type_vocab_size",
+)
+
+
+def _check_dim(teacher: str, what: str, value) -> None:
+    """InputError naming `what` unless `value` is an int in [1, MAX_TEACHER_DIM]."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise InputError(f"teacher {teacher!r}: {what} must be an integer, got {value!r}")
+    if not 1 <= value <= MAX_TEACHER_DIM:
+        raise InputError(
+            f"teacher {teacher!r}: {what} must be between 1 and {MAX_TEACHER_DIM:,}, got {value}"
+        )
 
 
 _CODEBERT = dict(
@@ -165,7 +190,7 @@ _ALIASES = {
 
 def teacher_spec(name_or_path: str) -> Teacher:
     """Teacher by preset name (codebert-base, graphcodebert-base, minilm-l6), or from a
-    `config.json` or a model folder holding one. ValueError naming the argument otherwise."""
+    `config.json` or a model folder holding one. InputError naming the argument otherwise."""
     key = _ALIASES.get(str(name_or_path), str(name_or_path))
     if key in PRESETS:
         return PRESETS[key]
@@ -175,18 +200,18 @@ def teacher_spec(name_or_path: str) -> Teacher:
     if not path.is_file() and (
         path.suffix == ".json" or path.parent.is_dir() and len(path.parts) > 1
     ):
-        raise ValueError(f"teacher {str(name_or_path)!r}: no such file: {path}")
+        raise InputError(f"teacher {str(name_or_path)!r}: no such file: {path}")
     if not path.is_file():
-        raise ValueError(
+        raise InputError(
             f"unknown teacher {str(name_or_path)!r}: not a preset ({', '.join(PRESETS)}) "
             f"nor an existing config.json or model folder"
         )
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"teacher {str(name_or_path)!r}: cannot read {path}: {err}") from None
+        raise InputError(f"teacher {str(name_or_path)!r}: cannot read {path}: {err}") from None
     if not isinstance(config, dict):
-        raise ValueError(f"teacher {str(name_or_path)!r}: {path} is not a JSON object")
+        raise InputError(f"teacher {str(name_or_path)!r}: {path} is not a JSON object")
     return Teacher.from_hf_config(config, name=str(name_or_path))
 
 
@@ -225,12 +250,12 @@ class SearchSpace:
         for name in GENES:
             values = tuple(int(v) for v in getattr(self, name))
             if not values or any(v <= 0 for v in values) or list(values) != sorted(set(values)):
-                raise ValueError(
+                raise InputError(
                     f"SearchSpace.{name} must be non-empty, positive, strictly increasing: {values}"
                 )
             object.__setattr__(self, name, values)
         if not 1 <= self.min_head_size <= self.hidden[-1]:
-            raise ValueError(
+            raise InputError(
                 f"min_head_size must be between 1 and the largest hidden size ({self.hidden[-1]}), "
                 f"got {self.min_head_size}"
             )
@@ -257,10 +282,16 @@ class SearchSpace:
 
     def smallest(self) -> Arch:
         """The smallest feasible model: every gene at its least choice, hidden at the least
-        one that holds a head of `min_head_size` (parameters grow with every gene but heads,
-        which add none)."""
-        hidden = next(h for h in self.hidden if self.feasible(h, self.heads[0]))
-        return Arch(self.layers[0], hidden, self.heads[0], self.ffn[0], self.vocab[0])
+        one that some heads choice fits, with the fewest such heads (parameters grow with
+        every gene but heads, which add none). InputError when no point is feasible."""
+        fits = ((h, a) for h in self.hidden for a in self.heads if self.feasible(h, a))
+        hidden, heads = next(fits, (None, None))
+        if hidden is None:
+            raise InputError(
+                f"no (hidden, heads) of the space is feasible: heads {self.heads} must divide "
+                f"hidden {self.hidden} into heads of at least {self.min_head_size}"
+            )
+        return Arch(self.layers[0], hidden, heads, self.ffn[0], self.vocab[0])
 
     def size(self) -> int:
         """Number of points in the grid (feasible or not)."""
@@ -273,6 +304,14 @@ class SearchSpace:
     def feasible(self, hidden, heads) -> np.ndarray:
         """`heads_fit` with this space's `min_head_size`."""
         return heads_fit(hidden, heads, self.min_head_size)
+
+    def head_violation(self, hidden, heads) -> np.ndarray:
+        """How far (hidden, heads) are from `feasible` (broadcast; 0 exactly when feasible):
+        the head size's relative shortfall below `min_head_size`, plus 1 when heads do not
+        divide hidden. The GA ranks infeasible genomes by it (`search.ga.ConstrainedFitness`)."""
+        hidden, heads = np.asarray(hidden, dtype=np.float64), np.asarray(heads, dtype=np.float64)
+        shortfall = np.maximum(0.0, 1.0 - hidden / (heads * self.min_head_size))
+        return shortfall + (np.fmod(hidden, heads) != 0)
 
     def feasible_mask(self) -> np.ndarray:
         """Broadcastable mask (1, H, A, 1, 1) of `feasible` over the grid."""
@@ -293,13 +332,13 @@ class SearchSpace:
         return np.stack(np.unravel_index(np.asarray(flat), self.shape()), axis=-1)
 
     def index_of(self, arch: Arch) -> tuple[int, ...]:
-        """Index genome of an Arch inside this space; ValueError when outside it."""
+        """Index genome of an Arch inside this space; InputError when outside it."""
         try:
             return tuple(
                 getattr(self, name).index(v) for name, v in zip(GENES, arch.genes(), strict=True)
             )
-        except ValueError:
-            raise ValueError(f"{arch} is outside the search space") from None
+        except ValueError:  # tuple.index: a gene value not among the choices
+            raise InputError(f"{arch} is outside the search space") from None
 
     def contains(self, arch: Arch) -> bool:
         """Whether every gene of `arch` is one of this space's choices."""

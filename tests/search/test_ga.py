@@ -1,5 +1,6 @@
 """GA operators, the two variants against the exhaustive optimum, and the Pareto front."""
 
+import inspect
 import itertools
 import random
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from search import cost, ga
-from search.space import Arch, SearchSpace, Teacher, teacher_spec
+from search.space import Arch, InputError, SearchSpace, Teacher, teacher_spec
 
 CODEBERT = teacher_spec("codebert-base")
 SPACE = SearchSpace.from_teacher(CODEBERT)
@@ -225,3 +226,148 @@ def test_head_decides_the_size_the_search_aims_at():
     assert cosine["params"] != plain["params"]
     with pytest.raises(ValueError, match="head must be one of"):
         ga.run_ga(space, minilm, 3.0, 64, head="pooler")
+
+
+GENOME = ("layers", "hidden", "heads", "ffn", "vocab")
+
+
+def _genomes(rows):
+    return [tuple(r[g] for g in GENOME) for r in rows]
+
+
+def test_repair_judges_a_vocab_at_the_cap_as_the_fitness_does():
+    """A cap equal to a point's exact size: the repair must not estimate that vocab over it
+    (a linear size estimate did, and picked a worse (ffn, vocab) than the exhaustive one)."""
+    minilm = teacher_spec("minilm-l6")
+    space = SearchSpace.from_teacher(minilm)
+    best = ga.exhaustive(space, minilm, 50.0, 400, max_mb=50.118152)[0]
+    assert _genomes([best]) == [(6, 384, 8, 1536, 4000)] and best["size_mb"] == 50.118152
+    found = ga.run_ga(space, minilm, 50.0, 400, seed=0, max_mb=50.118152)[0]
+    assert _genomes([found]) == _genomes([best]) and found["fitness"] == best["fitness"]
+    # Caps at the exact sizes of random points: the repaired block choice is the brute-force best.
+    rng = np.random.default_rng(0)
+    ffn, vocab = np.meshgrid(np.arange(len(SPACE.ffn)), np.arange(len(SPACE.vocab)), indexing="ij")
+    for _ in range(60):
+        point = np.array([rng.integers(0, n) for n in SPACE.shape()])
+        cap = float(ga.Problem(SPACE, CODEBERT, 1.0, 400).size_mb(SPACE.values(point[None]))[0])
+        problem = ga.Problem(SPACE, CODEBERT, cap * rng.choice([0.9, 1.0, 1.1]), 400, max_mb=cap)
+        block = np.repeat(point[None], ffn.size, axis=0)
+        block[:, 3], block[:, 4] = ffn.ravel(), vocab.ravel()
+        repaired = problem.repair(point[None].copy())
+        assert problem.fitness(repaired)[0] == problem.fitness(block).max()
+
+
+def test_violation_is_zero_exactly_where_the_fitness_is_finite():
+    space = SearchSpace.from_teacher(CODEBERT, min_head_size=64)
+    problem = ga.Problem(space, CODEBERT, 3.0, 400, max_mb=3.0)
+    rng = np.random.default_rng(1)
+    idx = np.stack([rng.integers(0, n, 5000) for n in space.shape()], axis=-1)
+    values = problem.values(idx)
+    violation = problem.violation(values)
+    assert np.all(violation >= 0)
+    assert np.array_equal(violation == 0, np.isfinite(problem.fitness(idx)))
+    heads_fit = space.feasible(values[:, 1], values[:, 2])
+    over_cap = problem.size_mb(values) > 3.0
+    for drawn in (heads_fit & ~over_cap, heads_fit & over_cap, ~heads_fit & ~over_cap):
+        assert drawn.any()  # each way of (not) fitting was drawn
+
+
+def _fitness(violation, value):
+    fit = ga.creator.ArchFitness()
+    fit.values, fit.violation = (value,), violation
+    return fit
+
+
+def test_infeasible_genomes_rank_by_their_distance_to_feasible():
+    near, far, feasible = (_fitness(v, f) for v, f in ((0.1, -np.inf), (2.0, -np.inf), (0.0, -5.0)))
+    assert feasible > near > far
+    assert feasible.dominates(near) and near.dominates(far) and not far.dominates(near)
+    assert sorted([far, feasible, near]) == [far, near, feasible]
+
+
+@pytest.mark.parametrize("variant", ga.VARIANTS)
+def test_a_tight_cap_still_finds_what_fits(variant):
+    """Nearly every genome is over a 0.5 MB cap or below a 64-wide head: the searches must
+    still reach the few that fit (they used to return nothing)."""
+    space = SearchSpace.from_teacher(CODEBERT, min_head_size=64)
+    best = ga.exhaustive(space, CODEBERT, 0.5, 400, max_mb=0.5)
+    assert _genomes(best) == [(1, 64, 1, 32, 1000)] and space.smallest() == Arch(1, 64, 1, 32, 1000)
+    for seed in range(4):
+        found = ga.run_ga(space, CODEBERT, 0.5, 400, seed=seed, max_mb=0.5, variant=variant)
+        assert _genomes(found) == _genomes(best), seed
+    if variant == "default":  # a cap with more room: it still reaches the exhaustive optimum
+        best = ga.exhaustive(space, CODEBERT, 0.6, 400, max_mb=0.6)[0]
+        for seed in range(4):
+            assert ga.run_ga(space, CODEBERT, 0.6, 400, seed=seed, max_mb=0.6)[0]["fitness"] == best["fitness"]
+    front = ga.pareto(space, CODEBERT, 400, seed=0, max_mb=2.0, population=50, generations=30)
+    assert len(front) > 5 and all(r["size_mb"] <= 2.0 and r["hidden"] // r["heads"] >= 64 for r in front)
+
+
+@pytest.mark.parametrize("target", [1.5, 3.0, 25.0])
+def test_default_top_k_is_the_true_top_k(target):
+    """The repair keeps one (ffn, vocab) per (layers, hidden, heads); runners-up sharing a
+    triple with a better genome (1.5 MB: #3 L12 H64 A8 D32 beside #2 L12 H64 A8 D64) must
+    still be listed."""
+    best = ga.exhaustive(SPACE, CODEBERT, target, 400, top_k=12)
+    found = ga.run_ga(SPACE, CODEBERT, target, 400, seed=0, top_k=12)
+    assert _genomes(found) == _genomes(best)
+    assert [r["fitness"] for r in found] == [r["fitness"] for r in best]
+
+
+def test_top_k_needs_only_the_blocks_that_can_hold_it(monkeypatch):
+    scored = []
+    real = ga._best_in_blocks
+    monkeypatch.setattr(ga, "_best_in_blocks", lambda p, t, k: scored.append(len(t)) or real(p, t, k))
+    ga.run_ga(SPACE, CODEBERT, 3.0, 400, seed=0)
+    assert scored == [1]  # top-1: the best genome's block
+
+
+def test_ties_go_to_the_smaller_genome_everywhere():
+    """Two vocabularies equally far from the target tie on fitness: every search lists the
+    smaller first, whatever k (argpartition used to order them at random)."""
+    space = SearchSpace(layers=(1,), hidden=(16,), heads=(1,), ffn=(32,), vocab=(1000, 2000, 3000, 4000))
+    small, large = (cost.size_mb(Arch(1, 16, 1, 32, v), CODEBERT) for v in (1000, 2000))
+    target = (small + large) / 2
+    fit = ga.Problem(space, CODEBERT, target, 400).fitness(np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 1]]))
+    assert fit[0] == fit[1]  # the tie is exact
+    for k in (1, 2, 3, 4):
+        assert [r["vocab"] for r in ga.exhaustive(space, CODEBERT, target, 400, top_k=k)][:2] == [1000, 2000][:k]
+    for variant in ga.VARIANTS:
+        rows = ga.run_ga(space, CODEBERT, target, 400, seed=0, top_k=2, variant=variant)
+        assert [r["vocab"] for r in rows] == [1000, 2000], variant
+
+
+def test_a_one_point_space_and_bad_populations():
+    space = SearchSpace(layers=(1,), hidden=(16,), heads=(1,), ffn=(32,), vocab=(1000,))
+    for variant in ga.VARIANTS:
+        rows = ga.run_ga(space, CODEBERT, 3.0, 400, seed=0, top_k=3, variant=variant, generations=5)
+        assert _genomes(rows) == [(1, 16, 1, 32, 1000)]
+    assert _genomes(ga.pareto(space, CODEBERT, 400, seed=0, population=4, generations=3)) == [
+        (1, 16, 1, 32, 1000)
+    ]
+    for bad in (dict(population=1), dict(generations=-1)):
+        with pytest.raises(InputError, match="population >= 2"):
+            ga.pareto(SPACE, CODEBERT, 400, **bad)
+    with pytest.raises(InputError, match="top_k"):
+        ga.exhaustive(SPACE, CODEBERT, 3.0, 400, top_k=0)
+
+
+def test_exhaustive_refuses_unknown_keywords_like_run_ga():
+    for find in (ga.run_ga, ga.exhaustive):
+        with pytest.raises(TypeError, match="popluation"):
+            find(SPACE, CODEBERT, 3.0, 400, popluation=10)
+    ga.exhaustive(SPACE, CODEBERT, 3.0, 400, **{o: None for o in ga.GA_OPTIONS})
+    shared = set(inspect.signature(ga.exhaustive).parameters) - {"ga_options"}
+    own = set(inspect.signature(ga.run_ga).parameters) - shared
+    assert own == set(ga.GA_OPTIONS)
+
+
+def test_bad_input_is_an_input_error():
+    for call in (
+        lambda: ga.run_ga(SPACE, CODEBERT, 3.0, 400, variant="nope"),
+        lambda: ga.run_ga(SPACE, CODEBERT, float("inf"), 400),
+        lambda: ga.exhaustive(SPACE, CODEBERT, 3.0, 400, max_mb=float("nan")),
+        lambda: ga.run_ga(SPACE, CODEBERT, 3.0, 400, head="pooler"),
+    ):
+        with pytest.raises(InputError):
+            call()

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import search.__main__ as cli
+
 KEYS_ORDER = [
     "layers",
     "hidden",
@@ -114,3 +116,47 @@ def test_bench_prints_its_figures():
     for variant in ("paper", "default"):
         assert f"GA {variant}: median" in out.stdout
     assert out.stdout.count("optimum on") == 6
+
+
+def test_a_tight_cap_prints_what_fits():
+    """Nearly nothing fits 0.5 MB with 64-wide heads; the GA used to print an empty table."""
+    out = _run("--target-mb", "0.5", "--max-mb", "0.5", "--min-head-size", "64", "--seed", "0")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[2].split()[1:6] == ["1", "64", "1", "32", "1000"]
+
+
+def test_a_teacher_with_bad_dimensions_is_bad_input(tmp_path):
+    config = {"model_type": "bert", "num_hidden_layers": 6, "hidden_size": 384,
+              "num_attention_heads": 12, "intermediate_size": 1536, "vocab_size": 30522,
+              "max_position_embeddings": 10**20, "type_vocab_size": 2}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    out = _run("--teacher", str(tmp_path))
+    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "max_position_embeddings" in out.stderr
+
+
+def test_internal_errors_are_not_reported_as_bad_input(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(cli, "run_ga", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        cli.main(["--seed", "0"])
+
+
+def test_nothing_found_is_an_error(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "run_ga", lambda *args, **kwargs: [])
+    assert cli.main(["--target-mb", "2", "--seed", "0"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and len(out.err.strip().splitlines()) == 1
+    assert "no architecture of codebert-base found within 2.0 MB" in out.err
+
+
+def test_help_names_the_bench_subcommand_and_every_option():
+    out = _run("--help")
+    assert out.returncode == 0 and "python -m search bench" in out.stdout
+    for parser in (cli._search_parser(), cli._bench_parser()):
+        assert all(action.help for action in parser._actions), parser.prog
+    usage = cli.__doc__.split("python -m search bench", 1)[1].splitlines()[0]
+    assert "--seeds" in usage and "--runs" in usage

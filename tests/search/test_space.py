@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from search.space import Arch, SearchSpace, Teacher, teacher_spec
+from search.space import MAX_TEACHER_DIM, Arch, InputError, SearchSpace, Teacher, teacher_spec
 
 
 def test_arch_is_validated():
@@ -138,3 +138,49 @@ def test_head_size_floor_is_part_of_feasibility():
     for bad in (0, 65):
         with pytest.raises(ValueError, match="min_head_size"):
             SearchSpace(hidden=(16, 32, 64), min_head_size=bad)
+
+
+CONFIG = {
+    "model_type": "bert",
+    "num_hidden_layers": 4,
+    "hidden_size": 256,
+    "num_attention_heads": 4,
+    "intermediate_size": 1024,
+    "vocab_size": 8000,
+    "max_position_embeddings": 128,
+    "type_vocab_size": 2,
+}
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("num_hidden_layers", 0),
+        ("hidden_size", -5),
+        ("max_position_embeddings", -100000),
+        ("max_position_embeddings", 10**20),  # used to be an OverflowError deep in the cost model
+        ("vocab_size", MAX_TEACHER_DIM + 1),
+        ("type_vocab_size", 0),
+        ("intermediate_size", 1024.0),
+        ("num_attention_heads", True),
+    ],
+)
+def test_teacher_dimensions_are_checked(tmp_path, key, value):
+    """Each dimension an int in [1, MAX_TEACHER_DIM]: refused with one line naming the key."""
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG | {key: value}))
+    with pytest.raises(InputError, match=f"config's {key} must be") as err:
+        teacher_spec(str(tmp_path))
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="max_positions must be between 1 and"):
+        Teacher("t", "bert", 1, 64, 1, 64, 1000, 0, 1)
+    assert Teacher.from_hf_config(CONFIG | {"max_position_embeddings": MAX_TEACHER_DIM}).max_positions == MAX_TEACHER_DIM
+
+
+def test_smallest_is_the_least_feasible_hidden_and_heads():
+    # heads 2 first: 16 cannot hold two heads of 16, 32 can
+    space = SearchSpace(hidden=(16, 32, 64), heads=(2, 4), min_head_size=16)
+    assert (space.smallest().hidden, space.smallest().heads) == (32, 2)
+    space = SearchSpace(hidden=(16, 24), heads=(3, 5))  # 3 divides 24 only
+    assert (space.smallest().hidden, space.smallest().heads) == (24, 3)
+    with pytest.raises(InputError, match="no \\(hidden, heads\\) of the space is feasible"):
+        SearchSpace(hidden=(16, 32), heads=(3, 5)).smallest()
