@@ -105,9 +105,10 @@ def _job(args) -> int:
 
     config = args.config or ("demo" if args.command == "demo" else None)
     seeds = jobs.parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
-    seed_key = f"{jobs.SEEDED_SECTION.get(args.command)}.seed"
-    if seeds is not None and any(o.partition("=")[0] == seed_key for o in args.overrides):
-        raise ConfigError(f"--seeds and {seed_key}=... both set the {args.command} job's seed: give one")
+    if seeds is not None:
+        seed_key = f"{jobs.SEEDED_SECTION[args.command]}.seed"
+        if any(o.partition("=")[0] == seed_key for o in args.overrides):
+            raise ConfigError(f"--seeds and {seed_key}=... both set the {args.command} job's seed: give one")
     cfg = jobs.load(_config_path(config), args.overrides)
     if seeds is not None:
         return jobs.run_seeds(args.command, cfg, seeds, resume=args.resume)

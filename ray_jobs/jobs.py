@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ray_jobs import compress, summary
+from ray_jobs import compress, summary, sweep
 from ray_jobs.config import JobConfig, load_config
 from ray_jobs.errors import ConfigError, SweepFailed
 from ray_jobs.sweep import SweepOutcome
@@ -97,6 +97,7 @@ def run_demo(cfg: JobConfig, resume: bool) -> None:
     from ray_jobs import prune
 
     prune.check_inputs(cfg)  # a bad pruning setting is refused now, not after the compression job
+    sweep.check_restore_settings(cfg, prune.sweep_id(cfg))
     run_compress(cfg, resume)
     sid = run_prune(cfg, resume)
     png = summary.plot_bleu(cfg.results_dir, sid, Path(cfg.results_dir) / f"bleu_vs_sparsity-{sid}.png")

@@ -216,7 +216,9 @@ def read_rows(results_dir: str | os.PathLike, table: str, sweep_id: str) -> list
         return []
     try:
         return pq.read_table(path).to_pylist()
-    except pa.ArrowInvalid as exc:
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:  # garbled pages come as OSError (e.g. snappy)
         raise ResultsError(f"table {table}: {path} is not readable Parquet ({str(exc).splitlines()[0]}); "
                            "a damaged file: move it away (the rows it held are lost)") from None
 

@@ -66,25 +66,32 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
     return "\n".join(lines)
 
 
+def _across_sweeps(results_dir: str, sweep_ids: list[str], table: str, select: str, order: str,
+                   heading: str, empty: str) -> str:
+    """`select` over `table`'s rows of the sweeps (GROUP BY ALL ORDER BY `order`), under the
+    line "Across N `heading`"; `empty` when there is nothing to show."""
+    if not sweep_ids or table not in results.table_names(results_dir):
+        return empty
+    ids = ", ".join(_sql_str(s) for s in sweep_ids)
+    rows = results.query(results_dir, f"SELECT {select} FROM {table} WHERE sweep_id IN ({ids}) "
+                                      f"GROUP BY ALL ORDER BY {order}")
+    if not rows.num_rows:
+        return empty
+    return f"Across {len(sweep_ids)} {heading}\n{results.format_rows(rows)}"
+
+
 def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     """Each model's test accuracy and retention across the sweeps of one compression job run
     under several distillation seeds: mean, sample standard deviation (blank for one seed),
     range. A model is its trial_key, shape and teacher accuracy (the search's seed, not the
     distillation's, picks the shapes; sweeps of different teachers stay apart)."""
-    if not sweep_ids or "distill" not in results.table_names(results_dir):
-        return "compress: no distill rows"
-    ids = ", ".join(_sql_str(s) for s in sweep_ids)
-    table = results.query(results_dir, f"""
-        SELECT trial_key AS model, kind, {_ARCH_SQL} AS arch,
-               count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,
-               avg(retention) AS mean_retention, min(retention) AS min_retention,
-               max(retention) AS max_retention, teacher_accuracy
-        FROM distill WHERE sweep_id IN ({ids}) GROUP BY ALL ORDER BY kind DESC, model""")
-    if not table.num_rows:
-        return "compress: no distill rows"
-    return "\n".join([f"Across {len(sweep_ids)} distillation seeds ({', '.join(sweep_ids)}): test accuracy "
-                      "(mean, sample standard deviation) and retention (mean, min, max) per model",
-                      results.format_rows(table)])
+    return _across_sweeps(results_dir, sweep_ids, "distill", f"""
+        trial_key AS model, kind, {_ARCH_SQL} AS arch,
+        count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,
+        avg(retention) AS mean_retention, min(retention) AS min_retention,
+        max(retention) AS max_retention, teacher_accuracy""", "kind DESC, model",
+        f"distillation seeds ({', '.join(sweep_ids)}): test accuracy (mean, sample standard "
+        "deviation) and retention (mean, min, max) per model", "compress: no distill rows")
 
 
 def prune_summary(results_dir: str, sweep_id: str) -> str:
@@ -123,21 +130,13 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     seeds (random masks, repair batch order; the fine-tuned model is shared): measured
     sparsity, and the test BLEU (greedy, beam) and NLL as mean and sample standard deviation
     (blank for one seed). Round 0 is the dense model, the same in every seed."""
-    if not sweep_ids or "prune" not in results.table_names(results_dir):
-        return "prune: no prune rows"
-    ids = ", ".join(_sql_str(s) for s in sweep_ids)
-    table = results.query(results_dir, f"""
-        SELECT schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
-               avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,
-               avg(test_bleu_beam) AS beam, stddev_samp(test_bleu_beam) AS sd_beam,
-               avg(test_nll) AS nll, stddev_samp(test_nll) AS sd_nll
-        FROM prune WHERE sweep_id IN ({ids}) GROUP BY ALL ORDER BY schedule, round""")
-    if not table.num_rows:
-        return "prune: no prune rows"
-    return "\n".join([f"Across {len(sweep_ids)} pruning seeds ({', '.join(sweep_ids)}): test BLEU-4 "
-                      "greedy and beam, and test NLL (nats/token), as mean and sample standard "
-                      "deviation per schedule and round",
-                      results.format_rows(table)])
+    return _across_sweeps(results_dir, sweep_ids, "prune", """
+        schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
+        avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,
+        avg(test_bleu_beam) AS beam, stddev_samp(test_bleu_beam) AS sd_beam,
+        avg(test_nll) AS nll, stddev_samp(test_nll) AS sd_nll""", "schedule, round",
+        f"pruning seeds ({', '.join(sweep_ids)}): test BLEU-4 greedy and beam, and test NLL "
+        "(nats/token), as mean and sample standard deviation per schedule and round", "prune: no prune rows")
 
 
 def seq2seq_curve_line(results_dir: str, sweep_id: str) -> str | None:

@@ -208,16 +208,30 @@ def precheck(cfg: JobConfig) -> dict[str, float]:
 KEPT_ON_RESTORE = (("failure", "max_failures"), ("resources", "max_concurrent_trials"))
 
 
+def experiment_path(cfg: JobConfig, sweep_id: str) -> Path:
+    """The sweep's Tune experiment folder (Tune's storage is `results_dir/ray`)."""
+    return Path(cfg.results_dir) / "ray" / sweep_id
+
+
 def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
-    """ConfigError, before any work, when the sweep on disk would be restored with a
-    KEPT_ON_RESTORE setting other than the one it ran with (the `configs` row): Tune would
-    silently keep the old value while the `configs` table recorded the new one."""
-    rows = results.read_rows(cfg.results_dir, "configs", sweep_id)
-    if not rows or not tune.Tuner.can_restore(str(Path(cfg.results_dir) / "ray" / sweep_id)):
+    """ConfigError, before any work, when an interrupted sweep on disk would be resumed with
+    a KEPT_ON_RESTORE setting other than the one it runs with: Tune would silently keep the
+    old value while the `configs` table recorded the new one. Values in effect: each trial's
+    max_failures as Tune saved it; max_concurrent_trials from the `configs` row. A finished
+    sweep runs nothing when restored: any values pass."""
+    path = experiment_path(cfg, sweep_id)
+    if not tune.Tuner.can_restore(str(path)):
         return
-    ran_with = json.loads(rows[-1]["config"])
+    trials = tune.ExperimentAnalysis(str(path)).trials
+    if all(t.status == "TERMINATED" for t in trials):
+        return
+    rows = results.read_rows(cfg.results_dir, "configs", sweep_id)
+    ran_with = {"failure": {"max_failures": trials[0].max_failures} if trials else {},
+                "resources": json.loads(rows[-1]["config"]).get("resources", {}) if rows else {}}
     for section, key in KEPT_ON_RESTORE:
-        before, now = ran_with.get(section, {}).get(key), getattr(getattr(cfg, section), key)
+        if key not in ran_with[section]:
+            continue
+        before, now = ran_with[section][key], getattr(getattr(cfg, section), key)
         if before != now:
             raise ConfigError(f"{section}.{key}: sweep {sweep_id} ran with {json.dumps(before)} and Ray resumes "
                               f"it with that value; give {section}.{key}={json.dumps(before)}, or another "
@@ -359,7 +373,7 @@ def run_sweep(cfg: JobConfig, sweep: Sweep, *, resume: bool = False) -> SweepOut
     """
     _check_trials(sweep.trials)
     request = trial_request(cfg)
-    storage = Path(cfg.results_dir) / "ray"
+    storage = experiment_path(cfg, sweep.sweep_id).parent
     storage.mkdir(parents=True, exist_ok=True)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -370,4 +384,4 @@ def run_sweep(cfg: JobConfig, sweep: Sweep, *, resume: bool = False) -> SweepOut
     )
     tuner, restored = _tuner(cfg, sweep, trainable, storage, resume)
     grid = tuner.fit()
-    return _outcome(cfg, sweep, storage / sweep.sweep_id, grid, restored)
+    return _outcome(cfg, sweep, experiment_path(cfg, sweep.sweep_id), grid, restored)

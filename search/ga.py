@@ -14,8 +14,8 @@ compression job trains; `cost.HEADS`); infeasible points (over `max_mb`, heads n
 hidden, a head size hidden / heads below the space's `min_head_size`) score -inf, and the
 searches rank them by how far they are from feasible (`ConstrainedFitness`).
 
-Ties break the same way everywhere: the smaller genome (index vector, compared gene by gene)
-comes first.
+Ties break the same way in every result (GA top-k, exhaustive, front): the smaller genome
+(index vector, compared gene by gene) comes first.
 
 All randomness comes from one `random.Random(seed)` per call: no global state is touched,
 so runs are reproducible and independent of each other.
@@ -252,7 +252,7 @@ class Problem:
                 genes
                 | dict(
                     params=int(count[i]),
-                    size_mb=float(count[i]) * cost.BYTES_PER_PARAM["fp32"] / 1e6,
+                    size_mb=float(cost.mb(count[i])),  # the size the fitness judged
                     gflops=float(fl["total"][i]) / 1e9,
                     flops_matmul=int(fl["matmul"][i]),
                     fitness=float(fitness[i]),
@@ -280,6 +280,8 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         raise InputError(f"seq_len must be positive, got {seq_len}")
     cost.check_head(head)
     problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels, head)
+    if max_mb is not None and not max_mb < np.inf:  # (size - cap) / cap would be NaN
+        raise InputError(f"max_mb={max_mb} must be finite (no cap: leave it unset)")
     if max_mb is not None and not max_mb >= problem.smallest_mb():
         raise InputError(
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"

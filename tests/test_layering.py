@@ -32,14 +32,10 @@ def test_no_import_statement_crosses_the_layers(package):
     assert {f: c for f, c in crossings.items() if c} == {}
 
 
-def test_the_scan_sees_imports_inside_functions():
-    source = "def f():\n    import torch.nn\n    from ray import tune\n"
-    tree_file = Path(__file__).with_name("_layering_probe.py")
-    try:
-        tree_file.write_text(source)
-        assert _imported_roots(tree_file) == {"torch", "ray"}
-    finally:
-        tree_file.unlink()
+def test_the_scan_sees_imports_inside_functions(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    import torch.nn\n    from ray import tune\n")
+    assert _imported_roots(probe) == {"torch", "ray"}
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))

@@ -110,7 +110,7 @@ def _end_group(proc: subprocess.Popen) -> None:
 def _rows(results_dir: Path) -> list[dict]:
     try:
         return results.read_rows(results_dir, "prune", "fault-1")
-    except OSError:  # a concurrent os.replace: read again
+    except (OSError, results.ResultsError):  # a concurrent os.replace: read again
         return []
 
 

@@ -189,8 +189,8 @@ def test_prune_seeds_restores_the_finished_seed_and_prunes_the_next_from_the_sam
         demo_run, tmp_path, ray_tmp):
     from ray_jobs import summary
 
-    root = tmp_path / "results"  # a copy: the other tests count the demo run's rows
-    shutil.copytree(demo_run[0], root, ignore=shutil.ignore_patterns("ray"))
+    root = tmp_path / "results"  # a copy (Tune's experiments too): the other tests count the demo run's rows
+    shutil.copytree(demo_run[0], root)
     before = _q(root, "SELECT sweep_id, schedule, round, test_nll FROM prune ORDER BY ALL")
     proc = run_cli(["prune", "--config", "smoke", "--seeds", "0,1", f"results_dir={root}"], ray_tmp, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

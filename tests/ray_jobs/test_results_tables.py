@@ -127,9 +127,15 @@ def test_corrupt_parquet_file_is_named(tmp_path):
         assert str(err.value).startswith("table search:") and "\n" not in str(err.value)
 
 
-def test_a_damaged_sweep_file_is_named_when_its_rows_are_read(tmp_path):
-    path = results.write_rows(tmp_path, "distill", "s1", _rows(2))
-    path.write_bytes(path.read_bytes()[:40])  # truncated, as a machine crash can leave it
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "garbled pages"])
+def test_a_damaged_sweep_file_is_named_when_its_rows_are_read(tmp_path, damage):
+    path = results.write_rows(tmp_path, "distill", "s1", _rows(200))
+    data = path.read_bytes()
+    middle = slice(len(data) // 3, len(data) // 3 + 64)
+    damaged = {"truncated": data[:40],  # as a machine crash can leave it
+               "zeroed": bytes(len(data)),
+               "garbled pages": data[:middle.start] + bytes(range(64)) + data[middle.stop:]}[damage]
+    path.write_bytes(damaged)
     with pytest.raises(results.ResultsError, match=f"table distill: {path} is not readable Parquet"):
         results.read_rows(tmp_path, "distill", "s1")
 

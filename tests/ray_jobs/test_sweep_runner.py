@@ -108,17 +108,21 @@ def test_resume_with_a_setting_tune_keeps_from_the_first_run_is_refused(local_ra
     from ray_jobs.errors import ConfigError
     from ray_jobs.sweep import check_restore_settings
 
-    cfg = load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=0"])
+    def settings(*overrides):
+        return load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=0", *overrides])
+
+    cfg = settings()
     check_restore_settings(cfg, "t-3")  # nothing on disk yet: nothing to compare
     results.write_config(cfg.results_dir, "t", "t-3", to_dict(cfg), STAMP)  # as the jobs do
-    check_restore_settings(load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=2"]), "t-3")
-    run_sweep(cfg, _sweep(tmp_path, trials=1, rounds=1, sweep_id="t-3"))  # now a sweep Tune restores
+    Path(tmp_path, "fail-s0").touch()
+    assert run_sweep(cfg, _sweep(tmp_path, trials=1, rounds=3, sweep_id="t-3")).errors  # interrupted by an error
     check_restore_settings(cfg, "t-3")  # the same settings: fine
     for override, named in (("failure.max_failures=2", "failure.max_failures: sweep t-3 ran with 0"),
                             ("resources.max_concurrent_trials=1", "resources.max_concurrent_trials=null")):
         with pytest.raises(ConfigError, match=named):
-            check_restore_settings(load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=0",
-                                                      override]), "t-3")
+            check_restore_settings(settings(override), "t-3")
+    assert not run_sweep(cfg, _sweep(tmp_path, trials=1, rounds=3, sweep_id="t-3")).errors  # resumed, finished
+    check_restore_settings(settings("failure.max_failures=2"), "t-3")  # a finished sweep runs nothing again
 
 
 def _mark_last_results_not_done(experiment: Path) -> int:

@@ -367,6 +367,7 @@ def test_bad_input_is_an_input_error():
         lambda: ga.run_ga(SPACE, CODEBERT, 3.0, 400, variant="nope"),
         lambda: ga.run_ga(SPACE, CODEBERT, float("inf"), 400),
         lambda: ga.exhaustive(SPACE, CODEBERT, 3.0, 400, max_mb=float("nan")),
+        lambda: ga.run_ga(SPACE, CODEBERT, 3.0, 400, max_mb=float("inf")),  # NaN violations
         lambda: ga.run_ga(SPACE, CODEBERT, 3.0, 400, head="pooler"),
     ):
         with pytest.raises(InputError):
