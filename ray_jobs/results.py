@@ -183,7 +183,10 @@ def write_rows(results_dir: str | os.PathLike, table: str, sweep_id: str, rows: 
         pq.write_table(to_arrow(table, rows), tmp)
         _fsync(tmp)  # the bytes on disk before the rename publishes them (a machine crash)
         os.replace(tmp, path)
-        _fsync(path.parent)  # and the rename itself
+        try:
+            _fsync(path.parent)  # and the rename itself
+        except OSError:  # some network/FUSE filesystems refuse a folder fsync: the row is written
+            pass
     finally:
         tmp.unlink(missing_ok=True)
     return path
