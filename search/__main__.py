@@ -59,6 +59,19 @@ def _positive(kind):
     return parse
 
 
+def _add_problem_options(p: argparse.ArgumentParser) -> None:
+    """The options both commands share: the teacher and the sequence length FLOPs count at."""
+    p.add_argument(
+        "--teacher", default="codebert-base", help="preset name, config.json or model folder"
+    )
+    p.add_argument(
+        "--seq-len",
+        type=_positive(int),
+        default=400,
+        help="sequence length the FLOPs are counted at",
+    )
+
+
 def _search_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m search",
@@ -67,20 +80,12 @@ def _search_parser() -> argparse.ArgumentParser:
         "[--runs N]` prints the GA's speed and how often it finds the exhaustive optimum "
         "(`python -m search bench --help`).",
     )
-    p.add_argument(
-        "--teacher", default="codebert-base", help="preset name, config.json or model folder"
-    )
+    _add_problem_options(p)
     p.add_argument(
         "--target-mb",
         type=_positive(float),
         default=3.0,
         help="size budget T in MB (1e6 bytes, fp32)",
-    )
-    p.add_argument(
-        "--seq-len",
-        type=_positive(int),
-        default=400,
-        help="sequence length the FLOPs are counted at",
     )
     p.add_argument("--top-k", type=_positive(int), default=5, help="distinct candidates to print")
     p.add_argument(
@@ -119,15 +124,7 @@ def _search_parser() -> argparse.ArgumentParser:
 
 def _bench_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m search bench", description="GA speed and optimality figures.")
-    p.add_argument(
-        "--teacher", default="codebert-base", help="preset name, config.json or model folder"
-    )
-    p.add_argument(
-        "--seq-len",
-        type=_positive(int),
-        default=400,
-        help="sequence length the FLOPs are counted at",
-    )
+    _add_problem_options(p)
     p.add_argument("--seeds", type=_positive(int), default=20, help="seeds per budget")
     p.add_argument("--runs", type=_positive(int), default=5, help="timed runs for the medians")
     return p
