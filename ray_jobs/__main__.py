@@ -62,6 +62,8 @@ def _results_dir(config: str | None, overrides: list[str]) -> Path:
         key, sep, raw = text.partition("=")
         if key != "results_dir" or not sep:
             raise ConfigError(f"{text}: only results_dir=PATH applies here")
+        if not raw.strip():  # Path("") is the current directory
+            raise ConfigError("results_dir: must not be empty")
         value = raw
     if config:
         # The job config's own reader and types; importing it costs the torch import, so

@@ -74,9 +74,7 @@ class BenchConfig:
     step_runs: int = 20  # timed steps per (student, precision), after 3 untimed
 
     def __post_init__(self) -> None:  # refused when the command line is read, before Ray or any timing
-        for name in ("latency_runs", "step_runs"):
-            if getattr(self, name) < 20:  # the latency harness's contract: median and p90 of >= 20
-                raise ValueError(f"{name}: must be >= 20, got {getattr(self, name)}")
+        check_ranges(self, timed_runs=("latency_runs", "step_runs"), paths=("results_dir", "latency_teacher"))
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches"))

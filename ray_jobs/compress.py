@@ -1,6 +1,6 @@
 """The compression job: teacher -> GA top-k -> a Tune sweep of distillation trials.
 
-    config -> checks (results_dir, data, teacher, budget) -> search table (every GA
+    config -> checks (results_dir, data, teacher, sequence lengths, budget) -> search table (every GA
     candidate) -> prepare_teacher (fine-tune or reuse, logits cache; on a worker) ->
     one trial per top-k candidate + BiLSTM_soft baselines -> distill table (and the
     quantize table: each trained model in fp32 and its distill.quantize variants, on the
@@ -101,6 +101,32 @@ def teacher_dims(cfg: JobConfig) -> Teacher:
         return teacher_spec(cfg.teacher.name)
     except ValueError as exc:
         raise JobError(f"teacher.name: {exc}") from None
+
+
+def usable_positions(teacher: Teacher) -> int:
+    """Tokens one sequence of `teacher`'s family may hold: its position table's size, less the
+    two rows a RoBERTa never gives a token (its positions start at pad_token_id + 1 = 2)."""
+    return teacher.max_positions - 2 if teacher.family == "roberta" else teacher.max_positions
+
+
+def check_seq_lens(teacher: Teacher, lengths: dict[str, tuple[int | None, int]]) -> None:
+    """ConfigError naming the first dotted key whose value is above its limit. `lengths`: key
+    -> (value, None when unset; the most the teacher's position table allows for it). Run
+    before any work: inside a worker the model fails with an index error far from the key."""
+    for key, (value, limit) in lengths.items():
+        if value is not None and value > limit:
+            raise ConfigError(f"{key}: {value} is above {limit}, the most that teacher {teacher.name!r} "
+                              f"allows ({teacher.family}, max_position_embeddings {teacher.max_positions})")
+
+
+def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int | None, int]]:
+    """The compression job's lengths and their limits: the teacher's inputs (fine-tuning,
+    logits), the students' (their position tables are the teacher's: `Arch.to_hf_config`) and
+    the latency inputs both are timed on; each token takes one position."""
+    limit = usable_positions(teacher)
+    return {"finetune.max_seq_len": (cfg.finetune.max_seq_len, limit),
+            "distill.max_seq_len": (cfg.distill.max_seq_len, limit),
+            "distill.latency_seq_len": (cfg.distill.latency_seq_len, limit)}
 
 
 def student_head(cfg: JobConfig, splits: dict) -> str:
@@ -228,7 +254,9 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     check_halves(cfg, splits)
     check_transfer_extra(cfg, splits)
     check_in_batch(cfg)
-    candidates = search_candidates(cfg, teacher_dims(cfg), num_labels_of(splits), student_head(cfg, splits))
+    teacher = teacher_dims(cfg)
+    check_seq_lens(teacher, seq_lens(cfg, teacher))
+    candidates = search_candidates(cfg, teacher, num_labels_of(splits), student_head(cfg, splits))
     specs = trial_specs(cfg, candidates)
     if not specs:
         raise JobError("compress: nothing to train (search.top_k=0, both baselines off, distill.quantize=[])")

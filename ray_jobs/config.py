@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import math
 import subprocess
 import types
 import typing
@@ -90,11 +89,9 @@ class SearchConfig:
     def __post_init__(self) -> None:  # refused when the config is read, not inside the GA
         check_choices(self, variant=VARIANTS)
         check_ranges(self, positive=("target_mb", "max_mb"), counts=("children", "seq_len"),
-                     non_negative=("top_k", "generations"), fractions=("crossover_rate",))
+                     non_negative=("top_k", "generations"), fractions=("crossover_rate",), seeds=("seed",))
         if self.population < 2:
             raise ValueError(f"population: must be >= 2, got {self.population}")
-        if not math.isfinite(self.target_mb):
-            raise ValueError(f"target_mb: must be finite, got {self.target_mb}")
 
 
 @dataclass(frozen=True)
@@ -118,6 +115,9 @@ class JobConfig:
     seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+
+    def __post_init__(self) -> None:  # sections check their own fields; these are the job's
+        check_ranges(self, paths=("results_dir",), seeds=("seed",))
 
 
 # ---------------------------------------------------------------- generic loader
@@ -145,7 +145,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, opt, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_brief(value)}")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
@@ -182,7 +182,11 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer of 309+ digits
+                raise ConfigError(f"{key}: expected a float, got an integer of {len(str(value))} digits, "
+                                  "too large for one") from None
         if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
             try:
                 return float(value)
@@ -193,7 +197,13 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_brief(value)}")
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _build(cls: type, data: Any, prefix: str = "") -> Any:
@@ -217,7 +227,76 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
         field_name, sep, _ = str(exc).partition(": ")
         if sep and prefix and field_name in names:  # "precision: ..." -> "distill.precision: ..."
             raise ConfigError(f"{prefix}.{exc}") from None
+        if sep and not prefix and field_name.partition(".")[0] in names:  # the top level's own keys
+            raise ConfigError(str(exc)) from None
         raise ConfigError(f"{where}: {exc}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping key given twice (safe_load keeps the last, silently
+    dropping the first setting), at any nesting level. Keys merged in by `<<` may still be
+    overridden by an explicit key: that is YAML's merge, not a repeat."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: the base class names it
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"repeated key {key!r} (first at line {first.start_mark.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: the problem, its 1-based line and column, and the context
+    ("while parsing a block mapping" and where that began)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context:
+        text += f" ({context}" + (f" at line {cmark.line + 1}, column {cmark.column + 1})" if cmark else ")")
+    return text
+
+
+def _section_of(cls: type, dotted: str) -> type | None:
+    """The dataclass that the dotted key names inside `cls` (a section), else None."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = typing.get_type_hints(tp).get(part)
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _refuse_section_override(section: type, key: str, value: Any) -> None:
+    """ConfigError for `distill={...}` / `distill=null`: it would replace the YAML file's whole
+    section with defaults plus the given keys, silently dropping the file's other settings."""
+    if isinstance(value, dict) and value:
+        name, item = next(iter(value.items()))
+        example = f"{key}.{name}={_flow_yaml(item)}"
+    else:
+        example = f"{key}.{dataclasses.fields(section)[0].name}=..."
+    raise ConfigError(f"{key}: a whole section cannot be set on the command line (it would reset the "
+                      f"config file's other {key} settings to their defaults); set its keys one by one, "
+                      f"e.g. {example}")
+
+
+def _flow_yaml(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip()
+    return text.removesuffix("...").strip()  # a bare scalar ends its document with "..."
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -240,7 +319,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key or any(not p for p in key.split(".")):
         raise ConfigError(f"{text}: override must look like key.sub=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         raise ConfigError(f"{key}: cannot parse value {raw!r}") from None
     return key, value
@@ -250,11 +329,13 @@ def read_yaml(path: str | Path) -> dict:
     """The YAML mapping in `path`; ConfigError naming the file when unreadable."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: cannot read config: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -263,10 +344,17 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def build_config(cls: type, data: dict | None = None, overrides: list[str] = ()) -> Any:
-    """Generic: dataclass `cls` from mapping `data` with dotted `overrides` applied."""
+    """Generic: dataclass `cls` from mapping `data` with dotted `overrides` applied.
+
+    An override of a whole section (`distill={epochs: 2}`, `data=null`) is refused: set its
+    keys one by one (`distill.epochs=2`), so that the file's other keys of it stay.
+    """
     tree = copy.deepcopy(data or {})  # YAML dates and other non-JSON scalars reach _convert, which names them
     for text in overrides:
         key, value = parse_override(text)
+        section = _section_of(cls, key)
+        if section is not None:
+            _refuse_section_override(section, key, value)
         _set_dotted(tree, key, value)
     return _build(cls, tree)
 

@@ -11,6 +11,7 @@ from ray_jobs import compress, summary, sweep
 from ray_jobs.config import JobConfig, load_config
 from ray_jobs.errors import ConfigError, SweepFailed
 from ray_jobs.sweep import SweepOutcome
+from training.checks import MAX_SEED
 
 
 def load(path: Path | None, overrides: list[str]) -> JobConfig:
@@ -34,13 +35,17 @@ def run_compress(cfg: JobConfig, resume: bool) -> str:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """`--seeds 0,1,2` -> [0, 1, 2]; ConfigError (before any work) unless distinct integers."""
+    """`--seeds 0,1,2` -> [0, 1, 2]; ConfigError (before any work) unless distinct integers
+    in [0, MAX_SEED], the range every config section's `seed` accepts."""
     try:
         seeds = [int(part) for part in text.split(",")]
     except ValueError:
         raise ConfigError(f"--seeds: {text!r} is not a comma-separated list of integers") from None
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: {text!r} repeats a seed")
+    out_of_range = [s for s in seeds if not 0 <= s <= MAX_SEED]  # else the sweep fails after the others ran
+    if out_of_range:
+        raise ConfigError(f"--seeds: {out_of_range[0]} is not in [0, {MAX_SEED}]")
     return seeds
 
 

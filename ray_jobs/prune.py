@@ -1,6 +1,6 @@
 """The pruning job: code-to-text model -> a Tune sweep of lottery-ticket schedules -> quantize.
 
-    config -> checks (results_dir, data, teacher, schedules) -> prepare_seq2seq (fine-tune
+    config -> checks (results_dir, data, teacher, sequence lengths, schedules) -> prepare_seq2seq (fine-tune
     or reuse; on a worker) -> one trial per schedule (run_schedule reports a row per round)
     -> prune table (and the epochs table: the fine-tuning's curve, trial_key seq2seq)
     -> quantize_rows for the unpruned model and each schedule's last round
@@ -16,9 +16,16 @@ import ray
 import torch
 
 from ray_jobs import results, sweep
-from ray_jobs.compress import check_results_dir, teacher_dims, write_curve
+from ray_jobs.compress import (
+    check_results_dir,
+    check_seq_lens,
+    teacher_dims,
+    usable_positions,
+    write_curve,
+)
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
 from ray_jobs.errors import JobError
+from search.space import Teacher
 from training.data import code_to_text_splits
 from training.prune import run_schedule, schedules
 from training.quantize import quantize_rows
@@ -99,13 +106,24 @@ def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: 
     return rows
 
 
+def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int, int]]:
+    """The pruning job's lengths and their limits: the encoder numbers one position per source
+    token; the decoder embeds the target tokens with the encoder's embeddings, all but the
+    last (never fed back), so target_len may be one above the usable positions."""
+    limit = usable_positions(teacher)
+    return {"seq2seq.source_len": (cfg.seq2seq.source_len, limit),
+            "seq2seq.target_len": (cfg.seq2seq.target_len, limit + 1)}
+
+
 def check_inputs(cfg: JobConfig) -> list[dict]:
-    """The job's cheap input checks (results_dir, schedules, data, extra data, teacher): bad
-    input fails before Ray starts (and, in `demo`, before the compression job). Its trial specs."""
+    """The job's cheap input checks (results_dir, schedules, data, extra data, teacher,
+    sequence lengths): bad input fails before Ray starts (and, in `demo`, before the
+    compression job). Its trial specs."""
     check_results_dir(cfg.results_dir)
     specs = trial_specs(cfg)
     check_train_extra(cfg, code_to_text_splits(cfg.data))
-    teacher_dims(cfg)
+    teacher = teacher_dims(cfg)
+    check_seq_lens(teacher, seq_lens(cfg, teacher))
     return specs
 
 

@@ -368,22 +368,41 @@ def _json_value(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def _row_tuples(tbl: pa.Table) -> list[tuple]:
+    """The rows as tuples, cells by column position: `to_pylist()`'s dicts keep only the last
+    of two columns of one name (`SELECT 1 AS a, 2 AS a`, a join's `d.trial_key, c.trial_key`)."""
+    return list(zip(*(column.to_pylist() for column in tbl.columns), strict=True))
+
+
+def _json_rows(tbl: pa.Table) -> str:
+    """One array of row objects; ResultsError for a result with two columns of one name,
+    which an object cannot hold apart."""
+    names = tbl.column_names
+    repeated = next((n for n in names if names.count(n) > 1), None)
+    if repeated is not None:
+        raise ResultsError(f"--format json: the result has {names.count(repeated)} columns named "
+                           f"{repeated!r} and a JSON row object holds one: name them apart with AS "
+                           f"(e.g. d.{repeated} AS d_{repeated}, c.{repeated} AS c_{repeated})")
+    rows = [{n: _json_value(v) for n, v in zip(names, row, strict=True)} for row in _row_tuples(tbl)]
+    # strict JSON: a NaN or infinity a query computes becomes null
+    return json.dumps(rows, default=str, indent=1, allow_nan=False)
+
+
 def format_rows(tbl: pa.Table, fmt: str = "table") -> str:
-    """`table` (aligned text), `csv`, or `json` (one array of row objects)."""
-    rows = tbl.to_pylist()
-    if fmt == "json":  # strict JSON: a NaN or infinity a query computes becomes null
-        return json.dumps([{k: _json_value(v) for k, v in r.items()} for r in rows],
-                          default=str, indent=1, allow_nan=False)
+    """`table` (aligned text), `csv`, or `json` (one array of row objects; refused when two
+    columns share a name). Cells are read by position, so repeated names keep their values."""
+    if fmt == "json":
+        return _json_rows(tbl)
+    rows = _row_tuples(tbl)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(tbl.column_names)
-        writer.writerows([[_cell(r[c]) if not isinstance(r[c], float) else r[c]
-                           for c in tbl.column_names] for r in rows])
+        writer.writerows([[v if isinstance(v, float) else _cell(v) for v in row] for row in rows])
         return buf.getvalue().rstrip("\n")
     if fmt != "table":
         raise ResultsError(f"--format: unknown format {fmt!r} (table, csv, json)")
-    cells = [[_cell(r[c]) for c in tbl.column_names] for r in rows]
+    cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(tbl.column_names)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(tbl.column_names, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))

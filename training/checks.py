@@ -8,33 +8,59 @@ import argparse
 import math
 from collections.abc import Iterable
 
+# torch.manual_seed takes [-2**63, 2**64 - 1] and raises past it, in every trial; numpy's
+# generators refuse negatives, and jobs derive seeds by adding offsets (seed + i, seed + 100 * i):
+# [0, 2**63 - 1] leaves that headroom below torch's limit (and fits an int64)
+MAX_SEED = 2**63 - 1
+
 
 def _ok_number(value, ok) -> bool:
-    return isinstance(value, int | float) and not math.isnan(value) and ok(value)
+    # NaN and +-inf fail: AdamW with lr=inf trains garbage, and no setting uses inf for "off"
+    return isinstance(value, int | float) and _finite(value) and ok(value)
 
 
-_RULES = {
-    "counts": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    "positive": (lambda v: _ok_number(v, lambda x: x > 0), "> 0"),
-    "non_negative": (lambda v: _ok_number(v, lambda x: x >= 0), ">= 0"),
-    "fractions": (lambda v: _ok_number(v, lambda x: 0 <= x <= 1), "in [0, 1]"),
+def _finite(value) -> bool:
+    return isinstance(value, int) or math.isfinite(value)  # a huge int is finite (isfinite overflows)
+
+
+_NUMBER_RULES = ("positive", "non_negative", "fractions")
+_RULES = {  # group -> (test of one value or item, what the error says it must be)
+    "counts": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
+    "positive": (lambda v: _ok_number(v, lambda x: x > 0), "must be > 0"),
+    "non_negative": (lambda v: _ok_number(v, lambda x: x >= 0), "must be >= 0"),
+    "fractions": (lambda v: _ok_number(v, lambda x: 0 <= x <= 1), "must be in [0, 1]"),
+    # the latency harness's contract: a median and a p90 of at least 20 timed runs
+    "timed_runs": (lambda v: isinstance(v, int) and v >= 20, "must be an integer >= 20"),
+    "seeds": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SEED, f"must be an integer in [0, {MAX_SEED}]"),
+    # Path("") is the current directory: never what an empty `results_dir=` meant
+    "paths": (lambda v: not isinstance(v, str) or v.strip() != "", "must not be empty"),
 }
 
 
 def check_ranges(cfg, **groups: Iterable[str]) -> None:
-    """ValueError "field: must be ..., got ..." for the first field of `cfg` out of its range.
+    """ValueError "field: must ..., got ..." for the first field of `cfg` out of its range.
 
     groups: counts (integers >= 1), positive (> 0), non_negative (>= 0), fractions ([0, 1]),
-    each a list of field names. A tuple field is checked item by item; None (an optional
-    setting left to its default) passes.
+    timed_runs (integers >= 20), seeds (integers in [0, MAX_SEED]), paths (strings that are
+    not empty or blank: "field: must not be empty"),
+    each a list of field names. The number groups refuse NaN and +-inf ("must be finite" for
+    an infinite value). A tuple field is checked item by item; None (an optional setting left
+    to its default) passes.
     """
     for group, names in groups.items():
         ok, want = _RULES[group]
         for name in names:
             value = getattr(cfg, name)
             items = value if isinstance(value, tuple | list) else (value,)
-            if any(v is not None and not ok(v) for v in items):
-                raise ValueError(f"{name}: must be {want}, got {value!r}")
+            bad = [v for v in items if v is not None and not ok(v)]
+            if bad and group in _NUMBER_RULES and _is_inf(bad[0]):
+                raise ValueError(f"{name}: must be finite, got {value!r}")
+            if bad:
+                raise ValueError(f"{name}: {want}, got {value!r}")
+
+
+def _is_inf(value) -> bool:
+    return isinstance(value, float) and math.isinf(value)
 
 
 def check_choices(cfg, **allowed: tuple) -> None:

@@ -4,16 +4,19 @@ Formats (exactly as upstream ships them):
 
 - code-to-text: jsonl (or jsonl.gz) records with at least ``code_tokens`` and
   ``docstring_tokens`` (lists of strings). A folder holds ``train``, ``valid`` and ``test``
-  as ``NAME.jsonl``, ``NAME.jsonl.gz`` or a sub-folder ``NAME/`` of such files (the
-  CodeSearchNet layout). A single file is split by its records' ``partition`` field, or,
-  where that is missing, 80/10/10 by a hash of the record's ``path`` (so a file of code
-  never feeds two splits).
+  each as one of ``NAME.jsonl``, ``NAME.jsonl.gz`` or a sub-folder ``NAME/`` of such files
+  (the CodeSearchNet layout); a split held in two of these ways is an error. A single file
+  is split by its records' ``partition`` field (``train``, ``valid`` or ``test``; another
+  value is an error), or, where that is missing, 80/10/10 by a hash of the record's
+  ``path`` (so a file of code never feeds two splits).
 - defect (Devign): jsonl records ``{"func": str, "target": 0|1, ...}``; same folder and
   single-file rules (the hash key is ``idx``, else the line number).
 - clone (BigCloneBench): a folder with ``data.jsonl`` of ``{"func", "idx"}`` and split files
   ``train.txt``, ``valid.txt``, ``test.txt`` of ``idx1 idx2 label`` lines (tab or space).
+  Each ``idx`` appears once in ``data.jsonl``.
 
-Every reading error is a :class:`DataError` whose message starts ``path:line:``.
+Every reading error is a :class:`DataError` whose message starts ``path:line:``. Text that
+cannot be encoded as UTF-8 (a lone surrogate such as JSON's ``"\\ud800"``) is one.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.checks import OneLineParser, UsageError
+from training.checks import OneLineParser, UsageError, check_ranges
 
 SPLITS = ("train", "valid", "test")
 TASKS = ("code-search", "defect", "clone")
@@ -52,6 +55,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"data.task: unknown task {self.task!r}; expected one of {TASKS}")
+        check_ranges(self, paths=("path",), seeds=("seed",))
         for name in ("max_train", "max_eval"):
             cap = getattr(self, name)
             if cap is not None and cap < 1:
@@ -161,15 +165,34 @@ def _field(obj: dict, name: str, where: str) -> Any:
     return obj[name]
 
 
+def _unicode(text: str, name: str, where: str) -> str:
+    """`text` unchanged, or DataError if it cannot be encoded (a lone surrogate such as JSON's
+    "\\ud800"): tokenizers fail on it later, far from the record, so it is refused here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{where}: field {name!r} holds invalid Unicode (a lone surrogate)") from None
+    return text
+
+
 def _token_text(obj: dict, name: str, where: str) -> str:
     """Join a token-list field as CodeXGLUE's code-to-text reader does."""
     tokens = _field(obj, name, where)
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise DataError(f"{where}: field {name!r} must be a list of strings")
-    text = " ".join(" ".join(tokens).replace("\n", " ").split())
+    text = _unicode(" ".join(" ".join(tokens).replace("\n", " ").split()), name, where)
     if not text:
         raise DataError(f"{where}: field {name!r} is empty")
     return text
+
+
+def _group(obj: dict, where: str) -> str:
+    """What groups a code-to-text record with its file's others: its ``path``, else its
+    ``url``, else its own ``file:line``."""
+    for name in ("path", "url"):
+        if obj.get(name):
+            return _unicode(str(obj[name]), name, where)
+    return where
 
 
 def _hash_split(key: str) -> str:
@@ -178,19 +201,31 @@ def _hash_split(key: str) -> str:
     return "train" if bucket < 80 else "valid" if bucket < 90 else "test"
 
 
+def _split_sources(path: Path, split: str) -> dict[str, list[Path]]:
+    """Each way ``path`` holds ``split`` (``NAME.jsonl``, ``NAME.jsonl.gz``, ``NAME/``) -> its files."""
+    sources = {p.name: [p] for p in (path / f"{split}{sfx}" for sfx in _JSONL_SUFFIXES) if p.is_file()}
+    sub = path / split
+    nested = sorted(p for p in sub.iterdir() if p.name.endswith(_JSONL_SUFFIXES)) if sub.is_dir() else []
+    if nested:
+        sources[f"{split}/ ({len(nested)} jsonl files)"] = nested
+    return sources
+
+
 def _split_files(path: Path) -> dict[str, list[Path]]:
-    """Map each split to its jsonl files: a folder's NAME.jsonl[.gz] or NAME/*.jsonl[.gz]."""
+    """Map each split to its jsonl files: a folder's NAME.jsonl[.gz] or NAME/*.jsonl[.gz].
+
+    A split held twice (e.g. train.jsonl beside train.jsonl.gz, left by two harvests with and
+    without --no-gzip) is refused: reading one copy would silently ignore the other.
+    """
     files: dict[str, list[Path]] = {}
     for split in SPLITS:
-        found = [
-            path / f"{split}{sfx}" for sfx in _JSONL_SUFFIXES if (path / f"{split}{sfx}").is_file()
-        ]
-        sub = path / split
-        if not found and sub.is_dir():
-            found = sorted(p for p in sub.iterdir() if p.name.endswith(_JSONL_SUFFIXES))
-        if not found:
+        sources = _split_sources(path, split)
+        if not sources:
             raise DataError(f"{path}: no {split}.jsonl, {split}.jsonl.gz or {split}/*.jsonl")
-        files[split] = found[:1] if found[0].parent == path else found
+        if len(sources) > 1:
+            raise DataError(f"{path}: split {split!r} is held more than once, by "
+                            f"{' and '.join(sources)}: keep one")
+        files[split] = next(iter(sources.values()))
     return files
 
 
@@ -203,13 +238,23 @@ def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]
                 out[split].extend((str(file), n, obj) for n, obj in _iter_jsonl(file))
     elif path.is_file():
         for n, obj in _iter_jsonl(path):
-            split = obj.get("partition")
-            if split not in SPLITS:
-                split = _hash_split(str(obj.get(key_field, n)))
-            out[split].append((str(path), n, obj))
+            out[_partition(obj, key_field, f"{path}:{n}", n)].append((str(path), n, obj))
     else:
         raise DataError(f"{path}: no such file or folder")
     return out
+
+
+def _partition(obj: dict, key_field: str, where: str, lineno: int) -> str:
+    """The split of a record of a single file: its ``partition`` field, or, only where that
+    is missing (or null), a hash of ``key_field`` (else of the line number). A partition of
+    another name (``dev``, ``validation``) is refused rather than hashed into any split."""
+    split = obj.get("partition")
+    if split is None:
+        return _hash_split(_unicode(str(obj.get(key_field, lineno)), key_field, where))
+    if split not in SPLITS:
+        raise DataError(f"{where}: field 'partition' is {split!r}; expected one of "
+                        f"{', '.join(SPLITS)} (or no field: a hash of {key_field!r} decides)")
+    return split
 
 
 def _require_splits(path: Path, splits: dict[str, list], key_field: str) -> None:
@@ -237,8 +282,7 @@ def _read_code_to_text(path: Path, every_split: bool = True) -> dict[str, list[_
             pair = PairText(
                 _token_text(obj, "code_tokens", where), _token_text(obj, "docstring_tokens", where)
             )
-            group = obj.get("path") or obj.get("url") or f"{file}:{n}"
-            pairs.append(_Pair(pair, str(group)))
+            pairs.append(_Pair(pair, _group(obj, where)))
         splits[split] = pairs
     if every_split:
         _require_splits(path, splits, "path")
@@ -256,7 +300,7 @@ def _code(obj: dict, where: str) -> str:
     func = _field(obj, "func", where)
     if not isinstance(func, str) or not func.strip():
         raise DataError(f"{where}: field 'func' must be a non-empty string")
-    return func
+    return _unicode(func, "func", where)
 
 
 def _read_defect(path: Path) -> dict[str, list[ClsExample]]:
@@ -280,13 +324,20 @@ def _clone_folder(path: Path) -> Path:
 
 
 def _read_clone_functions(file: Path) -> dict[str, str]:
+    """idx -> function of a data.jsonl; a repeated idx is refused (the split files could not
+    say which of the two functions they mean)."""
     funcs: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     for n, obj in _iter_jsonl(file):
         where = f"{file}:{n}"
         idx = _field(obj, "idx", where)
         if isinstance(idx, bool) or not isinstance(idx, (str, int)):
             raise DataError(f"{where}: field 'idx' must be a string or integer")
-        funcs[str(idx)] = _code(obj, where)
+        key = _unicode(str(idx), "idx", where)
+        if key in first_line:
+            raise DataError(f"{where}: idx {key} repeats line {first_line[key]}")
+        first_line[key] = n
+        funcs[key] = _code(obj, where)
     return funcs
 
 

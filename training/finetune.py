@@ -60,7 +60,7 @@ class FinetuneConfig:
         check_precision(self.precision)
         check_ranges(self, counts=("epochs", "batch_size", "max_seq_len", "max_train", "eval_batch_size"),
                      positive=("lr", "max_grad_norm"), non_negative=("weight_decay",),
-                     fractions=("warmup_ratio",))
+                     fractions=("warmup_ratio",), seeds=("seed",))
 
 
 # ---------------------------------------------------------------- mixed precision

@@ -16,8 +16,10 @@ dropped); ``docstring_tokens`` from CodeSearchNet's docstring regex.
 
 Command line: ``python -m training.harvest SRC_DIR --out DIR``, or
 ``python -m training.harvest --package NAME --out DIR`` for an installed package's source.
-Bad input (a missing source, an unknown package, an output folder that cannot be written, a
-tree that fills no split) prints one line on stderr and exits 2.
+Bad input (a missing source, an unknown package, an output folder that cannot be written or
+that holds a split as a sub-folder, a tree that fills no split) prints one line on stderr and
+exits 2. The split files of an earlier harvest in the output folder are replaced, whichever
+format (``.jsonl`` or ``.jsonl.gz``) it wrote.
 """
 
 from __future__ import annotations
@@ -267,19 +269,29 @@ def write_jsonl_gz(records: list[dict], path: Path) -> None:
             gz.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def _split_name(split: str, gzipped: bool) -> str:
+    return f"{split}.jsonl.gz" if gzipped else f"{split}.jsonl"
+
+
 def write_splits(splits: dict[str, list[dict]], out: Path, gzipped: bool = True) -> list[Path]:
-    """Write ``out/{train,valid,test}.jsonl[.gz]``; return the paths written."""
+    """Write ``out/{train,valid,test}.jsonl[.gz]``; return the paths written.
+
+    Like a split file of the same name, which is overwritten, a split file of the other format
+    (``train.jsonl`` beside a new ``train.jsonl.gz``, from an earlier harvest with the other
+    --no-gzip setting) is replaced: removed once the new one is written, since a folder that
+    holds a split twice cannot be read.
+    """
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for split, records in splits.items():
+        path = out / _split_name(split, gzipped)
         if gzipped:
-            path = out / f"{split}.jsonl.gz"
             write_jsonl_gz(records, path)
         else:
-            path = out / f"{split}.jsonl"
             path.write_text(
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
             )
+        (out / _split_name(split, not gzipped)).unlink(missing_ok=True)
         written.append(path)
     return written
 
@@ -312,6 +324,17 @@ def check_out(out: Path) -> None:
                 folder.rmdir()
 
 
+def check_no_split_folders(out: Path) -> None:
+    """Raise FileExistsError if ``out`` holds a split as a sub-folder of jsonl files (the
+    CodeSearchNet layout): the harvest's split files beside it would hold the split twice.
+    Harvest never writes such folders, so they are not its to remove."""
+    for split in SPLITS:
+        sub = out / split
+        if sub.is_dir() and any(p.name.endswith((".jsonl", ".jsonl.gz")) for p in sub.iterdir()):
+            raise FileExistsError(f"--out {out}: holds split {split!r} as the folder {sub} of jsonl "
+                                  "files; the harvest would hold it twice: choose another --out")
+
+
 def _bad_input(message: str) -> int:
     print(f"python -m training.harvest: error: {' '.join(message.splitlines())}", file=sys.stderr)
     return 2
@@ -337,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if not src.is_dir():  # harvest() checks too; here it is refused before --out is tried
             raise FileNotFoundError(f"{src}: not a folder")
         check_out(Path(args.out))
+        check_no_split_folders(Path(args.out))
         splits, stats = harvest(src, repo=args.repo or (args.src if args.package else None), url_base=args.url_base)
     except (UsageError, OSError) as err:
         return _bad_input(str(err))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
@@ -33,7 +34,7 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from search.space import Arch, Teacher
-from training.checks import check_choices
+from training.checks import check_choices, check_ranges
 from training.pair_encoder import (  # re-exported: callers import both from here
     PairEncoderConfig,
     PairEncoderForSequenceClassification,
@@ -57,6 +58,7 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:  # refused when the config is read
         check_choices(self, pair_mode=("joint", "separate"))
+        check_ranges(self, paths=("name",))
 
 
 def embedded_teacher_path() -> Path:
@@ -84,16 +86,51 @@ def resolve_teacher(name: str) -> str:
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
+# A BERT/RoBERTa tokenizer's files, any one group: fast (what save_pretrained writes), WordPiece
+# (BERT), byte-level BPE (RoBERTa, e.g. microsoft/codebert-base).
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"))
+
+
+def _safetensors_files(name: str, folder: Path) -> list[Path]:
+    """The safetensors files transformers would read from `folder` (it prefers them to
+    pytorch_model.bin): model.safetensors, or the shards its index names; [] if none."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        return [single]
+    if not index.is_file():
+        return []
+    try:
+        return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"cannot load teacher {name!r}: {index} is not a safetensors index ({err})") from None
+
+
+def _check_teacher_folder(name: str, folder: Path) -> None:
+    """ValueError naming the teacher unless `folder` holds weights whose safetensors headers
+    read (a damaged file fails there, cheaply, instead of inside a worker) and a tokenizer
+    (without one, AutoTokenizer falls back to a 5-token BertTokenizer: every word [UNK])."""
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise ValueError(f"cannot load teacher {name!r}: {folder} holds none of {', '.join(WEIGHT_FILES)}")
+    for file in _safetensors_files(name, folder):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"cannot load teacher {name!r}: {file} is not a readable safetensors "
+                             f"file ({err})") from None
+    if not any(all((folder / f).is_file() for f in group) for group in TOKENIZER_FILES):
+        wanted = ", ".join(" + ".join(group) for group in TOKENIZER_FILES)
+        raise ValueError(f"cannot load teacher {name!r}: {folder} holds no tokenizer (one of {wanted})")
 
 
 def check_teacher_loadable(name: str) -> None:
-    """ValueError naming the teacher unless its weights can be reached: a local folder holds
-    a weights file; a hub id's config.json resolves (from the hub, or its cache when offline).
-    Cheap: the job calls it before starting any work."""
+    """ValueError naming the teacher unless its weights and tokenizer can be reached: a local
+    folder holds a weights file (safetensors headers readable) and tokenizer files; a hub id's
+    config.json resolves (from the hub, or its cache when offline). Cheap: the job calls it
+    before starting any work."""
     location = resolve_teacher(name)
     if Path(location).is_dir():
-        if not any((Path(location) / f).is_file() for f in WEIGHT_FILES):
-            raise ValueError(f"cannot load teacher {name!r}: {location} holds none of {', '.join(WEIGHT_FILES)}")
+        _check_teacher_folder(name, Path(location))
         return
     from transformers.utils import cached_file
 

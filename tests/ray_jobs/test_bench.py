@@ -97,3 +97,13 @@ def test_bench_refuses_bad_requests_by_name(tmp_path, what, override, named):
     assert proc.returncode == 2 and named in proc.stderr
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "table=bench").exists() and not (tmp_path / "table=configs").exists()
+
+
+@pytest.mark.parametrize("override", ["results_dir=", "latency_teacher="])
+def test_bench_refuses_an_empty_path(override):
+    """An empty results_dir or teacher folder would be the current directory."""
+    from ray_jobs.bench import parse_args
+    from ray_jobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{override[:-1]}: must not be empty"):
+        parse_args(["latency", override])

@@ -256,7 +256,7 @@ def test_extra_data_caps_refused_on_load():
     ("finetune.warmup_ratio=5", "finetune.warmup_ratio: must be in [0, 1]"),
     ("distill.epochs=0", "distill.epochs: must be an integer >= 1"),
     ("distill.temperature=0", "distill.temperature: must be > 0"),
-    ("distill.latency_runs=5", "distill.latency_runs: must be >= 20"),
+    ("distill.latency_runs=5", "distill.latency_runs: must be an integer >= 20"),
     ("distill.bilstm_vocab=0", "distill.bilstm_vocab: a byte-level BPE needs >= 261"),
     ("distill.quantize=[int8,int8]", "distill.quantize: repeated items"),
     ("seq2seq.dropout=2", "seq2seq.dropout: must be in [0, 1)"),
@@ -272,6 +272,8 @@ def test_extra_data_caps_refused_on_load():
     ("prune.eval_every=0", "prune.eval_every: must be an integer >= 1"),
     ("quantize.variants=[int4]", "quantize.variants: 'int4' is not one of"),
     ("quantize.test_subset=0", "quantize.test_subset: must be an integer >= 1"),
+    ("prune.latency_runs=5", "prune.latency_runs: must be an integer >= 20"),
+    ("quantize.latency_runs=19", "quantize.latency_runs: must be an integer >= 20"),
 ])
 def test_out_of_range_settings_refused_when_read_naming_the_key(override, message):
     """Refused when the config is read (exit 2 before any work), not inside a trial."""
@@ -285,3 +287,134 @@ def test_yaml_date_is_a_wrong_type_not_a_crash(tmp_path):
     config.write_text("results_dir: 2024-01-01\n")
     with pytest.raises(ConfigError, match="results_dir: expected str"):
         load_config(config)
+
+
+# ---------------------------------------------------------------- audit of the config handling
+
+_MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1; seed + offset needs headroom
+_SEED_KEYS = ("seed", "data.seed", "finetune.seed", "distill.seed", "seq2seq.seed", "prune.seed", "search.seed")
+_BIG_INT = "1" + "0" * 400  # beyond a float: float() raises OverflowError
+
+
+@pytest.mark.parametrize("text, key, line", [
+    ("seed: 1\nseed: 2\n", "'seed'", 2),
+    ("distill:\n  lr: 1.0e-3\n  epochs: 2\n  lr: 1.0e-4\n", "'lr'", 4),
+    ("distill:\n  epochs: 2\nprune:\n  rate: 0.1\ndistill:\n  lr: 1.0e-4\n", "'distill'", 5),
+    ("prune:\n  methods: [l1-global]\n  rounds: [2]\n  methods: [random-global]\n", "'methods'", 4),
+    ("distill: {epochs: 2, epochs: 3}\n", "'epochs'", 1),
+])
+def test_yaml_repeated_key_refused_naming_it_and_its_line(tmp_path, text, key, line):
+    """safe_load keeps the last of two equal keys: the first setting would vanish silently."""
+    config = tmp_path / "dup.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert "dup.yaml" in str(err.value) and f"repeated key {key}" in str(err.value), str(err.value)
+    assert f"line {line}" in str(err.value), str(err.value)
+
+
+def test_yaml_merge_key_may_still_be_overridden(tmp_path):
+    config = tmp_path / "merge.yaml"  # `<<` then an explicit key: YAML's override, not a repeat
+    config.write_text("finetune: &ft\n  epochs: 2\n  lr: 1.0e-4\ndistill:\n  <<: *ft\n  epochs: 3\n")
+    cfg = load_config(config)
+    assert (cfg.distill.epochs, cfg.distill.lr, cfg.finetune.epochs) == (3, 1e-4, 2)
+
+
+def test_override_value_with_repeated_key_refused():
+    with pytest.raises(ConfigError, match="^a: "):
+        parse_override("a={x: 1, x: 2}")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distill.lr=.inf", "distill.lr: must be finite"),
+    ("distill.lr=-.inf", "distill.lr: must be finite"),
+    ("distill.lr=1e400", "distill.lr: must be finite"),  # YAML 1.1 string -> float('1e400') = inf
+    ("distill.temperature=.inf", "distill.temperature: must be finite"),
+    ("distill.hard_weight=.inf", "distill.hard_weight: must be finite"),
+    ("distill.bilstm_lr=.inf", "distill.bilstm_lr: must be finite"),
+    ("distill.max_grad_norm=.inf", "distill.max_grad_norm: must be finite"),
+    ("distill.weight_decay=.inf", "distill.weight_decay: must be finite"),
+    ("finetune.lr=.inf", "finetune.lr: must be finite"),
+    ("seq2seq.lr=.inf", "seq2seq.lr: must be finite"),
+    ("seq2seq.adam_eps=.inf", "seq2seq.adam_eps: must be finite"),
+    ("prune.lr=.inf", "prune.lr: must be finite"),
+    ("resources.gpus_per_trial=.inf", "resources.gpus_per_trial: must be finite"),
+    ("resources.cpus_per_trial=.inf", "resources.cpus_per_trial: must be finite"),
+    ("search.max_mb=.inf", "search.max_mb: must be finite"),
+    ("distill.in_batch_weight=.nan", "distill.in_batch_weight: must be >= 0"),
+    ("distill.in_batch_temperature=.nan", "distill.in_batch_temperature: must be > 0"),
+    ("distill.in_batch_weight=.inf", "distill.in_batch_weight: must be finite"),
+    (f"distill.lr={_BIG_INT}", "distill.lr: "),
+    (f"prune.lr={_BIG_INT}", "prune.lr: "),
+    ("prune.rounds=[]", "prune.rounds: must not be empty"),
+    *((f"{key}=18446744073709551617", f"{key}: must be an integer in [0, {_MAX_SEED}]") for key in _SEED_KEYS),
+    *((f"{key}=-1", f"{key}: must be an integer in [0, {_MAX_SEED}]") for key in _SEED_KEYS),
+    *((f"{key}={_MAX_SEED + 1}", f"{key}: must be an integer in [0, {_MAX_SEED}]") for key in _SEED_KEYS),
+    ("results_dir=", "results_dir: must not be empty"),
+    ("results_dir= ", "results_dir: must not be empty"),
+    ("teacher.name=", "teacher.name: must not be empty"),
+    ("data.path=", "data.path: must not be empty"),
+    ("distill.transfer_extra=['']", "distill.transfer_extra: must not be empty"),
+    ("seq2seq.train_extra=[more, ' ']", "seq2seq.train_extra: must not be empty"),
+])
+def test_audited_values_refused_when_read_naming_the_key(override, message):
+    """inf trains garbage, a seed past torch's limit fails every trial, an empty path is the cwd."""
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIG_DIR / "demo.yaml", [override])
+    assert str(err.value).startswith(message), str(err.value)
+    assert len(str(err.value)) < 300 and "\n" not in str(err.value)  # one line, not 400 digits
+
+
+@pytest.mark.parametrize("key", _SEED_KEYS)
+def test_largest_seed_accepted(key):
+    cfg = load_config(CONFIG_DIR / "demo.yaml", [f"{key}={_MAX_SEED}"])
+    section, _, name = key.rpartition(".")
+    assert getattr(getattr(cfg, section) if section else cfg, name) == _MAX_SEED
+
+
+def test_yaml_float_overflow_is_refused_as_infinite(tmp_path):
+    config = tmp_path / "big.yaml"
+    config.write_text("distill:\n  lr: 1.0e+400\n")  # a YAML float: inf
+    with pytest.raises(ConfigError, match=r"^distill\.lr: must be finite"):
+        load_config(config)
+    config.write_text("seq2seq:\n  lr: 1e400\n")  # a YAML 1.1 string, read by float()
+    with pytest.raises(ConfigError, match=r"^seq2seq\.lr: must be finite"):
+        load_config(config)
+
+
+def test_empty_path_in_yaml_refused(tmp_path):
+    config = tmp_path / "empty.yaml"
+    config.write_text("results_dir: ''\n")
+    with pytest.raises(ConfigError, match="^results_dir: must not be empty"):
+        load_config(config)
+
+
+@pytest.mark.parametrize("override, example", [
+    ("distill={epochs: 2}", "distill.epochs=2"),
+    ("distill=null", "distill."),
+    ("data=null", "data."),
+    ("teacher=minilm-l6", "teacher."),
+])
+def test_whole_section_override_refused(override, example):
+    """It replaced the section with defaults: demo's distill.precision bf16 silently became fp32."""
+    section = override.partition("=")[0]
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIG_DIR / "demo.yaml", [override])
+    assert str(err.value).startswith(f"{section}: ") and example in str(err.value), str(err.value)
+
+
+def test_null_section_in_yaml_still_means_defaults(tmp_path):
+    config = tmp_path / "null.yaml"
+    config.write_text("data:\ndistill:\n  epochs: 2\n")
+    cfg = load_config(config)
+    assert cfg.data == JobConfig().data and cfg.distill.epochs == 2
+
+
+def test_yaml_syntax_error_names_problem_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distill:\n  epochs: 2\n lr: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    text = str(err.value)
+    assert "bad.yaml" in text and "line 3, column 2" in text and "expected <block end>" in text, text
+    assert "\n" not in text

@@ -57,6 +57,12 @@ def _one_error_line(err: str, culprit: str) -> bool:
     (["demo", "--config", "smoke", "--seeds", "0,1"], "--seeds"),  # compress and prune only
     (["compress", "--config", "smoke", "--seeds", "0,1", "distill.seed=2"], "distill.seed"),
     (["prune", "--config", "smoke", "--seeds", "0,1", "prune.seed=2"], "prune.seed"),
+    # a seed torch refuses failed every trial of its sweep, after the earlier seeds had run
+    (["compress", "--config", "smoke", "--seeds", "0,18446744073709551617"], "--seeds"),
+    (["prune", "--config", "smoke", "--seeds", "-1,0"], "--seeds"),
+    (["tables", "results_dir="], "results_dir: must not be empty"),  # not the current directory
+    (["compress", "--config", "smoke", "distill.lr=.inf"], "distill.lr: must be finite"),
+    (["compress", "--config", "smoke", "distill={epochs: 2}"], "distill.epochs=2"),
     ([], "command"),
 ])
 def test_usage_errors_are_one_line_exit_2(capsys, argv, culprit):
@@ -128,3 +134,26 @@ def test_compress_seeds_runs_every_seed_and_names_the_one_that_failed(capsys, mo
     assert "distill.seed=1: compress: 1 trial(s) failed" in err and "distill.seed=2" not in err
     spread = out.split("Across 2 distillation seeds")[1].splitlines()[3].split()
     assert spread[:2] == ["student-0", "student"] and spread[-7] == "2" and float(spread[-6]) == 0.65
+
+
+@pytest.mark.parametrize("text", ["0,18446744073709551617", "-1,0", f"0,{2**63}"])
+def test_parse_seeds_refuses_what_torch_or_numpy_would(text):
+    """Each seed is checked before the first sweep starts, not when its turn comes."""
+    from ray_jobs.errors import ConfigError
+    from ray_jobs.jobs import parse_seeds
+
+    with pytest.raises(ConfigError, match="^--seeds: "):
+        parse_seeds(text)
+    assert parse_seeds(f"0,{2**63 - 1}") == [0, 2**63 - 1]
+
+
+def test_query_shows_each_of_two_columns_of_one_name(capsys, tmp_path):
+    from ray_jobs import results
+
+    results.write_rows(tmp_path, "distill", "s1", [{"trial_key": "a"}])
+    rc, out, err = _main(capsys, "query", "SELECT 1 AS a, 2 AS a", "--format", "csv", f"results_dir={tmp_path}")
+    assert (rc, out, err) == (0, "a,a\n1,2\n", "")
+    rc, out, _ = _main(capsys, "query", "SELECT 1 AS a, 2 AS a", f"results_dir={tmp_path}")
+    assert rc == 0 and out.splitlines()[2].split() == ["1", "2"]
+    rc, out, err = _main(capsys, "query", "SELECT 1 AS a, 2 AS a", "--format", "json", f"results_dir={tmp_path}")
+    assert rc == 2 and out == "" and _one_error_line(err, "2 columns named 'a'") and " AS " in err, err

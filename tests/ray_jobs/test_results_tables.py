@@ -178,3 +178,28 @@ def test_configs_row_is_the_whole_config_once_per_sweep(tmp_path):
                                    "FROM configs ORDER BY job").to_pylist()
     assert rows == [{"sweep_id": "compress-abc", "job": "compress", "config_hash": "h" * 64, "lr": 5e-4, "q": "int8"},
                     {"sweep_id": "prune-def", "job": "prune", "config_hash": "h" * 64, "lr": None, "q": None}]
+
+
+def test_columns_of_one_name_keep_their_own_values(tmp_path):
+    """A join's `d.trial_key, c.trial_key` (the configs row's is ''), or `1 AS a, 2 AS a`:
+    table and csv read cells by position; json, whose row objects hold one value per name,
+    refuses and says how to name them apart."""
+    results.write_rows(tmp_path, "distill", "s1", _rows(2))
+    results.write_config(tmp_path, "compress", "s1", {"distill": {"lr": 5e-4}},
+                         {"config_hash": "h", "code_version": "v"})
+    joined = results.query(tmp_path, "SELECT d.trial_key, c.trial_key, d.accuracy FROM distill d "
+                                     "JOIN configs c USING (sweep_id) ORDER BY 1")
+    assert results.format_rows(joined, "csv").splitlines() == [
+        "trial_key,trial_key,accuracy", "t0,,0.5", "t1,,0.6"]
+    text = results.format_rows(joined, "table").splitlines()
+    assert [line.split() for line in text[2:]] == [["t0", "0.5"], ["t1", "0.6"]]
+    assert text[2].startswith("t0 ")  # the first column holds the distill row's key
+    pair = results.query(tmp_path, "SELECT 1 AS a, 2 AS a")
+    assert results.format_rows(pair, "csv").splitlines() == ["a,a", "1,2"]
+    assert results.format_rows(pair, "table").splitlines()[2].split() == ["1", "2"]
+    for tbl, name in ((pair, "a"), (joined, "trial_key")):
+        with pytest.raises(results.ResultsError,
+                           match=rf"--format json: the result has 2 columns named '{name}'.*AS"):
+            results.format_rows(tbl, "json")
+    aliased = results.query(tmp_path, "SELECT 1 AS a, 2 AS b")
+    assert json.loads(results.format_rows(aliased, "json")) == [{"a": 1, "b": 2}]

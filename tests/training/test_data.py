@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -428,3 +429,105 @@ def test_clone_fingerprint_covers_the_split_files_beside_data_jsonl(tmp_path):
     lines = test.read_text().splitlines()
     test.write_text("\n".join(lines[:-1]) + "\n")
     assert data_fingerprint(by_file) != fp
+
+
+# ---------------------------------------------------------------- ambiguous or invalid input
+
+
+@pytest.mark.parametrize("second", ["train.jsonl.gz", "train/part_0.jsonl"])
+def test_a_split_held_twice_names_both_copies(tmp_path, second, capsys):
+    """train.jsonl beside train.jsonl.gz (two harvests, with and without --no-gzip) or beside
+    a train/ folder: reading one copy would silently drop the other."""
+    folder = _c2t_folder(tmp_path, [GOOD])
+    other = folder / second
+    other.parent.mkdir(exist_ok=True)
+    _write_jsonl(other, [GOOD, GOOD], gz=second.endswith(".gz"))
+    shown = "train/ (1 jsonl files)" if "/" in second else second
+    message = rf"bad: split 'train' is held more than once, by train\.jsonl and {re.escape(shown)}"
+    for read in (load_code_to_text, data.validate, data.detect_format):
+        with pytest.raises(DataError, match=message):
+            read(folder)
+    assert data.main(["validate", str(folder)]) == 2
+    assert "train.jsonl and " in capsys.readouterr().err
+    (folder / "train").mkdir(exist_ok=True)  # a folder without jsonl files holds no copy
+    if "/" not in second:
+        other.unlink()
+        assert len(load_code_to_text(folder)["train"]) == 1
+
+
+@pytest.mark.parametrize("value", ["dev", "validation", "Test", "", 1])
+def test_an_unknown_partition_is_refused_with_its_line(tmp_path, value):
+    records = [r for s in ("train", "valid", "test") for r in _records(C2T / f"{s}.jsonl")]
+    records[3] = {**records[3], "partition": value}
+    path = _write_jsonl(tmp_path / "all.jsonl", records)
+    message = rf"all\.jsonl:4: field 'partition' is {re.escape(repr(value))}; expected one of train, valid, test"
+    with pytest.raises(DataError, match=message):
+        load_code_to_text(path)
+    devign = [{"func": f"int f{i}();", "target": i % 2, "partition": "dev" if i == 1 else "train"}
+              for i in range(3)]
+    with pytest.raises(DataError, match=r"one\.jsonl:2: field 'partition' is 'dev'"):
+        data.validate(_write_jsonl(tmp_path / "one.jsonl", devign), "defect")
+
+
+def test_a_missing_or_null_partition_still_splits_by_hash(tmp_path):
+    records = [{"path": f"m{i}.py", "code_tokens": ["def", f"f{i}"], "docstring_tokens": ["do", str(i)]}
+               for i in range(40)]
+    records[0]["partition"] = None
+    splits = load_code_to_text(_write_jsonl(tmp_path / "all.jsonl", records))
+    expected = {s: [i for i in range(40) if data._hash_split(f"m{i}.py") == s] for s in splits}
+    assert {s: [int(p.source.split()[1][1:]) for p in v] for s, v in splits.items()} == expected
+
+
+LONE = json.loads('"\\ud800"')  # JSON allows it; UTF-8 cannot hold it; tokenizers raise TypeError
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        ({"code_tokens": ["def", "f" + LONE], "docstring_tokens": ["y"]}, "code_tokens"),
+        ({"code_tokens": ["x"], "docstring_tokens": [LONE]}, "docstring_tokens"),
+        ({**GOOD, "path": "a" + LONE + ".py"}, "path"),
+        ({**GOOD, "url": "http://x/" + LONE}, "url"),
+    ],
+)
+def test_code_to_text_text_with_a_lone_surrogate_is_refused(tmp_path, record, field):
+    folder = _c2t_folder(tmp_path, [GOOD, record])
+    with pytest.raises(DataError, match=rf"train\.jsonl:2: field '{field}' holds invalid Unicode"):
+        load_code_to_text(folder)
+    single = _write_jsonl(tmp_path / "one.jsonl", [{k: v for k, v in record.items() if k != "partition"}])
+    with pytest.raises(DataError, match=rf"one\.jsonl:1: field '{field}' holds invalid Unicode"):
+        data.validate(single, "code-to-text")
+
+
+def test_defect_and_clone_text_with_a_lone_surrogate_is_refused(tmp_path):
+    folder = tmp_path / "devign"
+    shutil.copytree(DEVIGN, folder)
+    _write_jsonl(folder / "valid.jsonl", [{"func": "int f();", "target": 1},
+                                          {"func": "int g() { return '" + LONE + "'; }", "target": 0}])
+    with pytest.raises(DataError, match=r"valid\.jsonl:2: field 'func' holds invalid Unicode"):
+        classification_splits(DataConfig(path=str(folder), task="defect"))
+    single = _write_jsonl(tmp_path / "one.jsonl", [{"func": "int f();", "target": 1, "idx": LONE}])
+    with pytest.raises(DataError, match=r"one\.jsonl:1: field 'idx' holds invalid Unicode"):
+        data.validate(single, "defect")
+    bcb = tmp_path / "bcb"
+    shutil.copytree(BCB, bcb)
+    with open(bcb / "data.jsonl", "a") as handle:
+        handle.write(json.dumps({"idx": "900", "func": "void f() {" + LONE + "}"}) + "\n")
+    n = len((bcb / "data.jsonl").read_text().splitlines())
+    with pytest.raises(DataError, match=rf"data\.jsonl:{n}: field 'func' holds invalid Unicode"):
+        classification_splits(DataConfig(path=str(bcb), task="clone"))
+
+
+@pytest.mark.parametrize("repeat", ["102", 102])
+def test_a_repeated_clone_idx_names_both_lines(tmp_path, repeat, capsys):
+    folder = tmp_path / "bcb"
+    shutil.copytree(BCB, folder)
+    lines = (folder / "data.jsonl").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines, 1) if str(json.loads(line)["idx"]) == "102")
+    lines.append(json.dumps({"idx": repeat, "func": "void other() {}"}))
+    (folder / "data.jsonl").write_text("\n".join(lines) + "\n")
+    message = rf"data\.jsonl:{len(lines)}: idx 102 repeats line {first}"
+    with pytest.raises(DataError, match=message):
+        classification_splits(DataConfig(path=str(folder), task="clone"))
+    assert data.main(["validate", str(folder)]) == 2
+    assert f"idx 102 repeats line {first}" in capsys.readouterr().err

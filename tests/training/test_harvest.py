@@ -301,3 +301,36 @@ def test_cli_usage_errors_are_one_line(argv, message, capsys):
     assert harvest.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "usage:" not in err
+
+
+@pytest.mark.parametrize("first", [["--no-gzip"], []])
+def test_a_second_harvest_in_the_other_format_replaces_the_first(tree, tmp_path, first, capsys):
+    """harvest A --no-gzip, then harvest B (gzipped) into the same --out: the folder must hold
+    B only, not A's train.jsonl beside B's train.jsonl.gz (a split held twice)."""
+    other = tmp_path / "other"
+    shutil.copytree(tree, other)
+    (other / _name_in("train", "extra")).write_text(FILLER.format(n=7))
+    out = tmp_path / "out"
+    assert harvest.main([str(tree), "--out", str(out), *first]) == 0
+    second = [] if first else ["--no-gzip"]
+    assert harvest.main([str(other), "--out", str(out), *second]) == 0
+    suffix = ".jsonl" if second else ".jsonl.gz"
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}{suffix}" for s in harvest.SPLITS)
+    splits, _ = harvest.harvest(other)
+    assert data.validate(out) == {s: len(r) for s, r in splits.items()}
+    capsys.readouterr()
+
+
+def test_cli_refuses_an_out_that_holds_a_split_folder(tree, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "csn"
+    (out / "valid").mkdir(parents=True)
+    (out / "valid" / "python_valid_0.jsonl.gz").write_bytes(b"")
+
+    def no_harvest(*args, **kwargs):
+        raise AssertionError("harvested before checking --out")
+
+    monkeypatch.setattr(harvest, "harvest", no_harvest)
+    assert harvest.main([str(tree), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: holds split 'valid' as the folder" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["valid"]

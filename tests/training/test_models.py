@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -11,6 +14,7 @@ from training.models import (
     BiLSTMSoft,
     PairEncoderForSequenceClassification,
     build_student,
+    check_teacher_loadable,
     cost_head,
     load_encoder,
     load_teacher,
@@ -211,3 +215,79 @@ def test_cosine_pair_student_has_two_head_parameters():
     assert _n(model) == cost.params(ARCH, teacher) - (h * h + h) - (2 * h + 2) + 2
     assert _n(model) == cost.params(ARCH, teacher, head="pair_cosine")
     assert model.config.pooling == "mean"
+
+
+def _roberta_bpe_folder(folder):
+    """A tiny RoBERTa teacher whose tokenizer is vocab.json + merges.txt only, as
+    microsoft/codebert-base ships it (no tokenizer.json)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["def add ( a , b ) : return a + b"] * 4, vocab_size=300,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    RobertaModel(RobertaConfig(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=40)).save_pretrained(folder)
+    bpe.save_model(str(folder))
+    return folder
+
+
+def test_teacher_folders_with_weights_and_a_tokenizer_pass_the_check(tmp_path):
+    from tests.training.tiny_teacher import tiny_teacher_folder
+
+    check_teacher_loadable("minilm-l6")  # tokenizer.json, vocab.txt, model.safetensors
+    check_teacher_loadable(str(tiny_teacher_folder(tmp_path / "bert")))  # tokenizer.json only
+    roberta = _roberta_bpe_folder(tmp_path / "roberta")
+    assert not (roberta / "tokenizer.json").exists()
+    check_teacher_loadable(str(roberta))
+    assert len(load_encoder(str(roberta))[1]) > 200  # its BPE, not the 5-token fallback
+
+
+def _copy_teacher(src, dest, skip=()):
+    dest.mkdir()
+    for file in src.iterdir():
+        if file.is_file() and file.name not in skip:
+            shutil.copy(file, dest / file.name)
+    return dest
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "missing_shard"])
+def test_a_teacher_whose_safetensors_do_not_open_is_refused(tmp_path, damage):
+    """Before any work: otherwise SafetensorError is raised inside a worker, after Ray started."""
+    from tests.training.tiny_teacher import tiny_teacher_folder
+
+    folder = _copy_teacher(tiny_teacher_folder(tmp_path / "ok"), tmp_path / "bad")
+    weights = folder / "model.safetensors"
+    if damage == "garbage":
+        weights.write_bytes(b"this is not a safetensors file" * 100)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    else:  # a sharded checkpoint whose index names a shard that is not there
+        weights.rename(folder / "model-00001-of-00002.safetensors")
+        shards = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": shards}))
+    bad = "00002-of-00002" if damage == "missing_shard" else "model.safetensors"
+    with pytest.raises(ValueError, match=rf"cannot load teacher .*{bad}.* is not a readable safetensors file"):
+        check_teacher_loadable(str(folder))
+
+
+@pytest.mark.parametrize("source", ["minilm", "roberta"])
+def test_a_teacher_folder_without_a_tokenizer_is_refused(tmp_path, source):
+    """AutoTokenizer would fall back to a 5-token BertTokenizer: every word [UNK]."""
+    from training.models import embedded_teacher_path
+
+    src = embedded_teacher_path() if source == "minilm" else _roberta_bpe_folder(tmp_path / "src")
+    tokenizer_files = {"tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "merges.txt",
+                       "special_tokens_map.json"}
+    folder = _copy_teacher(src, tmp_path / "no-tokenizer", skip=tokenizer_files)
+    with pytest.raises(ValueError, match=r"holds no tokenizer \(one of tokenizer\.json, vocab\.txt, "
+                                         r"vocab\.json \+ merges\.txt\)"):
+        check_teacher_loadable(str(folder))
+    if source == "roberta":  # half of a BPE tokenizer is no tokenizer
+        shutil.copy(src / "vocab.json", folder / "vocab.json")
+        with pytest.raises(ValueError, match="holds no tokenizer"):
+            check_teacher_loadable(str(folder))
+        shutil.copy(src / "merges.txt", folder / "merges.txt")
+        check_teacher_loadable(str(folder))
