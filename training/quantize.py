@@ -25,6 +25,7 @@ from torch import nn
 
 from training.bleu import codexglue_bleu, corpus_bleu
 from training.checks import check_choices, check_ranges
+from training.onnx_export import ONNX_VARIANTS, OnnxClassifier
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -37,7 +38,8 @@ from training.seq2seq import (
 )
 
 VARIANTS = ("fp32", "fp16", "int8", "int8_fp32_head")
-CLASSIFIER_VARIANTS = ("fp16", "bf16", "int8", "int8_emb")  # each scored beside the fp32 model
+# each scored beside the fp32 model; onnx / onnx_int8: run by ONNX Runtime (training.onnx_export)
+CLASSIFIER_VARIANTS = ("fp16", "bf16", "int8", "int8_emb", *ONNX_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class QuantizeConfig:
 
     def __post_init__(self) -> None:  # refused when the config is read, not after the pruning sweep
         check_choices(self, variants=VARIANTS)
-        check_ranges(self, counts=("test_subset", "beam", "latency_runs", "latency_threads"))
+        check_ranges(self, counts=("test_subset", "beam", "latency_threads"), timed_runs=("latency_runs",))
 
 
 def variant_device(variant: str, device: str = "cpu") -> str:
@@ -186,17 +188,22 @@ def quantize_rows(
 # ---------------------------------------------------------------- classifiers
 
 
-def quantize_classifier(model: nn.Module, variant: str) -> nn.Module:
+def quantize_classifier(model: nn.Module, variant: str, example: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """A CPU copy of a sequence classifier (student, BiLSTM_soft, teacher) in `variant`.
 
     fp32: as it is; fp16 / bf16: every weight cast; int8: torch dynamic int8 of every
     Linear and LSTM (weights int8, activations quantized per call; embeddings and
     LayerNorms stay fp32); int8_emb: int8 plus weight-only int8 embedding tables (a float
-    scale and offset per row). The original is untouched.
+    scale and offset per row); onnx / onnx_int8: an `OnnxClassifier` traced on `example`
+    (the model's keyword inputs, e.g. one collated test batch). The original is untouched.
     """
     if variant not in ("fp32", *CLASSIFIER_VARIANTS):
         raise ValueError(f"variant must be one of {('fp32', *CLASSIFIER_VARIANTS)}, got {variant!r}")
     model = copy.deepcopy(model).cpu().eval()
+    if variant in ONNX_VARIANTS:
+        if example is None:
+            raise ValueError(f"variant {variant}: needs example inputs to trace the graph")
+        return OnnxClassifier(model, variant, example)
     if variant in ("fp16", "bf16"):
         return model.to(torch.float16 if variant == "fp16" else torch.bfloat16)
     if variant.startswith("int8"):
@@ -204,11 +211,13 @@ def quantize_classifier(model: nn.Module, variant: str) -> nn.Module:
     return model
 
 
-def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, time) -> list[dict]:
+def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, time,
+                            example: dict[str, torch.Tensor] | None = None) -> list[dict]:
     """Rows for the fp32 model and each of `variants`, all on the CPU.
 
     score(model) -> {"accuracy", "f1", ...} on the test split; time(model) -> a
-    `latency_ms` dict. Each row: variant, device ("cpu"), size_bytes (`torch.save` bytes),
+    `latency_ms` dict; example: inputs the ONNX variants are traced on. Each row: variant,
+    device ("cpu"), size_bytes (`torch.save` bytes; the graph file's for ONNX variants),
     accuracy, f1, latency_ms, latency_p90_ms, accuracy_kept (accuracy / the fp32 row's),
     speedup_vs_fp32 (fp32 median / this median), error (a variant this CPU cannot run
     gets its error instead of figures).
@@ -217,8 +226,8 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
     for variant in ("fp32", *(v for v in variants if v != "fp32")):
         row = {"variant": variant, "device": "cpu", "error": None}
         try:
-            q = quantize_classifier(model, variant)
-            row["size_bytes"] = saved_size_bytes(q)
+            q = quantize_classifier(model, variant, example)
+            row["size_bytes"] = q.size_bytes if isinstance(q, OnnxClassifier) else saved_size_bytes(q)
             row |= {k: v for k, v in score(q).items() if k in ("accuracy", "f1")}
             lat = time(q)
             row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]

@@ -1,0 +1,155 @@
+"""ONNX variants of the classifiers: exported graphs run by ONNX Runtime give torch's logits on
+inputs of other shapes and padding, int8 graphs are smaller and close, the rows record what
+cannot be exported, and a saved student folder exports from the command line."""
+
+import onnx
+import pytest
+import torch
+
+from search.space import Arch, teacher_spec
+from training.finetune import pad_right
+from training.models import BiLSTMSoft, build_student
+from training.onnx_export import OnnxClassifier, export_folder, main
+from training.quantize import classifier_variant_rows, quantize_classifier
+
+torch.set_num_threads(1)
+VOCAB = 300
+
+
+def _student(pair_mode="separate", pair_head="cosine", ffn=64):
+    torch.manual_seed(0)
+    return build_student(Arch(2, 32, 2, ffn, VOCAB), teacher_spec("minilm-l6"), pair_mode=pair_mode,
+                         pad_token_id=1, pair_head=pair_head).eval()
+
+
+def _padded(rows: int, pair: bool, seed: int, max_len: int = 40, token_types: bool = False) -> dict:
+    """`rows` inputs of random lengths 3..max_len, right-padded (the padding the exporter must not bake in)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def side(longest):
+        lengths = torch.randint(3, longest + 1, (rows,), generator=gen)
+        return pad_right([torch.randint(5, VOCAB, (int(n),), generator=gen).tolist() for n in lengths], 1)
+
+    ids, mask = side(max_len)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if token_types:
+        batch["token_type_ids"] = (torch.arange(ids.shape[1]) >= ids.shape[1] // 2).long().expand_as(ids) * mask
+    if pair:
+        batch["input_ids_b"], batch["attention_mask_b"] = side(max_len // 2)
+    return batch
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("pair_mode, pair_head", [("separate", "cosine"), ("separate", "concat"), ("joint", "concat")])
+def test_onnx_graph_gives_torch_logits_on_other_shapes_and_padding(pair_mode, pair_head):
+    model = _student(pair_mode, pair_head)
+    pair = pair_mode == "separate"
+    graph = OnnxClassifier(model, "onnx", _padded(2, pair, seed=0, token_types=not pair))
+    for rows, seed, longest in ((7, 1, 40), (1, 2, 11), (3, 3, 64)):  # other batch sizes and lengths
+        batch = _padded(rows, pair, seed, longest, token_types=not pair)
+        assert graph(**batch).logits.shape == (rows, 2)
+        torch.testing.assert_close(graph(**batch).logits, _logits(model, batch), atol=1e-4, rtol=1e-4)
+    assert not model.training  # the export leaves the model in eval mode (a train-mode model drops out)
+
+
+def test_onnx_int8_graph_is_smaller_and_close():
+    model = _student(ffn=1024)  # 4/5 of the weights in MatMuls (the embeddings stay fp32)
+    example = _padded(2, True, seed=0)
+    fp32, int8 = OnnxClassifier(model, "onnx", example), OnnxClassifier(model, "onnx_int8", example)
+    batch = _padded(16, True, seed=1)
+    # the folding before quantization: without it the pair model's shared weights stay fp32
+    # beside their int8 copies (a graph larger than fp32's)
+    assert int8.size_bytes < 0.45 * fp32.size_bytes
+    assert (int8(**batch).logits - _logits(model, batch)).abs().max() < 0.1
+    assert not torch.equal(int8(**batch).logits, fp32(**batch).logits)  # really quantized
+
+
+def test_missing_token_type_ids_are_zeros_and_other_inputs_are_required():
+    model = _student("joint")
+    graph = OnnxClassifier(model, "onnx", _padded(2, False, seed=0, token_types=True))
+    batch = _padded(4, False, seed=1)  # no token_type_ids: as the latency harness calls it
+    torch.testing.assert_close(graph(**batch).logits, _logits(model, batch), atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="missing \\['attention_mask'\\]"):
+        graph(input_ids=batch["input_ids"])
+
+
+def test_one_session_per_torch_thread_count():
+    graph = OnnxClassifier(_student(), "onnx", _padded(2, True, seed=0))
+    batch = _padded(2, True, seed=1)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            graph(**batch)
+    finally:
+        torch.set_num_threads(old)
+    assert sorted(graph._sessions) == [1, 2]
+    assert [s.get_session_options().intra_op_num_threads for _, s in sorted(graph._sessions.items())] == [1, 2]
+
+
+def test_rows_record_a_model_the_exporter_cannot_trace():
+    """BiLSTM_soft packs its padded sequences; the TorchScript exporter cannot trace that: the
+    row says so instead of failing the trial, and the other variants still get figures."""
+    bilstm = BiLSTMSoft(VOCAB, embed=16, hidden=16, dense=24, pad_id=1, pair=True).eval()
+    example = _padded(2, True, seed=0)
+    with pytest.raises(RuntimeError, match="ONNX export failed"):
+        quantize_classifier(bilstm, "onnx", example)
+    with pytest.raises(ValueError, match="needs example inputs"):
+        quantize_classifier(bilstm, "onnx")
+    batch = _padded(8, True, seed=1)
+    labels = torch.zeros(8, dtype=torch.long)
+
+    def score(q):
+        return {"accuracy": float((_logits(q, batch).argmax(-1) == labels).float().mean()), "f1": 0.0}
+
+    rows = classifier_variant_rows(bilstm, ("onnx", "int8"), score,
+                                   lambda q: {"median_ms": 1.0, "p90_ms": 1.0}, example=example)
+    by = {r["variant"]: r for r in rows}
+    assert "ONNX export failed" in by["onnx"]["error"] and by["onnx"]["accuracy_kept"] is None
+    assert by["int8"]["error"] is None and by["int8"]["accuracy"] is not None
+
+
+def test_rows_of_a_student_size_the_graph_file_and_score_like_torch():
+    model = _student()
+    batch = _padded(32, True, seed=1)
+    labels = _logits(model, batch).argmax(-1)  # fp32 torch scores 1.0 by construction
+
+    def score(q):
+        return {"accuracy": float((q(**batch).logits.argmax(-1) == labels).float().mean()), "f1": 0.0}
+
+    rows = classifier_variant_rows(model, ("onnx", "onnx_int8"), score,
+                                   lambda q: {"median_ms": 1.0, "p90_ms": 2.0}, example=_padded(2, True, seed=0))
+    by = {r["variant"]: r for r in rows}
+    assert by["onnx"]["error"] is None and by["onnx"]["accuracy"] == 1.0
+    assert by["onnx_int8"]["accuracy"] >= 0.9
+    graph = quantize_classifier(model, "onnx", _padded(2, True, seed=0))
+    assert by["onnx"]["size_bytes"] == graph.size_bytes == graph.path.stat().st_size
+    # the graph holds every weight once (the pair model's two encodes share them): its weights
+    # weigh what torch's state dict does; the file adds the graph (~0.1 MB, whatever the model's size)
+    weights = sum(onnx.numpy_helper.to_array(t).nbytes for t in onnx.load(str(graph.path)).graph.initializer)
+    state = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert weights == pytest.approx(state, rel=0.05) and by["onnx"]["size_bytes"] > weights
+
+
+def test_a_saved_student_folder_exports_from_the_command_line(tmp_path, capsys):
+    import onnxruntime as ort
+
+    from training.evaluate import random_inputs
+
+    model = _student()
+    model.save_pretrained(tmp_path / "student")
+    assert main([str(tmp_path / "student"), "--out", str(tmp_path / "onnx"), "--seq-len", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "model.onnx" in printed and "model_int8.onnx" in printed
+    batch = random_inputs(VOCAB, 24, pair=True, batch=3, seed=5)
+    for name, tolerance in (("model.onnx", 1e-4), ("model_int8.onnx", 0.1)):
+        session = ort.InferenceSession(str(tmp_path / "onnx" / name), providers=["CPUExecutionProvider"])
+        (logits,) = session.run(["logits"], {k: v.numpy() for k, v in batch.items()})
+        assert abs(torch.from_numpy(logits) - _logits(model, batch)).max() < tolerance, name
+    # by default beside the weights
+    assert [p.name for p in export_folder(tmp_path / "student", seq_len=8)] == ["model.onnx", "model_int8.onnx"]
+    assert (tmp_path / "student" / "model.onnx").is_file()
