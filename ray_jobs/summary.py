@@ -57,10 +57,11 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
     if "quantize" in results.table_names(results_dir):
         variants = results.query(results_dir, f"""
             SELECT model, variant, size_bytes / 1e6 AS size_mb, accuracy, accuracy_kept, retention,
-                   latency_ms, speedup_vs_fp32, error
+                   latency_ms, speedup_vs_fp32, left(error, 60) AS error
             FROM quantize WHERE sweep_id = {sid} ORDER BY kind DESC, model, variant = 'fp32' DESC, variant""")
         if variants.num_rows:
-            lines += ["Quantized on the CPU (size: torch.save bytes; latency as above, on the CPU; "
+            lines += ["Quantized on the CPU (size: torch.save bytes, the graph file's for onnx variants; "
+                      "latency as above, on the CPU; "
                       "speed-up over the same model in fp32, timed back to back)",
                       results.format_rows(variants)]
     return "\n".join(lines)

@@ -8,9 +8,9 @@ import argparse
 import math
 from collections.abc import Iterable
 
-# torch.manual_seed takes [-2**63, 2**64 - 1] and raises past it, in every trial; numpy's
-# generators refuse negatives, and jobs derive seeds by adding offsets (seed + i, seed + 100 * i):
-# [0, 2**63 - 1] leaves that headroom below torch's limit (and fits an int64)
+# torch.manual_seed takes [-2**63, 2**64 - 1] and raises past it, in every trial; jobs derive
+# seeds by adding offsets (seed + i, seed + 100 * i): [0, 2**63 - 1] is non-negative, fits an
+# int64 and leaves that headroom below torch's limit
 MAX_SEED = 2**63 - 1
 
 

@@ -78,6 +78,7 @@ from training.models import (
     build_student,
     cost_head,
 )
+from training.onnx_export import ONNX_VARIANTS
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
 from training.staging import remove_stale, staging_path
 from training.tokenizer import MIN_VOCAB, train_tokenizer
@@ -632,6 +633,14 @@ def teacher_variant_rows(artifacts: TeacherArtifacts, cfg: CompressTrainConfig) 
                          artifacts.teacher_pair_mode == "separate", artifacts.teacher_metrics["accuracy"])
 
 
+def _tracing_rows(encoded: dict, pad_id: int) -> dict:
+    """The ONNX variants' tracing input: the shortest and the longest test example, so that
+    the trace pads one of them (one example when the split holds one)."""
+    lengths = lengths_of(encoded)
+    rows = sorted({lengths.index(min(lengths)), lengths.index(max(lengths))})
+    return collate(encoded, rows, pad_id)
+
+
 def _variant_rows(model, vocab: int, test_enc: dict, test, pad_id: int, cfg: DistillConfig, pair: bool,
                   teacher_acc: float | None) -> list[dict]:
     """quantize-table rows of a trained model: fp32 and each of cfg.quantize, on the CPU."""
@@ -644,7 +653,7 @@ def _variant_rows(model, vocab: int, test_enc: dict, test, pad_id: int, cfg: Dis
         model, cfg.quantize,
         score=lambda q: scores(predict_logits(q, test_enc, pad_id, cfg.eval_batch_size), labels),
         time=lambda q: classifier_latency(q, vocab, **kw),
-        example=collate(test_enc, [0, 1], pad_id))  # two rows of other lengths: padding traced too
+        example=_tracing_rows(test_enc, pad_id) if set(cfg.quantize) & set(ONNX_VARIANTS) else None)
     for row in rows:
         row["retention"] = row["accuracy"] / teacher_acc if teacher_acc and row.get("accuracy") is not None else None
     return rows

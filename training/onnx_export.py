@@ -1,6 +1,6 @@
 """Sequence classifiers as ONNX graphs run by ONNX Runtime: the quantize table's `onnx` (the
 fp32 graph) and `onnx_int8` (ONNX Runtime's dynamic int8: int8 weights of every MatMul,
-activations quantized per call) variants. ONNX Runtime is what a team shipping a student into
+activations quantized per call, and uint8 embedding tables with one scale per table) variants. ONNX Runtime is what a team shipping a student into
 an IDE or onto a laptop runs instead of torch; these variants are scored and timed like the
 torch ones, so the table says what the runtime costs or saves.
 
@@ -9,7 +9,9 @@ torch ones, so the table says what the runtime costs or saves.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import logging
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -17,6 +19,8 @@ from types import SimpleNamespace
 
 import torch
 from torch import nn
+
+from training.checks import OneLineParser, UsageError
 
 ONNX_VARIANTS = ("onnx", "onnx_int8")
 OPSET = 17  # ONNX Runtime 1.31 runs opsets up to 23; 17 is what torch's TorchScript exporter knows best
@@ -58,20 +62,50 @@ def export_onnx(model: nn.Module, example: dict[str, torch.Tensor], path: str | 
     return Path(path)
 
 
+@contextlib.contextmanager
+def _ort_errors(what: str):
+    """ONNX Runtime's and onnx's exceptions derive from Exception, not RuntimeError: re-raise
+    them as RuntimeError, which a quantize row records instead of failing its trial."""
+    try:
+        yield
+    except RuntimeError:
+        raise
+    except Exception as err:
+        raise RuntimeError(f"{what}: {type(err).__name__}: {err}") from err
+
+
+def _session_options(threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: not a warning per unused initializer
+    if threads is not None:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return options
+
+
 def quantize_onnx(src: Path, dst: Path) -> Path:
-    """ONNX Runtime's dynamic int8 of `src` into `dst`, after its basic graph optimisations:
-    they fold the exporter's Identity copies of weights a pair model's two encodes share,
-    which the quantizer would otherwise keep in fp32 beside their int8 copies."""
+    """ONNX Runtime's dynamic int8 of `src` into `dst` (MatMul weights int8, embedding tables
+    uint8), after its basic graph optimisations: they fold the exporter's Identity copies of
+    weights a pair model's two encodes share, which the quantizer would otherwise keep in fp32
+    beside their int8 copies. RuntimeError when ONNX Runtime refuses the graph."""
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folded = dst.with_name(dst.stem + ".folded.onnx")
-    options = ort.SessionOptions()
+    options = _session_options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(folded)
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
-    quantize_dynamic(str(folded), str(dst), weight_type=QuantType.QInt8)
-    folded.unlink()
+    # quantize_dynamic logs a pre-processing hint through the root logger (which, unconfigured,
+    # would also get a stderr handler): silenced for the call
+    logging.disable(logging.WARNING)
+    try:
+        with _ort_errors("ONNX int8 quantization failed"):
+            ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+            quantize_dynamic(str(folded), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+        folded.unlink(missing_ok=True)
     return dst
 
 
@@ -95,20 +129,20 @@ class OnnxClassifier(nn.Module):
         path = export_onnx(model, example, Path(self._dir.name) / "model.onnx")
         if variant == "onnx_int8":
             path = quantize_onnx(path, path.with_name("model_int8.onnx"))
-        self.path, self.names = path, tuple(example)
+        self.path = path
         self.size_bytes = path.stat().st_size
         self._sessions: dict[int, object] = {}
+        # the graph's inputs: the exporter drops those the model never reads
+        self.names = tuple(i.name for i in self._session().get_inputs())
 
     def _session(self):
         import onnxruntime as ort
 
         threads = torch.get_num_threads()
         if threads not in self._sessions:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            options.log_severity_level = 3  # errors only: not a warning per unused initializer
-            self._sessions[threads] = ort.InferenceSession(str(self.path), options,
-                                                           providers=["CPUExecutionProvider"])
+            with _ort_errors("ONNX Runtime cannot load the graph"):
+                self._sessions[threads] = ort.InferenceSession(
+                    str(self.path), _session_options(threads), providers=["CPUExecutionProvider"])
         return self._sessions[threads]
 
     def forward(self, **inputs):
@@ -118,36 +152,79 @@ class OnnxClassifier(nn.Module):
         if missing:
             raise RuntimeError(f"ONNX graph needs inputs {list(self.names)}, missing {missing}")
         feed = {n: inputs[n].detach().cpu().numpy() for n in self.names}
-        (logits,) = self._session().run(["logits"], feed)
+        with _ort_errors("ONNX Runtime run failed"):
+            (logits,) = self._session().run(["logits"], feed)
         return SimpleNamespace(logits=torch.from_numpy(logits))
+
+
+def _tracing_example(config, seq_len: int) -> dict[str, torch.Tensor]:
+    """Two rows of `seq_len` random tokens a side, the second half padding, so the padding
+    path is traced; `token_type_ids` too for a one-sequence BERT (its pair segments), which
+    the graph must then take as an input."""
+    from training.evaluate import random_inputs
+
+    pair = config.model_type == "pair-encoder"  # a bi-encoder: two inputs
+    encoder = config.encoder if pair else config.to_dict()
+    example = random_inputs(encoder["vocab_size"], seq_len, pair=pair, batch=2)
+    half = max(1, seq_len // 2)
+    for ids, mask in (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b")):
+        if ids in example:
+            example[ids][1, half:] = encoder.get("pad_token_id") or 0
+            example[mask][1, half:] = 0
+    if not pair and encoder.get("type_vocab_size", 1) > 1:
+        example["token_type_ids"] = torch.zeros_like(example["input_ids"])
+    return example
 
 
 def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: int = 64) -> list[Path]:
     """A saved classifier folder (a student, the fine-tuned teacher: what
     `AutoModelForSequenceClassification` loads) -> `model.onnx` and `model_int8.onnx` in `out`
-    (default: the folder). Traced on `seq_len` random tokens a side."""
-    from transformers import AutoModelForSequenceClassification
-
-    from training.evaluate import random_inputs
+    (default: the folder). ValueError for a folder that is not such a model or a `seq_len`
+    its position table cannot hold; RuntimeError when the export fails."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        hint = " (a BiLSTM_soft folder: the exporter cannot trace its packed sequences)" \
+            if (folder / "bilstm_config.json").is_file() else ""
+        raise ValueError(f"{folder}: no config.json, not a saved transformers classifier{hint}")
+    try:  # the config first: a bad --seq-len is refused before the weights load
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        encoder = config.encoder if config.model_type == "pair-encoder" else config.to_dict()
+        positions = encoder["max_position_embeddings"] - (2 if encoder.get("model_type") == "roberta" else 0)
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{folder}: cannot read the classifier's config: {err}") from None
+    if not 1 <= seq_len <= positions:
+        raise ValueError(f"--seq-len: must be in [1, {positions}] for this model, got {seq_len}")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{folder}: cannot load the classifier: {err}") from None
     out = Path(out) if out is not None else folder
     out.mkdir(parents=True, exist_ok=True)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
-    pair = model.config.model_type == "pair-encoder"  # a bi-encoder: two inputs
-    vocab = model.config.encoder["vocab_size"] if pair else model.config.vocab_size
-    example = random_inputs(vocab, seq_len, pair=pair)
-    fp32 = export_onnx(model, example, out / "model.onnx")
+    fp32 = export_onnx(model, _tracing_example(model.config, seq_len), out / "model.onnx")
     return [fp32, quantize_onnx(fp32, out / "model_int8.onnx")]
 
 
+def _error(err: Exception, status: int) -> int:
+    print(f"python -m training.onnx_export: error: {' '.join(str(err).split())}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.onnx_export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", help="a saved classifier folder (results_dir/students/...)")
+    """Export a saved folder; bad input: one stderr line, exit 2; a failed export: exit 1."""
+    parser = OneLineParser(prog="python -m training.onnx_export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", help="a saved classifier folder (a distill row's model_dir)")
     parser.add_argument("--out", help="where to write model.onnx and model_int8.onnx (default: the folder)")
     parser.add_argument("--seq-len", type=int, default=64, help="tokens a side of the tracing input")
-    args = parser.parse_args(argv)
-    for path in export_folder(args.folder, args.out, args.seq_len):
+    try:
+        args = parser.parse_args(argv)
+        paths = export_folder(args.folder, args.out, args.seq_len)
+    except (UsageError, ValueError, OSError) as err:
+        return _error(err, 2)
+    except RuntimeError as err:
+        return _error(err, 1)
+    for path in paths:
         print(f"{path}  {path.stat().st_size / 1e6:.3f} MB")
     return 0
 

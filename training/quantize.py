@@ -232,7 +232,7 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
             lat = time(q)
             row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
         except (RuntimeError, NotImplementedError) as err:  # e.g. a half kernel missing on this CPU
-            row["error"] = f"{type(err).__name__}: {err}"[:500]
+            row["error"] = " ".join(f"{type(err).__name__}: {err}".split())[:500]  # one line: a table cell
         rows.append(row)
     base = rows[0]
     for row in rows:

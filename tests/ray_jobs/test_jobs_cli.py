@@ -137,7 +137,7 @@ def test_compress_seeds_runs_every_seed_and_names_the_one_that_failed(capsys, mo
 
 
 @pytest.mark.parametrize("text", ["0,18446744073709551617", "-1,0", f"0,{2**63}"])
-def test_parse_seeds_refuses_what_torch_or_numpy_would(text):
+def test_parse_seeds_refuses_what_the_configs_refuse(text):
     """Each seed is checked before the first sweep starts, not when its turn comes."""
     from ray_jobs.errors import ConfigError
     from ray_jobs.jobs import parse_seeds

@@ -57,7 +57,7 @@ def test_onnx_graph_gives_torch_logits_on_other_shapes_and_padding(pair_mode, pa
 
 
 def test_onnx_int8_graph_is_smaller_and_close():
-    model = _student(ffn=1024)  # 4/5 of the weights in MatMuls (the embeddings stay fp32)
+    model = _student(ffn=1024)  # 4/5 of the weights in MatMuls
     example = _padded(2, True, seed=0)
     fp32, int8 = OnnxClassifier(model, "onnx", example), OnnxClassifier(model, "onnx_int8", example)
     batch = _padded(16, True, seed=1)
@@ -66,6 +66,14 @@ def test_onnx_int8_graph_is_smaller_and_close():
     assert int8.size_bytes < 0.45 * fp32.size_bytes
     assert (int8(**batch).logits - _logits(model, batch)).abs().max() < 0.1
     assert not torch.equal(int8(**batch).logits, fp32(**batch).logits)  # really quantized
+    graph = onnx.load(str(int8.path))
+    stored = {t.name: t.data_type for t in graph.graph.initializer}
+    # every MatMul by a weight is int8 (attention's activation-by-activation MatMuls stay fp32)
+    assert any(n.op_type == "MatMulInteger" for n in graph.graph.node)
+    assert not [n.name for n in graph.graph.node if n.op_type == "MatMul" and set(n.input) & set(stored)]
+    tables = [n.input[0] for n in graph.graph.node if n.op_type == "Gather" and n.input[0] in stored]
+    # the embedding lookups read quantized tables (uint8 with one scale each), not fp32 ones
+    assert tables and {stored[t] for t in tables} == {onnx.TensorProto.UINT8}
 
 
 def test_missing_token_type_ids_are_zeros_and_other_inputs_are_required():
@@ -135,17 +143,35 @@ def test_rows_of_a_student_size_the_graph_file_and_score_like_torch():
     assert weights == pytest.approx(state, rel=0.05) and by["onnx"]["size_bytes"] > weights
 
 
+def test_onnx_runtime_errors_become_row_errors():
+    """ONNX Runtime's exceptions are not RuntimeErrors: re-raised as one, a row records them."""
+    graph = OnnxClassifier(_student(), "onnx", _padded(2, True, seed=0))
+    graph.path.write_bytes(b"not a graph")
+    graph._sessions.clear()
+    with pytest.raises(RuntimeError, match="ONNX Runtime cannot load the graph"):
+        graph(**_padded(2, True, seed=1))
+
+
+def test_tracing_rows_pad_the_shorter_and_take_one_row_of_a_one_row_split():
+    from training.distill import _tracing_rows
+
+    encoded = {"input_ids": [[0, 5, 2], [0, 5, 6, 7, 8, 2], [0, 2]], "input_ids_b": [[0, 9, 2], [0, 2], [0, 9, 2]]}
+    batch = _tracing_rows(encoded, pad_id=1)
+    assert batch["input_ids"].tolist() == [[0, 5, 6, 7, 8, 2], [0, 2, 1, 1, 1, 1]]  # longest, shortest
+    assert batch["attention_mask"].tolist() == [[1] * 6, [1, 1, 0, 0, 0, 0]]
+    one = _tracing_rows({"input_ids": [[0, 5, 2]], "input_ids_b": [[0, 2]]}, pad_id=1)
+    assert one["input_ids"].shape == (1, 3)
+
+
 def test_a_saved_student_folder_exports_from_the_command_line(tmp_path, capsys):
     import onnxruntime as ort
-
-    from training.evaluate import random_inputs
 
     model = _student()
     model.save_pretrained(tmp_path / "student")
     assert main([str(tmp_path / "student"), "--out", str(tmp_path / "onnx"), "--seq-len", "16"]) == 0
     printed = capsys.readouterr().out
     assert "model.onnx" in printed and "model_int8.onnx" in printed
-    batch = random_inputs(VOCAB, 24, pair=True, batch=3, seed=5)
+    batch = _padded(5, True, seed=5)  # other rows and lengths than the trace, padded
     for name, tolerance in (("model.onnx", 1e-4), ("model_int8.onnx", 0.1)):
         session = ort.InferenceSession(str(tmp_path / "onnx" / name), providers=["CPUExecutionProvider"])
         (logits,) = session.run(["logits"], {k: v.numpy() for k, v in batch.items()})
@@ -153,3 +179,20 @@ def test_a_saved_student_folder_exports_from_the_command_line(tmp_path, capsys):
     # by default beside the weights
     assert [p.name for p in export_folder(tmp_path / "student", seq_len=8)] == ["model.onnx", "model_int8.onnx"]
     assert (tmp_path / "student" / "model.onnx").is_file()
+
+
+def test_command_line_refuses_bad_input_in_one_line(tmp_path, capsys):
+    _student().save_pretrained(tmp_path / "student")
+    capsys.readouterr()  # save_pretrained's progress bar
+    bilstm = tmp_path / "bilstm"
+    bilstm.mkdir()
+    (bilstm / "bilstm_config.json").write_text("{}")
+    for argv, message in (([str(tmp_path / "nowhere")], "no config.json"),
+                          ([str(bilstm)], "BiLSTM_soft folder"),
+                          ([str(tmp_path / "student"), "--seq-len", "0"], "--seq-len: must be in [1, 512]"),
+                          ([str(tmp_path / "student"), "--seq-len", "513"], "--seq-len: must be in [1, 512]"),
+                          ([str(tmp_path / "student"), "--bogus"], "unrecognized arguments")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "student" / "model.onnx").exists()
