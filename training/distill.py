@@ -617,7 +617,7 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     row["serialized_mb"] = row["serialized_bytes"] / 1e6
     row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate", device)
     row["quantize"] = _variant_rows(model, fields["vocab"], test_enc, test, tokenizer.pad_token_id, dcfg,
-                                    log["pair_mode"] == "separate", teacher_acc)
+                                    log["pair_mode"] == "separate", teacher_acc, graph_dir=out)
     return row
 
 
@@ -642,8 +642,9 @@ def _tracing_rows(encoded: dict, pad_id: int) -> dict:
 
 
 def _variant_rows(model, vocab: int, test_enc: dict, test, pad_id: int, cfg: DistillConfig, pair: bool,
-                  teacher_acc: float | None) -> list[dict]:
-    """quantize-table rows of a trained model: fp32 and each of cfg.quantize, on the CPU."""
+                  teacher_acc: float | None, graph_dir: Path | None = None) -> list[dict]:
+    """quantize-table rows of a trained model: fp32 and each of cfg.quantize, on the CPU; the
+    ONNX variants' graphs are kept in `graph_dir` (a student's saved folder), if given."""
     if not cfg.quantize:
         return []
     labels = [e.label for e in test]
@@ -653,7 +654,8 @@ def _variant_rows(model, vocab: int, test_enc: dict, test, pad_id: int, cfg: Dis
         model, cfg.quantize,
         score=lambda q: scores(predict_logits(q, test_enc, pad_id, cfg.eval_batch_size), labels),
         time=lambda q: classifier_latency(q, vocab, **kw),
-        example=_tracing_rows(test_enc, pad_id) if set(cfg.quantize) & set(ONNX_VARIANTS) else None)
+        example=_tracing_rows(test_enc, pad_id) if set(cfg.quantize) & set(ONNX_VARIANTS) else None,
+        graph_dir=graph_dir)
     for row in rows:
         row["retention"] = row["accuracy"] / teacher_acc if teacher_acc and row.get("accuracy") is not None else None
     return rows

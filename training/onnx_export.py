@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -23,6 +25,7 @@ from torch import nn
 from training.checks import OneLineParser, UsageError
 
 ONNX_VARIANTS = ("onnx", "onnx_int8")
+GRAPH_FILES = {"onnx": "model.onnx", "onnx_int8": "model_int8.onnx"}  # in a saved model's folder
 OPSET = 17  # ONNX Runtime 1.31 runs opsets up to 23; 17 is what torch's TorchScript exporter knows best
 
 
@@ -129,11 +132,20 @@ class OnnxClassifier(nn.Module):
         path = export_onnx(model, example, Path(self._dir.name) / "model.onnx")
         if variant == "onnx_int8":
             path = quantize_onnx(path, path.with_name("model_int8.onnx"))
-        self.path = path
+        self.path, self.variant = path, variant
         self.size_bytes = path.stat().st_size
         self._sessions: dict[int, object] = {}
         # the graph's inputs: the exporter drops those the model never reads
         self.names = tuple(i.name for i in self._session().get_inputs())
+
+    def save(self, folder: Path) -> Path:
+        """Copy the graph (the one this object scored and timed) into `folder` as
+        `model.onnx` / `model_int8.onnx`, atomically (a temp file renamed)."""
+        target = Path(folder) / GRAPH_FILES[self.variant]
+        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(self.path, temp)
+        os.replace(temp, target)
+        return target
 
     def _session(self):
         import onnxruntime as ort
@@ -202,8 +214,8 @@ def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: in
         raise ValueError(f"{folder}: cannot load the classifier: {err}") from None
     out = Path(out) if out is not None else folder
     out.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(model, _tracing_example(model.config, seq_len), out / "model.onnx")
-    return [fp32, quantize_onnx(fp32, out / "model_int8.onnx")]
+    fp32 = export_onnx(model, _tracing_example(model.config, seq_len), out / GRAPH_FILES["onnx"])
+    return [fp32, quantize_onnx(fp32, out / GRAPH_FILES["onnx_int8"])]
 
 
 def _error(err: Exception, status: int) -> int:

@@ -212,11 +212,13 @@ def quantize_classifier(model: nn.Module, variant: str, example: dict[str, torch
 
 
 def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, time,
-                            example: dict[str, torch.Tensor] | None = None) -> list[dict]:
+                            example: dict[str, torch.Tensor] | None = None,
+                            graph_dir: Path | None = None) -> list[dict]:
     """Rows for the fp32 model and each of `variants`, all on the CPU.
 
     score(model) -> {"accuracy", "f1", ...} on the test split; time(model) -> a
-    `latency_ms` dict; example: inputs the ONNX variants are traced on. Each row: variant,
+    `latency_ms` dict; example: inputs the ONNX variants are traced on; graph_dir: where each
+    ONNX variant that scored is kept (`OnnxClassifier.save`). Each row: variant,
     device ("cpu"), size_bytes (`torch.save` bytes; the graph file's for ONNX variants),
     accuracy, f1, latency_ms, latency_p90_ms, accuracy_kept (accuracy / the fp32 row's),
     speedup_vs_fp32 (fp32 median / this median), error (a variant this CPU cannot run
@@ -231,6 +233,8 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
             row |= {k: v for k, v in score(q).items() if k in ("accuracy", "f1")}
             lat = time(q)
             row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
+            if graph_dir is not None and isinstance(q, OnnxClassifier):
+                q.save(graph_dir)
         except (RuntimeError, NotImplementedError) as err:  # e.g. a half kernel missing on this CPU
             row["error"] = " ".join(f"{type(err).__name__}: {err}".split())[:500]  # one line: a table cell
         rows.append(row)

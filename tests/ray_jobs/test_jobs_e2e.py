@@ -86,6 +86,11 @@ def test_compress_tables(demo_run):
     for key in ("student-0", "teacher"):  # the fp32 graph scores as torch does (one pair may flip at a tie)
         assert abs(by[key, "onnx"]["accuracy"] - by[key, "fp32"]["accuracy"]) <= 1 / n_test
         assert by[key, "onnx_int8"]["size_bytes"] < 0.5 * by[key, "onnx"]["size_bytes"]
+    # the student's folder keeps the graphs its rows scored, ready to ship; the BiLSTM's has none
+    model_dirs = {r["trial_key"]: Path(r["model_dir"]) for r in distill}
+    for variant, name in (("onnx", "model.onnx"), ("onnx_int8", "model_int8.onnx")):
+        assert (model_dirs["student-0"] / name).stat().st_size == by["student-0", variant]["size_bytes"]
+        assert not (model_dirs["bilstm-budget"] / name).exists()
     for q in quant:
         if (q["trial_key"], q["variant"]) in onnx_failed:
             continue

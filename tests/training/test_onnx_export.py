@@ -99,7 +99,7 @@ def test_one_session_per_torch_thread_count():
     assert [s.get_session_options().intra_op_num_threads for _, s in sorted(graph._sessions.items())] == [1, 2]
 
 
-def test_rows_record_a_model_the_exporter_cannot_trace():
+def test_rows_record_a_model_the_exporter_cannot_trace(tmp_path):
     """BiLSTM_soft packs its padded sequences; the TorchScript exporter cannot trace that: the
     row says so instead of failing the trial, and the other variants still get figures."""
     bilstm = BiLSTMSoft(VOCAB, embed=16, hidden=16, dense=24, pad_id=1, pair=True).eval()
@@ -115,13 +115,15 @@ def test_rows_record_a_model_the_exporter_cannot_trace():
         return {"accuracy": float((_logits(q, batch).argmax(-1) == labels).float().mean()), "f1": 0.0}
 
     rows = classifier_variant_rows(bilstm, ("onnx", "int8"), score,
-                                   lambda q: {"median_ms": 1.0, "p90_ms": 1.0}, example=example)
+                                   lambda q: {"median_ms": 1.0, "p90_ms": 1.0}, example=example, graph_dir=tmp_path)
     by = {r["variant"]: r for r in rows}
     assert "ONNX export failed" in by["onnx"]["error"] and by["onnx"]["accuracy_kept"] is None
+    assert "\n" not in by["onnx"]["error"]  # one line: a table cell
     assert by["int8"]["error"] is None and by["int8"]["accuracy"] is not None
+    assert list(tmp_path.iterdir()) == []  # no graph kept for a variant that failed
 
 
-def test_rows_of_a_student_size_the_graph_file_and_score_like_torch():
+def test_rows_of_a_student_size_the_graph_file_and_score_like_torch(tmp_path):
     model = _student()
     batch = _padded(32, True, seed=1)
     labels = _logits(model, batch).argmax(-1)  # fp32 torch scores 1.0 by construction
@@ -130,8 +132,12 @@ def test_rows_of_a_student_size_the_graph_file_and_score_like_torch():
         return {"accuracy": float((q(**batch).logits.argmax(-1) == labels).float().mean()), "f1": 0.0}
 
     rows = classifier_variant_rows(model, ("onnx", "onnx_int8"), score,
-                                   lambda q: {"median_ms": 1.0, "p90_ms": 2.0}, example=_padded(2, True, seed=0))
+                                   lambda q: {"median_ms": 1.0, "p90_ms": 2.0}, example=_padded(2, True, seed=0),
+                                   graph_dir=tmp_path)
     by = {r["variant"]: r for r in rows}
+    # the graphs the rows scored are kept, named as the export command names them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model_int8.onnx"]
+    assert (tmp_path / "model_int8.onnx").stat().st_size == by["onnx_int8"]["size_bytes"]
     assert by["onnx"]["error"] is None and by["onnx"]["accuracy"] == 1.0
     assert by["onnx_int8"]["accuracy"] >= 0.9
     graph = quantize_classifier(model, "onnx", _padded(2, True, seed=0))
@@ -163,17 +169,20 @@ def test_tracing_rows_pad_the_shorter_and_take_one_row_of_a_one_row_split():
     assert one["input_ids"].shape == (1, 3)
 
 
-def test_a_saved_student_folder_exports_from_the_command_line(tmp_path, capsys):
+@pytest.mark.parametrize("pair_mode", ["separate", "joint"])
+def test_a_saved_student_folder_exports_from_the_command_line(tmp_path, capsys, pair_mode):
     import onnxruntime as ort
 
-    model = _student()
+    model = _student(pair_mode)
     model.save_pretrained(tmp_path / "student")
     assert main([str(tmp_path / "student"), "--out", str(tmp_path / "onnx"), "--seq-len", "16"]) == 0
     printed = capsys.readouterr().out
     assert "model.onnx" in printed and "model_int8.onnx" in printed
-    batch = _padded(5, True, seed=5)  # other rows and lengths than the trace, padded
+    # other rows and lengths than the trace, padded; a joint BERT's segment ids are an input
+    batch = _padded(5, pair_mode == "separate", seed=5, token_types=pair_mode == "joint")
     for name, tolerance in (("model.onnx", 1e-4), ("model_int8.onnx", 0.1)):
         session = ort.InferenceSession(str(tmp_path / "onnx" / name), providers=["CPUExecutionProvider"])
+        assert {i.name for i in session.get_inputs()} == set(batch)
         (logits,) = session.run(["logits"], {k: v.numpy() for k, v in batch.items()})
         assert abs(torch.from_numpy(logits) - _logits(model, batch)).max() < tolerance, name
     # by default beside the weights
