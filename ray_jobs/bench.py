@@ -59,7 +59,8 @@ class BenchConfig:
     latency_teacher: str = "minilm-l6"  # a preset name or a model folder (its config.json)
     latency_seq_len: int = 64  # tokens per side (the demo's max_seq_len)
     latency_batches: tuple[int, ...] = (1, 256)  # 1: interactive latency; 256: throughput
-    latency_dtypes: tuple[str, ...] = ("float32", "float16")  # fp16 on a CPU is emulated: slower
+    # fp16 on a CPU is emulated: slower; onnx / onnx_int8: the models in ONNX Runtime (CPU only)
+    latency_dtypes: tuple[str, ...] = ("float32", "float16")
     latency_device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
     latency_threads: int | None = None  # CPU threads while timing; None: torch's default
     latency_runs: int = 20  # timed calls per (model, dtype, batch), after 3 untimed
@@ -313,11 +314,15 @@ def _teacher(cfg: BenchConfig):
 def _latency_setup(cfg: BenchConfig):
     """(device, device_name, models), refusing a bad request before any timing."""
     from training.evaluate import pair_models
+    from training.onnx_export import ONNX_VARIANTS
 
     device, name = _device(cfg)
     for dtype in cfg.latency_dtypes:
-        if dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(f"latency_dtypes: {dtype!r} is not float32, float16 or bfloat16")
+        if dtype not in ("float32", "float16", "bfloat16", *ONNX_VARIANTS):
+            raise ConfigError(f"latency_dtypes: {dtype!r} is not float32, float16, bfloat16, onnx or onnx_int8")
+    if device != "cpu" and set(cfg.latency_dtypes) & set(ONNX_VARIANTS):
+        raise ConfigError("latency_dtypes: onnx and onnx_int8 run on the CPU here (ONNX Runtime's CPU "
+                          f"provider): add latency_device=cpu, got {device}")
     students = _students("latency_students", cfg.latency_students)
     return device, name, pair_models(students, _teacher(cfg))
 

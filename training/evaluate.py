@@ -204,15 +204,25 @@ def forward_latencies(
     """Forward latency of every pair model (name -> (model, vocab)) at every dtype and batch size,
     on random pairs of `seq_len` tokens a side; one row each: model, dtype, batch, seq_len,
     median_ms, p90_ms, pairs_per_s, speedup_vs_teacher / speedup_vs_codebert (the "teacher-arch"
-    / "codebert-arch" model's median at the same dtype and batch over this one's, when present)."""
+    / "codebert-arch" model's median at the same dtype and batch over this one's, when present).
+    dtypes: torch dtype names, or `onnx` / `onnx_int8` (the model exported and run by ONNX
+    Runtime: `training.onnx_export`; on the CPU only)."""
+    from training.onnx_export import ONNX_VARIANTS, OnnxClassifier
+
+    if device != "cpu" and set(dtypes) & set(ONNX_VARIANTS):
+        raise ValueError(f"dtypes {sorted(set(dtypes) & set(ONNX_VARIANTS))}: ONNX Runtime runs here on the CPU only")
     rows = []
     for dtype in dtypes:
         for name, (model, vocab) in models.items():
-            model.to(dtype=getattr(torch, dtype))
+            if dtype in ONNX_VARIANTS:
+                timed = OnnxClassifier(model, dtype, random_inputs(vocab, seq_len, pair=True, batch=2))
+            else:
+                timed = model.to(dtype=getattr(torch, dtype))
             for batch in batches:
-                stats = classifier_latency(model, vocab, seq_len=seq_len, pair=True, device=device,
+                stats = classifier_latency(timed, vocab, seq_len=seq_len, pair=True, device=device,
                                            warmup=warmup, runs=runs, threads=threads, batch=batch)
                 rows.append(timing_row(name, dtype, batch, seq_len, stats))
+            del timed
             model.to(device="cpu", dtype=torch.float32)  # free the device for the next one
     median = {(r["model"], r["dtype"], r["batch"]): r["median_ms"] for r in rows}
     for r in rows:

@@ -54,6 +54,27 @@ def test_bench_latency_tiny_times_every_model_dtype_and_batch(tmp_path):
         assert r["speedup_vs_codebert"] == pytest.approx(by["codebert-arch", r["dtype"], r["batch"]] / r["median_ms"])
 
 
+def test_bench_latency_in_onnx_runtime(tmp_path):
+    """The models exported and run by ONNX Runtime, compared with each other at the same dtype."""
+    proc = _bench("latency", "--tiny", "latency_device=cpu", "latency_dtypes=[float32,onnx_int8]",
+                  "latency_batches=[1]", f"results_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'latency'").to_pylist()
+    assert {(r["model"], r["dtype"]) for r in rows} == {
+        (m, d) for m in ("student-0", "student-1", "teacher-arch", "codebert-arch") for d in ("float32", "onnx_int8")}
+    by = {(r["model"], r["dtype"]): r["median_ms"] for r in rows}
+    for r in rows:
+        assert r["median_ms"] > 0
+        assert r["speedup_vs_codebert"] == pytest.approx(by["codebert-arch", r["dtype"]] / r["median_ms"])
+
+
+def test_onnx_latencies_refuse_a_gpu():
+    from training.evaluate import forward_latencies
+
+    with pytest.raises(ValueError, match="ONNX Runtime runs here on the CPU only"):
+        forward_latencies({}, seq_len=8, dtypes=("onnx",), device="cuda")
+
+
 def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
     proc = _bench("train-step", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -75,6 +96,7 @@ def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
 @pytest.mark.parametrize("what, override, named", [
     ("latency", "latency_students=[6x80]", "latency_students"),
     ("latency", "latency_dtypes=[int4]", "latency_dtypes"),
+    ("latency", "latency_dtypes=[onnx_int4]", "latency_dtypes"),
     ("latency", "latency_dtypes=[float32,float32]", "latency_dtypes"),  # one row would be dropped
     ("train-step", "step_precisions=[fp32,fp32]", "step_precisions"),
     ("latency", "latency_device=tpu", "latency_device"),
