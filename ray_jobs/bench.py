@@ -341,7 +341,7 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
              "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]
     print(f"latency on {device} ({device_name}), {cfg.latency_seq_len} tokens a side, pairs encoded separately")
     for r in rows:
-        print(f"{r['model']:14} {r['dtype']:8} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
+        print(f"{r['model']:14} {r['dtype']:9} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
               f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} pairs/s"
               f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
     return _write(results_dir, sweep_id, rows, cfg, stamp)

@@ -128,7 +128,9 @@ class DistillConfig:
     precision: str = "fp32"  # training steps: "fp32" | "bf16" (training.finetune.mixed_precision)
     # Post-training variants of each trained model, scored and timed on the CPU beside its
     # fp32 self (quantize table): "int8" (dynamic int8 Linear/LSTM) | "int8_emb" (int8 and
-    # int8 embedding tables) | "fp16" | "bf16" (training.quantize.quantize_classifier)
+    # int8 embedding tables) | "fp16" | "bf16" (training.quantize.quantize_classifier) |
+    # "onnx" | "onnx_int8" (ONNX Runtime, training.onnx_export; a student's folder keeps the
+    # graphs its rows scored, model.onnx / model_int8.onnx)
     quantize: tuple[str, ...] = ("int8", "int8_emb")
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),

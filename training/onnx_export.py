@@ -1,10 +1,11 @@
 """Sequence classifiers as ONNX graphs run by ONNX Runtime: the quantize table's `onnx` (the
 fp32 graph) and `onnx_int8` (ONNX Runtime's dynamic int8: int8 weights of every MatMul,
-activations quantized per call, and uint8 embedding tables with one scale per table) variants. ONNX Runtime is what a team shipping a student into
-an IDE or onto a laptop runs instead of torch; these variants are scored and timed like the
-torch ones, so the table says what the runtime costs or saves.
+activations quantized per call, and uint8 embedding tables with one scale per table)
+variants. ONNX Runtime is what a team shipping a student into an IDE or onto a laptop runs
+instead of torch; these variants are scored and timed like the torch ones, so the table says
+what the runtime costs or saves.
 
-    python -m training.onnx_export FOLDER [--out DIR]   # a saved student/teacher -> model.onnx, model_int8.onnx
+    python -m training.onnx_export FOLDER [--out DIR]   # a saved classifier -> model.onnx, model_int8.onnx
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from training.checks import OneLineParser, UsageError
+from training.staging import staging_path
 
 ONNX_VARIANTS = ("onnx", "onnx_int8")
 GRAPH_FILES = {"onnx": "model.onnx", "onnx_int8": "model_int8.onnx"}  # in a saved model's folder
@@ -77,6 +79,18 @@ def _ort_errors(what: str):
         raise RuntimeError(f"{what}: {type(err).__name__}: {err}") from err
 
 
+def _replace_from(source: Path, target: Path) -> None:
+    """Copy `source` over `target` atomically: a reader sees the old file or the new one."""
+    staging = staging_path(target)
+    try:
+        shutil.copyfile(source, staging)
+        os.replace(staging, target)
+    except OSError as err:
+        raise RuntimeError(f"cannot write {target}: {err}") from err
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def _session_options(threads: int | None = None):
     import onnxruntime as ort
 
@@ -101,13 +115,14 @@ def quantize_onnx(src: Path, dst: Path) -> Path:
     options.optimized_model_filepath = str(folded)
     # quantize_dynamic logs a pre-processing hint through the root logger (which, unconfigured,
     # would also get a stderr handler): silenced for the call
-    logging.disable(logging.WARNING)
+    disabled = logging.root.manager.disable  # the caller's own level, restored after
+    logging.disable(max(disabled, logging.WARNING))
     try:
         with _ort_errors("ONNX int8 quantization failed"):
             ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
             quantize_dynamic(str(folded), str(dst), weight_type=QuantType.QInt8)
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(disabled)
         folded.unlink(missing_ok=True)
     return dst
 
@@ -140,11 +155,10 @@ class OnnxClassifier(nn.Module):
 
     def save(self, folder: Path) -> Path:
         """Copy the graph (the one this object scored and timed) into `folder` as
-        `model.onnx` / `model_int8.onnx`, atomically (a temp file renamed)."""
+        `model.onnx` / `model_int8.onnx`, atomically (staged, then renamed); RuntimeError
+        when it cannot be written."""
         target = Path(folder) / GRAPH_FILES[self.variant]
-        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(self.path, temp)
-        os.replace(temp, target)
+        _replace_from(self.path, target)
         return target
 
     def _session(self):
@@ -214,8 +228,13 @@ def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: in
         raise ValueError(f"{folder}: cannot load the classifier: {err}") from None
     out = Path(out) if out is not None else folder
     out.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(model, _tracing_example(model.config, seq_len), out / GRAPH_FILES["onnx"])
-    return [fp32, quantize_onnx(fp32, out / GRAPH_FILES["onnx_int8"])]
+    # both graphs made aside first: a failure leaves the folder's files as they were
+    with tempfile.TemporaryDirectory(prefix="onnx-export-") as work:
+        fp32 = export_onnx(model, _tracing_example(model.config, seq_len), Path(work) / GRAPH_FILES["onnx"])
+        int8 = quantize_onnx(fp32, Path(work) / GRAPH_FILES["onnx_int8"])
+        for made in (fp32, int8):
+            _replace_from(made, out / made.name)
+    return [out / fp32.name, out / int8.name]
 
 
 def _error(err: Exception, status: int) -> int:

@@ -25,7 +25,7 @@ from torch import nn
 
 from training.bleu import codexglue_bleu, corpus_bleu
 from training.checks import check_choices, check_ranges
-from training.onnx_export import ONNX_VARIANTS, OnnxClassifier
+from training.onnx_export import GRAPH_FILES, ONNX_VARIANTS, OnnxClassifier
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -227,6 +227,8 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
     rows = []
     for variant in ("fp32", *(v for v in variants if v != "fp32")):
         row = {"variant": variant, "device": "cpu", "error": None}
+        if graph_dir is not None and variant in ONNX_VARIANTS:  # an earlier attempt's graph: not this row's
+            (Path(graph_dir) / GRAPH_FILES[variant]).unlink(missing_ok=True)
         try:
             q = quantize_classifier(model, variant, example)
             row["size_bytes"] = q.size_bytes if isinstance(q, OnnxClassifier) else saved_size_bytes(q)

@@ -54,6 +54,7 @@ def test_bench_latency_tiny_times_every_model_dtype_and_batch(tmp_path):
         assert r["speedup_vs_codebert"] == pytest.approx(by["codebert-arch", r["dtype"], r["batch"]] / r["median_ms"])
 
 
+@pytest.mark.slow  # exports and quantizes CodeBERT-base's architecture (about 40 s)
 def test_bench_latency_in_onnx_runtime(tmp_path):
     """The models exported and run by ONNX Runtime, compared with each other at the same dtype."""
     proc = _bench("latency", "--tiny", "latency_device=cpu", "latency_dtypes=[float32,onnx_int8]",

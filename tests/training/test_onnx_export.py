@@ -110,6 +110,7 @@ def test_rows_record_a_model_the_exporter_cannot_trace(tmp_path):
         quantize_classifier(bilstm, "onnx")
     batch = _padded(8, True, seed=1)
     labels = torch.zeros(8, dtype=torch.long)
+    (tmp_path / "model.onnx").write_bytes(b"an earlier attempt's graph")
 
     def score(q):
         return {"accuracy": float((_logits(q, batch).argmax(-1) == labels).float().mean()), "f1": 0.0}
@@ -120,7 +121,8 @@ def test_rows_record_a_model_the_exporter_cannot_trace(tmp_path):
     assert "ONNX export failed" in by["onnx"]["error"] and by["onnx"]["accuracy_kept"] is None
     assert "\n" not in by["onnx"]["error"]  # one line: a table cell
     assert by["int8"]["error"] is None and by["int8"]["accuracy"] is not None
-    assert list(tmp_path.iterdir()) == []  # no graph kept for a variant that failed
+    # no graph kept for a variant that failed, nor an earlier attempt's beside this row
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_rows_of_a_student_size_the_graph_file_and_score_like_torch(tmp_path):
@@ -205,3 +207,34 @@ def test_command_line_refuses_bad_input_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "student" / "model.onnx").exists()
+
+
+def test_quantizing_keeps_the_callers_logging_level(tmp_path):
+    import logging
+
+    from training.onnx_export import export_onnx, quantize_onnx
+
+    graph = export_onnx(_student(), _padded(2, True, seed=0), tmp_path / "model.onnx")
+    logging.disable(logging.INFO)
+    try:
+        quantize_onnx(graph, tmp_path / "model_int8.onnx")
+        assert logging.root.manager.disable == logging.INFO
+    finally:
+        logging.disable(logging.NOTSET)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model_int8.onnx"]  # no temp left
+
+
+def test_a_failed_export_leaves_the_folder_as_it_was(tmp_path, capsys, monkeypatch):
+    import training.onnx_export as onnx_export
+
+    _student().save_pretrained(tmp_path / "student")
+    (tmp_path / "student" / "model.onnx").write_bytes(b"the graph the job kept")
+
+    def fail(src, dst):
+        raise RuntimeError("ONNX int8 quantization failed: no space left")
+
+    monkeypatch.setattr(onnx_export, "quantize_onnx", fail)
+    assert main([str(tmp_path / "student")]) == 1
+    assert "no space left" in capsys.readouterr().err
+    assert (tmp_path / "student" / "model.onnx").read_bytes() == b"the graph the job kept"
+    assert not (tmp_path / "student" / "model_int8.onnx").exists()
