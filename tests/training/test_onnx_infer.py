@@ -1,0 +1,97 @@
+"""The shipping side: a saved student's ONNX graph and tokenizer.json scored with numpy,
+onnxruntime and tokenizers alone (torch and transformers unimportable) give the logits the
+torch model gives on the job's own encoding: truncation, special tokens, padding."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from search.space import Arch, teacher_spec
+from training.data import ClsExample
+from training.finetune import collate, encode
+from training.models import build_student
+from training.onnx_export import export_folder
+from training.tokenizer import train_tokenizer
+
+REPO = Path(__file__).resolve().parents[2]
+CODES = ["def get_section_name(self):\n    return self._sectionName",
+         "def add(a, b):\n    return a + b",
+         "def parse(text):\n" + "    value = int(text.strip()) + offset_value * scale_factor\n" * 12,  # > 64 tokens
+         "x = 1"]
+QUERIES = ["Return the section name.", "Add two numbers.", "Parse an integer from text, scaled and offset.", "One."]
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """A saved bi-encoder student (words tokenizer, as the demo's) with both graphs exported."""
+    folder = tmp_path_factory.mktemp("student")
+    tokenizer = train_tokenizer(CODES + QUERIES, 300, words=True)
+    torch.manual_seed(0)
+    model = build_student(Arch(2, 32, 2, 64, 300), teacher_spec("minilm-l6"), pair_mode="separate",
+                          pad_token_id=tokenizer.pad_token_id, pair_head="cosine").eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    export_folder(folder, seq_len=16)
+    return folder, model, tokenizer
+
+
+def _torch_logits(model, tokenizer, max_len: int) -> list[list[float]]:
+    examples = [ClsExample(c, q, 0) for c, q in zip(CODES, QUERIES, strict=True)]
+    batch = collate(encode(tokenizer, examples, max_len, "separate"), list(range(len(examples))),
+                    tokenizer.pad_token_id)
+    with torch.no_grad():
+        return model(**batch).logits.tolist()
+
+
+def _scored_without_torch(folder: Path, graph: str, max_len: int) -> dict:
+    script = (
+        "import json, sys\n"
+        "sys.modules['torch'] = None; sys.modules['transformers'] = None  # importing either now fails\n"
+        "from training.onnx_infer import PairScorer\n"
+        f"scorer = PairScorer({str(folder)!r}, graph={graph!r}, max_len={max_len})\n"
+        f"codes, queries = {CODES!r}, {QUERIES!r}\n"
+        "print(json.dumps({'logits': scorer.logits(codes, queries).tolist(),\n"
+        "                  'matches': scorer.matches(codes, queries).tolist()}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("graph, tolerance", [("model.onnx", 1e-4), ("model_int8.onnx", 0.1)])
+def test_shipped_graph_scores_as_the_torch_model_without_torch(shipped, graph, tolerance):
+    folder, model, tokenizer = shipped
+    got = _scored_without_torch(folder, graph, max_len=64)
+    expected = torch.tensor(_torch_logits(model, tokenizer, 64))
+    assert (torch.tensor(got["logits"]) - expected).abs().max() < tolerance
+    logits = torch.tensor(got["logits"])
+    assert got["matches"] == (logits[:, 1] > logits[:, 0]).tolist()
+
+
+def test_truncation_is_the_jobs(shipped):
+    """At another max_len the long function is cut where the job's encoding cuts it."""
+    folder, model, tokenizer = shipped
+    got = torch.tensor(_scored_without_torch(folder, "model.onnx", max_len=12)["logits"])
+    assert (got - torch.tensor(_torch_logits(model, tokenizer, 12))).abs().max() < 1e-4
+    assert (got - torch.tensor(_torch_logits(model, tokenizer, 64))).abs().max() > 1e-3  # it did cut
+
+
+def test_a_folder_without_graphs_or_a_one_input_graph_is_refused(tmp_path, shipped):
+    from training.onnx_infer import PairScorer
+
+    folder, _, _ = shipped
+    with pytest.raises(FileNotFoundError, match="model_int8.onnx: not found"):
+        PairScorer(tmp_path)
+    with pytest.raises(ValueError, match="as many of each"):
+        PairScorer(folder).logits(["def f(): pass"], [])
+    joint = tmp_path / "joint"
+    tokenizer = train_tokenizer(CODES + QUERIES, 300, words=True)
+    build_student(Arch(1, 16, 2, 32, 300), teacher_spec("minilm-l6"), pair_mode="joint",
+                  pad_token_id=tokenizer.pad_token_id).save_pretrained(joint)
+    tokenizer.save_pretrained(joint)
+    export_folder(joint, seq_len=8)
+    with pytest.raises(ValueError, match="not a bi-encoder graph"):
+        PairScorer(joint)
