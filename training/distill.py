@@ -603,6 +603,7 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
                     [e.label for e in test])
     out = Path(out_dir).resolve()
     model.save_pretrained(out)
+    tokenizer.model_max_length = dcfg.max_seq_len  # recorded: what a shipped scorer truncates to
     tokenizer.save_pretrained(out)
     teacher_acc = artifacts.teacher_metrics["accuracy"]
     row = {"kind": candidate.get("kind", "student"), "variant": fields.pop("variant", None), **fields,
