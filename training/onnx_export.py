@@ -209,6 +209,8 @@ def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: in
     its position table cannot hold; RuntimeError when the export fails."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from training.onnx_infer import usable_positions  # imports onnxruntime: only when exporting
+
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         hint = " (a BiLSTM_soft folder: the exporter cannot trace its packed sequences)" \
@@ -217,7 +219,7 @@ def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: in
     try:  # the config first: a bad --seq-len is refused before the weights load
         config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
         encoder = config.encoder if config.model_type == "pair-encoder" else config.to_dict()
-        positions = encoder["max_position_embeddings"] - (2 if encoder.get("model_type") == "roberta" else 0)
+        positions = usable_positions(encoder)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{folder}: cannot read the classifier's config: {err}") from None
     if not 1 <= seq_len <= positions:

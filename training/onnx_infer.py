@@ -48,6 +48,12 @@ def query_text(query: str) -> str:
     return " ".join(docstring_tokens(" ".join(query.split())))
 
 
+def usable_positions(encoder: dict) -> int:
+    """Tokens one sequence may hold under a transformers encoder config (a dict): its position
+    table, less the two rows a RoBERTa never gives a token (its positions start at pad + 1)."""
+    return encoder["max_position_embeddings"] - (2 if encoder.get("model_type") == "roberta" else 0)
+
+
 def _folder_settings(folder: Path) -> tuple[int | None, str | None, int | None]:
     """(model_max_length the job recorded, pad token, usable positions) from the folder's configs."""
     tok = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").is_file() else {}
@@ -60,7 +66,7 @@ def _folder_settings(folder: Path) -> tuple[int | None, str | None, int | None]:
         config = json.loads((folder / "config.json").read_text())
         encoder = config.get("encoder", config)
         if "max_position_embeddings" in encoder:
-            positions = encoder["max_position_embeddings"] - (2 if encoder.get("model_type") == "roberta" else 0)
+            positions = usable_positions(encoder)
     return max_len, pad, positions
 
 
