@@ -70,16 +70,18 @@ class BenchConfig:
     step_students: tuple[str, ...] = ("5,112,8,288,1000", "5,112,2,288,1000", "4,112,8,416,1000",
                                       "4,112,2,416,1000")
     step_precisions: tuple[str, ...] = ("fp32", "bf16")  # training precisions (distill.precision)
+    step_attentions: tuple[str, ...] = ("sdpa", "eager")  # distill.train_attention values timed
     step_batch: int = 32  # pairs per step (the demo's distill.batch_size)
     step_seq_len: int = 64  # tokens a side (the demo's distill.max_seq_len)
-    step_runs: int = 20  # timed steps per (student, precision), after 3 untimed
+    step_runs: int = 20  # timed steps per (student, precision, attention), after 3 untimed
 
     def __post_init__(self) -> None:  # refused when the command line is read, before Ray or any timing
         check_ranges(self, timed_runs=("latency_runs", "step_runs"), paths=("results_dir", "latency_teacher"))
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches"))
-        check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions")
+        check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions",
+                       "step_attentions")
         for name in ("workers", "latency_batches"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: must not be empty")
@@ -350,9 +352,13 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
 # ---------------------------------------------------------------- train-step
 
 
+def _ratio(speedup: float | None) -> str:
+    return f"{speedup:5.2f}x" if speedup else "  n/a"
+
+
 def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     """Time one distillation step of every student at every precision; print and write rows."""
-    from training.distill import distill_step_times
+    from training.distill import ATTENTION_IMPLEMENTATIONS, distill_step_times
     from training.evaluate import pair_models
     from training.finetune import PRECISIONS
 
@@ -360,20 +366,24 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     for precision in cfg.step_precisions:
         if precision not in PRECISIONS:
             raise ConfigError(f"step_precisions: {precision!r} is not one of {PRECISIONS}")
+    for attention in cfg.step_attentions:
+        if attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ConfigError(f"step_attentions: {attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
     students = _students("step_students", cfg.step_students)
     models = pair_models(students, _teacher(cfg), references=False)
     sweep_id = "bench-train-step-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     rows = distill_step_times(models, batch=cfg.step_batch, seq_len=cfg.step_seq_len,
-                              precisions=cfg.step_precisions, device=device, runs=cfg.step_runs,
+                              precisions=cfg.step_precisions, attentions=cfg.step_attentions,
+                              device=device, runs=cfg.step_runs,
                               threads=cfg.latency_threads)
     shapes = dict(zip(models, cfg.step_students, strict=True))
     rows = [{**stamp, **r, "bench": "train_step", "device_name": device_name, "arch": shapes[r["model"]],
-             "trial_key": f"train-step-{r['model']}-{r['dtype']}"} for r in rows]
+             "trial_key": f"train-step-{r['model']}-{r['dtype']}-{r['attention']}"} for r in rows]
     print(f"distillation step on {device} ({device_name}), {cfg.step_batch} pairs of "
           f"{cfg.step_seq_len} tokens a side, {rows[0]['threads'] if rows else '?'} thread(s)")
     for r in rows:
-        speedup = f"{r['speedup_vs_fp32']:5.2f}x" if r["speedup_vs_fp32"] else "  n/a"
-        print(f"{r['model']:10} {r['arch']:18} {r['dtype']:5} median={r['median_ms']:9.1f} ms"
-              f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} pairs/s  vs fp32 {speedup}")
+        print(f"{r['model']:10} {r['arch']:18} {r['dtype']:5} {r['attention']:5} median={r['median_ms']:9.1f} ms"
+              f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} pairs/s"
+              f"  vs fp32 {_ratio(r['speedup_vs_fp32'])}  vs sdpa {_ratio(r['speedup_vs_sdpa'])}")
     return _write(results_dir, sweep_id, rows, cfg, stamp)

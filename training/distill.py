@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -83,6 +84,9 @@ from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
 from training.staging import remove_stale, staging_path
 from training.tokenizer import MIN_VOCAB, train_tokenizer
 
+# how a student computes attention during distillation (`DistillConfig.train_attention`)
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -100,6 +104,12 @@ class DistillConfig:
     # students' attention-probability dropout; None = the teacher family's (0.1). On a CPU, 0
     # drops the mask draws and lets torch take its fused attention kernel in fp32 steps
     attention_dropout: float | None = None
+    # how students compute attention during distillation (validation included; scoring, timing
+    # and saved models keep transformers' default, "sdpa"): "sdpa" | "eager" (matmul + softmax).
+    # On the 2-core CPU a bf16 step of the demo's students took 1.15-1.17x less time in "eager"
+    # (`python -m ray_jobs bench train-step`, README); unmeasured on GPUs, where sdpa's fused
+    # kernels are built for long sequences
+    train_attention: str = "sdpa"
     # student (and BiLSTM) vocabularies: "words" = byte-level BPE over identifiers split into
     # lower-case words (code and docstrings share tokens) | "bytes" = plain byte-level BPE
     student_tokenizer: str = "words"
@@ -134,7 +144,8 @@ class DistillConfig:
     quantize: tuple[str, ...] = ("int8", "int8_emb")
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),
-               "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes")}
+               "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes"),
+               "train_attention": ATTENTION_IMPLEMENTATIONS}
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside a trial
         for name, allowed in self.CHOICES.items():
@@ -232,6 +243,23 @@ def in_batch_terms(model, batch: dict, teacher_margins: torch.Tensor, weight: fl
     return logits, weight * in_batch_loss(margins, teacher_margins, temperature)
 
 
+@contextmanager
+def attention_implementation(model, implementation: str):
+    """Run the block with `model`'s attention computed by `implementation` (one of
+    ATTENTION_IMPLEMENTATIONS), then restore the model's own. Models without transformers
+    attention (BiLSTM_soft) are left as they are."""
+    encoder = model.encoder if isinstance(model, PairEncoderForSequenceClassification) else model
+    if not hasattr(encoder, "set_attn_implementation"):
+        yield
+        return
+    own = encoder.config._attn_implementation
+    encoder.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        encoder.set_attn_implementation(own)
+
+
 def _timed_steps(model, vocab: int, *, batch: int, seq_len: int, precision: str, device: str,
                  runs: int, warmup: int, threads: int | None) -> dict:
     """`latency_ms` stats of the step `distill_step_times` describes, on `model` already on `device`."""
@@ -252,28 +280,36 @@ def _timed_steps(model, vocab: int, *, batch: int, seq_len: int, precision: str,
 
 
 def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, seq_len: int,
-                       precisions: Sequence[str], device: str = "cpu", runs: int = 20,
-                       warmup: int = 3, threads: int | None = None) -> list[dict]:
+                       precisions: Sequence[str], attentions: Sequence[str] = ("sdpa",),
+                       device: str = "cpu", runs: int = 20, warmup: int = 3,
+                       threads: int | None = None) -> list[dict]:
     """Time one distillation step of every pair student (name -> (model, vocab size), e.g.
-    `training.evaluate.pair_models`) at every training precision.
+    `training.evaluate.pair_models`) at every training precision and attention implementation.
 
     The step is the demo's: both sides of `batch` random pairs of `seq_len` tokens encoded under
     `mixed_precision`, the soft-label loss plus the in-batch loss (weight 2, temperature 2)
     against random teacher scores, backward, clipping and AdamW. One row each: model, dtype (the
-    precision), batch, seq_len, median_ms, p90_ms, pairs_per_s, threads, speedup_vs_fp32 (the
-    same model's fp32 median over this one's; None when fp32 was not timed).
+    precision), attention, batch, seq_len, median_ms, p90_ms, pairs_per_s, threads,
+    speedup_vs_fp32 (the same model's fp32 median with the same attention over this one's) and
+    speedup_vs_sdpa (the same model's sdpa median at the same precision over this one's); None
+    where the reference was not timed.
     """
     rows = []
     for name, (model, vocab) in models.items():
         model.to(device).train()
-        for precision in precisions:
-            stats = _timed_steps(model, vocab, batch=batch, seq_len=seq_len, precision=precision,
-                                 device=device, runs=runs, warmup=warmup, threads=threads)
-            rows.append(timing_row(name, precision, batch, seq_len, stats))
+        for attention in attentions:
+            with attention_implementation(model, attention):
+                for precision in precisions:
+                    stats = _timed_steps(model, vocab, batch=batch, seq_len=seq_len, precision=precision,
+                                         device=device, runs=runs, warmup=warmup, threads=threads)
+                    rows.append(timing_row(name, precision, batch, seq_len, stats) | {"attention": attention})
         model.to("cpu")  # free the device for the next one
-    fp32 = {r["model"]: r["median_ms"] for r in rows if r["dtype"] == "fp32"}
+    median = {(r["model"], r["dtype"], r["attention"]): r["median_ms"] for r in rows}
     for r in rows:
-        r["speedup_vs_fp32"] = fp32[r["model"]] / r["median_ms"] if r["model"] in fp32 else None
+        fp32 = median.get((r["model"], "fp32", r["attention"]))
+        sdpa = median.get((r["model"], r["dtype"], "sdpa"))
+        r["speedup_vs_fp32"] = fp32 / r["median_ms"] if fp32 else None
+        r["speedup_vs_sdpa"] = sdpa / r["median_ms"] if sdpa else None
     return rows
 
 
@@ -502,8 +538,10 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
     if mse:
         settings = type(settings)(**asdict(settings) | {"lr": cfg.bilstm_lr,
                                                         "epochs": cfg.bilstm_epochs or cfg.epochs})
-    return fit(model, len(transfer), lengths_of(train_enc), step_loss, validate, settings,
-               desc=desc, on_epoch=on_epoch) | {"pair_mode": pair_mode}
+    with attention_implementation(model, cfg.train_attention):
+        result = fit(model, len(transfer), lengths_of(train_enc), step_loss, validate, settings,
+                     desc=desc, on_epoch=on_epoch)
+    return result | {"pair_mode": pair_mode}
 
 
 def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillConfig):
@@ -524,7 +562,8 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
         fields = {"size_mb": cost.size_mb(arch, artifacts.teacher, artifacts.num_labels, head=head),
                   "analytic_params": cost.params(arch, artifacts.teacher, artifacts.num_labels, head=head),
                   "gflops": candidate.get("gflops"),
-                  "attention_dropout": _encoder_config(model).attention_probs_dropout_prob}
+                  "attention_dropout": _encoder_config(model).attention_probs_dropout_prob,
+                  "train_attention": cfg.train_attention}
         return model, tokenizer, fields | dict(zip(("layers", "hidden", "heads", "ffn", "vocab"),
                                                    arch.genes(), strict=True))
     if kind != "bilstm":

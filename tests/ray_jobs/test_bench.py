@@ -76,18 +76,22 @@ def test_onnx_latencies_refuse_a_gpu():
         forward_latencies({}, seq_len=8, dtypes=("onnx",), device="cuda")
 
 
-def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
+def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_path):
     proc = _bench("train-step", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "vs fp32" in proc.stdout
+    assert "vs fp32" in proc.stdout and "vs sdpa" in proc.stdout
     rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'train_step'").to_pylist()
     shapes = ["5,112,8,288,1000", "5,112,2,288,1000", "4,112,8,416,1000", "4,112,2,416,1000"]
-    assert sorted((r["arch"], r["dtype"]) for r in rows) == sorted((a, p) for a in shapes for p in ("fp32", "bf16"))
-    fp32 = {r["arch"]: r["median_ms"] for r in rows if r["dtype"] == "fp32"}
+    assert sorted((r["arch"], r["dtype"], r["attention"]) for r in rows) == sorted(
+        (a, p, at) for a in shapes for p in ("fp32", "bf16") for at in ("sdpa", "eager"))
+    assert len({r["trial_key"] for r in rows}) == len(rows)  # no row replaces another
+    median = {(r["arch"], r["dtype"], r["attention"]): r["median_ms"] for r in rows}
     for r in rows:
         assert r["device"] == "cpu" and r["batch"] == 4 and r["seq_len"] == 8 and r["threads"] == 1
         assert r["median_ms"] > 0 and r["pairs_per_s"] == pytest.approx(4 / r["median_ms"] * 1e3)
-        assert r["speedup_vs_fp32"] == pytest.approx(fp32[r["arch"]] / r["median_ms"])
+        fp32 = median[r["arch"], "fp32", r["attention"]]
+        assert r["speedup_vs_fp32"] == pytest.approx(fp32 / r["median_ms"])
+        assert r["speedup_vs_sdpa"] == pytest.approx(median[r["arch"], r["dtype"], "sdpa"] / r["median_ms"])
     # the run's settings, joinable to its rows
     (config,) = results.query(tmp_path, "SELECT job, sweep_id, config FROM configs").to_pylist()
     assert config["job"] == "bench" and config["sweep_id"] == rows[0]["sweep_id"]
@@ -104,6 +108,8 @@ def test_bench_train_step_tiny_times_every_student_and_precision(tmp_path):
     ("latency", "latency_teacher=/no/such/folder", "latency_teacher"),
     ("train-step", "step_students=[6x80]", "step_students"),
     ("train-step", "step_precisions=[fp16]", "step_precisions"),
+    ("train-step", "step_attentions=[flash]", "step_attentions"),
+    ("train-step", "step_attentions=[eager,eager]", "step_attentions"),
     ("train-step", "step_runs=5", "step_runs"),
     ("latency", "latency_runs=5", "latency_runs"),
     ("latency", "latency_threads=0", "latency_threads"),

@@ -282,13 +282,14 @@ def test_compress_seeds_runs_one_sweep_per_seed_then_their_spread(tmp_path, ray_
 def test_compress_with_the_demos_pair_settings(tmp_path, ray_tmp):
     """`make run`'s compression settings through the real job on smoke's budgets: the
     bi-encoder teacher, students and BiLSTM encoding each side (cosine head), the in-batch
-    loss, bf16 steps, heads of >= 32 dimensions, the words tokenizer."""
+    loss, bf16 steps in eager attention, heads of >= 32 dimensions, the words tokenizer."""
     demo = yaml.safe_load((REPO / "ray_jobs" / "configs" / "demo.yaml").read_text())
     d = demo["distill"]
     settings = {"teacher.pair_mode": demo["teacher"]["pair_mode"],
                 "search.min_head_size": demo["search"]["min_head_size"],
                 **{f"distill.{k}": d[k] for k in ("pair_mode", "pair_head", "student_tokenizer", "precision",
-                                                  "in_batch_weight", "in_batch_temperature")}}
+                                                  "in_batch_weight", "in_batch_temperature",
+                                                  "train_attention")}}
     assert settings["distill.pair_mode"] == "separate" and settings["distill.in_batch_weight"] > 0
     out = tmp_path / "results"
     proc = run_cli(["compress", "--config", "smoke", "distill.quantize=[]", f"results_dir={out}",
@@ -300,6 +301,7 @@ def test_compress_with_the_demos_pair_settings(tmp_path, ray_tmp):
         assert row["in_batch_weight"] == settings["distill.in_batch_weight"]
         assert row["precision"] == settings["distill.precision"] and 0 <= row["accuracy"] <= 1
     student = rows["student"]
+    assert student["train_attention"] == settings["distill.train_attention"] == "eager"
     assert student["hidden"] // student["heads"] >= settings["search.min_head_size"]
     (config,) = _q(out, "SELECT config FROM configs")
     assert json.loads(config["config"])["distill"]["pair_head"] == "cosine"

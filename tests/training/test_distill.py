@@ -212,6 +212,7 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
         assert key in row, key
     assert row["pair_mode"] == pair_mode and row["device"] == "cpu"
     assert row["attention_dropout"] == 0.1  # the family's default
+    assert row["train_attention"] == "sdpa"  # transformers' default
     assert row["size_mb"] * 1e6 <= row["serialized_bytes"] < row["size_mb"] * 1e6 + 100_000
     assert row["teacher_accuracy"] == artifacts.teacher_metrics["accuracy"] > 0  # 0.5 on the fixture
     assert row["retention"] == pytest.approx(row["accuracy"] / row["teacher_accuracy"])
@@ -437,7 +438,58 @@ def test_in_batch_distillation_with_a_bi_encoder_teacher(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [{"attention_dropout": 1.0}, {"attention_dropout": -0.1},
-                                 {"quantize": ("int8", "int4")}])
+                                 {"quantize": ("int8", "int4")}, {"train_attention": "flash"}])
 def test_distill_config_refuses_bad_values_naming_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         DistillConfig(**bad)
+
+
+def _one_step_student(pair_mode: str, tokenizer):
+    """A dropout-free tiny BERT student (the recorded loss is then a function of the weights),
+    reading pairs separately (cosine head) or joined."""
+    torch.manual_seed(0)
+    encoder = {"model_type": "bert", "vocab_size": 300, "hidden_size": 16, "num_hidden_layers": 1,
+               "num_attention_heads": 2, "intermediate_size": 32, "hidden_dropout_prob": 0.0,
+               "attention_probs_dropout_prob": 0.0, "pad_token_id": tokenizer.pad_token_id}
+    if pair_mode == "separate":
+        return PairEncoderForSequenceClassification(PairEncoderConfig(encoder=encoder, head="cosine",
+                                                                       pooling="mean"))
+    from transformers import BertConfig, BertForSequenceClassification
+    return BertForSequenceClassification(BertConfig(**{k: v for k, v in encoder.items() if k != "model_type"}))
+
+
+@pytest.mark.parametrize("pair_mode", ["separate", "joint"])
+def test_students_train_with_the_configured_attention_and_keep_their_own(pair_mode, monkeypatch):
+    """distill.train_attention="eager": the training steps run transformers' eager attention
+    (counted at its function), the loss is the one sdpa computes, and the student comes back
+    with its own implementation (scoring, timing and saving use it); "sdpa" never calls eager
+    attention in a training step."""
+    from transformers.models.bert import modeling_bert
+
+    train_calls = []
+    eager = modeling_bert.eager_attention_forward
+
+    def counted(module, *args, **kwargs):
+        train_calls.append(module.training)
+        return eager(module, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_bert, "eager_attention_forward", counted)
+    train = classification_splits(TINY_DATA)["train"]
+    logits, vectors = _bi_encoder_teacher(train)
+    tokenizer = train_tokenizer([t for e in train for t in (e.text_a, e.text_b)], 300)
+    losses, seen = {}, {}
+    for attention in ("sdpa", "eager"):
+        model = _one_step_student(pair_mode, tokenizer)
+        encoder = model.encoder if pair_mode == "separate" else model
+        cfg = DistillConfig(epochs=1, batch_size=len(train), max_seq_len=32, pair_mode=pair_mode,
+                            pair_head="cosine", in_batch_weight=2.0 if pair_mode == "separate" else 0.0,
+                            train_attention=attention)
+        epochs = []
+        train_calls.clear()
+        distill_model(model, tokenizer, train, logits, train, cfg, device="cpu", teacher_vectors=vectors,
+                      on_epoch=lambda e, enc=encoder, out=epochs: out.append(e | {"impl": enc.config._attn_implementation}))
+        losses[attention] = epochs[0]["train_loss"]
+        seen[attention] = (any(train_calls), epochs[0]["impl"], encoder.config._attn_implementation)
+    assert seen["eager"] == (True, "eager", "sdpa")
+    assert seen["sdpa"] == (False, "sdpa", "sdpa")
+    assert losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-5)
