@@ -247,14 +247,18 @@ def in_batch_terms(model, batch: dict, teacher_margins: torch.Tensor, weight: fl
 def attention_implementation(model, implementation: str):
     """Run the block with `model`'s attention computed by `implementation` (one of
     ATTENTION_IMPLEMENTATIONS), then restore the model's own. Models without transformers
-    attention (BiLSTM_soft) are left as they are."""
+    attention (BiLSTM_soft) and models already in `implementation` are left as they are.
+    RuntimeError when transformers does not switch (it may only warn)."""
     encoder = model.encoder if isinstance(model, PairEncoderForSequenceClassification) else model
-    if not hasattr(encoder, "set_attn_implementation"):
+    if not hasattr(encoder, "set_attn_implementation") or encoder.config._attn_implementation == implementation:
         yield
         return
     own = encoder.config._attn_implementation
     encoder.set_attn_implementation(implementation)
     try:
+        if encoder.config._attn_implementation != implementation:
+            raise RuntimeError(f"train_attention: transformers kept {type(encoder).__name__}'s attention "
+                               f"{encoder.config._attn_implementation!r}, not {implementation!r}")
         yield
     finally:
         encoder.set_attn_implementation(own)

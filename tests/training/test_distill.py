@@ -489,7 +489,22 @@ def test_students_train_with_the_configured_attention_and_keep_their_own(pair_mo
         distill_model(model, tokenizer, train, logits, train, cfg, device="cpu", teacher_vectors=vectors,
                       on_epoch=lambda e, enc=encoder, out=epochs: out.append(e | {"impl": enc.config._attn_implementation}))
         losses[attention] = epochs[0]["train_loss"]
-        seen[attention] = (any(train_calls), epochs[0]["impl"], encoder.config._attn_implementation)
-    assert seen["eager"] == (True, "eager", "sdpa")
-    assert seen["sdpa"] == (False, "sdpa", "sdpa")
+        seen[attention] = (any(train_calls), not all(train_calls), epochs[0]["impl"],
+                           encoder.config._attn_implementation)
+    assert seen["eager"] == (True, True, "eager", "sdpa")  # training steps and validation
+    assert seen["sdpa"] == (False, False, "sdpa", "sdpa")
     assert losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-5)
+
+
+def test_attention_implementation_restores_the_students_own_after_an_error():
+    from training.distill import attention_implementation
+
+    tokenizer = train_tokenizer([e.text_a for e in classification_splits(TINY_DATA)["train"]], 300)
+    student = _one_step_student("separate", tokenizer)
+    with pytest.raises(KeyError), attention_implementation(student, "eager"):
+        assert student.encoder.config._attn_implementation == "eager"
+        raise KeyError("a failing step")
+    assert student.encoder.config._attn_implementation == "sdpa"
+    bilstm = BiLSTMSoft(300, embed=8, hidden=8, dense=8, pair=True)
+    with attention_implementation(bilstm, "eager"):  # no transformers attention: left as it is
+        pass
