@@ -82,7 +82,9 @@ class BenchConfig:
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches"))
         check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions",
                        "step_attentions")
-        for name in ("workers", "latency_batches"):
+        # an empty list would time nothing and write no rows, silently
+        for name in ("workers", "latency_batches", "latency_students", "latency_dtypes", "step_students",
+                     "step_precisions", "step_attentions"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: must not be empty")
         check_object_store(self.object_store_mb)

@@ -110,6 +110,11 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     ("train-step", "step_precisions=[fp16]", "step_precisions"),
     ("train-step", "step_attentions=[flash]", "step_attentions"),
     ("train-step", "step_attentions=[eager,eager]", "step_attentions"),
+    ("train-step", "step_attentions=[]", "step_attentions"),  # nothing timed, no rows: refused
+    ("train-step", "step_precisions=[]", "step_precisions"),
+    ("train-step", "step_students=[]", "step_students"),
+    ("latency", "latency_dtypes=[]", "latency_dtypes"),
+    ("latency", "latency_students=[]", "latency_students"),
     ("train-step", "step_runs=5", "step_runs"),
     ("latency", "latency_runs=5", "latency_runs"),
     ("latency", "latency_threads=0", "latency_threads"),
