@@ -58,12 +58,14 @@ def _sync() -> None:
 
 def latency_ms(
     fn: Callable[[], object], *, warmup: int = 3, runs: int = MIN_RUNS, threads: int | None = None,
-    inference: bool = True,
+    inference: bool = True, prepare: Callable[[], object] | None = None,
 ) -> dict:
     """Time `fn()`; returns {"median_ms", "p90_ms", "runs", "threads"}.
 
     `threads` fixes torch's intra-op thread count for the measurement (restored after);
     None keeps the current setting. `inference=False` times with autograd on (training steps).
+    `prepare()`, untimed, once the thread count is set and before the warm-up: one-off setup
+    that depends on it (an ONNX Runtime session), never timed even with `warmup=0`.
     """
     if runs < MIN_RUNS:
         raise ValueError(f"runs must be >= {MIN_RUNS}, got {runs}")
@@ -72,6 +74,8 @@ def latency_ms(
         torch.set_num_threads(threads)
     try:
         with torch.inference_mode() if inference else contextlib.nullcontext():
+            if prepare is not None:
+                prepare()
             for _ in range(warmup):
                 fn()
             _sync()
@@ -129,7 +133,8 @@ def classifier_latency(
     `seq_len` tokens."""
     model = model.to(device).eval()
     inputs = random_inputs(vocab_size, seq_len, pair=pair, device=device, batch=batch)
-    return latency_ms(lambda: model(**inputs), warmup=warmup, runs=runs, threads=threads)
+    return latency_ms(lambda: model(**inputs), warmup=warmup, runs=runs, threads=threads,
+                      prepare=getattr(model, "prepare", None))
 
 
 def codebert_arch_latency(

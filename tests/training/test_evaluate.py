@@ -65,6 +65,24 @@ def test_latency_harness_reports_median_and_p90_of_the_timed_runs_only(monkeypat
         latency_ms(lambda: None, runs=5)
 
 
+def test_latency_prepare_runs_once_untimed_at_the_measured_thread_count(monkeypatch):
+    """One-off setup (an ONNX Runtime session is built for a thread count) never lands in
+    the timed runs, even without warm-up."""
+    runs = [4.0] * 20
+    clock = FakeClock([5000.0] + runs)  # prepare's slow setup, then the timed calls
+    seen_threads = []
+
+    def prepare():
+        seen_threads.append(torch.get_num_threads())
+        clock.work()
+
+    monkeypatch.setattr(time, "perf_counter", clock)
+    stats = latency_ms(clock.work, warmup=0, runs=20, threads=2, prepare=prepare)
+    monkeypatch.undo()
+    assert clock.durations == [] and seen_threads == [2]
+    assert stats["median_ms"] == pytest.approx(4.0) and stats["p90_ms"] == pytest.approx(4.0)
+
+
 def test_latency_restores_thread_count():
     before = torch.get_num_threads()
     latency_ms(lambda: None, runs=20, threads=2)

@@ -85,6 +85,24 @@ def test_missing_token_type_ids_are_zeros_and_other_inputs_are_required():
         graph(input_ids=batch["input_ids"])
 
 
+def test_the_latency_harness_opens_the_session_before_timing(monkeypatch):
+    """With no warm-up at another thread count, the session for that count is opened by
+    `prepare` (untimed), not by the first timed call."""
+    from training.evaluate import classifier_latency
+
+    graph = OnnxClassifier(_student(), "onnx", _padded(2, True, seed=0))  # a session for 1 thread
+    calls, prepare = [], graph.prepare
+
+    def recorded():
+        calls.append((torch.get_num_threads(), set(graph._sessions)))
+        prepare()
+
+    monkeypatch.setattr(graph, "prepare", recorded)
+    classifier_latency(graph, VOCAB, seq_len=8, pair=True, warmup=0, runs=20, threads=2)
+    assert calls == [(2, {1})]  # once, at 2 threads, before any session for 2 existed
+    assert sorted(graph._sessions) == [1, 2]
+
+
 def test_one_session_per_torch_thread_count():
     graph = OnnxClassifier(_student(), "onnx", _padded(2, True, seed=0))
     batch = _padded(2, True, seed=1)
