@@ -103,12 +103,6 @@ def teacher_dims(cfg: JobConfig) -> Teacher:
         raise JobError(f"teacher.name: {exc}") from None
 
 
-def usable_positions(teacher: Teacher) -> int:
-    """Tokens one sequence of `teacher`'s family may hold: its position table's size, less the
-    two rows a RoBERTa never gives a token (its positions start at pad_token_id + 1 = 2)."""
-    return teacher.max_positions - 2 if teacher.family == "roberta" else teacher.max_positions
-
-
 def check_seq_lens(teacher: Teacher, lengths: dict[str, tuple[int | None, int]]) -> None:
     """ConfigError naming the first dotted key whose value is above its limit. `lengths`: key
     -> (value, None when unset; the most the teacher's position table allows for it). Run
@@ -123,7 +117,7 @@ def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int | None, in
     """The compression job's lengths and their limits: the teacher's inputs (fine-tuning,
     logits), the students' (their position tables are the teacher's: `Arch.to_hf_config`) and
     the latency inputs both are timed on; each token takes one position."""
-    limit = usable_positions(teacher)
+    limit = teacher.usable_positions
     return {"finetune.max_seq_len": (cfg.finetune.max_seq_len, limit),
             "distill.max_seq_len": (cfg.distill.max_seq_len, limit),
             "distill.latency_seq_len": (cfg.distill.latency_seq_len, limit)}

@@ -20,7 +20,6 @@ from ray_jobs.compress import (
     check_results_dir,
     check_seq_lens,
     teacher_dims,
-    usable_positions,
     write_curve,
 )
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
@@ -110,7 +109,7 @@ def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int, int]]:
     """The pruning job's lengths and their limits: the encoder numbers one position per source
     token; the decoder embeds the target tokens with the encoder's embeddings, all but the
     last (never fed back), so target_len may be one above the usable positions."""
-    limit = usable_positions(teacher)
+    limit = teacher.usable_positions
     return {"seq2seq.source_len": (cfg.seq2seq.source_len, limit),
             "seq2seq.target_len": (cfg.seq2seq.target_len, limit + 1)}
 

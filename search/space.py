@@ -35,6 +35,13 @@ class InputError(ValueError):
 _FAMILY_OF_MODEL_TYPE = {"bert": "bert", "roberta": "roberta"}
 
 
+def usable_positions(family: str, max_positions: int) -> int:
+    """Tokens one sequence may hold under a position table of `max_positions` rows: all of
+    them for a BERT; two fewer for a RoBERTa, which never gives a token the first two (its
+    positions start at pad_token_id + 1 = 2)."""
+    return max_positions - 2 if family == "roberta" else max_positions
+
+
 @dataclass(frozen=True)
 class Arch:
     """A BERT-family encoder's shape. Validated: all positive, `hidden % heads == 0`."""
@@ -126,6 +133,11 @@ class Teacher:
             _check_dim(name, f"config's {key}", config[key])
         dims = {ours: config[theirs] for ours, theirs in _TEACHER_DIMS.items()}
         return cls(name=name, family=_FAMILY_OF_MODEL_TYPE[model_type], **dims)
+
+    @property
+    def usable_positions(self) -> int:
+        """Tokens one sequence of this teacher (and of its students) may hold."""
+        return usable_positions(self.family, self.max_positions)
 
     def arch(self) -> Arch:
         """The teacher's own shape as an `Arch`."""

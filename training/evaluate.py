@@ -162,7 +162,7 @@ def codebert_arch_latency(
     config = AutoConfig.for_model(fields.pop("model_type"), **fields, num_labels=num_labels)
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(config).to(device).eval()
-    seq_len = min(seq_len, codebert.max_positions - 2)  # RoBERTa positions start at pad+1
+    seq_len = min(seq_len, codebert.usable_positions)
     encodes = [random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in range(2 if pair else 1)]
     return latency_ms(lambda: [model(**x) for x in encodes], warmup=warmup, runs=runs, threads=threads)
 

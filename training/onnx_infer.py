@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from search import space
 from training.harvest import _function_source, code_tokens, docstring_tokens
 
 PAD_TOKENS = ("<pad>", "[PAD]")  # a guess when the folder's tokenizer_config.json names none
@@ -49,9 +50,8 @@ def query_text(query: str) -> str:
 
 
 def usable_positions(encoder: dict) -> int:
-    """Tokens one sequence may hold under a transformers encoder config (a dict): its position
-    table, less the two rows a RoBERTa never gives a token (its positions start at pad + 1)."""
-    return encoder["max_position_embeddings"] - (2 if encoder.get("model_type") == "roberta" else 0)
+    """Tokens one sequence may hold under a transformers encoder config (a dict)."""
+    return space.usable_positions(encoder.get("model_type"), encoder["max_position_embeddings"])
 
 
 def _folder_settings(folder: Path) -> tuple[int | None, str | None, int | None]:

@@ -19,8 +19,8 @@ CODEBERT, MINILM = teacher_spec("codebert-base"), teacher_spec("minilm-l6")
 
 
 def test_usable_positions_follow_the_family():
-    assert compress.usable_positions(CODEBERT) == 512  # 514 rows, positions start at 2
-    assert compress.usable_positions(MINILM) == 512  # BERT: every row
+    assert CODEBERT.usable_positions == 512  # 514 rows, positions start at 2
+    assert MINILM.usable_positions == 512  # BERT: every row
 
 
 def _smoke(tmp_path, *overrides):
@@ -83,7 +83,7 @@ def test_the_limits_are_exact(family):
     """At each limit the teacher, a student (its table is the teacher's size) and the
     code-to-text model run; one token more fails inside the model."""
     teacher = _tiny_teacher(family)
-    limit = compress.usable_positions(teacher)
+    limit = teacher.usable_positions
     torch.manual_seed(0)
     encoder = AutoModel.from_config(student_config(teacher.arch(), teacher)).eval()
     student = build_student(Arch(1, 8, 2, 16, 60), teacher).eval()
