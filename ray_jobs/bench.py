@@ -37,6 +37,7 @@ from ray_jobs.config import build_config, check_object_store, code_version, to_d
 from ray_jobs.errors import ConfigError, JobError, OneLineParser
 from ray_jobs.sweep import loopback_only
 from training.checks import check_distinct, check_ranges
+from training.evaluate import LATENCY_ROUNDS
 
 TABLE = "bench"
 
@@ -64,6 +65,10 @@ class BenchConfig:
     latency_device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
     latency_threads: int | None = None  # CPU threads while timing; None: torch's default
     latency_runs: int = 20  # timed calls per (model, dtype, batch), after 3 untimed
+    # blocks each measurement's timed calls are split into, alternated between the models of a
+    # dtype and batch and between a train-step shape's precisions and attentions; 1 = one
+    # after another, as before 2026-12-05
+    latency_rounds: int = LATENCY_ROUNDS
     # ---- train-step (device and threads: latency_device, latency_threads; family: latency_teacher)
     # the demo's two students with the 8 heads of 14 dimensions the search picks without
     # search.min_head_size, and with the 2 heads of 56 it picks now
@@ -79,7 +84,12 @@ class BenchConfig:
         check_ranges(self, timed_runs=("latency_runs", "step_runs"), paths=("results_dir", "latency_teacher"))
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
-                                   "width", "overhead_trials", "latency_threads", "workers", "latency_batches"))
+                                   "width", "overhead_trials", "latency_threads", "workers", "latency_batches",
+                                   "latency_rounds"))
+        for runs in ("latency_runs", "step_runs"):
+            if self.latency_rounds > getattr(self, runs):
+                raise ValueError(f"latency_rounds: at most {runs} ({getattr(self, runs)}) blocks of timed runs, "
+                                 f"got {self.latency_rounds}")
         check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions",
                        "step_attentions")
         # an empty list would time nothing and write no rows, silently
@@ -340,7 +350,7 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     rows = forward_latencies(models, seq_len=cfg.latency_seq_len, batches=cfg.latency_batches,
                              dtypes=cfg.latency_dtypes, device=device, runs=cfg.latency_runs,
-                             threads=cfg.latency_threads)
+                             threads=cfg.latency_threads, rounds=cfg.latency_rounds)
     rows = [{**stamp, **r, "bench": "latency", "device_name": device_name,
              "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]
     print(f"latency on {device} ({device_name}), {cfg.latency_seq_len} tokens a side, pairs encoded separately")
@@ -378,7 +388,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     rows = distill_step_times(models, batch=cfg.step_batch, seq_len=cfg.step_seq_len,
                               precisions=cfg.step_precisions, attentions=cfg.step_attentions,
                               device=device, runs=cfg.step_runs,
-                              threads=cfg.latency_threads)
+                              threads=cfg.latency_threads, rounds=cfg.latency_rounds)
     shapes = dict(zip(models, cfg.step_students, strict=True))
     rows = [{**stamp, **r, "bench": "train_step", "device_name": device_name, "arch": shapes[r["model"]],
              "trial_key": f"train-step-{r['model']}-{r['dtype']}-{r['attention']}"} for r in rows]

@@ -53,6 +53,8 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                 ("retention", _F), ("valid_accuracy", _F), ("latency_ms", _F),
                 ("latency_p90_ms", _F), ("teacher_latency_ms", _F), ("codebert_latency_ms", _F),
                 ("speedup_vs_teacher", _F), ("speedup_vs_codebert", _F),
+                # the teacher's CodeBERT speed-up, CodeBERT timed in the teacher's input format
+                ("teacher_speedup_vs_codebert", _F), ("latency_rounds", _I),
                 ("teacher_size_mb", _F), ("train_seconds", _F), ("model_dir", _S),
                 ("in_batch_weight", _F), ("precision", _S), ("attention_dropout", _F),
                 ("best_epoch", _I), ("epochs", _I)],

@@ -29,7 +29,7 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
                any_value(teacher_size_mb) AS size_mb, any_value(teacher_accuracy) AS accuracy,
                1.0 AS retention, median(teacher_latency_ms) AS latency_ms,
                1.0 AS speedup_vs_teacher,
-               median(codebert_latency_ms) / median(teacher_latency_ms) AS speedup_vs_codebert,
+               median(teacher_speedup_vs_codebert) AS speedup_vs_codebert,
                NULL AS kept_epoch
         FROM distill WHERE sweep_id = {sid}""")
     students = results.query(results_dir, f"""
@@ -62,7 +62,7 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
         if variants.num_rows:
             lines += ["Quantized on the CPU (size: torch.save bytes, the graph file's for onnx variants; "
                       "latency as above, on the CPU; "
-                      "speed-up over the same model in fp32, timed back to back)",
+                      "speed-up over the same model in fp32, their timed runs alternated)",
                       results.format_rows(variants)]
     return "\n".join(lines)
 

@@ -18,11 +18,12 @@ and would otherwise ask; no flag is needed once `training.models` is imported), 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -48,9 +49,11 @@ from training.data import (
     unseen_sample,
 )
 from training.evaluate import (
-    classifier_latency,
-    codebert_arch_latency,
-    latency_ms,
+    LATENCY_ROUNDS,
+    classifier_call,
+    classifier_latencies,
+    codebert_arch_call,
+    interleaved_latency_ms,
     random_inputs,
     serialized_size_bytes,
     timing_row,
@@ -131,6 +134,10 @@ class DistillConfig:
     latency_seq_len: int | None = None  # tokens per input when timing; None -> max_seq_len
     latency_runs: int = 20  # timed runs (median and p90 reported), >= 20
     latency_warmup: int = 3  # untimed warm-up runs
+    # blocks each model's timed runs are split into, alternated between the models a row
+    # compares (student, teacher, CodeBERT arch; a model's quantized variants); 1 = one model
+    # after another, as before 2026-12-05
+    latency_rounds: int = LATENCY_ROUNDS
     latency_threads: int | None = None  # torch threads while timing; None -> the worker's setting
     measure_codebert: bool = True  # also time the CodeBERT-base architecture (random weights)
     eval_batch_size: int = 64  # batch size for validation/test inference
@@ -157,7 +164,7 @@ class DistillConfig:
             raise ValueError(f"quantize: {unknown} not among {CLASSIFIER_VARIANTS}")
         check_distinct(self, "quantize")
         check_ranges(self, counts=("epochs", "batch_size", "max_seq_len", "max_transfer", "bilstm_epochs",
-                                   "latency_seq_len", "latency_threads", "eval_batch_size"),
+                                   "latency_seq_len", "latency_threads", "eval_batch_size", "latency_rounds"),
                      positive=("lr", "temperature", "bilstm_lr", "max_grad_norm", "in_batch_temperature"),
                      non_negative=("hard_weight", "weight_decay", "latency_warmup", "in_batch_weight"),
                      fractions=("warmup_ratio",), timed_runs=("latency_runs",), seeds=("seed",),
@@ -168,6 +175,9 @@ class DistillConfig:
             raise ValueError(f"attention_dropout: must be in [0, 1) or None, got {self.attention_dropout}")
         if self.max_transfer_extra is not None and self.max_transfer_extra < 1:
             raise ValueError(f"max_transfer_extra: must be >= 1 or None, got {self.max_transfer_extra}")
+        if self.latency_rounds > self.latency_runs:
+            raise ValueError(f"latency_rounds: at most latency_runs ({self.latency_runs}) blocks of timed runs, "
+                             f"got {self.latency_rounds}")
         if self.in_batch_weight and self.pair_mode != "separate":
             raise ValueError("in_batch_weight: the in-batch loss scores every text_a against every "
                              "text_b of a batch, so it needs pair_mode 'separate'")
@@ -264,9 +274,9 @@ def attention_implementation(model, implementation: str):
         encoder.set_attn_implementation(own)
 
 
-def _timed_steps(model, vocab: int, *, batch: int, seq_len: int, precision: str, device: str,
-                 runs: int, warmup: int, threads: int | None) -> dict:
-    """`latency_ms` stats of the step `distill_step_times` describes, on `model` already on `device`."""
+def _distill_step(model, vocab: int, *, batch: int, seq_len: int, precision: str, device: str):
+    """The step `distill_step_times` describes, on `model` already on `device`, with its own
+    optimizer: a function of no arguments."""
     inputs = random_inputs(vocab, seq_len, pair=True, device=device, batch=batch)
     gen = torch.Generator().manual_seed(0)
     teacher_logits = torch.randn(batch, 2, generator=gen).to(device)  # (B, 2)
@@ -280,34 +290,40 @@ def _timed_steps(model, vocab: int, *, batch: int, seq_len: int, precision: str,
             loss = soft(logits, teacher_logits) + extra
         optimizer_step(model, loss, optimizer, 1.0)
 
-    return latency_ms(step, warmup=warmup, runs=runs, threads=threads, inference=False)
+    return step
 
 
 def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, seq_len: int,
                        precisions: Sequence[str], attentions: Sequence[str] = ("sdpa",),
                        device: str = "cpu", runs: int = 20, warmup: int = 3,
-                       threads: int | None = None) -> list[dict]:
+                       threads: int | None = None, rounds: int = LATENCY_ROUNDS) -> list[dict]:
     """Time one distillation step of every pair student (name -> (model, vocab size), e.g.
     `training.evaluate.pair_models`) at every training precision and attention implementation.
 
     The step is the demo's: both sides of `batch` random pairs of `seq_len` tokens encoded under
     `mixed_precision`, the soft-label loss plus the in-batch loss (weight 2, temperature 2)
-    against random teacher scores, backward, clipping and AdamW. One row each: model, dtype (the
-    precision), attention, batch, seq_len, median_ms, p90_ms, pairs_per_s, threads,
-    speedup_vs_fp32 (the same model's fp32 median with the same attention over this one's) and
-    speedup_vs_sdpa (the same model's sdpa median at the same precision over this one's); None
-    where the reference was not timed.
+    against random teacher scores, backward, clipping and AdamW. A model's precisions and
+    attentions are timed against each other (`interleaved_latency_ms`, `rounds` blocks each;
+    one copy of the model per attention). One row each: model, dtype (the precision),
+    attention, batch, seq_len, median_ms, p90_ms, pairs_per_s, threads, speedup_vs_fp32 (the
+    same model's fp32 median with the same attention over this one's) and speedup_vs_sdpa
+    (the same model's sdpa median at the same precision over this one's); None where the
+    reference was not timed.
     """
     rows = []
     for name, (model, vocab) in models.items():
-        model.to(device).train()
-        for attention in attentions:
-            with attention_implementation(model, attention):
-                for precision in precisions:
-                    stats = _timed_steps(model, vocab, batch=batch, seq_len=seq_len, precision=precision,
-                                         device=device, runs=runs, warmup=warmup, threads=threads)
-                    rows.append(timing_row(name, precision, batch, seq_len, stats) | {"attention": attention})
-        model.to("cpu")  # free the device for the next one
+        with ExitStack() as switched:
+            copies = {attention: copy.deepcopy(model).to(device).train() for attention in attentions}
+            for attention, twin in copies.items():
+                switched.enter_context(attention_implementation(twin, attention))
+            steps = {(attention, precision): _distill_step(twin, vocab, batch=batch, seq_len=seq_len,
+                                                           precision=precision, device=device)
+                     for attention, twin in copies.items() for precision in precisions}
+            stats = interleaved_latency_ms({f"{a}/{p}": step for (a, p), step in steps.items()}, warmup=warmup,
+                                           runs=runs, threads=threads, inference=False, rounds=rounds)
+        del copies, steps  # free the device for the next model
+        rows += [timing_row(name, p, batch, seq_len, stats[f"{a}/{p}"]) | {"attention": a}
+                 for a in attentions for p in precisions]
     median = {(r["model"], r["dtype"], r["attention"]): r["median_ms"] for r in rows}
     for r in rows:
         fp32 = median.get((r["model"], "fp32", r["attention"]))
@@ -596,25 +612,41 @@ def _encoder_config(model):
 
 def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfig, pair: bool,
                device: str) -> dict:
-    """Student, teacher and CodeBERT-architecture latency at the same settings."""
+    """Student, teacher and CodeBERT-architecture latency at the same settings, their timed
+    runs alternated (`interleaved_latency_ms`, `cfg.latency_rounds` blocks each). Each model
+    reads its own input format; CodeBERT's is the student's (`speedup_vs_codebert`) and, when
+    the teacher's differs (a joint teacher, separate students), also timed in the teacher's
+    (`teacher_speedup_vs_codebert`: CodeBERT's ms in that format / the teacher's)."""
     seq = cfg.latency_seq_len or cfg.max_seq_len
-    kw = dict(seq_len=seq, device=device, warmup=cfg.latency_warmup, runs=cfg.latency_runs,
-              threads=cfg.latency_threads)
-    student = classifier_latency(model, vocab, pair=pair, **kw)
     teacher_model = AutoModelForSequenceClassification.from_pretrained(artifacts.teacher_dir)
     # each model is timed on its own input format: `seq` tokens per sequence it encodes
-    teacher = classifier_latency(teacher_model, artifacts.teacher.vocab,
-                                 pair=artifacts.teacher_pair_mode == "separate", **kw)
+    calls = {"student": classifier_call(model, vocab, seq_len=seq, pair=pair, device=device),
+             "teacher": classifier_call(teacher_model, artifacts.teacher.vocab, seq_len=seq, device=device,
+                                        pair=artifacts.teacher_pair_mode == "separate")}
+    teacher_pair = artifacts.teacher_pair_mode == "separate"
+    if cfg.measure_codebert:
+        # the same input format as the student: two encodes when it encodes a pair separately
+        calls["codebert"] = (codebert_arch_call(seq_len=seq, device=device, num_labels=artifacts.num_labels,
+                                                pair=pair), None)
+        if teacher_pair != pair:  # and in the teacher's, for the teacher's own speed-up
+            calls["codebert_teacher_format"] = (codebert_arch_call(
+                seq_len=seq, device=device, num_labels=artifacts.num_labels, pair=teacher_pair), None)
+    stats = interleaved_latency_ms({name: fn for name, (fn, _) in calls.items()},
+                                   prepare={name: setup for name, (_, setup) in calls.items()},
+                                   warmup=cfg.latency_warmup, runs=cfg.latency_runs, threads=cfg.latency_threads,
+                                   rounds=cfg.latency_rounds)
+    student, teacher = stats["student"], stats["teacher"]
     row = {"latency_ms": student["median_ms"], "latency_p90_ms": student["p90_ms"],
            "teacher_latency_ms": teacher["median_ms"], "latency_seq_len": seq,
            "latency_threads": student["threads"], "latency_runs": student["runs"],
+           "latency_rounds": cfg.latency_rounds,
            "speedup_vs_teacher": teacher["median_ms"] / student["median_ms"]}
-    row |= {"codebert_latency_ms": None, "speedup_vs_codebert": None}
-    if cfg.measure_codebert:
-        # the same input format as the student: two encodes when it encodes a pair separately
-        codebert = codebert_arch_latency(**kw, num_labels=artifacts.num_labels, pair=pair)
-        row |= {"codebert_latency_ms": codebert["median_ms"],
-                "speedup_vs_codebert": codebert["median_ms"] / student["median_ms"]}
+    row |= {"codebert_latency_ms": None, "speedup_vs_codebert": None, "teacher_speedup_vs_codebert": None}
+    if "codebert" in stats:
+        teacher_format = stats.get("codebert_teacher_format", stats["codebert"])
+        row |= {"codebert_latency_ms": stats["codebert"]["median_ms"],
+                "speedup_vs_codebert": stats["codebert"]["median_ms"] / student["median_ms"],
+                "teacher_speedup_vs_codebert": teacher_format["median_ms"] / teacher["median_ms"]}
     return row
 
 
@@ -695,11 +727,12 @@ def _variant_rows(model, vocab: int, test_enc: dict, test, pad_id: int, cfg: Dis
         return []
     labels = [e.label for e in test]
     kw = dict(seq_len=cfg.latency_seq_len or cfg.max_seq_len, pair=pair, warmup=cfg.latency_warmup,
-              runs=cfg.latency_runs, threads=cfg.latency_threads)
+              runs=cfg.latency_runs, threads=cfg.latency_threads, rounds=cfg.latency_rounds,
+              tolerate=(RuntimeError, NotImplementedError))  # a variant's failure is its row's error
     rows = classifier_variant_rows(
         model, cfg.quantize,
         score=lambda q: scores(predict_logits(q, test_enc, pad_id, cfg.eval_batch_size), labels),
-        time=lambda q: classifier_latency(q, vocab, **kw),
+        time=lambda built: classifier_latencies({v: (q, vocab) for v, q in built.items()}, **kw),
         example=_tracing_rows(test_enc, pad_id) if set(cfg.quantize) & set(ONNX_VARIANTS) else None,
         graph_dir=graph_dir)
     for row in rows:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from safetensors.torch import save as safetensors_save
 
 MIN_RUNS = 20  # the issue asks for the median and p90 of at least 20 runs
+# blocks each compared model's timed runs are split into, alternated between the models
+# (`interleaved_latency_ms`); 1 = one model after another
+LATENCY_ROUNDS = 4
 
 
 def accuracy(preds: Sequence[int], labels: Sequence[int]) -> float:
@@ -67,34 +70,74 @@ def latency_ms(
     `prepare()`, untimed, once the thread count is set and before the warm-up: one-off setup
     that depends on it (an ONNX Runtime session), never timed even with `warmup=0`.
     """
+    return interleaved_latency_ms({"": fn}, warmup=warmup, runs=runs, threads=threads, inference=inference,
+                                  prepare={"": prepare} if prepare else None, rounds=1)[""]
+
+
+def interleaved_latency_ms(
+    fns: Mapping[str, Callable[[], object]], *, warmup: int = 3, runs: int = MIN_RUNS,
+    threads: int | None = None, inference: bool = True,
+    prepare: Mapping[str, Callable[[], object]] | None = None, rounds: int = LATENCY_ROUNDS,
+    tolerate: tuple[type[Exception], ...] = (),
+) -> dict[str, dict]:
+    """Time functions that are compared with each other: name -> `latency_ms`'s dict.
+
+    Each function's `runs` timed calls are split into `rounds` blocks and the blocks alternate
+    between the functions, in mirrored order every other round (A B C, C B A, A B C, ...).
+    Timed back to back (`rounds=1`) the last function bears whatever the machine's speed did
+    meanwhile and the ratios between them inherit it; alternated and mirrored, a drift moves
+    every function's figures alike (a linear one cancels). Each block starts with untimed
+    calls: `warmup` in a function's first block, one in its later blocks (the others ran in
+    between: caches are theirs). `prepare`: name -> untimed one-off setup, as `latency_ms`'s,
+    run for every function before any is timed. A function raising one of `tolerate` gets
+    {"error": the exception} and leaves the rotation; the others go on.
+    """
     if runs < MIN_RUNS:
         raise ValueError(f"runs must be >= {MIN_RUNS}, got {runs}")
+    if not 1 <= rounds <= runs:
+        raise ValueError(f"rounds must be in [1, runs={runs}], got {rounds}")
+    blocks = [runs // rounds + (i < runs % rounds) for i in range(rounds)]  # sizes summing to runs
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    failed: dict[str, Exception] = {}
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         with torch.inference_mode() if inference else contextlib.nullcontext():
-            if prepare is not None:
-                prepare()
-            for _ in range(warmup):
-                fn()
-            _sync()
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                fn()
-                _sync()
-                times.append((time.perf_counter() - start) * 1e3)
+            for setup in (prepare or {}).values():
+                if setup is not None:
+                    setup()
+            for i, block in enumerate(blocks):
+                order = list(fns) if i % 2 == 0 else list(fns)[::-1]
+                for name in (n for n in order if n not in failed):
+                    try:
+                        times[name] += _timed_block(fns[name], warmup if i == 0 else min(warmup, 1), block)
+                    except tolerate as err:
+                        failed[name] = err
     finally:
         torch.set_num_threads(old_threads)
-    times.sort()
+    used = threads or old_threads
+    return {name: {"error": failed[name]} if name in failed else _stats(times[name], used) for name in fns}
+
+
+def _timed_block(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    """ms of each of `runs` calls of `fn`, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        _sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _stats(times: list[float], threads: int) -> dict:
+    times = sorted(times)
     p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-    return {
-        "median_ms": statistics.median(times),
-        "p90_ms": p90,
-        "runs": runs,
-        "threads": threads or old_threads,
-    }
+    return {"median_ms": statistics.median(times), "p90_ms": p90, "runs": len(times), "threads": threads}
 
 
 def random_inputs(
@@ -117,6 +160,17 @@ def random_inputs(
     return inputs
 
 
+def classifier_call(
+    model: torch.nn.Module, vocab_size: int, *, seq_len: int, pair: bool = False, device: str = "cpu",
+    batch: int = 1,
+) -> tuple[Callable[[], object], Callable[[], object] | None]:
+    """(one forward pass of `model` in eval mode on `batch` random inputs of `seq_len` tokens,
+    the model's untimed one-off setup or None): what the harness times."""
+    model = model.to(device).eval()
+    inputs = random_inputs(vocab_size, seq_len, pair=pair, device=device, batch=batch)
+    return (lambda: model(**inputs)), getattr(model, "prepare", None)
+
+
 def classifier_latency(
     model: torch.nn.Module,
     vocab_size: int,
@@ -131,26 +185,31 @@ def classifier_latency(
 ) -> dict:
     """Latency of one forward pass of a classifier at `batch` (1: the latency contract) and
     `seq_len` tokens."""
-    model = model.to(device).eval()
-    inputs = random_inputs(vocab_size, seq_len, pair=pair, device=device, batch=batch)
-    return latency_ms(lambda: model(**inputs), warmup=warmup, runs=runs, threads=threads,
-                      prepare=getattr(model, "prepare", None))
+    fn, prepare = classifier_call(model, vocab_size, seq_len=seq_len, pair=pair, device=device, batch=batch)
+    return latency_ms(fn, warmup=warmup, runs=runs, threads=threads, prepare=prepare)
 
 
-def codebert_arch_latency(
-    *,
-    seq_len: int,
-    device: str = "cpu",
-    warmup: int = 3,
-    runs: int = MIN_RUNS,
-    threads: int | None = None,
-    num_labels: int = 2,
-    pair: bool = False,
-) -> dict:
-    """Latency of the CodeBERT-base architecture (RoBERTa L12 H768) with random weights.
+def classifier_latencies(
+    models: Mapping[str, tuple[torch.nn.Module, int]], *, seq_len: int, pair: bool = False, device: str = "cpu",
+    batch: int = 1, warmup: int = 3, runs: int = MIN_RUNS, threads: int | None = None,
+    rounds: int = LATENCY_ROUNDS, tolerate: tuple[type[Exception], ...] = (),
+) -> dict[str, dict]:
+    """`classifier_latency` of several classifiers (name -> (model, vocab size)) compared with
+    each other: their timed runs alternated (`interleaved_latency_ms`)."""
+    calls = {name: classifier_call(model, vocab, seq_len=seq_len, pair=pair, device=device, batch=batch)
+             for name, (model, vocab) in models.items()}
+    return interleaved_latency_ms({name: fn for name, (fn, _) in calls.items()},
+                                  prepare={name: setup for name, (_, setup) in calls.items()},
+                                  warmup=warmup, runs=runs, threads=threads, rounds=rounds, tolerate=tolerate)
+
+
+def codebert_arch_call(*, seq_len: int, device: str = "cpu", num_labels: int = 2, pair: bool = False,
+                       ) -> Callable[[], object]:
+    """One forward pass of the CodeBERT-base architecture (RoBERTa L12 H768) with random weights
+    on random inputs of `seq_len` tokens (clamped to its positions).
 
     Latency does not depend on weight values, so the public dimensions suffice. `pair=True`
-    times two encodes of `seq_len` tokens, as a separately encoding pair model does (and
+    makes two encodes of `seq_len` tokens, as a separately encoding pair model does (and
     CodeXGLUE's CodeBERT clone model: each function encoded on its own).
     """
     from transformers import AutoConfig, RobertaForSequenceClassification
@@ -164,7 +223,22 @@ def codebert_arch_latency(
     model = RobertaForSequenceClassification(config).to(device).eval()
     seq_len = min(seq_len, codebert.usable_positions)
     encodes = [random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in range(2 if pair else 1)]
-    return latency_ms(lambda: [model(**x) for x in encodes], warmup=warmup, runs=runs, threads=threads)
+    return lambda: [model(**x) for x in encodes]
+
+
+def codebert_arch_latency(
+    *,
+    seq_len: int,
+    device: str = "cpu",
+    warmup: int = 3,
+    runs: int = MIN_RUNS,
+    threads: int | None = None,
+    num_labels: int = 2,
+    pair: bool = False,
+) -> dict:
+    """Latency of `codebert_arch_call`'s forward pass."""
+    fn = codebert_arch_call(seq_len=seq_len, device=device, num_labels=num_labels, pair=pair)
+    return latency_ms(fn, warmup=warmup, runs=runs, threads=threads)
 
 
 def pair_models(students: Sequence, teacher, num_labels: int = 2, references: bool = True,
@@ -205,36 +279,44 @@ def forward_latencies(
     warmup: int = 3,
     runs: int = MIN_RUNS,
     threads: int | None = None,
+    rounds: int = LATENCY_ROUNDS,
 ) -> list[dict]:
     """Forward latency of every pair model (name -> (model, vocab)) at every dtype and batch size,
     on random pairs of `seq_len` tokens a side; one row each: model, dtype, batch, seq_len,
     median_ms, p90_ms, pairs_per_s, speedup_vs_teacher / speedup_vs_codebert (the "teacher-arch"
     / "codebert-arch" model's median at the same dtype and batch over this one's, when present).
     dtypes: torch dtype names, or `onnx` / `onnx_int8` (the model exported and run by ONNX
-    Runtime: `training.onnx_export`; on the CPU only)."""
-    from training.onnx_export import ONNX_VARIANTS, OnnxClassifier
+    Runtime: `training.onnx_export`; on the CPU only). The models of one dtype and batch are
+    timed against each other (`interleaved_latency_ms`, `rounds` blocks each)."""
+    from training.onnx_export import ONNX_VARIANTS
 
     if device != "cpu" and set(dtypes) & set(ONNX_VARIANTS):
         raise ValueError(f"dtypes {sorted(set(dtypes) & set(ONNX_VARIANTS))}: ONNX Runtime runs here on the CPU only")
     rows = []
-    for dtype in dtypes:
-        for name, (model, vocab) in models.items():
-            if dtype in ONNX_VARIANTS:
-                timed = OnnxClassifier(model, dtype, random_inputs(vocab, seq_len, pair=True, batch=2))
-            else:
-                timed = model.to(dtype=getattr(torch, dtype))
-            for batch in batches:
-                stats = classifier_latency(timed, vocab, seq_len=seq_len, pair=True, device=device,
-                                           warmup=warmup, runs=runs, threads=threads, batch=batch)
-                rows.append(timing_row(name, dtype, batch, seq_len, stats))
-            del timed
-            model.to(device="cpu", dtype=torch.float32)  # free the device for the next one
+    for dtype in dtypes:  # the models of one dtype and batch are timed against each other
+        timed = {name: (_as_dtype(model, vocab, dtype, seq_len), vocab) for name, (model, vocab) in models.items()}
+        for batch in batches:
+            stats = classifier_latencies(timed, seq_len=seq_len, pair=True, device=device, batch=batch,
+                                         warmup=warmup, runs=runs, threads=threads, rounds=rounds)
+            rows += [timing_row(name, dtype, batch, seq_len, stats[name]) for name in timed]
+        del timed
+        for model, _ in models.values():
+            model.to(device="cpu", dtype=torch.float32)  # free the device for the next dtype
     median = {(r["model"], r["dtype"], r["batch"]): r["median_ms"] for r in rows}
     for r in rows:
         for ref, column in (("teacher-arch", "speedup_vs_teacher"), ("codebert-arch", "speedup_vs_codebert")):
             base = median.get((ref, r["dtype"], r["batch"]))
             r[column] = base / r["median_ms"] if base else None
     return rows
+
+
+def _as_dtype(model: torch.nn.Module, vocab: int, dtype: str, seq_len: int):
+    """`model` in `dtype`: cast in place for a torch dtype, or exported to ONNX Runtime."""
+    from training.onnx_export import ONNX_VARIANTS, OnnxClassifier
+
+    if dtype in ONNX_VARIANTS:
+        return OnnxClassifier(model, dtype, random_inputs(vocab, seq_len, pair=True, batch=2))
+    return model.to(dtype=getattr(torch, dtype))
 
 
 # CodeXGLUE-compatible BLEU-4 and sacrebleu corpus BLEU (owner: pruning helper).

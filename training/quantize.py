@@ -216,15 +216,16 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
                             graph_dir: Path | None = None) -> list[dict]:
     """Rows for the fp32 model and each of `variants`, all on the CPU.
 
-    score(model) -> {"accuracy", "f1", ...} on the test split; time(model) -> a
-    `latency_ms` dict; example: inputs the ONNX variants are traced on; graph_dir: where each
-    ONNX variant that scored is kept (`OnnxClassifier.save`). Each row: variant,
-    device ("cpu"), size_bytes (`torch.save` bytes; the graph file's for ONNX variants),
-    accuracy, f1, latency_ms, latency_p90_ms, accuracy_kept (accuracy / the fp32 row's),
-    speedup_vs_fp32 (fp32 median / this median), error (a variant this CPU cannot run
-    gets its error instead of figures).
+    score(model) -> {"accuracy", "f1", ...} on the test split; time({variant: model}) ->
+    {variant: a `latency_ms` dict, or {"error": exception}} for every variant that scored, timed
+    against each other (`training.evaluate.interleaved_latency_ms`); example: inputs the ONNX
+    variants are traced on; graph_dir: where each ONNX variant that scored and ran is kept
+    (`OnnxClassifier.save`). Each row: variant, device ("cpu"), size_bytes (`torch.save`
+    bytes; the graph file's for ONNX variants), accuracy, f1, latency_ms, latency_p90_ms,
+    accuracy_kept (accuracy / the fp32 row's), speedup_vs_fp32 (fp32 median / this median),
+    error (a variant this CPU cannot run gets its error instead of figures).
     """
-    rows = []
+    rows, built = [], {}
     for variant in ("fp32", *(v for v in variants if v != "fp32")):
         row = {"variant": variant, "device": "cpu", "error": None}
         if graph_dir is not None and variant in ONNX_VARIANTS:  # an earlier attempt's graph: not this row's
@@ -233,16 +234,29 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
             q = quantize_classifier(model, variant, example)
             row["size_bytes"] = q.size_bytes if isinstance(q, OnnxClassifier) else saved_size_bytes(q)
             row |= {k: v for k, v in score(q).items() if k in ("accuracy", "f1")}
-            lat = time(q)
-            row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
-            if graph_dir is not None and isinstance(q, OnnxClassifier):
-                q.save(graph_dir)
+            built[variant] = q
         except (RuntimeError, NotImplementedError) as err:  # e.g. a half kernel missing on this CPU
-            row["error"] = " ".join(f"{type(err).__name__}: {err}".split())[:500]  # one line: a table cell
+            row["error"] = _one_line(err)
         rows.append(row)
+    timings = time(built) if built else {}
+    for row in rows:
+        lat = timings.get(row["variant"])
+        if lat is None:
+            continue
+        if "error" in lat:
+            row["error"] = _one_line(lat["error"])
+            continue
+        row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
+        if graph_dir is not None and isinstance(built[row["variant"]], OnnxClassifier):
+            built[row["variant"]].save(graph_dir)
     base = rows[0]
     for row in rows:
         ok = row["error"] is None and base["error"] is None
         row["accuracy_kept"] = row["accuracy"] / base["accuracy"] if ok and base["accuracy"] else None
         row["speedup_vs_fp32"] = base["latency_ms"] / row["latency_ms"] if ok else None
     return rows
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as one table cell."""
+    return " ".join(f"{type(err).__name__}: {err}".split())[:500]

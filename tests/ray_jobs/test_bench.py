@@ -117,6 +117,9 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     ("latency", "latency_students=[]", "latency_students"),
     ("train-step", "step_runs=5", "step_runs"),
     ("latency", "latency_runs=5", "latency_runs"),
+    ("latency", "latency_rounds=0", "latency_rounds"),
+    ("latency", "latency_rounds=21", "latency_rounds"),  # more blocks than timed runs
+    ("train-step", "latency_rounds=25", "latency_rounds"),
     ("latency", "latency_threads=0", "latency_threads"),
     ("latency", "latency_batches=[0]", "latency_batches"),
     # scaling: refused before Ray starts (workers=[0] started it with 0 CPUs and hung)

@@ -257,6 +257,8 @@ def test_extra_data_caps_refused_on_load():
     ("distill.epochs=0", "distill.epochs: must be an integer >= 1"),
     ("distill.temperature=0", "distill.temperature: must be > 0"),
     ("distill.latency_runs=5", "distill.latency_runs: must be an integer >= 20"),
+    ("distill.latency_rounds=0", "distill.latency_rounds: must be an integer >= 1"),
+    ("distill.latency_rounds=21", "distill.latency_rounds: at most latency_runs (20) blocks"),
     ("distill.bilstm_vocab=0", "distill.bilstm_vocab: a byte-level BPE needs >= 261"),
     ("distill.quantize=[int8,int8]", "distill.quantize: repeated items"),
     ("seq2seq.dropout=2", "seq2seq.dropout: must be in [0, 1)"),

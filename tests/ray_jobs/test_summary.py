@@ -5,7 +5,8 @@ from ray_jobs import results, summary
 
 def _distill_rows():
     base = {"teacher_accuracy": 0.9, "teacher_size_mb": 90.0, "teacher_latency_ms": 40.0,
-            "codebert_latency_ms": 400.0, "latency_seq_len": 64, "latency_threads": 1}
+            "codebert_latency_ms": 400.0, "teacher_speedup_vs_codebert": 12.5, "latency_seq_len": 64,
+            "latency_threads": 1}
     student = {**base, "trial_key": "student-0", "kind": "student", "layers": 6, "hidden": 80,
                "heads": 8, "ffn": 480, "vocab": 1000, "serialized_mb": 3.0, "accuracy": 0.88,
                "retention": 0.88 / 0.9, "latency_ms": 4.0, "speedup_vs_teacher": 10.0,
@@ -25,6 +26,8 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
     body = {ln.split()[0]: ln.split() for ln in lines[3:6]}
     assert set(body) == {"teacher", "student-0", "bilstm-paper"}
     assert body["teacher"][2:6] == ["90", "0.9", "1", "40"]  # size, accuracy, retention, ms
+    # vs CodeBERT: its time in the teacher's format over the teacher's (not the students' format)
+    assert body["teacher"][7] == "12.5"
     assert body["student-0"][-1] == "5/5" and body["bilstm-paper"][-1] == "3/5"  # kept_epoch
     assert "student-0 kept the last epoch, still improving" in text and "bilstm-paper kept" not in text
     assert "L6 H80 A8 D480 V1000" in text and "BiLSTM H300 V5000" in text

@@ -508,3 +508,35 @@ def test_attention_implementation_restores_the_students_own_after_an_error():
     bilstm = BiLSTMSoft(300, embed=8, hidden=8, dense=8, pair=True)
     with attention_implementation(bilstm, "eager"):  # no transformers attention: left as it is
         pass
+
+
+@pytest.mark.parametrize("teacher_mode", ["joint", "separate"])
+def test_latencies_time_codebert_in_the_teachers_format_for_the_teachers_speedup(artifacts, monkeypatch,
+                                                                                 teacher_mode):
+    """Separate students are compared with CodeBERT reading two encodes; a joint teacher with
+    CodeBERT reading one joined sequence (half the work: the same ratio would read ~2x)."""
+    import training.distill as distill
+
+    formats, medians = [], {"student": 2.0, "teacher": 20.0, "codebert": 400.0, "codebert_teacher_format": 200.0}
+
+    def codebert_call(*, seq_len, device, num_labels, pair):
+        formats.append(pair)
+        return lambda: None
+
+    def timed(fns, **kw):
+        assert kw["rounds"] == 4  # the config's latency_rounds
+        return {name: {"median_ms": medians[name], "p90_ms": medians[name], "runs": 20, "threads": 1}
+                for name in fns}
+
+    monkeypatch.setattr(distill, "codebert_arch_call", codebert_call)
+    monkeypatch.setattr(distill, "interleaved_latency_ms", timed)
+    student = build_student(Arch(**{k: STUDENT[k] for k in ("layers", "hidden", "heads", "ffn", "vocab")}),
+                            teacher_spec("minilm-l6"), 2, "separate", pair_head="cosine")
+    cfg = replace(CFG.distill, measure_codebert=True)
+    row = distill._latencies(student, 300, replace(artifacts, teacher_pair_mode=teacher_mode), cfg, True, "cpu")
+    assert row["speedup_vs_codebert"] == 200.0 and row["speedup_vs_teacher"] == 10.0
+    if teacher_mode == "joint":
+        assert formats == [True, False] and row["teacher_speedup_vs_codebert"] == 10.0
+    else:  # the same format: one CodeBERT timing serves both
+        assert formats == [True] and row["teacher_speedup_vs_codebert"] == 20.0
+    assert row["latency_rounds"] == 4

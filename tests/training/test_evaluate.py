@@ -8,6 +8,7 @@ from training.evaluate import (
     accuracy,
     classifier_latency,
     codebert_arch_latency,
+    interleaved_latency_ms,
     f1_score,
     latency_ms,
     serialized_size_bytes,
@@ -81,6 +82,63 @@ def test_latency_prepare_runs_once_untimed_at_the_measured_thread_count(monkeypa
     monkeypatch.undo()
     assert clock.durations == [] and seen_threads == [2]
     assert stats["median_ms"] == pytest.approx(4.0) and stats["p90_ms"] == pytest.approx(4.0)
+
+
+class DriftingClock:
+    """time.perf_counter on a machine that slows down: the n-th call of any `work` function
+    (n counted over all of them, warm-up included) takes its base time * (1 + drift * n)."""
+
+    def __init__(self, drift: float):
+        self.now, self.calls, self.drift = 0.0, 0, drift
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, base_ms: float):
+        def call():
+            self.now += base_ms * (1 + self.drift * self.calls) / 1e3
+            self.calls += 1
+        return call
+
+
+def test_interleaved_rounds_keep_a_drifting_machine_out_of_the_ratio(monkeypatch):
+    """Timed one after the other, the second model bears the slowdown (a 5x ratio reads 6x);
+    in alternated, mirrored blocks both bear it alike."""
+    ratio, calls = {}, {}
+    for rounds in (1, 4):
+        clock = DriftingClock(drift=0.01)
+        monkeypatch.setattr(time, "perf_counter", clock)
+        stats = interleaved_latency_ms({"student": clock.work(1.0), "teacher": clock.work(5.0)},
+                                       warmup=2, runs=20, threads=1, rounds=rounds)
+        monkeypatch.undo()
+        assert stats["student"]["runs"] == stats["teacher"]["runs"] == 20
+        ratio[rounds] = stats["teacher"]["median_ms"] / stats["student"]["median_ms"]
+        calls[rounds] = clock.calls
+    assert ratio[1] > 5.9
+    assert ratio[4] == pytest.approx(5.0, rel=1e-3)
+    # warm-up: 2 calls before a model's first block, 1 before each later one
+    assert calls[1] == 2 * (2 + 20) and calls[4] == 2 * (2 + 3 + 20)
+
+
+def test_interleaved_prepares_every_model_first_and_drops_one_that_fails():
+    order = []
+
+    def failing():
+        order.append("b")
+        if order.count("b") == 3:
+            raise RuntimeError("no kernel")
+
+    stats = interleaved_latency_ms({"a": lambda: order.append("a"), "b": failing}, warmup=1, runs=20,
+                                   prepare={"a": lambda: order.append("prep-a"), "b": lambda: order.append("prep-b")},
+                                   tolerate=(RuntimeError,))
+    assert order[:2] == ["prep-a", "prep-b"]
+    assert isinstance(stats["b"]["error"], RuntimeError) and stats["a"]["runs"] == 20
+    with pytest.raises(RuntimeError, match="no kernel"):  # not tolerated: raised
+        order.clear()
+        interleaved_latency_ms({"b": failing}, runs=20)
+    for rounds in (0, 21):
+        with pytest.raises(ValueError, match="rounds"):
+            interleaved_latency_ms({"a": lambda: None}, runs=20, rounds=rounds)
 
 
 def test_latency_restores_thread_count():

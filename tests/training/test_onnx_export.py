@@ -134,7 +134,8 @@ def test_rows_record_a_model_the_exporter_cannot_trace(tmp_path):
         return {"accuracy": float((_logits(q, batch).argmax(-1) == labels).float().mean()), "f1": 0.0}
 
     rows = classifier_variant_rows(bilstm, ("onnx", "int8"), score,
-                                   lambda q: {"median_ms": 1.0, "p90_ms": 1.0}, example=example, graph_dir=tmp_path)
+                                   lambda built: {v: {"median_ms": 1.0, "p90_ms": 1.0} for v in built},
+                                   example=example, graph_dir=tmp_path)
     by = {r["variant"]: r for r in rows}
     assert "ONNX export failed" in by["onnx"]["error"] and by["onnx"]["accuracy_kept"] is None
     assert "\n" not in by["onnx"]["error"]  # one line: a table cell
@@ -152,7 +153,8 @@ def test_rows_of_a_student_size_the_graph_file_and_score_like_torch(tmp_path):
         return {"accuracy": float((q(**batch).logits.argmax(-1) == labels).float().mean()), "f1": 0.0}
 
     rows = classifier_variant_rows(model, ("onnx", "onnx_int8"), score,
-                                   lambda q: {"median_ms": 1.0, "p90_ms": 2.0}, example=_padded(2, True, seed=0),
+                                   lambda built: {v: {"median_ms": 1.0, "p90_ms": 2.0} for v in built},
+                                   example=_padded(2, True, seed=0),
                                    graph_dir=tmp_path)
     by = {r["variant"]: r for r in rows}
     # the graphs the rows scored are kept, named as the export command names them
