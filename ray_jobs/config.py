@@ -26,7 +26,7 @@ from search.ga import VARIANTS
 from training.checks import check_choices, check_ranges
 from training.data import DataConfig, data_fingerprint, extra_fingerprint
 from training.distill import DistillConfig
-from training.finetune import FinetuneConfig
+from training.finetune import FinetuneConfig, teacher_identity
 from training.models import TeacherConfig
 from training.prune import PruneConfig
 from training.quantize import QuantizeConfig
@@ -417,11 +417,15 @@ def config_hash(cfg: JobConfig, sections: tuple[str, ...] | None = None) -> str:
 def identity_hash(cfg: JobConfig, sections: tuple[str, ...], extra_data: tuple[str, ...] = (),
                   extra_cap: int | None = None) -> str:
     """`config_hash` of `sections` plus the contents of the data the job reads (data.path and
-    `extra_data` folders): a job run again after its data changed in place is a new sweep,
-    not a resume of the finished one (the config alone names the data by path)."""
+    `extra_data` folders) and of a teacher held in a local folder (`teacher_identity`; the
+    embedded MiniLM too): a job run again after its data or its teacher's weights, config or
+    tokenizer changed in place is a new sweep, not a resume of the finished one (the config
+    alone names them by path). A hub-id teacher is named by the config: its hash is unchanged."""
     inputs = [config_hash(cfg, sections), data_fingerprint(cfg.data)]
     if extra_data:
         inputs.append(extra_fingerprint(extra_data, extra_cap))
+    if "teacher" in sections and (teacher := teacher_identity(cfg.teacher.name)) != cfg.teacher.name:
+        inputs.append({"teacher": teacher})  # a hub id's identity stays what it was
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
 
 

@@ -574,7 +574,9 @@ def _data_files(path: Path) -> list[Path]:
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
-def _file_hash(path: Path) -> str:
+def file_hash(path: Path) -> str:
+    """sha256 (hex) of a file's bytes, computed once per (path, size, mtime) in this process:
+    contents only, so the same bytes anywhere hash the same (no path or time in the value)."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _FILE_HASHES:
@@ -598,7 +600,7 @@ def data_fingerprint(cfg: DataConfig) -> str:
     digest = hashlib.sha256()
     for file in _data_files(path):
         rel = file.name if file == path else file.relative_to(path).as_posix()
-        digest.update(f"{rel}\0{_file_hash(file)}\n".encode())
+        digest.update(f"{rel}\0{file_hash(file)}\n".encode())
     fields = {k: v for k, v in asdict(cfg).items() if k != "path"}
     digest.update(json.dumps(fields, sort_keys=True).encode())
     return digest.hexdigest()[:16]

@@ -2,8 +2,10 @@
 distillation loop shares.
 
 A fine-tuned teacher is saved as `work_dir/teachers/<key>/` (model, tokenizer,
-metrics.json) where key = hash(teacher name, data fingerprint, num_labels, FinetuneConfig):
-a second call with the same inputs reuses the folder instead of training again.
+metrics.json) where key = hash(teacher identity, data fingerprint, num_labels, FinetuneConfig):
+a second call with the same inputs reuses the folder instead of training again. A teacher
+held in a local folder (the embedded MiniLM included) is identified by its model files'
+contents (`teacher_identity`), a hub id by its name.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import torch
@@ -33,10 +36,11 @@ from training.data import (
     DataConfig,
     classification_splits,
     data_fingerprint,
+    file_hash,
     split_labeled_unlabeled,
 )
 from training.evaluate import accuracy, f1_score
-from training.models import TeacherConfig, load_teacher
+from training.models import TeacherConfig, load_teacher, resolve_teacher
 from training.staging import remove_stale, staging_path
 
 CODE_SALT = "finetune-v1"  # bump when training semantics change, so stale caches are not reused
@@ -302,10 +306,47 @@ def num_labels_of(splits: dict[str, list[ClsExample]]) -> int:
     return max(2, 1 + max(e.label for s in splits.values() for e in s))
 
 
+# The files of a local teacher folder that define the model and tokenizer transformers loads
+# from it (top level only: from_pretrained reads nothing below it): config, weights (single or
+# sharded, and the shard index), tokenizer files, and modelling code an auto_map may name.
+# Everything else is left out, as it changes without changing the model: README.md,
+# .gitattributes, sentence-transformers' pooling files (modules.json, 1_Pooling/, ...), Trainer
+# state (training_args.bin, optimizer.pt, trainer_state.json), metrics.json, subfolders.
+MODEL_FILES = ("config.json", "model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
+               "pytorch_model.bin.index.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt",
+               "*.model", "*.py")
+
+
+def model_fingerprint(folder: Path) -> str:
+    """16-hex hash of the names and contents of `folder`'s MODEL_FILES. Neither the folder's
+    path nor file times enter it (as `data_fingerprint`): a copy anywhere, a fresh clone on
+    another machine, hash the same; a changed weight, config or vocabulary hashes otherwise."""
+    digest = hashlib.sha256()
+    for file in sorted(folder.iterdir()):
+        if file.is_file() and any(fnmatchcase(file.name, pattern) for pattern in MODEL_FILES):
+            digest.update(f"{file.name}\0{file_hash(file)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def teacher_identity(name: str) -> str:
+    """What names a teacher in cache keys and sweep ids: for a local folder (the embedded MiniLM
+    included) "files:" + its `model_fingerprint`, so replacing its weights or config.json in
+    place makes a new key; a hub id, a preset of one, or an unknown name (refused later, by
+    the loader): the name itself. Files are hashed once per process (~0.1 s for MiniLM's 90 MB)."""
+    try:
+        location = Path(resolve_teacher(name))
+    except ValueError:
+        return name
+    return f"files:{model_fingerprint(location)}" if location.is_dir() else name
+
+
 def teacher_key(cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, num_labels: int) -> str:
-    """Hash of everything that determines the fine-tuned teacher."""
-    name = str(Path(teacher.name).resolve()) if Path(teacher.name).is_dir() else teacher.name
-    blob = json.dumps({"teacher": name, "teacher_cfg": asdict(teacher), "data": data_fingerprint(data), "num_labels": num_labels,
+    """Hash of everything that determines the fine-tuned teacher. The teacher is its
+    `teacher_identity` (a folder's contents, not its path); a hub id's key is what it was."""
+    name = teacher_identity(teacher.name)
+    blob = json.dumps({"teacher": name, "teacher_cfg": asdict(teacher) | {"name": name},
+                       "data": data_fingerprint(data), "num_labels": num_labels,
                        "cfg": cache_fields(cfg), "salt": CODE_SALT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -36,6 +36,7 @@ from training.finetune import (
     mixed_precision,
     optimizer_step,
     pad_right,
+    teacher_identity,
 )
 from training.staging import remove_stale, staging_path
 
@@ -475,13 +476,14 @@ NOT_IN_KEY = ("beam",)
 
 def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
     """Hash of what the cached model and its metrics depend on: SEQ2SEQ_VERSION, the config
-    (less NOT_IN_KEY), the teacher's name, the data's fingerprint and the extra data's."""
+    (less NOT_IN_KEY), the teacher (`teacher_identity`: a local folder's model files by content,
+    a hub id by name), the data's fingerprint and the extra data's."""
     from training.data import data_fingerprint, extra_fingerprint
 
-    # Only the teacher's name shapes this model (other TeacherConfig fields serve other jobs).
+    # Only the teacher's model files shape this model (other TeacherConfig fields serve other jobs).
     skip = ("train_extra", "max_train_extra", *NOT_IN_KEY)
     fields = {k: v for k, v in cache_fields(cfg).items() if k not in skip}
-    identity = [SEQ2SEQ_VERSION, fields, {"name": teacher.name}, data_fingerprint(data)]
+    identity = [SEQ2SEQ_VERSION, fields, {"name": teacher_identity(teacher.name)}, data_fingerprint(data)]
     if cfg.train_extra:  # by content, not path; a key without extra data stays what it was
         identity.append(extra_fingerprint(cfg.train_extra, cfg.max_train_extra))
     blob = json.dumps(identity, sort_keys=True)

@@ -8,8 +8,8 @@ from training.evaluate import (
     accuracy,
     classifier_latency,
     codebert_arch_latency,
-    interleaved_latency_ms,
     f1_score,
+    interleaved_latency_ms,
     latency_ms,
     serialized_size_bytes,
 )

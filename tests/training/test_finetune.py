@@ -1,16 +1,21 @@
+import hashlib
 import json
 import math
 import os
 import random
-from dataclasses import replace
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from tests.training.tiny_teacher import TINY_DATA, tiny_teacher_folder
-from training.data import classification_splits, split_labeled_unlabeled
+from training.data import classification_splits, data_fingerprint, split_labeled_unlabeled
 from training.distill import DistillConfig
 from training.finetune import (
+    CODE_SALT,
     FinetuneConfig,
     LoopSettings,
     batch_order,
@@ -18,9 +23,10 @@ from training.finetune import (
     collate,
     finetune_teacher,
     fit,
+    teacher_identity,
     teacher_key,
 )
-from training.models import TeacherConfig
+from training.models import EMBEDDED_TEACHER, TeacherConfig, embedded_teacher_path
 
 torch.set_num_threads(1)
 CFG = FinetuneConfig(epochs=1, batch_size=4, max_seq_len=32, eval_batch_size=8)
@@ -128,3 +134,48 @@ def test_precision_is_checked_and_fp32_keeps_the_cache_key(teacher):
     assert cache_fields(replace(CFG, precision="bf16"))["precision"] == "bf16"
     assert teacher_key(CFG, TINY_DATA, teacher, 2) != teacher_key(replace(CFG, precision="bf16"),
                                                                   TINY_DATA, teacher, 2)
+
+
+def copy_fresh(folder: Path, to: Path) -> Path:
+    """A copy whose files have new times, as a fresh clone or download has."""
+    shutil.copytree(folder, to, copy_function=shutil.copy)
+    return to
+
+
+def change_weight(folder: Path) -> None:
+    """One weight tensor changed in place (same names, shapes and file size)."""
+    tensors = load_file(folder / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def change_config(folder: Path, **fields) -> None:
+    path = folder / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | fields, indent=2))
+
+
+def test_a_teacher_folder_is_keyed_by_its_model_files_not_its_path(tmp_path, teacher):
+    """Weights or config.json replaced in the folder: a new key (not the teacher fine-tuned from
+    the old files). The same model files elsewhere, with new times: the same key, as data
+    fingerprints leave the path out. Files that are not the model (README.md) do not count."""
+    def key_of(folder) -> str:
+        return teacher_key(CFG, TINY_DATA, TeacherConfig(name=str(folder)), 2)
+
+    key = teacher_key(CFG, TINY_DATA, teacher, 2)
+    copy = copy_fresh(Path(teacher.name), tmp_path / "elsewhere" / "teacher")
+    (copy / "README.md").write_text("a model card edit")
+    assert key_of(copy) == key
+    change_weight(weights := copy_fresh(Path(teacher.name), tmp_path / "weights"))
+    change_config(config := copy_fresh(Path(teacher.name), tmp_path / "config"), hidden_dropout_prob=0.2)
+    assert len({key, key_of(weights), key_of(config)}) == 3
+    assert teacher_identity(EMBEDDED_TEACHER) == teacher_identity(str(embedded_teacher_path()))
+    assert teacher_identity(EMBEDDED_TEACHER).startswith("files:")  # the default teacher too
+
+
+def test_a_hub_teachers_key_is_its_name_as_before():
+    hub = TeacherConfig(name="microsoft/codebert-base")
+    assert teacher_identity(hub.name) == hub.name and teacher_identity("codebert-base") == "codebert-base"
+    before = json.dumps({"teacher": hub.name, "teacher_cfg": asdict(hub), "data": data_fingerprint(TINY_DATA),
+                         "num_labels": 2, "cfg": cache_fields(CFG), "salt": CODE_SALT}, sort_keys=True)
+    assert teacher_key(CFG, TINY_DATA, hub, 2) == hashlib.sha256(before.encode()).hexdigest()[:16]

@@ -1,19 +1,24 @@
 """Code-to-text model: cached decoding equals the full forward pass, beam 1 equals greedy,
 the model overfits a handful of pairs, prepare_seq2seq caches by key."""
 
+import hashlib
 import json
 import os
 import pickle
+import shutil
 from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from training.data import DataConfig, PairText
+from training.data import DataConfig, PairText, data_fingerprint
+from training.finetune import cache_fields
 from training.models import TeacherConfig
 from training.seq2seq import (
     NOT_IN_KEY,
+    SEQ2SEQ_VERSION,
     Seq2Seq,
     Seq2SeqConfig,
     artifacts_key,
@@ -333,3 +338,38 @@ def test_token_nll_weighs_every_reference_token_alike(seq2seq_teacher, tiny):
     reference = sum(nll * n for nll, n in per_example) / sum(n for _, n in per_example)
     for batch in (1, 3, len(examples)):
         assert token_nll(model, examples, tiny.config(eval_batch_size=batch)) == pytest.approx(reference, rel=1e-5)
+
+
+def _copy_fresh(folder: Path, to: Path) -> Path:
+    """A copy whose files have new times, as a fresh clone or download has."""
+    shutil.copytree(folder, to, copy_function=shutil.copy)
+    return to
+
+
+def test_the_cache_key_follows_the_teacher_folders_files_not_its_path(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    """A teacher folder whose weights, config.json or tokenizer were replaced in place is another
+    model; the same files in another folder are the same one (as data, keyed by content)."""
+    data, cfg = DataConfig(path=seq2seq_data), tiny.config()
+
+    def key_of(folder) -> str:
+        return artifacts_key(cfg, data, TeacherConfig(name=str(folder)))
+
+    key = key_of(seq2seq_teacher)
+    assert key_of(_copy_fresh(Path(seq2seq_teacher), tmp_path / "elsewhere" / "teacher")) == key
+    weights = _copy_fresh(Path(seq2seq_teacher), tmp_path / "weights")
+    tensors = load_file(weights / "model.safetensors")
+    name = sorted(tensors)[0]
+    save_file(tensors | {name: tensors[name] + 1}, weights / "model.safetensors", metadata={"format": "pt"})
+    config = _copy_fresh(Path(seq2seq_teacher), tmp_path / "config")
+    (config / "config.json").write_text((config / "config.json").read_text().replace('"hidden_dropout_prob": 0.1',
+                                                                                     '"hidden_dropout_prob": 0.2'))
+    tokenizer = _copy_fresh(Path(seq2seq_teacher), tmp_path / "tokenizer")
+    (tokenizer / "tokenizer.json").write_text((tokenizer / "tokenizer.json").read_text().replace('"add"', '"sum"'))
+    assert len({key, key_of(weights), key_of(config), key_of(tokenizer)}) == 4
+
+
+def test_a_hub_teachers_cache_key_is_what_it_was(seq2seq_data, tiny):
+    data, cfg, hub = DataConfig(path=seq2seq_data), tiny.config(), TeacherConfig(name="microsoft/codebert-base")
+    fields_ = {k: v for k, v in cache_fields(cfg).items() if k not in ("train_extra", "max_train_extra", *NOT_IN_KEY)}
+    before = json.dumps([SEQ2SEQ_VERSION, fields_, {"name": hub.name}, data_fingerprint(data)], sort_keys=True)
+    assert artifacts_key(cfg, data, hub) == hashlib.sha256(before.encode()).hexdigest()[:16]

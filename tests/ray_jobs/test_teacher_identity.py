@@ -1,0 +1,66 @@
+"""The compress and prune sweep ids follow a local teacher's model files, as they follow the
+data's: a finished job re-run after its teacher's weights or config.json changed in place is a
+new sweep, not a "restored" one that runs nothing and keeps the old rows."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ray_jobs import compress, prune
+from ray_jobs.config import config_hash, identity_hash, load_config
+from training.data import data_fingerprint
+from training.finetune import teacher_identity
+
+CONFIG = {"model_type": "bert", "vocab_size": 8, "hidden_size": 4, "num_hidden_layers": 1,
+          "num_attention_heads": 1, "intermediate_size": 8, "hidden_dropout_prob": 0.1}
+
+
+def write_folder(folder: Path, weight: float = 0.0, **config) -> Path:
+    """A teacher folder's model files (never loaded here: the sweep id only hashes them)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(CONFIG | config))
+    save_file({"embeddings.word_embeddings.weight": torch.full((8, 4), weight)}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\nb\nc\n")
+    return folder
+
+
+def sweep_ids(teacher: Path | str) -> list[str]:
+    cfg = load_config(None, [f"teacher.name={teacher}"])
+    return [compress.sweep_id(cfg), prune.sweep_id(cfg)]
+
+
+def test_sweep_ids_follow_the_teachers_model_files(tmp_path):
+    folder = write_folder(tmp_path / "teacher")
+    first = sweep_ids(folder)
+    (folder / "README.md").write_text("a model card edit")  # not a model file
+    assert sweep_ids(folder) == first
+    save_file({"embeddings.word_embeddings.weight": torch.full((8, 4), 1.0)}, folder / "model.safetensors",
+              metadata={"format": "pt"})  # one weight tensor replaced in place
+    weights = sweep_ids(folder)
+    (folder / "config.json").write_text(json.dumps(CONFIG | {"hidden_dropout_prob": 0.2}))
+    config = sweep_ids(folder)
+    assert [len({a, b, c}) for a, b, c in zip(first, weights, config, strict=True)] == [3, 3]
+
+
+def test_a_moved_teacher_is_another_sweep_as_moved_data_is(tmp_path):
+    """The teacher's content part of the id leaves out its path and file times (a fresh clone
+    elsewhere hashes the same), but the config names a local folder by its absolute path, as it
+    names data.path: the same files in another folder are another sweep (whose fine-tuned
+    teacher, logits and seq2seq model are reused: their cache keys leave the path out)."""
+    folder = write_folder(tmp_path / "teacher")
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy, copy_function=shutil.copy)
+    assert teacher_identity(str(copy)) == teacher_identity(str(folder)) != str(folder)
+    assert sweep_ids(copy) != sweep_ids(folder)
+
+
+def test_a_hub_teachers_sweep_id_is_what_it_was():
+    cfg = load_config(None, ["teacher.name=microsoft/codebert-base"])
+    for job in (compress, prune):
+        before = json.dumps([config_hash(cfg, job.SECTIONS), data_fingerprint(cfg.data)])
+        assert identity_hash(cfg, job.SECTIONS) == hashlib.sha256(before.encode()).hexdigest()
