@@ -224,7 +224,13 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def beam_search(self, src: torch.Tensor, src_mask: torch.Tensor, max_len: int, beam: int) -> list[list[int]]:
-        """Beam search, hypotheses ranked by summed log-probability (as CodeXGLUE's Beam)."""
+        """Beam search, hypotheses ranked by summed log-probability with no length penalty, as
+        CodeXGLUE's `Beam` ranks them. Not its exact bookkeeping: here a hypothesis ending in
+        EOS leaves the beam at once and the beam is refilled with live ones (from the 2*beam
+        best continuations), and the search stops when `beam` have finished and none alive can
+        beat the best of them (CodeXGLUE's keeps EOS hypotheses in the beam for that step and
+        stops once the top one ends in EOS and `beam` have finished), so the chosen output can
+        differ on some inputs."""
         b = src.size(0)
         state = self.start(src, src_mask)
         self.reorder(state, torch.arange(b, device=src.device).repeat_interleave(beam))
