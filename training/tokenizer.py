@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,6 +39,8 @@ from tokenizers import (
     trainers,
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from training.staging import remove_stale, staging_path
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BYTE_ALPHABET = 256
@@ -139,14 +140,19 @@ def _build(texts: list[str], vocab_size: int, words: bool = False) -> PreTrained
 
 
 def _save_atomic(fast: PreTrainedTokenizerFast, final: Path) -> None:
-    """Save into a temp folder beside ``final`` and rename it; a concurrent writer may win."""
+    """Save into a staging folder beside ``final`` and rename it; a concurrent writer may win.
+    A failed save leaves no staging folder; a killed one's is removed by the next save here."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    fast.save_pretrained(tmp)
+    remove_stale(final.parent, "bpe-*")
+    tmp = staging_path(final)
     try:
-        os.rename(tmp, final)
-    except OSError:  # another trial saved the same tokenizer first
-        shutil.rmtree(tmp, ignore_errors=True)
+        fast.save_pretrained(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another trial saved the same tokenizer first
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else the loser's or a failed save's
 
 
 def train_tokenizer(

@@ -1,5 +1,7 @@
 """Student tokenizers: exact size, RoBERTa pair layout, round trips, cache."""
 
+from pathlib import Path
+
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -117,3 +119,26 @@ def test_words_mode_round_trips_and_has_its_own_cache_entry(corpus, tmp_path):
                                                  if AutoTokenizer.from_pretrained(p).get_vocab()
                                                  == words.get_vocab()))
     assert loaded(CODE, "Add two numbers .")["input_ids"] == words(CODE, "Add two numbers .")["input_ids"]
+
+
+def test_cache_saves_leave_no_staging_folder_behind(corpus, tmp_path, monkeypatch):
+    """A save that fails (a full disk) leaves nothing beside the cache entries, and a killed
+    trial's staging folder is removed by the next save into the folder."""
+    from training.staging import pid_space
+
+    killed = tmp_path / f".bpe-0123456789abcdef-300.tmp-{pid_space()}-999999999"  # no such pid
+    killed.mkdir()
+    (killed / "tokenizer.json").write_text("{half a file")
+
+    def disk_full(self, folder, *args, **kwargs):
+        (Path(folder) / "tokenizer.json").parent.mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "tokenizer.json").write_text("{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        train_tokenizer(corpus, 300, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the killed one's and the failed one's both gone
+    monkeypatch.undo()
+    train_tokenizer(corpus, 300, cache_dir=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.glob("bpe-*-300")]
