@@ -95,21 +95,57 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
         "deviation) and retention (mean, min, max) per model", "compress: no distill rows")
 
 
+# What a `prune` row's `sparsity` counts, per scope (training.prune.prunable_weights).
+_SCOPE_WORDS = {"encoder": "encoder", "decoder": "decoder", "all": "encoder + decoder"}
+# A pruned round timed below this speed-up over its dense round 0 is reported as no faster:
+# two trials share the cores in a sweep, so repeated timings of one model spread by ~5-10%.
+NO_FASTER_BELOW = 1.1
+
+
+def _scopes(results_dir: str, sweep_id: str) -> list[str]:
+    """The scopes of the sweep's `prune` rows, sorted (a row without one left out)."""
+    return [r["scope"] for r in results.query(results_dir, f"""
+        SELECT DISTINCT scope FROM prune WHERE sweep_id = {_sql_str(sweep_id)} AND scope IS NOT NULL
+        ORDER BY scope""").to_pylist()]
+
+
+def sparsity_label(scopes: list[str]) -> str:
+    """What `sparsity` measures for rows of these scopes: "encoder sparsity", "decoder
+    sparsity", "encoder + decoder sparsity" (scope all), or, for mixed scopes, each row's."""
+    if len(scopes) == 1:
+        return f"{_SCOPE_WORDS.get(scopes[0], scopes[0])} sparsity"
+    return "sparsity of each schedule's scope" if scopes else "sparsity"
+
+
 def prune_summary(results_dir: str, sweep_id: str) -> str:
-    """BLEU versus sparsity per schedule, and the quantization table."""
+    """BLEU versus sparsity per schedule, with sizes (the saved dense file and the sparse
+    estimate) and latency against the schedule's dense round 0; and the quantization table."""
     names = results.table_names(results_dir)
     sid = _sql_str(sweep_id)
     curve = seq2seq_curve_line(results_dir, sweep_id) if "epochs" in names else None
     lines = [curve] if curve else []
     if "prune" in names:
+        # round 0 of a schedule is the dense fine-tuned model, timed in the same trial
         tbl = results.query(results_dir, f"""
-            SELECT schedule, round, round(sparsity, 3) AS sparsity, test_bleu_greedy,
+            WITH dense AS (SELECT schedule, median(latency_ms) AS ms FROM prune
+                           WHERE sweep_id = {sid} AND round = 0 GROUP BY schedule)
+            SELECT p.schedule, scope, round, round(sparsity, 3) AS sparsity, test_bleu_greedy,
                    test_bleu_beam, round(test_distinct_greedy, 2) AS distinct, round(test_nll, 3) AS nll,
                    valid_bleu_greedy,
-                   sparse_size_bytes / 1e6 AS sparse_mb, latency_ms
-            FROM prune WHERE sweep_id = {sid} ORDER BY schedule, round""")
-        lines += [f"Pruning ({sweep_id}): BLEU-4 (CodeXGLUE, 0-100) versus encoder sparsity",
+                   dense_size_bytes / 1e6 AS disk_mb, sparse_size_bytes / 1e6 AS sparse_est_mb,
+                   latency_ms, round(dense.ms / latency_ms, 2) AS speedup_vs_round0
+            FROM prune p LEFT JOIN dense USING (schedule)
+            WHERE sweep_id = {sid} ORDER BY p.schedule, round""")
+        label = sparsity_label(_scopes(results_dir, sweep_id))
+        lines += [f"Pruning ({sweep_id}): BLEU-4 (CodeXGLUE, 0-100) versus {label} "
+                  "(measured zeros of the scope's prunable weights)",
+                  "disk_mb: the round's weights as saved (safetensors bytes, pruned weights stored as "
+                  "zeros); sparse_est_mb: an estimate that no file has (1-bit mask + non-zero values of "
+                  "the pruned matrices)",
+                  "latency_ms: one greedy generation (batch 1, the first test example); speedup_vs_round0: "
+                  "the same schedule's round-0 (dense) latency, timed by its own trial, over this round's",
                   results.format_rows(tbl)]
+        lines += _speed_line(tbl)
         floor = results.query(results_dir, f"SELECT max(test_bleu_constant) AS b FROM prune "
                                            f"WHERE sweep_id = {sid}").column("b")[0].as_py()
         if floor is not None:
@@ -124,6 +160,19 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
             FROM quantize WHERE sweep_id = {sid} ORDER BY model = 'unpruned' DESC, model, variant""")
         lines += ["Quantization", results.format_rows(tbl)]
     return "\n".join(lines) if lines else "prune: no rows"
+
+
+def _speed_line(tbl: pa.Table) -> list[str]:
+    """One line on the pruned rounds' speed-up over their dense round 0 (none without one),
+    saying "no faster" when every one is below NO_FASTER_BELOW."""
+    speed = [r["speedup_vs_round0"] for r in tbl.select(["round", "speedup_vs_round0"]).to_pylist()
+             if r["round"] > 0 and r["speedup_vs_round0"] is not None]
+    if not speed:
+        return []
+    line = f"Pruned rounds run at {min(speed):.2f}-{max(speed):.2f}x their schedule's round-0 (dense) speed"
+    if max(speed) < NO_FASTER_BELOW:
+        line += ": no faster (pruned weights are zeros in dense matrices, which no kernel skips)"
+    return [line + "."]
 
 
 def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
@@ -170,7 +219,7 @@ def plot_bleu(results_dir: str, sweep_id: str, path: str | Path) -> Path | None:
     for name in sorted({r["schedule"] for r in rows}):
         pts = [(r["sparsity"] * 100, r["bleu"]) for r in rows if r["schedule"] == name]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    ax.set_xlabel("encoder sparsity (%)")
+    ax.set_xlabel(f"{sparsity_label(_scopes(results_dir, sweep_id))} (%)")
     ax.set_ylabel("test BLEU-4 (greedy)")
     ax.set_title(f"BLEU versus sparsity ({sweep_id})")
     ax.grid(alpha=0.3)

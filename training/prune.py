@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -340,14 +340,31 @@ def fine_tune_round(ctx: _Context, masks, schedule: dict, cfg: PruneConfig, seed
     }
 
 
-def _latency(ctx: _Context, cfg: PruneConfig) -> dict:
+def generation_latency(model: Seq2Seq, test: Sequence[tuple[list[int], list[int]]], target_len: int, *,
+                       runs: int, threads: int | None, device: str = "cpu") -> dict:
+    """`latency_ms` of one greedy generation by `model` on the code-to-text latency input:
+    the `prune` rows' and the `quantize` rows' `latency_ms` both come from here.
+
+    The input is the first example of the test split (`test`: the tokenized pairs of
+    `code_to_text_splits(data)["test"]`, or any leading slice of it, so `test_subset` does not
+    change it; its source truncated to `source_len`), batch 1. Source length sets the cost of
+    the encoder and of every step's cross-attention, so one fixed input makes a schedule's
+    rounds and the same model's quantize fp32 row time the same work. `target_len - 1` greedy
+    steps whatever the model emits (stop=False), after one untimed warm-up generation.
+    """
     from training.evaluate import latency_ms
 
-    src, mask, _ = collate(ctx.valid[:1], ctx.model.pad_id, ctx.device)
-    ctx.model.eval()
-    # Fixed work: target_len - 1 greedy steps whatever the model emits, so rounds compare.
-    return latency_ms(lambda: ctx.model.greedy(src, mask, ctx.s2s.target_len, stop=False),
-                      warmup=1, runs=cfg.latency_runs, threads=cfg.latency_threads)
+    if not test:
+        raise ValueError("generation latency: the test split is empty (no latency input)")
+    src, mask, _ = collate(test[:1], model.pad_id, device)
+    model.eval()
+    return latency_ms(lambda: model.greedy(src, mask, target_len, stop=False),
+                      warmup=1, runs=runs, threads=threads)
+
+
+def _latency(ctx: _Context, cfg: PruneConfig) -> dict:
+    return generation_latency(ctx.model, ctx.test, ctx.s2s.target_len, runs=cfg.latency_runs,
+                              threads=cfg.latency_threads, device=ctx.device)
 
 
 def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:

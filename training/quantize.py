@@ -26,10 +26,10 @@ from torch import nn
 from training.bleu import codexglue_bleu, corpus_bleu
 from training.checks import check_choices, check_ranges
 from training.onnx_export import GRAPH_FILES, ONNX_VARIANTS, OnnxClassifier
+from training.prune import generation_latency
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
-    collate,
     distinct_fraction,
     generate,
     load_seq2seq,
@@ -111,20 +111,13 @@ def _sparsity(model: nn.Module, scope: str = "encoder") -> float:
     return measured_sparsity(w.detach() for w in prunable_weights(model, scope).values())
 
 
-def _latency(model: Seq2Seq, example, cfg: QuantizeConfig, target_len: int, device: str) -> dict:
-    from training.evaluate import latency_ms
-
-    src, mask, _ = collate([example], model.pad_id, device)
-    return latency_ms(lambda: model.greedy(src, mask, target_len, stop=False),
-                      warmup=1, runs=cfg.latency_runs, threads=cfg.latency_threads)
-
-
 def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: QuantizeConfig, s2s,
                 device: str = "cpu") -> dict:
     """BLEU (CodeXGLUE greedy and beam, sacrebleu corpus greedy), NLL per reference token,
     size and generation latency of one variant of `model`, run on variant_device(variant,
     device) (the row's `device`); a variant that cannot run there gets its error in the row
-    instead of figures."""
+    instead of figures. `examples`: the tokenized test split (or a leading slice of it); the
+    latency is timed on its first example, the prune rows' input (`generation_latency`)."""
     dev = variant_device(variant, device)
     row = {"variant": variant, "error": None, "device": dev}
     beam = cfg.beam or s2s.beam
@@ -139,7 +132,9 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
                             if beam > 1 else None)
         row["beam"] = beam
         row["nll"] = token_nll(q, examples, s2s, device=dev)
-        lat = _latency(q, examples[0], cfg, s2s.target_len, dev)
+        # the input the prune rows are timed on (the test split's first example)
+        lat = generation_latency(q, examples, s2s.target_len, runs=cfg.latency_runs,
+                                 threads=cfg.latency_threads, device=dev)
         row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
     except (RuntimeError, NotImplementedError) as err:  # e.g. an fp16 kernel missing on this CPU
         row["error"] = f"{type(err).__name__}: {err}"[:500]

@@ -52,12 +52,34 @@ def test_compress_summary_adds_the_quantized_variants_of_its_own_sweep(tmp_path)
     assert "unpruned" not in tail and "fp16" not in tail
 
 
+def _prune_rows(scope="encoder", schedules=("l1", "random"), rounds=range(3), latency=lambda s, r: 100.0):
+    """A sweep's prune rows: round r of schedule s is r/10 sparse and 104 MB saved; its sparse
+    estimate shrinks with r; latency(s, r) ms."""
+    return [{"trial_key": f"{s}_{scope}", "schedule": f"{s}_{scope}", "scope": scope, "round": r,
+             "sparsity": r / 10, "test_bleu_greedy": 10 - r * (1 if s == "l1" else 3), "test_bleu_beam": 11.0,
+             "test_distinct_greedy": 0.9, "test_nll": 4.5, "valid_bleu_greedy": 12.0,
+             "dense_size_bytes": 104 * 10**6, "sparse_size_bytes": (104 - 10 * r) * 10**6,
+             "latency_ms": latency(s, r), "test_bleu_constant": 7.5}
+            for s in schedules for r in rounds]
+
+
+def _prune_table(text: str) -> tuple[str, dict[tuple[str, str], dict[str, str]]]:
+    """(the heading line, {(schedule, round): {column: cell}}) of a prune summary's table."""
+    lines = text.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("Pruning ("))
+    head = next(i for i in range(at, len(lines)) if lines[i].startswith("schedule "))
+    columns = lines[head].split()
+    body = {}
+    for ln in lines[head + 2:]:  # after the header's rule
+        if not ln or not ln[0].islower():  # the lines after the table begin with a capital
+            break
+        cells = dict(zip(columns, ln.split(), strict=False))  # a blank last cell: one fewer
+        body[cells["schedule"], cells["round"]] = cells
+    return lines[at], body
+
+
 def test_prune_summary_and_plot(tmp_path):
-    rows = [{"trial_key": s, "schedule": s, "round": r, "sparsity": r / 10,
-             "test_bleu_greedy": 10 - r * (1 if s == "l1" else 3), "sparse_size_bytes": 10**6,
-             "test_bleu_constant": 7.5}
-            for s in ("l1", "random") for r in range(3)]
-    results.write_rows(tmp_path, "prune", "prune-x", rows)
+    results.write_rows(tmp_path, "prune", "prune-x", _prune_rows())
     results.write_rows(tmp_path, "quantize", "prune-x", [
         {"trial_key": "unpruned", "model": "unpruned", "variant": v, "bleu_greedy": 9.0}
         for v in ("fp32", "int8")])
@@ -74,6 +96,59 @@ def test_prune_summary_and_plot(tmp_path):
     png = summary.plot_bleu(str(tmp_path), "prune-x", tmp_path / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert summary.plot_bleu(str(tmp_path / "none"), "prune-x", tmp_path / "q.png") is None
+
+
+def test_prune_summary_prints_the_saved_size_beside_the_sparse_estimate(tmp_path):
+    results.write_rows(tmp_path, "prune", "prune-x", _prune_rows())
+    text = summary.prune_summary(str(tmp_path), "prune-x")
+    _, body = _prune_table(text)
+    assert "sparse_mb" not in text  # the estimate is never labelled as if it were a size on disk
+    assert [(body["l1_encoder", r]["disk_mb"], body["l1_encoder", r]["sparse_est_mb"]) for r in "012"] == [
+        ("104", "104"), ("104", "94"), ("104", "84")]
+    assert "disk_mb: the round's weights as saved" in text and "sparse_est_mb: an estimate that no file has" in text
+
+
+def test_prune_summary_times_each_round_against_its_schedules_dense_round_0(tmp_path):
+    # l1's pruned rounds time as its dense round (no faster); random's round 0 ran at 120 ms
+    def slow(s, r):
+        return {("l1", 0): 100.0, ("l1", 1): 98.0, ("l1", 2): 104.0}.get((s, r), 120.0 if r == 0 else 115.0)
+
+    results.write_rows(tmp_path, "prune", "prune-x", _prune_rows(latency=slow))
+    text = summary.prune_summary(str(tmp_path), "prune-x")
+    _, body = _prune_table(text)
+    assert [body["l1_encoder", r]["speedup_vs_round0"] for r in "012"] == ["1", "1.02", "0.96"]
+    assert [body["random_encoder", r]["speedup_vs_round0"] for r in "012"] == ["1", "1.04", "1.04"]
+    assert "Pruned rounds run at 0.96-1.04x their schedule's round-0 (dense) speed: no faster" in text
+    # a schedule faster than its dense round is not called no faster
+    results.write_rows(tmp_path, "prune", "prune-fast", _prune_rows(latency=lambda s, r: 100.0 / (1 + r)))
+    fast = summary.prune_summary(str(tmp_path), "prune-fast")
+    assert "Pruned rounds run at 2.00-3.00x their schedule's round-0 (dense) speed." in fast
+    assert "no faster" not in fast
+    # no round 0 (nothing to compare with): the ratio stays blank and no speed line is printed
+    results.write_rows(tmp_path, "prune", "prune-late", _prune_rows(rounds=(1, 2)))
+    late = summary.prune_summary(str(tmp_path), "prune-late")
+    _, body = _prune_table(late)
+    assert "speedup_vs_round0" not in body["l1_encoder", "1"] and "Pruned rounds run at" not in late
+
+
+def test_prune_summary_and_plot_name_the_scope_the_sparsity_measures(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    labels = []
+    monkeypatch.setattr(Axes, "set_xlabel", lambda self, text, *a, **k: labels.append(text))
+    for sweep, scopes, words in (("prune-dec", ("decoder",), "decoder sparsity"),
+                                 ("prune-all", ("all",), "encoder + decoder sparsity"),
+                                 ("prune-mix", ("decoder", "all"), "sparsity of each schedule's scope"),
+                                 ("prune-enc", ("encoder",), "encoder sparsity")):
+        results.write_rows(tmp_path, "prune", sweep, [row for sc in scopes for row in _prune_rows(scope=sc)])
+        text = summary.prune_summary(str(tmp_path), sweep)
+        heading, body = _prune_table(text)
+        assert heading.startswith(f"Pruning ({sweep}): BLEU-4 (CodeXGLUE, 0-100) versus {words} "), heading
+        assert {cells["scope"] for cells in body.values()} == set(scopes)
+        if scopes != ("encoder",):
+            assert "encoder sparsity" not in text
+        summary.plot_bleu(str(tmp_path), sweep, tmp_path / f"{sweep}.png")
+        assert labels[-1] == f"{words} (%)"
 
 
 def test_seeds_summary_gives_each_models_mean_and_spread_over_the_seeds_sweeps(tmp_path):

@@ -17,6 +17,7 @@ from training.prune import (
     RoundSelector,
     apply_masks,
     compute_masks,
+    generation_latency,
     load_round,
     measured_sparsity,
     nominal_sparsity,
@@ -26,6 +27,7 @@ from training.prune import (
     schedules,
 )
 from training.seq2seq import (
+    Seq2Seq,
     batch_stream,
     generate,
     load_seq2seq,
@@ -281,3 +283,20 @@ def test_round_selection_rules():
     assert not any(stop for _, stop in _observe("pick_last", [1.0, 2.0, 1.5, 1.8, 1.6]))
     with pytest.raises(ValueError, match="selection"):
         RoundSelector("pick_first")
+
+
+def test_generation_latency_times_fixed_work_on_the_first_test_example(seq2seq_teacher, tiny, monkeypatch):
+    model, tok = tiny.model(seq2seq_teacher)
+    test = tokenize_pairs([PairText(c, d) for c, d in tiny.PAIRS[1:]], tok, tiny.config())
+    calls, greedy = [], Seq2Seq.greedy
+
+    def spy(self, src, src_mask, max_len, stop=True):
+        calls.append((src.tolist(), max_len, stop))
+        return greedy(self, src, src_mask, max_len, stop)
+
+    monkeypatch.setattr(Seq2Seq, "greedy", spy)
+    stats = generation_latency(model, test, 12, runs=20, threads=1)
+    assert stats["runs"] == 20 and stats["median_ms"] <= stats["p90_ms"]
+    assert calls == [([test[0][0]], 12, False)] * 21  # one warm-up, 20 timed; all target_len - 1 steps
+    with pytest.raises(ValueError, match="test split is empty"):
+        generation_latency(model, [], 12, runs=20, threads=1)

@@ -1,15 +1,17 @@
 """Quantization: fp16 / int8 / int8 with an fp32 output projection on unpruned and pruned
 models; rows carry BLEU, size and latency (or the reason a variant could not run)."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
 
-from training.data import DataConfig
+from training.data import DataConfig, code_to_text_splits
 from training.models import TeacherConfig
 from training.prune import PruneConfig, run_schedule, schedules
 from training.quantize import QuantizeConfig, quantize_model, quantize_rows
-from training.seq2seq import prepare_seq2seq
+from training.seq2seq import Seq2Seq, load_seq2seq, prepare_seq2seq, tokenize_pairs
 
 torch.set_num_threads(1)
 
@@ -61,6 +63,44 @@ def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, 
     # the pruned models alone (a resumed job whose unpruned rows exist)
     alone = quantize_rows(art, QuantizeConfig(variants=("fp32",), beam=1), pruned={"l1": state}, unpruned=False)
     assert [(r["model"], r["nll"]) for r in alone] == [("l1", by["l1", "fp32"]["nll"])]
+
+
+def test_prune_rounds_and_quantize_rows_time_generation_on_the_same_input(seq2seq_teacher, tiny, tmp_path,
+                                                                           monkeypatch):
+    """A schedule's rounds and the quantize rows (every model, every variant) time greedy
+    generation on one input, the first test example whatever each config's test_subset: source
+    length sets the encoder's and the cross-attention's cost. Here the test split is the valid
+    split rotated by one, so the first example of each has another source length."""
+    pairs = tiny.PAIRS
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(
+        json.dumps({"path": f"{split}{i}.py", "code_tokens": code.split(), "docstring_tokens": doc.split(),
+                    "partition": split})
+        for split, order in (("train", pairs), ("valid", pairs), ("test", pairs[1:] + pairs[:1]))
+        for i, (code, doc) in enumerate(order)) + "\n")
+    art = prepare_seq2seq(tiny.config(train_steps=2), DataConfig(path=str(data)),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    _, tok = load_seq2seq(art.model_dir, art.config)
+    splits = code_to_text_splits(art.data)
+    first_test, first_valid = (tokenize_pairs(splits[s][:1], tok, art.config)[0][0] for s in ("test", "valid"))
+    assert len(first_test) != len(first_valid)
+    timed, greedy = [], Seq2Seq.greedy
+
+    def spy(self, src, src_mask, max_len, stop=True):
+        if not stop:  # the latency harness's fixed-work generation (scoring stops at eos)
+            timed.append(src.tolist())
+        return greedy(self, src, src_mask, max_len, stop)
+
+    monkeypatch.setattr(Seq2Seq, "greedy", spy)
+    pcfg = PruneConfig(methods=("l1-global",), rewinds=("none",), selections=("pick_last",), batch_sizes=(6,),
+                       rounds=(1,), iterations_per_round=2, rate=0.5, eval_every=2, valid_subset=2,
+                       test_subset=3, beam=2)
+    run_schedule(schedules(pcfg)[0], art, pcfg, tmp_path / "trial", report=lambda row: None)
+    in_prune = len(timed)
+    state = tmp_path / "trial" / "round_001" / "state.safetensors"
+    quantize_rows(art, QuantizeConfig(variants=("fp32", "int8"), test_subset=2, beam=1), pruned={"l1": state})
+    assert in_prune == 2 * 21 and len(timed) == in_prune + 4 * 21  # 1 warm-up + 20 runs per timing
+    assert all(t == [first_test] for t in timed)
 
 
 # ---------------------------------------------------------------- classifiers (compression job)
