@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
+from training.staging import publish, staging_path
+
 DEFAULT_RESULTS_DIR = "results"  # JobConfig.results_dir's default (query needs no torch)
 
 # Every row of every table carries these (DESIGN: artifacts record their origin).
@@ -178,28 +180,17 @@ def write_rows(results_dir: str | os.PathLike, table: str, sweep_id: str, rows: 
     """
     path = table_file(results_dir, table, sweep_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Dot-prefixed temp name: never matched by the `*.parquet` glob that queries read.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Dot-prefixed staging name: never matched by the `*.parquet` glob that queries read.
+    tmp = staging_path(path)
     try:
         rows = [{"sweep_id": sweep_id, **r} for r in dedup(table, rows)]
-        pq.write_table(to_arrow(table, rows), tmp)
-        _fsync(tmp)  # the bytes on disk before the rename publishes them (a machine crash)
-        os.replace(tmp, path)
-        try:
-            _fsync(path.parent)  # and the rename itself
-        except OSError:  # some network/FUSE filesystems refuse a folder fsync: the row is written
-            pass
+        # page checksums: a garbled page is found when the rows are read back for a resume
+        # (without them a page of a column that is all NULL may decode garbage silently)
+        pq.write_table(to_arrow(table, rows), tmp, write_page_checksum=True)
+        publish(tmp, path)  # flushed to disk, then renamed (a machine crash leaves old or new)
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_config(results_dir: str | os.PathLike, job: str, sweep_id: str, config: dict,
@@ -220,7 +211,7 @@ def read_rows(results_dir: str | os.PathLike, table: str, sweep_id: str) -> list
     if not path.exists():
         return []
     try:
-        return pq.read_table(path).to_pylist()
+        return pq.read_table(path, page_checksum_verification=True).to_pylist()
     except FileNotFoundError:
         raise
     except (pa.ArrowException, OSError) as exc:  # garbled pages come as OSError (e.g. snappy)

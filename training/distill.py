@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -84,7 +83,7 @@ from training.models import (
 )
 from training.onnx_export import ONNX_VARIANTS
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
-from training.staging import remove_stale, staging_path
+from training.staging import publish, remove_stale, staging_path
 from training.tokenizer import MIN_VOCAB, train_tokenizer
 
 # how a student computes attention during distillation (`DistillConfig.train_attention`)
@@ -339,7 +338,7 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
 def _write_parquet(table: pa.Table, path: Path) -> None:
     tmp = staging_path(path)
     pq.write_table(table, tmp)
-    os.replace(tmp, path)  # atomic: readers never see half a file
+    publish(tmp, path)  # atomic and durable: readers never see half a file
 
 
 def _examples_table(examples: list[ClsExample], **columns) -> pa.Table:

@@ -14,7 +14,6 @@ import copy
 import functools
 import hashlib
 import json
-import os
 import random
 import shutil
 import time
@@ -41,7 +40,7 @@ from training.data import (
 )
 from training.evaluate import accuracy, f1_score
 from training.models import TeacherConfig, load_teacher, resolve_teacher
-from training.staging import remove_stale, staging_path
+from training.staging import publish, remove_stale, staging_path
 
 CODE_SALT = "finetune-v1"  # bump when training semantics change, so stale caches are not reused
 
@@ -415,8 +414,5 @@ def finetune_teacher(
     tokenizer.save_pretrained(tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    if folder.exists():  # another process finished first: keep its result
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, folder)
+    publish(tmp, folder)  # another process that finished first keeps its (equivalent) result
     return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": False}

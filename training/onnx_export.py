@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from training.checks import OneLineParser, UsageError
-from training.staging import staging_path
+from training.staging import publish, staging_path
 
 ONNX_VARIANTS = ("onnx", "onnx_int8")
 GRAPH_FILES = {"onnx": "model.onnx", "onnx_int8": "model_int8.onnx"}  # in a saved model's folder
@@ -84,7 +83,7 @@ def _replace_from(source: Path, target: Path) -> None:
     staging = staging_path(target)
     try:
         shutil.copyfile(source, staging)
-        os.replace(staging, target)
+        publish(staging, target)
     except OSError as err:
         raise RuntimeError(f"cannot write {target}: {err}") from err
     finally:

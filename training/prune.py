@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +39,7 @@ from training.seq2seq import (
     train_steps,
     training_splits,
 )
-from training.staging import remove_stale, staging_path
+from training.staging import publish, remove_stale, staging_path
 
 METHODS = ("l1-global", "l1-layerwise", "random-global", "random-layerwise")
 SCOPES = ("encoder", "decoder", "all")
@@ -411,7 +410,7 @@ def _save_round(out_dir: Path, r: int, row: dict, model: nn.Module, masks: dict,
     save_file(rng_state(device), str(tmp / "rng.safetensors"))
     (tmp / "row.json").write_text(json.dumps(row, indent=1))
     shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    publish(tmp, final)  # on disk before the earlier states it supersedes are dropped
     for prev in range(r):
         for name in ("state.safetensors", "masks.safetensors", "rng.safetensors"):
             (_round_dir(out_dir, prev) / name).unlink(missing_ok=True)

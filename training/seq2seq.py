@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -38,7 +37,7 @@ from training.finetune import (
     pad_right,
     teacher_identity,
 )
-from training.staging import remove_stale, staging_path
+from training.staging import publish, remove_stale, staging_path
 
 # bump when the model, the training recipe or the metrics saved with it change: invalidates
 # caches (2: the fine-tuning curve, and train_seconds without its checks)
@@ -553,9 +552,6 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
         metrics = fine_tune(model, tokenizer, training_splits(cfg, data), cfg, device, progress)
         save_model(model.cpu(), str(tmp / "finetuned.safetensors"))
         (tmp / "meta.json").write_text(json.dumps({"key": key, "metrics": metrics, "config": dataclasses.asdict(cfg)}, indent=1))
-        if final.exists():  # a concurrent writer won the race: theirs is equivalent
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
+        publish(tmp, final)  # a concurrent writer that won the race keeps theirs: equivalent
     meta = json.loads((final / "meta.json").read_text())
     return Seq2SeqArtifacts(str(final), key, cfg, data, teacher, meta["metrics"])

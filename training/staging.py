@@ -64,3 +64,48 @@ def remove_stale(folder: Path, pattern: str = "*") -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def publish(staging: Path, final: Path) -> bool:
+    """Put `staging` (a file or folder this process wrote) in place as `final`, durably: its
+    bytes are flushed to disk before the rename and the rename after it, so after a machine
+    crash `final` is whole or absent, never a name over half-written bytes (the caches are
+    reused when their name exists). A file replaces an older `final`. A folder that another
+    writer published first is kept (an equivalent result: the name is its key) and `staging`
+    removed; False then, True when this one was published."""
+    _fsync_tree(staging)
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if not (staging.is_dir() and final.is_dir()):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer's folder won the race
+        return False
+    _fsync_folder(final.parent)
+    return True
+
+
+def _fsync_tree(path: Path) -> None:
+    files = [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.is_file()]
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if path.is_dir():
+        for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
+            _fsync_folder(folder)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some network/FUSE filesystems refuse a folder fsync: the data is written
+        pass
+    finally:
+        os.close(fd)

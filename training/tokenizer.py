@@ -40,7 +40,7 @@ from tokenizers import (
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from training.staging import remove_stale, staging_path
+from training.staging import publish, remove_stale, staging_path
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BYTE_ALPHABET = 256
@@ -147,10 +147,7 @@ def _save_atomic(fast: PreTrainedTokenizerFast, final: Path) -> None:
     tmp = staging_path(final)
     try:
         fast.save_pretrained(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another trial saved the same tokenizer first
-            pass
+        publish(tmp, final)  # another trial that saved the same tokenizer first keeps its own
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else the loser's or a failed save's
 

@@ -33,3 +33,42 @@ def test_remove_stale_removes_only_dead_writers_staging_in_this_pid_space(tmp_pa
     assert not dead_dir.exists() and not dead_file.exists()
     assert all(p.exists() for p in (live, elsewhere, other_name, final, ours))
     assert remove_stale(tmp_path / "missing") == []
+
+
+def test_publish_flushes_the_bytes_before_the_rename_and_the_rename_after(tmp_path, monkeypatch):
+    from training import staging
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    final = tmp_path / "teacher"
+    tmp = staging.staging_path(final)
+    (tmp / "sub").mkdir(parents=True)
+    (tmp / "config.json").write_text("{}")
+    (tmp / "sub" / "w.bin").write_bytes(b"w")
+    assert staging.publish(tmp, final) is True
+    replaced = events.index(("replace", str(final)))
+    flushed = {path for kind, path in events[:replaced] if kind == "fsync"}
+    assert {str(tmp / "config.json"), str(tmp / "sub" / "w.bin"), str(tmp), str(tmp / "sub")} <= flushed
+    assert ("fsync", str(tmp_path)) in events[replaced:]  # the rename itself
+    assert (final / "sub" / "w.bin").read_bytes() == b"w" and not tmp.exists()
+
+
+def test_publish_keeps_a_folder_another_writer_published_first_and_replaces_a_file(tmp_path):
+    from training.staging import publish, staging_path
+
+    final = tmp_path / "seq2seq-key"
+    (final).mkdir()
+    (final / "meta.json").write_text("theirs")
+    mine = staging_path(final)
+    mine.mkdir()
+    (mine / "meta.json").write_text("mine")
+    assert publish(mine, final) is False  # their equivalent result stays; no error, no leftover
+    assert (final / "meta.json").read_text() == "theirs" and not mine.exists()
+    table = tmp_path / "logits.parquet"
+    table.write_text("old")
+    staged = staging_path(table)
+    staged.write_text("new")
+    assert publish(staged, table) is True and table.read_text() == "new" and not staged.exists()
