@@ -255,6 +255,13 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     if not specs:
         raise JobError("compress: nothing to train (search.top_k=0, both baselines off, distill.quantize=[])")
     sid = sweep_id(cfg)
+    with sweep.exclusive(cfg, sid):  # a second driver of this sweep is refused before any write
+        return _run_sweep(cfg, sid, candidates, specs, resume)
+
+
+def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dict],
+               resume: bool) -> sweep.SweepOutcome:
+    """The job's part that writes: under the sweep's lock."""
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
     sweep.check_restore_settings(cfg, sid)
     started = sweep.init_ray(cfg)

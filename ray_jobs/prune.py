@@ -130,6 +130,12 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     """Run (or resume) the pruning job; returns the sweep outcome (rows from disk)."""
     specs = check_inputs(cfg)
     sid = sweep_id(cfg)
+    with sweep.exclusive(cfg, sid):  # a second driver of this sweep is refused before any write
+        return _run_sweep(cfg, sid, specs, resume)
+
+
+def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> sweep.SweepOutcome:
+    """The job's part that writes: under the sweep's lock."""
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
     sweep.check_restore_settings(cfg, sid)
     started = sweep.init_ray(cfg)

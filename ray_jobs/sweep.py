@@ -1,6 +1,7 @@
 """A thin generic Ray Tune runner: one trial per spec, rows to tables, resumable.
 
     run_sweep(cfg, Sweep(...)) ->
+        the sweep's lock (exclusive: one driver per sweep; a job takes it before Ray starts) ->
         ray up (join the cluster or start a local one) -> resource pre-check ->
         Tuner (with_resources, reuse_actors, FailureConfig) or Tuner.restore -> fit ->
         rows read back from the sweep's Parquet files (the state on disk, not the grid).
@@ -12,13 +13,17 @@ with a stable "trial_key"), `ctx` a TrialContext whose `report(row)` sends a tab
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
+import pickletools
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +38,8 @@ if TYPE_CHECKING:  # config imports training (torch): trial workers need not
     from ray_jobs.config import JobConfig, ResourcesConfig
 
 __all__ = ["JobError", "ResourceError", "Sweep", "SweepOutcome", "TrialContext", "init_ray",
-           "precheck", "check_resources", "check_restore_settings", "run_sweep", "call_on_worker"]
+           "precheck", "check_resources", "check_restore_settings", "exclusive", "restorable",
+           "run_sweep", "call_on_worker"]
 
 _STATE_FILE = "trial_state.json"
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-node mode (loopback_only)
@@ -220,7 +226,7 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
     max_failures as Tune saved it; max_concurrent_trials from the `configs` row. A finished
     sweep runs nothing when restored: any values pass."""
     path = experiment_path(cfg, sweep_id)
-    if not tune.Tuner.can_restore(str(path)):
+    if not restorable(path):
         return
     trials = tune.ExperimentAnalysis(str(path)).trials
     if all(t.status == "TERMINATED" for t in trials):
@@ -236,6 +242,139 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
             raise ConfigError(f"{section}.{key}: sweep {sweep_id} ran with {json.dumps(before)} and Ray resumes "
                               f"it with that value; give {section}.{key}={json.dumps(before)}, or another "
                               "results_dir for a new sweep")
+
+
+# The files Tune 2.60 restores an experiment from (of each pattern the newest by name, as
+# Tune picks it) and their format ("basic-variant-state" is a pickle despite its name).
+# Tune's syncer copies them into the experiment folder in place, not through a temp file,
+# so a driver killed during a copy leaves one truncated.
+_RESTORED_FROM = (("tuner.pkl", "pickle"), ("experiment_state-*.json", "json"),
+                  ("basic-variant-state-*.json", "pickle"), ("searcher-state-*.pkl", "pickle"),
+                  ("callback-states-*.pkl", "pickle"))
+
+
+def restorable(path: Path) -> bool:
+    """Whether Tune would restore the experiment at `path` (Tuner.can_restore: its tuner.pkl
+    exists); JobError naming the file when one it restores from is unreadable or the experiment
+    state is missing. Tune would log that error, start the experiment afresh without the trials'
+    configs (they are not in tuner.pkl) and fail with a traceback."""
+    if not tune.Tuner.can_restore(str(path)):
+        return False
+    for pattern, kind in _RESTORED_FROM:
+        files = sorted(path.glob(pattern))
+        if files and (problem := _unreadable(files[-1], kind)):
+            _refuse_restore(path, f"Tune's experiment state {files[-1]} is unreadable ({problem}; cut "
+                                  "short by a driver killed while Tune copied it?)")
+        if not files and pattern.startswith("experiment_state"):
+            _refuse_restore(path, f"{path} holds no Tune experiment state ({pattern}; its driver was "
+                                  "killed before Tune saved one?)")
+    return True
+
+
+def _unreadable(file: Path, kind: str) -> str | None:
+    """Why `file` is not a whole JSON document or pickle stream; None when it is one."""
+    try:
+        data = file.read_bytes()
+        if kind == "json":
+            json.loads(data)
+        else:
+            for _ in pickletools.genops(data):  # walks the opcodes to STOP; loads nothing
+                pass
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _refuse_restore(path: Path, what: str) -> None:
+    # Without the experiment folder the sweep starts afresh: every trial runs again from its
+    # start (its checkpoints were in the folder) and the sink upserts its rows on the table
+    # keys, so each replaces the earlier row with the same key instead of adding one.
+    raise JobError(f"{what}: remove the folder {path} and run the command again; the sweep then reruns "
+                   "every trial from its start, and each row it reports replaces the table row with the "
+                   "same key (no row is duplicated)")
+
+
+# ---------------------------------------------------------------- one driver per sweep
+
+# Lock files this process holds, by path: a job takes its sweep's lock before its first
+# write, and run_sweep (which every job calls) takes it again without refusing itself.
+_HELD: dict[Path, int] = {}
+
+
+def lock_path(cfg: JobConfig, sweep_id: str) -> Path:
+    """The sweep's lock file: beside its experiment folder, not in it, so that removing the
+    folder (what an unreadable experiment state asks for) never removes a held lock."""
+    return experiment_path(cfg, sweep_id).with_name(f"{sweep_id}.lock")
+
+
+@contextmanager
+def exclusive(cfg: JobConfig, sweep_id: str) -> Iterator[Path]:
+    """Hold sweep `sweep_id`'s lock (its path) for the block; JobError at once, before any work,
+    when another driver holds it. Re-entrant within a process.
+
+    Two drivers of one sweep would run the same Tune experiment in one folder, and each row
+    sink rewrites whole tables from the rows it read at setup: the last writer wins. The lock
+    is an exclusive flock, which the kernel releases when its holder dies (SIGKILL included):
+    a resume after a crash never meets a stale lock, only a leftover file it locks again. The
+    holder removes the file on its way out, so a refused job (an infeasible request) leaves
+    no file under results_dir.
+    """
+    path = lock_path(cfg, sweep_id).resolve()
+    if path in _HELD:
+        yield path
+        return
+    _HELD[path] = _lock(path, sweep_id)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # still locked: a driver that opened it retries (_lock)
+        os.close(_HELD.pop(path))
+
+
+def _lock(path: Path, sweep_id: str) -> int:
+    """An open descriptor of the file at `path` holding its exclusive flock; its holder is
+    written in it."""
+    while True:
+        fd = _flock(path, sweep_id)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the file locked was removed by the holder that just left: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    return fd
+
+
+def _flock(path: Path, sweep_id: str) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Python opens descriptors non-inheritable: the Ray processes this driver starts do
+        # not hold the lock once it has died.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise JobError(f"sweep {sweep_id}: cannot create its lock file {path} ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JobError(f"another driver{_holder(path)} is running sweep {sweep_id} (lock {path} held); "
+                       "wait for it or stop it") from None
+    except OSError as exc:  # e.g. a filesystem without flock
+        os.close(fd)
+        raise JobError(f"sweep {sweep_id}: cannot lock {path} ({exc.strerror}); results_dir needs a "
+                       "filesystem with flock") from None
+    return fd
+
+
+def _holder(path: Path) -> str:
+    """" (pid N on HOST)" from the lock file, "" when it does not say."""
+    try:
+        pid, host = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return ""
+    return f" (pid {pid} on {host})"
 
 
 # ---------------------------------------------------------------- trials
@@ -315,7 +454,7 @@ def _tuner(cfg: JobConfig, sweep: Sweep, trainable, storage: Path, resume: bool)
     """(Tuner, restored): restore the experiment when one is on disk, else a new one."""
     path = storage / sweep.sweep_id
     results.RowSink.live(cfg.results_dir, sweep.sweep_id, sweep.stamp)
-    if tune.Tuner.can_restore(str(path)):
+    if restorable(path):
         tuner = tune.Tuner.restore(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
@@ -369,19 +508,21 @@ def run_sweep(cfg: JobConfig, sweep: Sweep, *, resume: bool = False) -> SweepOut
     """Run (or resume) `sweep` on the connected Ray cluster; rows land in its tables.
 
     Ray must be initialised (init_ray) and the request pre-checked (precheck) by the
-    caller, so that infeasible jobs are refused before any expensive preparation.
+    caller, so that infeasible jobs are refused before any expensive preparation. The
+    sweep's lock (exclusive) is held throughout; a job takes it earlier, before its first
+    write, so that a second driver is refused before any work.
     """
     _check_trials(sweep.trials)
     request = trial_request(cfg)
     storage = experiment_path(cfg, sweep.sweep_id).parent
-    storage.mkdir(parents=True, exist_ok=True)
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _trial_entry, fn=sweep.fn, table=sweep.tables[0], cpus=request["cpu"],
-            params=sweep.params,
-        ),
-        request,
-    )
-    tuner, restored = _tuner(cfg, sweep, trainable, storage, resume)
-    grid = tuner.fit()
-    return _outcome(cfg, sweep, experiment_path(cfg, sweep.sweep_id), grid, restored)
+    with exclusive(cfg, sweep.sweep_id):
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                _trial_entry, fn=sweep.fn, table=sweep.tables[0], cpus=request["cpu"],
+                params=sweep.params,
+            ),
+            request,
+        )
+        tuner, restored = _tuner(cfg, sweep, trainable, storage, resume)
+        grid = tuner.fit()
+        return _outcome(cfg, sweep, experiment_path(cfg, sweep.sweep_id), grid, restored)

@@ -4,7 +4,8 @@
 
 Runs the jobs' sweep runner on a private local Ray: TRIALS trials of ROUNDS rounds, each
 round a tiny real torch training, one `prune`-table row per round, checkpointed by round.
-Exit codes follow `python -m ray_jobs`: 0 done, 130 interrupted. Prints "restored=..."
+Exit codes follow `python -m ray_jobs`: 0 done, 2 refused (one `error:` line: another driver
+runs the sweep, its experiment state is unreadable), 130 interrupted. Prints "restored=..."
 """
 
 import sys
@@ -15,7 +16,7 @@ import ray
 
 from ray_jobs.bench import train_mlp
 from ray_jobs.config import load_config
-from ray_jobs.errors import SweepInterrupted
+from ray_jobs.errors import JobError, SweepInterrupted
 from ray_jobs.sweep import Sweep, loopback_only, run_sweep
 
 TRIALS, ROUNDS = 3, 4
@@ -48,6 +49,9 @@ def main(argv: list[str]) -> int:
     except (SweepInterrupted, KeyboardInterrupt) as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return 130
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         ray.shutdown()
     print(f"restored={out.restored} errors={out.errors}", flush=True)

@@ -1,6 +1,7 @@
 """Faults a cluster throws at a sweep: a killed trial worker, an interrupted driver, a
 Parquet write killed midway. Real Ray, real (tiny) torch trials, real tables."""
 
+import fcntl
 import os
 import shutil
 import signal
@@ -122,17 +123,36 @@ def _wait_rows(proc, results_dir: Path, n: int, timeout: float = 150) -> None:
         time.sleep(0.2)
 
 
+def _lock_free(results_dir: Path) -> bool:
+    """Whether the sweep's lock can be taken now (it is let go at once)."""
+    try:
+        fd = os.open(results_dir / "ray" / "fault-1.lock", os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _interrupt(results_dir: Path, temp_dir: str, sig: int, after_rows: int, *extra: str):
-    """Run the driver until the table holds `after_rows` rows, then send `sig`."""
+    """Run the driver until the table holds `after_rows` rows, then send `sig`. Returns the
+    exit code, stderr, and whether the sweep's lock was free once the driver had exited."""
     proc = _driver(results_dir, temp_dir, *extra)
     try:
         _wait_rows(proc, results_dir, after_rows)
+        assert not _lock_free(results_dir)  # the running driver holds it
         os.kill(proc.pid, sig)
         _, err = proc.communicate(timeout=120)
+        # Checked before the Ray processes the driver started are ended: they must not hold it.
+        free = _lock_free(results_dir)
     finally:
         _end_group(proc)
     assert len(_rows(results_dir)) < TRIALS * ROUNDS, "interrupted too late to test anything"
-    return proc.returncode, err
+    return proc.returncode, err, free
 
 
 def _calls(results_dir: Path) -> list[list[int]]:
@@ -147,11 +167,13 @@ def test_interrupted_driver_resumes_with_one_row_per_trial_round(tmp_path):
     results_dir = tmp_path / "res"
     temp_dir = _short_tmp("rfd")
     try:
-        rc, err = _interrupt(results_dir, temp_dir, signal.SIGINT, 3)
-        assert rc == 130, err[-3000:]
+        rc, err, free = _interrupt(results_dir, temp_dir, signal.SIGINT, 3)
+        assert rc == 130 and free, err[-3000:]
+        assert not (results_dir / "ray" / "fault-1.lock").exists()  # removed on the way out
         at_sigint = _calls(results_dir)
-        rc, _ = _interrupt(results_dir, temp_dir, signal.SIGKILL, 7)
+        rc, _, free = _interrupt(results_dir, temp_dir, signal.SIGKILL, 7)
         assert rc == -signal.SIGKILL
+        assert free and (results_dir / "ray" / "fault-1.lock").exists()  # left, but not held
         at_sigkill = _calls(results_dir)
         before_last = {(r["trial_key"], r["round"]) for r in _rows(results_dir)}
         # the results folder moves and the code changes before the last run: Tune restores

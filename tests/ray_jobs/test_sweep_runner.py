@@ -1,6 +1,8 @@
 """The generic sweep runner on a real local Ray: rows once, retries, resume, pre-check."""
 
 import json
+import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,7 +12,16 @@ import ray
 
 from ray_jobs import results
 from ray_jobs.config import load_config
-from ray_jobs.sweep import ResourceError, Sweep, check_resources, precheck, run_sweep
+from ray_jobs.errors import JobError
+from ray_jobs.sweep import (
+    ResourceError,
+    Sweep,
+    check_resources,
+    check_restore_settings,
+    precheck,
+    restorable,
+    run_sweep,
+)
 
 STAMP = {"config_hash": "h", "code_version": "v"}
 
@@ -106,7 +117,6 @@ def test_errored_sweep_resumes_when_run_again(local_ray, tmp_path):
 def test_resume_with_a_setting_tune_keeps_from_the_first_run_is_refused(local_ray, tmp_path):
     from ray_jobs.config import to_dict
     from ray_jobs.errors import ConfigError
-    from ray_jobs.sweep import check_restore_settings
 
     def settings(*overrides):
         return load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=0", *overrides])
@@ -149,3 +159,73 @@ def test_finished_sweep_is_finished_even_when_last_results_say_not_done(local_ra
     assert again.restored and again.errors == []
     assert _calls(tmp_path, "s0") == ["0", "1"]  # nothing was rerun
     assert results.table_counts(cfg.results_dir) == {"prune": 4}
+
+
+def _cut(file: Path) -> None:
+    """Truncate `file` to half, as a driver killed while Tune copied it leaves it."""
+    with file.open("r+b") as f:
+        f.truncate(file.stat().st_size // 2)
+
+
+def _experiment(folder: Path) -> Path:
+    """The files Tune restores from, as a finished first session and a later one left them."""
+    folder.mkdir()
+    (folder / "tuner.pkl").write_bytes(pickle.dumps({"_run_config": "x" * 2000}))
+    for session in ("2026-01-01_00-00-00", "2026-01-02_00-00-00"):
+        (folder / f"experiment_state-{session}.json").write_text(json.dumps({"trial_data": ["x" * 2000]}))
+        (folder / f"basic-variant-state-{session}.json").write_bytes(pickle.dumps({"s": "x" * 2000}))
+    return folder
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("experiment_state-2026-01-02_00-00-00.json", "Unterminated string"),  # the newest: the one Tune reads
+    ("tuner.pkl", "expected 2000 bytes"),
+    ("basic-variant-state-2026-01-02_00-00-00.json", "expected 2000 bytes"),  # a pickle despite its name
+])
+def test_restorable_refuses_a_state_file_cut_short(tmp_path, damage, named):
+    folder = _experiment(tmp_path / "t-9")
+    assert restorable(folder)
+    _cut(folder / "experiment_state-2026-01-01_00-00-00.json")  # an older session's: Tune does not read it
+    assert restorable(folder)
+    _cut(folder / damage)
+    refusal = (rf"^Tune's experiment state {re.escape(str(folder / damage))} is unreadable \({named}.*\): "
+               rf"remove the folder {re.escape(str(folder))} and run the command again; the sweep then reruns "
+               "every trial from its start.*no row is duplicated")
+    with pytest.raises(JobError, match=refusal):
+        restorable(folder)
+
+
+def test_restorable_without_tuner_or_experiment_state(tmp_path):
+    folder = _experiment(tmp_path / "t-9")
+    for state in folder.glob("experiment_state-*.json"):
+        state.unlink()
+    with pytest.raises(JobError, match=rf"^{re.escape(str(folder))} holds no Tune experiment state"):
+        restorable(folder)
+    (folder / "tuner.pkl").unlink()
+    assert not restorable(folder)  # nothing to restore: a new sweep
+    assert not restorable(tmp_path / "none")
+
+
+def test_cut_experiment_state_is_refused_then_rerun_without_duplicates(local_ray, tmp_path):
+    """The state a killed driver cut short: refused before any work, with what to do; doing it
+    reruns every trial and leaves each row once."""
+    cfg = load_config(None, [f"results_dir={tmp_path}/res"])
+    assert run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-5")).errors == []
+    experiment = Path(cfg.results_dir, "ray", "t-5")
+    state = sorted(experiment.glob("experiment_state-*.json"))[-1]
+    _cut(state)
+    refusal = (rf"^Tune's experiment state {re.escape(str(state))} is unreadable .*: remove the folder "
+               rf"{re.escape(str(experiment))} and run the command again")
+    with pytest.raises(JobError, match=refusal):
+        check_restore_settings(cfg, "t-5")
+    with pytest.raises(JobError, match=refusal) as refused:
+        run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-5"))
+    assert "\n" not in str(refused.value)
+    assert _calls(tmp_path, "s0") == ["0", "1"]  # refused before any trial ran
+    shutil.rmtree(experiment)  # as the message says
+    again = run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-5"))
+    assert not again.restored and again.errors == []
+    assert _calls(tmp_path, "s0") == ["0", "1", "0", "1"]  # every trial ran again from its start
+    assert sorted((r["trial_key"], r["round"]) for r in again.rows["prune"]) == [
+        (f"s{i}", r) for i in range(2) for r in range(2)]
+    assert results.table_counts(cfg.results_dir) == {"prune": 4}  # each row replaced, none duplicated
