@@ -501,7 +501,23 @@ def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> 
             f"{sweep.job}: interrupted with {len(unfinished)} unfinished and {len(errors)} "
             "failed trial(s); run the same command again (or with --resume) to continue"
         )
+    _check_rows_kept(sweep, path, rows, [k for k, s in status.items() if s == "TERMINATED"])
     return SweepOutcome(path=path, rows=rows, errors=errors, restored=restored)
+
+
+def _check_rows_kept(sweep: Sweep, path: Path, rows: dict[str, list[dict]], finished: list[str]) -> None:
+    """JobError when a trial Tune records as finished has no row in any of the sweep's tables.
+
+    Every trial reports at least one row before it finishes, so the rows were lost after
+    (a table file moved or removed): a restored finished sweep would run nothing and exit 0
+    with rows missing."""
+    held = {r.get("trial_key") for table in rows.values() for r in table}
+    missing = sorted(k for k in finished if k not in held)
+    if missing:
+        raise JobError(f"{sweep.job}: sweep {sweep.sweep_id} finished, but no table row holds trial(s) "
+                       f"{', '.join(missing)} (a table file of the sweep moved or removed?): remove the folder "
+                       f"{path} and run the command again to recompute them; each row replaces the row of the "
+                       "same key (none duplicated)")
 
 
 def run_sweep(cfg: JobConfig, sweep: Sweep, *, resume: bool = False) -> SweepOutcome:

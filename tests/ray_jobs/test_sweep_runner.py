@@ -229,3 +229,21 @@ def test_cut_experiment_state_is_refused_then_rerun_without_duplicates(local_ray
     assert sorted((r["trial_key"], r["round"]) for r in again.rows["prune"]) == [
         (f"s{i}", r) for i in range(2) for r in range(2)]
     assert results.table_counts(cfg.results_dir) == {"prune": 4}  # each row replaced, none duplicated
+
+
+def test_finished_sweep_whose_rows_were_removed_is_refused_then_rerun(local_ray, tmp_path):
+    """Restored, a finished sweep runs nothing: rows lost from its table are named, with what to
+    do, instead of a success that prints what is left."""
+    cfg = load_config(None, [f"results_dir={tmp_path}/res"])
+    assert run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-6")).errors == []
+    table = results.table_file(cfg.results_dir, "prune", "t-6")
+    kept = [r for r in results.read_rows(cfg.results_dir, "prune", "t-6") if r["trial_key"] == "s0"]
+    results.write_rows(cfg.results_dir, "prune", "t-6", kept)  # s1's rows gone (a file moved back, say)
+    experiment = Path(cfg.results_dir, "ray", "t-6")
+    with pytest.raises(JobError, match=rf"sweep t-6 finished, but no table row holds trial\(s\) s1 .*"
+                                       rf"remove the folder {re.escape(str(experiment))}"):
+        run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-6"))
+    assert _calls(tmp_path, "s1") == ["0", "1"]  # nothing ran
+    shutil.rmtree(experiment)
+    run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-6"))
+    assert table.exists() and results.table_counts(cfg.results_dir) == {"prune": 4}
