@@ -11,12 +11,14 @@ Two measurements, written to the `bench` table and printed:
 teacher's architecture and CodeBERT-base's (random weights: latency does not depend on values),
 each encoding a pair's two sides separately as the compress job's models do, at every batch
 size and dtype, on this machine's GPU when torch sees one (else its CPU); one `bench` row each,
-with the speed-ups against the teacher and CodeBERT architectures measured in the same run.
+with the speed-ups against the teacher and CodeBERT architectures measured in the same run
+(the models of one dtype and batch timed against each other, in alternated blocks).
 
 `python -m ray_jobs bench train-step`: time of one distillation step (the demo's: 32 pairs,
 both sides, soft-label + in-batch loss, AdamW) of each student shape at each training
-precision (fp32, bf16), on the same device choice; one `bench` row each, with the speed-up
-over the same shape's fp32 step.
+precision (`step_precisions`: fp32, bf16) and attention implementation (`step_attentions`:
+sdpa, eager), on the same device choice; one `bench` row each, with the speed-ups over the
+same shape's fp32 step (same attention) and over its sdpa step (same precision).
 """
 
 from __future__ import annotations
@@ -325,11 +327,22 @@ def _teacher(cfg: BenchConfig):
         raise ConfigError(f"latency_teacher: {err}") from err
 
 
+def _check_seq_len(key: str, seq_len: int, teachers: list) -> None:
+    """ConfigError naming `key` when a model of one of `teachers`' families cannot hold
+    `seq_len` tokens (its position table), before any model is built or timed."""
+    limit = min(t.usable_positions for t in teachers)
+    if seq_len > limit:
+        names = " and ".join(t.name for t in teachers)
+        raise ConfigError(f"{key}: {seq_len} tokens is more than the {limit} positions {names} can use")
+
+
 def _latency_setup(cfg: BenchConfig):
     """(device, device_name, models), refusing a bad request before any timing."""
+    from search.space import teacher_spec
     from training.evaluate import pair_models
     from training.onnx_export import ONNX_VARIANTS
 
+    _check_seq_len("latency_seq_len", cfg.latency_seq_len, [_teacher(cfg), teacher_spec("codebert-base")])
     device, name = _device(cfg)
     for dtype in cfg.latency_dtypes:
         if dtype not in ("float32", "float16", "bfloat16", *ONNX_VARIANTS):
@@ -382,6 +395,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
         if attention not in ATTENTION_IMPLEMENTATIONS:
             raise ConfigError(f"step_attentions: {attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
     students = _students("step_students", cfg.step_students)
+    _check_seq_len("step_seq_len", cfg.step_seq_len, [_teacher(cfg)])
     models = pair_models(students, _teacher(cfg), references=False)
     sweep_id = "bench-train-step-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)

@@ -119,6 +119,7 @@ def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int | None, in
     the latency inputs both are timed on; each token takes one position."""
     limit = teacher.usable_positions
     return {"finetune.max_seq_len": (cfg.finetune.max_seq_len, limit),
+            "search.seq_len": (cfg.search.seq_len, limit),  # FLOPs counted at a length students read
             "distill.max_seq_len": (cfg.distill.max_seq_len, limit),
             "distill.latency_seq_len": (cfg.distill.latency_seq_len, limit)}
 

@@ -278,6 +278,9 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         raise InputError(f"target_mb must be positive and finite, got {target_mb}")
     if seq_len <= 0:
         raise InputError(f"seq_len must be positive, got {seq_len}")
+    if seq_len > teacher.usable_positions:  # a student of the family could not read it
+        raise InputError(f"seq_len {seq_len} is above {teacher.usable_positions}, the positions a "
+                         f"{teacher.family} model of {teacher.name} can use")
     cost.check_head(head)
     problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels, head)
     if max_mb is not None and not max_mb < np.inf:  # (size - cap) / cap would be NaN

@@ -42,6 +42,11 @@ class _Positional(nn.Module):
         return out.logits if hasattr(out, "logits") else out
 
 
+# Why a BiLSTM_soft has no graph: its forward packs the padded sequences (pack_padded_sequence),
+# which torch's TorchScript exporter fails on (a C++ range error after a ~90-line IR dump)
+BILSTM_UNTRACEABLE = "the TorchScript ONNX exporter cannot trace BiLSTM_soft's packed sequences"
+
+
 def _dynamic_axes(names: tuple[str, ...]) -> dict:
     """Batch and sequence axes free; the two sides of a pair have their own lengths."""
     return {n: {0: "batch", 1: "seq_b" if n.endswith("_b") else "seq"} for n in names} | {"logits": {0: "batch"}}
@@ -218,8 +223,7 @@ def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: in
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        hint = " (a BiLSTM_soft folder: the exporter cannot trace its packed sequences)" \
-            if (folder / "bilstm_config.json").is_file() else ""
+        hint = f" (a BiLSTM_soft folder: {BILSTM_UNTRACEABLE})" if (folder / "bilstm_config.json").is_file() else ""
         raise ValueError(f"{folder}: no config.json, not a saved transformers classifier{hint}")
     try:  # the config first: a bad --seq-len is refused before the weights load
         config = AutoConfig.from_pretrained(folder, trust_remote_code=True)

@@ -117,6 +117,8 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     ("latency", "latency_students=[]", "latency_students"),
     ("train-step", "step_runs=5", "step_runs"),
     ("latency", "latency_runs=5", "latency_runs"),
+    ("latency", "latency_seq_len=513", "latency_seq_len"),  # more than the models' positions: refused, no traceback
+    ("train-step", "step_seq_len=100000", "step_seq_len"),
     ("latency", "latency_rounds=0", "latency_rounds"),
     ("latency", "latency_rounds=21", "latency_rounds"),  # more blocks than timed runs
     ("train-step", "latency_rounds=25", "latency_rounds"),

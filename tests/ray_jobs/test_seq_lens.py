@@ -31,6 +31,7 @@ def _smoke(tmp_path, *overrides):
     (compress, "finetune.max_seq_len=1000", "finetune.max_seq_len", 512),
     (compress, "distill.max_seq_len=513", "distill.max_seq_len", 512),
     (compress, "distill.latency_seq_len=600", "distill.latency_seq_len", 512),
+    (compress, "search.seq_len=100000", "search.seq_len", 512),  # trained a 45 MB "3 MB" student
     (prune, "seq2seq.source_len=513", "seq2seq.source_len", 512),
     (prune, "seq2seq.target_len=514", "seq2seq.target_len", 513),
 ])
@@ -47,6 +48,7 @@ def test_a_length_above_the_teachers_positions_names_key_and_limit(tmp_path, job
 @pytest.mark.parametrize(("command", "override", "key"), [
     ("compress", "finetune.max_seq_len=1000", "finetune.max_seq_len"),
     ("compress", "distill.max_seq_len=513", "distill.max_seq_len"),
+    ("compress", "search.seq_len=100000", "search.seq_len"),
     ("prune", "seq2seq.source_len=600", "seq2seq.source_len"),
 ])
 def test_the_jobs_refuse_it_before_ray_starts(tmp_path, capsys, monkeypatch, command, override, key):

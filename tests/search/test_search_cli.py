@@ -99,6 +99,8 @@ def test_json_ga_matches_exhaustive():
         (["--head", "pooler"], "--head"),
         (["--target-mb", "0.001"], "below the smallest architecture"),
         (["--target-mb", "inf"], "--target-mb"),
+        (["--seq-len", "100000"], "seq_len 100000 is above 512"),  # no student could read it
+        (["--seq-len", "514", "--exhaustive"], "seq_len 514 is above 512"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
