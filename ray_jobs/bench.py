@@ -88,10 +88,6 @@ class BenchConfig:
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches",
                                    "latency_rounds"))
-        for runs in ("latency_runs", "step_runs"):
-            if self.latency_rounds > getattr(self, runs):
-                raise ValueError(f"latency_rounds: at most {runs} ({getattr(self, runs)}) blocks of timed runs, "
-                                 f"got {self.latency_rounds}")
         check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions",
                        "step_attentions")
         # an empty list would time nothing and write no rows, silently
@@ -327,6 +323,15 @@ def _teacher(cfg: BenchConfig):
         raise ConfigError(f"latency_teacher: {err}") from err
 
 
+def _check_rounds(cfg: BenchConfig, runs_key: str) -> None:
+    """ConfigError when latency_rounds splits the command's timed runs (`runs_key`: latency_runs
+    for latency, step_runs for train-step) into more blocks than there are runs."""
+    runs = getattr(cfg, runs_key)
+    if cfg.latency_rounds > runs:
+        raise ConfigError(f"latency_rounds: at most {runs_key} ({runs}) blocks of timed runs, "
+                          f"got {cfg.latency_rounds}")
+
+
 def _check_seq_len(key: str, seq_len: int, teachers: list) -> None:
     """ConfigError naming `key` when a model of one of `teachers`' families cannot hold
     `seq_len` tokens (its position table), before any model is built or timed."""
@@ -342,6 +347,7 @@ def _latency_setup(cfg: BenchConfig):
     from training.evaluate import pair_models
     from training.onnx_export import ONNX_VARIANTS
 
+    _check_rounds(cfg, "latency_runs")
     _check_seq_len("latency_seq_len", cfg.latency_seq_len, [_teacher(cfg), teacher_spec("codebert-base")])
     device, name = _device(cfg)
     for dtype in cfg.latency_dtypes:
@@ -395,6 +401,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
         if attention not in ATTENTION_IMPLEMENTATIONS:
             raise ConfigError(f"step_attentions: {attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
     students = _students("step_students", cfg.step_students)
+    _check_rounds(cfg, "step_runs")
     _check_seq_len("step_seq_len", cfg.step_seq_len, [_teacher(cfg)])
     models = pair_models(students, _teacher(cfg), references=False)
     sweep_id = "bench-train-step-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())

@@ -47,7 +47,8 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
              f"(batch 1, sequence {codebert['seq']}, {codebert['threads']} thread(s))",
              results.format_rows(table)]
     if codebert["ms"] is not None:
-        lines.append(f"CodeBERT-base architecture at the same settings: {codebert['ms']:.1f} ms")
+        lines.append(f"CodeBERT-base architecture at the same settings, in the students' input format: "
+                     f"{codebert['ms']:.1f} ms")
     still = [r["trial_key"] for r in results.query(results_dir, f"""
         SELECT trial_key FROM distill WHERE sweep_id = {sid} AND best_epoch = epochs
         ORDER BY kind DESC, trial_key""").to_pylist()]

@@ -13,6 +13,7 @@ with a stable "trial_key"), `ctx` a TrialContext whose `report(row)` sends a tab
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -47,7 +48,9 @@ SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-node 
 
 @dataclass(frozen=True)
 class Sweep:
-    """What to run: `fn(spec, ctx)` once per spec in `trials` (each with a "trial_key")."""
+    """What to run: `fn(spec, ctx)` once per spec in `trials` (each with a "trial_key"). Every
+    trial reports at least one row before it finishes: a finished trial without one is taken
+    for lost rows (`_check_rows_kept`)."""
 
     job: str  # "compress" | "prune" | ...: names the experiment folder
     sweep_id: str  # stable across re-runs of the same command: the resume key
@@ -361,11 +364,19 @@ def _flock(path: Path, sweep_id: str) -> int:
         os.close(fd)
         raise JobError(f"another driver{_holder(path)} is running sweep {sweep_id} (lock {path} held); "
                        "wait for it or stop it") from None
-    except OSError as exc:  # e.g. a filesystem without flock
+    except OSError as exc:
+        if exc.errno in _NO_FLOCK:  # a filesystem without flock (some FUSE or network mounts)
+            print(f"warning: sweep {sweep_id}: {path.parent} cannot be locked ({exc.strerror}); "
+                  "nothing stops a second driver of this sweep", file=sys.stderr, flush=True)
+            return fd
         os.close(fd)
-        raise JobError(f"sweep {sweep_id}: cannot lock {path} ({exc.strerror}); results_dir needs a "
-                       "filesystem with flock") from None
+        raise JobError(f"sweep {sweep_id}: cannot lock {path} ({exc.strerror})") from None
     return fd
+
+
+# flock errors meaning "this filesystem has no locks", not "someone holds it": jobs that ran on
+# such a results_dir before the lock existed still run there (with a warning)
+_NO_FLOCK = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
 def _holder(path: Path) -> str:

@@ -51,7 +51,7 @@ from training.evaluate import (
     LATENCY_ROUNDS,
     classifier_call,
     classifier_latencies,
-    codebert_arch_call,
+    codebert_arch_calls,
     interleaved_latency_ms,
     random_inputs,
     serialized_size_bytes,
@@ -292,6 +292,22 @@ def _distill_step(model, vocab: int, *, batch: int, seq_len: int, precision: str
     return step
 
 
+def _step_stats(model, vocab: int, *, batch: int, seq_len: int, precisions: Sequence[str],
+                attentions: Sequence[str], device: str, runs: int, warmup: int, threads: int | None,
+                rounds: int) -> dict[str, dict]:
+    """"attention/precision" -> `latency_ms` stats of `model`'s step, timed against each other
+    on one copy of the model per attention (each in its implementation), one optimizer each."""
+    with ExitStack() as switched:
+        copies = {attention: copy.deepcopy(model).to(device).train() for attention in attentions}
+        for attention, twin in copies.items():
+            switched.enter_context(attention_implementation(twin, attention))
+        steps = {f"{attention}/{precision}": _distill_step(twin, vocab, batch=batch, seq_len=seq_len,
+                                                           precision=precision, device=device)
+                 for attention, twin in copies.items() for precision in precisions}
+        return interleaved_latency_ms(steps, warmup=warmup, runs=runs, threads=threads, inference=False,
+                                      rounds=rounds)
+
+
 def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, seq_len: int,
                        precisions: Sequence[str], attentions: Sequence[str] = ("sdpa",),
                        device: str = "cpu", runs: int = 20, warmup: int = 3,
@@ -311,16 +327,10 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
     """
     rows = []
     for name, (model, vocab) in models.items():
-        with ExitStack() as switched:
-            copies = {attention: copy.deepcopy(model).to(device).train() for attention in attentions}
-            for attention, twin in copies.items():
-                switched.enter_context(attention_implementation(twin, attention))
-            steps = {(attention, precision): _distill_step(twin, vocab, batch=batch, seq_len=seq_len,
-                                                           precision=precision, device=device)
-                     for attention, twin in copies.items() for precision in precisions}
-            stats = interleaved_latency_ms({f"{a}/{p}": step for (a, p), step in steps.items()}, warmup=warmup,
-                                           runs=runs, threads=threads, inference=False, rounds=rounds)
-        del copies, steps  # free the device for the next model
+        # the copies and optimizers live in the call only: the device is free for the next model
+        stats = _step_stats(model, vocab, batch=batch, seq_len=seq_len, precisions=precisions,
+                            attentions=attentions, device=device, runs=runs, warmup=warmup,
+                            threads=threads, rounds=rounds)
         rows += [timing_row(name, p, batch, seq_len, stats[f"{a}/{p}"]) | {"attention": a}
                  for a in attentions for p in precisions]
     median = {(r["model"], r["dtype"], r["attention"]): r["median_ms"] for r in rows}
@@ -624,12 +634,13 @@ def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfi
                                         pair=artifacts.teacher_pair_mode == "separate")}
     teacher_pair = artifacts.teacher_pair_mode == "separate"
     if cfg.measure_codebert:
-        # the same input format as the student: two encodes when it encodes a pair separately
-        calls["codebert"] = (codebert_arch_call(seq_len=seq, device=device, num_labels=artifacts.num_labels,
-                                                pair=pair), None)
-        if teacher_pair != pair:  # and in the teacher's, for the teacher's own speed-up
-            calls["codebert_teacher_format"] = (codebert_arch_call(
-                seq_len=seq, device=device, num_labels=artifacts.num_labels, pair=teacher_pair), None)
+        # the same input format as the student (two encodes when it encodes a pair separately)
+        # and, when it differs, the teacher's, for the teacher's own speed-up
+        codebert = codebert_arch_calls(seq_len=seq, device=device, num_labels=artifacts.num_labels,
+                                       pairs=(pair, teacher_pair) if teacher_pair != pair else (pair,))
+        calls["codebert"] = (codebert[pair], None)
+        if teacher_pair != pair:
+            calls["codebert_teacher_format"] = (codebert[teacher_pair], None)
     stats = interleaved_latency_ms({name: fn for name, (fn, _) in calls.items()},
                                    prepare={name: setup for name, (_, setup) in calls.items()},
                                    warmup=cfg.latency_warmup, runs=cfg.latency_runs, threads=cfg.latency_threads,

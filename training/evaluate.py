@@ -87,10 +87,12 @@ def interleaved_latency_ms(
     Timed back to back (`rounds=1`) the last function bears whatever the machine's speed did
     meanwhile and the ratios between them inherit it; alternated and mirrored, a drift moves
     every function's figures alike (a linear one cancels). Each block starts with untimed
-    calls: `warmup` in a function's first block, one in its later blocks (the others ran in
-    between: caches are theirs). `prepare`: name -> untimed one-off setup, as `latency_ms`'s,
-    run for every function before any is timed. A function raising one of `tolerate` gets
-    {"error": the exception} and leaves the rotation; the others go on.
+    calls: `warmup` in a function's first block, one in its later blocks (none with
+    `warmup=0`; the others ran in between: caches are theirs). `prepare`: name -> untimed
+    one-off setup, as `latency_ms`'s, run for every function before any is timed. A function
+    whose call or setup raises one of `tolerate` gets {"error": the exception} and leaves the
+    rotation; the others go on. Every function's objects are alive together (models, ONNX
+    Runtime sessions): memory is their sum.
     """
     if runs < MIN_RUNS:
         raise ValueError(f"runs must be >= {MIN_RUNS}, got {runs}")
@@ -104,9 +106,12 @@ def interleaved_latency_ms(
         torch.set_num_threads(threads)
     try:
         with torch.inference_mode() if inference else contextlib.nullcontext():
-            for setup in (prepare or {}).values():
-                if setup is not None:
-                    setup()
+            for name, setup in (prepare or {}).items():
+                try:
+                    if setup is not None:
+                        setup()
+                except tolerate as err:  # e.g. an ONNX Runtime session that cannot open
+                    failed[name] = err
             for i, block in enumerate(blocks):
                 order = list(fns) if i % 2 == 0 else list(fns)[::-1]
                 for name in (n for n in order if n not in failed):
@@ -212,6 +217,13 @@ def codebert_arch_call(*, seq_len: int, device: str = "cpu", num_labels: int = 2
     makes two encodes of `seq_len` tokens, as a separately encoding pair model does (and
     CodeXGLUE's CodeBERT clone model: each function encoded on its own).
     """
+    return codebert_arch_calls(seq_len=seq_len, device=device, num_labels=num_labels, pairs=(pair,))[pair]
+
+
+def codebert_arch_calls(*, seq_len: int, device: str = "cpu", num_labels: int = 2,
+                        pairs: Sequence[bool] = (False,)) -> dict[bool, Callable[[], object]]:
+    """`codebert_arch_call` for each input format in `pairs` (pair -> call), all on one model
+    (one ~500 MB CodeBERT however many formats are timed)."""
     from transformers import AutoConfig, RobertaForSequenceClassification
 
     from search.space import teacher_spec
@@ -222,8 +234,13 @@ def codebert_arch_call(*, seq_len: int, device: str = "cpu", num_labels: int = 2
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(config).to(device).eval()
     seq_len = min(seq_len, codebert.usable_positions)
-    encodes = [random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in range(2 if pair else 1)]
-    return lambda: [model(**x) for x in encodes]
+    encodes = [random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in range(2)]
+
+    def call(pair: bool) -> Callable[[], object]:
+        inputs = encodes if pair else encodes[:1]
+        return lambda: [model(**x) for x in inputs]
+
+    return {pair: call(pair) for pair in pairs}
 
 
 def codebert_arch_latency(

@@ -410,7 +410,9 @@ def _save_round(out_dir: Path, r: int, row: dict, model: nn.Module, masks: dict,
     save_file(rng_state(device), str(tmp / "rng.safetensors"))
     (tmp / "row.json").write_text(json.dumps(row, indent=1))
     shutil.rmtree(final, ignore_errors=True)
-    publish(tmp, final)  # on disk before the earlier states it supersedes are dropped
+    if not publish(tmp, final):  # on disk before the earlier states it supersedes are dropped
+        raise RuntimeError(f"pruning round {r}: {final} could not be emptied to save the round "
+                           "(earlier rounds' states kept)")
     for prev in range(r):
         for name in ("state.safetensors", "masks.safetensors", "rng.safetensors"):
             (_round_dir(out_dir, prev) / name).unlink(missing_ok=True)

@@ -8,8 +8,8 @@ pruned models quantize as they are. Sizes are `torch.save` bytes of the state di
 one format that holds packed int8 weights, used for every variant so they compare.
 
 Classifiers are scored and timed on the CPU in every variant (the laptop a shipped 3 MB
-model answers on; dynamic int8 has CPU kernels only), each against the fp32 model timed
-back to back in the same call.
+model answers on; dynamic int8 has CPU kernels only), each against the fp32 model, their
+timed runs alternated in the same call (`training.evaluate.interleaved_latency_ms`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ another SPACE is never removed.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -76,8 +77,10 @@ def publish(staging: Path, final: Path) -> bool:
     _fsync_tree(staging)
     try:
         os.replace(staging, final)
-    except OSError:
-        if not (staging.is_dir() and final.is_dir()):
+    except OSError as err:
+        # only "a non-empty folder is there": any other failure (permissions, another device)
+        # is raised, not mistaken for a writer that won
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (staging.is_dir() and final.is_dir()):
             raise
         shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer's folder won the race
         return False

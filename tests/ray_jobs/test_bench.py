@@ -146,3 +146,15 @@ def test_bench_refuses_an_empty_path(override):
 
     with pytest.raises(ConfigError, match=f"^{override[:-1]}: must not be empty"):
         parse_args(["latency", override])
+
+
+def test_latency_rounds_is_held_to_the_runs_of_the_command_it_splits():
+    """bench latency latency_runs=40 latency_rounds=25 is valid (train-step's 20 step_runs are
+    not what it splits); train-step with the same settings is refused."""
+    from ray_jobs.bench import BenchConfig, _check_rounds
+    from ray_jobs.errors import ConfigError
+
+    cfg = BenchConfig(latency_runs=40, latency_rounds=25)  # accepted when read
+    _check_rounds(cfg, "latency_runs")
+    with pytest.raises(ConfigError, match=r"^latency_rounds: at most step_runs \(20\) blocks"):
+        _check_rounds(cfg, "step_runs")

@@ -31,7 +31,7 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
     assert body["student-0"][-1] == "5/5" and body["bilstm-paper"][-1] == "3/5"  # kept_epoch
     assert "student-0 kept the last epoch, still improving" in text and "bilstm-paper kept" not in text
     assert "L6 H80 A8 D480 V1000" in text and "BiLSTM H300 V5000" in text
-    assert "CodeBERT-base architecture at the same settings: 400.0 ms" in text
+    assert "CodeBERT-base architecture at the same settings, in the students' input format: 400.0 ms" in text
     assert summary.compress_summary(str(tmp_path / "none"), "compress-x") == "compress: no distill rows"
 
 

@@ -81,6 +81,24 @@ def test_lock_is_per_open_file_description_reentrant_and_removed(tmp_path):
         pass
 
 
+def test_a_filesystem_without_locks_warns_and_runs(tmp_path, monkeypatch, capsys):
+    """A results_dir on a mount without flock ran jobs before the lock existed: it still does,
+    with a warning; any other locking error is refused."""
+    import errno
+
+    from ray_jobs import sweep
+
+    cfg = SimpleNamespace(results_dir=str(tmp_path))
+    monkeypatch.setattr(sweep.fcntl, "flock", lambda fd, op: (_ for _ in ()).throw(OSError(errno.ENOLCK, "No locks")))
+    with exclusive(cfg, "s"):
+        pass
+    assert "cannot be locked (No locks); nothing stops a second driver" in capsys.readouterr().err
+    monkeypatch.setattr(sweep.fcntl, "flock", lambda fd, op: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(JobError, match=r"sweep s: cannot lock .* \(I/O error\)"):
+        with exclusive(cfg, "s"):
+            pass
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     tmp = tempfile.mkdtemp(prefix="rjl", dir="/tmp")  # short: Ray's socket paths are limited

@@ -4,6 +4,7 @@ new sweep, not a "restored" one that runs nothing and keeps the old rows."""
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -34,6 +35,14 @@ def sweep_ids(teacher: Path | str) -> list[str]:
     return [compress.sweep_id(cfg), prune.sweep_id(cfg)]
 
 
+def _later(path: Path) -> None:
+    """This process hashes a file once per (path, size, mtime): an edit of the same size within
+    one tick of a coarse file clock would read as unchanged here (a job hashes in its own
+    process), so the test's edits move the clock on by a second."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
 def test_sweep_ids_follow_the_teachers_model_files(tmp_path):
     folder = write_folder(tmp_path / "teacher")
     first = sweep_ids(folder)
@@ -41,8 +50,10 @@ def test_sweep_ids_follow_the_teachers_model_files(tmp_path):
     assert sweep_ids(folder) == first
     save_file({"embeddings.word_embeddings.weight": torch.full((8, 4), 1.0)}, folder / "model.safetensors",
               metadata={"format": "pt"})  # one weight tensor replaced in place
+    _later(folder / "model.safetensors")
     weights = sweep_ids(folder)
     (folder / "config.json").write_text(json.dumps(CONFIG | {"hidden_dropout_prob": 0.2}))
+    _later(folder / "config.json")
     config = sweep_ids(folder)
     assert [len({a, b, c}) for a, b, c in zip(first, weights, config, strict=True)] == [3, 3]
 

@@ -519,16 +519,16 @@ def test_latencies_time_codebert_in_the_teachers_format_for_the_teachers_speedup
 
     formats, medians = [], {"student": 2.0, "teacher": 20.0, "codebert": 400.0, "codebert_teacher_format": 200.0}
 
-    def codebert_call(*, seq_len, device, num_labels, pair):
-        formats.append(pair)
-        return lambda: None
+    def codebert_calls(*, seq_len, device, num_labels, pairs):
+        formats.append(pairs)  # one CodeBERT model per call, however many formats
+        return {pair: (lambda: None) for pair in pairs}
 
     def timed(fns, **kw):
         assert kw["rounds"] == 4  # the config's latency_rounds
         return {name: {"median_ms": medians[name], "p90_ms": medians[name], "runs": 20, "threads": 1}
                 for name in fns}
 
-    monkeypatch.setattr(distill, "codebert_arch_call", codebert_call)
+    monkeypatch.setattr(distill, "codebert_arch_calls", codebert_calls)
     monkeypatch.setattr(distill, "interleaved_latency_ms", timed)
     student = build_student(Arch(**{k: STUDENT[k] for k in ("layers", "hidden", "heads", "ffn", "vocab")}),
                             teacher_spec("minilm-l6"), 2, "separate", pair_head="cosine")
@@ -536,7 +536,7 @@ def test_latencies_time_codebert_in_the_teachers_format_for_the_teachers_speedup
     row = distill._latencies(student, 300, replace(artifacts, teacher_pair_mode=teacher_mode), cfg, True, "cpu")
     assert row["speedup_vs_codebert"] == 200.0 and row["speedup_vs_teacher"] == 10.0
     if teacher_mode == "joint":
-        assert formats == [True, False] and row["teacher_speedup_vs_codebert"] == 10.0
+        assert formats == [(True, False)] and row["teacher_speedup_vs_codebert"] == 10.0
     else:  # the same format: one CodeBERT timing serves both
-        assert formats == [True] and row["teacher_speedup_vs_codebert"] == 20.0
+        assert formats == [(True,)] and row["teacher_speedup_vs_codebert"] == 20.0
     assert row["latency_rounds"] == 4

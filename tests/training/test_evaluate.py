@@ -136,6 +136,12 @@ def test_interleaved_prepares_every_model_first_and_drops_one_that_fails():
     with pytest.raises(RuntimeError, match="no kernel"):  # not tolerated: raised
         order.clear()
         interleaved_latency_ms({"b": failing}, runs=20)
+    def no_session():
+        raise RuntimeError("cannot open the session")
+
+    stats = interleaved_latency_ms({"a": lambda: None, "onnx": lambda: None}, runs=20, tolerate=(RuntimeError,),
+                                   prepare={"onnx": no_session})
+    assert "cannot open" in str(stats["onnx"]["error"]) and stats["a"]["runs"] == 20  # its row's error
     for rounds in (0, 21):
         with pytest.raises(ValueError, match="rounds"):
             interleaved_latency_ms({"a": lambda: None}, runs=20, rounds=rounds)

@@ -3,6 +3,8 @@ process's and another machine's never."""
 
 import os
 
+import pytest
+
 from training.staging import pid_alive, pid_space, remove_stale, staging_path
 
 
@@ -72,3 +74,25 @@ def test_publish_keeps_a_folder_another_writer_published_first_and_replaces_a_fi
     staged = staging_path(table)
     staged.write_text("new")
     assert publish(staged, table) is True and table.read_text() == "new" and not staged.exists()
+
+
+def test_publish_raises_a_rename_failure_that_is_not_a_lost_race(tmp_path, monkeypatch):
+    """Only "a non-empty folder is there" means another writer won; a permission or device
+    error is raised (a pruning round's state would otherwise vanish quietly)."""
+    import errno
+
+    from training.staging import publish, staging_path
+
+    final = tmp_path / "round_002"
+    final.mkdir()
+    (final / "row.json").write_text("left by a failed removal")
+    mine = staging_path(final)
+    mine.mkdir()
+
+    def denied(src, dst):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", denied)
+    with pytest.raises(OSError, match="Permission denied"):
+        publish(mine, final)
+    assert mine.exists()  # nothing removed on a failure it does not understand
