@@ -4,17 +4,14 @@ nothing; a dead holder (SIGKILL included) leaves no stale lock."""
 import fcntl
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import ray
 
 from ray_jobs import results
 from ray_jobs.config import load_config
@@ -97,16 +94,6 @@ def test_a_filesystem_without_locks_warns_and_runs(tmp_path, monkeypatch, capsys
     with pytest.raises(JobError, match=r"sweep s: cannot lock .* \(I/O error\)"):
         with exclusive(cfg, "s"):
             pass
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    tmp = tempfile.mkdtemp(prefix="rjl", dir="/tmp")  # short: Ray's socket paths are limited
-    ray.init(address="local", include_dashboard=False, num_cpus=2,
-             object_store_memory=80 * 1024 * 1024, _temp_dir=tmp)
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_second_driver_is_refused_at_once_then_runs_once_the_holder_is_killed(tmp_path, local_ray):

@@ -4,11 +4,9 @@ import json
 import pickle
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
-import ray
 
 from ray_jobs import results
 from ray_jobs.config import load_config
@@ -24,16 +22,6 @@ from ray_jobs.sweep import (
 )
 
 STAMP = {"config_hash": "h", "code_version": "v"}
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    tmp = tempfile.mkdtemp(prefix="rjs", dir="/tmp")  # short: Ray's socket paths are limited
-    ray.init(address="local", include_dashboard=False, num_cpus=2,
-             object_store_memory=80 * 1024 * 1024, _temp_dir=tmp)
-    yield
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _round_trial(marker_dir: str):
