@@ -55,6 +55,7 @@ from training.evaluate import (
     interleaved_latency_ms,
     random_inputs,
     serialized_size_bytes,
+    time_calls,
     timing_row,
 )
 from training.finetune import (
@@ -629,22 +630,20 @@ def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfi
     seq = cfg.latency_seq_len or cfg.max_seq_len
     teacher_model = AutoModelForSequenceClassification.from_pretrained(artifacts.teacher_dir)
     # each model is timed on its own input format: `seq` tokens per sequence it encodes
+    teacher_pair = artifacts.teacher_pair_mode == "separate"
     calls = {"student": classifier_call(model, vocab, seq_len=seq, pair=pair, device=device),
              "teacher": classifier_call(teacher_model, artifacts.teacher.vocab, seq_len=seq, device=device,
-                                        pair=artifacts.teacher_pair_mode == "separate")}
-    teacher_pair = artifacts.teacher_pair_mode == "separate"
+                                        pair=teacher_pair)}
     if cfg.measure_codebert:
         # the same input format as the student (two encodes when it encodes a pair separately)
         # and, when it differs, the teacher's, for the teacher's own speed-up
         codebert = codebert_arch_calls(seq_len=seq, device=device, num_labels=artifacts.num_labels,
-                                       pairs=(pair, teacher_pair) if teacher_pair != pair else (pair,))
+                                       pairs=tuple(dict.fromkeys((pair, teacher_pair))))
         calls["codebert"] = (codebert[pair], None)
         if teacher_pair != pair:
             calls["codebert_teacher_format"] = (codebert[teacher_pair], None)
-    stats = interleaved_latency_ms({name: fn for name, (fn, _) in calls.items()},
-                                   prepare={name: setup for name, (_, setup) in calls.items()},
-                                   warmup=cfg.latency_warmup, runs=cfg.latency_runs, threads=cfg.latency_threads,
-                                   rounds=cfg.latency_rounds)
+    stats = time_calls(calls, warmup=cfg.latency_warmup, runs=cfg.latency_runs, threads=cfg.latency_threads,
+                       rounds=cfg.latency_rounds)
     student, teacher = stats["student"], stats["teacher"]
     row = {"latency_ms": student["median_ms"], "latency_p90_ms": student["p90_ms"],
            "teacher_latency_ms": teacher["median_ms"], "latency_seq_len": seq,

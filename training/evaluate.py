@@ -203,27 +203,27 @@ def classifier_latencies(
     each other: their timed runs alternated (`interleaved_latency_ms`)."""
     calls = {name: classifier_call(model, vocab, seq_len=seq_len, pair=pair, device=device, batch=batch)
              for name, (model, vocab) in models.items()}
+    return time_calls(calls, warmup=warmup, runs=runs, threads=threads, rounds=rounds, tolerate=tolerate)
+
+
+def time_calls(calls: Mapping[str, tuple[Callable[[], object], Callable[[], object] | None]], **timing,
+               ) -> dict[str, dict]:
+    """`interleaved_latency_ms` of calls given as name -> (call, its untimed setup or None), as
+    `classifier_call` makes them; `timing`: interleaved_latency_ms's keyword arguments."""
     return interleaved_latency_ms({name: fn for name, (fn, _) in calls.items()},
-                                  prepare={name: setup for name, (_, setup) in calls.items()},
-                                  warmup=warmup, runs=runs, threads=threads, rounds=rounds, tolerate=tolerate)
+                                  prepare={name: setup for name, (_, setup) in calls.items()}, **timing)
 
 
-def codebert_arch_call(*, seq_len: int, device: str = "cpu", num_labels: int = 2, pair: bool = False,
-                       ) -> Callable[[], object]:
-    """One forward pass of the CodeBERT-base architecture (RoBERTa L12 H768) with random weights
-    on random inputs of `seq_len` tokens (clamped to its positions).
+def codebert_arch_calls(*, seq_len: int, device: str = "cpu", num_labels: int = 2,
+                        pairs: Sequence[bool] = (False,)) -> dict[bool, Callable[[], object]]:
+    """pair -> one forward pass of the CodeBERT-base architecture (RoBERTa L12 H768) with random
+    weights on random inputs of `seq_len` tokens (clamped to its positions), for each input
+    format in `pairs`, all on one model (one ~500 MB CodeBERT however many formats are timed).
 
     Latency does not depend on weight values, so the public dimensions suffice. `pair=True`
     makes two encodes of `seq_len` tokens, as a separately encoding pair model does (and
     CodeXGLUE's CodeBERT clone model: each function encoded on its own).
     """
-    return codebert_arch_calls(seq_len=seq_len, device=device, num_labels=num_labels, pairs=(pair,))[pair]
-
-
-def codebert_arch_calls(*, seq_len: int, device: str = "cpu", num_labels: int = 2,
-                        pairs: Sequence[bool] = (False,)) -> dict[bool, Callable[[], object]]:
-    """`codebert_arch_call` for each input format in `pairs` (pair -> call), all on one model
-    (one ~500 MB CodeBERT however many formats are timed)."""
     from transformers import AutoConfig, RobertaForSequenceClassification
 
     from search.space import teacher_spec
@@ -253,8 +253,8 @@ def codebert_arch_latency(
     num_labels: int = 2,
     pair: bool = False,
 ) -> dict:
-    """Latency of `codebert_arch_call`'s forward pass."""
-    fn = codebert_arch_call(seq_len=seq_len, device=device, num_labels=num_labels, pair=pair)
+    """Latency of a `codebert_arch_calls` forward pass in one input format."""
+    fn = codebert_arch_calls(seq_len=seq_len, device=device, num_labels=num_labels, pairs=(pair,))[pair]
     return latency_ms(fn, warmup=warmup, runs=runs, threads=threads)
 
 

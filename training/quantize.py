@@ -138,7 +138,7 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
                                  threads=cfg.latency_threads, device=dev)
         row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
     except (RuntimeError, NotImplementedError) as err:  # e.g. an fp16 kernel missing on this CPU
-        row["error"] = f"{type(err).__name__}: {err}"[:500]
+        row["error"] = _one_line(err)
     return row
 
 

@@ -523,13 +523,13 @@ def test_latencies_time_codebert_in_the_teachers_format_for_the_teachers_speedup
         formats.append(pairs)  # one CodeBERT model per call, however many formats
         return {pair: (lambda: None) for pair in pairs}
 
-    def timed(fns, **kw):
+    def timed(calls, **kw):
         assert kw["rounds"] == 4  # the config's latency_rounds
         return {name: {"median_ms": medians[name], "p90_ms": medians[name], "runs": 20, "threads": 1}
-                for name in fns}
+                for name in calls}
 
     monkeypatch.setattr(distill, "codebert_arch_calls", codebert_calls)
-    monkeypatch.setattr(distill, "interleaved_latency_ms", timed)
+    monkeypatch.setattr(distill, "time_calls", timed)
     student = build_student(Arch(**{k: STUDENT[k] for k in ("layers", "hidden", "heads", "ffn", "vocab")}),
                             teacher_spec("minilm-l6"), 2, "separate", pair_head="cosine")
     cfg = replace(CFG.distill, measure_codebert=True)
