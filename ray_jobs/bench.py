@@ -56,9 +56,10 @@ class BenchConfig:
     warmup: bool = True  # one untimed sweep first (Ray's worker pool, torch's first import)
     object_store_mb: int = 256  # local cluster only
     # ---- latency: two 3 MB students (layers,hidden,heads,ffn,vocab), its teacher. The shapes the
-    # demo's search picks (search.min_head_size 32); the README's GPU table was measured on the
-    # earlier ones, latency_students=["6,80,8,480,1000","6,48,8,1056,1000"]
-    latency_students: tuple[str, ...] = ("5,112,2,288,1000", "4,112,2,416,1000")
+    # demo's search picks (search.max_layers 1, min_head_size 48); the README's earlier tables
+    # were measured on latency_students=["5,112,2,288,1000","4,112,2,416,1000"] (2026-12-05) and
+    # its GPU table on ["6,80,8,480,1000","6,48,8,1056,1000"]
+    latency_students: tuple[str, ...] = ("1,144,2,1536,1000", "1,160,2,1248,1000")
     latency_teacher: str = "minilm-l6"  # a preset name or a model folder (its config.json)
     latency_seq_len: int = 64  # tokens per side (the demo's max_seq_len)
     latency_batches: tuple[int, ...] = (1, 256)  # 1: interactive latency; 256: throughput
@@ -72,10 +73,11 @@ class BenchConfig:
     # after another, as before 2026-12-05
     latency_rounds: int = LATENCY_ROUNDS
     # ---- train-step (device and threads: latency_device, latency_threads; family: latency_teacher)
-    # the demo's two students with the 8 heads of 14 dimensions the search picks without
-    # search.min_head_size, and with the 2 heads of 56 it picks now
-    step_students: tuple[str, ...] = ("5,112,8,288,1000", "5,112,2,288,1000", "4,112,8,416,1000",
-                                      "4,112,2,416,1000")
+    # the two students the demo's search picks without search.max_layers (2 heads of 56) and
+    # the two one-layer ones it picks with it (the README's earlier train-step tables add the
+    # 8-head "5,112,8,288,1000" and "4,112,8,416,1000")
+    step_students: tuple[str, ...] = ("5,112,2,288,1000", "4,112,2,416,1000", "1,144,2,1536,1000",
+                                      "1,160,2,1248,1000")
     step_precisions: tuple[str, ...] = ("fp32", "bf16")  # training precisions (distill.precision)
     step_attentions: tuple[str, ...] = ("sdpa", "eager")  # distill.train_attention values timed
     step_batch: int = 32  # pairs per step (the demo's distill.batch_size)

@@ -139,9 +139,9 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
     smallest architecture."""
     s = cfg.search
     try:
-        space = SearchSpace.from_teacher(teacher, min_head_size=s.min_head_size)
+        space = SearchSpace.from_teacher(teacher, min_head_size=s.min_head_size, max_layers=s.max_layers)
     except InputError as err:
-        raise ConfigError(f"search.min_head_size: {err}") from err
+        raise ConfigError(f"search.{err}") from err  # names min_head_size or max_layers
     seq_len = s.seq_len or cfg.distill.max_seq_len
     everything = s.population + s.generations * s.children  # archive size bound
     try:

@@ -85,10 +85,13 @@ class SearchConfig:
     # least hidden / heads a candidate may have; 1 = the paper's space. For GPU students: the
     # fitness always prefers 8 heads, and an H200 ran head size 10 1.5x slower than 40 at batch 1
     min_head_size: int = 1
+    # most layers a candidate may have; None -> the teacher's. The fitness counts FLOPs, but a
+    # small student's CPU step time grows with its layers beyond them (README: "Shallow students")
+    max_layers: int | None = None
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside the GA
         check_choices(self, variant=VARIANTS)
-        check_ranges(self, positive=("target_mb", "max_mb"), counts=("children", "seq_len"),
+        check_ranges(self, positive=("target_mb", "max_mb"), counts=("children", "seq_len", "max_layers"),
                      non_negative=("top_k", "generations"), fractions=("crossover_rate",), seeds=("seed",))
         if self.population < 2:
             raise ValueError(f"population: must be >= 2, got {self.population}")

@@ -2,7 +2,7 @@
 
     python -m search --teacher codebert-base --target-mb 3 --seq-len 400 --top-k 5 \
         [--seed N] [--variant paper|default] [--exhaustive] [--max-mb X] [--min-head-size N]
-        [--head sequence|pair_concat|pair_cosine] [--json]
+        [--max-layers N] [--head sequence|pair_concat|pair_cosine] [--json]
     python -m search bench [--teacher codebert-base] [--seq-len 400] [--seeds 20] [--runs 5]
 
 Bad input prints one line on stderr and exits 2; a search that finds no architecture within
@@ -112,6 +112,13 @@ def _search_parser() -> argparse.ArgumentParser:
         help="least hidden/heads of a candidate (GPUs are slow on small heads)",
     )
     p.add_argument(
+        "--max-layers",
+        type=_positive(int),
+        default=None,
+        help="most layers a candidate may have (default: the teacher's); small CPU "
+        "students train and answer faster with fewer layers than their FLOPs say",
+    )
+    p.add_argument(
         "--head",
         choices=HEADS,
         default="sequence",
@@ -147,7 +154,8 @@ def _fmt(value) -> str:
 def search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
     teacher = teacher_spec(args.teacher)
-    space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size)
+    space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size,
+                                     max_layers=args.max_layers)
     find = exhaustive if args.exhaustive else run_ga
     options = dict(top_k=args.top_k, max_mb=args.max_mb, head=args.head)
     if not args.exhaustive:
@@ -168,6 +176,7 @@ def search(argv: list[str]) -> int:
     how = "exhaustive" if args.exhaustive else f"GA variant={args.variant} seed={args.seed}"
     cap = f", max {args.max_mb} MB" if args.max_mb else ""
     cap += f", head size >= {args.min_head_size}" if args.min_head_size > 1 else ""
+    cap += f", at most {args.max_layers} layers" if args.max_layers else ""
     cap += f", {args.head} head" if args.head != "sequence" else ""
     print(
         f"teacher {teacher.name} ({teacher.family}); target {args.target_mb} MB{cap}; "

@@ -157,14 +157,21 @@ def test_search_sizes_students_with_the_head_they_will_carry():
     assert student_head(load_config(None), pairs) == "sequence"
 
     teacher = teacher_spec("minilm-l6")
-    best = search_candidates(demo, teacher, 2, "pair_cosine")[0]
+    found = search_candidates(demo, teacher, 2, "pair_cosine")
+    best = found[0]
     assert best["head"] == "pair_cosine"
+    assert {c["layers"] for c in found} == {1} == {demo.search.max_layers}  # the demo's cap holds the GA
+    deeper = search_candidates(load_config(CONFIG_DIR / "demo.yaml", ["search.max_layers=null", "search.top_k=1",
+                                                                      "search.generations=5"]),
+                               teacher, 2, "pair_cosine")
+    assert max(c["layers"] for c in deeper) > 1
     model = build_student(Arch(*(best[g] for g in ("layers", "hidden", "heads", "ffn", "vocab"))),
                           teacher, pair_mode="separate", pair_head="cosine")
     assert best["params"] == sum(p.numel() for p in model.parameters())
     assert best["size_mb"] == pytest.approx(best["params"] * 4e-6)
     # the budget check counts the head too: the sequence head's smallest model is larger
-    space = SearchSpace.from_teacher(teacher, min_head_size=demo.search.min_head_size)  # the demo's space
+    space = SearchSpace.from_teacher(teacher, min_head_size=demo.search.min_head_size,
+                                     max_layers=demo.search.max_layers)  # the demo's space
     floor = cost.size_mb(space.smallest(), teacher, head="pair_cosine")
     at_floor = load_config(CONFIG_DIR / "demo.yaml", [f"search.target_mb={floor}", "search.generations=5"])
     assert search_candidates(at_floor, teacher, 2, "pair_cosine")
@@ -246,6 +253,7 @@ def test_extra_data_caps_refused_on_load():
     ("search.target_mb=.inf", "search.target_mb: must be finite"),
     ("search.crossover_rate=5", "search.crossover_rate: must be in [0, 1]"),
     ("search.top_k=-1", "search.top_k: must be >= 0"),
+    ("search.max_layers=0", "search.max_layers: must be an integer >= 1"),
     ("resources.object_store_mb=0", "resources.object_store_mb: Ray needs at least 75"),
     ("resources.num_cpus=-1", "resources.num_cpus: must be an integer >= 1"),
     ("resources.prepare_cpus=-1", "resources.prepare_cpus: must be > 0"),

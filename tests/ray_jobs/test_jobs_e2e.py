@@ -282,11 +282,13 @@ def test_compress_seeds_runs_one_sweep_per_seed_then_their_spread(tmp_path, ray_
 def test_compress_with_the_demos_pair_settings(tmp_path, ray_tmp):
     """`make run`'s compression settings through the real job on smoke's budgets: the
     bi-encoder teacher, students and BiLSTM encoding each side (cosine head), the in-batch
-    loss, bf16 steps in eager attention, heads of >= 32 dimensions, the words tokenizer."""
+    loss, bf16 steps in eager attention, heads of >= 48 dimensions, one-layer students, the
+    words tokenizer."""
     demo = yaml.safe_load((REPO / "ray_jobs" / "configs" / "demo.yaml").read_text())
     d = demo["distill"]
     settings = {"teacher.pair_mode": demo["teacher"]["pair_mode"],
                 "search.min_head_size": demo["search"]["min_head_size"],
+                "search.max_layers": demo["search"]["max_layers"],
                 **{f"distill.{k}": d[k] for k in ("pair_mode", "pair_head", "student_tokenizer", "precision",
                                                   "in_batch_weight", "in_batch_temperature",
                                                   "train_attention")}}
@@ -303,6 +305,7 @@ def test_compress_with_the_demos_pair_settings(tmp_path, ray_tmp):
     student = rows["student"]
     assert student["train_attention"] == settings["distill.train_attention"] == "eager"
     assert student["hidden"] // student["heads"] >= settings["search.min_head_size"]
+    assert student["layers"] <= settings["search.max_layers"]
     (config,) = _q(out, "SELECT config FROM configs")
     assert json.loads(config["config"])["distill"]["pair_head"] == "cosine"
     from transformers import AutoModelForSequenceClassification

@@ -29,20 +29,24 @@ def _job_config(target: str, *make_vars: str):
 @pytest.mark.parametrize("epochs", ["1", "2"])
 def test_run_extra_trains_students_and_baselines_alike_in_its_recipe(epochs):
     """`make run-extra`: EPOCHS_EXTRA epochs for students and BiLSTM_soft baselines alike
-    (demo.yaml keeps its baselines at 8), 8 heads, fp32 steps and sdpa attention (the README's
-    run-extra figures), the in-batch loss, the 17 harvested packages as extra transfer data."""
+    (demo.yaml keeps its own), deep students with 8 heads, fp32 steps, sdpa attention and the
+    half-and-half split of 6,000 pairs (the README's run-extra figures), the in-batch loss, the
+    17 harvested packages as extra transfer data."""
     job, cfg = _job_config("run-extra", f"EPOCHS_EXTRA={epochs}")
     d = cfg.distill
     assert job == "compress" and cfg.results_dir.endswith("results/demo-extra")
     assert d.epochs == d.bilstm_epochs == int(epochs)
     assert (cfg.search.min_head_size, d.precision, d.train_attention) == (1, "fp32", "sdpa")
+    assert cfg.search.max_layers is None
+    assert (cfg.data.max_train, cfg.data.labeled_fraction) == (6000, 0.5)
     assert d.in_batch_weight == 2 and len(d.transfer_extra) == 17
 
 
 def test_run_extra_args_override_the_recipe():
-    _, cfg = _job_config("run-extra", "ARGS=search.min_head_size=32 distill.precision=bf16 "
-                                      "distill.train_attention=eager")
-    assert (cfg.search.min_head_size, cfg.distill.precision, cfg.distill.train_attention) == (32, "bf16", "eager")
+    _, cfg = _job_config("run-extra", "ARGS=search.min_head_size=48 search.max_layers=1 distill.precision=bf16 "
+                                      "distill.train_attention=eager data.max_train=null data.labeled_fraction=0.1")
+    assert (cfg.search.min_head_size, cfg.distill.precision, cfg.distill.train_attention) == (48, "bf16", "eager")
+    assert (cfg.search.max_layers, cfg.data.max_train, cfg.data.labeled_fraction) == (1, None, 0.1)
 
 
 def test_run_prune_extra_fine_tunes_its_steps_in_fp32():

@@ -56,6 +56,17 @@ def test_table_output():
     assert lines[2].split()[1:6] == ["12", "96", "8", "64", "1000"]
 
 
+def test_max_layers_keeps_every_candidate_within_it():
+    common = ["--teacher", "minilm-l6", "--target-mb", "3", "--seq-len", "64", "--top-k", "4", "--json"]
+    free = json.loads(_run(*common, "--exhaustive").stdout)["candidates"]
+    assert max(c["layers"] for c in free) > 1  # the fitness prefers deeper students when free
+    for how in (["--exhaustive"], ["--seed", "0"]):
+        capped = json.loads(_run(*common, "--max-layers", "1", *how).stdout)["candidates"]
+        assert len(capped) == 4 and {c["layers"] for c in capped} == {1}
+    out = _run("--teacher", "minilm-l6", "--max-layers", "2", "--exhaustive", "--top-k", "1")
+    assert "at most 2 layers" in out.stdout.splitlines()[0]
+
+
 def test_json_ga_matches_exhaustive():
     common = [
         "--teacher",
@@ -96,6 +107,7 @@ def test_json_ga_matches_exhaustive():
         (["--variant", "fast"], "--variant"),
         (["--min-head-size", "0"], "--min-head-size"),
         (["--min-head-size", "5000"], "min_head_size"),
+        (["--max-layers", "0"], "--max-layers"),
         (["--head", "pooler"], "--head"),
         (["--target-mb", "0.001"], "below the smallest architecture"),
         (["--target-mb", "inf"], "--target-mb"),

@@ -131,6 +131,19 @@ def test_head_size_floor_is_part_of_feasibility():
             SearchSpace(hidden=(16, 32, 64), min_head_size=bad)
 
 
+def test_max_layers_caps_the_layers_below_the_teachers():
+    minilm = teacher_spec("minilm-l6")
+    assert SearchSpace.from_teacher(minilm).layers == (1, 2, 3, 4, 5, 6)
+    assert SearchSpace.from_teacher(minilm, max_layers=2).layers == (1, 2)
+    assert SearchSpace.from_teacher(minilm, max_layers=40).layers == (1, 2, 3, 4, 5, 6)  # the teacher's cap stays
+    capped = SearchSpace.from_teacher(minilm, max_layers=2)
+    assert (capped.hidden, capped.ffn, capped.vocab) == (SearchSpace.from_teacher(minilm).hidden,
+                                                         SearchSpace.from_teacher(minilm).ffn,
+                                                         SearchSpace.from_teacher(minilm).vocab)
+    with pytest.raises(ValueError, match="max_layers"):
+        SearchSpace.from_teacher(minilm, max_layers=0)
+
+
 CONFIG = {
     "model_type": "bert",
     "num_hidden_layers": 4,
