@@ -176,7 +176,7 @@ def search(argv: list[str]) -> int:
     how = "exhaustive" if args.exhaustive else f"GA variant={args.variant} seed={args.seed}"
     cap = f", max {args.max_mb} MB" if args.max_mb else ""
     cap += f", head size >= {args.min_head_size}" if args.min_head_size > 1 else ""
-    cap += f", at most {args.max_layers} layers" if args.max_layers else ""
+    cap += f", at most {args.max_layers} layer{'s' * (args.max_layers != 1)}" if args.max_layers else ""
     cap += f", {args.head} head" if args.head != "sequence" else ""
     print(
         f"teacher {teacher.name} ({teacher.family}); target {args.target_mb} MB{cap}; "
