@@ -350,7 +350,8 @@ def _latency_setup(cfg: BenchConfig):
     from training.onnx_export import ONNX_VARIANTS
 
     _check_rounds(cfg, "latency_runs")
-    _check_seq_len("latency_seq_len", cfg.latency_seq_len, [_teacher(cfg), teacher_spec("codebert-base")])
+    teacher = _teacher(cfg)
+    _check_seq_len("latency_seq_len", cfg.latency_seq_len, [teacher, teacher_spec("codebert-base")])
     device, name = _device(cfg)
     for dtype in cfg.latency_dtypes:
         if dtype not in ("float32", "float16", "bfloat16", *ONNX_VARIANTS):
@@ -359,7 +360,7 @@ def _latency_setup(cfg: BenchConfig):
         raise ConfigError("latency_dtypes: onnx and onnx_int8 run on the CPU here (ONNX Runtime's CPU "
                           f"provider): add latency_device=cpu, got {device}")
     students = _students("latency_students", cfg.latency_students)
-    return device, name, pair_models(students, _teacher(cfg))
+    return device, name, pair_models(students, teacher)
 
 
 def run_latency(cfg: BenchConfig, results_dir: str) -> int:
@@ -404,8 +405,9 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
             raise ConfigError(f"step_attentions: {attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
     students = _students("step_students", cfg.step_students)
     _check_rounds(cfg, "step_runs")
-    _check_seq_len("step_seq_len", cfg.step_seq_len, [_teacher(cfg)])
-    models = pair_models(students, _teacher(cfg), references=False)
+    teacher = _teacher(cfg)
+    _check_seq_len("step_seq_len", cfg.step_seq_len, [teacher])
+    models = pair_models(students, teacher, references=False)
     sweep_id = "bench-train-step-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     rows = distill_step_times(models, batch=cfg.step_batch, seq_len=cfg.step_seq_len,

@@ -279,20 +279,22 @@ class SearchSpace:
         layers also at `max_layers` (None: no further cap; InputError when below 1).
 
         Why cap layers: the fitness counts FLOPs, but on a CPU a small student's time per
-        token grows with its layer count beyond its FLOPs (each layer adds its norms,
-        dropout, softmax and kernel calls): a one-layer 3 MB student took a training step
-        2.2x cheaper than the five-layer one the GA prefers, at 84% of its FLOPs (README)."""
+        token grows with its layer count beyond its FLOPs (each layer's norms, softmax and
+        dropout are memory-bound, slower than their few FLOPs): a one-layer 3 MB student took
+        a training step 2.2x cheaper than the five-layer one the GA prefers, at 84% of its
+        FLOPs (README)."""
         if isinstance(teacher, dict):
             teacher = Teacher.from_hf_config(teacher)
         if max_layers is not None and max_layers < 1:
             raise InputError(f"max_layers must be >= 1, got {max_layers}")
+        caps = {name: getattr(teacher, name) for name in GENES}
+        if max_layers is not None:
+            caps["layers"] = min(caps["layers"], max_layers)
         paper = cls()
         capped = {}
         for name in GENES:
-            values = tuple(v for v in getattr(paper, name) if v <= getattr(teacher, name))
+            values = tuple(v for v in getattr(paper, name) if v <= caps[name])
             capped[name] = values or (min(getattr(paper, name)),)
-        if max_layers is not None:
-            capped["layers"] = tuple(v for v in capped["layers"] if v <= max_layers)
         return cls(**capped, min_head_size=min_head_size)
 
     def choices(self) -> tuple[np.ndarray, ...]:
