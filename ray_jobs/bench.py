@@ -83,9 +83,24 @@ class BenchConfig:
     step_batch: int = 32  # pairs per step (the demo's distill.batch_size)
     step_seq_len: int = 64  # tokens a side (the demo's distill.max_seq_len)
     step_runs: int = 20  # timed steps per (student, precision, attention), after 3 untimed
+    # ---- latency-model: fit_shapes random students of latency_teacher's space (heads of at least
+    # fit_min_head_size dimensions, at most fit_max_mb with the demo's cosine pair head), the
+    # layer counts taken in turn, timed at batch 1 as the compress job times a student (a pair's
+    # two sides encoded separately, latency_seq_len tokens a side; latency_device, latency_threads,
+    # latency_runs in latency_rounds alternated blocks); the fitted model is written as JSON to
+    # latency_model_out (None: results_dir/latency-model.json) for search.latency_model
+    fit_shapes: int = 24
+    fit_max_mb: float = 6.0
+    fit_min_head_size: int = 1
+    fit_seed: int = 0
+    latency_model_out: str | None = None
 
     def __post_init__(self) -> None:  # refused when the command line is read, before Ray or any timing
-        check_ranges(self, timed_runs=("latency_runs", "step_runs"), paths=("results_dir", "latency_teacher"))
+        check_ranges(self, timed_runs=("latency_runs", "step_runs"),
+                     paths=("results_dir", "latency_teacher", "latency_model_out"),
+                     counts=("fit_min_head_size",), positive=("fit_max_mb",), seeds=("fit_seed",))
+        if self.fit_shapes < 3:  # three coefficients
+            raise ValueError(f"fit_shapes: a latency model needs >= 3 shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches",
@@ -235,12 +250,13 @@ def print_rows(rows: list[dict]) -> None:
 def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
     """(what, config) from the command line; JobError / ConfigError on bad input."""
     parser = OneLineParser(prog="python -m ray_jobs bench", description=__doc__)
-    parser.add_argument("what", choices=["scaling", "latency", "train-step"])
+    parser.add_argument("what", choices=["scaling", "latency", "train-step", "latency-model"])
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. trials=4 steps=50")
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
     args = parser.parse_intermixed_args(argv)
     tiny = ["trials=2", "steps=5", "overhead_trials=2", "warmup=false",
-            "latency_seq_len=8", "latency_batches=[1,2]", "step_batch=4", "step_seq_len=8"] if args.tiny else []
+            "latency_seq_len=8", "latency_batches=[1,2]", "step_batch=4", "step_seq_len=8", "fit_shapes=6",
+            "fit_max_mb=1.0"] if args.tiny else []
     return args.what, build_config(BenchConfig, {}, tiny + args.overrides)
 
 
@@ -251,6 +267,8 @@ def main(argv: list[str]) -> int:
         return run_latency(cfg, results_dir)
     if what == "train-step":
         return run_train_step(cfg, results_dir)
+    if what == "latency-model":
+        return run_latency_model(cfg, results_dir)
     sweep_id = "bench-scaling-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         storage = os.path.join(tmp, "tune")
@@ -423,4 +441,89 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
         print(f"{r['model']:10} {r['arch']:18} {r['dtype']:5} {r['attention']:5} median={r['median_ms']:9.1f} ms"
               f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} pairs/s"
               f"  vs fp32 {_ratio(r['speedup_vs_fp32'])}  vs sdpa {_ratio(r['speedup_vs_sdpa'])}")
+    return _write(results_dir, sweep_id, rows, cfg, stamp)
+
+
+# ---------------------------------------------------------------- latency-model
+
+
+def sample_shapes(cfg: BenchConfig, teacher) -> list:
+    """`fit_shapes` distinct random Archs of `teacher`'s space within fit_max_mb (the cosine pair
+    head's size) and fit_min_head_size, layer counts taken in turn (1, 2, ... teacher's, 1, ...);
+    ConfigError when the space has too few such shapes."""
+    import random
+
+    from search import cost
+    from search.space import Arch, InputError, SearchSpace
+
+    try:
+        space = SearchSpace.from_teacher(teacher, min_head_size=cfg.fit_min_head_size)
+    except InputError as err:
+        raise ConfigError(f"fit_min_head_size: {err}") from err
+    rng = random.Random(cfg.fit_seed)
+    layers, found = space.choices()[0], {}
+    for _ in range(1000 * cfg.fit_shapes):
+        if len(found) == cfg.fit_shapes:
+            break
+        hidden, heads = rng.choice(space.hidden), rng.choice(space.heads)
+        if not space.feasible(hidden, heads):
+            continue
+        arch = Arch(int(layers[len(found) % len(layers)]), hidden, heads, rng.choice(space.ffn), rng.choice(space.vocab))
+        if cost.size_mb(arch, teacher, head="pair_cosine") <= cfg.fit_max_mb:
+            found.setdefault(arch, None)
+    if len(found) < cfg.fit_shapes:
+        raise ConfigError(f"fit_shapes: found {len(found)} distinct shapes of {teacher.name} within "
+                          f"fit_max_mb={cfg.fit_max_mb} (heads >= {cfg.fit_min_head_size} dimensions), "
+                          f"not {cfg.fit_shapes}")
+    return list(found)
+
+
+def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
+    """Time `sample_shapes`' students, fit `search.latency.fit` to them, write the model's JSON
+    (latency_model_out) and one bench row per shape; print the fit and its leave-one-out errors."""
+    import numpy as np
+
+    from search import cost
+    from search import latency as lat
+    from training.evaluate import classifier_call, pair_models, time_calls
+
+    _check_rounds(cfg, "latency_runs")
+    teacher = _teacher(cfg)
+    _check_seq_len("latency_seq_len", cfg.latency_seq_len, [teacher])
+    device, device_name = _device(cfg)
+    archs = sample_shapes(cfg, teacher)
+    out = cfg.latency_model_out or os.path.join(results_dir, "latency-model.json")
+    models = pair_models(archs, teacher, references=False)
+    calls = {name: classifier_call(model, vocab, seq_len=cfg.latency_seq_len, pair=True, device=device)
+             for name, (model, vocab) in models.items()}
+    stats = time_calls(calls, warmup=3, runs=cfg.latency_runs, threads=cfg.latency_threads,
+                       rounds=cfg.latency_rounds)
+    gflops = [cost.flops(a, cfg.latency_seq_len)["total"] / 1e9 for a in archs]
+    threads = next(iter(stats.values()))["threads"]
+    model = lat.fit([a.layers for a in archs], gflops, [stats[n]["median_ms"] for n in models],
+                    seq_len=cfg.latency_seq_len, pair=True, threads=threads if device == "cpu" else None,
+                    device=device, machine=f"{device_name} ({platform.machine()}, {platform.node()})",
+                    shapes=[dict(zip(("layers", "hidden", "heads", "ffn", "vocab"), a.genes(), strict=True))
+                            for a in archs])
+    lat.save(model, out)
+    sweep_id = "bench-latency-model-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
+    fit = {"intercept_ms": model.intercept_ms, "per_layer_ms": model.per_layer_ms,
+           "per_gflop_ms": model.per_gflop_ms}
+    rows = [{**stamp, "bench": "latency_model", "device_name": device_name,
+             "trial_key": f"latency-model-{name}", "model": name,
+             "arch": ",".join(str(g) for g in a.genes()), "seq_len": cfg.latency_seq_len, "batch": 1,
+             "threads": stats[name]["threads"], "median_ms": stats[name]["median_ms"],
+             "p90_ms": stats[name]["p90_ms"], "gflops": sample["gflops"],
+             "predicted_ms": sample["predicted_ms"], "loo_ms": sample["loo_ms"], **fit}
+            for (name, a), sample in zip(zip(models, archs, strict=True), model.samples, strict=True)]
+    errors = lat.loo_errors(model)
+    print(f"latency of {len(archs)} {teacher.name}-family students on {device} ({device_name}), batch 1, "
+          f"{cfg.latency_seq_len} tokens a side, pairs encoded separately, {threads} thread(s)")
+    for r in rows:
+        print(f"{r['arch']:22} {r['gflops']:8.4f} GFLOPs  measured {r['median_ms']:8.3f} ms  "
+              f"fit {r['predicted_ms']:8.3f}  left out {r['loo_ms']:8.3f} ms")
+    print(f"fit: {model.describe()}")
+    print(f"leave-one-out error: median {100 * float(np.median(errors)):.1f}%, max {100 * float(errors.max()):.1f}%")
+    print(f"wrote the latency model to {out} (search.latency_model={out} search.max_ms=...)")
     return _write(results_dir, sweep_id, rows, cfg, stamp)

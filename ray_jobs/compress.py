@@ -22,6 +22,8 @@ from ray_jobs import results, sweep
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
 from ray_jobs.errors import ConfigError, JobError
 from search.ga import run_ga
+from search.latency import LatencyModel
+from search.latency import load as load_latency_model
 from search.space import InputError, SearchSpace, Teacher, teacher_spec
 from training.data import classification_splits
 from training.distill import (
@@ -143,6 +145,7 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
     except InputError as err:
         raise ConfigError(f"search.{err}") from err  # names min_head_size or max_layers
     seq_len = s.seq_len or cfg.distill.max_seq_len
+    latency_model = _latency_model(cfg, head)
     everything = s.population + s.generations * s.children  # archive size bound
     try:
         found = run_ga(
@@ -150,9 +153,9 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
             variant=s.variant, population=s.population, generations=s.generations,
             crossover_rate=s.crossover_rate, children=s.children,
             seed=cfg.seed if s.seed is None else s.seed, top_k=everything, max_mb=s.max_mb,
-            num_labels=num_labels, head=head,
+            num_labels=num_labels, head=head, latency_model=latency_model, max_ms=s.max_ms,
         )
-    except InputError as err:  # a target or max_mb below the smallest architecture
+    except InputError as err:  # a target, max_mb or max_ms below the smallest architecture
         raise ConfigError(f"search.{err}") from None
     if not found:
         raise JobError(
@@ -160,6 +163,23 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
             + (f" (max_mb {s.max_mb})" if s.max_mb is not None else "")
         )
     return found
+
+
+def _latency_model(cfg: JobConfig, head: str) -> LatencyModel | None:
+    """search.latency_model loaded, refused (ConfigError) when unreadable or fitted on the
+    other input format than the students' (a pair encoded separately, or one sequence)."""
+    if cfg.search.latency_model is None:
+        return None
+    try:
+        model = load_latency_model(Path(cfg.search.latency_model).expanduser())
+    except InputError as err:
+        raise ConfigError(f"search.latency_model: {err}") from None
+    pair = head.startswith("pair_")
+    if model.pair != pair:
+        fitted = "pairs encoded separately" if model.pair else "single sequences"
+        wanted = "pairs encoded separately" if pair else "single sequences"
+        raise ConfigError(f"search.latency_model: fitted on {fitted}; this job's students read {wanted}")
+    return model
 
 
 def selected_ranks(cfg: JobConfig, candidates: list[dict]) -> list[int]:

@@ -88,13 +88,21 @@ class SearchConfig:
     # most layers a candidate may have; None -> the teacher's. The fitness counts FLOPs, but a
     # small student's CPU step time grows with its layers beyond them (README: "Shallow students")
     max_layers: int | None = None
+    # a latency model fitted on the machine the students will run on (`python -m ray_jobs bench
+    # latency-model`, a JSON file): every candidate's predicted ms is recorded (predicted_ms) ...
+    latency_model: str | None = None
+    # ... and with max_ms, candidates predicted slower are infeasible (a budget in the users' terms)
+    max_ms: float | None = None
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside the GA
         check_choices(self, variant=VARIANTS)
-        check_ranges(self, positive=("target_mb", "max_mb"), counts=("children", "seq_len", "max_layers"),
-                     non_negative=("top_k", "generations"), fractions=("crossover_rate",), seeds=("seed",))
+        check_ranges(self, positive=("target_mb", "max_mb", "max_ms"), counts=("children", "seq_len", "max_layers"),
+                     non_negative=("top_k", "generations"), fractions=("crossover_rate",), seeds=("seed",),
+                     paths=("latency_model",))
         if self.population < 2:
             raise ValueError(f"population: must be >= 2, got {self.population}")
+        if self.max_ms is not None and self.latency_model is None:
+            raise ValueError("max_ms: needs search.latency_model (`python -m ray_jobs bench latency-model` fits one)")
 
 
 @dataclass(frozen=True)
@@ -427,9 +435,19 @@ def identity_hash(cfg: JobConfig, sections: tuple[str, ...], extra_data: tuple[s
     inputs = [config_hash(cfg, sections), data_fingerprint(cfg.data)]
     if extra_data:
         inputs.append(extra_fingerprint(extra_data, extra_cap))
+    if "search" in sections and cfg.search.latency_model:  # its coefficients decide the candidates
+        inputs.append({"latency_model": _file_digest(cfg.search.latency_model)})
     if "teacher" in sections and (teacher := teacher_identity(cfg.teacher.name)) != cfg.teacher.name:
         inputs.append({"teacher": teacher})  # a hub id's identity stays what it was
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+
+def _file_digest(path: str) -> str | None:
+    """sha256 of a file's bytes; None when it cannot be read (the job refuses it later, by name)."""
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _git_version() -> str | None:

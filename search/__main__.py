@@ -2,7 +2,8 @@
 
     python -m search --teacher codebert-base --target-mb 3 --seq-len 400 --top-k 5 \
         [--seed N] [--variant paper|default] [--exhaustive] [--max-mb X] [--min-head-size N]
-        [--max-layers N] [--head sequence|pair_concat|pair_cosine] [--json]
+        [--max-layers N] [--head sequence|pair_concat|pair_cosine]
+        [--latency-model FILE [--max-ms X]] [--json]
     python -m search bench [--teacher codebert-base] [--seq-len 400] [--seeds 20] [--runs 5]
 
 Bad input prints one line on stderr and exits 2; a search that finds no architecture within
@@ -21,6 +22,7 @@ import time
 
 from search.cost import HEADS
 from search.ga import VARIANTS, exhaustive, run_ga
+from search.latency import load as load_latency_model
 from search.space import InputError, SearchSpace, teacher_spec
 
 COLUMNS = (
@@ -125,6 +127,19 @@ def _search_parser() -> argparse.ArgumentParser:
         help="the students' classifier head, which sets their size: the family's sequence "
         "classifier, or a bi-encoder pair model's concat or cosine head",
     )
+    p.add_argument(
+        "--latency-model",
+        default=None,
+        metavar="FILE",
+        help="a latency model (`python -m ray_jobs bench latency-model` fits one on the machine the "
+        "students will run on): each candidate's predicted ms is printed (predicted_ms)",
+    )
+    p.add_argument(
+        "--max-ms",
+        type=_positive(float),
+        default=None,
+        help="latency budget: candidates the latency model predicts slower are infeasible",
+    )
     p.add_argument("--json", action="store_true", help='print {"seconds", "candidates"} as JSON')
     return p
 
@@ -137,9 +152,9 @@ def _bench_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(rows: list[dict]) -> str:
-    cells = [[str(i + 1)] + [_fmt(row[c]) for c in COLUMNS] for i, row in enumerate(rows)]
-    header = ["#", *COLUMNS]
+def _table(rows: list[dict], columns=COLUMNS) -> str:
+    cells = [[str(i + 1)] + [_fmt(row[c]) for c in columns] for i, row in enumerate(rows)]
+    header = ["#", *columns]
     widths = [max(len(x) for x in col) for col in zip(header, *cells, strict=True)]
     return "\n".join(
         "  ".join(x.rjust(w) for x, w in zip(line, widths, strict=True))
@@ -157,7 +172,9 @@ def search(argv: list[str]) -> int:
     space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size,
                                      max_layers=args.max_layers)
     find = exhaustive if args.exhaustive else run_ga
-    options = dict(top_k=args.top_k, max_mb=args.max_mb, head=args.head)
+    latency_model = None if args.latency_model is None else load_latency_model(args.latency_model)
+    options = dict(top_k=args.top_k, max_mb=args.max_mb, head=args.head, latency_model=latency_model,
+                   max_ms=args.max_ms)
     if not args.exhaustive:
         options |= dict(variant=args.variant, seed=args.seed)
     start = time.perf_counter()
@@ -178,11 +195,14 @@ def search(argv: list[str]) -> int:
     cap += f", head size >= {args.min_head_size}" if args.min_head_size > 1 else ""
     cap += f", at most {args.max_layers} layer{'s' * (args.max_layers != 1)}" if args.max_layers else ""
     cap += f", {args.head} head" if args.head != "sequence" else ""
+    cap += f", predicted <= {args.max_ms:g} ms" if args.max_ms else ""
     print(
         f"teacher {teacher.name} ({teacher.family}); target {args.target_mb} MB{cap}; "
         f"seq_len {args.seq_len}; {how}; {space.size():,} points; {seconds:.3f} s"
     )
-    print(_table(rows))
+    if latency_model is not None:
+        print(f"latency model {args.latency_model}: {latency_model.describe()}")
+    print(_table(rows, COLUMNS + ("predicted_ms",) * (latency_model is not None)))
     return 0
 
 

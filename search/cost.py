@@ -281,12 +281,15 @@ def fitness_array(
     num_labels: int = 2,
     min_head_size: int = 1,
     head: str = "sequence",
+    latency_model=None,
+    max_ms=None,
 ):
     """The paper's fitness GFLOPs - |size_MB - T|, broadcast over gene arrays.
 
     GFLOPs is the itemised total; size is the fp32 classifier with `head` and `num_labels`
     outputs (what the compression job trains). Points over `max_mb`, or whose heads do not
-    divide hidden into heads of at least `min_head_size` (`heads_fit`), get -inf (dominated,
+    divide hidden into heads of at least `min_head_size` (`heads_fit`), or predicted slower
+    than `max_ms` by `latency_model` (`search.latency.LatencyModel`), get -inf (dominated,
     never an exception).
     """
     size = size_mb_array(
@@ -304,6 +307,9 @@ def fitness_array(
     gflops = (
         flops_total_array(L, H, A, D, seq_len, num_labels=num_labels) / 1e9
     )  # no V: (L, H, A, D, 1)
-    gflops = np.where(heads_fit(H, A, min_head_size), gflops, -np.inf)
+    feasible = heads_fit(H, A, min_head_size)
+    if max_ms is not None:
+        feasible = feasible & (latency_model.predict_ms(L, gflops) <= max_ms)
+    gflops = np.where(feasible, gflops, -np.inf)
     # Masks are applied to the two smaller factors; only this difference spans the whole grid.
     return gflops - miss

@@ -31,7 +31,8 @@ import numpy as np
 from deap import base, creator, tools
 
 from search import cost
-from search.space import GENES, InputError, SearchSpace, Teacher
+from search.latency import LatencyModel
+from search.space import GENES, Arch, InputError, SearchSpace, Teacher
 
 VARIANTS = ("paper", "default")
 HIDDEN, HEADS, FFN, VOCAB = (GENES.index(g) for g in ("hidden", "heads", "ffn", "vocab"))
@@ -140,6 +141,8 @@ class Problem:
     max_mb: float | None = None
     num_labels: int = 2
     head: str = "sequence"  # the students' classifier head (`cost.HEADS`): it decides the size
+    latency_model: LatencyModel | None = None  # predicts each candidate's ms (`predicted_ms`)
+    max_ms: float | None = None  # candidates predicted slower are infeasible (needs latency_model)
 
     def __post_init__(self):
         # Cached once: the GA asks for them thousands of times.
@@ -185,7 +188,15 @@ class Problem:
             num_labels=self.num_labels,
             min_head_size=self.space.min_head_size,
             head=self.head,
+            latency_model=self.latency_model,
+            max_ms=self.max_ms,
         )
+
+    def predicted_ms(self, values) -> np.ndarray | None:
+        """The latency model's ms of (n, 5) gene values; None without a model."""
+        if self.latency_model is None:
+            return None
+        return self.latency_model.predict_ms(values[:, 0], self.flops(values)["total"] / 1e9)
 
     def fitness(self, idx) -> np.ndarray:
         """(n, 5) index genomes -> (n,) fitness."""
@@ -193,11 +204,15 @@ class Problem:
 
     def violation(self, values) -> np.ndarray:
         """How far (n, 5) gene values are from feasible, (n,): 0 exactly where the fitness is
-        finite; else the space's `head_violation` plus the size's relative excess over `max_mb`."""
+        finite; else the space's `head_violation` plus the size's relative excess over `max_mb`
+        and the predicted latency's over `max_ms`."""
         out = self.space.head_violation(values[:, HIDDEN], values[:, HEADS])
         if self.max_mb is not None:
             size = self.size_mb(values)
             out = out + np.where(size > self.max_mb, (size - self.max_mb) / self.max_mb, 0.0)
+        if self.max_ms is not None:
+            ms = self.predicted_ms(values)
+            out = out + np.where(ms > self.max_ms, (ms - self.max_ms) / self.max_ms, 0.0)
         return out
 
     def best_vocab(self, cols) -> np.ndarray:
@@ -241,10 +256,12 @@ class Problem:
         return idx
 
     def rows(self, idx, fitness) -> list[dict]:
-        """Result dicts (genes, params, size_mb, gflops, flops_matmul, fitness, head) of genomes."""
+        """Result dicts (genes, params, size_mb, gflops, flops_matmul, fitness, head,
+        predicted_ms: None without a latency model) of genomes."""
         values = self.values(idx)
         count = self.params(values)
         fl = self.flops(values)
+        ms = self.predicted_ms(values)
         out = []
         for i, row in enumerate(values):
             genes = dict(zip(GENES, (int(v) for v in row), strict=True))
@@ -257,6 +274,7 @@ class Problem:
                     flops_matmul=int(fl["matmul"][i]),
                     fitness=float(fitness[i]),
                     head=self.head,
+                    predicted_ms=None if ms is None else float(ms[i]),
                 )
             )
         return out
@@ -265,15 +283,34 @@ class Problem:
         """fp32 size of the space's smallest architecture."""
         return cost.size_mb(self.space.smallest(), self.teacher, self.num_labels, head=self.head)
 
+    def fastest(self) -> tuple[Arch, float]:
+        """The architecture the latency model predicts fastest among the space's points whose
+        heads fit and whose size is within `max_mb`, and its ms (one pass over the grid)."""
+        L, H, A, D, V = self.space.grid()
+        gflops = cost.flops_total_array(L, H, A, D, self.seq_len, num_labels=self.num_labels) / 1e9
+        ok = self.space.feasible(H, A)
+        if self.max_mb is not None:
+            ok = ok & (self.size_mb([L, H, A, D, V]) <= self.max_mb)
+        ms = np.where(ok, self.latency_model.predict_ms(L, gflops), np.inf)
+        at = np.unravel_index(np.argmin(ms), ms.shape)
+        return Arch(*(int(c[i]) for c, i in zip(self.choices, at, strict=True))), float(ms[at])
+
+    def seed_arch(self) -> Arch:
+        """A feasible architecture (`_problem` guarantees one): the space's smallest, or under a
+        latency budget the fastest (the smallest may be over it)."""
+        return self.space.smallest() if self.max_ms is None else self.fastest()[0]
+
 
 def _unpack(values):
     """(n, 5) array -> its five columns; a list of five columns passes through."""
     return values.T if isinstance(values, np.ndarray) else values
 
 
-def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="sequence") -> Problem:
+def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="sequence", latency_model=None,
+             max_ms=None) -> Problem:
     """Validated problem; InputError naming the bad argument. Past it, the space's smallest
-    architecture is feasible (within `max_mb`, its heads fit): every search has a candidate."""
+    architecture is feasible (within `max_mb` and `max_ms`, its heads fit): every search has a
+    candidate."""
     if not 0 < target_mb < np.inf:
         raise InputError(f"target_mb must be positive and finite, got {target_mb}")
     if seq_len <= 0:
@@ -282,14 +319,34 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         raise InputError(f"seq_len {seq_len} is above {teacher.usable_positions}, the positions a "
                          f"{teacher.family} model of {teacher.name} can use")
     cost.check_head(head)
-    problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels, head)
+    _check_latency(latency_model, max_ms, seq_len)
+    problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels, head, latency_model,
+                      None if max_ms is None else float(max_ms))
     if max_mb is not None and not max_mb < np.inf:  # (size - cap) / cap would be NaN
         raise InputError(f"max_mb={max_mb} must be finite (no cap: leave it unset)")
     if max_mb is not None and not max_mb >= problem.smallest_mb():
         raise InputError(
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"
         )
+    if max_ms is not None and not max_ms >= (fastest := problem.fastest())[1]:
+        a = fastest[0]
+        within = f" within max_mb={max_mb:g}" if max_mb is not None else ""
+        raise InputError(
+            f"max_ms={max_ms:g} is below the fastest architecture in the space{within}: L{a.layers} "
+            f"H{a.hidden} A{a.heads} D{a.ffn} is predicted at {fastest[1]:.3f} ms ({latency_model.describe()})"
+        )
     return problem
+
+
+def _check_latency(latency_model, max_ms, seq_len) -> None:
+    if max_ms is not None and not 0 < max_ms < np.inf:
+        raise InputError(f"max_ms must be positive and finite, got {max_ms}")
+    if max_ms is not None and latency_model is None:
+        raise InputError("max_ms: needs a latency model to predict candidates' latency "
+                         "(`python -m ray_jobs bench latency-model` fits one)")
+    if latency_model is not None and latency_model.seq_len != seq_len:
+        raise InputError(f"latency_model: fitted at seq_len {latency_model.seq_len}, the search counts "
+                         f"FLOPs at {seq_len}: refit it at {seq_len}")
 
 
 def _check_target(problem: Problem) -> None:
@@ -406,12 +463,13 @@ def _evaluate(problem: Problem, inds, archive: dict, repair: bool):
 
 
 def _seed_feasible(problem: Problem, pop: list, evaluate) -> None:
-    """When no genome of the random first population is feasible, the space's smallest
-    architecture replaces its last one, in place: it is always feasible (`_problem`), so
-    the search has a feasible point to grow from and never comes back empty-handed."""
+    """When no genome of the random first population is feasible, `Problem.seed_arch` (the
+    space's smallest architecture, or the fastest under a latency budget) replaces its last
+    one, in place: it is always feasible (`_problem`), so the search has a feasible point to
+    grow from and never comes back empty-handed."""
     if any(ind.fitness.violation == 0 for ind in pop):
         return
-    pop[-1] = _individual(problem.space.index_of(problem.space.smallest()), type(pop[-1]))
+    pop[-1] = _individual(problem.space.index_of(problem.seed_arch()), type(pop[-1]))
     evaluate(pop[-1:])
 
 
@@ -459,6 +517,8 @@ def run_ga(
     max_mb: float | None = None,
     num_labels: int = 2,
     head: str = "sequence",
+    latency_model: LatencyModel | None = None,
+    max_ms: float | None = None,
 ) -> list[dict]:
     """Genetic search; the top-k distinct feasible candidates it explored, best first (ties:
     the smaller genome first). Never empty: the space's smallest architecture fits (else
@@ -469,7 +529,8 @@ def run_ga(
     explores the genomes it evaluates; the default variant explores, for each (layers, hidden,
     heads) it evaluates, the whole (ffn, vocab) block its repair searched (`_top_k`). Each dict
     holds layers, hidden, heads, ffn, vocab, params, size_mb (fp32), gflops, flops_matmul,
-    fitness, head (the classifier head the size counts).
+    fitness, head (the classifier head the size counts), predicted_ms (`latency_model`'s; None
+    without one). With `max_ms`, candidates predicted slower are infeasible.
     """
     if variant not in VARIANTS:
         raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -477,7 +538,7 @@ def run_ga(
         raise InputError(
             "population >= 2, children >= 1, generations >= 0 and top_k >= 1 are required"
         )
-    problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head)
+    problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head, latency_model, max_ms)
     _check_target(problem)
     rng = random.Random(seed)
     make_child = _paper_child if variant == "paper" else _default_child
@@ -578,6 +639,8 @@ def exhaustive(
     max_mb: float | None = None,
     num_labels: int = 2,
     head: str = "sequence",
+    latency_model: LatencyModel | None = None,
+    max_ms: float | None = None,
     **ga_options,
 ) -> list[dict]:
     """The true top-k: every grid point scored with numpy broadcasting (no loop over points).
@@ -592,18 +655,9 @@ def exhaustive(
         raise TypeError(f"exhaustive() got an unexpected keyword argument {unknown[0]!r}")
     if top_k < 1:
         raise InputError(f"top_k >= 1 is required, got {top_k}")
-    problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head)
+    problem = _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head, latency_model, max_ms)
     _check_target(problem)
-    fit = cost.fitness_array(
-        *space.grid(),
-        teacher=teacher,
-        target_mb=problem.target_mb,
-        seq_len=problem.seq_len,
-        max_mb=max_mb,
-        num_labels=num_labels,
-        min_head_size=space.min_head_size,
-        head=head,
-    )  # (nL, nH, nA, nD, nV)
+    fit = problem.score(space.grid())  # (nL, nH, nA, nD, nV)
     flat = np.broadcast_to(fit, space.shape()).ravel()  # raveled in genome order
     best = _best_flat(flat, top_k)
     return problem.rows(space.unravel(best), flat[best])
@@ -624,12 +678,14 @@ def pareto(
     max_mb: float | None = None,
     num_labels: int = 2,
     head: str = "sequence",
+    latency_model: LatencyModel | None = None,
+    max_ms: float | None = None,
 ) -> list[dict]:
     """NSGA-II over `OBJECTIVES` (size_mb down, gflops up): the distinct non-dominated set found.
 
     Each dict holds the genes, params, size_mb, gflops, flops_matmul (fitness is None: there
     is no single target), sorted by size (ties: the smaller genome first). Points over
-    `max_mb` or infeasible in the space (heads not dividing hidden, a head size below
+    `max_mb` or `max_ms` or infeasible in the space (heads not dividing hidden, a head size below
     `min_head_size`) are dominated by every feasible one, and by those nearer to feasible
     (`ConstrainedFitness`). Never empty, as `run_ga`.
     """
@@ -638,7 +694,7 @@ def pareto(
             f"population >= 2 and generations >= 0 are required, got {population}, {generations}"
         )
     # The target is unused here (no scalar fitness); the problem supplies sizes and FLOPs.
-    problem = _problem(space, teacher, 1.0, seq_len, max_mb, num_labels, head)
+    problem = _problem(space, teacher, 1.0, seq_len, max_mb, num_labels, head, latency_model, max_ms)
     rng = random.Random(seed)
     cls = creator.ParetoIndividual
 

@@ -592,6 +592,7 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
         fields = {"size_mb": cost.size_mb(arch, artifacts.teacher, artifacts.num_labels, head=head),
                   "analytic_params": cost.params(arch, artifacts.teacher, artifacts.num_labels, head=head),
                   "gflops": candidate.get("gflops"),
+                  "predicted_ms": candidate.get("predicted_ms"),  # the search's latency model, if any
                   "attention_dropout": _encoder_config(model).attention_probs_dropout_prob,
                   "train_attention": cfg.train_attention}
         return model, tokenizer, fields | dict(zip(("layers", "hidden", "heads", "ffn", "vocab"),
@@ -611,7 +612,7 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
         raise ValueError(f"bilstm variant must be 'paper' or 'budget', got {variant!r}")
     n = sum(p.numel() for p in model.parameters())
     fields = {"variant": variant, "vocab": vocab, "hidden": model.config["hidden"],
-              "size_mb": n * 4 / 1e6, "analytic_params": n, "gflops": None}
+              "size_mb": n * 4 / 1e6, "analytic_params": n, "gflops": None, "predicted_ms": None}
     return model, tokenizer, fields
 
 

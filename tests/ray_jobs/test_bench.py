@@ -1,4 +1,4 @@
-"""`python -m ray_jobs bench scaling|latency|train-step --tiny` run real trials / real forwards and write
+"""`python -m ray_jobs bench scaling|latency|train-step|latency-model --tiny` run real trials / real forwards and write
 the bench table."""
 
 import json
@@ -98,7 +98,34 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     assert json.loads(config["config"])["latency_threads"] == 1
 
 
+def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_path):
+    from search import latency
+    from search.__main__ import main as search_main
+
+    out = tmp_path / "models" / "cpu.json"
+    proc = _bench("latency-model", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}",
+                  f"latency_model_out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "leave-one-out error: median" in proc.stdout and f"wrote the latency model to {out}" in proc.stdout
+    model = latency.load(out)
+    assert (model.seq_len, model.pair, model.threads, model.device) == (8, True, 1, "cpu")
+    rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'latency_model'").to_pylist()
+    assert len(rows) == len(model.samples) == 6 and len({r["arch"] for r in rows}) == 6
+    assert sorted(r["median_ms"] for r in rows) == sorted(s["measured_ms"] for s in model.samples)
+    assert {r["arch"].split(",")[0] for r in rows} == {"1", "2", "3", "4", "5", "6"}  # the layer counts in turn
+    for r in rows:
+        assert r["predicted_ms"] == pytest.approx(model.predict_ms(int(r["arch"].split(",")[0]), r["gflops"]))
+        assert r["per_layer_ms"] == model.per_layer_ms and r["loo_ms"] > 0 and r["threads"] == 1
+    # what it was made for: a search that reads it
+    assert search_main(["--teacher", "minilm-l6", "--seq-len", "8", "--exhaustive", "--top-k", "1",
+                        "--latency-model", str(out)]) == 0
+
+
 @pytest.mark.parametrize("what, override, named", [
+    ("latency-model", "fit_shapes=2", "fit_shapes"),
+    ("latency-model", "fit_max_mb=0.01", "fit_shapes"),  # fewer distinct shapes than asked for
+    ("latency-model", "fit_min_head_size=1000", "fit_min_head_size"),
+    ("latency-model", "latency_seq_len=513", "latency_seq_len"),
     ("latency", "latency_students=[6x80]", "latency_students"),
     ("latency", "latency_dtypes=[int4]", "latency_dtypes"),
     ("latency", "latency_dtypes=[onnx_int4]", "latency_dtypes"),

@@ -179,6 +179,36 @@ def test_search_sizes_students_with_the_head_they_will_carry():
         search_candidates(at_floor, teacher, 2, "sequence")
 
 
+def test_a_latency_budget_holds_the_jobs_search(tmp_path):
+    """search.latency_model + search.max_ms: every candidate predicted within the budget, the
+    prediction in its row; a model of the other input format, a missing file, a budget below
+    the fastest student are refused by name; the sweep id follows the model file's contents."""
+    from ray_jobs.compress import search_candidates, sweep_id
+    from search import latency
+    from search.space import teacher_spec
+
+    teacher = teacher_spec("minilm-l6")
+    path = latency.save(latency.LatencyModel(1.0, 1.0, 0.0, seq_len=64, pair=True), tmp_path / "m.json")
+    common = ["search.max_layers=null", "search.generations=5", f"search.latency_model={path}"]
+    cfg = load_config(CONFIG_DIR / "demo.yaml", [*common, "search.max_ms=2.5"])
+    found = search_candidates(cfg, teacher, 2, "pair_cosine")
+    assert {c["layers"] for c in found} == {1} and {c["predicted_ms"] for c in found} == {2.0}
+    free = search_candidates(load_config(CONFIG_DIR / "demo.yaml", common), teacher, 2, "pair_cosine")
+    assert max(c["layers"] for c in free) > 1 and all(c["predicted_ms"] == 1 + c["layers"] for c in free)
+    with pytest.raises(ConfigError, match="^search.latency_model: fitted on pairs encoded separately; "
+                                          "this job's students read single sequences$"):
+        search_candidates(cfg, teacher, 2, "sequence")
+    with pytest.raises(ConfigError, match="^search.max_ms=1.5 is below the fastest architecture"):
+        search_candidates(load_config(CONFIG_DIR / "demo.yaml", [*common, "search.max_ms=1.5"]), teacher, 2,
+                          "pair_cosine")
+    with pytest.raises(ConfigError, match="^search.latency_model: .*no such latency model file"):
+        search_candidates(load_config(CONFIG_DIR / "demo.yaml", [f"search.latency_model={tmp_path}/none.json"]),
+                          teacher, 2, "pair_cosine")
+    before = sweep_id(cfg)
+    latency.save(latency.LatencyModel(1.0, 0.9, 0.0, seq_len=64, pair=True), path)
+    assert sweep_id(cfg) != before
+
+
 def test_sweep_id_follows_the_data_content_not_only_its_path(tmp_path):
     """Re-running a finished job after its data changed in place must not restore the old
     sweep (and keep its rows): the sweep id hashes the data's contents."""
@@ -254,6 +284,8 @@ def test_extra_data_caps_refused_on_load():
     ("search.crossover_rate=5", "search.crossover_rate: must be in [0, 1]"),
     ("search.top_k=-1", "search.top_k: must be >= 0"),
     ("search.max_layers=0", "search.max_layers: must be an integer >= 1"),
+    ("search.max_ms=3", "search.max_ms: needs search.latency_model"),
+    ("search.max_ms=0", "search.max_ms: must be > 0"),
     ("resources.object_store_mb=0", "resources.object_store_mb: Ray needs at least 75"),
     ("resources.num_cpus=-1", "resources.num_cpus: must be an integer >= 1"),
     ("resources.prepare_cpus=-1", "resources.prepare_cpus: must be > 0"),

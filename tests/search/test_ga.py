@@ -24,6 +24,7 @@ KEYS = {
     "flops_matmul",
     "fitness",
     "head",
+    "predicted_ms",
 }
 
 

@@ -67,6 +67,29 @@ def test_max_layers_keeps_every_candidate_within_it():
     assert "at most 2 layers" in out.stdout.splitlines()[0]
 
 
+def test_a_latency_budget_keeps_every_candidate_predicted_within_it(tmp_path):
+    from search import latency
+
+    model = latency.LatencyModel(1.0, 1.0, 0.0, seq_len=64, pair=True, threads=1)  # 1 ms + 1 ms a layer
+    path = latency.save(model, tmp_path / "latency.json")
+    common = ["--teacher", "minilm-l6", "--target-mb", "3", "--seq-len", "64", "--top-k", "4",
+              "--latency-model", str(path)]
+    for how in (["--exhaustive"], ["--seed", "0"]):
+        rows = json.loads(_run(*common, "--max-ms", "2.5", "--json", *how).stdout)["candidates"]
+        assert len(rows) == 4 and {c["layers"] for c in rows} == {1} and {c["predicted_ms"] for c in rows} == {2.0}
+    out = _run(*common, "--exhaustive")
+    lines = out.stdout.splitlines()
+    assert lines[1].startswith(f"latency model {path}: 1.000 ms + 1.000 ms/layer")
+    assert lines[2].split() == ["#", *KEYS_ORDER, "predicted_ms"]
+    assert float(lines[3].split()[-1]) == 1 + int(lines[3].split()[1])
+    for bad, message in ((["--max-ms", "1.5"], "below the fastest architecture"),
+                         (["--latency-model", str(tmp_path / "none.json")], "no such latency model file")):
+        out = _run(*common, *bad)
+        assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1
+    out = _run("--teacher", "minilm-l6", "--seq-len", "64", "--max-ms", "3")
+    assert out.returncode == 2 and "max_ms: needs a latency model" in out.stderr
+
+
 def test_json_ga_matches_exhaustive():
     common = [
         "--teacher",
@@ -83,7 +106,7 @@ def test_json_ga_matches_exhaustive():
     ex = json.loads(_run(*common, "--exhaustive").stdout)
     for result in (ga, ex):
         assert set(result) == {"seconds", "candidates"} and result["seconds"] >= 0
-        assert len(result["candidates"]) == 3 and all(set(c) == KEYS | {"head"} for c in result["candidates"])
+        assert len(result["candidates"]) == 3 and all(set(c) == KEYS | {"head", "predicted_ms"} for c in result["candidates"])
     assert ga["candidates"][0]["fitness"] == pytest.approx(ex["candidates"][0]["fitness"])
     capped = json.loads(_run(*common, "--max-mb", "10", "--variant", "paper", "--seed", "1").stdout)
     assert all(c["size_mb"] <= 10 for c in capped["candidates"])

@@ -199,7 +199,8 @@ def _reload_logits(folder, test, pair_mode):
 def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
     cfg = replace(CFG, distill=replace(CFG.distill, pair_mode=pair_mode))
     seen = []
-    row = train_student(STUDENT, artifacts, cfg, tmp_path / "s", progress=seen.append)
+    row = train_student(STUDENT | {"predicted_ms": 1.25}, artifacts, cfg, tmp_path / "s", progress=seen.append)
+    assert row["predicted_ms"] == 1.25  # the search's latency prediction, beside the measured latency_ms
     assert [s["epoch"] for s in seen] == [1, 2]
     assert set(seen[0]) == {"epoch", "valid_accuracy", "train_loss", "steps", "seconds", "lr", "best"}
     assert seen[0]["best"] and 0 < seen[0]["seconds"] < seen[1]["seconds"] and seen[1]["steps"] == 2 * seen[0]["steps"]

@@ -1,0 +1,167 @@
+"""A measured latency model for the search: milliseconds = a + b * layers + c * GFLOPs.
+
+FLOPs alone rank small students badly on a CPU: each layer's layer norms, softmax and the
+calls around them are memory-bound work that costs time out of proportion to its FLOPs (a
+one-layer student of 84% of a five-layer one's FLOPs answers 1.8x faster). This model adds
+a per-layer term to the FLOPs term, both fitted by least squares to latencies measured on
+the machine the students will run on (`python -m ray_jobs bench latency-model` writes the
+JSON file). The search then refuses candidates predicted over `max_ms` and reports every
+candidate's prediction.
+
+Pure arithmetic and JSON (numpy only): the search never imports torch. The GFLOPs are the
+cost model's (`search.cost.flops_total_array`: one encoder pass at `seq_len`, the sequence
+head); a pair student runs two passes, which the fit absorbs because it is fitted on
+latencies measured in the format the model records (`pair`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from search.space import InputError
+
+FORMAT = "code-compressor latency model"
+COEFFICIENTS = ("intercept_ms", "per_layer_ms", "per_gflop_ms")
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """ms = intercept_ms + per_layer_ms * layers + per_gflop_ms * GFLOPs (all >= 0), for
+    batch 1 at `seq_len` tokens per encoded input, on the machine and settings it was fitted on."""
+
+    intercept_ms: float
+    per_layer_ms: float
+    per_gflop_ms: float
+    seq_len: int  # tokens per encoded input the latencies were measured at (and GFLOPs counted at)
+    pair: bool  # True: each call encoded a pair's two sides separately (the bi-encoder students)
+    threads: int | None = None  # CPU threads while timing (None: torch's default)
+    device: str = "cpu"
+    machine: str = ""  # where it was measured (processor, platform)
+    # the measured shapes: layers, hidden, heads, ffn, vocab, gflops, measured_ms, predicted_ms,
+    # loo_ms (predicted by the fit without that shape)
+    samples: tuple[dict, ...] = field(default=(), compare=False)
+
+    def __post_init__(self):
+        for name in COEFFICIENTS:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < np.inf:
+                raise InputError(f"{name}: must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.seq_len, int) or isinstance(self.seq_len, bool) or self.seq_len < 1:
+            raise InputError(f"seq_len: must be a positive integer, got {self.seq_len!r}")
+        if not isinstance(self.pair, bool):
+            raise InputError(f"pair: must be true or false, got {self.pair!r}")
+
+    def predict_ms(self, layers, gflops):
+        """Predicted milliseconds of broadcastable layer and GFLOPs arrays (or numbers)."""
+        return self.intercept_ms + self.per_layer_ms * np.asarray(layers) + self.per_gflop_ms * np.asarray(gflops)
+
+    def describe(self) -> str:
+        """One line: the formula and what it was fitted on."""
+        where = f"{self.device}" + (f", {self.threads} thread{'s' * (self.threads != 1)}" if self.threads else "")
+        return (f"{self.intercept_ms:.3f} ms + {self.per_layer_ms:.3f} ms/layer + {self.per_gflop_ms:.3f} ms/GFLOP "
+                f"({'pair' if self.pair else 'one input'} of {self.seq_len} tokens, batch 1, {where}; "
+                f"{len(self.samples)} shapes)")
+
+
+def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0: the best of the column subsets whose
+    unconstrained solution is non-negative (three columns: eight subsets, exact)."""
+    best, best_err = np.zeros(x.shape[1]), float(np.sum(y**2))
+    for size in range(1, x.shape[1] + 1):
+        for cols in itertools.combinations(range(x.shape[1]), size):
+            coef, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+            if np.any(coef < 0):
+                continue
+            err = float(np.sum((y - x[:, cols] @ coef) ** 2))
+            if err < best_err:
+                best, best_err = np.zeros(x.shape[1]), err
+                best[list(cols)] = coef
+    return best
+
+
+def fit(layers, gflops, measured_ms, **settings) -> LatencyModel:
+    """Fit a LatencyModel to measured shapes. layers, gflops, measured_ms: (n,) sequences, n >= 3;
+    settings: the other LatencyModel fields (seq_len, pair, threads, device, machine) and
+    `shapes`, (n,) dicts of genes recorded in `samples` beside each shape's measured,
+    predicted and leave-one-out predicted ms."""
+    shapes = settings.pop("shapes", None)
+    x = np.column_stack([np.ones(len(layers)), np.asarray(layers, float), np.asarray(gflops, float)])
+    y = np.asarray(measured_ms, float)
+    if len(y) < 3 or x.shape[0] != len(y):
+        raise InputError(f"a latency model needs >= 3 measured shapes of equal-length columns, got {len(y)}")
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise InputError("measured latencies must be positive and finite")
+    coef = _solve(x, y)
+    keep = np.ones(len(y), bool)
+    loo = []
+    for i in range(len(y)):  # leave-one-out: how well it predicts a shape it has not seen
+        keep[i] = False
+        loo.append(float(x[i] @ _solve(x[keep], y[keep])))
+        keep[i] = True
+    shapes = shapes if shapes is not None else [{} for _ in y]
+    samples = tuple(dict(s) | {"layers": int(x[i, 1]), "gflops": float(x[i, 2]), "measured_ms": float(y[i]),
+                               "predicted_ms": float(x[i] @ coef), "loo_ms": loo[i]}
+                    for i, s in enumerate(shapes))
+    return LatencyModel(*(float(c) for c in coef), samples=samples, **settings)
+
+
+def loo_errors(model: LatencyModel) -> np.ndarray:
+    """Relative leave-one-out errors |loo - measured| / measured of the model's samples."""
+    return np.array([abs(s["loo_ms"] - s["measured_ms"]) / s["measured_ms"] for s in model.samples])
+
+
+def save(model: LatencyModel, path) -> Path:
+    """Write `model` as JSON at `path` atomically (a reader sees the old file or the new one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"format": FORMAT} | asdict(model) | {"samples": list(model.samples)}, indent=1)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path) -> LatencyModel:
+    """The LatencyModel in a JSON file `save` wrote; InputError naming the file and what is
+    wrong (missing, not JSON (with its line), not a latency model, a missing or unknown key,
+    a bad value)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such latency model file (`python -m ray_jobs bench latency-model` "
+                         "writes one)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read it: {err}") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: line {err.lineno}: not JSON: {err.msg}") from None
+    if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+        raise InputError(f"{path}: not a latency model (its \"format\" is not {FORMAT!r})")
+    names = {f.name for f in fields(LatencyModel)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"{path}: unknown key {unknown[0]!r}")
+    missing = [n for n in (*COEFFICIENTS, "seq_len", "pair") if n not in data]
+    if missing:
+        raise InputError(f"{path}: missing key {missing[0]!r}")
+    if not isinstance(data.get("samples", []), list) or not all(isinstance(s, dict) for s in data.get("samples", [])):
+        raise InputError(f"{path}: samples: must be a list of objects")
+    data["samples"] = tuple(data.get("samples", ()))
+    try:
+        return LatencyModel(**data)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None

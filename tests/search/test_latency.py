@@ -1,0 +1,144 @@
+"""The measured latency model: its fit, its file, and the searches' latency budget."""
+
+import json
+
+import numpy as np
+import pytest
+
+from search import cost, ga
+from search import latency as lat
+from search.space import InputError, SearchSpace, teacher_spec
+
+MINILM = teacher_spec("minilm-l6")
+SPACE = SearchSpace.from_teacher(MINILM, min_head_size=48)
+SEQ = 64
+
+
+def _model(intercept=1.0, per_layer=1.0, per_gflop=0.0, seq_len=SEQ, pair=True):
+    return lat.LatencyModel(intercept, per_layer, per_gflop, seq_len=seq_len, pair=pair)
+
+
+def test_fit_recovers_the_coefficients_of_exact_data():
+    layers = np.array([1, 2, 3, 4, 6, 1, 5])
+    gflops = np.array([0.1, 0.4, 0.2, 0.9, 1.5, 0.7, 0.3])
+    model = lat.fit(layers, gflops, 0.5 + 0.8 * layers + 3.0 * gflops, seq_len=SEQ, pair=True, threads=1,
+                    shapes=[{"hidden": 16 * i} for i in range(7)])
+    assert (model.intercept_ms, model.per_layer_ms, model.per_gflop_ms) == pytest.approx((0.5, 0.8, 3.0))
+    assert np.max(lat.loo_errors(model)) < 1e-9
+    assert model.samples[3]["hidden"] == 48 and model.samples[3]["measured_ms"] == pytest.approx(0.5 + 3.2 + 2.7)
+    assert model.predict_ms(2, 1.0) == pytest.approx(5.1)
+
+
+def test_fit_keeps_every_coefficient_non_negative():
+    # latency falling with layers (noise, or a layer-free machine) must not give a negative
+    # per-layer cost: the search's fastest-architecture check relies on it
+    layers = np.array([1, 2, 3, 4])
+    gflops = np.array([1.0, 1.0, 2.0, 2.0])
+    model = lat.fit(layers, gflops, np.array([3.0, 2.5, 5.0, 4.5]), seq_len=SEQ, pair=False)
+    assert model.per_layer_ms == 0 and model.intercept_ms >= 0 and model.per_gflop_ms > 0
+
+
+def test_fit_refuses_too_few_or_bad_measurements():
+    with pytest.raises(InputError, match=">= 3 measured shapes"):
+        lat.fit([1, 2], [0.1, 0.2], [1.0, 2.0], seq_len=SEQ, pair=True)
+    with pytest.raises(InputError, match="positive and finite"):
+        lat.fit([1, 2, 3], [0.1, 0.2, 0.3], [1.0, float("nan"), 2.0], seq_len=SEQ, pair=True)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = lat.fit([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.5], [1.2, 2.5, 3.1, 4.6], seq_len=SEQ, pair=True, threads=1,
+                    machine="test cpu", shapes=[{"hidden": 64}] * 4)
+    path = lat.save(model, tmp_path / "sub" / "latency.json")
+    again = lat.load(path)
+    assert again == model and again.samples == model.samples and again.machine == "test cpu"
+    assert [p.name for p in path.parent.iterdir()] == ["latency.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.pop("per_layer_ms"), "missing key 'per_layer_ms'"),
+    (lambda d: d.update(per_token_ms=1.0), "unknown key 'per_token_ms'"),
+    (lambda d: d.update(per_gflop_ms=-1.0), "per_gflop_ms: must be a finite number >= 0"),
+    (lambda d: d.update(seq_len="64"), "seq_len: must be a positive integer"),
+    (lambda d: d.update(format="something else"), "not a latency model"),
+])
+def test_load_names_the_file_and_what_is_wrong(tmp_path, edit, message):
+    data = {"format": lat.FORMAT, "intercept_ms": 1.0, "per_layer_ms": 0.5, "per_gflop_ms": 2.0,
+            "seq_len": SEQ, "pair": True}
+    edit(data)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=message) as err:
+        lat.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_load_names_the_line_of_broken_json_and_a_missing_file(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text('{\n"intercept_ms": 1.0,\n"per_layer_ms": oops\n}')
+    with pytest.raises(InputError, match=f"{path}: line 3: not JSON"):
+        lat.load(path)
+    with pytest.raises(InputError, match="no such latency model file"):
+        lat.load(tmp_path / "absent.json")
+
+
+def test_a_per_layer_budget_gives_the_max_layers_search():
+    # 1 ms + 1 ms per layer, nothing per FLOP: a 2.5 ms budget admits one layer exactly, so the
+    # budgeted search over the whole space must equal the search over the one-layer space
+    budgeted = ga.exhaustive(SPACE, MINILM, 3.0, SEQ, top_k=5, head="pair_cosine", latency_model=_model(),
+                             max_ms=2.5)
+    one_layer = SearchSpace.from_teacher(MINILM, min_head_size=48, max_layers=1)
+    capped = ga.exhaustive(one_layer, MINILM, 3.0, SEQ, top_k=5, head="pair_cosine")
+    assert [r | {"predicted_ms": None} for r in budgeted] == capped
+    assert [r["predicted_ms"] for r in budgeted] == [2.0] * 5
+    unbudgeted = ga.exhaustive(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", latency_model=_model())
+    assert unbudgeted[0]["layers"] > 1 and unbudgeted[0]["predicted_ms"] == 1.0 + unbudgeted[0]["layers"]
+
+
+def test_exhaustive_under_a_budget_is_the_best_point_predicted_within_it():
+    model = _model(intercept=0.4, per_layer=0.3, per_gflop=2.0)
+    best = ga.exhaustive(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", latency_model=model, max_ms=1.5)[0]
+    # brute force: every grid point's fitness and predicted ms, the best of those within 1.5 ms
+    fit = cost.fitness_array(*SPACE.grid(), teacher=MINILM, target_mb=3.0, seq_len=SEQ, head="pair_cosine",
+                             min_head_size=48)
+    L, H, A, D, _ = SPACE.grid()
+    ms = model.predict_ms(L, cost.flops_total_array(L, H, A, D, SEQ) / 1e9)
+    within = np.where(np.broadcast_to(ms, fit.shape) <= 1.5, fit, -np.inf)
+    assert best["fitness"] == pytest.approx(within.max())
+    assert best["predicted_ms"] <= 1.5 < ga.exhaustive(SPACE, MINILM, 3.0, SEQ, head="pair_cosine",
+                                                       latency_model=model)[0]["predicted_ms"]
+
+
+@pytest.mark.parametrize("variant", ga.VARIANTS)
+def test_the_ga_and_the_front_keep_every_candidate_within_the_budget(variant):
+    model = _model(intercept=0.4, per_layer=0.3, per_gflop=2.0)
+    rows = ga.run_ga(SPACE, MINILM, 3.0, SEQ, variant=variant, seed=0, top_k=5, head="pair_cosine",
+                     latency_model=model, max_ms=1.5)
+    assert len(rows) == 5 and all(r["predicted_ms"] <= 1.5 for r in rows)
+    front = ga.pareto(SPACE, MINILM, SEQ, seed=0, generations=20, latency_model=model, max_ms=1.5)
+    assert front and all(r["predicted_ms"] <= 1.5 for r in front)
+
+
+def test_budget_refusals_name_the_problem():
+    with pytest.raises(InputError, match="max_ms: needs a latency model"):
+        ga.run_ga(SPACE, MINILM, 3.0, SEQ, max_ms=2.0)
+    with pytest.raises(InputError, match="latency_model: fitted at seq_len 128, the search counts FLOPs at 64"):
+        ga.exhaustive(SPACE, MINILM, 3.0, SEQ, latency_model=_model(seq_len=128))
+    with pytest.raises(InputError, match=r"max_ms=1.5 is below the fastest architecture .* predicted at 2.000 ms"):
+        ga.exhaustive(SPACE, MINILM, 3.0, SEQ, latency_model=_model(), max_ms=1.5)
+    with pytest.raises(InputError, match="max_ms must be positive"):
+        ga.pareto(SPACE, MINILM, SEQ, latency_model=_model(), max_ms=float("inf"))
+
+
+def test_a_budget_met_only_by_the_fastest_architecture_still_finds_it():
+    # the random first population misses a one-point feasible set: the search seeds it with the
+    # fastest architecture within the other limits, so it never comes back empty
+    model = _model(intercept=0.2, per_layer=0.5, per_gflop=5.0)
+    problem = ga._problem(SPACE, MINILM, 3.0, SEQ, 2.0, 2, "pair_cosine", model, None)
+    fastest, ms = problem.fastest()
+    assert fastest.layers == 1 and problem.size_mb(np.array([fastest.genes()]))[0] <= 2.0
+    for find in (ga.run_ga, ga.exhaustive):
+        rows = find(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", max_mb=2.0, latency_model=model, max_ms=ms,
+                    population=2, generations=0, seed=0)
+        assert rows and rows[0]["predicted_ms"] == pytest.approx(ms)
+    with pytest.raises(InputError, match=r"below the fastest architecture in the space within max_mb=2"):
+        ga.run_ga(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", max_mb=2.0, latency_model=model, max_ms=ms * 0.99)
