@@ -99,8 +99,8 @@ class BenchConfig:
         check_ranges(self, timed_runs=("latency_runs", "step_runs"),
                      paths=("results_dir", "latency_teacher", "latency_model_out"),
                      counts=("fit_min_head_size",), positive=("fit_max_mb",), seeds=("fit_seed",))
-        if self.fit_shapes < 3:  # three coefficients
-            raise ValueError(f"fit_shapes: a latency model needs >= 3 shapes, got {self.fit_shapes}")
+        if self.fit_shapes < 4:  # three coefficients, and leave-one-out fits of them
+            raise ValueError(f"fit_shapes: a latency model needs >= 4 shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches",
@@ -461,16 +461,17 @@ def sample_shapes(cfg: BenchConfig, teacher) -> list:
     except InputError as err:
         raise ConfigError(f"fit_min_head_size: {err}") from err
     rng = random.Random(cfg.fit_seed)
-    layers, found = space.choices()[0], {}
+    layers, found, turn, misses = space.choices()[0], {}, 0, 0
     for _ in range(1000 * cfg.fit_shapes):
         if len(found) == cfg.fit_shapes:
             break
         hidden, heads = rng.choice(space.hidden), rng.choice(space.heads)
-        if not space.feasible(hidden, heads):
-            continue
-        arch = Arch(int(layers[len(found) % len(layers)]), hidden, heads, rng.choice(space.ffn), rng.choice(space.vocab))
-        if cost.size_mb(arch, teacher, head="pair_cosine") <= cfg.fit_max_mb:
-            found.setdefault(arch, None)
+        arch = Arch(int(layers[turn % len(layers)]), hidden, heads, rng.choice(space.ffn), rng.choice(space.vocab))
+        if (space.feasible(hidden, heads) and cost.size_mb(arch, teacher, head="pair_cosine") <= cfg.fit_max_mb
+                and arch not in found):
+            found[arch], turn, misses = None, turn + 1, 0
+        elif (misses := misses + 1) >= 200:  # a layer count with (almost) nothing within fit_max_mb
+            turn, misses = turn + 1, 0
     if len(found) < cfg.fit_shapes:
         raise ConfigError(f"fit_shapes: found {len(found)} distinct shapes of {teacher.name} within "
                           f"fit_max_mb={cfg.fit_max_mb} (heads >= {cfg.fit_min_head_size} dimensions), "
@@ -492,7 +493,8 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     _check_seq_len("latency_seq_len", cfg.latency_seq_len, [teacher])
     device, device_name = _device(cfg)
     archs = sample_shapes(cfg, teacher)
-    out = cfg.latency_model_out or os.path.join(results_dir, "latency-model.json")
+    out = os.path.expanduser(cfg.latency_model_out) if cfg.latency_model_out else os.path.join(
+        results_dir, "latency-model.json")
     models = pair_models(archs, teacher, references=False)
     calls = {name: classifier_call(model, vocab, seq_len=cfg.latency_seq_len, pair=True, device=device)
              for name, (model, vocab) in models.items()}
@@ -502,7 +504,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     threads = next(iter(stats.values()))["threads"]
     model = lat.fit([a.layers for a in archs], gflops, [stats[n]["median_ms"] for n in models],
                     seq_len=cfg.latency_seq_len, pair=True, threads=threads if device == "cpu" else None,
-                    device=device, machine=f"{device_name} ({platform.machine()}, {platform.node()})",
+                    device=device, machine=f"{device_name} ({platform.machine()})",
                     shapes=[dict(zip(("layers", "hidden", "heads", "ffn", "vocab"), a.genes(), strict=True))
                             for a in archs])
     lat.save(model, out)

@@ -373,8 +373,8 @@ def build_config(cls: type, data: dict | None = None, overrides: list[str] = ())
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> JobConfig:
     """JobConfig from YAML `path` (None -> all defaults) and `a.b=value` overrides.
 
-    results_dir, data.path, distill.transfer_extra, seq2seq.train_extra and a teacher.name that is a local folder
-    are made absolute against the current directory: trial workers run in their own trial
+    results_dir, data.path, search.latency_model, distill.transfer_extra, seq2seq.train_extra and a
+    teacher.name that is a local folder are made absolute against the current directory: trial workers run in their own trial
     folders, so every path they see must be absolute.
     """
     data = read_yaml(path) if path is not None else {}
@@ -384,6 +384,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
         results_dir=_absolute(cfg.results_dir),
         data=dataclasses.replace(cfg.data, path=cfg.data.path and _absolute(cfg.data.path)),
         teacher=dataclasses.replace(cfg.teacher, name=_local_or_name(cfg.teacher.name)),
+        search=dataclasses.replace(cfg.search, latency_model=cfg.search.latency_model
+                                   and _absolute(cfg.search.latency_model)),
         distill=dataclasses.replace(cfg.distill, transfer_extra=tuple(map(_absolute, cfg.distill.transfer_extra))),
         seq2seq=dataclasses.replace(cfg.seq2seq, train_extra=tuple(map(_absolute, cfg.seq2seq.train_extra))),
     )
@@ -431,7 +433,8 @@ def identity_hash(cfg: JobConfig, sections: tuple[str, ...], extra_data: tuple[s
     `extra_data` folders) and of a teacher held in a local folder (`teacher_identity`; the
     embedded MiniLM too): a job run again after its data or its teacher's weights, config or
     tokenizer changed in place is a new sweep, not a resume of the finished one (the config
-    alone names them by path). A hub-id teacher is named by the config: its hash is unchanged."""
+    alone names them by path); so is the search's latency model file (search.latency_model).
+    A hub-id teacher is named by the config: its hash is unchanged."""
     inputs = [config_hash(cfg, sections), data_fingerprint(cfg.data)]
     if extra_data:
         inputs.append(extra_fingerprint(extra_data, extra_cap))

@@ -289,8 +289,8 @@ def fitness_array(
     GFLOPs is the itemised total; size is the fp32 classifier with `head` and `num_labels`
     outputs (what the compression job trains). Points over `max_mb`, or whose heads do not
     divide hidden into heads of at least `min_head_size` (`heads_fit`), or predicted slower
-    than `max_ms` by `latency_model` (`search.latency.LatencyModel`), get -inf (dominated,
-    never an exception).
+    than `max_ms` by `latency_model` (`search.latency.LatencyModel`; max_ms needs one), get
+    -inf (dominated, never an exception).
     """
     size = size_mb_array(
         L,

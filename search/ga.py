@@ -32,7 +32,7 @@ from deap import base, creator, tools
 
 from search import cost
 from search.latency import LatencyModel
-from search.space import GENES, Arch, InputError, SearchSpace, Teacher
+from search.space import GENES, InputError, SearchSpace, Teacher
 
 VARIANTS = ("paper", "default")
 HIDDEN, HEADS, FFN, VOCAB = (GENES.index(g) for g in ("hidden", "heads", "ffn", "vocab"))
@@ -283,22 +283,12 @@ class Problem:
         """fp32 size of the space's smallest architecture."""
         return cost.size_mb(self.space.smallest(), self.teacher, self.num_labels, head=self.head)
 
-    def fastest(self) -> tuple[Arch, float]:
-        """The architecture the latency model predicts fastest among the space's points whose
-        heads fit and whose size is within `max_mb`, and its ms (one pass over the grid)."""
-        L, H, A, D, V = self.space.grid()
-        gflops = cost.flops_total_array(L, H, A, D, self.seq_len, num_labels=self.num_labels) / 1e9
-        ok = self.space.feasible(H, A)
-        if self.max_mb is not None:
-            ok = ok & (self.size_mb([L, H, A, D, V]) <= self.max_mb)
-        ms = np.where(ok, self.latency_model.predict_ms(L, gflops), np.inf)
-        at = np.unravel_index(np.argmin(ms), ms.shape)
-        return Arch(*(int(c[i]) for c, i in zip(self.choices, at, strict=True))), float(ms[at])
-
-    def seed_arch(self) -> Arch:
-        """A feasible architecture (`_problem` guarantees one): the space's smallest, or under a
-        latency budget the fastest (the smallest may be over it)."""
-        return self.space.smallest() if self.max_ms is None else self.fastest()[0]
+    def fastest_ms(self) -> float:
+        """Predicted ms of the space's smallest architecture, the fastest the model predicts:
+        its coefficients are >= 0, and FLOPs grow with layers, hidden, ffn and heads (softmax),
+        of which the smallest has the least (one head, when one is among the choices, as in
+        every teacher's space: it fits any hidden the space allows)."""
+        return float(self.predicted_ms(np.array([self.space.smallest().genes()]))[0])
 
 
 def _unpack(values):
@@ -319,7 +309,7 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         raise InputError(f"seq_len {seq_len} is above {teacher.usable_positions}, the positions a "
                          f"{teacher.family} model of {teacher.name} can use")
     cost.check_head(head)
-    _check_latency(latency_model, max_ms, seq_len)
+    _check_latency(latency_model, max_ms, seq_len, head)
     problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels, head, latency_model,
                       None if max_ms is None else float(max_ms))
     if max_mb is not None and not max_mb < np.inf:  # (size - cap) / cap would be NaN
@@ -328,17 +318,17 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         raise InputError(
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"
         )
-    if max_ms is not None and not max_ms >= (fastest := problem.fastest())[1]:
-        a = fastest[0]
-        within = f" within max_mb={max_mb:g}" if max_mb is not None else ""
+    if max_ms is not None and not max_ms >= problem.fastest_ms():
+        a = space.smallest()
         raise InputError(
-            f"max_ms={max_ms:g} is below the fastest architecture in the space{within}: L{a.layers} "
-            f"H{a.hidden} A{a.heads} D{a.ffn} is predicted at {fastest[1]:.3f} ms ({latency_model.describe()})"
+            f"max_ms={max_ms:g} is below the fastest architecture in the space: L{a.layers} H{a.hidden} "
+            f"A{a.heads} D{a.ffn} is predicted at {problem.fastest_ms():.3f} ms ({latency_model.describe()})"
         )
     return problem
 
 
-def _check_latency(latency_model, max_ms, seq_len) -> None:
+def _check_latency(latency_model, max_ms, seq_len, head) -> None:
+    """InputError for a budget without a model, or a model of other inputs than the students'."""
     if max_ms is not None and not 0 < max_ms < np.inf:
         raise InputError(f"max_ms must be positive and finite, got {max_ms}")
     if max_ms is not None and latency_model is None:
@@ -347,6 +337,11 @@ def _check_latency(latency_model, max_ms, seq_len) -> None:
     if latency_model is not None and latency_model.seq_len != seq_len:
         raise InputError(f"latency_model: fitted at seq_len {latency_model.seq_len}, the search counts "
                          f"FLOPs at {seq_len}: refit it at {seq_len}")
+    pair = head.startswith("pair_")  # a bi-encoder student encodes both sides of a pair
+    if latency_model is not None and latency_model.pair != pair:
+        fitted = "pairs encoded separately" if latency_model.pair else "single sequences"
+        wanted = "pairs encoded separately" if pair else "single sequences"
+        raise InputError(f"latency_model: fitted on {fitted}; students with the {head} head read {wanted}")
 
 
 def _check_target(problem: Problem) -> None:
@@ -463,13 +458,12 @@ def _evaluate(problem: Problem, inds, archive: dict, repair: bool):
 
 
 def _seed_feasible(problem: Problem, pop: list, evaluate) -> None:
-    """When no genome of the random first population is feasible, `Problem.seed_arch` (the
-    space's smallest architecture, or the fastest under a latency budget) replaces its last
-    one, in place: it is always feasible (`_problem`), so the search has a feasible point to
-    grow from and never comes back empty-handed."""
+    """When no genome of the random first population is feasible, the space's smallest
+    architecture replaces its last one, in place: it is always feasible (`_problem`), so
+    the search has a feasible point to grow from and never comes back empty-handed."""
     if any(ind.fitness.violation == 0 for ind in pop):
         return
-    pop[-1] = _individual(problem.space.index_of(problem.seed_arch()), type(pop[-1]))
+    pop[-1] = _individual(problem.space.index_of(problem.space.smallest()), type(pop[-1]))
     evaluate(pop[-1:])
 
 

@@ -29,6 +29,7 @@ from search.space import InputError
 
 FORMAT = "code-compressor latency model"
 COEFFICIENTS = ("intercept_ms", "per_layer_ms", "per_gflop_ms")
+MIN_SHAPES = 4  # one more than the coefficients: each leave-one-out fit is still determined
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,12 @@ class LatencyModel:
             raise InputError(f"seq_len: must be a positive integer, got {self.seq_len!r}")
         if not isinstance(self.pair, bool):
             raise InputError(f"pair: must be true or false, got {self.pair!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise InputError(f"threads: must be a positive integer or null, got {self.threads!r}")
+        for name in ("device", "machine"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"{name}: must be a string, got {getattr(self, name)!r}")
 
     def predict_ms(self, layers, gflops):
         """Predicted milliseconds of broadcastable layer and GFLOPs arrays (or numbers)."""
@@ -87,15 +94,18 @@ def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def fit(layers, gflops, measured_ms, **settings) -> LatencyModel:
-    """Fit a LatencyModel to measured shapes. layers, gflops, measured_ms: (n,) sequences, n >= 3;
+    """Fit a LatencyModel to measured shapes. layers, gflops, measured_ms: (n,) sequences, n >= 4;
     settings: the other LatencyModel fields (seq_len, pair, threads, device, machine) and
     `shapes`, (n,) dicts of genes recorded in `samples` beside each shape's measured,
     predicted and leave-one-out predicted ms."""
     shapes = settings.pop("shapes", None)
-    x = np.column_stack([np.ones(len(layers)), np.asarray(layers, float), np.asarray(gflops, float)])
+    n = len(measured_ms)
+    if n < MIN_SHAPES or len(layers) != n or len(gflops) != n or (shapes is not None and len(shapes) != n):
+        raise InputError(f"a latency model needs >= {MIN_SHAPES} measured shapes (columns of equal length: "
+                         "leave-one-out fits need more points than coefficients), "
+                         f"got {len(layers)}, {len(gflops)}, {n}")
+    x = np.column_stack([np.ones(n), np.asarray(layers, float), np.asarray(gflops, float)])
     y = np.asarray(measured_ms, float)
-    if len(y) < 3 or x.shape[0] != len(y):
-        raise InputError(f"a latency model needs >= 3 measured shapes of equal-length columns, got {len(y)}")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise InputError("measured latencies must be positive and finite")
     coef = _solve(x, y)
@@ -122,8 +132,9 @@ def save(model: LatencyModel, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT} | asdict(model) | {"samples": list(model.samples)}, indent=1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would keep it from the other users of a shared results folder
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
             f.flush()
@@ -132,6 +143,11 @@ def save(model: LatencyModel, path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:  # the rename itself durable
+        os.fsync(folder)
+    finally:
+        os.close(folder)
     return path
 
 

@@ -118,11 +118,12 @@ def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_
         assert r["per_layer_ms"] == model.per_layer_ms and r["loo_ms"] > 0 and r["threads"] == 1
     # what it was made for: a search that reads it
     assert search_main(["--teacher", "minilm-l6", "--seq-len", "8", "--exhaustive", "--top-k", "1",
-                        "--latency-model", str(out)]) == 0
+                        "--head", "pair_cosine", "--latency-model", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o644 and sorted(p.name for p in out.parent.iterdir()) == ["cpu.json"]
 
 
 @pytest.mark.parametrize("what, override, named", [
-    ("latency-model", "fit_shapes=2", "fit_shapes"),
+    ("latency-model", "fit_shapes=3", "fit_shapes"),
     ("latency-model", "fit_max_mb=0.01", "fit_shapes"),  # fewer distinct shapes than asked for
     ("latency-model", "fit_min_head_size=1000", "fit_min_head_size"),
     ("latency-model", "latency_seq_len=513", "latency_seq_len"),

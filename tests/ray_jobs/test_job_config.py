@@ -196,7 +196,7 @@ def test_a_latency_budget_holds_the_jobs_search(tmp_path):
     free = search_candidates(load_config(CONFIG_DIR / "demo.yaml", common), teacher, 2, "pair_cosine")
     assert max(c["layers"] for c in free) > 1 and all(c["predicted_ms"] == 1 + c["layers"] for c in free)
     with pytest.raises(ConfigError, match="^search.latency_model: fitted on pairs encoded separately; "
-                                          "this job's students read single sequences$"):
+                                          "students with the sequence head read single sequences$"):
         search_candidates(cfg, teacher, 2, "sequence")
     with pytest.raises(ConfigError, match="^search.max_ms=1.5 is below the fastest architecture"):
         search_candidates(load_config(CONFIG_DIR / "demo.yaml", [*common, "search.max_ms=1.5"]), teacher, 2,

@@ -39,10 +39,14 @@ def test_fit_keeps_every_coefficient_non_negative():
 
 
 def test_fit_refuses_too_few_or_bad_measurements():
-    with pytest.raises(InputError, match=">= 3 measured shapes"):
-        lat.fit([1, 2], [0.1, 0.2], [1.0, 2.0], seq_len=SEQ, pair=True)
+    with pytest.raises(InputError, match=">= 4 measured shapes"):
+        lat.fit([1, 2, 3], [0.1, 0.2, 0.3], [1.0, 2.0, 3.0], seq_len=SEQ, pair=True)
+    with pytest.raises(InputError, match="columns of equal length"):
+        lat.fit([1, 2, 3, 4], [0.1, 0.2, 0.3], [1.0, 2.0, 3.0, 4.0], seq_len=SEQ, pair=True)
+    with pytest.raises(InputError, match="columns of equal length"):  # a shape per measurement
+        lat.fit([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0], seq_len=SEQ, pair=True, shapes=[{}])
     with pytest.raises(InputError, match="positive and finite"):
-        lat.fit([1, 2, 3], [0.1, 0.2, 0.3], [1.0, float("nan"), 2.0], seq_len=SEQ, pair=True)
+        lat.fit([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], [1.0, float("nan"), 2.0, 3.0], seq_len=SEQ, pair=True)
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -60,6 +64,7 @@ def test_save_and_load_round_trip(tmp_path):
     (lambda d: d.update(per_gflop_ms=-1.0), "per_gflop_ms: must be a finite number >= 0"),
     (lambda d: d.update(seq_len="64"), "seq_len: must be a positive integer"),
     (lambda d: d.update(format="something else"), "not a latency model"),
+    (lambda d: d.update(threads="x"), "threads: must be a positive integer or null"),
 ])
 def test_load_names_the_file_and_what_is_wrong(tmp_path, edit, message):
     data = {"format": lat.FORMAT, "intercept_ms": 1.0, "per_layer_ms": 0.5, "per_gflop_ms": 2.0,
@@ -114,31 +119,37 @@ def test_the_ga_and_the_front_keep_every_candidate_within_the_budget(variant):
     rows = ga.run_ga(SPACE, MINILM, 3.0, SEQ, variant=variant, seed=0, top_k=5, head="pair_cosine",
                      latency_model=model, max_ms=1.5)
     assert len(rows) == 5 and all(r["predicted_ms"] <= 1.5 for r in rows)
-    front = ga.pareto(SPACE, MINILM, SEQ, seed=0, generations=20, latency_model=model, max_ms=1.5)
+    front = ga.pareto(SPACE, MINILM, SEQ, seed=0, generations=20, head="pair_cosine", latency_model=model,
+                      max_ms=1.5)
     assert front and all(r["predicted_ms"] <= 1.5 for r in front)
 
 
 def test_budget_refusals_name_the_problem():
     with pytest.raises(InputError, match="max_ms: needs a latency model"):
-        ga.run_ga(SPACE, MINILM, 3.0, SEQ, max_ms=2.0)
+        ga.run_ga(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", max_ms=2.0)
     with pytest.raises(InputError, match="latency_model: fitted at seq_len 128, the search counts FLOPs at 64"):
         ga.exhaustive(SPACE, MINILM, 3.0, SEQ, latency_model=_model(seq_len=128))
     with pytest.raises(InputError, match=r"max_ms=1.5 is below the fastest architecture .* predicted at 2.000 ms"):
-        ga.exhaustive(SPACE, MINILM, 3.0, SEQ, latency_model=_model(), max_ms=1.5)
+        ga.exhaustive(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", latency_model=_model(), max_ms=1.5)
     with pytest.raises(InputError, match="max_ms must be positive"):
-        ga.pareto(SPACE, MINILM, SEQ, latency_model=_model(), max_ms=float("inf"))
+        ga.pareto(SPACE, MINILM, SEQ, head="pair_cosine", latency_model=_model(), max_ms=float("inf"))
 
 
 def test_a_budget_met_only_by_the_fastest_architecture_still_finds_it():
-    # the random first population misses a one-point feasible set: the search seeds it with the
-    # fastest architecture within the other limits, so it never comes back empty
+    # the smallest architecture is the fastest of the grid (brute force), and a budget only it
+    # meets is missed by a random first population of 2: the search seeds it, never empty
     model = _model(intercept=0.2, per_layer=0.5, per_gflop=5.0)
+    L, H, A, D, _ = SPACE.grid()
+    ms = np.where(SPACE.feasible(H, A), model.predict_ms(L, cost.flops_total_array(L, H, A, D, SEQ) / 1e9), np.inf)
     problem = ga._problem(SPACE, MINILM, 3.0, SEQ, 2.0, 2, "pair_cosine", model, None)
-    fastest, ms = problem.fastest()
-    assert fastest.layers == 1 and problem.size_mb(np.array([fastest.genes()]))[0] <= 2.0
+    assert problem.fastest_ms() == pytest.approx(ms.min()) and np.sum(ms <= ms.min()) == 1
+    smallest = SPACE.smallest().genes()
     for find in (ga.run_ga, ga.exhaustive):
-        rows = find(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", max_mb=2.0, latency_model=model, max_ms=ms,
-                    population=2, generations=0, seed=0)
-        assert rows and rows[0]["predicted_ms"] == pytest.approx(ms)
-    with pytest.raises(InputError, match=r"below the fastest architecture in the space within max_mb=2"):
-        ga.run_ga(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", max_mb=2.0, latency_model=model, max_ms=ms * 0.99)
+        rows = find(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", max_mb=2.0, latency_model=model,
+                    max_ms=problem.fastest_ms(), population=2, generations=0, seed=0)
+        assert [tuple(r[g] for g in ("layers", "hidden", "heads", "ffn")) for r in rows][:1] == [smallest[:4]]
+    with pytest.raises(InputError, match=r"below the fastest architecture in the space: L1 H48 A1 D32"):
+        ga.run_ga(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", latency_model=model, max_ms=ms.min() * 0.99)
+    with pytest.raises(InputError, match="latency_model: fitted on pairs encoded separately; students with "
+                                         "the sequence head read single sequences"):
+        ga.exhaustive(SPACE, MINILM, 3.0, SEQ, latency_model=model)

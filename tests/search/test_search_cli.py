@@ -73,7 +73,7 @@ def test_a_latency_budget_keeps_every_candidate_predicted_within_it(tmp_path):
     model = latency.LatencyModel(1.0, 1.0, 0.0, seq_len=64, pair=True, threads=1)  # 1 ms + 1 ms a layer
     path = latency.save(model, tmp_path / "latency.json")
     common = ["--teacher", "minilm-l6", "--target-mb", "3", "--seq-len", "64", "--top-k", "4",
-              "--latency-model", str(path)]
+              "--head", "pair_cosine", "--latency-model", str(path)]
     for how in (["--exhaustive"], ["--seed", "0"]):
         rows = json.loads(_run(*common, "--max-ms", "2.5", "--json", *how).stdout)["candidates"]
         assert len(rows) == 4 and {c["layers"] for c in rows} == {1} and {c["predicted_ms"] for c in rows} == {2.0}
@@ -83,6 +83,7 @@ def test_a_latency_budget_keeps_every_candidate_predicted_within_it(tmp_path):
     assert lines[2].split() == ["#", *KEYS_ORDER, "predicted_ms"]
     assert float(lines[3].split()[-1]) == 1 + int(lines[3].split()[1])
     for bad, message in ((["--max-ms", "1.5"], "below the fastest architecture"),
+                         (["--head", "sequence"], "fitted on pairs encoded separately"),
                          (["--latency-model", str(tmp_path / "none.json")], "no such latency model file")):
         out = _run(*common, *bad)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1
