@@ -4,6 +4,9 @@
         [--seed N] [--variant paper|default] [--exhaustive] [--max-mb X] [--min-head-size N]
         [--max-layers N] [--head sequence|pair_concat|pair_cosine]
         [--latency-model FILE [--max-ms X]] [--json]
+    python -m search --pareto [--teacher T] [--seq-len N] [--seed N] [--max-mb X] [--min-head-size N]
+        [--max-layers N] [--head H] [--latency-model FILE [--max-ms X]] [--population N]
+        [--generations N] [--json]
     python -m search bench [--teacher codebert-base] [--seq-len 400] [--seeds 20] [--runs 5]
 
 Bad input prints one line on stderr and exits 2; a search that finds no architecture within
@@ -21,7 +24,7 @@ import sys
 import time
 
 from search.cost import HEADS
-from search.ga import VARIANTS, exhaustive, run_ga
+from search.ga import VARIANTS, exhaustive, pareto, run_ga
 from search.latency import load as load_latency_model
 from search.space import InputError, SearchSpace, teacher_spec
 
@@ -106,6 +109,17 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--exhaustive", action="store_true", help="enumerate the whole space instead of the GA"
     )
+    p.add_argument(
+        "--pareto",
+        action="store_true",
+        help="print the NSGA-II front instead (size down, GFLOPs up; with --latency-model, "
+        "predicted ms down too): every student no other beats on all of them; --target-mb, "
+        "--top-k and --variant do not apply",
+    )
+    p.add_argument("--population", type=_positive(int), default=None,
+                   help="--pareto only: NSGA-II population, the most points the front can hold (default 100)")
+    p.add_argument("--generations", type=_positive(int), default=None,
+                   help="--pareto only: NSGA-II generations (default 100)")
     p.add_argument("--max-mb", type=_positive(float), default=None, help="hard cap on size in MB")
     p.add_argument(
         "--min-head-size",
@@ -168,11 +182,17 @@ def _fmt(value) -> str:
 
 def search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
+    if args.pareto and args.exhaustive:
+        raise UsageError("--pareto and --exhaustive: choose one (the front is searched by NSGA-II)")
+    if not args.pareto and (args.population or args.generations):
+        raise UsageError("--population and --generations set the NSGA-II front's search: add --pareto")
     teacher = teacher_spec(args.teacher)
     space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size,
                                      max_layers=args.max_layers)
-    find = exhaustive if args.exhaustive else run_ga
     latency_model = None if args.latency_model is None else load_latency_model(args.latency_model)
+    if args.pareto:
+        return _front(args, teacher, space, latency_model)
+    find = exhaustive if args.exhaustive else run_ga
     options = dict(top_k=args.top_k, max_mb=args.max_mb, head=args.head, latency_model=latency_model,
                    max_ms=args.max_ms)
     if not args.exhaustive:
@@ -191,18 +211,42 @@ def search(argv: list[str]) -> int:
         print(json.dumps({"seconds": seconds, "candidates": rows}))
         return 0
     how = "exhaustive" if args.exhaustive else f"GA variant={args.variant} seed={args.seed}"
-    cap = f", max {args.max_mb} MB" if args.max_mb else ""
-    cap += f", head size >= {args.min_head_size}" if args.min_head_size > 1 else ""
-    cap += f", at most {args.max_layers} layer{'s' * (args.max_layers != 1)}" if args.max_layers else ""
-    cap += f", {args.head} head" if args.head != "sequence" else ""
-    cap += f", predicted <= {args.max_ms:g} ms" if args.max_ms else ""
     print(
-        f"teacher {teacher.name} ({teacher.family}); target {args.target_mb} MB{cap}; "
+        f"teacher {teacher.name} ({teacher.family}); target {args.target_mb} MB{_limits(args)}; "
         f"seq_len {args.seq_len}; {how}; {space.size():,} points; {seconds:.3f} s"
     )
     if latency_model is not None:
         print(f"latency model {args.latency_model}: {latency_model.describe()}")
     print(_table(rows, COLUMNS + ("predicted_ms",) * (latency_model is not None)))
+    return 0
+
+
+def _limits(args) -> str:
+    """The header's list of the search's limits beside the target."""
+    cap = f", max {args.max_mb} MB" if args.max_mb else ""
+    cap += f", head size >= {args.min_head_size}" if args.min_head_size > 1 else ""
+    cap += f", at most {args.max_layers} layer{'s' * (args.max_layers != 1)}" if args.max_layers else ""
+    cap += f", {args.head} head" if args.head != "sequence" else ""
+    return cap + (f", predicted <= {args.max_ms:g} ms" if args.max_ms else "")
+
+
+def _front(args, teacher, space, latency_model) -> int:
+    """Print the NSGA-II front (`search.ga.pareto`): a table, or JSON with --json."""
+    start = time.perf_counter()
+    rows = pareto(space, teacher, args.seq_len, seed=args.seed, max_mb=args.max_mb, head=args.head,
+                  latency_model=latency_model, max_ms=args.max_ms, population=args.population or 100,
+                  generations=args.generations or 100)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"seconds": seconds, "front": rows}))
+        return 0
+    objectives = "size down, GFLOPs up" + (", predicted ms down" if latency_model else "")
+    print(f"teacher {teacher.name} ({teacher.family}); Pareto front ({objectives}){_limits(args)}; "
+          f"seq_len {args.seq_len}; NSGA-II seed={args.seed}; {len(rows)} points; {seconds:.3f} s")
+    if latency_model is not None:
+        print(f"latency model {args.latency_model}: {latency_model.describe()}")
+    columns = tuple(c for c in COLUMNS if c != "fitness") + ("predicted_ms",) * (latency_model is not None)
+    print(_table(rows, columns))
     return 0
 
 

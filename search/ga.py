@@ -4,7 +4,8 @@
 - `run_ga(..., variant="default")`: the same fitness and evaluation budget with operators
   that respect the size budget; reaches the true optimum (see `python -m search bench`).
 - `exhaustive(...)`: scores every grid point with numpy broadcasting: the true top-k.
-- `pareto(...)`: NSGA-II over `OBJECTIVES` (size down, GFLOPs up).
+- `pareto(...)`: NSGA-II over `OBJECTIVES` (size down, GFLOPs up), with a latency model
+  `LATENCY_OBJECTIVE` too (predicted ms down).
 
 Genomes are index vectors into the `SearchSpace` choice tuples (layers, hidden, heads, ffn,
 vocab), so every operator keeps genes inside the space by construction. Fitness is the
@@ -47,11 +48,7 @@ BLOCK_CHUNK = 256
 
 @dataclass(frozen=True)
 class Objective:
-    """One NSGA-II objective: `fn(problem, values (n, 5)) -> (n,)`, weight -1 minimise, +1 maximise.
-
-    A measured latency objective is one more entry in `OBJECTIVES` whose `fn` looks the
-    genomes up in a latency table or predictor.
-    """
+    """One NSGA-II objective: `fn(problem, values (n, 5)) -> (n,)`, weight -1 minimise, +1 maximise."""
 
     name: str
     weight: float
@@ -70,6 +67,8 @@ OBJECTIVES = (
     Objective("size_mb", -1.0, _size_objective),
     Objective("gflops", 1.0, _gflops_objective),
 )
+# the third objective of a front searched with a latency model (`Problem.predicted_ms`)
+LATENCY_OBJECTIVE = Objective("predicted_ms", -1.0, lambda problem, values: problem.predicted_ms(values))
 
 
 class ConstrainedFitness(base.Fitness):
@@ -125,6 +124,9 @@ if not hasattr(creator, "ArchFitness"):
     creator.create("ArchIndividual", list, fitness=creator.ArchFitness)
     creator.create("ParetoFitness", ConstrainedFitness, weights=tuple(o.weight for o in OBJECTIVES))
     creator.create("ParetoIndividual", list, fitness=creator.ParetoFitness)
+    creator.create("ParetoLatencyFitness", ConstrainedFitness,
+                   weights=tuple(o.weight for o in (*OBJECTIVES, LATENCY_OBJECTIVE)))
+    creator.create("ParetoLatencyIndividual", list, fitness=creator.ParetoLatencyFitness)
 
 
 # ---------------------------------------------------------------- the problem
@@ -675,10 +677,11 @@ def pareto(
     latency_model: LatencyModel | None = None,
     max_ms: float | None = None,
 ) -> list[dict]:
-    """NSGA-II over `OBJECTIVES` (size_mb down, gflops up): the distinct non-dominated set found.
+    """NSGA-II over `OBJECTIVES` (size_mb down, gflops up), and with `latency_model` over
+    `LATENCY_OBJECTIVE` too (predicted_ms down): the distinct non-dominated set found.
 
-    Each dict holds the genes, params, size_mb, gflops, flops_matmul (fitness is None: there
-    is no single target), sorted by size (ties: the smaller genome first). Points over
+    Each dict holds the genes, params, size_mb, gflops, flops_matmul, predicted_ms (None
+    without a latency model; fitness is None: there is no single target), sorted by size (ties: the smaller genome first). Points over
     `max_mb` or `max_ms` or infeasible in the space (heads not dividing hidden, a head size below
     `min_head_size`) are dominated by every feasible one, and by those nearer to feasible
     (`ConstrainedFitness`). Never empty, as `run_ga`.
@@ -690,10 +693,11 @@ def pareto(
     # The target is unused here (no scalar fitness); the problem supplies sizes and FLOPs.
     problem = _problem(space, teacher, 1.0, seq_len, max_mb, num_labels, head, latency_model, max_ms)
     rng = random.Random(seed)
-    cls = creator.ParetoIndividual
+    objectives = OBJECTIVES if latency_model is None else (*OBJECTIVES, LATENCY_OBJECTIVE)
+    cls = creator.ParetoIndividual if latency_model is None else creator.ParetoLatencyIndividual
 
     def evaluate(inds):
-        _evaluate_objectives(problem, inds)
+        _evaluate_objectives(problem, inds, objectives)
 
     pop = [init_random(problem.shape, rng, cls) for _ in range(population)]
     evaluate(pop)
@@ -721,12 +725,12 @@ def _distinct(inds):
     return list(seen.values())
 
 
-def _evaluate_objectives(problem: Problem, inds):
+def _evaluate_objectives(problem: Problem, inds, objectives=OBJECTIVES):
     """Set each individual's objective values and its violation (0 when feasible): an
     infeasible one keeps its values, but `ConstrainedFitness` ranks it behind every feasible one."""
     idx = np.array(inds, dtype=np.int64).reshape(-1, 5)
     values = problem.values(idx)
-    columns = [np.asarray(o.fn(problem, values), dtype=np.float64) for o in OBJECTIVES]
+    columns = [np.asarray(o.fn(problem, values), dtype=np.float64) for o in objectives]
     violation = problem.violation(values)
     for i, ind in enumerate(inds):
         ind.fitness.values = tuple(float(c[i]) for c in columns)

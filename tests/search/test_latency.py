@@ -153,3 +153,22 @@ def test_a_budget_met_only_by_the_fastest_architecture_still_finds_it():
     with pytest.raises(InputError, match="latency_model: fitted on pairs encoded separately; students with "
                                          "the sequence head read single sequences"):
         ga.exhaustive(SPACE, MINILM, 3.0, SEQ, latency_model=model)
+
+
+def test_a_front_with_a_latency_model_is_non_dominated_in_three_objectives():
+    model = _model(intercept=0.5, per_layer=0.6, per_gflop=25.0)
+    front = ga.pareto(SPACE, MINILM, SEQ, seed=0, generations=30, head="pair_cosine", max_mb=3.05,
+                      latency_model=model)
+    points = [(r["size_mb"], -r["gflops"], r["predicted_ms"]) for r in front]  # all three minimised
+
+    def dominates(a, b, axes):
+        return all(a[i] <= b[i] for i in axes) and any(a[i] < b[i] for i in axes)
+
+    assert len(front) > 10 and not any(dominates(a, b, (0, 1, 2)) for a in points for b in points)
+    assert all(r["predicted_ms"] == pytest.approx(model.predict_ms(r["layers"], r["gflops"])) for r in front)
+    # the third objective keeps students that only their speed recommends: dominated in size and FLOPs
+    assert any(dominates(a, b, (0, 1)) for a in points for b in points)
+    plain = ga.pareto(SPACE, MINILM, SEQ, seed=0, generations=30, head="pair_cosine", max_mb=3.05)
+    plain_points = [(r["size_mb"], -r["gflops"]) for r in plain]
+    assert not any(dominates(a, b, (0, 1)) for a in plain_points for b in plain_points)
+    assert {r["predicted_ms"] for r in plain} == {None}

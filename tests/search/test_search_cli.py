@@ -91,6 +91,25 @@ def test_a_latency_budget_keeps_every_candidate_predicted_within_it(tmp_path):
     assert out.returncode == 2 and "max_ms: needs a latency model" in out.stderr
 
 
+def test_pareto_prints_the_front_with_predicted_ms(tmp_path):
+    from search import latency
+
+    path = latency.save(latency.LatencyModel(0.5, 0.6, 25.0, seq_len=64, pair=True), tmp_path / "latency.json")
+    common = ["--teacher", "minilm-l6", "--seq-len", "64", "--head", "pair_cosine", "--max-mb", "3", "--pareto",
+              "--seed", "0", "--generations", "20", "--population", "30"]
+    front = json.loads(_run(*common, "--latency-model", str(path), "--json").stdout)["front"]
+    assert 1 < len(front) <= 30 and all(r["size_mb"] <= 3 and r["predicted_ms"] > 0 for r in front)
+    assert [r["size_mb"] for r in front] == sorted(r["size_mb"] for r in front)
+    lines = _run(*common).stdout.splitlines()
+    assert "Pareto front (size down, GFLOPs up), max 3.0 MB" in lines[0]
+    assert lines[1].split() == ["#", *(k for k in KEYS_ORDER if k != "fitness")]
+    for bad in (["--exhaustive"], ["--pareto"]):  # --pareto twice is fine; with --exhaustive refused
+        out = _run(*common, *bad)
+        assert out.returncode == (2 if bad == ["--exhaustive"] else 0)
+    out = _run("--teacher", "minilm-l6", "--population", "30")
+    assert out.returncode == 2 and "add --pareto" in out.stderr
+
+
 def test_json_ga_matches_exhaustive():
     common = [
         "--teacher",
