@@ -449,8 +449,9 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
 
 def sample_shapes(cfg: BenchConfig, teacher) -> list:
     """`fit_shapes` distinct random Archs of `teacher`'s space within fit_max_mb (the cosine pair
-    head's size) and fit_min_head_size, layer counts taken in turn (1, 2, ... teacher's, 1, ...);
-    ConfigError when the space has too few such shapes."""
+    head's size) and fit_min_head_size, layer counts taken in turn (1, 2, ... teacher's, 1, ...;
+    a count with no new shape in 200 draws is passed over); ConfigError when the space has too
+    few such shapes."""
     import random
 
     from search import cost

@@ -11,7 +11,8 @@
 
 Bad input prints one line on stderr and exits 2; a search that finds no architecture within
 the budget says so on stderr and exits 1 (a guard: past the budget checks the space's
-smallest architecture fits, and both searches find it). Any other error is a bug: traceback.
+smallest architecture fits, and the GA and the exhaustive search find it; the front is never
+empty either). Any other error is a bug: traceback.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def _search_parser() -> argparse.ArgumentParser:
         default=None,
         help="latency budget: candidates the latency model predicts slower are infeasible",
     )
-    p.add_argument("--json", action="store_true", help='print {"seconds", "candidates"} as JSON')
+    p.add_argument("--json", action="store_true",
+                   help='print {"seconds", "candidates"} as JSON ({"seconds", "front"} with --pareto)')
     return p
 
 
@@ -184,6 +186,8 @@ def search(argv: list[str]) -> int:
     args = _search_parser().parse_args(argv)
     if args.pareto and args.exhaustive:
         raise UsageError("--pareto and --exhaustive: choose one (the front is searched by NSGA-II)")
+    if args.population == 1:
+        raise UsageError("--population: NSGA-II needs >= 2, got 1")
     if not args.pareto and (args.population or args.generations):
         raise UsageError("--population and --generations set the NSGA-II front's search: add --pareto")
     teacher = teacher_spec(args.teacher)

@@ -681,9 +681,10 @@ def pareto(
     `LATENCY_OBJECTIVE` too (predicted_ms down): the distinct non-dominated set found.
 
     Each dict holds the genes, params, size_mb, gflops, flops_matmul, predicted_ms (None
-    without a latency model; fitness is None: there is no single target), sorted by size (ties: the smaller genome first). Points over
-    `max_mb` or `max_ms` or infeasible in the space (heads not dividing hidden, a head size below
-    `min_head_size`) are dominated by every feasible one, and by those nearer to feasible
+    without a latency model; fitness is None: there is no single target), vocab at its least
+    choice (it only adds size), sorted by the objectives in order (size, then GFLOPs, then ms),
+    then by genome. Points over `max_mb` or `max_ms` or infeasible in the space (heads not
+    dividing hidden, a head size below `min_head_size`) are dominated by every feasible one, and by those nearer to feasible
     (`ConstrainedFitness`). Never empty, as `run_ga`.
     """
     if population < 2 or generations < 0:
@@ -712,7 +713,12 @@ def pareto(
         evaluate(kids)
         pop = tools.selNSGA2(_distinct(pop + kids), population)
     front = tools.sortNondominated(_distinct(pop), len(pop), first_front_only=True)[0]
-    front = [ind for ind in front if ind.fitness.violation == 0]
+    # The vocabulary moves only the size (no objective but size reads it): the least one
+    # dominates the others, so each front point takes it and the front is filtered again.
+    slim = [_individual([*ind[:VOCAB], 0], cls) for ind in front if ind.fitness.violation == 0]
+    evaluate(slim)
+    slim = _distinct(slim)
+    front = tools.sortNondominated(slim, len(slim), first_front_only=True)[0] if slim else []
     front.sort(key=lambda ind: (ind.fitness.values, list(ind)))
     rows = problem.rows([list(ind) for ind in front], [0.0] * len(front))
     return [row | {"fitness": None} for row in rows]

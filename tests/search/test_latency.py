@@ -172,3 +172,5 @@ def test_a_front_with_a_latency_model_is_non_dominated_in_three_objectives():
     plain_points = [(r["size_mb"], -r["gflops"]) for r in plain]
     assert not any(dominates(a, b, (0, 1)) for a in plain_points for b in plain_points)
     assert {r["predicted_ms"] for r in plain} == {None}
+    # the vocabulary only adds size: every front point has the least one
+    assert {r["vocab"] for r in front + plain} == {int(SPACE.vocab[0])}

@@ -108,6 +108,8 @@ def test_pareto_prints_the_front_with_predicted_ms(tmp_path):
         assert out.returncode == (2 if bad == ["--exhaustive"] else 0)
     out = _run("--teacher", "minilm-l6", "--population", "30")
     assert out.returncode == 2 and "add --pareto" in out.stderr
+    out = _run(*common, "--population", "1")
+    assert out.returncode == 2 and "--population: NSGA-II needs >= 2" in out.stderr
 
 
 def test_json_ga_matches_exhaustive():
