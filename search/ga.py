@@ -60,7 +60,7 @@ def _size_objective(problem, values):
 
 
 def _gflops_objective(problem, values):
-    return problem.flops(values)["total"] / 1e9
+    return problem.gflops(values)
 
 
 OBJECTIVES = (
@@ -194,11 +194,16 @@ class Problem:
             max_ms=self.max_ms,
         )
 
-    def predicted_ms(self, values) -> np.ndarray | None:
-        """The latency model's ms of (n, 5) gene values; None without a model."""
+    def gflops(self, values) -> np.ndarray:
+        """Itemised total GFLOPs of (n, 5) gene values."""
+        return self.flops(values)["total"] / 1e9
+
+    def predicted_ms(self, values, gflops=None) -> np.ndarray | None:
+        """The latency model's ms of (n, 5) gene values (`gflops`: theirs, when the caller has
+        them); None without a model."""
         if self.latency_model is None:
             return None
-        return self.latency_model.predict_ms(values[:, 0], self.flops(values)["total"] / 1e9)
+        return self.latency_model.predict_ms(values[:, 0], self.gflops(values) if gflops is None else gflops)
 
     def fitness(self, idx) -> np.ndarray:
         """(n, 5) index genomes -> (n,) fitness."""
@@ -263,7 +268,7 @@ class Problem:
         values = self.values(idx)
         count = self.params(values)
         fl = self.flops(values)
-        ms = self.predicted_ms(values)
+        ms = self.predicted_ms(values, fl["total"] / 1e9)
         out = []
         for i, row in enumerate(values):
             genes = dict(zip(GENES, (int(v) for v in row), strict=True))
@@ -320,11 +325,11 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         raise InputError(
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"
         )
-    if max_ms is not None and not max_ms >= problem.fastest_ms():
+    if max_ms is not None and not max_ms >= (fastest := problem.fastest_ms()):
         a = space.smallest()
         raise InputError(
             f"max_ms={max_ms:g} is below the fastest architecture in the space: L{a.layers} H{a.hidden} "
-            f"A{a.heads} D{a.ffn} is predicted at {problem.fastest_ms():.3f} ms ({latency_model.describe()})"
+            f"A{a.heads} D{a.ffn} is predicted at {fastest:.3f} ms ({latency_model.describe()})"
         )
     return problem
 
