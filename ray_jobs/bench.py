@@ -38,6 +38,7 @@ from ray_jobs import results
 from ray_jobs.config import build_config, check_object_store, code_version, to_dict
 from ray_jobs.errors import ConfigError, JobError, OneLineParser
 from ray_jobs.sweep import loopback_only
+from search.cost import HEADS
 from training.checks import check_distinct, check_ranges
 from training.evaluate import LATENCY_ROUNDS
 
@@ -84,11 +85,15 @@ class BenchConfig:
     step_seq_len: int = 64  # tokens a side (the demo's distill.max_seq_len)
     step_runs: int = 20  # timed steps per (student, precision, attention), after 3 untimed
     # ---- latency-model: fit_shapes random students of latency_teacher's space (heads of at least
-    # fit_min_head_size dimensions, at most fit_max_mb with the demo's cosine pair head), the
-    # layer counts taken in turn, timed at batch 1 as the compress job times a student (a pair's
-    # two sides encoded separately, latency_seq_len tokens a side; latency_device, latency_threads,
-    # latency_runs in latency_rounds alternated blocks); the fitted model is written as JSON to
-    # latency_model_out (None: results_dir/latency-model.json) for search.latency_model
+    # fit_min_head_size dimensions, at most fit_max_mb with fit_head), the layer counts taken in
+    # turn, timed at batch 1 as the compress job times a student (latency_seq_len tokens an
+    # input; latency_device, latency_threads, latency_runs in latency_rounds alternated blocks);
+    # the fitted model is written as JSON to latency_model_out (None:
+    # results_dir/latency-model.json) for search.latency_model
+    # the students' head, as the search names it: "pair_cosine" (the demo's bi-encoder: a pair's
+    # two sides encoded separately, mean-pooled, compared by cosine) | "pair_concat" (the paper's
+    # clone model, codebert-bigclone.yaml) | "sequence" (one input, codebert-devign.yaml)
+    fit_head: str = "pair_cosine"
     fit_shapes: int = 24
     fit_max_mb: float = 6.0
     fit_min_head_size: int = 1
@@ -99,6 +104,8 @@ class BenchConfig:
         check_ranges(self, timed_runs=("latency_runs", "step_runs"),
                      paths=("results_dir", "latency_teacher", "latency_model_out"),
                      counts=("fit_min_head_size",), positive=("fit_max_mb",), seeds=("fit_seed",))
+        if self.fit_head not in HEADS:
+            raise ValueError(f"fit_head: {self.fit_head!r} is not one of {HEADS}")
         if self.fit_shapes < 4:  # three coefficients, and leave-one-out fits of them
             raise ValueError(f"fit_shapes: a latency model needs >= 4 shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
@@ -448,8 +455,8 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
 
 
 def sample_shapes(cfg: BenchConfig, teacher) -> list:
-    """`fit_shapes` distinct random Archs of `teacher`'s space within fit_max_mb (the cosine pair
-    head's size) and fit_min_head_size, layer counts taken in turn (1, 2, ... teacher's, 1, ...;
+    """`fit_shapes` distinct random Archs of `teacher`'s space within fit_max_mb (with fit_head's
+    parameters) and fit_min_head_size, layer counts taken in turn (1, 2, ... teacher's, 1, ...;
     a count with no new shape in 200 draws is passed over); ConfigError when the space has too
     few such shapes."""
     import random
@@ -468,7 +475,7 @@ def sample_shapes(cfg: BenchConfig, teacher) -> list:
             break
         hidden, heads = rng.choice(space.hidden), rng.choice(space.heads)
         arch = Arch(int(layers[turn % len(layers)]), hidden, heads, rng.choice(space.ffn), rng.choice(space.vocab))
-        if (space.feasible(hidden, heads) and cost.size_mb(arch, teacher, head="pair_cosine") <= cfg.fit_max_mb
+        if (space.feasible(hidden, heads) and cost.size_mb(arch, teacher, head=cfg.fit_head) <= cfg.fit_max_mb
                 and arch not in found):
             found[arch], turn, misses = None, turn + 1, 0
         elif (misses := misses + 1) >= 200:  # a layer count with (almost) nothing within fit_max_mb
@@ -487,7 +494,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
 
     from search import cost
     from search import latency as lat
-    from training.evaluate import classifier_call, pair_models, time_calls
+    from training.evaluate import classifier_call, head_models, time_calls
 
     _check_rounds(cfg, "latency_runs")
     teacher = _teacher(cfg)
@@ -496,15 +503,16 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     archs = sample_shapes(cfg, teacher)
     out = os.path.expanduser(cfg.latency_model_out) if cfg.latency_model_out else os.path.join(
         results_dir, "latency-model.json")
-    models = pair_models(archs, teacher, references=False)
-    calls = {name: classifier_call(model, vocab, seq_len=cfg.latency_seq_len, pair=True, device=device)
+    pair = cfg.fit_head.startswith("pair_")
+    models = head_models(archs, teacher, cfg.fit_head)
+    calls = {name: classifier_call(model, vocab, seq_len=cfg.latency_seq_len, pair=pair, device=device)
              for name, (model, vocab) in models.items()}
     stats = time_calls(calls, warmup=3, runs=cfg.latency_runs, threads=cfg.latency_threads,
                        rounds=cfg.latency_rounds)
     gflops = [cost.flops(a, cfg.latency_seq_len)["total"] / 1e9 for a in archs]
     threads = next(iter(stats.values()))["threads"]
     model = lat.fit([a.layers for a in archs], gflops, [stats[n]["median_ms"] for n in models],
-                    seq_len=cfg.latency_seq_len, pair=True, threads=threads if device == "cpu" else None,
+                    seq_len=cfg.latency_seq_len, pair=pair, threads=threads if device == "cpu" else None,
                     device=device, machine=f"{device_name} ({platform.machine()})",
                     shapes=[dict(zip(("layers", "hidden", "heads", "ffn", "vocab"), a.genes(), strict=True))
                             for a in archs])
@@ -515,14 +523,16 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
            "per_gflop_ms": model.per_gflop_ms}
     rows = [{**stamp, "bench": "latency_model", "device_name": device_name,
              "trial_key": f"latency-model-{name}", "model": name,
-             "arch": ",".join(str(g) for g in a.genes()), "seq_len": cfg.latency_seq_len, "batch": 1,
+             "arch": ",".join(str(g) for g in a.genes()), "head": cfg.fit_head, "seq_len": cfg.latency_seq_len,
+             "batch": 1,
              "threads": stats[name]["threads"], "median_ms": stats[name]["median_ms"],
              "p90_ms": stats[name]["p90_ms"], "gflops": sample["gflops"],
              "predicted_ms": sample["predicted_ms"], "loo_ms": sample["loo_ms"], **fit}
             for (name, a), sample in zip(zip(models, archs, strict=True), model.samples, strict=True)]
     errors = lat.loo_errors(model)
-    print(f"latency of {len(archs)} {teacher.name}-family students on {device} ({device_name}), batch 1, "
-          f"{cfg.latency_seq_len} tokens a side, pairs encoded separately, {threads} thread(s)")
+    inputs = "tokens a side, pairs encoded separately" if pair else "tokens, one sequence"
+    print(f"latency of {len(archs)} {teacher.name}-family students ({cfg.fit_head} head) on {device} "
+          f"({device_name}), batch 1, {cfg.latency_seq_len} {inputs}, {threads} thread(s)")
     for r in rows:
         print(f"{r['arch']:22} {r['gflops']:8.4f} GFLOPs  measured {r['median_ms']:8.3f} ms  "
               f"fit {r['predicted_ms']:8.3f}  left out {r['loo_ms']:8.3f} ms")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -171,9 +172,30 @@ def _latency_model(cfg: JobConfig) -> LatencyModel | None:
     if cfg.search.latency_model is None:
         return None
     try:
-        return load_latency_model(cfg.search.latency_model)
+        model = load_latency_model(cfg.search.latency_model)
     except InputError as err:
         raise ConfigError(f"search.latency_model: {err}") from None
+    if differences := timing_differences(cfg, model):
+        print(f"compress: note: search.latency_model was fitted with {', '.join(differences)}: the rows' "
+              "predicted_ms and their measured latency_ms are not timed alike (a budget for another "
+              "machine is fine; compare the two only where they are)")
+    return model
+
+
+def timing_differences(cfg: JobConfig, model: LatencyModel) -> list[str]:
+    """Where the latency model's timing settings differ from those the job times its students
+    with (device, torch threads, tokens an input), each as "model's vs job's"; [] when alike."""
+    device = "cuda" if cfg.resources.gpus_per_trial > 0 else "cpu"
+    threads = cfg.distill.latency_threads or max(1, math.floor(cfg.resources.cpus_per_trial))
+    seq_len = cfg.distill.latency_seq_len or cfg.distill.max_seq_len
+    differences = []
+    if model.device != device:
+        differences.append(f"device {model.device} vs the job's {device}")
+    if device == "cpu" and model.threads is not None and model.threads != threads:
+        differences.append(f"{model.threads} thread(s) vs the job's {threads} (distill.latency_threads)")
+    if model.seq_len != seq_len:
+        differences.append(f"{model.seq_len} tokens an input vs the job's {seq_len} (distill.latency_seq_len)")
+    return differences
 
 
 def selected_ranks(cfg: JobConfig, candidates: list[dict]) -> list[int]:

@@ -90,10 +90,10 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target-mb",
         type=_positive(float),
-        default=3.0,
-        help="size budget T in MB (1e6 bytes, fp32)",
+        default=None,
+        help="size budget T in MB (1e6 bytes, fp32; default 3)",
     )
-    p.add_argument("--top-k", type=_positive(int), default=5, help="distinct candidates to print")
+    p.add_argument("--top-k", type=_positive(int), default=None, help="distinct candidates to print (default 5)")
     p.add_argument(
         "--seed",
         type=int,
@@ -104,8 +104,8 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variant",
         choices=VARIANTS,
-        default="default",
-        help="GA variant: the paper's Algorithm 1, or the budget-repairing default",
+        default=None,
+        help="GA variant: the paper's Algorithm 1, or the budget-repairing default (the default)",
     )
     p.add_argument(
         "--exhaustive", action="store_true", help="enumerate the whole space instead of the GA"
@@ -114,8 +114,8 @@ def _search_parser() -> argparse.ArgumentParser:
         "--pareto",
         action="store_true",
         help="print the NSGA-II front instead (size down, GFLOPs up; with --latency-model, "
-        "predicted ms down too): every student no other beats on all of them; --target-mb, "
-        "--top-k and --variant do not apply",
+        "predicted ms down too): every student no other beats on all of them (--target-mb, "
+        "--top-k and --variant are refused with it)",
     )
     p.add_argument("--population", type=_positive(int), default=None,
                    help="--pareto only: NSGA-II population, the most points the front can hold (default 100)")
@@ -190,6 +190,12 @@ def search(argv: list[str]) -> int:
         raise UsageError("--population: NSGA-II needs >= 2, got 1")
     if not args.pareto and (args.population or args.generations):
         raise UsageError("--population and --generations set the NSGA-II front's search: add --pareto")
+    ranking = [flag for flag, value in (("--target-mb", args.target_mb), ("--top-k", args.top_k),
+                                        ("--variant", args.variant)) if value is not None]
+    if args.pareto and ranking:  # the front has no target and prints every point
+        raise UsageError(f"{', '.join(ranking)}: the Pareto front has no size target, ranking or GA variant "
+                         "(--max-mb caps its sizes)")
+    args.target_mb, args.top_k, args.variant = args.target_mb or 3.0, args.top_k or 5, args.variant or "default"
     teacher = teacher_spec(args.teacher)
     space = SearchSpace.from_teacher(teacher, min_head_size=args.min_head_size,
                                      max_layers=args.max_layers)

@@ -279,6 +279,26 @@ def pair_models(students: Sequence, teacher, num_labels: int = 2, references: bo
             for name, (arch, family, head) in specs.items()}
 
 
+def head_models(students: Sequence, teacher, head: str, num_labels: int = 2,
+                ) -> dict[str, tuple[torch.nn.Module, int]]:
+    """Randomly initialised students ("student-i" -> (model, vocab size)) of the Archs in
+    `students`, in `teacher`'s family, reading their inputs as the search's `head` (one of
+    `search.cost.HEADS`) says: "sequence" one input, "pair_cosine" / "pair_concat" a pair's
+    two sides encoded separately (`pair_models`' students). Weight values do not matter to
+    latency."""
+    from training.models import build_student
+
+    if head == "sequence":
+        mode, pair_head = "joint", "concat"
+    elif head in ("pair_cosine", "pair_concat"):
+        mode, pair_head = "separate", head.removeprefix("pair_")
+    else:
+        raise ValueError(f"head must be 'sequence', 'pair_cosine' or 'pair_concat', got {head!r}")
+    torch.manual_seed(0)
+    return {f"student-{i}": (build_student(arch, teacher, num_labels, mode, pair_head=pair_head), arch.vocab)
+            for i, arch in enumerate(students)}
+
+
 def timing_row(model: str, dtype: str, batch: int, seq_len: int, stats: dict) -> dict:
     """A benchmark row of one `latency_ms` measurement of `batch` pairs of `seq_len` tokens a side."""
     return {"model": model, "dtype": dtype, "batch": batch, "seq_len": seq_len,

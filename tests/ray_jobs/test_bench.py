@@ -98,32 +98,37 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     assert json.loads(config["config"])["latency_threads"] == 1
 
 
-def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_path):
+@pytest.mark.parametrize("head, other", [("pair_cosine", "sequence"), ("sequence", "pair_cosine")])
+def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_path, head, other, capsys):
     from search import latency
     from search.__main__ import main as search_main
 
     out = tmp_path / "models" / "cpu.json"
     proc = _bench("latency-model", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}",
-                  f"latency_model_out={out}")
+                  f"latency_model_out={out}", f"fit_head={head}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "leave-one-out error: median" in proc.stdout and f"wrote the latency model to {out}" in proc.stdout
     model = latency.load(out)
-    assert (model.seq_len, model.pair, model.threads, model.device) == (8, True, 1, "cpu")
+    assert (model.seq_len, model.pair, model.threads, model.device) == (8, head != "sequence", 1, "cpu")
     rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'latency_model'").to_pylist()
     assert len(rows) == len(model.samples) == 6 and len({r["arch"] for r in rows}) == 6
+    assert {r["head"] for r in rows} == {head}
     assert sorted(r["median_ms"] for r in rows) == sorted(s["measured_ms"] for s in model.samples)
     assert {r["arch"].split(",")[0] for r in rows} == {"1", "2", "3", "4", "5", "6"}  # the layer counts in turn
     for r in rows:
         assert r["predicted_ms"] == pytest.approx(model.predict_ms(int(r["arch"].split(",")[0]), r["gflops"]))
         assert r["per_layer_ms"] == model.per_layer_ms and r["loo_ms"] > 0 and r["threads"] == 1
     # what it was made for: a search that reads it
-    assert search_main(["--teacher", "minilm-l6", "--seq-len", "8", "--exhaustive", "--top-k", "1",
-                        "--head", "pair_cosine", "--latency-model", str(out)]) == 0
+    search = ["--teacher", "minilm-l6", "--seq-len", "8", "--exhaustive", "--top-k", "1", "--latency-model", str(out)]
+    assert search_main([*search, "--head", head]) == 0
+    assert search_main([*search, "--head", other]) == 2  # a model of the other input format is refused
+    assert "latency_model: fitted on" in capsys.readouterr().err
     assert out.stat().st_mode & 0o777 == 0o644 and sorted(p.name for p in out.parent.iterdir()) == ["cpu.json"]
 
 
 @pytest.mark.parametrize("what, override, named", [
     ("latency-model", "fit_shapes=3", "fit_shapes"),
+    ("latency-model", "fit_head=pair", "fit_head"),
     ("latency-model", "fit_max_mb=0.01", "fit_shapes"),  # fewer distinct shapes than asked for
     ("latency-model", "fit_min_head_size=1000", "fit_min_head_size"),
     ("latency-model", "latency_seq_len=513", "latency_seq_len"),

@@ -209,6 +209,31 @@ def test_a_latency_budget_holds_the_jobs_search(tmp_path):
     assert sweep_id(cfg) != before
 
 
+def test_the_job_notes_a_latency_model_timed_unlike_its_students(tmp_path, capsys):
+    """predicted_ms and latency_ms compare only when timed alike: the job says which settings
+    differ (a budget for another machine is allowed, so a note, not a refusal)."""
+    from ray_jobs.compress import search_candidates, timing_differences
+    from search import latency
+    from search.space import teacher_spec
+
+    alike = latency.LatencyModel(1.0, 1.0, 0.0, seq_len=64, pair=True, threads=1, device="cpu")
+    demo = load_config(CONFIG_DIR / "demo.yaml")  # CPU trials of 1 core, 64 tokens a side
+    assert timing_differences(demo, alike) == []
+    assert timing_differences(demo, dataclasses.replace(alike, threads=None)) == []  # torch's default: unknown
+    assert timing_differences(load_config(CONFIG_DIR / "demo.yaml", ["distill.latency_threads=2"]), alike) == [
+        "1 thread(s) vs the job's 2 (distill.latency_threads)"]
+    assert timing_differences(load_config(CONFIG_DIR / "demo.yaml", ["resources.cpus_per_trial=2"]), alike) == [
+        "1 thread(s) vs the job's 2 (distill.latency_threads)"]
+    assert timing_differences(load_config(CONFIG_DIR / "demo.yaml", ["distill.latency_seq_len=32"]), alike) == [
+        "64 tokens an input vs the job's 32 (distill.latency_seq_len)"]
+    on_gpus = load_config(CONFIG_DIR / "demo.yaml", ["resources.gpus_per_trial=1"])
+    assert timing_differences(on_gpus, alike) == ["device cpu vs the job's cuda"]
+    path = latency.save(dataclasses.replace(alike, threads=4), tmp_path / "m.json")
+    search_candidates(load_config(CONFIG_DIR / "demo.yaml", ["search.generations=2", f"search.latency_model={path}"]),
+                      teacher_spec("minilm-l6"), 2, "pair_cosine")
+    assert "fitted with 4 thread(s) vs the job's 1" in capsys.readouterr().out
+
+
 def test_sweep_id_follows_the_data_content_not_only_its_path(tmp_path):
     """Re-running a finished job after its data changed in place must not restore the old
     sweep (and keep its rows): the sweep id hashes the data's contents."""

@@ -110,6 +110,10 @@ def test_pareto_prints_the_front_with_predicted_ms(tmp_path):
     assert out.returncode == 2 and "add --pareto" in out.stderr
     out = _run(*common, "--population", "1")
     assert out.returncode == 2 and "--population: NSGA-II needs >= 2" in out.stderr
+    # the GA's ranking options mean nothing to the front: refused, not ignored
+    out = _run(*common, "--target-mb", "3", "--variant", "paper")
+    assert out.returncode == 2 and out.stderr.startswith("python -m search: error: --target-mb, --variant: ")
+    assert "--top-k:" in _run(*common, "--top-k", "3").stderr
 
 
 def test_json_ga_matches_exhaustive():

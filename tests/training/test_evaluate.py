@@ -9,6 +9,7 @@ from training.evaluate import (
     classifier_latency,
     codebert_arch_latency,
     f1_score,
+    head_models,
     interleaved_latency_ms,
     latency_ms,
     serialized_size_bytes,
@@ -174,3 +175,25 @@ def test_codebert_architecture_latency_of_a_separately_encoded_pair():
     # a bi-encoder student encodes both inputs: CodeBERT is timed doing the same
     stats = codebert_arch_latency(seq_len=8, runs=20, warmup=1, threads=1, pair=True)
     assert stats["median_ms"] <= stats["p90_ms"] and stats["runs"] == 20
+
+
+@pytest.mark.parametrize("head", ["sequence", "pair_cosine", "pair_concat"])
+def test_head_models_are_the_students_the_search_prices_with_that_head(head):
+    # the latency model's shapes are timed as these: the parameters the search counts for the
+    # head, and the input format it reads (one sequence, or a pair's two sides)
+    from search import cost
+    from search.space import Arch, teacher_spec
+
+    teacher, archs = teacher_spec("minilm-l6"), [Arch(1, 32, 2, 64, 1000), Arch(2, 48, 4, 96, 2000)]
+    models = head_models(archs, teacher, head)
+    assert list(models) == ["student-0", "student-1"]
+    for (model, vocab), arch in zip(models.values(), archs, strict=True):
+        assert vocab == arch.vocab
+        assert sum(p.numel() for p in model.parameters()) == cost.params(arch, teacher, head=head)
+        pair = head != "sequence"
+        inputs = {"input_ids": torch.ones(1, 4, dtype=torch.long)}
+        if pair:
+            inputs["input_ids_b"] = torch.ones(1, 4, dtype=torch.long)
+        assert model.eval()(**inputs).logits.shape == (1, 2)
+    with pytest.raises(ValueError, match="head must be"):
+        head_models(archs, teacher, "pair_mean")
