@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ray_jobs import results
 from ray_jobs.errors import ConfigError, JobError, OneLineParser, SweepFailed, SweepInterrupted
+from search import pipe_closed
 
 JOBS = ("compress", "prune", "demo")
 
@@ -84,8 +85,17 @@ def _config_path(name: str | None) -> Path | None:
     return resolve_config_path(name)
 
 
-def _query(args) -> int:
+def _existing_results_dir(args) -> Path:
+    """The results folder query/tables read; JobError when it does not exist (a mistyped path
+    must not read as a folder without results)."""
     root = _results_dir(args.config, args.overrides)
+    if not root.is_dir():
+        raise JobError(f"results_dir: no such folder {root}")
+    return root
+
+
+def _query(args) -> int:
+    root = _existing_results_dir(args)
     if not results.table_names(root):
         raise JobError(f"results_dir: no tables under {root}")
     print(results.format_rows(results.query(root, args.sql), args.format))
@@ -93,7 +103,7 @@ def _query(args) -> int:
 
 
 def _tables(args) -> int:
-    root = _results_dir(args.config, args.overrides)
+    root = _existing_results_dir(args)  # an existing folder without tables: an empty listing, exit 0
     counts = results.table_counts(root)
     if not counts:
         print(f"no tables under {root}")
@@ -148,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tables":
             return _tables(args)
         return _job(args)
+    except BrokenPipeError:
+        return pipe_closed()
     except SweepInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return 130

@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 
+from search import pipe_closed
 from search.cost import HEADS
 from search.ga import VARIANTS, exhaustive, pareto, run_ga
 from search.latency import load as load_latency_model
@@ -324,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["bench"]:
             return bench(argv[1:])
         return search(argv)
+    except BrokenPipeError:
+        return pipe_closed()
     except (UsageError, InputError) as err:  # anything else is a bug: its traceback shows
         print(f"python -m search: error: {err}", file=sys.stderr)
         return 2

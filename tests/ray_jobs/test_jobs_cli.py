@@ -100,6 +100,16 @@ def test_query_and_tables_read_the_config_as_the_jobs_do(capsys, tmp_path, text,
         assert rc == 2 and _one_error_line(err, culprit), err
 
 
+def test_query_and_tables_refuse_a_results_dir_that_does_not_exist(capsys, tmp_path):
+    missing = tmp_path / "reslts"  # a typo must not read as "no results yet"
+    for argv in (["tables"], ["query", "SELECT 1"]):
+        rc, out, err = _main(capsys, *argv, f"results_dir={missing}")
+        assert (rc, out) == (2, "") and _one_error_line(err, f"results_dir: no such folder {missing}"), err
+    assert _main(capsys, "tables", f"results_dir={tmp_path}") == (0, f"no tables under {tmp_path}\n", "")
+    rc, _, err = _main(capsys, "query", "SELECT 1", f"results_dir={tmp_path}")
+    assert rc == 2 and _one_error_line(err, "results_dir: no tables under"), err
+
+
 def test_tables_reads_results_dir_from_the_config(capsys, tmp_path):
     from ray_jobs import results
 
@@ -157,3 +167,12 @@ def test_query_shows_each_of_two_columns_of_one_name(capsys, tmp_path):
     assert rc == 0 and out.splitlines()[2].split() == ["1", "2"]
     rc, out, err = _main(capsys, "query", "SELECT 1 AS a, 2 AS a", "--format", "json", f"results_dir={tmp_path}")
     assert rc == 2 and out == "" and _one_error_line(err, "2 columns named 'a'") and " AS " in err, err
+
+
+def test_query_into_a_closed_pipe_ends_quietly(tmp_path, read_first_line_and_close):
+    from ray_jobs import results
+
+    results.write_rows(tmp_path, "search", "s1", [{"rank": 0}])
+    line, rc, err = read_first_line_and_close(
+        [sys.executable, "-m", "ray_jobs", "query", "SELECT * FROM range(200000)", f"results_dir={tmp_path}"], REPO)
+    assert line.strip() == "range" and rc == 141 and err == ""

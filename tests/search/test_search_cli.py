@@ -223,3 +223,10 @@ def test_help_names_the_bench_subcommand_and_every_option():
         assert all(action.help for action in parser._actions), parser.prog
     usage = cli.__doc__.split("python -m search bench", 1)[1].splitlines()[0]
     assert "--seeds" in usage and "--runs" in usage
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_output_quietly(read_first_line_and_close):
+    # more output than a pipe's buffer holds, so writes hit the closed pipe
+    line, rc, err = read_first_line_and_close([sys.executable, "-m", "search", "--teacher", "minilm-l6",
+                                               "--exhaustive", "--top-k", "3000"])
+    assert line.startswith("teacher minilm-l6") and rc == 141 and err == ""
