@@ -48,7 +48,7 @@ _GENES = [("layers", _I), ("hidden", _I), ("heads", _I), ("ffn", _I), ("vocab", 
 COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     "search": [("rank", _I), *_GENES, ("params", _I), ("size_mb", _F), ("gflops", _F),
                ("flops_matmul", _F), ("fitness", _F), ("target_mb", _F), ("selected", _B),
-               ("head", _S)],
+               ("head", _S), ("predicted_ms", _F)],
     "distill": [("kind", _S), ("variant", _S), *_GENES, ("params", _I), ("analytic_params", _I),
                 ("size_mb", _F), ("serialized_bytes", _I), ("serialized_mb", _F), ("gflops", _F),
                 ("accuracy", _F), ("f1", _F), ("teacher_accuracy", _F), ("teacher_f1", _F),
@@ -59,7 +59,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                 ("teacher_speedup_vs_codebert", _F), ("latency_rounds", _I),
                 ("teacher_size_mb", _F), ("train_seconds", _F), ("model_dir", _S),
                 ("in_batch_weight", _F), ("precision", _S), ("attention_dropout", _F),
-                ("best_epoch", _I), ("epochs", _I)],
+                ("best_epoch", _I), ("epochs", _I), ("predicted_ms", _F)],
     "prune": [("schedule", _S), ("method", _S), ("scope", _S), ("rewind", _S),
               ("selection", _S), ("select_by", _S), ("batch_size", _I), ("rounds", _I),
               ("rate", _F), ("rate_of", _S), ("iterations_per_round", _I), ("nominal_sparsity", _F),
@@ -82,7 +82,12 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),
               ("p90_ms", _F), ("pairs_per_s", _F), ("speedup_vs_teacher", _F),
-              ("speedup_vs_codebert", _F), ("device_name", _S), ("arch", _S), ("speedup_vs_fp32", _F)],
+              ("speedup_vs_codebert", _F), ("device_name", _S), ("arch", _S), ("speedup_vs_fp32", _F),
+              ("threads", _I),
+              # latency-model rows: each shape's GFLOPs, its fitted and leave-one-out predicted ms
+              # and the fit's coefficients (search/latency.py)
+              ("head", _S), ("gflops", _F), ("predicted_ms", _F), ("loo_ms", _F), ("intercept_ms", _F),
+              ("per_layer_ms", _F), ("per_gflop_ms", _F)],
     # the learning curves: one row per trained model x epoch (compression job), one per tenth
     # of the code-to-text fine-tuning's steps (pruning job, trial_key seq2seq: valid_nll)
     "epochs": [("model", _S), ("kind", _S), ("epoch", _I), ("valid_accuracy", _F), ("train_loss", _F),
