@@ -33,7 +33,7 @@ from deap import base, creator, tools
 
 from search import cost
 from search.latency import LatencyModel
-from search.space import GENES, InputError, SearchSpace, Teacher
+from search.space import GENES, Arch, InputError, SearchSpace, Teacher
 
 VARIANTS = ("paper", "default")
 HIDDEN, HEADS, FFN, VOCAB = (GENES.index(g) for g in ("hidden", "heads", "ffn", "vocab"))
@@ -290,12 +290,44 @@ class Problem:
         """fp32 size of the space's smallest architecture."""
         return cost.size_mb(self.space.smallest(), self.teacher, self.num_labels, head=self.head)
 
+    def floor_points(self) -> np.ndarray:
+        """(n, 5) gene values: every feasible (hidden, heads) pair with layers, ffn and vocab at
+        their least choices. Neither size nor predicted ms falls as layers, ffn or vocab grow
+        (parameters grow with each, FLOPs with layers and ffn, the latency model's coefficients
+        are >= 0), so the space's least predicted ms, and whether any point meets both max_mb and
+        max_ms, are decided among these few points."""
+        layers, hidden, heads, ffn, vocab = self.space.choices()
+        h, a = (g.ravel() for g in np.meshgrid(hidden, heads, indexing="ij"))
+        fits = self.space.feasible(h, a)
+        n = int(fits.sum())
+        return np.column_stack([np.full(n, layers[0]), h[fits], a[fits], np.full(n, ffn[0]), np.full(n, vocab[0])])
+
+    def fastest(self) -> tuple[Arch, float]:
+        """The architecture the latency model predicts fastest (the least hidden on ties) and
+        its predicted ms. Exact over the space, heads choices of any kind included."""
+        points = self.floor_points()
+        ms = self.predicted_ms(points)
+        i = int(np.argmin(ms))
+        return Arch(*(int(g) for g in points[i])), float(ms[i])
+
     def fastest_ms(self) -> float:
-        """Predicted ms of the space's smallest architecture, the fastest the model predicts:
-        its coefficients are >= 0, and FLOPs grow with layers, hidden, ffn and heads (softmax),
-        of which the smallest has the least (one head, when one is among the choices, as in
-        every teacher's space: it fits any hidden the space allows)."""
-        return float(self.predicted_ms(np.array([self.space.smallest().genes()]))[0])
+        """The least predicted ms of the space (`fastest`)."""
+        return self.fastest()[1]
+
+    def seed_arch(self) -> Arch | None:
+        """A point within max_mb and max_ms: the space's smallest without a latency budget, else
+        the fastest point within max_mb; None when no point meets both."""
+        if self.max_ms is None:
+            return self.space.smallest()
+        points = self.floor_points()
+        ms = self.predicted_ms(points)
+        ok = ms <= self.max_ms
+        if self.max_mb is not None:
+            ok &= cost.mb(self.params(points)) <= self.max_mb
+        if not ok.any():
+            return None
+        i = int(np.flatnonzero(ok)[np.argmin(ms[ok])])
+        return Arch(*(int(g) for g in points[i]))
 
 
 def _unpack(values):
@@ -305,9 +337,8 @@ def _unpack(values):
 
 def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="sequence", latency_model=None,
              max_ms=None) -> Problem:
-    """Validated problem; InputError naming the bad argument. Past it, the space's smallest
-    architecture is feasible (within `max_mb` and `max_ms`, its heads fit): every search has a
-    candidate."""
+    """Validated problem; InputError naming the bad argument. Past it, `Problem.seed_arch` is
+    feasible (within `max_mb` and `max_ms`, its heads fit): every search has a candidate."""
     if not 0 < target_mb < np.inf:
         raise InputError(f"target_mb must be positive and finite, got {target_mb}")
     if seq_len <= 0:
@@ -325,12 +356,19 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         raise InputError(
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"
         )
-    if max_ms is not None and not max_ms >= (fastest := problem.fastest_ms()):
-        a = space.smallest()
-        raise InputError(
-            f"max_ms={max_ms:g} is below the fastest architecture in the space: L{a.layers} H{a.hidden} "
-            f"A{a.heads} D{a.ffn} is predicted at {fastest:.3f} ms ({latency_model.describe()})"
-        )
+    if max_ms is not None:
+        a, fastest = problem.fastest()
+        if not max_ms >= fastest:
+            raise InputError(
+                f"max_ms={max_ms:g} is below the fastest architecture in the space: L{a.layers} H{a.hidden} "
+                f"A{a.heads} D{a.ffn} is predicted at {fastest:.3f} ms ({latency_model.describe()})"
+            )
+        if problem.seed_arch() is None:  # each cap alone is met, by different points
+            raise InputError(
+                f"max_mb={max_mb:g} and max_ms={max_ms:g}: no architecture in the space meets both (the fastest, "
+                f"L{a.layers} H{a.hidden} A{a.heads} D{a.ffn}, is {problem.params(np.array([a.genes()]))[0]:,} "
+                f"parameters; {latency_model.describe()})"
+            )
     return problem
 
 
@@ -465,12 +503,12 @@ def _evaluate(problem: Problem, inds, archive: dict, repair: bool):
 
 
 def _seed_feasible(problem: Problem, pop: list, evaluate) -> None:
-    """When no genome of the random first population is feasible, the space's smallest
-    architecture replaces its last one, in place: it is always feasible (`_problem`), so
-    the search has a feasible point to grow from and never comes back empty-handed."""
+    """When no genome of the random first population is feasible, `Problem.seed_arch`
+    replaces its last one, in place: it is always feasible (`_problem`), so the search has a
+    feasible point to grow from and never comes back empty-handed."""
     if any(ind.fitness.violation == 0 for ind in pop):
         return
-    pop[-1] = _individual(problem.space.index_of(problem.space.smallest()), type(pop[-1]))
+    pop[-1] = _individual(problem.space.index_of(problem.seed_arch()), type(pop[-1]))
     evaluate(pop[-1:])
 
 

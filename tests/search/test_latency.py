@@ -155,6 +155,28 @@ def test_a_budget_met_only_by_the_fastest_architecture_still_finds_it():
         ga.exhaustive(SPACE, MINILM, 3.0, SEQ, latency_model=model)
 
 
+def test_without_one_head_among_the_choices_the_fastest_is_found_exactly():
+    # hidden 32 fits only 4 heads, 33 only 3: at 500 tokens the softmax of a fourth head costs
+    # more than one more hidden unit, so the space's smallest (32, 4) is not its fastest
+    space = SearchSpace(layers=(1, 2), hidden=(32, 33), heads=(3, 4), ffn=(32, 64), vocab=(1000, 2000))
+    model = lat.LatencyModel(0.0, 0.1, 1000.0, seq_len=500, pair=False)  # 1 ms per MFLOP
+    L, H, A, D, V = space.grid()
+    ms = np.where(space.feasible(H, A), model.predict_ms(L, cost.flops_total_array(L, H, A, D, 500) / 1e9), np.inf)
+    problem = ga._problem(space, MINILM, 3.0, 500, None, 2, "sequence", model, None)
+    fastest, fastest_ms = problem.fastest()
+    assert fastest_ms == pytest.approx(ms.min()) and (fastest.hidden, fastest.heads) == (33, 3)
+    assert space.smallest().genes()[1:3] == (32, 4) and problem.predicted_ms(np.array([space.smallest().genes()]))[
+        0] > fastest_ms
+    for find in (ga.run_ga, ga.exhaustive):  # a budget only the fastest meets: found, not refused
+        rows = find(space, MINILM, 3.0, 500, latency_model=model, max_ms=fastest_ms, population=2,
+                    generations=0, seed=0)
+        assert rows and {(r["layers"], r["hidden"], r["heads"], r["ffn"]) for r in rows} == {(1, 33, 3, 32)}
+    # each cap alone is met, by different points: refused before any search
+    smallest_mb = cost.size_mb(space.smallest(), MINILM)
+    with pytest.raises(InputError, match=r"max_mb=.* and max_ms=.*: no architecture in the space meets both"):
+        ga.run_ga(space, MINILM, 3.0, 500, max_mb=smallest_mb, latency_model=model, max_ms=fastest_ms)
+
+
 def test_a_front_with_a_latency_model_is_non_dominated_in_three_objectives():
     model = _model(intercept=0.5, per_layer=0.6, per_gflop=25.0)
     front = ga.pareto(SPACE, MINILM, SEQ, seed=0, generations=30, head="pair_cosine", max_mb=3.05,
