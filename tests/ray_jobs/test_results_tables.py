@@ -61,16 +61,18 @@ def test_extra_columns_are_kept_and_nan_is_null(tmp_path):
 
 
 @pytest.mark.parametrize("table, column", [("search", "predicted_ms"), ("distill", "predicted_ms"),
-                                           ("bench", "loo_ms"), ("bench", "threads")])
+                                           ("bench", "loo_ms"), ("bench", "threads"),
+                                           ("distill", "train_attention")])  # null on BiLSTM rows
 def test_a_sweep_without_a_value_keeps_the_column_typed_for_every_reader(tmp_path, table, column):
     # a sweep without a latency model writes predicted_ms null on every row; typed null, a later
     # sweep's floats would make pyarrow's dataset reader fail (no cast from double to null)
     import pyarrow.dataset as ds
 
     results.write_rows(tmp_path, table, "s1", [{"trial_key": "a", "rank": 0, column: None}])
-    results.write_rows(tmp_path, table, "s2", [{"trial_key": "a", "rank": 0, column: 2}])
+    value = "eager" if column == "train_attention" else 2
+    results.write_rows(tmp_path, table, "s2", [{"trial_key": "a", "rank": 0, column: value}])
     values = ds.dataset(tmp_path / f"table={table}", partitioning="hive").to_table().column(column).to_pylist()
-    assert sorted(values, key=lambda v: v is not None) == [None, 2]
+    assert sorted(values, key=lambda v: v is not None) == [None, value]
 
 
 def test_sink_upserts_and_resumes_from_disk(tmp_path):
