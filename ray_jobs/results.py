@@ -86,7 +86,8 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),
               ("p90_ms", _F), ("pairs_per_s", _F), ("speedup_vs_teacher", _F),
               ("speedup_vs_codebert", _F), ("device_name", _S), ("arch", _S), ("speedup_vs_fp32", _F),
-              ("threads", _I),
+              ("threads", _I), ("worker_processes", _I), ("load_1m", _F), ("speedup", _F),  # scaling rows
+              ("attention", _S), ("speedup_vs_sdpa", _F),  # train-step rows
               # latency-model rows: each shape's GFLOPs, its fitted and leave-one-out predicted ms
               # and the fit's coefficients (search/latency.py)
               ("head", _S), ("gflops", _F), ("predicted_ms", _F), ("loo_ms", _F), ("intercept_ms", _F),
