@@ -112,6 +112,17 @@ def _tables(args) -> int:
     return 0
 
 
+def _listing(args) -> int:
+    """query or tables; a reader that closes the pipe (`| head`) ends it quietly (exit 141).
+    Only these: a job's or bench's BrokenPipeError is another pipe's fault, and shows."""
+    try:
+        rc = _query(args) if args.command == "query" else _tables(args)
+        sys.stdout.flush()  # inside the try: what print left in the buffer meets the closed pipe here
+        return rc
+    except BrokenPipeError:
+        return pipe_closed()
+
+
 def _job(args) -> int:
     from ray_jobs import jobs  # imports torch and the training stack
 
@@ -153,13 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             from ray_jobs import bench
 
             return bench.main(argv[1:])
-        if args.command == "query":
-            return _query(args)
-        if args.command == "tables":
-            return _tables(args)
+        if args.command in ("query", "tables"):
+            return _listing(args)
         return _job(args)
-    except BrokenPipeError:
-        return pipe_closed()
     except SweepInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return 130

@@ -29,6 +29,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
@@ -285,14 +286,16 @@ def main(argv: list[str]) -> int:
             rows = run_scaling(cfg, storage)
         finally:
             ray.shutdown()
-    print_rows(rows)
-    return _write(results_dir, sweep_id, [{**stamp, **r} for r in rows], cfg, stamp)
+    return _write(results_dir, sweep_id, [{**stamp, **r} for r in rows], cfg, stamp, lambda: print_rows(rows))
 
 
-def _write(results_dir: str, sweep_id: str, rows: list[dict], cfg: BenchConfig, stamp: dict) -> int:
-    """Write the bench rows and the run's `configs` row (every setting it ran with)."""
+def _write(results_dir: str, sweep_id: str, rows: list[dict], cfg: BenchConfig, stamp: dict,
+           show: Callable[[], None]) -> int:
+    """Write the bench rows and the run's `configs` row (every setting it ran with), then print
+    them with `show()`: written first, so a reader that stops reading (`| head`) loses none."""
     path = results.write_rows(results_dir, TABLE, sweep_id, rows)
     results.write_config(results_dir, "bench", sweep_id, to_dict(cfg), stamp)
+    show()
     print(f"wrote {len(rows)} rows to {path}")
     return 0
 
@@ -400,12 +403,13 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
                              threads=cfg.latency_threads, rounds=cfg.latency_rounds)
     rows = [{**stamp, **r, "bench": "latency", "device_name": device_name,
              "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]
-    print(f"latency on {device} ({device_name}), {cfg.latency_seq_len} tokens a side, pairs encoded separately")
-    for r in rows:
-        print(f"{r['model']:14} {r['dtype']:9} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
-              f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} pairs/s"
-              f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
-    return _write(results_dir, sweep_id, rows, cfg, stamp)
+    def show() -> None:
+        print(f"latency on {device} ({device_name}), {cfg.latency_seq_len} tokens a side, pairs encoded separately")
+        for r in rows:
+            print(f"{r['model']:14} {r['dtype']:9} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
+                  f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} pairs/s"
+                  f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
+    return _write(results_dir, sweep_id, rows, cfg, stamp, show)
 
 
 # ---------------------------------------------------------------- train-step
@@ -442,13 +446,14 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     shapes = dict(zip(models, cfg.step_students, strict=True))
     rows = [{**stamp, **r, "bench": "train_step", "device_name": device_name, "arch": shapes[r["model"]],
              "trial_key": f"train-step-{r['model']}-{r['dtype']}-{r['attention']}"} for r in rows]
-    print(f"distillation step on {device} ({device_name}), {cfg.step_batch} pairs of "
-          f"{cfg.step_seq_len} tokens a side, {rows[0]['threads'] if rows else '?'} thread(s)")
-    for r in rows:
-        print(f"{r['model']:10} {r['arch']:18} {r['dtype']:5} {r['attention']:5} median={r['median_ms']:9.1f} ms"
-              f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} pairs/s"
-              f"  vs fp32 {_ratio(r['speedup_vs_fp32'])}  vs sdpa {_ratio(r['speedup_vs_sdpa'])}")
-    return _write(results_dir, sweep_id, rows, cfg, stamp)
+    def show() -> None:
+        print(f"distillation step on {device} ({device_name}), {cfg.step_batch} pairs of "
+              f"{cfg.step_seq_len} tokens a side, {rows[0]['threads'] if rows else '?'} thread(s)")
+        for r in rows:
+            print(f"{r['model']:10} {r['arch']:18} {r['dtype']:5} {r['attention']:5} median={r['median_ms']:9.1f} ms"
+                  f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} pairs/s"
+                  f"  vs fp32 {_ratio(r['speedup_vs_fp32'])}  vs sdpa {_ratio(r['speedup_vs_sdpa'])}")
+    return _write(results_dir, sweep_id, rows, cfg, stamp, show)
 
 
 # ---------------------------------------------------------------- latency-model
@@ -512,7 +517,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     gflops = [cost.flops(a, cfg.latency_seq_len)["total"] / 1e9 for a in archs]
     threads = next(iter(stats.values()))["threads"]
     model = lat.fit([a.layers for a in archs], gflops, [stats[n]["median_ms"] for n in models],
-                    seq_len=cfg.latency_seq_len, pair=pair, threads=threads if device == "cpu" else None,
+                    seq_len=cfg.latency_seq_len, pair=pair, head=cfg.fit_head, threads=threads if device == "cpu" else None,
                     device=device, machine=f"{device_name} ({platform.machine()})",
                     shapes=[dict(zip(("layers", "hidden", "heads", "ffn", "vocab"), a.genes(), strict=True))
                             for a in archs])
@@ -530,13 +535,15 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
              "predicted_ms": sample["predicted_ms"], "loo_ms": sample["loo_ms"], **fit}
             for (name, a), sample in zip(zip(models, archs, strict=True), model.samples, strict=True)]
     errors = lat.loo_errors(model)
-    inputs = "tokens a side, pairs encoded separately" if pair else "tokens, one sequence"
-    print(f"latency of {len(archs)} {teacher.name}-family students ({cfg.fit_head} head) on {device} "
-          f"({device_name}), batch 1, {cfg.latency_seq_len} {inputs}, {threads} thread(s)")
-    for r in rows:
-        print(f"{r['arch']:22} {r['gflops']:8.4f} GFLOPs  measured {r['median_ms']:8.3f} ms  "
-              f"fit {r['predicted_ms']:8.3f}  left out {r['loo_ms']:8.3f} ms")
-    print(f"fit: {model.describe()}")
-    print(f"leave-one-out error: median {100 * float(np.median(errors)):.1f}%, max {100 * float(errors.max()):.1f}%")
-    print(f"wrote the latency model to {out} (search.latency_model={out} search.max_ms=...)")
-    return _write(results_dir, sweep_id, rows, cfg, stamp)
+
+    def show() -> None:
+        inputs = "tokens a side, pairs encoded separately" if pair else "tokens, one sequence"
+        print(f"latency of {len(archs)} {teacher.name}-family students ({cfg.fit_head} head) on {device} "
+              f"({device_name}), batch 1, {cfg.latency_seq_len} {inputs}, {threads} thread(s)")
+        for r in rows:
+            print(f"{r['arch']:22} {r['gflops']:8.4f} GFLOPs  measured {r['median_ms']:8.3f} ms  "
+                  f"fit {r['predicted_ms']:8.3f}  left out {r['loo_ms']:8.3f} ms")
+        print(f"fit: {model.describe()}")
+        print(f"leave-one-out error: median {100 * float(np.median(errors)):.1f}%, max {100 * float(errors.max()):.1f}%")
+        print(f"wrote the latency model to {out} (search.latency_model={out} search.max_ms=...)")
+    return _write(results_dir, sweep_id, rows, cfg, stamp, show)

@@ -146,7 +146,7 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
     except InputError as err:
         raise ConfigError(f"search.{err}") from err  # names min_head_size or max_layers
     seq_len = s.seq_len or cfg.distill.max_seq_len
-    latency_model = _latency_model(cfg)
+    latency_model = _latency_model(cfg, head)
     everything = s.population + s.generations * s.children  # archive size bound
     try:
         found = run_ga(
@@ -166,7 +166,7 @@ def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: s
     return found
 
 
-def _latency_model(cfg: JobConfig) -> LatencyModel | None:
+def _latency_model(cfg: JobConfig, head: str) -> LatencyModel | None:
     """search.latency_model loaded; ConfigError naming it when missing or malformed (the search
     refuses one fitted on the other input format than the students', or at another seq_len)."""
     if cfg.search.latency_model is None:
@@ -175,20 +175,23 @@ def _latency_model(cfg: JobConfig) -> LatencyModel | None:
         model = load_latency_model(cfg.search.latency_model)
     except InputError as err:
         raise ConfigError(f"search.latency_model: {err}") from None
-    if differences := timing_differences(cfg, model):
+    if differences := timing_differences(cfg, model, head):
         print(f"compress: note: search.latency_model was fitted with {', '.join(differences)}: the rows' "
               "predicted_ms and their measured latency_ms are not timed alike (a budget for another "
               "machine is fine; compare the two only where they are)")
     return model
 
 
-def timing_differences(cfg: JobConfig, model: LatencyModel) -> list[str]:
+def timing_differences(cfg: JobConfig, model: LatencyModel, head: str) -> list[str]:
     """Where the latency model's timing settings differ from those the job times its students
-    with (device, torch threads, tokens an input), each as "model's vs job's"; [] when alike."""
+    (of the search head `head`) with (head, device, torch threads, tokens an input), each as
+    "model's vs job's"; [] when alike."""
     device = "cuda" if cfg.resources.gpus_per_trial > 0 else "cpu"
     threads = cfg.distill.latency_threads or max(1, math.floor(cfg.resources.cpus_per_trial))
     seq_len = cfg.distill.latency_seq_len or cfg.distill.max_seq_len
     differences = []
+    if model.head is not None and model.head != head:
+        differences.append(f"the {model.head} head vs the job's {head}")
     if model.device != device:
         differences.append(f"device {model.device} vs the job's {device}")
     if device == "cpu" and model.threads is not None and model.threads != threads:

@@ -10,9 +10,9 @@
     python -m search bench [--teacher codebert-base] [--seq-len 400] [--seeds 20] [--runs 5]
 
 Bad input prints one line on stderr and exits 2; a search that finds no architecture within
-the budget says so on stderr and exits 1 (a guard: past the budget checks the space's
-smallest architecture fits, and the GA and the exhaustive search find it; the front is never
-empty either). Any other error is a bug: traceback.
+the budget says so on stderr and exits 1 (a guard: past the budget checks some architecture
+fits, the smallest or with --max-ms the fastest within --max-mb, and the GA and the exhaustive
+search find it; the front is never empty either). Any other error is a bug: traceback.
 """
 
 from __future__ import annotations
@@ -322,9 +322,9 @@ def bench(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv[:1] == ["bench"]:
-            return bench(argv[1:])
-        return search(argv)
+        rc = bench(argv[1:]) if argv[:1] == ["bench"] else search(argv)
+        sys.stdout.flush()  # inside the try: what print left in the buffer meets a closed pipe here
+        return rc
     except BrokenPipeError:
         return pipe_closed()
     except (UsageError, InputError) as err:  # anything else is a bug: its traceback shows

@@ -300,6 +300,8 @@ class Problem:
         h, a = (g.ravel() for g in np.meshgrid(hidden, heads, indexing="ij"))
         fits = self.space.feasible(h, a)
         n = int(fits.sum())
+        if n == 0:
+            self.space.smallest()  # raises the InputError that names the space's heads and hidden
         return np.column_stack([np.full(n, layers[0]), h[fits], a[fits], np.full(n, ffn[0]), np.full(n, vocab[0])])
 
     def fastest(self) -> tuple[Arch, float]:
@@ -366,8 +368,8 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         if problem.seed_arch() is None:  # each cap alone is met, by different points
             raise InputError(
                 f"max_mb={max_mb:g} and max_ms={max_ms:g}: no architecture in the space meets both (the fastest, "
-                f"L{a.layers} H{a.hidden} A{a.heads} D{a.ffn}, is {problem.params(np.array([a.genes()]))[0]:,} "
-                f"parameters; {latency_model.describe()})"
+                f"L{a.layers} H{a.hidden} A{a.heads} D{a.ffn} V{a.vocab}, is "
+                f"{cost.mb(problem.params(np.array([a.genes()]))[0]):.3f} MB; {latency_model.describe()})"
             )
     return problem
 
@@ -560,8 +562,8 @@ def run_ga(
     max_ms: float | None = None,
 ) -> list[dict]:
     """Genetic search; the top-k distinct feasible candidates it explored, best first (ties:
-    the smaller genome first). Never empty: the space's smallest architecture fits (else
-    InputError), and the first population holds it when no random genome is feasible.
+    the smaller genome first). Never empty: `Problem.seed_arch` fits (else InputError), and
+    the first population holds it when no random genome is feasible.
 
     Budget: `population` random genomes, then `generations` x `children` new ones (mu + lambda:
     the best `population` distinct genomes of parents + children survive). The paper variant

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search.cost import HEADS
 from search.space import InputError
 
 FORMAT = "code-compressor latency model"
@@ -45,6 +46,9 @@ class LatencyModel:
     threads: int | None = None  # CPU threads while timing (None: torch's default)
     device: str = "cpu"
     machine: str = ""  # where it was measured (processor, platform)
+    # the search head of the timed students (`search.cost.HEADS`; None: not recorded, as in files
+    # written before 2026-12-06). The search checks `pair` only: the pair heads' own cost is tiny
+    head: str | None = None
     # the measured shapes: layers, hidden, heads, ffn, vocab, gflops, measured_ms, predicted_ms,
     # loo_ms (predicted by the fit without that shape)
     samples: tuple[dict, ...] = field(default=(), compare=False)
@@ -64,6 +68,9 @@ class LatencyModel:
         for name in ("device", "machine"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"{name}: must be a string, got {getattr(self, name)!r}")
+        if self.head is not None and (self.head not in HEADS or self.head.startswith("pair_") != self.pair):
+            raise InputError(f"head: must be null or one of {HEADS} that agrees with pair={self.pair}, "
+                             f"got {self.head!r}")
 
     def predict_ms(self, layers, gflops):
         """Predicted milliseconds of broadcastable layer and GFLOPs arrays (or numbers)."""
@@ -73,7 +80,8 @@ class LatencyModel:
         """One line: the formula and what it was fitted on."""
         where = f"{self.device}" + (f", {self.threads} thread{'s' * (self.threads != 1)}" if self.threads else "")
         return (f"{self.intercept_ms:.3f} ms + {self.per_layer_ms:.3f} ms/layer + {self.per_gflop_ms:.3f} ms/GFLOP "
-                f"({'pair' if self.pair else 'one input'} of {self.seq_len} tokens, batch 1, {where}; "
+                f"({f'{self.head} head, ' if self.head else ''}{'pair' if self.pair else 'one input'} of "
+                f"{self.seq_len} tokens, batch 1, {where}; "
                 f"{len(self.samples)} shapes)")
 
 

@@ -13,15 +13,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+
 @pytest.fixture
-def read_first_line_and_close():
-    """run(argv, cwd=None): start `argv`, read one line of its stdout and close the pipe, as
-    `| head -1` does; (the line, exit code, stderr)."""
-    def run(argv: list[str], cwd=None) -> tuple[str, int, str]:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
-        line = proc.stdout.readline()
+def closed_pipe():
+    """run(argv, cwd=None, read=0): start `argv` with block-buffered stdout (as under a shell
+    pipe), read `read` lines of it and close the pipe, as `| head -N` does; (the lines, exit
+    code, stderr). With read=0 the pipe is closed before the program writes: its every write,
+    the interpreter's last flush included, meets a closed pipe."""
+    def run(argv: list[str], cwd=None, read: int = 0) -> tuple[list[str], int, str]:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
+        lines = [proc.stdout.readline() for _ in range(read)]
         proc.stdout.close()
         err = proc.stderr.read()
-        return line, proc.wait(timeout=120), err
+        return lines, proc.wait(timeout=120), err
 
     return run

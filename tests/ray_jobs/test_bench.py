@@ -109,7 +109,7 @@ def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "leave-one-out error: median" in proc.stdout and f"wrote the latency model to {out}" in proc.stdout
     model = latency.load(out)
-    assert (model.seq_len, model.pair, model.threads, model.device) == (8, head != "sequence", 1, "cpu")
+    assert (model.seq_len, model.pair, model.threads, model.device, model.head) == (8, head != "sequence", 1, "cpu", head)
     rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'latency_model'").to_pylist()
     assert len(rows) == len(model.samples) == 6 and len({r["arch"] for r in rows}) == 6
     assert {r["head"] for r in rows} == {head}

@@ -216,18 +216,19 @@ def test_the_job_notes_a_latency_model_timed_unlike_its_students(tmp_path, capsy
     from search import latency
     from search.space import teacher_spec
 
-    alike = latency.LatencyModel(1.0, 1.0, 0.0, seq_len=64, pair=True, threads=1, device="cpu")
-    demo = load_config(CONFIG_DIR / "demo.yaml")  # CPU trials of 1 core, 64 tokens a side
-    assert timing_differences(demo, alike) == []
-    assert timing_differences(demo, dataclasses.replace(alike, threads=None)) == []  # torch's default: unknown
-    assert timing_differences(load_config(CONFIG_DIR / "demo.yaml", ["distill.latency_threads=2"]), alike) == [
-        "1 thread(s) vs the job's 2 (distill.latency_threads)"]
-    assert timing_differences(load_config(CONFIG_DIR / "demo.yaml", ["resources.cpus_per_trial=2"]), alike) == [
-        "1 thread(s) vs the job's 2 (distill.latency_threads)"]
-    assert timing_differences(load_config(CONFIG_DIR / "demo.yaml", ["distill.latency_seq_len=32"]), alike) == [
-        "64 tokens an input vs the job's 32 (distill.latency_seq_len)"]
-    on_gpus = load_config(CONFIG_DIR / "demo.yaml", ["resources.gpus_per_trial=1"])
-    assert timing_differences(on_gpus, alike) == ["device cpu vs the job's cuda"]
+    alike = latency.LatencyModel(1.0, 1.0, 0.0, seq_len=64, pair=True, threads=1, device="cpu", head="pair_cosine")
+
+    def differences(*overrides, model=alike, head="pair_cosine"):
+        return timing_differences(load_config(CONFIG_DIR / "demo.yaml", list(overrides)), model, head)
+
+    # the demo: CPU trials of 1 core, 64 tokens a side, the cosine pair head
+    assert differences() == [] and differences(model=dataclasses.replace(alike, threads=None)) == []
+    assert differences("distill.latency_threads=2") == ["1 thread(s) vs the job's 2 (distill.latency_threads)"]
+    assert differences("resources.cpus_per_trial=2") == ["1 thread(s) vs the job's 2 (distill.latency_threads)"]
+    assert differences("distill.latency_seq_len=32") == ["64 tokens an input vs the job's 32 (distill.latency_seq_len)"]
+    assert differences(head="pair_concat") == ["the pair_cosine head vs the job's pair_concat"]
+    assert differences(head="pair_concat", model=dataclasses.replace(alike, head=None)) == []  # not recorded
+    assert differences("resources.gpus_per_trial=1") == ["device cpu vs the job's cuda"]
     path = latency.save(dataclasses.replace(alike, threads=4), tmp_path / "m.json")
     search_candidates(load_config(CONFIG_DIR / "demo.yaml", ["search.generations=2", f"search.latency_model={path}"]),
                       teacher_spec("minilm-l6"), 2, "pair_cosine")

@@ -169,10 +169,11 @@ def test_query_shows_each_of_two_columns_of_one_name(capsys, tmp_path):
     assert rc == 2 and out == "" and _one_error_line(err, "2 columns named 'a'") and " AS " in err, err
 
 
-def test_query_into_a_closed_pipe_ends_quietly(tmp_path, read_first_line_and_close):
+@pytest.mark.parametrize("rows, read", [(10, 0), (200000, 1)])  # all in stdout's buffer | past a pipe's
+def test_query_into_a_closed_pipe_ends_quietly(tmp_path, closed_pipe, rows, read):
     from ray_jobs import results
 
     results.write_rows(tmp_path, "search", "s1", [{"rank": 0}])
-    line, rc, err = read_first_line_and_close(
-        [sys.executable, "-m", "ray_jobs", "query", "SELECT * FROM range(200000)", f"results_dir={tmp_path}"], REPO)
-    assert line.strip() == "range" and rc == 141 and err == ""
+    lines, rc, err = closed_pipe([sys.executable, "-m", "ray_jobs", "query", f"SELECT * FROM range({rows})",
+                                  f"results_dir={tmp_path}"], REPO, read=read)
+    assert (rc, err) == (141, "") and [line.strip() for line in lines] == ["range"] * read

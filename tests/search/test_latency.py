@@ -51,10 +51,11 @@ def test_fit_refuses_too_few_or_bad_measurements():
 
 def test_save_and_load_round_trip(tmp_path):
     model = lat.fit([1, 2, 3, 4], [0.1, 0.3, 0.2, 0.5], [1.2, 2.5, 3.1, 4.6], seq_len=SEQ, pair=True, threads=1,
-                    machine="test cpu", shapes=[{"hidden": 64}] * 4)
+                    machine="test cpu", head="pair_cosine", shapes=[{"hidden": 64}] * 4)
     path = lat.save(model, tmp_path / "sub" / "latency.json")
     again = lat.load(path)
     assert again == model and again.samples == model.samples and again.machine == "test cpu"
+    assert again.head == "pair_cosine" and "(pair_cosine head, pair of 64 tokens" in again.describe()
     assert [p.name for p in path.parent.iterdir()] == ["latency.json"]  # no temporary left
 
 
@@ -65,6 +66,8 @@ def test_save_and_load_round_trip(tmp_path):
     (lambda d: d.update(seq_len="64"), "seq_len: must be a positive integer"),
     (lambda d: d.update(format="something else"), "not a latency model"),
     (lambda d: d.update(threads="x"), "threads: must be a positive integer or null"),
+    (lambda d: d.update(head="pooler"), "head: must be null or one of"),
+    (lambda d: d.update(head="sequence"), "head: .* that agrees with pair=True, got 'sequence'"),  # pair: True
 ])
 def test_load_names_the_file_and_what_is_wrong(tmp_path, edit, message):
     data = {"format": lat.FORMAT, "intercept_ms": 1.0, "per_layer_ms": 0.5, "per_gflop_ms": 2.0,
@@ -173,8 +176,11 @@ def test_without_one_head_among_the_choices_the_fastest_is_found_exactly():
         assert rows and {(r["layers"], r["hidden"], r["heads"], r["ffn"]) for r in rows} == {(1, 33, 3, 32)}
     # each cap alone is met, by different points: refused before any search
     smallest_mb = cost.size_mb(space.smallest(), MINILM)
-    with pytest.raises(InputError, match=r"max_mb=.* and max_ms=.*: no architecture in the space meets both"):
+    with pytest.raises(InputError, match=r"max_mb=.* and max_ms=.*: no architecture in the space meets both "
+                                         r"\(the fastest, L1 H33 A3 D32 V1000, is 0\.\d+ MB"):
         ga.run_ga(space, MINILM, 3.0, 500, max_mb=smallest_mb, latency_model=model, max_ms=fastest_ms)
+    with pytest.raises(InputError, match="no \\(hidden, heads\\) of the space is feasible"):  # not numpy's argmin error
+        ga.run_ga(SearchSpace(hidden=(16, 32), heads=(3, 5)), MINILM, 3.0, 500, latency_model=model, max_ms=5.0)
 
 
 def test_a_front_with_a_latency_model_is_non_dominated_in_three_objectives():

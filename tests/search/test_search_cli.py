@@ -225,8 +225,8 @@ def test_help_names_the_bench_subcommand_and_every_option():
     assert "--seeds" in usage and "--runs" in usage
 
 
-def test_a_reader_that_closes_the_pipe_ends_the_output_quietly(read_first_line_and_close):
-    # more output than a pipe's buffer holds, so writes hit the closed pipe
-    line, rc, err = read_first_line_and_close([sys.executable, "-m", "search", "--teacher", "minilm-l6",
-                                               "--exhaustive", "--top-k", "3000"])
-    assert line.startswith("teacher minilm-l6") and rc == 141 and err == ""
+@pytest.mark.parametrize("top_k, read", [(3, 0), (3000, 1)])  # all in stdout's buffer | past a pipe's
+def test_a_reader_that_closes_the_pipe_ends_the_output_quietly(closed_pipe, top_k, read):
+    lines, rc, err = closed_pipe([sys.executable, "-m", "search", "--teacher", "minilm-l6", "--exhaustive",
+                                  "--top-k", str(top_k)], read=read)
+    assert (rc, err) == (141, "") and all(line.startswith("teacher minilm-l6") for line in lines)
