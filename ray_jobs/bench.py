@@ -403,6 +403,7 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
                              threads=cfg.latency_threads, rounds=cfg.latency_rounds)
     rows = [{**stamp, **r, "bench": "latency", "device_name": device_name,
              "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]
+
     def show() -> None:
         print(f"latency on {device} ({device_name}), {cfg.latency_seq_len} tokens a side, pairs encoded separately")
         for r in rows:
@@ -446,6 +447,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     shapes = dict(zip(models, cfg.step_students, strict=True))
     rows = [{**stamp, **r, "bench": "train_step", "device_name": device_name, "arch": shapes[r["model"]],
              "trial_key": f"train-step-{r['model']}-{r['dtype']}-{r['attention']}"} for r in rows]
+
     def show() -> None:
         print(f"distillation step on {device} ({device_name}), {cfg.step_batch} pairs of "
               f"{cfg.step_seq_len} tokens a side, {rows[0]['threads'] if rows else '?'} thread(s)")
