@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from ray_jobs import results
 from ray_jobs.config import build_config, check_object_store, code_version, to_dict
 from ray_jobs.errors import ConfigError, JobError, OneLineParser
 from ray_jobs.sweep import loopback_only
+from search import pipe_closed
 from search.cost import HEADS
 from training.checks import check_distinct, check_ranges
 from training.evaluate import LATENCY_ROUNDS
@@ -292,11 +294,20 @@ def main(argv: list[str]) -> int:
 def _write(results_dir: str, sweep_id: str, rows: list[dict], cfg: BenchConfig, stamp: dict,
            show: Callable[[], None]) -> int:
     """Write the bench rows and the run's `configs` row (every setting it ran with), then print
-    them with `show()`: written first, so a reader that stops reading (`| head`) loses none."""
-    path = results.write_rows(results_dir, TABLE, sweep_id, rows)
-    results.write_config(results_dir, "bench", sweep_id, to_dict(cfg), stamp)
-    show()
-    print(f"wrote {len(rows)} rows to {path}")
+    them with `show()`: written first, so a reader that stops reading (`| head`) loses none and
+    ends the command quietly (exit 141); a failed write still prints the measurements."""
+    try:
+        path = results.write_rows(results_dir, TABLE, sweep_id, rows)
+        results.write_config(results_dir, "bench", sweep_id, to_dict(cfg), stamp)
+    except BaseException:
+        show()  # minutes of measurements: on the screen at least
+        raise
+    try:
+        show()
+        print(f"wrote {len(rows)} rows to {path}")
+        sys.stdout.flush()  # inside the try: what print left in the buffer meets a closed pipe here
+    except BrokenPipeError:
+        return pipe_closed()
     return 0
 
 

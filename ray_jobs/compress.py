@@ -190,7 +190,8 @@ def timing_differences(cfg: JobConfig, model: LatencyModel, head: str) -> list[s
     threads = cfg.distill.latency_threads or max(1, math.floor(cfg.resources.cpus_per_trial))
     seq_len = cfg.distill.latency_seq_len or cfg.distill.max_seq_len
     differences = []
-    if model.head is not None and model.head != head:
+    # a head of the other input format is refused by the search, not noted
+    if model.head is not None and model.head != head and model.pair == head.startswith("pair_"):
         differences.append(f"the {model.head} head vs the job's {head}")
     if model.device != device:
         differences.append(f"device {model.device} vs the job's {device}")

@@ -302,6 +302,7 @@ class Problem:
         n = int(fits.sum())
         if n == 0:
             self.space.smallest()  # raises the InputError that names the space's heads and hidden
+            raise InputError("no (hidden, heads) of the space is feasible")
         return np.column_stack([np.full(n, layers[0]), h[fits], a[fits], np.full(n, ffn[0]), np.full(n, vocab[0])])
 
     def fastest(self) -> tuple[Arch, float]:
@@ -369,7 +370,7 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
             raise InputError(
                 f"max_mb={max_mb:g} and max_ms={max_ms:g}: no architecture in the space meets both (the fastest, "
                 f"L{a.layers} H{a.hidden} A{a.heads} D{a.ffn} V{a.vocab}, is "
-                f"{cost.mb(problem.params(np.array([a.genes()]))[0]):.3f} MB; {latency_model.describe()})"
+                f"{cost.mb(problem.params(np.array([a.genes()]))[0]):g} MB; {latency_model.describe()})"
             )
     return problem
 

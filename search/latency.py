@@ -103,7 +103,7 @@ def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def fit(layers, gflops, measured_ms, **settings) -> LatencyModel:
     """Fit a LatencyModel to measured shapes. layers, gflops, measured_ms: (n,) sequences, n >= 4;
-    settings: the other LatencyModel fields (seq_len, pair, threads, device, machine) and
+    settings: the other LatencyModel fields (seq_len, pair, threads, device, machine, head) and
     `shapes`, (n,) dicts of genes recorded in `samples` beside each shape's measured,
     predicted and leave-one-out predicted ms."""
     shapes = settings.pop("shapes", None)

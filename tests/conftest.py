@@ -13,15 +13,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-
 @pytest.fixture
 def closed_pipe():
     """run(argv, cwd=None, read=0): start `argv` with block-buffered stdout (as under a shell
     pipe), read `read` lines of it and close the pipe, as `| head -N` does; (the lines, exit
-    code, stderr). With read=0 the pipe is closed before the program writes: its every write,
-    the interpreter's last flush included, meets a closed pipe."""
+    code, stderr). With read=0 the pipe's read end is closed before the program starts: its
+    every write, the interpreter's last flush included, meets a closed pipe."""
     def run(argv: list[str], cwd=None, read: int = 0) -> tuple[list[str], int, str]:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        if read == 0:
+            reader, writer = os.pipe()
+            os.close(reader)
+            try:
+                proc = subprocess.run(argv, stdout=writer, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+                                      timeout=120)
+            finally:
+                os.close(writer)
+            return [], proc.returncode, proc.stderr
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
         lines = [proc.stdout.readline() for _ in range(read)]
         proc.stdout.close()

@@ -126,6 +126,13 @@ def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_
     assert out.stat().st_mode & 0o777 == 0o644 and sorted(p.name for p in out.parent.iterdir()) == ["cpu.json"]
 
 
+def test_a_bench_into_a_closed_pipe_keeps_its_rows_and_ends_quietly(tmp_path, closed_pipe):
+    _, rc, err = closed_pipe([sys.executable, "-m", "ray_jobs", "bench", "latency-model", "--tiny",
+                              "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}"])
+    assert rc == 141 and "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    assert results.query(tmp_path, "SELECT count(*) AS n FROM bench").to_pylist() == [{"n": 6}]
+
+
 @pytest.mark.parametrize("what, override, named", [
     ("latency-model", "fit_shapes=3", "fit_shapes"),
     ("latency-model", "fit_head=pair", "fit_head"),

@@ -228,6 +228,7 @@ def test_the_job_notes_a_latency_model_timed_unlike_its_students(tmp_path, capsy
     assert differences("distill.latency_seq_len=32") == ["64 tokens an input vs the job's 32 (distill.latency_seq_len)"]
     assert differences(head="pair_concat") == ["the pair_cosine head vs the job's pair_concat"]
     assert differences(head="pair_concat", model=dataclasses.replace(alike, head=None)) == []  # not recorded
+    assert differences(head="sequence") == []  # another input format: the search refuses it, by name
     assert differences("resources.gpus_per_trial=1") == ["device cpu vs the job's cuda"]
     path = latency.save(dataclasses.replace(alike, threads=4), tmp_path / "m.json")
     search_candidates(load_config(CONFIG_DIR / "demo.yaml", ["search.generations=2", f"search.latency_model={path}"]),
