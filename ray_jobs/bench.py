@@ -70,6 +70,11 @@ class BenchConfig:
     # fp16 on a CPU is emulated: slower; onnx / onnx_int8: the models in ONNX Runtime (CPU only)
     latency_dtypes: tuple[str, ...] = ("float32", "float16")
     latency_device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
+    # how latency and latency-model build the students, as the search names heads: "pair_cosine"
+    # (the demo's bi-encoder: a pair's two sides encoded separately, mean-pooled, compared by
+    # cosine) | "pair_concat" (the paper's clone model, codebert-bigclone.yaml) | "sequence" (one
+    # input, codebert-devign.yaml; the references then read one input too)
+    latency_head: str = "pair_cosine"
     latency_threads: int | None = None  # CPU threads while timing; None: torch's default
     latency_runs: int = 20  # timed calls per (model, dtype, batch), after 3 untimed
     # blocks each measurement's timed calls are split into, alternated between the models of a
@@ -88,15 +93,11 @@ class BenchConfig:
     step_seq_len: int = 64  # tokens a side (the demo's distill.max_seq_len)
     step_runs: int = 20  # timed steps per (student, precision, attention), after 3 untimed
     # ---- latency-model: fit_shapes random students of latency_teacher's space (heads of at least
-    # fit_min_head_size dimensions, at most fit_max_mb with fit_head), the layer counts taken in
-    # turn, timed at batch 1 as the compress job times a student (latency_seq_len tokens an
+    # fit_min_head_size dimensions, at most fit_max_mb with latency_head), the layer counts taken
+    # in turn, timed at batch 1 as the compress job times a student (latency_seq_len tokens an
     # input; latency_device, latency_threads, latency_runs in latency_rounds alternated blocks);
     # the fitted model is written as JSON to latency_model_out (None:
     # results_dir/latency-model.json) for search.latency_model
-    # the students' head, as the search names it: "pair_cosine" (the demo's bi-encoder: a pair's
-    # two sides encoded separately, mean-pooled, compared by cosine) | "pair_concat" (the paper's
-    # clone model, codebert-bigclone.yaml) | "sequence" (one input, codebert-devign.yaml)
-    fit_head: str = "pair_cosine"
     fit_shapes: int = 24
     fit_max_mb: float = 6.0
     fit_min_head_size: int = 1
@@ -107,8 +108,8 @@ class BenchConfig:
         check_ranges(self, timed_runs=("latency_runs", "step_runs"),
                      paths=("results_dir", "latency_teacher", "latency_model_out"),
                      counts=("fit_min_head_size",), positive=("fit_max_mb",), seeds=("fit_seed",))
-        if self.fit_head not in HEADS:
-            raise ValueError(f"fit_head: {self.fit_head!r} is not one of {HEADS}")
+        if self.latency_head not in HEADS:
+            raise ValueError(f"latency_head: {self.latency_head!r} is not one of {HEADS}")
         if self.fit_shapes < 4:  # three coefficients, and leave-one-out fits of them
             raise ValueError(f"fit_shapes: a latency model needs >= 4 shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
@@ -385,7 +386,7 @@ def _check_seq_len(key: str, seq_len: int, teachers: list) -> None:
 def _latency_setup(cfg: BenchConfig):
     """(device, device_name, models), refusing a bad request before any timing."""
     from search.space import teacher_spec
-    from training.evaluate import pair_models
+    from training.evaluate import head_models
     from training.onnx_export import ONNX_VARIANTS
 
     _check_rounds(cfg, "latency_runs")
@@ -399,7 +400,12 @@ def _latency_setup(cfg: BenchConfig):
         raise ConfigError("latency_dtypes: onnx and onnx_int8 run on the CPU here (ONNX Runtime's CPU "
                           f"provider): add latency_device=cpu, got {device}")
     students = _students("latency_students", cfg.latency_students)
-    return device, name, pair_models(students, teacher)
+    return device, name, head_models(students, teacher, cfg.latency_head, references=True)
+
+
+def _inputs(pair: bool) -> str:
+    """What the bench's latency figures time, after a token count."""
+    return "tokens a side, pairs encoded separately" if pair else "tokens, one sequence"
 
 
 def run_latency(cfg: BenchConfig, results_dir: str) -> int:
@@ -409,17 +415,19 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
     device, device_name, models = _latency_setup(cfg)
     sweep_id = "bench-latency-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
+    pair = cfg.latency_head.startswith("pair_")
     rows = forward_latencies(models, seq_len=cfg.latency_seq_len, batches=cfg.latency_batches,
                              dtypes=cfg.latency_dtypes, device=device, runs=cfg.latency_runs,
-                             threads=cfg.latency_threads, rounds=cfg.latency_rounds)
-    rows = [{**stamp, **r, "bench": "latency", "device_name": device_name,
+                             threads=cfg.latency_threads, rounds=cfg.latency_rounds, pair=pair)
+    rows = [{**stamp, **r, "bench": "latency", "device_name": device_name, "head": cfg.latency_head,
              "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]
 
     def show() -> None:
-        print(f"latency on {device} ({device_name}), {cfg.latency_seq_len} tokens a side, pairs encoded separately")
+        print(f"latency on {device} ({device_name}), {cfg.latency_seq_len} {_inputs(pair)} "
+              f"({cfg.latency_head} head)")
         for r in rows:
             print(f"{r['model']:14} {r['dtype']:9} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
-                  f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} pairs/s"
+                  f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} {'pairs' if pair else 'inputs'}/s"
                   f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
     return _write(results_dir, sweep_id, rows, cfg, stamp, show)
 
@@ -434,7 +442,7 @@ def _ratio(speedup: float | None) -> str:
 def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     """Time one distillation step of every student at every precision; print and write rows."""
     from training.distill import ATTENTION_IMPLEMENTATIONS, distill_step_times
-    from training.evaluate import pair_models
+    from training.evaluate import head_models
     from training.finetune import PRECISIONS
 
     device, device_name = _device(cfg)
@@ -448,7 +456,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     _check_rounds(cfg, "step_runs")
     teacher = _teacher(cfg)
     _check_seq_len("step_seq_len", cfg.step_seq_len, [teacher])
-    models = pair_models(students, teacher, references=False)
+    models = head_models(students, teacher, "pair_cosine")  # the demo's students: a step reads pairs
     sweep_id = "bench-train-step-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     rows = distill_step_times(models, batch=cfg.step_batch, seq_len=cfg.step_seq_len,
@@ -473,7 +481,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
 
 
 def sample_shapes(cfg: BenchConfig, teacher) -> list:
-    """`fit_shapes` distinct random Archs of `teacher`'s space within fit_max_mb (with fit_head's
+    """`fit_shapes` distinct random Archs of `teacher`'s space within fit_max_mb (with latency_head's
     parameters) and fit_min_head_size, layer counts taken in turn (1, 2, ... teacher's, 1, ...;
     a count with no new shape in 200 draws is passed over); ConfigError when the space has too
     few such shapes."""
@@ -493,7 +501,7 @@ def sample_shapes(cfg: BenchConfig, teacher) -> list:
             break
         hidden, heads = rng.choice(space.hidden), rng.choice(space.heads)
         arch = Arch(int(layers[turn % len(layers)]), hidden, heads, rng.choice(space.ffn), rng.choice(space.vocab))
-        if (space.feasible(hidden, heads) and cost.size_mb(arch, teacher, head=cfg.fit_head) <= cfg.fit_max_mb
+        if (space.feasible(hidden, heads) and cost.size_mb(arch, teacher, head=cfg.latency_head) <= cfg.fit_max_mb
                 and arch not in found):
             found[arch], turn, misses = None, turn + 1, 0
         elif (misses := misses + 1) >= 200:  # a layer count with (almost) nothing within fit_max_mb
@@ -521,8 +529,8 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     archs = sample_shapes(cfg, teacher)
     out = os.path.expanduser(cfg.latency_model_out) if cfg.latency_model_out else os.path.join(
         results_dir, "latency-model.json")
-    pair = cfg.fit_head.startswith("pair_")
-    models = head_models(archs, teacher, cfg.fit_head)
+    pair = cfg.latency_head.startswith("pair_")
+    models = head_models(archs, teacher, cfg.latency_head)
     calls = {name: classifier_call(model, vocab, seq_len=cfg.latency_seq_len, pair=pair, device=device)
              for name, (model, vocab) in models.items()}
     stats = time_calls(calls, warmup=3, runs=cfg.latency_runs, threads=cfg.latency_threads,
@@ -530,7 +538,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     gflops = [cost.flops(a, cfg.latency_seq_len)["total"] / 1e9 for a in archs]
     threads = next(iter(stats.values()))["threads"]
     model = lat.fit([a.layers for a in archs], gflops, [stats[n]["median_ms"] for n in models],
-                    seq_len=cfg.latency_seq_len, pair=pair, head=cfg.fit_head, threads=threads if device == "cpu" else None,
+                    seq_len=cfg.latency_seq_len, pair=pair, head=cfg.latency_head, threads=threads if device == "cpu" else None,
                     device=device, machine=f"{device_name} ({platform.machine()})",
                     shapes=[dict(zip(("layers", "hidden", "heads", "ffn", "vocab"), a.genes(), strict=True))
                             for a in archs])
@@ -541,7 +549,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
            "per_gflop_ms": model.per_gflop_ms}
     rows = [{**stamp, "bench": "latency_model", "device_name": device_name,
              "trial_key": f"latency-model-{name}", "model": name,
-             "arch": ",".join(str(g) for g in a.genes()), "head": cfg.fit_head, "seq_len": cfg.latency_seq_len,
+             "arch": ",".join(str(g) for g in a.genes()), "head": cfg.latency_head, "seq_len": cfg.latency_seq_len,
              "batch": 1,
              "threads": stats[name]["threads"], "median_ms": stats[name]["median_ms"],
              "p90_ms": stats[name]["p90_ms"], "gflops": sample["gflops"],
@@ -550,9 +558,8 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     errors = lat.loo_errors(model)
 
     def show() -> None:
-        inputs = "tokens a side, pairs encoded separately" if pair else "tokens, one sequence"
-        print(f"latency of {len(archs)} {teacher.name}-family students ({cfg.fit_head} head) on {device} "
-              f"({device_name}), batch 1, {cfg.latency_seq_len} {inputs}, {threads} thread(s)")
+        print(f"latency of {len(archs)} {teacher.name}-family students ({cfg.latency_head} head) on {device} "
+              f"({device_name}), batch 1, {cfg.latency_seq_len} {_inputs(pair)}, {threads} thread(s)")
         for r in rows:
             print(f"{r['arch']:22} {r['gflops']:8.4f} GFLOPs  measured {r['median_ms']:8.3f} ms  "
                   f"fit {r['predicted_ms']:8.3f}  left out {r['loo_ms']:8.3f} ms")

@@ -258,45 +258,30 @@ def codebert_arch_latency(
     return latency_ms(fn, warmup=warmup, runs=runs, threads=threads)
 
 
-def pair_models(students: Sequence, teacher, num_labels: int = 2, references: bool = True,
+def head_models(students: Sequence, teacher, head: str, num_labels: int = 2, references: bool = False,
                 ) -> dict[str, tuple[torch.nn.Module, int]]:
-    """Randomly initialised pair classifiers that encode each side separately, as the compress
-    job's models do: name -> (model, vocab size). "student-i" for each Arch in `students` (in
+    """Randomly initialised classifiers, name -> (model, vocab size), reading their inputs as
+    the search's `head` (one of `search.cost.HEADS`) says: "sequence" one input (the sequence
+    classifier), "pair_cosine" / "pair_concat" a pair's two sides encoded separately, as the
+    compress job's bi-encoder students do. "student-i" for each Arch in `students` (in
     `teacher`'s family) and, with `references`, "teacher-arch" for `teacher`'s own dimensions
-    (mean pooling + cosine head, as the demo's), "codebert-arch" for CodeBERT-base (first-token
-    vectors concatenated: the paper's clone model).
+    with the same head and "codebert-arch" for CodeBERT-base: for pairs the paper's clone model
+    (first-token vectors concatenated), for single sequences its sequence classifier.
     Latency does not depend on weight values, so no checkpoint is needed."""
     from search.space import teacher_spec
     from training.models import build_student
 
-    specs = {f"student-{i}": (arch, teacher, "cosine") for i, arch in enumerate(students)}
+    if head not in ("sequence", "pair_cosine", "pair_concat"):
+        raise ValueError(f"head must be 'sequence', 'pair_cosine' or 'pair_concat', got {head!r}")
+    specs = {f"student-{i}": (arch, teacher, head) for i, arch in enumerate(students)}
     if references:
         codebert = teacher_spec("codebert-base")
-        specs |= {"teacher-arch": (teacher.arch(), teacher, "cosine"),
-                  "codebert-arch": (codebert.arch(), codebert, "concat")}
+        specs |= {"teacher-arch": (teacher.arch(), teacher, head),
+                  "codebert-arch": (codebert.arch(), codebert, "sequence" if head == "sequence" else "pair_concat")}
     torch.manual_seed(0)
-    return {name: (build_student(arch, family, num_labels, "separate", pair_head=head), arch.vocab)
-            for name, (arch, family, head) in specs.items()}
-
-
-def head_models(students: Sequence, teacher, head: str, num_labels: int = 2,
-                ) -> dict[str, tuple[torch.nn.Module, int]]:
-    """Randomly initialised students ("student-i" -> (model, vocab size)) of the Archs in
-    `students`, in `teacher`'s family, reading their inputs as the search's `head` (one of
-    `search.cost.HEADS`) says: "sequence" one input, "pair_cosine" / "pair_concat" a pair's
-    two sides encoded separately (`pair_models`' students). Weight values do not matter to
-    latency."""
-    from training.models import build_student
-
-    if head == "sequence":
-        mode, pair_head = "joint", "concat"
-    elif head in ("pair_cosine", "pair_concat"):
-        mode, pair_head = "separate", head.removeprefix("pair_")
-    else:
-        raise ValueError(f"head must be 'sequence', 'pair_cosine' or 'pair_concat', got {head!r}")
-    torch.manual_seed(0)
-    return {f"student-{i}": (build_student(arch, teacher, num_labels, mode, pair_head=pair_head), arch.vocab)
-            for i, arch in enumerate(students)}
+    return {name: (build_student(arch, family, num_labels, "joint" if h == "sequence" else "separate",
+                                 pair_head=h.removeprefix("pair_") if h != "sequence" else "concat"), arch.vocab)
+            for name, (arch, family, h) in specs.items()}
 
 
 def timing_row(model: str, dtype: str, batch: int, seq_len: int, stats: dict) -> dict:
@@ -317,9 +302,11 @@ def forward_latencies(
     runs: int = MIN_RUNS,
     threads: int | None = None,
     rounds: int = LATENCY_ROUNDS,
+    pair: bool = True,
 ) -> list[dict]:
-    """Forward latency of every pair model (name -> (model, vocab)) at every dtype and batch size,
-    on random pairs of `seq_len` tokens a side; one row each: model, dtype, batch, seq_len,
+    """Forward latency of every model (name -> (model, vocab)) at every dtype and batch size,
+    on random pairs of `seq_len` tokens a side (with `pair` False: single sequences of
+    `seq_len` tokens); one row each: model, dtype, batch, seq_len,
     median_ms, p90_ms, pairs_per_s, speedup_vs_teacher / speedup_vs_codebert (the "teacher-arch"
     / "codebert-arch" model's median at the same dtype and batch over this one's, when present).
     dtypes: torch dtype names, or `onnx` / `onnx_int8` (the model exported and run by ONNX
@@ -331,9 +318,9 @@ def forward_latencies(
         raise ValueError(f"dtypes {sorted(set(dtypes) & set(ONNX_VARIANTS))}: ONNX Runtime runs here on the CPU only")
     rows = []
     for dtype in dtypes:  # the models of one dtype and batch are timed against each other
-        timed = {name: (_as_dtype(model, vocab, dtype, seq_len), vocab) for name, (model, vocab) in models.items()}
+        timed = {name: (_as_dtype(model, vocab, dtype, seq_len, pair), vocab) for name, (model, vocab) in models.items()}
         for batch in batches:
-            stats = classifier_latencies(timed, seq_len=seq_len, pair=True, device=device, batch=batch,
+            stats = classifier_latencies(timed, seq_len=seq_len, pair=pair, device=device, batch=batch,
                                          warmup=warmup, runs=runs, threads=threads, rounds=rounds)
             rows += [timing_row(name, dtype, batch, seq_len, stats[name]) for name in timed]
         del timed
@@ -347,12 +334,12 @@ def forward_latencies(
     return rows
 
 
-def _as_dtype(model: torch.nn.Module, vocab: int, dtype: str, seq_len: int):
+def _as_dtype(model: torch.nn.Module, vocab: int, dtype: str, seq_len: int, pair: bool = True):
     """`model` in `dtype`: cast in place for a torch dtype, or exported to ONNX Runtime."""
     from training.onnx_export import ONNX_VARIANTS, OnnxClassifier
 
     if dtype in ONNX_VARIANTS:
-        return OnnxClassifier(model, dtype, random_inputs(vocab, seq_len, pair=True, batch=2))
+        return OnnxClassifier(model, dtype, random_inputs(vocab, seq_len, pair=pair, batch=2))
     return model.to(dtype=getattr(torch, dtype))
 
 

@@ -55,12 +55,16 @@ def test_bench_latency_tiny_times_every_model_dtype_and_batch(tmp_path):
 
 
 @pytest.mark.slow  # exports and quantizes CodeBERT-base's architecture (about 40 s)
-def test_bench_latency_in_onnx_runtime(tmp_path):
+@pytest.mark.parametrize("head, inputs", [("pair_cosine", "tokens a side, pairs encoded separately"),
+                                          ("sequence", "tokens, one sequence")])
+def test_bench_latency_in_onnx_runtime(tmp_path, head, inputs):
     """The models exported and run by ONNX Runtime, compared with each other at the same dtype."""
     proc = _bench("latency", "--tiny", "latency_device=cpu", "latency_dtypes=[float32,onnx_int8]",
-                  "latency_batches=[1]", f"results_dir={tmp_path}")
+                  "latency_batches=[1]", f"results_dir={tmp_path}", f"latency_head={head}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"8 {inputs} ({head} head)" in proc.stdout
     rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'latency'").to_pylist()
+    assert {r["head"] for r in rows} == {head}
     assert {(r["model"], r["dtype"]) for r in rows} == {
         (m, d) for m in ("student-0", "student-1", "teacher-arch", "codebert-arch") for d in ("float32", "onnx_int8")}
     by = {(r["model"], r["dtype"]): r["median_ms"] for r in rows}
@@ -105,7 +109,7 @@ def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_
 
     out = tmp_path / "models" / "cpu.json"
     proc = _bench("latency-model", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}",
-                  f"latency_model_out={out}", f"fit_head={head}")
+                  f"latency_model_out={out}", f"latency_head={head}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "leave-one-out error: median" in proc.stdout and f"wrote the latency model to {out}" in proc.stdout
     model = latency.load(out)
@@ -135,7 +139,7 @@ def test_a_bench_into_a_closed_pipe_keeps_its_rows_and_ends_quietly(tmp_path, cl
 
 @pytest.mark.parametrize("what, override, named", [
     ("latency-model", "fit_shapes=3", "fit_shapes"),
-    ("latency-model", "fit_head=pair", "fit_head"),
+    ("latency-model", "latency_head=pair", "latency_head"),
     ("latency-model", "fit_max_mb=0.01", "fit_shapes"),  # fewer distinct shapes than asked for
     ("latency-model", "fit_min_head_size=1000", "fit_min_head_size"),
     ("latency-model", "latency_seq_len=513", "latency_seq_len"),

@@ -197,3 +197,12 @@ def test_head_models_are_the_students_the_search_prices_with_that_head(head):
         assert model.eval()(**inputs).logits.shape == (1, 2)
     with pytest.raises(ValueError, match="head must be"):
         head_models(archs, teacher, "pair_mean")
+    # the references read the students' input format: CodeBERT as the paper's clone model for pairs
+    codebert = teacher_spec("codebert-base")
+    refs = head_models([], teacher, head, references=True)
+    assert list(refs) == ["teacher-arch", "codebert-arch"]
+    ref_head = {"teacher-arch": head, "codebert-arch": "sequence" if head == "sequence" else "pair_concat"}
+    for name, family in (("teacher-arch", teacher), ("codebert-arch", codebert)):
+        model, vocab = refs[name]
+        assert vocab == family.arch().vocab
+        assert sum(p.numel() for p in model.parameters()) == cost.params(family.arch(), family, head=ref_head[name])
