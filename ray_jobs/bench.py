@@ -9,7 +9,8 @@ Two measurements, written to the `bench` table and printed:
 
 `python -m ray_jobs bench latency`: forward latency and throughput of the 3 MB students, the
 teacher's architecture and CodeBERT-base's (random weights: latency does not depend on values),
-each encoding a pair's two sides separately as the compress job's models do, at every batch
+each encoding a pair's two sides separately as the compress job's models do (`latency_head`;
+`sequence`: one input, CodeBERT-base as a sequence classifier too), at every batch
 size and dtype, on this machine's GPU when torch sees one (else its CPU); one `bench` row each,
 with the speed-ups against the teacher and CodeBERT architectures measured in the same run
 (the models of one dtype and batch timed against each other, in alternated blocks).
@@ -65,7 +66,7 @@ class BenchConfig:
     # its GPU table on ["6,80,8,480,1000","6,48,8,1056,1000"]
     latency_students: tuple[str, ...] = ("1,144,2,1536,1000", "1,160,2,1248,1000")
     latency_teacher: str = "minilm-l6"  # a preset name or a model folder (its config.json)
-    latency_seq_len: int = 64  # tokens per side (the demo's max_seq_len)
+    latency_seq_len: int = 64  # tokens per side (per input with latency_head=sequence; the demo's max_seq_len)
     latency_batches: tuple[int, ...] = (1, 256)  # 1: interactive latency; 256: throughput
     # fp16 on a CPU is emulated: slower; onnx / onnx_int8: the models in ONNX Runtime (CPU only)
     latency_dtypes: tuple[str, ...] = ("float32", "float16")
@@ -452,6 +453,9 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     for attention in cfg.step_attentions:
         if attention not in ATTENTION_IMPLEMENTATIONS:
             raise ConfigError(f"step_attentions: {attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
+    if cfg.latency_head != "pair_cosine":  # accepted and ignored, it would be recorded as if it applied
+        raise ConfigError(f"latency_head: train-step times the demo's pair students (pair_cosine) only, "
+                          f"got {cfg.latency_head!r}")
     students = _students("step_students", cfg.step_students)
     _check_rounds(cfg, "step_runs")
     teacher = _teacher(cfg)

@@ -314,7 +314,7 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
                        device: str = "cpu", runs: int = 20, warmup: int = 3,
                        threads: int | None = None, rounds: int = LATENCY_ROUNDS) -> list[dict]:
     """Time one distillation step of every pair student (name -> (model, vocab size), e.g.
-    `training.evaluate.head_models`) at every training precision and attention implementation.
+    `training.evaluate.head_models(students, teacher, "pair_cosine")`) at every training precision and attention implementation.
 
     The step is the demo's: both sides of `batch` random pairs of `seq_len` tokens encoded under
     `mixed_precision`, the soft-label loss plus the in-batch loss (weight 2, temperature 2)

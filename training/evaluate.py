@@ -285,7 +285,8 @@ def head_models(students: Sequence, teacher, head: str, num_labels: int = 2, ref
 
 
 def timing_row(model: str, dtype: str, batch: int, seq_len: int, stats: dict) -> dict:
-    """A benchmark row of one `latency_ms` measurement of `batch` pairs of `seq_len` tokens a side."""
+    """A benchmark row of one `latency_ms` measurement of `batch` inputs (pairs of `seq_len` tokens
+    a side, or single sequences of `seq_len` tokens); `pairs_per_s` counts inputs per second."""
     return {"model": model, "dtype": dtype, "batch": batch, "seq_len": seq_len,
             "median_ms": stats["median_ms"], "p90_ms": stats["p90_ms"],
             "pairs_per_s": batch / stats["median_ms"] * 1e3, "threads": stats["threads"]}

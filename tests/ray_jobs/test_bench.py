@@ -140,6 +140,7 @@ def test_a_bench_into_a_closed_pipe_keeps_its_rows_and_ends_quietly(tmp_path, cl
 @pytest.mark.parametrize("what, override, named", [
     ("latency-model", "fit_shapes=3", "fit_shapes"),
     ("latency-model", "latency_head=pair", "latency_head"),
+    ("train-step", "latency_head=sequence", "latency_head"),
     ("latency-model", "fit_max_mb=0.01", "fit_shapes"),  # fewer distinct shapes than asked for
     ("latency-model", "fit_min_head_size=1000", "fit_min_head_size"),
     ("latency-model", "latency_seq_len=513", "latency_seq_len"),
