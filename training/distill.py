@@ -87,6 +87,9 @@ from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
 from training.staging import publish, remove_stale, staging_path
 from training.tokenizer import MIN_VOCAB, train_tokenizer
 
+# the label of a transfer row whose gold label the setting does not know (the unlabeled half)
+UNKNOWN_LABEL = -100
+
 # how a student computes attention during distillation (`DistillConfig.train_attention`)
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
@@ -94,7 +97,9 @@ ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 @dataclass(frozen=True)
 class DistillConfig:
     temperature: float = 2.0  # softmax temperature T of the soft-label loss
-    hard_weight: float = 0.0  # weight of cross-entropy on gold labels of the transfer set (paper: 0)
+    # weight of cross-entropy on the gold labels the setting knows: those of the labeled half's
+    # rows of the transfer set (transfer_set: all); the unlabeled half's are not used (paper: 0)
+    hard_weight: float = 0.0
     epochs: int = 10  # passes over the transfer set
     lr: float = 5e-4  # AdamW peak learning rate (students start from random weights)
     batch_size: int = 32  # examples per optimiser step
@@ -178,6 +183,10 @@ class DistillConfig:
         if self.latency_rounds > self.latency_runs:
             raise ValueError(f"latency_rounds: at most latency_runs ({self.latency_runs}) blocks of timed runs, "
                              f"got {self.latency_rounds}")
+        if self.hard_weight and self.transfer_set != "all":  # the unlabeled half's labels are unknown
+            raise ValueError("hard_weight: the hard-label term trains on gold labels, and only the labeled "
+                             "half has them in this setting: add distill.transfer_set=all (its rows join "
+                             "the transfer set and the term uses their labels)")
         if self.in_batch_weight and self.pair_mode != "separate":
             raise ValueError("in_batch_weight: the in-batch loss scores every text_a against every "
                              "text_b of a batch, so it needs pair_mode 'separate'")
@@ -204,13 +213,17 @@ class TeacherArtifacts:
     num_labels: int
     teacher_metrics: dict  # accuracy, f1, best_valid_accuracy, ... of the fine-tuned teacher
     vectors_path: str | None = None  # Parquet: the teacher's unit vectors of each transfer row (in-batch loss)
+    # transfer rows [start, stop) from the labeled half: the only gold labels the setting knows
+    # (the hard-label term's rows; none unless transfer_set is "all")
+    labeled_rows: tuple[int, int] = (0, 0)
 
 
 class SoftLabelLoss(nn.Module):
     """T^2 * KL(softmax(p/T) || softmax(q/T)), p = teacher logits, q = student logits.
 
     forward(student_logits (B, C), teacher_logits (B, C), labels (B,) | None) -> scalar.
-    Averaged over the batch. With `hard_weight` > 0, adds hard_weight * CE(q, labels).
+    Averaged over the batch. With `hard_weight` > 0, adds hard_weight * CE(q, labels) over the
+    rows whose label is not UNKNOWN_LABEL (none: nothing added).
     T^2 keeps gradient magnitudes comparable across temperatures (Hinton et al.).
     """
 
@@ -225,8 +238,9 @@ class SoftLabelLoss(nn.Module):
         log_p = torch.log_softmax(teacher_logits / t, dim=-1)  # (B, C)
         kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
         loss = t * t * kl
-        if self.hard_weight and labels is not None:
-            loss = loss + self.hard_weight * nn.functional.cross_entropy(student_logits, labels)
+        known = labels != UNKNOWN_LABEL if self.hard_weight and labels is not None else None
+        if known is not None and known.any():  # rows of unknown label take no part in it
+            loss = loss + self.hard_weight * nn.functional.cross_entropy(student_logits[known], labels[known])
         return loss
 
 
@@ -369,10 +383,21 @@ def read_examples(path, split: str | None = None) -> tuple[list[ClsExample], lis
 
 
 def transfer_examples(train: list[ClsExample], data: DataConfig, cfg: DistillConfig) -> list[ClsExample]:
-    """The distillation (transfer) set: the unlabeled half, or both halves ("all")."""
+    """The distillation (transfer) set: the unlabeled half, or both halves ("all"): the
+    unlabeled half first, then the labeled one (`labeled_rows` says where)."""
     labeled, unlabeled = labeled_half(train, data)
     examples = unlabeled if cfg.transfer_set == "unlabeled" else unlabeled + labeled  # validated choice
     return examples[:cfg.max_transfer] if cfg.max_transfer is not None else examples
+
+
+def labeled_rows(train: list[ClsExample], data: DataConfig, cfg: DistillConfig) -> tuple[int, int]:
+    """Rows [start, stop) of `transfer_examples` that come from the labeled half (the teacher's
+    fine-tuning data), whose gold labels the setting knows; (0, 0) when it holds none."""
+    if cfg.transfer_set != "all":
+        return 0, 0
+    _, unlabeled = labeled_half(train, data)
+    stop = len(transfer_examples(train, data, cfg))
+    return min(len(unlabeled), stop), stop
 
 
 def extra_transfer_examples(cfg: DistillConfig, held_out: list[ClsExample], seed: int = 0) -> list[ClsExample]:
@@ -511,6 +536,7 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
         names = ["valid"] * len(splits["valid"]) + ["test"] * len(splits["test"])
         _write_parquet(_examples_table(rows, split=names), eval_path)
     return TeacherArtifacts(
+        labeled_rows=labeled_rows(splits["train"], data, cfg.distill),
         teacher_dir=str(teacher_dir), logits_path=str(logits_path), eval_path=str(eval_path),
         work_dir=str(work), teacher=teacher_dims(teacher_dir), teacher_pair_mode=metrics["pair_mode"],
         num_labels=int(metrics["num_labels"]), teacher_metrics=metrics,
@@ -526,12 +552,14 @@ def _texts(examples: list[ClsExample]) -> list[str]:
 
 
 def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig, *, device: str,
-                  mse: bool = False, on_epoch=None, desc: str = "distill", teacher_vectors=None) -> dict:
+                  mse: bool = False, on_epoch=None, desc: str = "distill", teacher_vectors=None,
+                  labeled_rows: tuple[int, int] = (0, 0)) -> dict:
     """Train `model` on teacher `logits` (N, C) of `transfer`; best-on-valid weights kept.
 
     mse=False: SoftLabelLoss (students); mse=True: MSE on logits (BiLSTM_soft, Tang et al.).
     teacher_vectors (`read_teacher_vectors` of `transfer`) with cfg.in_batch_weight > 0 adds
     `in_batch_loss` (the model must read pairs separately: `pool` and `pair_logits`).
+    The hard-label term (cfg.hard_weight) sees the gold labels of `labeled_rows` only.
     """
     separate = isinstance(model, PairEncoderForSequenceClassification) or getattr(model, "pair", False)
     pair_mode = "separate" if separate else "joint"
@@ -539,7 +567,9 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
     train_enc = encode(tokenizer, transfer, cfg.max_seq_len, pair_mode)
     valid_enc = encode(tokenizer, valid, cfg.max_seq_len, pair_mode)
     targets = torch.tensor(logits, dtype=torch.float32)  # (N, C)
-    labels = torch.tensor([e.label for e in transfer])
+    labels = torch.full((len(transfer),), UNKNOWN_LABEL)  # the unlabeled half's labels are not used
+    start, stop = labeled_rows
+    labels[start:stop] = torch.tensor([e.label for e in transfer[start:stop]], dtype=labels.dtype)
     loss_fn = nn.MSELoss() if mse else SoftLabelLoss(cfg.temperature, cfg.hard_weight)
 
     in_batch = bool(cfg.in_batch_weight) and teacher_vectors is not None
@@ -682,7 +712,7 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     vectors = read_teacher_vectors(artifacts.vectors_path) if artifacts.vectors_path else None
     log = distill_model(model, tokenizer, transfer, logits, valid, dcfg, device=device, mse=is_bilstm,
                         on_epoch=progress, desc=f"distill {candidate.get('kind', 'student')}",
-                        teacher_vectors=vectors)
+                        teacher_vectors=vectors, labeled_rows=artifacts.labeled_rows)
     test_enc = encode(tokenizer, test, dcfg.max_seq_len, log["pair_mode"])
     result = scores(predict_logits(model, test_enc, tokenizer.pad_token_id, dcfg.eval_batch_size, device),
                     [e.label for e in test])

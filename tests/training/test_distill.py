@@ -17,6 +17,7 @@ from tests.training.standalone import standalone_logits
 from tests.training.tiny_teacher import FIXTURE, TINY_DATA, tiny_teacher_folder
 from training.data import classification_splits, split_labeled_unlabeled
 from training.distill import (
+    UNKNOWN_LABEL,
     CompressTrainConfig,
     DistillConfig,
     SoftLabelLoss,
@@ -62,6 +63,13 @@ def test_soft_label_loss_matches_the_formula():
     ce = torch.nn.functional.cross_entropy(q, labels)
     assert hard.item() == pytest.approx(expected.item() + 0.5 * ce.item(), rel=1e-5)
     assert SoftLabelLoss(t)(q, p, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+    # rows of unknown label (the unlabeled half) take no part in the hard-label term
+    partly = torch.tensor([0, UNKNOWN_LABEL, 2, UNKNOWN_LABEL])
+    ce_known = torch.nn.functional.cross_entropy(q[[0, 2]], labels[[0, 2]])
+    assert SoftLabelLoss(t, hard_weight=0.5)(q, p, partly).item() == pytest.approx(
+        expected.item() + 0.5 * ce_known.item(), rel=1e-5)
+    assert SoftLabelLoss(t, hard_weight=0.5)(q, p, torch.full((4,), UNKNOWN_LABEL)).item() == pytest.approx(
+        expected.item(), rel=1e-5)
 
 
 def test_soft_label_loss_gradient_pulls_student_towards_teacher():
@@ -341,6 +349,33 @@ def test_extra_transfer_pairs_drop_held_out_texts_and_cap(tmp_path):
     assert {e.text_a for e in extra} == {f"def f{i} ( ) : return {i}" for i in range(6)}
     capped = extra_transfer_examples(replace(cfg, max_transfer_extra=5), held)
     assert len(capped) == 5 and set(capped) <= set(extra)
+
+
+def test_the_hard_label_term_sees_only_the_labeled_halfs_gold_labels(tmp_path, monkeypatch):
+    """The unlabeled half's labels are unknown in this setting: hard_weight needs
+    transfer_set=all, and its cross-entropy sees exactly the labeled half's rows, each epoch."""
+    from training.finetune import labeled_half
+
+    with pytest.raises(ValueError, match="hard_weight: .*transfer_set=all"):
+        DistillConfig(hard_weight=0.5)
+    cfg = replace(CFG, distill=replace(CFG.distill, hard_weight=0.5, transfer_set="all", epochs=1))
+    teacher = TeacherConfig(name=str(tiny_teacher_folder(tmp_path / "t")))
+    art = prepare_teacher(cfg, TINY_DATA, teacher, tmp_path / "work")
+    start, stop = art.labeled_rows
+    labeled, unlabeled = labeled_half(classification_splits(TINY_DATA)["train"], TINY_DATA)
+    transfer, _ = read_examples(art.logits_path)
+    assert (start, stop) == (len(unlabeled), len(transfer)) and transfer[start:stop] == labeled and labeled
+    assert prepare_teacher(CFG, TINY_DATA, teacher, tmp_path / "work").labeled_rows == (0, 0)
+    seen = []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def spy(logits, labels, *args, **kwargs):
+        seen.extend(labels.tolist())
+        return cross_entropy(logits, labels, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", spy)
+    train_student(STUDENT, art, cfg, tmp_path / "s")
+    assert sorted(seen) == sorted(e.label for e in labeled)  # one epoch: each labeled row once, no other
 
 
 def test_extra_transfer_joins_the_cache_with_bi_encoder_logits(tmp_path):
