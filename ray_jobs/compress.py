@@ -30,6 +30,7 @@ from training.data import classification_splits
 from training.distill import (
     CompressTrainConfig,
     extra_transfer_examples,
+    labeled_rows,
     prepare_teacher,
     teacher_variant_rows,
     train_student,
@@ -82,6 +83,10 @@ def check_halves(cfg: JobConfig, splits: dict) -> None:
     if not transfer_examples(splits["train"], cfg.data, cfg.distill):
         raise JobError(f"data: no unlabeled example to distil on ({len(splits['train'])} train examples, "
                        f"labeled_fraction {cfg.data.labeled_fraction}); distill.transfer_set=all uses both halves")
+    start, stop = labeled_rows(splits["train"], cfg.data, cfg.distill)
+    if cfg.distill.hard_weight and start == stop:  # the term would silently never fire
+        raise JobError(f"distill.hard_weight: the transfer set holds no labeled row: distill.max_transfer="
+                       f"{cfg.distill.max_transfer} keeps only unlabeled ones (the cap takes the unlabeled half first)")
 
 
 def check_in_batch(cfg: JobConfig) -> None:

@@ -222,8 +222,9 @@ class SoftLabelLoss(nn.Module):
     """T^2 * KL(softmax(p/T) || softmax(q/T)), p = teacher logits, q = student logits.
 
     forward(student_logits (B, C), teacher_logits (B, C), labels (B,) | None) -> scalar.
-    Averaged over the batch. With `hard_weight` > 0, adds hard_weight * CE(q, labels) over the
-    rows whose label is not UNKNOWN_LABEL (none: nothing added).
+    Averaged over the batch. With `hard_weight` > 0, adds hard_weight * the sum of CE(q, label)
+    over the rows whose label is not UNKNOWN_LABEL, divided by the batch size: each known row
+    weighs the same whatever else its batch holds.
     T^2 keeps gradient magnitudes comparable across temperatures (Hinton et al.).
     """
 
@@ -238,9 +239,9 @@ class SoftLabelLoss(nn.Module):
         log_p = torch.log_softmax(teacher_logits / t, dim=-1)  # (B, C)
         kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1).mean()
         loss = t * t * kl
-        known = labels != UNKNOWN_LABEL if self.hard_weight and labels is not None else None
-        if known is not None and known.any():  # rows of unknown label take no part in it
-            loss = loss + self.hard_weight * nn.functional.cross_entropy(student_logits[known], labels[known])
+        if self.hard_weight and labels is not None:  # rows of unknown label take no part in it
+            ce = nn.functional.cross_entropy(student_logits, labels, ignore_index=UNKNOWN_LABEL, reduction="sum")
+            loss = loss + self.hard_weight * ce / len(labels)  # per row of the batch, as the KL term
         return loss
 
 
@@ -569,6 +570,8 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
     targets = torch.tensor(logits, dtype=torch.float32)  # (N, C)
     labels = torch.full((len(transfer),), UNKNOWN_LABEL)  # the unlabeled half's labels are not used
     start, stop = labeled_rows
+    if stop > len(transfer):  # a split computed otherwise than the cached transfer set's
+        raise ValueError(f"labeled_rows {labeled_rows} beyond the {len(transfer)} transfer rows")
     labels[start:stop] = torch.tensor([e.label for e in transfer[start:stop]], dtype=labels.dtype)
     loss_fn = nn.MSELoss() if mse else SoftLabelLoss(cfg.temperature, cfg.hard_weight)
 

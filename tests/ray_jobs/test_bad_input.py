@@ -78,6 +78,11 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "hub_teacher_offline": (["prune", *smoke, "teacher.name=microsoft/codebert-base"],
                                 ["teacher.name", "microsoft/codebert-base"]),
         "no_labeled_half": (["compress", *smoke, "data.max_train=1"], ["data", "no labeled example"]),
+        # the hard-label term knows the labeled half's labels only
+        "hard_labels_of_the_unlabeled_half": (["compress", *smoke, "distill.hard_weight=1"],
+                                              ["hard_weight", "transfer_set=all"]),
+        "hard_labels_capped_out": (["compress", *smoke, "distill.hard_weight=1", "distill.transfer_set=all",
+                                   "distill.max_transfer=1"], ["distill.hard_weight", "no labeled row"]),
         "nothing_to_train": (["compress", *smoke, "search.top_k=0", "baselines.bilstm_budget=false",
                               "distill.quantize=[]"], ["nothing to train"]),
         "cap_below_smallest": (["compress", *smoke, "search.max_mb=0.01"], ["search", "max_mb"]),

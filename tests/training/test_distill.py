@@ -64,8 +64,9 @@ def test_soft_label_loss_matches_the_formula():
     assert hard.item() == pytest.approx(expected.item() + 0.5 * ce.item(), rel=1e-5)
     assert SoftLabelLoss(t)(q, p, labels).item() == pytest.approx(expected.item(), rel=1e-5)
     # rows of unknown label (the unlabeled half) take no part in the hard-label term
+    # and each known row weighs 1 / batch, as the KL term's rows do, however many its batch holds
     partly = torch.tensor([0, UNKNOWN_LABEL, 2, UNKNOWN_LABEL])
-    ce_known = torch.nn.functional.cross_entropy(q[[0, 2]], labels[[0, 2]])
+    ce_known = torch.nn.functional.cross_entropy(q[[0, 2]], labels[[0, 2]], reduction="sum") / 4
     assert SoftLabelLoss(t, hard_weight=0.5)(q, p, partly).item() == pytest.approx(
         expected.item() + 0.5 * ce_known.item(), rel=1e-5)
     assert SoftLabelLoss(t, hard_weight=0.5)(q, p, torch.full((4,), UNKNOWN_LABEL)).item() == pytest.approx(
@@ -370,7 +371,8 @@ def test_the_hard_label_term_sees_only_the_labeled_halfs_gold_labels(tmp_path, m
     cross_entropy = torch.nn.functional.cross_entropy
 
     def spy(logits, labels, *args, **kwargs):
-        seen.extend(labels.tolist())
+        assert kwargs.get("ignore_index") == UNKNOWN_LABEL
+        seen.extend(label for label in labels.tolist() if label != UNKNOWN_LABEL)
         return cross_entropy(logits, labels, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", spy)
