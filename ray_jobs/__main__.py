@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ray_jobs import results
 from ray_jobs.errors import ConfigError, JobError, OneLineParser, SweepFailed, SweepInterrupted
-from search import pipe_closed
+from search import printing_to_a_pipe
 
 JOBS = ("compress", "prune", "demo")
 
@@ -114,13 +114,9 @@ def _tables(args) -> int:
 
 def _listing(args) -> int:
     """query or tables; a reader that closes the pipe (`| head`) ends it quietly (exit 141).
-    Only these: a job's or bench's BrokenPipeError is another pipe's fault, and shows."""
-    try:
-        rc = _query(args) if args.command == "query" else _tables(args)
-        sys.stdout.flush()  # inside the try: what print left in the buffer meets the closed pipe here
-        return rc
-    except BrokenPipeError:
-        return pipe_closed()
+    Only these here: a job's BrokenPipeError is another pipe's fault, and shows (the bench
+    guards its own printing, after its rows are written)."""
+    return printing_to_a_pipe(lambda: _query(args) if args.command == "query" else _tables(args))
 
 
 def _job(args) -> int:

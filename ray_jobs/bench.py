@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from ray_jobs import results
 from ray_jobs.config import build_config, check_object_store, code_version, to_dict
 from ray_jobs.errors import ConfigError, JobError, OneLineParser
 from ray_jobs.sweep import loopback_only
-from search import pipe_closed
+from search import printing_to_a_pipe
 from search.cost import HEADS
 from training.checks import check_distinct, check_ranges
 from training.evaluate import LATENCY_ROUNDS
@@ -304,13 +303,12 @@ def _write(results_dir: str, sweep_id: str, rows: list[dict], cfg: BenchConfig, 
     except BaseException:
         show()  # minutes of measurements: on the screen at least
         raise
-    try:
+    def report() -> int:
         show()
         print(f"wrote {len(rows)} rows to {path}")
-        sys.stdout.flush()  # inside the try: what print left in the buffer meets a closed pipe here
-    except BrokenPipeError:
-        return pipe_closed()
-    return 0
+        return 0
+
+    return printing_to_a_pipe(report)
 
 
 def _stamp(cfg: BenchConfig, sweep_id: str, node_id: str | None = None, device: str = "cpu") -> dict:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -192,7 +191,7 @@ def timing_differences(cfg: JobConfig, model: LatencyModel, head: str) -> list[s
     (of the search head `head`) with (head, device, torch threads, tokens an input), each as
     "model's vs job's"; [] when alike."""
     device = "cuda" if cfg.resources.gpus_per_trial > 0 else "cpu"
-    threads = cfg.distill.latency_threads or max(1, math.floor(cfg.resources.cpus_per_trial))
+    threads = cfg.distill.latency_threads or sweep.trial_threads(cfg.resources.cpus_per_trial)
     seq_len = cfg.distill.latency_seq_len or cfg.distill.max_seq_len
     differences = []
     # a head of the other input format is refused by the search, not noted

@@ -408,6 +408,12 @@ def _restored_state() -> dict | None:
         return json.loads(file.read_text()) if file.exists() else None
 
 
+def trial_threads(cpus: float) -> int:
+    """torch threads of a trial (or preparation task) holding `cpus` Ray CPUs: its whole-CPU
+    share, at least 1."""
+    return max(1, math.floor(cpus))
+
+
 def _trial_entry(config: dict, *, fn: Callable, table: str, cpus: float, params: dict) -> None:
     """The Tune function trainable: build the context and run `fn` on this trial's spec."""
     spec = config["trial"]
@@ -415,7 +421,7 @@ def _trial_entry(config: dict, *, fn: Callable, table: str, cpus: float, params:
         trial_key=spec["trial_key"],
         table=table,
         device=_device(),
-        threads=max(1, math.floor(cpus)),
+        threads=trial_threads(cpus),
         node_id=ray.get_runtime_context().get_node_id(),
         params=params,
         state=_restored_state(),
@@ -430,7 +436,7 @@ def _trial_name(trial) -> str:
 def _remote_entry(fn: Callable, cpus: float, args: tuple, kwargs: dict) -> Any:
     # A preparation step (teacher fine-tuning) runs where a trial would, with its device.
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(max(1, math.floor(cpus)))
+        sys.modules["torch"].set_num_threads(trial_threads(cpus))
     return fn(*args, device=_device(), **kwargs)
 
 

@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from search import pipe_closed
+from search import printing_to_a_pipe
 from search.cost import HEADS
 from search.ga import VARIANTS, exhaustive, pareto, run_ga
 from search.latency import load as load_latency_model
@@ -322,11 +322,7 @@ def bench(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        rc = bench(argv[1:]) if argv[:1] == ["bench"] else search(argv)
-        sys.stdout.flush()  # inside the try: what print left in the buffer meets a closed pipe here
-        return rc
-    except BrokenPipeError:
-        return pipe_closed()
+        return printing_to_a_pipe(lambda: bench(argv[1:]) if argv[:1] == ["bench"] else search(argv))
     except (UsageError, InputError) as err:  # anything else is a bug: its traceback shows
         print(f"python -m search: error: {err}", file=sys.stderr)
         return 2

@@ -305,32 +305,24 @@ class Problem:
             raise InputError("no (hidden, heads) of the space is feasible")
         return np.column_stack([np.full(n, layers[0]), h[fits], a[fits], np.full(n, ffn[0]), np.full(n, vocab[0])])
 
-    def fastest(self) -> tuple[Arch, float]:
+    def fastest(self, within_max_mb: bool = False) -> tuple[Arch, float] | None:
         """The architecture the latency model predicts fastest (the least hidden on ties) and
-        its predicted ms. Exact over the space, heads choices of any kind included."""
+        its predicted ms, among those within max_mb with `within_max_mb` (None: there is none).
+        Exact over the space, heads choices of any kind included."""
         points = self.floor_points()
         ms = self.predicted_ms(points)
+        if within_max_mb and self.max_mb is not None:
+            ms = np.where(cost.mb(self.params(points)) <= self.max_mb, ms, np.inf)
         i = int(np.argmin(ms))
-        return Arch(*(int(g) for g in points[i])), float(ms[i])
-
-    def fastest_ms(self) -> float:
-        """The least predicted ms of the space (`fastest`)."""
-        return self.fastest()[1]
+        return (Arch(*(int(g) for g in points[i])), float(ms[i])) if ms[i] < np.inf else None
 
     def seed_arch(self) -> Arch | None:
         """A point within max_mb and max_ms: the space's smallest without a latency budget, else
         the fastest point within max_mb; None when no point meets both."""
         if self.max_ms is None:
             return self.space.smallest()
-        points = self.floor_points()
-        ms = self.predicted_ms(points)
-        ok = ms <= self.max_ms
-        if self.max_mb is not None:
-            ok &= cost.mb(self.params(points)) <= self.max_mb
-        if not ok.any():
-            return None
-        i = int(np.flatnonzero(ok)[np.argmin(ms[ok])])
-        return Arch(*(int(g) for g in points[i]))
+        found = self.fastest(within_max_mb=True)
+        return found[0] if found is not None and found[1] <= self.max_ms else None
 
 
 def _unpack(values):
