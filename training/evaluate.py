@@ -269,19 +269,20 @@ def head_models(students: Sequence, teacher, head: str, num_labels: int = 2, ref
     (first-token vectors concatenated), for single sequences its sequence classifier.
     Latency does not depend on weight values, so no checkpoint is needed."""
     from search.space import teacher_spec
-    from training.models import build_student
+    from training.models import build_student, head_settings
 
-    if head not in ("sequence", "pair_cosine", "pair_concat"):
-        raise ValueError(f"head must be 'sequence', 'pair_cosine' or 'pair_concat', got {head!r}")
+    head_settings(head)  # refuses an unknown head before any model is built
     specs = {f"student-{i}": (arch, teacher, head) for i, arch in enumerate(students)}
     if references:
         codebert = teacher_spec("codebert-base")
         specs |= {"teacher-arch": (teacher.arch(), teacher, head),
                   "codebert-arch": (codebert.arch(), codebert, "sequence" if head == "sequence" else "pair_concat")}
     torch.manual_seed(0)
-    return {name: (build_student(arch, family, num_labels, "joint" if h == "sequence" else "separate",
-                                 pair_head=h.removeprefix("pair_") if h != "sequence" else "concat"), arch.vocab)
-            for name, (arch, family, h) in specs.items()}
+    models = {}
+    for name, (arch, family, h) in specs.items():
+        pair_mode, pair_head = head_settings(h)
+        models[name] = build_student(arch, family, num_labels, pair_mode, pair_head=pair_head), arch.vocab
+    return models
 
 
 def timing_row(model: str, dtype: str, batch: int, seq_len: int, stats: dict) -> dict:

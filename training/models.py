@@ -220,6 +220,15 @@ def cost_head(pair_mode: str, pair_head: str = "concat") -> str:
     return "sequence" if pair_mode == "joint" else f"pair_{pair_head}"
 
 
+def head_settings(head: str) -> tuple[str, str]:
+    """(pair_mode, pair_head) with which `build_student` makes a student of the `search.cost`
+    head `head`: `cost_head`'s inverse; InputError for a head not in `HEADS`."""
+    from search.cost import check_head
+
+    check_head(head)
+    return ("joint", "concat") if head == "sequence" else ("separate", head.removeprefix("pair_"))
+
+
 # In-process: the Auto classes load saved pair models without trust_remote_code.
 AutoConfig.register(PairEncoderConfig.model_type, PairEncoderConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(

@@ -16,6 +16,7 @@ from training.models import (
     build_student,
     check_teacher_loadable,
     cost_head,
+    head_settings,
     load_encoder,
     load_teacher,
 )
@@ -53,6 +54,7 @@ def test_every_student_head_param_count_equals_cost_model(family, pair_mode, pai
     """The search sizes students by the head they will carry: the GA aims at the real size."""
     teacher = teacher_spec(family)
     head = cost_head(pair_mode, pair_head)
+    assert head_settings(head) == (pair_mode, pair_head)  # its inverse (joint students take no pair head)
     for arch in (ARCH, Arch(3, 48, 4, 96, 1000)):
         model = build_student(arch, teacher, pair_mode=pair_mode, pair_head=pair_head)
         assert _n(model) == cost.params(arch, teacher, head=head)
