@@ -24,6 +24,7 @@ same shape's fp32 step (same attention) and over its sdpa step (same precision).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -42,7 +43,7 @@ from ray_jobs.errors import ConfigError, JobError, OneLineParser
 from ray_jobs.sweep import loopback_only
 from search import printing_to_a_pipe
 from search.cost import HEADS
-from training.checks import check_distinct, check_ranges
+from training.checks import check_choices, check_distinct, check_ranges
 from training.evaluate import LATENCY_ROUNDS
 
 TABLE = "bench"
@@ -108,8 +109,7 @@ class BenchConfig:
         check_ranges(self, timed_runs=("latency_runs", "step_runs"),
                      paths=("results_dir", "latency_teacher", "latency_model_out"),
                      counts=("fit_min_head_size",), positive=("fit_max_mb",), seeds=("fit_seed",))
-        if self.latency_head not in HEADS:
-            raise ValueError(f"latency_head: {self.latency_head!r} is not one of {HEADS}")
+        check_choices(self, latency_head=HEADS)
         if self.fit_shapes < 4:  # three coefficients, and leave-one-out fits of them
             raise ValueError(f"fit_shapes: a latency model needs >= 4 shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
@@ -542,8 +542,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     model = lat.fit([a.layers for a in archs], gflops, [stats[n]["median_ms"] for n in models],
                     seq_len=cfg.latency_seq_len, pair=pair, head=cfg.latency_head, threads=threads if device == "cpu" else None,
                     device=device, machine=f"{device_name} ({platform.machine()})",
-                    shapes=[dict(zip(("layers", "hidden", "heads", "ffn", "vocab"), a.genes(), strict=True))
-                            for a in archs])
+                    shapes=[dataclasses.asdict(a) for a in archs])
     lat.save(model, out)
     sweep_id = "bench-latency-model-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
