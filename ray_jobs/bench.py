@@ -539,15 +539,19 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
                        rounds=cfg.latency_rounds)
     gflops = [cost.flops(a, cfg.latency_seq_len)["total"] / 1e9 for a in archs]
     threads = next(iter(stats.values()))["threads"]
-    model = lat.fit([a.layers for a in archs], gflops, [stats[n]["median_ms"] for n in models],
+    measured = [a.layers for a in archs], gflops, [stats[n]["median_ms"] for n in models]
+    heads = [a.heads for a in archs]
+    model = lat.fit(*measured, heads=heads,
                     seq_len=cfg.latency_seq_len, pair=pair, head=cfg.latency_head, threads=threads if device == "cpu" else None,
                     device=device, machine=f"{device_name} ({platform.machine()})",
                     shapes=[dataclasses.asdict(a) for a in archs])
+    # what the per-head term was judged by (fitted from one shape more than the coefficients)
+    heads_term = [lat.loo_mean_error(*measured, heads=h) for h in (heads, None)] if len(archs) > len(
+        lat.COEFFICIENTS) else None
     lat.save(model, out)
     sweep_id = "bench-latency-model-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
-    fit = {"intercept_ms": model.intercept_ms, "per_layer_ms": model.per_layer_ms,
-           "per_gflop_ms": model.per_gflop_ms}
+    fit = {name: getattr(model, name) for name in lat.COEFFICIENTS}
     rows = [{**stamp, "bench": "latency_model", "device_name": device_name,
              "trial_key": f"latency-model-{name}", "model": name,
              "arch": ",".join(str(g) for g in a.genes()), "head": cfg.latency_head, "seq_len": cfg.latency_seq_len,
@@ -566,5 +570,8 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
                   f"fit {r['predicted_ms']:8.3f}  left out {r['loo_ms']:8.3f} ms")
         print(f"fit: {model.describe()}")
         print(f"leave-one-out error: median {100 * float(np.median(errors)):.1f}%, max {100 * float(errors.max()):.1f}%")
+        if heads_term:
+            print(f"per-head term: {'kept' if model.per_layer_head_ms else 'left out'} (mean leave-one-out error "
+                  f"{100 * heads_term[0]:.1f}% with it, {100 * heads_term[1]:.1f}% without)")
         print(f"wrote the latency model to {out} (search.latency_model={out} search.max_ms=...)")
     return _write(results_dir, sweep_id, rows, cfg, stamp, show)

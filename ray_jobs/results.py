@@ -91,7 +91,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               # latency-model rows: each shape's GFLOPs, its fitted and leave-one-out predicted ms
               # and the fit's coefficients (search/latency.py)
               ("head", _S), ("gflops", _F), ("predicted_ms", _F), ("loo_ms", _F), ("intercept_ms", _F),
-              ("per_layer_ms", _F), ("per_gflop_ms", _F)],
+              ("per_layer_ms", _F), ("per_gflop_ms", _F), ("per_layer_head_ms", _F)],
     # the learning curves: one row per trained model x epoch (compression job), one per tenth
     # of the code-to-text fine-tuning's steps (pruning job, trial_key seq2seq: valid_nll)
     "epochs": [("model", _S), ("kind", _S), ("epoch", _I), ("valid_accuracy", _F), ("train_loss", _F),

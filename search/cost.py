@@ -309,7 +309,7 @@ def fitness_array(
     )  # no V: (L, H, A, D, 1)
     feasible = heads_fit(H, A, min_head_size)
     if max_ms is not None:
-        feasible = feasible & (latency_model.predict_ms(L, gflops) <= max_ms)
+        feasible = feasible & (latency_model.predict_ms(L, gflops, heads=A) <= max_ms)
     gflops = np.where(feasible, gflops, -np.inf)
     # Masks are applied to the two smaller factors; only this difference spans the whole grid.
     return gflops - miss

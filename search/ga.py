@@ -203,7 +203,8 @@ class Problem:
         them); None without a model."""
         if self.latency_model is None:
             return None
-        return self.latency_model.predict_ms(values[:, 0], self.gflops(values) if gflops is None else gflops)
+        return self.latency_model.predict_ms(values[:, 0], self.gflops(values) if gflops is None else gflops,
+                                             heads=values[:, HEADS])
 
     def fitness(self, idx) -> np.ndarray:
         """(n, 5) index genomes -> (n,) fitness."""
@@ -294,7 +295,7 @@ class Problem:
         """(n, 5) gene values: every feasible (hidden, heads) pair with layers, ffn and vocab at
         their least choices. Neither size nor predicted ms falls as layers, ffn or vocab grow
         (parameters grow with each, FLOPs with layers and ffn, the latency model's coefficients
-        are >= 0), so the space's least predicted ms, and whether any point meets both max_mb and
+        are >= 0 and its per-head term grows with layers), so the space's least predicted ms, and whether any point meets both max_mb and
         max_ms, are decided among these few points."""
         layers, hidden, heads, ffn, vocab = self.space.choices()
         h, a = (g.ravel() for g in np.meshgrid(hidden, heads, indexing="ij"))

@@ -1,4 +1,5 @@
-"""A measured latency model for the search: milliseconds = a + b * layers + c * GFLOPs.
+"""A measured latency model for the search:
+milliseconds = a + b * layers + c * GFLOPs + d * layers * heads.
 
 FLOPs alone rank small students badly on a CPU: each layer's layer norms, softmax and the
 calls around them are memory-bound work that costs time out of proportion to its FLOPs (a
@@ -7,6 +8,12 @@ a per-layer term to the FLOPs term, both fitted by least squares to latencies me
 the machine the students will run on (`python -m ray_jobs bench latency-model` writes the
 JSON file). The search then refuses candidates predicted over `max_ms` and reports every
 candidate's prediction.
+
+The per-head term prices what each head adds to a layer beyond its FLOPs: its own
+(seq x seq) score, mask and softmax tensors and its own small matrix products. At long
+sequences it dominates narrow heads (eight heads of 2 dimensions over 400 tokens took 2-3x
+the time of one or two heads at similar FLOPs); at 64 tokens it is lost in the noise. So
+`fit` keeps it only when it predicts left-out shapes better.
 
 Pure arithmetic and JSON (numpy only): the search never imports torch. The GFLOPs are the
 cost model's (`search.cost.flops_total_array`: one encoder pass at `seq_len`, the sequence
@@ -29,20 +36,23 @@ from search.cost import HEADS
 from search.space import InputError
 
 FORMAT = "code-compressor latency model"
-COEFFICIENTS = ("intercept_ms", "per_layer_ms", "per_gflop_ms")
-MIN_SHAPES = 4  # one more than the coefficients: each leave-one-out fit is still determined
+COEFFICIENTS = ("intercept_ms", "per_layer_ms", "per_gflop_ms", "per_layer_head_ms")
+REQUIRED = (*COEFFICIENTS[:3], "seq_len", "pair")  # files written before 2026-12-06 lack the per-head term
+MIN_SHAPES = 4  # one more than the coefficients without the heads term: each leave-one-out fit is determined
 
 
 @dataclass(frozen=True)
 class LatencyModel:
-    """ms = intercept_ms + per_layer_ms * layers + per_gflop_ms * GFLOPs (all >= 0), for
-    batch 1 at `seq_len` tokens per encoded input, on the machine and settings it was fitted on."""
+    """ms = intercept_ms + per_layer_ms * layers + per_gflop_ms * GFLOPs
+    + per_layer_head_ms * layers * heads (all >= 0), for batch 1 at `seq_len` tokens per
+    encoded input, on the machine and settings it was fitted on."""
 
     intercept_ms: float
     per_layer_ms: float
     per_gflop_ms: float
     seq_len: int  # tokens per encoded input the latencies were measured at (and GFLOPs counted at)
     pair: bool  # True: each call encoded a pair's two sides separately (the bi-encoder students)
+    per_layer_head_ms: float = 0.0  # 0: fitted without the heads term (or before it existed)
     threads: int | None = None  # CPU threads while timing (None: torch's default)
     device: str = "cpu"
     machine: str = ""  # where it was measured (processor, platform)
@@ -72,14 +82,18 @@ class LatencyModel:
             raise InputError(f"head: must be null or one of {HEADS} that agrees with pair={self.pair}, "
                              f"got {self.head!r}")
 
-    def predict_ms(self, layers, gflops):
-        """Predicted milliseconds of broadcastable layer and GFLOPs arrays (or numbers)."""
-        return self.intercept_ms + self.per_layer_ms * np.asarray(layers) + self.per_gflop_ms * np.asarray(gflops)
+    def predict_ms(self, layers, gflops, *, heads):
+        """Predicted milliseconds of broadcastable layers, GFLOPs and heads arrays (or numbers)."""
+        layers = np.asarray(layers)
+        return (self.intercept_ms + self.per_layer_ms * layers + self.per_gflop_ms * np.asarray(gflops)
+                + self.per_layer_head_ms * layers * np.asarray(heads))
 
     def describe(self) -> str:
         """One line: the formula and what it was fitted on."""
         where = f"{self.device}" + (f", {self.threads} thread{'s' * (self.threads != 1)}" if self.threads else "")
-        return (f"{self.intercept_ms:.3f} ms + {self.per_layer_ms:.3f} ms/layer + {self.per_gflop_ms:.3f} ms/GFLOP "
+        per_head = f" + {self.per_layer_head_ms:.4f} ms/(layer x head)" if self.per_layer_head_ms else ""
+        return (f"{self.intercept_ms:.3f} ms + {self.per_layer_ms:.3f} ms/layer + {self.per_gflop_ms:.3f} ms/GFLOP"
+                f"{per_head} "
                 f"({f'{self.head} head, ' if self.head else ''}{'pair' if self.pair else 'one input'} of "
                 f"{self.seq_len} tokens, batch 1, {where}; "
                 f"{len(self.samples)} shapes)")
@@ -87,7 +101,7 @@ class LatencyModel:
 
 def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least squares with every coefficient >= 0: the best of the column subsets whose
-    unconstrained solution is non-negative (three columns: eight subsets, exact)."""
+    unconstrained solution is non-negative (at most four columns: fifteen subsets, exact)."""
     best, best_err = np.zeros(x.shape[1]), float(np.sum(y**2))
     for size in range(1, x.shape[1] + 1):
         for cols in itertools.combinations(range(x.shape[1]), size):
@@ -101,33 +115,60 @@ def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return best
 
 
-def fit(layers, gflops, measured_ms, **settings) -> LatencyModel:
-    """Fit a LatencyModel to measured shapes. layers, gflops, measured_ms: (n,) sequences, n >= 4;
-    settings: the other LatencyModel fields (seq_len, pair, threads, device, machine, head) and
-    `shapes`, (n,) dicts of genes recorded in `samples` beside each shape's measured,
-    predicted and leave-one-out predicted ms."""
+def _leave_one_out(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's prediction by the fit to the other rows: how well it predicts a shape it has not seen."""
+    keep = np.ones(len(y), bool)
+    loo = np.empty(len(y))
+    for i in range(len(y)):
+        keep[i] = False
+        loo[i] = x[i] @ _solve(x[keep], y[keep])
+        keep[i] = True
+    return loo
+
+
+def _design(layers, gflops, heads=None) -> np.ndarray:
+    """The fit's columns: 1, layers, GFLOPs, and layers * heads when `heads` are given."""
+    layers = np.asarray(layers, float)
+    columns = [np.ones(len(layers)), layers, np.asarray(gflops, float)]
+    return np.column_stack(columns + ([layers * np.asarray(heads, float)] if heads is not None else []))
+
+
+def loo_mean_error(layers, gflops, measured_ms, heads=None) -> float:
+    """Mean relative leave-one-out error of the fit with the per-head term (`heads` given) or
+    without it (the criterion `fit` keeps the term by)."""
+    y = np.asarray(measured_ms, float)
+    return float(np.mean(np.abs(_leave_one_out(_design(layers, gflops, heads), y) - y) / y))
+
+
+def fit(layers, gflops, measured_ms, *, heads=None, **settings) -> LatencyModel:
+    """Fit a LatencyModel to measured shapes. layers, gflops, measured_ms and heads: (n,)
+    sequences, n >= 4. The per-head term is fitted when `heads` are given and n >= 5, and kept
+    when it lowers the mean relative leave-one-out error (`loo_mean_error`; with few or noisy
+    shapes a fourth coefficient can fit the noise instead). settings: the other LatencyModel
+    fields (seq_len, pair, threads, device, machine, head) and `shapes`, (n,) dicts of genes
+    recorded in `samples` beside each shape's heads, measured, predicted and leave-one-out
+    predicted ms (the kept fit's)."""
     shapes = settings.pop("shapes", None)
     n = len(measured_ms)
-    if n < MIN_SHAPES or len(layers) != n or len(gflops) != n or (shapes is not None and len(shapes) != n):
+    if (n < MIN_SHAPES or len(layers) != n or len(gflops) != n or (shapes is not None and len(shapes) != n)
+            or (heads is not None and len(heads) != n)):
         raise InputError(f"a latency model needs >= {MIN_SHAPES} measured shapes (columns of equal length: "
                          "leave-one-out fits need more points than coefficients), "
-                         f"got {len(layers)}, {len(gflops)}, {n}")
-    x = np.column_stack([np.ones(n), np.asarray(layers, float), np.asarray(gflops, float)])
+                         f"got {len(layers)}, {len(gflops)}, {n}" + (f", {len(heads)} heads" if heads is not None else ""))
     y = np.asarray(measured_ms, float)
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise InputError("measured latencies must be positive and finite")
-    coef = _solve(x, y)
-    keep = np.ones(len(y), bool)
-    loo = []
-    for i in range(len(y)):  # leave-one-out: how well it predicts a shape it has not seen
-        keep[i] = False
-        loo.append(float(x[i] @ _solve(x[keep], y[keep])))
-        keep[i] = True
+    use_heads = heads is not None and n > len(COEFFICIENTS) and (
+        loo_mean_error(layers, gflops, y, heads) < loo_mean_error(layers, gflops, y))
+    x = _design(layers, gflops, heads if use_heads else None)
+    coef, loo = _solve(x, y), _leave_one_out(x, y)
     shapes = shapes if shapes is not None else [{} for _ in y]
     samples = tuple(dict(s) | {"layers": int(x[i, 1]), "gflops": float(x[i, 2]), "measured_ms": float(y[i]),
-                               "predicted_ms": float(x[i] @ coef), "loo_ms": loo[i]}
+                               "predicted_ms": float(x[i] @ coef), "loo_ms": float(loo[i])}
+                    | ({"heads": int(heads[i])} if heads is not None else {})
                     for i, s in enumerate(shapes))
-    return LatencyModel(*(float(c) for c in coef), samples=samples, **settings)
+    coefficients = dict(zip(COEFFICIENTS, (float(c) for c in coef), strict=False))  # no per-head term: 0
+    return LatencyModel(**coefficients, samples=samples, **settings)
 
 
 def loo_errors(model: LatencyModel) -> np.ndarray:
@@ -179,7 +220,7 @@ def load(path) -> LatencyModel:
     unknown = sorted(set(data) - names)
     if unknown:
         raise InputError(f"{path}: unknown key {unknown[0]!r}")
-    missing = [n for n in (*COEFFICIENTS, "seq_len", "pair") if n not in data]
+    missing = [n for n in REQUIRED if n not in data]
     if missing:
         raise InputError(f"{path}: missing key {missing[0]!r}")
     if not isinstance(data.get("samples", []), list) or not all(isinstance(s, dict) for s in data.get("samples", [])):

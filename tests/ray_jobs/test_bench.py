@@ -3,6 +3,7 @@ the bench table."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -112,6 +113,8 @@ def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_
                   f"latency_model_out={out}", f"latency_head={head}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "leave-one-out error: median" in proc.stdout and f"wrote the latency model to {out}" in proc.stdout
+    assert re.search(r"per-head term: (kept|left out) \(mean leave-one-out error [\d.]+% with it, [\d.]+% without\)",
+                     proc.stdout)
     model = latency.load(out)
     assert (model.seq_len, model.pair, model.threads, model.device, model.head) == (8, head != "sequence", 1, "cpu", head)
     rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'latency_model'").to_pylist()
@@ -120,8 +123,10 @@ def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_
     assert sorted(r["median_ms"] for r in rows) == sorted(s["measured_ms"] for s in model.samples)
     assert {r["arch"].split(",")[0] for r in rows} == {"1", "2", "3", "4", "5", "6"}  # the layer counts in turn
     for r in rows:
-        assert r["predicted_ms"] == pytest.approx(model.predict_ms(int(r["arch"].split(",")[0]), r["gflops"]))
+        layers, _, heads = (int(g) for g in r["arch"].split(",")[:3])
+        assert r["predicted_ms"] == pytest.approx(model.predict_ms(layers, r["gflops"], heads=heads))
         assert r["per_layer_ms"] == model.per_layer_ms and r["loo_ms"] > 0 and r["threads"] == 1
+        assert r["per_layer_head_ms"] == model.per_layer_head_ms
     # what it was made for: a search that reads it
     search = ["--teacher", "minilm-l6", "--seq-len", "8", "--exhaustive", "--top-k", "1", "--latency-model", str(out)]
     assert search_main([*search, "--head", head]) == 0

@@ -26,7 +26,29 @@ def test_fit_recovers_the_coefficients_of_exact_data():
     assert (model.intercept_ms, model.per_layer_ms, model.per_gflop_ms) == pytest.approx((0.5, 0.8, 3.0))
     assert np.max(lat.loo_errors(model)) < 1e-9
     assert model.samples[3]["hidden"] == 48 and model.samples[3]["measured_ms"] == pytest.approx(0.5 + 3.2 + 2.7)
-    assert model.predict_ms(2, 1.0) == pytest.approx(5.1)
+    assert model.predict_ms(2, 1.0, heads=4) == pytest.approx(5.1)
+    assert model.per_layer_head_ms == 0  # given heads, exact data without a heads effect leaves the term out
+    assert lat.fit(layers, gflops, 0.5 + 0.8 * layers + 3.0 * gflops, heads=layers % 3 + 1, seq_len=SEQ,
+                   pair=True).per_layer_head_ms == 0
+
+
+def test_fit_keeps_the_per_head_term_when_it_predicts_left_out_shapes_better():
+    layers = np.array([1, 2, 3, 4, 6, 1, 5, 2])
+    heads = np.array([1, 8, 2, 4, 1, 12, 2, 6])
+    gflops = np.array([0.1, 0.4, 0.2, 0.9, 1.5, 0.7, 0.3, 0.5])
+    measured = 0.5 + 0.8 * layers + 3.0 * gflops + 0.25 * layers * heads
+    model = lat.fit(layers, gflops, measured, heads=heads, seq_len=SEQ, pair=True, shapes=[{}] * 8)
+    assert (model.intercept_ms, model.per_layer_ms, model.per_gflop_ms, model.per_layer_head_ms) == pytest.approx(
+        (0.5, 0.8, 3.0, 0.25))
+    assert np.max(lat.loo_errors(model)) < 1e-9 and [s["heads"] for s in model.samples] == list(heads)
+    assert model.predict_ms(layers, gflops, heads=heads) == pytest.approx(measured)
+    assert "+ 0.2500 ms/(layer x head)" in model.describe()
+    # without heads the same data fit worse, and the search's predictions would miss them
+    without = lat.fit(layers, gflops, measured, seq_len=SEQ, pair=True)
+    assert without.per_layer_head_ms == 0 and np.max(lat.loo_errors(without)) > 0.1
+    assert lat.loo_mean_error(layers, gflops, measured, heads) < 1e-9 < lat.loo_mean_error(layers, gflops, measured)
+    # five shapes are the fewest its leave-one-out fits are determined by: with four it is not tried
+    assert lat.fit(layers[:4], gflops[:4], measured[:4], heads=heads[:4], seq_len=SEQ, pair=True).per_layer_head_ms == 0
 
 
 def test_fit_keeps_every_coefficient_non_negative():
@@ -47,6 +69,8 @@ def test_fit_refuses_too_few_or_bad_measurements():
         lat.fit([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0], seq_len=SEQ, pair=True, shapes=[{}])
     with pytest.raises(InputError, match="positive and finite"):
         lat.fit([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], [1.0, float("nan"), 2.0, 3.0], seq_len=SEQ, pair=True)
+    with pytest.raises(InputError, match="got 4, 4, 4, 3 heads"):
+        lat.fit([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0], heads=[1, 2, 3], seq_len=SEQ, pair=True)
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -57,6 +81,10 @@ def test_save_and_load_round_trip(tmp_path):
     assert again == model and again.samples == model.samples and again.machine == "test cpu"
     assert again.head == "pair_cosine" and "(pair_cosine head, pair of 64 tokens" in again.describe()
     assert [p.name for p in path.parent.iterdir()] == ["latency.json"]  # no temporary left
+    data = json.loads(path.read_text())
+    del data["per_layer_head_ms"]  # a file written before the term existed
+    path.write_text(json.dumps(data))
+    assert lat.load(path) == model and lat.load(path).per_layer_head_ms == 0
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -102,16 +130,18 @@ def test_a_per_layer_budget_gives_the_max_layers_search():
     assert unbudgeted[0]["layers"] > 1 and unbudgeted[0]["predicted_ms"] == 1.0 + unbudgeted[0]["layers"]
 
 
-def test_exhaustive_under_a_budget_is_the_best_point_predicted_within_it():
-    model = _model(intercept=0.4, per_layer=0.3, per_gflop=2.0)
+@pytest.mark.parametrize("per_layer_head", [0.0, 0.2])  # 0.2: the heads term moves the best point
+def test_exhaustive_under_a_budget_is_the_best_point_predicted_within_it(per_layer_head):
+    model = lat.LatencyModel(0.4, 0.3, 2.0, seq_len=SEQ, pair=True, per_layer_head_ms=per_layer_head)
     best = ga.exhaustive(SPACE, MINILM, 3.0, SEQ, head="pair_cosine", latency_model=model, max_ms=1.5)[0]
     # brute force: every grid point's fitness and predicted ms, the best of those within 1.5 ms
     fit = cost.fitness_array(*SPACE.grid(), teacher=MINILM, target_mb=3.0, seq_len=SEQ, head="pair_cosine",
                              min_head_size=48)
     L, H, A, D, _ = SPACE.grid()
-    ms = model.predict_ms(L, cost.flops_total_array(L, H, A, D, SEQ) / 1e9)
+    ms = model.predict_ms(L, cost.flops_total_array(L, H, A, D, SEQ) / 1e9, heads=A)
     within = np.where(np.broadcast_to(ms, fit.shape) <= 1.5, fit, -np.inf)
     assert best["fitness"] == pytest.approx(within.max())
+    assert best["predicted_ms"] == pytest.approx(model.predict_ms(best["layers"], best["gflops"], heads=best["heads"]))
     assert best["predicted_ms"] <= 1.5 < ga.exhaustive(SPACE, MINILM, 3.0, SEQ, head="pair_cosine",
                                                        latency_model=model)[0]["predicted_ms"]
 
@@ -143,7 +173,8 @@ def test_a_budget_met_only_by_the_fastest_architecture_still_finds_it():
     # meets is missed by a random first population of 2: the search seeds it, never empty
     model = _model(intercept=0.2, per_layer=0.5, per_gflop=5.0)
     L, H, A, D, _ = SPACE.grid()
-    ms = np.where(SPACE.feasible(H, A), model.predict_ms(L, cost.flops_total_array(L, H, A, D, SEQ) / 1e9), np.inf)
+    ms = np.where(SPACE.feasible(H, A), model.predict_ms(L, cost.flops_total_array(L, H, A, D, SEQ) / 1e9, heads=A),
+                  np.inf)
     problem = ga._problem(SPACE, MINILM, 3.0, SEQ, 2.0, 2, "pair_cosine", model, None)
     assert problem.fastest()[1] == pytest.approx(ms.min()) and np.sum(ms <= ms.min()) == 1
     smallest = SPACE.smallest().genes()
@@ -164,7 +195,8 @@ def test_without_one_head_among_the_choices_the_fastest_is_found_exactly():
     space = SearchSpace(layers=(1, 2), hidden=(32, 33), heads=(3, 4), ffn=(32, 64), vocab=(1000, 2000))
     model = lat.LatencyModel(0.0, 0.1, 1000.0, seq_len=500, pair=False)  # 1 ms per MFLOP
     L, H, A, D, V = space.grid()
-    ms = np.where(space.feasible(H, A), model.predict_ms(L, cost.flops_total_array(L, H, A, D, 500) / 1e9), np.inf)
+    ms = np.where(space.feasible(H, A), model.predict_ms(L, cost.flops_total_array(L, H, A, D, 500) / 1e9, heads=A),
+                  np.inf)
     problem = ga._problem(space, MINILM, 3.0, 500, None, 2, "sequence", model, None)
     fastest, fastest_ms = problem.fastest()
     assert fastest_ms == pytest.approx(ms.min()) and (fastest.hidden, fastest.heads) == (33, 3)
@@ -193,7 +225,8 @@ def test_a_front_with_a_latency_model_is_non_dominated_in_three_objectives():
         return all(a[i] <= b[i] for i in axes) and any(a[i] < b[i] for i in axes)
 
     assert len(front) > 10 and not any(dominates(a, b, (0, 1, 2)) for a in points for b in points)
-    assert all(r["predicted_ms"] == pytest.approx(model.predict_ms(r["layers"], r["gflops"])) for r in front)
+    assert all(r["predicted_ms"] == pytest.approx(model.predict_ms(r["layers"], r["gflops"], heads=r["heads"]))
+               for r in front)
     # the third objective keeps students that only their speed recommends: dominated in size and FLOPs
     assert any(dominates(a, b, (0, 1)) for a in points for b in points)
     plain = ga.pareto(SPACE, MINILM, SEQ, seed=0, generations=30, head="pair_cosine", max_mb=3.05)
