@@ -29,9 +29,9 @@ def run_compress(cfg: JobConfig, resume: bool) -> str:
     outcome = compress.run(cfg, resume=resume)
     print(f"\ncompress: {len(outcome.rows['distill'])} distill rows in "
           f"{time.perf_counter() - t0:.0f} s -> {cfg.results_dir}", flush=True)
-    print(summary.compress_summary(cfg.results_dir, compress.sweep_id(cfg)), flush=True)
+    print(summary.compress_summary(cfg.results_dir, outcome.sweep_id), flush=True)
     _check("compress", outcome)
-    return compress.sweep_id(cfg)
+    return outcome.sweep_id
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -88,7 +88,7 @@ def run_prune(cfg: JobConfig, resume: bool) -> str:
 
     t0 = time.perf_counter()
     outcome = prune.run(cfg, resume=resume)
-    sid = prune.sweep_id(cfg)
+    sid = outcome.sweep_id
     print(f"\nprune: {len(outcome.rows['prune'])} prune rows, "
           f"{len(outcome.rows.get('quantize', []))} quantize rows in "
           f"{time.perf_counter() - t0:.0f} s -> {cfg.results_dir}", flush=True)

@@ -68,6 +68,13 @@ class SweepOutcome:
     errors: list[str]  # "trial_key: error" for trials that failed for good
     restored: bool
 
+    @property
+    def sweep_id(self) -> str:
+        """The sweep that ran (its experiment folder's name, `experiment_path`): what its rows
+        carry, even when its inputs changed on disk while it ran and `sweep_id(cfg)` would now
+        name another."""
+        return self.path.name
+
 
 @dataclass
 class TrialContext:

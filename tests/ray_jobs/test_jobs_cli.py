@@ -177,3 +177,23 @@ def test_query_into_a_closed_pipe_ends_quietly(tmp_path, closed_pipe, rows, read
     lines, rc, err = closed_pipe([sys.executable, "-m", "ray_jobs", "query", f"SELECT * FROM range({rows})",
                                   f"results_dir={tmp_path}"], REPO, read=read)
     assert (rc, err) == (141, "") and [line.strip() for line in lines] == ["range"] * read
+
+
+@pytest.mark.parametrize("job", ["compress", "prune"])
+def test_the_summary_names_the_sweep_that_ran(job, capsys, monkeypatch, tmp_path):
+    """Its inputs changed on disk while it ran (a refitted latency model, edited data):
+    `sweep_id(cfg)` now names another sweep, but the summary and the return value are the
+    one whose rows were written (compress.run / prune.run stand in for the Ray job here)."""
+    from ray_jobs import compress, jobs, prune, summary
+    from ray_jobs.config import CONFIG_DIR, load_config
+    from ray_jobs.sweep import SweepOutcome
+
+    module = {"compress": compress, "prune": prune}[job]
+    ran = tmp_path / "ray" / f"{job}-0123456789ab"
+    monkeypatch.setattr(module, "run", lambda cfg, resume: SweepOutcome(ran, {"distill": [], "prune": []}, [], False))
+    monkeypatch.setattr(module, "sweep_id", lambda cfg: f"{job}-changed00000")
+    shown = []
+    monkeypatch.setattr(summary, f"{job}_summary", lambda results_dir, sid: shown.append(sid) or "")
+    runner = {"compress": jobs.run_compress, "prune": jobs.run_prune}[job]
+    assert runner(load_config(CONFIG_DIR / "smoke.yaml", [f"results_dir={tmp_path}"]), False) == ran.name
+    assert shown == [ran.name]
