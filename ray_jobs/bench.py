@@ -43,6 +43,7 @@ from ray_jobs.errors import ConfigError, JobError, OneLineParser
 from ray_jobs.sweep import loopback_only
 from search import printing_to_a_pipe
 from search.cost import HEADS
+from search.latency import MIN_SHAPES
 from training.checks import check_choices, check_distinct, check_ranges
 from training.evaluate import LATENCY_ROUNDS
 
@@ -110,8 +111,8 @@ class BenchConfig:
                      paths=("results_dir", "latency_teacher", "latency_model_out"),
                      counts=("fit_min_head_size",), positive=("fit_max_mb",), seeds=("fit_seed",))
         check_choices(self, latency_head=HEADS)
-        if self.fit_shapes < 4:  # three coefficients, and leave-one-out fits of them
-            raise ValueError(f"fit_shapes: a latency model needs >= 4 shapes, got {self.fit_shapes}")
+        if self.fit_shapes < MIN_SHAPES:  # three coefficients, and leave-one-out fits of them
+            raise ValueError(f"fit_shapes: a latency model needs >= {MIN_SHAPES} shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches",
@@ -545,9 +546,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
                     seq_len=cfg.latency_seq_len, pair=pair, head=cfg.latency_head, threads=threads if device == "cpu" else None,
                     device=device, machine=f"{device_name} ({platform.machine()})",
                     shapes=[dataclasses.asdict(a) for a in archs])
-    # what the per-head term was judged by (fitted from one shape more than the coefficients)
-    heads_term = [lat.loo_mean_error(*measured, heads=h) for h in (heads, None)] if len(archs) > len(
-        lat.COEFFICIENTS) else None
+    heads_term = lat.heads_term_errors(*measured, heads)  # what `fit` judged the per-head term by
     lat.save(model, out)
     sweep_id = "bench-latency-model-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
@@ -571,7 +570,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
         print(f"fit: {model.describe()}")
         print(f"leave-one-out error: median {100 * float(np.median(errors)):.1f}%, max {100 * float(errors.max()):.1f}%")
         if heads_term:
-            print(f"per-head term: {'kept' if model.per_layer_head_ms else 'left out'} (mean leave-one-out error "
+            print(f"per-head term: {'kept' if lat.keeps_heads_term(heads_term) else 'left out'} (mean leave-one-out error "
                   f"{100 * heads_term[0]:.1f}% with it, {100 * heads_term[1]:.1f}% without)")
         print(f"wrote the latency model to {out} (search.latency_model={out} search.max_ms=...)")
     return _write(results_dir, sweep_id, rows, cfg, stamp, show)

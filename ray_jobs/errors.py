@@ -17,7 +17,12 @@ class ResourceError(JobError):
 
 
 class SweepFailed(RuntimeError):
-    """Trials that still failed after `failure.max_failures` retries: exit code 1."""
+    """Trials that still failed after `failure.max_failures` retries: exit code 1. `sweep_id`:
+    the sweep they belong to, whose finished rows are kept (None: not one sweep's)."""
+
+    def __init__(self, message: str, sweep_id: str | None = None):
+        super().__init__(message)
+        self.sweep_id = sweep_id
 
 
 class SweepInterrupted(RuntimeError):

@@ -20,8 +20,8 @@ def load(path: Path | None, overrides: list[str]) -> JobConfig:
 
 def _check(name: str, outcome: SweepOutcome) -> None:
     if outcome.errors:
-        raise SweepFailed(f"{name}: {len(outcome.errors)} trial(s) failed: "
-                          + "; ".join(outcome.errors))
+        raise SweepFailed(f"{name}: {len(outcome.errors)} trial(s) failed: " + "; ".join(outcome.errors),
+                          outcome.sweep_id)
 
 
 def run_compress(cfg: JobConfig, resume: bool) -> str:
@@ -71,10 +71,10 @@ def run_seeds(command: str, cfg: JobConfig, seeds: list[int], resume: bool = Fal
         print(f"\n=== {command}, {section}.seed={seed} ({len(sweep_ids) + 1} of {len(seeds)}) ===",
               flush=True)
         seed_cfg = replace(cfg, **{section: replace(getattr(cfg, section), seed=seed)})
-        sweep_ids.append(sweep_of(seed_cfg))
         try:
-            runner(seed_cfg, resume)
+            sweep_ids.append(runner(seed_cfg, resume))  # the sweep that ran, as its summary named it
         except SweepFailed as exc:
+            sweep_ids.append(exc.sweep_id or sweep_of(seed_cfg))
             failed.append(f"{section}.seed={seed}: {exc}")
     print("\n" + spread(cfg.results_dir, sweep_ids), flush=True)
     if failed:

@@ -294,8 +294,9 @@ class Problem:
     def floor_points(self) -> np.ndarray:
         """(n, 5) gene values: every feasible (hidden, heads) pair with layers, ffn and vocab at
         their least choices. Neither size nor predicted ms falls as layers, ffn or vocab grow
-        (parameters grow with each, FLOPs with layers and ffn, the latency model's coefficients
-        are >= 0 and its per-head term grows with layers), so the space's least predicted ms, and whether any point meets both max_mb and
+        (parameters grow with each, FLOPs with layers and ffn; the latency model's coefficients
+        are >= 0, so for a fixed (hidden, heads) its ms = a + (b + d * heads) * layers + c * GFLOPs
+        does not fall as layers grow), so the space's least predicted ms, and whether any point meets both max_mb and
         max_ms, are decided among these few points."""
         layers, hidden, heads, ffn, vocab = self.space.choices()
         h, a = (g.ravel() for g in np.meshgrid(hidden, heads, indexing="ij"))

@@ -4,8 +4,8 @@ milliseconds = a + b * layers + c * GFLOPs + d * layers * heads.
 FLOPs alone rank small students badly on a CPU: each layer's layer norms, softmax and the
 calls around them are memory-bound work that costs time out of proportion to its FLOPs (a
 one-layer student of 84% of a five-layer one's FLOPs answers 1.8x faster). This model adds
-a per-layer term to the FLOPs term, both fitted by least squares to latencies measured on
-the machine the students will run on (`python -m ray_jobs bench latency-model` writes the
+a per-layer term (and, where it earns its place, a per-head one) to the FLOPs term, all fitted
+by least squares to latencies measured on the machine the students will run on (`python -m ray_jobs bench latency-model` writes the
 JSON file). The search then refuses candidates predicted over `max_ms` and reports every
 candidate's prediction.
 
@@ -13,7 +13,7 @@ The per-head term prices what each head adds to a layer beyond its FLOPs: its ow
 (seq x seq) score, mask and softmax tensors and its own small matrix products. At long
 sequences it dominates narrow heads (eight heads of 2 dimensions over 400 tokens took 2-3x
 the time of one or two heads at similar FLOPs); at 64 tokens it is lost in the noise. So
-`fit` keeps it only when it predicts left-out shapes better.
+`fit` keeps it only when it predicts left-out shapes better (`heads_term_errors`).
 
 Pure arithmetic and JSON (numpy only): the search never imports torch. The GFLOPs are the
 cost model's (`search.cost.flops_total_array`: one encoder pass at `seq_len`, the sequence
@@ -39,6 +39,9 @@ FORMAT = "code-compressor latency model"
 COEFFICIENTS = ("intercept_ms", "per_layer_ms", "per_gflop_ms", "per_layer_head_ms")
 REQUIRED = (*COEFFICIENTS[:3], "seq_len", "pair")  # files written before 2026-12-06 lack the per-head term
 MIN_SHAPES = 4  # one more than the coefficients without the heads term: each leave-one-out fit is determined
+# the per-head term is kept only if it lowers the mean relative leave-one-out error by more than
+# this fraction: a fourth coefficient fits noise too, and equal errors (rounding apart) are no reason
+HEADS_TERM_GAIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -133,21 +136,42 @@ def _design(layers, gflops, heads=None) -> np.ndarray:
     return np.column_stack(columns + ([layers * np.asarray(heads, float)] if heads is not None else []))
 
 
-def loo_mean_error(layers, gflops, measured_ms, heads=None) -> float:
-    """Mean relative leave-one-out error of the fit with the per-head term (`heads` given) or
-    without it (the criterion `fit` keeps the term by)."""
+def heads_term_errors(layers, gflops, measured_ms, heads) -> tuple[float, float] | None:
+    """Mean relative leave-one-out errors of the fits with the per-head term and without it;
+    None where the term cannot be judged: fewer than 5 shapes (its leave-one-out fits would be
+    undetermined), or one head count for every shape (layers x heads is then a multiple of
+    layers, and any split between the two terms is noise)."""
     y = np.asarray(measured_ms, float)
-    return float(np.mean(np.abs(_leave_one_out(_design(layers, gflops, heads), y) - y) / y))
+    if len(y) <= len(COEFFICIENTS) or len(set(np.asarray(heads).tolist())) < 2:
+        return None
+    with_heads, without = (float(np.mean(np.abs(_leave_one_out(_design(layers, gflops, h), y) - y) / y))
+                           for h in (heads, None))
+    return with_heads, without
+
+
+def keeps_heads_term(errors: tuple[float, float] | None) -> bool:
+    """Whether `heads_term_errors` justify the term: more than HEADS_TERM_GAIN less error."""
+    return errors is not None and errors[0] < (1 - HEADS_TERM_GAIN) * errors[1]
+
+
+def _check_columns(layers, gflops, heads) -> None:
+    """InputError unless layers (and heads) are positive integers and GFLOPs finite and >= 0."""
+    for name, values in (("layers", layers), ("heads", heads)):
+        if values is not None and not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1
+                                          for v in values):
+            raise InputError(f"{name}: must be positive integers, got {list(values)!r}")
+    g = np.asarray(gflops, float)
+    if not np.all(np.isfinite(g)) or np.any(g < 0):
+        raise InputError(f"gflops: must be finite and >= 0, got {list(gflops)!r}")
 
 
 def fit(layers, gflops, measured_ms, *, heads=None, **settings) -> LatencyModel:
     """Fit a LatencyModel to measured shapes. layers, gflops, measured_ms and heads: (n,)
-    sequences, n >= 4. The per-head term is fitted when `heads` are given and n >= 5, and kept
-    when it lowers the mean relative leave-one-out error (`loo_mean_error`; with few or noisy
-    shapes a fourth coefficient can fit the noise instead). settings: the other LatencyModel
-    fields (seq_len, pair, threads, device, machine, head) and `shapes`, (n,) dicts of genes
-    recorded in `samples` beside each shape's heads, measured, predicted and leave-one-out
-    predicted ms (the kept fit's)."""
+    sequences, n >= 4. The per-head term is fitted when `heads` are given and kept when
+    `heads_term_errors` say it predicts left-out shapes better (`keeps_heads_term`).
+    settings: the other LatencyModel fields (seq_len, pair, threads, device, machine, head) and
+    `shapes`, (n,) dicts of genes recorded in `samples` beside each shape's heads, measured,
+    predicted and leave-one-out predicted ms (the kept fit's)."""
     shapes = settings.pop("shapes", None)
     n = len(measured_ms)
     if (n < MIN_SHAPES or len(layers) != n or len(gflops) != n or (shapes is not None and len(shapes) != n)
@@ -158,8 +182,8 @@ def fit(layers, gflops, measured_ms, *, heads=None, **settings) -> LatencyModel:
     y = np.asarray(measured_ms, float)
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise InputError("measured latencies must be positive and finite")
-    use_heads = heads is not None and n > len(COEFFICIENTS) and (
-        loo_mean_error(layers, gflops, y, heads) < loo_mean_error(layers, gflops, y))
+    _check_columns(layers, gflops, heads)
+    use_heads = heads is not None and keeps_heads_term(heads_term_errors(layers, gflops, y, heads))
     x = _design(layers, gflops, heads if use_heads else None)
     coef, loo = _solve(x, y), _leave_one_out(x, y)
     shapes = shapes if shapes is not None else [{} for _ in y]

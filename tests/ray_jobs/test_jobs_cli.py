@@ -195,5 +195,9 @@ def test_the_summary_names_the_sweep_that_ran(job, capsys, monkeypatch, tmp_path
     shown = []
     monkeypatch.setattr(summary, f"{job}_summary", lambda results_dir, sid: shown.append(sid) or "")
     runner = {"compress": jobs.run_compress, "prune": jobs.run_prune}[job]
-    assert runner(load_config(CONFIG_DIR / "smoke.yaml", [f"results_dir={tmp_path}"]), False) == ran.name
+    cfg = load_config(CONFIG_DIR / "smoke.yaml", [f"results_dir={tmp_path}"])
+    assert runner(cfg, False) == ran.name
     assert shown == [ran.name]
+    spread = {"compress": "seeds_summary", "prune": "prune_seeds_summary"}[job]
+    monkeypatch.setattr(summary, spread, lambda results_dir, sids: shown.append(sids) or "")
+    assert jobs.run_seeds(job, cfg, [3]) == 0 and shown[-1] == [ran.name]

@@ -27,9 +27,12 @@ def test_fit_recovers_the_coefficients_of_exact_data():
     assert np.max(lat.loo_errors(model)) < 1e-9
     assert model.samples[3]["hidden"] == 48 and model.samples[3]["measured_ms"] == pytest.approx(0.5 + 3.2 + 2.7)
     assert model.predict_ms(2, 1.0, heads=4) == pytest.approx(5.1)
-    assert model.per_layer_head_ms == 0  # given heads, exact data without a heads effect leaves the term out
-    assert lat.fit(layers, gflops, 0.5 + 0.8 * layers + 3.0 * gflops, heads=layers % 3 + 1, seq_len=SEQ,
-                   pair=True).per_layer_head_ms == 0
+    # given heads, data without a heads effect leave the term out (equal errors, rounding apart)
+    heads = layers % 3 + 1
+    assert lat.heads_term_errors(layers, gflops, 0.5 + 0.8 * layers + 3.0 * gflops, heads) == pytest.approx(
+        (0, 0), abs=1e-12)
+    with_heads = lat.fit(layers, gflops, 0.5 + 0.8 * layers + 3.0 * gflops, heads=heads, seq_len=SEQ, pair=True)
+    assert with_heads.per_layer_head_ms == 0 and with_heads.per_layer_ms == pytest.approx(0.8)
 
 
 def test_fit_keeps_the_per_head_term_when_it_predicts_left_out_shapes_better():
@@ -46,9 +49,17 @@ def test_fit_keeps_the_per_head_term_when_it_predicts_left_out_shapes_better():
     # without heads the same data fit worse, and the search's predictions would miss them
     without = lat.fit(layers, gflops, measured, seq_len=SEQ, pair=True)
     assert without.per_layer_head_ms == 0 and np.max(lat.loo_errors(without)) > 0.1
-    assert lat.loo_mean_error(layers, gflops, measured, heads) < 1e-9 < lat.loo_mean_error(layers, gflops, measured)
+    with_error, without_error = lat.heads_term_errors(layers, gflops, measured, heads)
+    assert with_error < 1e-9 < without_error and lat.keeps_heads_term((with_error, without_error))
+    assert not lat.keeps_heads_term((0.99 * without_error, without_error))  # 1% less is not enough
     # five shapes are the fewest its leave-one-out fits are determined by: with four it is not tried
+    assert lat.heads_term_errors(layers[:4], gflops[:4], measured[:4], heads[:4]) is None
     assert lat.fit(layers[:4], gflops[:4], measured[:4], heads=heads[:4], seq_len=SEQ, pair=True).per_layer_head_ms == 0
+    # one head count for all: layers x heads is a multiple of layers, so the split is not judged
+    same = 0.5 + 0.8 * layers + 3.0 * gflops + 1.0 * layers * 4
+    assert lat.heads_term_errors(layers, gflops, same, np.full(8, 4)) is None
+    model = lat.fit(layers, gflops, same, heads=np.full(8, 4), seq_len=SEQ, pair=True)
+    assert model.per_layer_head_ms == 0 and model.per_layer_ms == pytest.approx(4.8)
 
 
 def test_fit_keeps_every_coefficient_non_negative():
@@ -71,6 +82,14 @@ def test_fit_refuses_too_few_or_bad_measurements():
         lat.fit([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], [1.0, float("nan"), 2.0, 3.0], seq_len=SEQ, pair=True)
     with pytest.raises(InputError, match="got 4, 4, 4, 3 heads"):
         lat.fit([1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0], heads=[1, 2, 3], seq_len=SEQ, pair=True)
+    for bad in ([1, 2, float("nan"), 4, 5], [1, 2, 0, 4, 5], [1, 2, 2.5, 4, 5]):
+        with pytest.raises(InputError, match="heads: must be positive integers"):
+            lat.fit([1, 2, 3, 4, 5], [0.1, 0.2, 0.3, 0.4, 0.5], [1.0, 2.0, 3.0, 4.0, 5.0], heads=bad, seq_len=SEQ,
+                    pair=True)
+    with pytest.raises(InputError, match="layers: must be positive integers"):
+        lat.fit([1, 2, 0, 4], [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0], seq_len=SEQ, pair=True)
+    with pytest.raises(InputError, match="gflops: must be finite and >= 0"):
+        lat.fit([1, 2, 3, 4], [0.1, float("inf"), 0.3, 0.4], [1.0, 2.0, 3.0, 4.0], seq_len=SEQ, pair=True)
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -187,6 +206,22 @@ def test_a_budget_met_only_by_the_fastest_architecture_still_finds_it():
     with pytest.raises(InputError, match="latency_model: fitted on pairs encoded separately; students with "
                                          "the sequence head read single sequences"):
         ga.exhaustive(SPACE, MINILM, 3.0, SEQ, latency_model=model)
+
+
+def test_the_fastest_architecture_counts_the_per_head_term():
+    # hidden 32 fits only 4 heads, 33 only 3: at 64 tokens (32, 4) has the fewer FLOPs, but at
+    # 2 ms per layer and head (33, 3) is the faster; the brute force over the grid agrees
+    space = SearchSpace(layers=(1, 2), hidden=(32, 33), heads=(3, 4), ffn=(32, 64), vocab=(1000, 2000))
+    L, H, A, D, _ = space.grid()
+    for per_head, fastest_point in ((0.0, (32, 4)), (2.0, (33, 3))):
+        model = lat.LatencyModel(0.0, 0.1, 1000.0, seq_len=SEQ, pair=False, per_layer_head_ms=per_head)
+        ms = np.where(space.feasible(H, A), model.predict_ms(L, cost.flops_total_array(L, H, A, D, SEQ) / 1e9,
+                                                             heads=A), np.inf)
+        fastest, fastest_ms = ga._problem(space, MINILM, 3.0, SEQ, None, 2, "sequence", model, None).fastest()
+        assert fastest_ms == pytest.approx(ms.min()) and (fastest.hidden, fastest.heads) == fastest_point
+    with pytest.raises(InputError, match=rf"max_ms=7 is below the fastest architecture in the space: "
+                                         rf"L1 H33 A3 D32 is predicted at {fastest_ms:.3f} ms"):
+        ga.exhaustive(space, MINILM, 3.0, SEQ, latency_model=model, max_ms=7.0)
 
 
 def test_without_one_head_among_the_choices_the_fastest_is_found_exactly():
