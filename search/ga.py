@@ -296,8 +296,8 @@ class Problem:
         their least choices. Neither size nor predicted ms falls as layers, ffn or vocab grow
         (parameters grow with each, FLOPs with layers and ffn; the latency model's coefficients
         are >= 0, so for a fixed (hidden, heads) its ms = a + (b + d * heads) * layers + c * GFLOPs
-        does not fall as layers grow), so the space's least predicted ms, and whether any point meets both max_mb and
-        max_ms, are decided among these few points."""
+        does not fall as layers grow), so the space's least predicted ms, and whether any point
+        meets both max_mb and max_ms, are decided among these few points."""
         layers, hidden, heads, ffn, vocab = self.space.choices()
         h, a = (g.ravel() for g in np.meshgrid(hidden, heads, indexing="ij"))
         fits = self.space.feasible(h, a)

@@ -4,10 +4,10 @@ milliseconds = a + b * layers + c * GFLOPs + d * layers * heads.
 FLOPs alone rank small students badly on a CPU: each layer's layer norms, softmax and the
 calls around them are memory-bound work that costs time out of proportion to its FLOPs (a
 one-layer student of 84% of a five-layer one's FLOPs answers 1.8x faster). This model adds
-a per-layer term (and, where it earns its place, a per-head one) to the FLOPs term, all fitted
-by least squares to latencies measured on the machine the students will run on (`python -m ray_jobs bench latency-model` writes the
-JSON file). The search then refuses candidates predicted over `max_ms` and reports every
-candidate's prediction.
+a per-layer term (and, where it earns its place, a per-head one) to the FLOPs term, all
+fitted by least squares to latencies measured on the machine the students will run on
+(`python -m ray_jobs bench latency-model` writes the JSON file). The search then refuses
+candidates predicted over `max_ms` and reports every candidate's prediction.
 
 The per-head term prices what each head adds to a layer beyond its FLOPs: its own
 (seq x seq) score, mask and softmax tensors and its own small matrix products. At long
