@@ -289,10 +289,10 @@ def attention_implementation(model, implementation: str):
         encoder.set_attn_implementation(own)
 
 
-def _distill_step(model, vocab: int, *, batch: int, seq_len: int, precision: str, device: str):
-    """The step `distill_step_times` describes, on `model` already on `device`, with its own
-    optimizer: a function of no arguments."""
-    inputs = random_inputs(vocab, seq_len, pair=True, device=device, batch=batch)
+def _distill_step(model, vocab: int, *, head: str, batch: int, seq_len: int, precision: str, device: str):
+    """The step `distill_step_times` describes, on `model` (built with the search head `head`)
+    already on `device`, with its own optimizer: a function of no arguments."""
+    inputs = random_inputs(vocab, seq_len, pair=head.startswith("pair_"), device=device, batch=batch)
     gen = torch.Generator().manual_seed(0)
     teacher_logits = torch.randn(batch, 2, generator=gen).to(device)  # (B, 2)
     teacher_margins = torch.randn(batch, batch, generator=gen).to(device)  # (B, B)
@@ -301,14 +301,17 @@ def _distill_step(model, vocab: int, *, batch: int, seq_len: int, precision: str
 
     def step():
         with mixed_precision(device, precision):
-            logits, extra = in_batch_terms(model, inputs, teacher_margins, 2.0, 2.0)
+            if head == "pair_cosine":  # the demo's bi-encoder: its in-batch loss beside the soft labels
+                logits, extra = in_batch_terms(model, inputs, teacher_margins, 2.0, 2.0)
+            else:  # a sequence or concat head: the soft-label loss alone, as `distill_model` trains it
+                logits, extra = model(**inputs).logits.float(), 0.0
             loss = soft(logits, teacher_logits) + extra
         optimizer_step(model, loss, optimizer, 1.0)
 
     return step
 
 
-def _step_stats(model, vocab: int, *, batch: int, seq_len: int, precisions: Sequence[str],
+def _step_stats(model, vocab: int, *, head: str, batch: int, seq_len: int, precisions: Sequence[str],
                 attentions: Sequence[str], device: str, runs: int, warmup: int, threads: int | None,
                 rounds: int) -> dict[str, dict]:
     """"attention/precision" -> `latency_ms` stats of `model`'s step, timed against each other
@@ -317,7 +320,7 @@ def _step_stats(model, vocab: int, *, batch: int, seq_len: int, precisions: Sequ
         copies = {attention: copy.deepcopy(model).to(device).train() for attention in attentions}
         for attention, twin in copies.items():
             switched.enter_context(attention_implementation(twin, attention))
-        steps = {f"{attention}/{precision}": _distill_step(twin, vocab, batch=batch, seq_len=seq_len,
+        steps = {f"{attention}/{precision}": _distill_step(twin, vocab, head=head, batch=batch, seq_len=seq_len,
                                                            precision=precision, device=device)
                  for attention, twin in copies.items() for precision in precisions}
         return interleaved_latency_ms(steps, warmup=warmup, runs=runs, threads=threads, inference=False,
@@ -326,14 +329,17 @@ def _step_stats(model, vocab: int, *, batch: int, seq_len: int, precisions: Sequ
 
 def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, seq_len: int,
                        precisions: Sequence[str], attentions: Sequence[str] = ("sdpa",),
-                       device: str = "cpu", runs: int = 20, warmup: int = 3,
+                       head: str = "pair_cosine", device: str = "cpu", runs: int = 20, warmup: int = 3,
                        threads: int | None = None, rounds: int = LATENCY_ROUNDS) -> list[dict]:
-    """Time one distillation step of every pair student (name -> (model, vocab size), e.g.
-    `training.evaluate.head_models(students, teacher, "pair_cosine")`) at every training precision and attention implementation.
+    """Time one distillation step of every student (name -> (model, vocab size), built with the
+    search head `head`: `training.evaluate.head_models(students, teacher, head)`) at every
+    training precision and attention implementation.
 
-    The step is the demo's: both sides of `batch` random pairs of `seq_len` tokens encoded under
-    `mixed_precision`, the soft-label loss plus the in-batch loss (weight 2, temperature 2)
-    against random teacher scores, backward, clipping and AdamW. A model's precisions and
+    With `pair_cosine` the step is the demo's: both sides of `batch` random pairs of `seq_len`
+    tokens encoded under `mixed_precision`, the soft-label loss plus the in-batch loss (weight 2,
+    temperature 2) against random teacher scores, backward, clipping and AdamW. With
+    `pair_concat` (both sides, one concatenated head) or `sequence` (one input of `seq_len`
+    tokens) the loss is the soft-label one alone, as `distill_model` trains those heads. A model's precisions and
     attentions are timed against each other (`interleaved_latency_ms`, `rounds` blocks each;
     one copy of the model per attention). One row each: model, dtype (the precision),
     attention, batch, seq_len, median_ms, p90_ms, pairs_per_s, threads, speedup_vs_fp32 (the
@@ -344,7 +350,7 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
     rows = []
     for name, (model, vocab) in models.items():
         # the copies and optimizers live in the call only: the device is free for the next model
-        stats = _step_stats(model, vocab, batch=batch, seq_len=seq_len, precisions=precisions,
+        stats = _step_stats(model, vocab, head=head, batch=batch, seq_len=seq_len, precisions=precisions,
                             attentions=attentions, device=device, runs=runs, warmup=warmup,
                             threads=threads, rounds=rounds)
         rows += [timing_row(name, p, batch, seq_len, stats[f"{a}/{p}"]) | {"attention": a}

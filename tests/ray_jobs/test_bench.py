@@ -81,10 +81,13 @@ def test_onnx_latencies_refuse_a_gpu():
         forward_latencies({}, seq_len=8, dtypes=("onnx",), device="cuda")
 
 
-def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_path):
-    proc = _bench("train-step", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}")
+@pytest.mark.parametrize("head", ["pair_cosine", "sequence"])  # the demo's bi-encoder; codebert-devign's students
+def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_path, head):
+    proc = _bench("train-step", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}",
+                  f"latency_head={head}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "vs fp32" in proc.stdout and "vs sdpa" in proc.stdout
+    assert "vs fp32" in proc.stdout and "vs sdpa" in proc.stdout and f"({head} head)" in proc.stdout
+    assert ("pairs/s" in proc.stdout) == (head != "sequence") and ("inputs/s" in proc.stdout) == (head == "sequence")
     rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'train_step'").to_pylist()
     shapes = ["5,112,2,288,1000", "4,112,2,416,1000", "1,144,2,1536,1000", "1,160,2,1248,1000"]
     assert sorted((r["arch"], r["dtype"], r["attention"]) for r in rows) == sorted(
@@ -92,7 +95,7 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     assert len({r["trial_key"] for r in rows}) == len(rows)  # no row replaces another
     median = {(r["arch"], r["dtype"], r["attention"]): r["median_ms"] for r in rows}
     for r in rows:
-        assert r["device"] == "cpu" and r["batch"] == 4 and r["seq_len"] == 8 and r["threads"] == 1
+        assert r["device"] == "cpu" and r["batch"] == 4 and r["seq_len"] == 8 and r["threads"] == 1 and r["head"] == head
         assert r["median_ms"] > 0 and r["pairs_per_s"] == pytest.approx(4 / r["median_ms"] * 1e3)
         fp32 = median[r["arch"], "fp32", r["attention"]]
         assert r["speedup_vs_fp32"] == pytest.approx(fp32 / r["median_ms"])
@@ -145,7 +148,7 @@ def test_a_bench_into_a_closed_pipe_keeps_its_rows_and_ends_quietly(tmp_path, cl
 @pytest.mark.parametrize("what, override, named", [
     ("latency-model", "fit_shapes=3", "fit_shapes"),
     ("latency-model", "latency_head=pair", "latency_head"),
-    ("train-step", "latency_head=sequence", "latency_head"),
+    ("train-step", "latency_head=pair", "latency_head"),
     ("latency-model", "fit_max_mb=0.01", "fit_shapes"),  # fewer distinct shapes than asked for
     ("latency-model", "fit_min_head_size=1000", "fit_min_head_size"),
     ("latency-model", "latency_seq_len=513", "latency_seq_len"),
