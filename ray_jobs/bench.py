@@ -15,9 +15,9 @@ size and dtype, on this machine's GPU when torch sees one (else its CPU); one `b
 with the speed-ups against the teacher and CodeBERT architectures measured in the same run
 (the models of one dtype and batch timed against each other, in alternated blocks).
 
-`python -m ray_jobs bench train-step`: time of one distillation step (the demo's: 32 pairs,
-both sides, soft-label + in-batch loss, AdamW) of each student shape at each training
-precision (`step_precisions`: fp32, bf16) and attention implementation (`step_attentions`:
+`python -m ray_jobs bench train-step`: time of one distillation step (by default the demo's:
+32 pairs, both sides, soft-label + in-batch loss, AdamW; `latency_head` `pair_concat` or
+`sequence`: the soft-label loss alone) of each student shape at each training precision (`step_precisions`: fp32, bf16) and attention implementation (`step_attentions`:
 sdpa, eager), on the same device choice; one `bench` row each, with the speed-ups over the
 same shape's fp32 step (same attention) and over its sdpa step (same precision).
 """
@@ -72,7 +72,7 @@ class BenchConfig:
     # fp16 on a CPU is emulated: slower; onnx / onnx_int8: the models in ONNX Runtime (CPU only)
     latency_dtypes: tuple[str, ...] = ("float32", "float16")
     latency_device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
-    # how latency and latency-model build the students, as the search names heads: "pair_cosine"
+    # how latency, latency-model and train-step build the students, as the search names heads: "pair_cosine"
     # (the demo's bi-encoder: a pair's two sides encoded separately, mean-pooled, compared by
     # cosine) | "pair_concat" (the paper's clone model, codebert-bigclone.yaml) | "sequence" (one
     # input, codebert-devign.yaml; the references then read one input too)
@@ -91,8 +91,8 @@ class BenchConfig:
                                       "1,160,2,1248,1000")
     step_precisions: tuple[str, ...] = ("fp32", "bf16")  # training precisions (distill.precision)
     step_attentions: tuple[str, ...] = ("sdpa", "eager")  # distill.train_attention values timed
-    step_batch: int = 32  # pairs per step (the demo's distill.batch_size)
-    step_seq_len: int = 64  # tokens a side (the demo's distill.max_seq_len)
+    step_batch: int = 32  # pairs (inputs with latency_head=sequence) per step (the demo's distill.batch_size)
+    step_seq_len: int = 64  # tokens a side (per input with sequence; the demo's distill.max_seq_len)
     step_runs: int = 20  # timed steps per (student, precision, attention), after 3 untimed
     # ---- latency-model: fit_shapes random students of latency_teacher's space (heads of at least
     # fit_min_head_size dimensions, at most fit_max_mb with latency_head), the layer counts taken

@@ -81,6 +81,7 @@ from training.models import (
     TeacherConfig,
     build_student,
     cost_head,
+    head_settings,
 )
 from training.onnx_export import ONNX_VARIANTS
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
@@ -303,7 +304,8 @@ def _distill_step(model, vocab: int, *, head: str, batch: int, seq_len: int, pre
         with mixed_precision(device, precision):
             if head == "pair_cosine":  # the demo's bi-encoder: its in-batch loss beside the soft labels
                 logits, extra = in_batch_terms(model, inputs, teacher_margins, 2.0, 2.0)
-            else:  # a sequence or concat head: the soft-label loss alone, as `distill_model` trains it
+            else:  # the soft-label loss alone, as `distill_model` trains these heads without the
+                # in-batch loss (codebert-devign.yaml, codebert-bigclone.yaml: a joint teacher)
                 logits, extra = model(**inputs).logits.float(), 0.0
             loss = soft(logits, teacher_logits) + extra
         optimizer_step(model, loss, optimizer, 1.0)
@@ -339,7 +341,10 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
     tokens encoded under `mixed_precision`, the soft-label loss plus the in-batch loss (weight 2,
     temperature 2) against random teacher scores, backward, clipping and AdamW. With
     `pair_concat` (both sides, one concatenated head) or `sequence` (one input of `seq_len`
-    tokens) the loss is the soft-label one alone, as `distill_model` trains those heads. A model's precisions and
+    tokens) the loss is the soft-label one alone: `distill_model` adds the in-batch loss only
+    with a bi-encoder teacher and `in_batch_weight` > 0, which the paper's settings
+    (`codebert-devign.yaml`, `codebert-bigclone.yaml`) do not have. InputError for an unknown
+    head. A model's precisions and
     attentions are timed against each other (`interleaved_latency_ms`, `rounds` blocks each;
     one copy of the model per attention). One row each: model, dtype (the precision),
     attention, batch, seq_len, median_ms, p90_ms, pairs_per_s, threads, speedup_vs_fp32 (the
@@ -347,6 +352,7 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
     (the same model's sdpa median at the same precision over this one's); None where the
     reference was not timed.
     """
+    head_settings(head)  # an unknown head would take the single-input step silently
     rows = []
     for name, (model, vocab) in models.items():
         # the copies and optimizers live in the call only: the device is free for the next model

@@ -81,7 +81,8 @@ def test_onnx_latencies_refuse_a_gpu():
         forward_latencies({}, seq_len=8, dtypes=("onnx",), device="cuda")
 
 
-@pytest.mark.parametrize("head", ["pair_cosine", "sequence"])  # the demo's bi-encoder; codebert-devign's students
+# the demo's bi-encoder; the paper's clone model; codebert-devign's single-sequence students
+@pytest.mark.parametrize("head", ["pair_cosine", "pair_concat", "sequence"])
 def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_path, head):
     proc = _bench("train-step", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}",
                   f"latency_head={head}")
@@ -104,6 +105,29 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     (config,) = results.query(tmp_path, "SELECT job, sweep_id, config FROM configs").to_pylist()
     assert config["job"] == "bench" and config["sweep_id"] == rows[0]["sweep_id"]
     assert json.loads(config["config"])["latency_threads"] == 1
+
+
+@pytest.mark.parametrize("head, built", [("pair_cosine", "PairEncoderForSequenceClassification"),
+                                         ("sequence", "BertForSequenceClassification")])
+def test_train_step_times_the_students_its_head_names(tmp_path, monkeypatch, head, built):
+    """The head reaches the models and the step, not only the rows' label (in-process, one fp32 shape)."""
+    import training.distill
+    from ray_jobs import bench
+
+    real, seen = training.distill.distill_step_times, {}
+
+    def spy(models, **kwargs):
+        seen.update(types={type(m).__name__ for m, _ in models.values()}, head=kwargs["head"])
+        return real(models, **kwargs)
+
+    monkeypatch.setattr(training.distill, "distill_step_times", spy)
+    assert bench.main(["train-step", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}",
+                       f"latency_head={head}", "step_students=[\"1,32,2,64,1000\"]", "step_precisions=[fp32]",
+                       "step_attentions=[sdpa]"]) == 0
+    assert seen == {"types": {built}, "head": head}
+    from search.space import InputError
+    with pytest.raises(InputError):  # an unknown head is refused, not timed as a single input
+        real({}, batch=2, seq_len=8, precisions=["fp32"], head="cosine")
 
 
 @pytest.mark.parametrize("head, other", [("pair_cosine", "sequence"), ("sequence", "pair_cosine")])
@@ -148,7 +172,6 @@ def test_a_bench_into_a_closed_pipe_keeps_its_rows_and_ends_quietly(tmp_path, cl
 @pytest.mark.parametrize("what, override, named", [
     ("latency-model", "fit_shapes=3", "fit_shapes"),
     ("latency-model", "latency_head=pair", "latency_head"),
-    ("train-step", "latency_head=pair", "latency_head"),
     ("latency-model", "fit_max_mb=0.01", "fit_shapes"),  # fewer distinct shapes than asked for
     ("latency-model", "fit_min_head_size=1000", "fit_min_head_size"),
     ("latency-model", "latency_seq_len=513", "latency_seq_len"),
