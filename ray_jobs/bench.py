@@ -17,8 +17,9 @@ with the speed-ups against the teacher and CodeBERT architectures measured in th
 
 `python -m ray_jobs bench train-step`: time of one distillation step (by default the demo's:
 32 pairs, both sides, soft-label + in-batch loss, AdamW; `latency_head` `pair_concat` or
-`sequence`: the soft-label loss alone) of each student shape at each training precision (`step_precisions`: fp32, bf16) and attention implementation (`step_attentions`:
-sdpa, eager), on the same device choice; one `bench` row each, with the speed-ups over the
+`sequence`: the soft-label loss alone) of each student shape at each training precision
+(`step_precisions`: fp32, bf16) and attention implementation (`step_attentions`: sdpa,
+eager), on the same device choice; one `bench` row each, with the speed-ups over the
 same shape's fp32 step (same attention) and over its sdpa step (same precision).
 """
 
@@ -42,7 +43,7 @@ from ray_jobs.config import build_config, check_object_store, code_version, to_d
 from ray_jobs.errors import ConfigError, JobError, OneLineParser
 from ray_jobs.sweep import loopback_only
 from search import printing_to_a_pipe
-from search.cost import HEADS
+from search.cost import HEADS, reads_pairs
 from search.latency import MIN_SHAPES
 from training.checks import check_choices, check_distinct, check_ranges
 from training.evaluate import LATENCY_ROUNDS
@@ -415,7 +416,7 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
     device, device_name, models = _latency_setup(cfg)
     sweep_id = "bench-latency-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
-    pair = cfg.latency_head.startswith("pair_")
+    pair = reads_pairs(cfg.latency_head)
     rows = forward_latencies(models, seq_len=cfg.latency_seq_len, batches=cfg.latency_batches,
                              dtypes=cfg.latency_dtypes, device=device, runs=cfg.latency_runs,
                              threads=cfg.latency_threads, rounds=cfg.latency_rounds, pair=pair)
@@ -469,7 +470,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
             for r in rows]
 
     def show() -> None:
-        pair = cfg.latency_head.startswith("pair_")
+        pair = reads_pairs(cfg.latency_head)
         print(f"distillation step ({cfg.latency_head} head) on {device} ({device_name}), batch {cfg.step_batch} x "
               f"{cfg.step_seq_len} {_inputs(pair)}, {rows[0]['threads'] if rows else '?'} thread(s)")
         for r in rows:
@@ -531,7 +532,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     archs = sample_shapes(cfg, teacher)
     out = os.path.expanduser(cfg.latency_model_out) if cfg.latency_model_out else os.path.join(
         results_dir, "latency-model.json")
-    pair = cfg.latency_head.startswith("pair_")
+    pair = reads_pairs(cfg.latency_head)
     models = head_models(archs, teacher, cfg.latency_head)
     calls = {name: classifier_call(model, vocab, seq_len=cfg.latency_seq_len, pair=pair, device=device)
              for name, (model, vocab) in models.items()}

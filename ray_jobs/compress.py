@@ -21,6 +21,7 @@ import torch
 from ray_jobs import results, sweep
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
 from ray_jobs.errors import ConfigError, JobError
+from search.cost import reads_pairs
 from search.ga import run_ga
 from search.latency import LatencyModel
 from search.latency import load as load_latency_model
@@ -195,7 +196,7 @@ def timing_differences(cfg: JobConfig, model: LatencyModel, head: str) -> list[s
     seq_len = cfg.distill.latency_seq_len or cfg.distill.max_seq_len
     differences = []
     # a head of the other input format is refused by the search, not noted
-    if model.head is not None and model.head != head and model.pair == head.startswith("pair_"):
+    if model.head is not None and model.head != head and model.pair == reads_pairs(head):
         differences.append(f"the {model.head} head vs the job's {head}")
     if model.device != device:
         differences.append(f"device {model.device} vs the job's {device}")

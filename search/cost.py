@@ -76,6 +76,12 @@ def check_head(head: str) -> None:
         raise InputError(f"head must be one of {HEADS}, got {head!r}")
 
 
+def reads_pairs(head: str) -> bool:
+    """Whether students with `head` encode a pair's two sides separately (the `pair_` heads:
+    bi-encoders, two encoder passes a pair) rather than one input."""
+    return head.startswith("pair_")
+
+
 def head_params_array(H, num_labels: int = 2, head: str = "sequence"):
     """Parameters of the classifier head over hidden size H (broadcast; int64); see `HEADS`."""
     check_head(head)

@@ -379,7 +379,7 @@ def _check_latency(latency_model, max_ms, seq_len, head) -> None:
     if latency_model is not None and latency_model.seq_len != seq_len:
         raise InputError(f"latency_model: fitted at seq_len {latency_model.seq_len}, the search counts "
                          f"FLOPs at {seq_len}: refit it at {seq_len}")
-    pair = head.startswith("pair_")  # a bi-encoder student encodes both sides of a pair
+    pair = cost.reads_pairs(head)  # a bi-encoder student encodes both sides of a pair
     if latency_model is not None and latency_model.pair != pair:
         fitted = "pairs encoded separately" if latency_model.pair else "single sequences"
         wanted = "pairs encoded separately" if pair else "single sequences"

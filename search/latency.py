@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.cost import HEADS
+from search.cost import HEADS, reads_pairs
 from search.space import InputError
 
 FORMAT = "code-compressor latency model"
@@ -81,7 +81,7 @@ class LatencyModel:
         for name in ("device", "machine"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"{name}: must be a string, got {getattr(self, name)!r}")
-        if self.head is not None and (self.head not in HEADS or self.head.startswith("pair_") != self.pair):
+        if self.head is not None and (self.head not in HEADS or reads_pairs(self.head) != self.pair):
             raise InputError(f"head: must be null or one of {HEADS} that agrees with pair={self.pair}, "
                              f"got {self.head!r}")
 

@@ -81,7 +81,6 @@ from training.models import (
     TeacherConfig,
     build_student,
     cost_head,
-    head_settings,
 )
 from training.onnx_export import ONNX_VARIANTS
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
@@ -293,7 +292,7 @@ def attention_implementation(model, implementation: str):
 def _distill_step(model, vocab: int, *, head: str, batch: int, seq_len: int, precision: str, device: str):
     """The step `distill_step_times` describes, on `model` (built with the search head `head`)
     already on `device`, with its own optimizer: a function of no arguments."""
-    inputs = random_inputs(vocab, seq_len, pair=head.startswith("pair_"), device=device, batch=batch)
+    inputs = random_inputs(vocab, seq_len, pair=cost.reads_pairs(head), device=device, batch=batch)
     gen = torch.Generator().manual_seed(0)
     teacher_logits = torch.randn(batch, 2, generator=gen).to(device)  # (B, 2)
     teacher_margins = torch.randn(batch, batch, generator=gen).to(device)  # (B, B)
@@ -352,7 +351,7 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
     (the same model's sdpa median at the same precision over this one's); None where the
     reference was not timed.
     """
-    head_settings(head)  # an unknown head would take the single-input step silently
+    cost.check_head(head)  # an unknown head would take the single-input step silently
     rows = []
     for name, (model, vocab) in models.items():
         # the copies and optimizers live in the call only: the device is free for the next model

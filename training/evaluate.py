@@ -268,10 +268,11 @@ def head_models(students: Sequence, teacher, head: str, num_labels: int = 2, ref
     with the same head and "codebert-arch" for CodeBERT-base: for pairs the paper's clone model
     (first-token vectors concatenated), for single sequences its sequence classifier.
     Latency does not depend on weight values, so no checkpoint is needed."""
+    from search.cost import check_head
     from search.space import teacher_spec
     from training.models import build_student, head_settings
 
-    head_settings(head)  # refuses an unknown head before any model is built
+    check_head(head)  # refuses an unknown head before any model is built
     specs = {f"student-{i}": (arch, teacher, head) for i, arch in enumerate(students)}
     if references:
         codebert = teacher_spec("codebert-base")
