@@ -19,7 +19,10 @@ Command line: ``python -m training.harvest SRC_DIR --out DIR``, or
 Bad input (a missing source, an unknown package, an output folder that cannot be written or
 that holds a split as a sub-folder, a tree that fills no split) prints one line on stderr and
 exits 2. The split files of an earlier harvest in the output folder are replaced, whichever
-format (``.jsonl`` or ``.jsonl.gz``) it wrote.
+format (``.jsonl`` or ``.jsonl.gz``) it wrote, once all three new ones are written: a write
+that fails (exit 2) leaves the earlier files as they were. A function whose text is not UTF-8
+(a lone surrogate) is dropped and counted; a file that does not parse, or nests deeper than
+the parser can, is counted as unparsable.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.checks import OneLineParser, UsageError
+from training.staging import publish, remove_stale, staging_path
 
 SPLITS = ("train", "valid", "test")
 MIN_SUMMARY_WORDS = 3
@@ -167,19 +171,33 @@ def _function_source(lines: list[str], node: ast.AST) -> tuple[int, str, str]:
 
 
 def _functions(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
-    """(dotted qualified name, node) of every function, methods and nested ones included."""
+    """(dotted qualified name, node) of every function, methods and nested ones included, in
+    source order. Iterative: generated code nests expressions deeper than Python's recursion
+    limit (a sum of a thousand terms)."""
+    stack = [(iter(ast.iter_child_nodes(tree)), "")]  # (children left to visit, their prefix)
+    while stack:
+        children, prefix = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            continue
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            name = f"{prefix}{child.name}"
+            if not isinstance(child, ast.ClassDef):
+                yield name, child
+            stack.append((iter(ast.iter_child_nodes(child)), name + "."))
+        else:
+            stack.append((iter(ast.iter_child_nodes(child)), prefix))
 
-    def visit(node: ast.AST, prefix: str) -> Iterator:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                name = f"{prefix}{child.name}"
-                if not isinstance(child, ast.ClassDef):
-                    yield name, child
-                yield from visit(child, name + ".")
-            else:
-                yield from visit(child, prefix)
 
-    yield from visit(tree, "")
+def _utf8(*texts: str) -> bool:
+    """Whether every text encodes as UTF-8 (no lone surrogates), as a jsonl record must."""
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _record(rel: str, name: str, node, lines: list[str], opts: dict) -> dict | str:
@@ -203,6 +221,8 @@ def _record(rel: str, name: str, node, lines: list[str], opts: dict) -> dict | s
     tokens = code_tokens(code)
     if not tokens:
         return "untokenizable"
+    if not _utf8(name, original, docstring):  # a docstring's "\ud800" escape: a lone surrogate
+        return "not UTF-8"
     return {
         "repo": opts["repo"],
         "path": rel,
@@ -221,11 +241,15 @@ def _record(rel: str, name: str, node, lines: list[str], opts: dict) -> dict | s
 def harvest_file(path: Path, src: Path, opts: dict, stats: HarvestStats) -> Iterator[dict]:
     """The records of one file; a file that does not parse counts as unparsable."""
     rel = path.relative_to(src).as_posix()
+    if not _utf8(rel):  # a file name of undecodable bytes: the records could not be written
+        stats.unparsable += 1
+        return
     try:
         with tokenize.open(path) as handle:  # honours the file's coding cookie
             text = handle.read()
         tree = ast.parse(text, filename=str(path))
-    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError, RecursionError):
+        # RecursionError: ast construction recurses on deeply nested generated code
         stats.unparsable += 1
         return
     stats.files += 1
@@ -269,6 +293,13 @@ def write_jsonl_gz(records: list[dict], path: Path) -> None:
             gz.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def _write_jsonl(records: list[dict], path: Path, gzipped: bool) -> None:
+    if gzipped:
+        write_jsonl_gz(records, path)
+    else:
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+
+
 def _split_name(split: str, gzipped: bool) -> str:
     return f"{split}.jsonl.gz" if gzipped else f"{split}.jsonl"
 
@@ -276,21 +307,29 @@ def _split_name(split: str, gzipped: bool) -> str:
 def write_splits(splits: dict[str, list[dict]], out: Path, gzipped: bool = True) -> list[Path]:
     """Write ``out/{train,valid,test}.jsonl[.gz]``; return the paths written.
 
+    Every split is written to a staging file first and only then renamed into place, so a
+    failed or interrupted write (a full disk, Ctrl-C) leaves the earlier harvest's files, never
+    a shortened split that still reads as whole (a gzip stream closes cleanly on an exception).
     Like a split file of the same name, which is overwritten, a split file of the other format
     (``train.jsonl`` beside a new ``train.jsonl.gz``, from an earlier harvest with the other
-    --no-gzip setting) is replaced: removed once the new one is written, since a folder that
+    --no-gzip setting) is replaced: removed once the new one is in place, since a folder that
     holds a split twice cannot be read.
     """
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out, "*.jsonl*")  # the staging files of a harvest that was killed
+    staged = {split: (staging_path(out / _split_name(split, gzipped)), records)
+              for split, records in splits.items()}
+    try:
+        for staging, records in staged.values():
+            _write_jsonl(records, staging, gzipped)
+    except BaseException:
+        for staging, _ in staged.values():
+            staging.unlink(missing_ok=True)
+        raise
     written = []
-    for split, records in splits.items():
+    for split, (staging, _) in staged.items():
         path = out / _split_name(split, gzipped)
-        if gzipped:
-            write_jsonl_gz(records, path)
-        else:
-            path.write_text(
-                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
-            )
+        publish(staging, path)
         (out / _split_name(split, not gzipped)).unlink(missing_ok=True)
         written.append(path)
     return written
@@ -367,7 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     empty = [s for s, recs in splits.items() if not recs]
     if empty:
         return _bad_input(f"{args.src}: no pairs in split(s) {', '.join(empty)}")
-    for path in write_splits(splits, Path(args.out), gzipped=not args.no_gzip):
+    try:
+        written = write_splits(splits, Path(args.out), gzipped=not args.no_gzip)
+    except OSError as err:  # e.g. a full disk: the earlier files are still in place
+        return _bad_input(f"--out {args.out}: cannot write the splits ({err.strerror or err})")
+    for path in written:
         print(f"wrote {path}")
     counts = " ".join(f"{s}={len(r)}" for s, r in splits.items())
     seen = f"files={stats.files} unparsable={stats.unparsable} functions={stats.functions}"

@@ -334,3 +334,43 @@ def test_cli_refuses_an_out_that_holds_a_split_folder(tree, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert f"--out {out}: holds split 'valid' as the folder" in err and err.count("\n") == 1
     assert sorted(p.name for p in out.iterdir()) == ["valid"]
+
+
+def test_a_lone_surrogate_is_dropped_and_a_deep_expression_does_not_stop_the_harvest(tree):
+    """A docstring's "\\ud800" escape decodes to a lone surrogate, which no UTF-8 jsonl can
+    hold; generated code can nest deeper than Python's recursion limit (ast's visitors recurse)."""
+    (tree / _name_in("train", "surrogate")).write_text(
+        'def odd(x):\n    """Return the \\ud800 value of x here."""\n    y = x\n    return y\n'
+    )
+    (tree / _name_in("train", "generated")).write_text(
+        "TABLE = " + " + ".join(["x"] * 1200) + "\n\n" + FILLER.format(n=5)
+    )
+    before = harvest.harvest(tree)[1].unparsable
+    (tree / _name_in("train", "toodeep")).write_text("TABLE = " + " + ".join(["x"] * 20_000) + "\n")
+    splits, stats = harvest.harvest(tree)
+    names = _by_name(splits)
+    assert "odd" not in names and stats.dropped["not UTF-8"] == 1
+    assert "helper_5" in names  # the function after the 1,200-term sum
+    assert stats.unparsable == before + 1  # 20,000 terms: ast.parse's own RecursionError, counted
+
+
+def test_a_failed_write_leaves_the_earlier_harvest_whole(tree, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert harvest.main([str(tree), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tree / _name_in("train", "more")).write_text(FILLER.format(n=8))
+    write = harvest._write_jsonl
+    calls = []
+
+    def disk_full_on_the_second(records, path, gzipped):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        write(records, path, gzipped)
+
+    monkeypatch.setattr(harvest, "_write_jsonl", disk_full_on_the_second)
+    capsys.readouterr()
+    assert harvest.main([str(tree), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the splits (No space left on device)" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging file left either
