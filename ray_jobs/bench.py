@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -282,7 +283,7 @@ def main(argv: list[str]) -> int:
         return run_train_step(cfg, results_dir)
     if what == "latency-model":
         return run_latency_model(cfg, results_dir)
-    sweep_id = "bench-scaling-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    sweep_id = bench_id("scaling")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         storage = os.path.join(tmp, "tune")
         _init_ray(cfg, os.path.join(tmp, "ray"))
@@ -292,6 +293,12 @@ def main(argv: list[str]) -> int:
         finally:
             ray.shutdown()
     return _write(results_dir, sweep_id, [{**stamp, **r} for r in rows], cfg, stamp, lambda: print_rows(rows))
+
+
+def bench_id(kind: str) -> str:
+    """A bench run's sweep id: its kind, the UTC second it started (ids sort by time) and
+    random digits, so two runs started in the same second never share (overwrite) a file."""
+    return f"bench-{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 
 def _write(results_dir: str, sweep_id: str, rows: list[dict], cfg: BenchConfig, stamp: dict,
@@ -414,7 +421,7 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
     from training.evaluate import forward_latencies
 
     device, device_name, models = _latency_setup(cfg)
-    sweep_id = "bench-latency-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    sweep_id = bench_id("latency")
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     pair = reads_pairs(cfg.latency_head)
     rows = forward_latencies(models, seq_len=cfg.latency_seq_len, batches=cfg.latency_batches,
@@ -458,7 +465,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     teacher = _teacher(cfg)
     _check_seq_len("step_seq_len", cfg.step_seq_len, [teacher])
     models = head_models(students, teacher, cfg.latency_head)
-    sweep_id = "bench-train-step-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    sweep_id = bench_id("train-step")
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     rows = distill_step_times(models, batch=cfg.step_batch, seq_len=cfg.step_seq_len,
                               precisions=cfg.step_precisions, attentions=cfg.step_attentions,
@@ -548,7 +555,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
                     shapes=[dataclasses.asdict(a) for a in archs])
     heads_term = lat.heads_term_errors(*measured, heads)  # what `fit` judged the per-head term by
     lat.save(model, out)
-    sweep_id = "bench-latency-model-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    sweep_id = bench_id("latency-model")
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     fit = {name: getattr(model, name) for name in lat.COEFFICIENTS}
     rows = [{**stamp, "bench": "latency_model", "device_name": device_name,

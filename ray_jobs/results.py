@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
-from training.staging import publish, staging_path
+from training.staging import publish, remove_stale, staging_path
 
 DEFAULT_RESULTS_DIR = "results"  # JobConfig.results_dir's default (query needs no torch)
 
@@ -149,22 +149,44 @@ def _clean(value: Any) -> Any:
 
 
 def to_arrow(table: str, rows: list[dict]) -> pa.Table:
-    """Rows -> Arrow table: known columns cast to the schema, extra columns inferred."""
+    """Rows -> Arrow table: known columns cast to the schema, extra columns inferred.
+
+    ResultsError naming the table and column when a value does not fit its column: a
+    fraction in an integer column (Arrow would truncate it silently), values of two types in
+    one extra column, a column named `table` (the folder's partition value would replace it).
+    """
     base = schema(table)
     known = set(base.names)
     extra: list[str] = []
     for row in rows:
         extra += [k for k in row if k not in known and k not in extra]
+    if "table" in extra:
+        raise ResultsError(f"table {table}: a row has a column named 'table', which names the table "
+                           "itself when the tables are read (hive partitioning): rename it")
     arrays = []
     for f in base:
         values = [_clean(_time(r.get(f.name)) if f.name == "time" else r.get(f.name)) for r in rows]
-        arrays.append(pa.array(values, type=f.type))
+        arrays.append(_column(table, f.name, values, f.type))
     fields = list(base)
     for name in extra:
-        arr = pa.array([_json_safe(r.get(name)) for r in rows])
+        arr = _column(table, name, [_json_safe(r.get(name)) for r in rows])
         arrays.append(arr)
         fields.append(pa.field(name, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _column(table: str, name: str, values: list, type_: pa.DataType | None = None) -> pa.Array:
+    """One column's values as an Arrow array (of `type_`, else inferred); see `to_arrow`."""
+    if type_ is not None and pa.types.is_integer(type_):
+        fraction = next((v for v in values if isinstance(v, float) and not v.is_integer()), None)
+        if fraction is not None:
+            raise ResultsError(f"table {table}: column {name} holds integers, got {fraction!r}")
+    try:
+        return pa.array(values, type=type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        kinds = sorted({type(v).__name__ for v in values if v is not None})
+        raise ResultsError(f"table {table}: column {name} cannot hold these values "
+                           f"(types {', '.join(kinds)}): {str(exc).splitlines()[0]}") from None
 
 
 def _json_safe(value: Any) -> Any:
@@ -182,13 +204,25 @@ def table_file(results_dir: str | os.PathLike, table: str, sweep_id: str) -> Pat
     return table_dir(results_dir, table) / f"{sweep_id}.parquet"
 
 
+def _check_keys(table: str, rows: list[dict]) -> None:
+    first = KEYS.get(table, DEFAULT_KEY)[0]
+    missing = sum(row.get(first) is None for row in rows)
+    if missing:
+        raise ResultsError(f"table {table}: {missing} of {len(rows)} rows have no {first!r}, the column "
+                           "that tells its rows apart")
+
+
 def write_rows(results_dir: str | os.PathLike, table: str, sweep_id: str, rows: list[dict]) -> Path:
     """Write one sweep's rows of `table` atomically (temp file + os.replace); returns the path.
 
     Rows without a sweep_id get this sweep's; rows are de-duplicated on the table's key.
+    ResultsError for a row without the key's first column (rows without a key would
+    collapse into one), and as `to_arrow` says; nothing is written then.
     """
+    _check_keys(table, rows)
     path = table_file(results_dir, table, sweep_id)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, "*.parquet")  # the staging files of writers that were killed
     # Dot-prefixed staging name: never matched by the `*.parquet` glob that queries read.
     tmp = staging_path(path)
     try:
@@ -277,10 +311,9 @@ class RowSink(tune.Callback):
         row.setdefault("time", time.time())
         if table not in self.rows:  # a table outside self.tables: read its file once
             self.rows[table] = read_rows(self.results_dir, table, self.sweep_id)
-        rows = self.rows[table]
-        rows.append(row)
-        self.rows[table] = dedup(table, rows)
-        write_rows(self.results_dir, table, self.sweep_id, self.rows[table])
+        rows = dedup(table, [*self.rows[table], row])
+        write_rows(self.results_dir, table, self.sweep_id, rows)
+        self.rows[table] = rows  # only once written: a row that cannot be written would fail every later write
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if isinstance(result.get("row"), dict):

@@ -234,3 +234,10 @@ def test_latency_rounds_is_held_to_the_runs_of_the_command_it_splits():
     _check_rounds(cfg, "latency_runs")
     with pytest.raises(ConfigError, match=r"^latency_rounds: at most step_runs \(20\) blocks"):
         _check_rounds(cfg, "step_runs")
+
+
+def test_bench_runs_started_in_one_second_get_their_own_files():
+    from ray_jobs.bench import bench_id
+
+    ids = {bench_id("latency") for _ in range(50)}
+    assert len(ids) == 50 and all(i.startswith("bench-latency-20") for i in ids)

@@ -218,3 +218,45 @@ def test_columns_of_one_name_keep_their_own_values(tmp_path):
             results.format_rows(tbl, "json")
     aliased = results.query(tmp_path, "SELECT 1 AS a, 2 AS b")
     assert json.loads(results.format_rows(aliased, "json")) == [{"a": 1, "b": 2}]
+
+
+def test_a_row_that_cannot_be_written_is_named_and_does_not_block_later_rows(tmp_path):
+    sink = results.RowSink(str(tmp_path), "s1", {"config_hash": "h", "code_version": "v"}, ("distill",))
+    sink.setup()
+    sink.add("distill", {"trial_key": "a", "extra": 1})
+    with pytest.raises(results.ResultsError, match=r"table distill: column extra cannot hold these values "
+                                                   r"\(types int, str\)"):
+        sink.add("distill", {"trial_key": "b", "extra": "x"})
+    sink.add("distill", {"trial_key": "c", "extra": 2})  # before: the bad row failed this write too
+    assert [(r["trial_key"], r["extra"]) for r in results.read_rows(tmp_path, "distill", "s1")] == [
+        ("a", 1), ("c", 2)]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"trial_key": "a", "epochs": 2.5}], r"column epochs holds integers, got 2\.5"),  # Arrow truncates
+    ([{"trial_key": "a", "accuracy": "0.9"}], r"column accuracy cannot hold these values \(types str\)"),
+    ([{"trial_key": "a"}, {"accuracy": 0.5}, {"accuracy": 0.6}], r"2 of 3 rows have no 'trial_key'"),
+    ([{"trial_key": "a", "table": "mine"}], r"a row has a column named 'table'"),
+])
+def test_values_that_do_not_fit_are_refused_by_column_before_any_write(tmp_path, rows, message):
+    with pytest.raises(results.ResultsError, match=message):
+        results.write_rows(tmp_path, "distill", "s1", rows)
+    assert not (tmp_path / "table=distill" / "s1.parquet").exists()
+    results.write_rows(tmp_path, "distill", "s1", [{"trial_key": "a", "epochs": 2.0}])  # a whole float fits
+    assert results.read_rows(tmp_path, "distill", "s1")[0]["epochs"] == 2
+
+
+def test_the_next_write_removes_a_killed_writers_staging_file(tmp_path):
+    import subprocess
+    import sys
+
+    from training.staging import pid_space
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    folder = tmp_path / "table=distill"
+    folder.mkdir()
+    stale = folder / f".s1.parquet.tmp-{pid_space()}-{gone}"
+    stale.write_bytes(b"half a file")
+    results.write_rows(tmp_path, "distill", "s2", _rows(1))
+    assert sorted(os.listdir(folder)) == ["s2.parquet"]
