@@ -29,12 +29,20 @@ from search import printing_to_a_pipe
 JOBS = ("compress", "prune", "demo")
 
 
+def _config_name(text: str) -> str:
+    """--config's value: a file or a shipped config's name; an empty one (`--config "$UNSET"`)
+    is refused, not read as no --config at all."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="python -m ray_jobs", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     for name in JOBS:
         p = sub.add_parser(name, help=f"run the {name} job")
-        p.add_argument("--config", help="YAML file or shipped config name (smoke, demo, ...)")
+        p.add_argument("--config", type=_config_name, help="YAML file or shipped config name (smoke, demo, ...)")
         p.add_argument("--resume", action="store_true",
                        help="resume the interrupted sweep (running the same command does too)")
         if name in ("compress", "prune"):
@@ -45,10 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="SQL over the result tables (DuckDB; each table a view)")
     q.add_argument("sql")
     q.add_argument("--format", default="table", choices=("table", "csv", "json"))
-    q.add_argument("--config")
+    q.add_argument("--config", type=_config_name)
     q.add_argument("overrides", nargs="*", metavar="results_dir=PATH")
     t = sub.add_parser("tables", help="list the result tables and their row counts")
-    t.add_argument("--config")
+    t.add_argument("--config", type=_config_name)
     t.add_argument("overrides", nargs="*", metavar="results_dir=PATH")
     sub.add_parser("bench", help="benchmarks (ray_jobs.bench)", add_help=False)
     return ap

@@ -56,6 +56,8 @@ class ResourcesConfig:
     def __post_init__(self) -> None:
         check_ranges(self, positive=("cpus_per_trial", "prepare_cpus"), non_negative=("gpus_per_trial", "num_gpus"),
                      counts=("max_concurrent_trials", "num_cpus"))
+        if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():  # Ray's own rule
+            raise ValueError(f"gpus_per_trial: {self.gpus_per_trial}: above 1 it must be a whole number")
         check_object_store(self.object_store_mb)
 
 
@@ -265,6 +267,28 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+    def construct_yaml_int(self, node):
+        # YAML 1.1 reads 010 as octal 8 and 1:30 as base-60 90, a surprise in a config; 0x10
+        # and 0b10 say what they are
+        text = str(node.value).replace("_", "").lstrip("+-")
+        if ":" in text or (len(text) > 1 and text.startswith("0") and text[1].isdigit()):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r}: YAML 1.1 reads this as {super().construct_yaml_int(node)}, "
+                "not decimal (a leading 0 is octal, a colon base 60): write the number plainly", node.start_mark)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        if ":" in str(node.value):  # base 60, as for integers
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value!r}: YAML 1.1 reads this as {super().construct_yaml_float(node)} "
+                "(base 60): write the number plainly", node.start_mark)
+        return super().construct_yaml_float(node)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _UniqueKeyLoader.construct_yaml_float)
+
+
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
 
@@ -331,8 +355,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"{text}: override must look like key.sub=value")
     try:
         value = _load_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise ConfigError(f"{key}: cannot parse value {raw!r}") from None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) if isinstance(exc, yaml.constructor.ConstructorError) else None
+        raise ConfigError(f"{key}: cannot parse value {raw!r}" + (f" ({problem})" if problem else "")) from None
     return key, value
 
 
@@ -379,7 +404,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
     """
     data = read_yaml(path) if path is not None else {}
     cfg = build_config(JobConfig, data, list(overrides))
-    return dataclasses.replace(
+    cfg = dataclasses.replace(
         cfg,
         results_dir=_absolute(cfg.results_dir),
         data=dataclasses.replace(cfg.data, path=cfg.data.path and _absolute(cfg.data.path)),
@@ -389,6 +414,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
         distill=dataclasses.replace(cfg.distill, transfer_extra=tuple(map(_absolute, cfg.distill.transfer_extra))),
         seq2seq=dataclasses.replace(cfg.seq2seq, train_extra=tuple(map(_absolute, cfg.seq2seq.train_extra))),
     )
+    for key, paths in (("distill.transfer_extra", cfg.distill.transfer_extra),
+                       ("seq2seq.train_extra", cfg.seq2seq.train_extra)):
+        repeated = sorted({p for p in paths if paths.count(p) > 1})
+        if repeated:  # written two ways (x and ./x) they pass the config's own check
+            raise ConfigError(f"{key}: {', '.join(repeated)} named more than once (its pairs would count twice)")
+    return cfg
 
 
 def _absolute(path: str) -> str:

@@ -397,7 +397,12 @@ def _cell(value: Any) -> str:
 
 
 def _json_value(value: Any) -> Any:
-    """Numbers stay numbers (DuckDB decimals too); NaN and infinity become null."""
+    """Numbers stay numbers (DuckDB decimals too); NaN and infinity become null, inside lists
+    and structs (`list(nll)`) as well."""
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
     if isinstance(value, decimal.Decimal):
         value = float(value)
     return None if isinstance(value, float) and not math.isfinite(value) else value

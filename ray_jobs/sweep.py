@@ -163,13 +163,8 @@ def loopback_only() -> None:
 
 
 def trial_request(cfg: JobConfig) -> dict[str, float]:
-    """Per-trial Tune resource request from config; ConfigError on impossible values."""
-    cpus, gpus = cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial
-    if cpus < 0 or gpus < 0:
-        raise ConfigError("resources: cpus_per_trial and gpus_per_trial must be >= 0")
-    if gpus > 1 and not float(gpus).is_integer():
-        raise ConfigError(f"resources.gpus_per_trial: {gpus}: above 1 it must be a whole number")
-    return {"cpu": cpus, "gpu": gpus}
+    """Per-trial Tune resource request from config (its values checked when it was read)."""
+    return {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
 
 
 def alive_nodes() -> list[dict[str, float]]:

@@ -66,6 +66,18 @@ def _positive(kind):
     return parse
 
 
+def _seed(text: str) -> int:
+    """A GA seed: an integer in [0, 2**63 - 1], as the jobs' seeds (random.Random would take
+    -7 as 7, and the header would print a seed the run did not use)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {2**63 - 1}], got {text}")
+    return value
+
+
 def _add_problem_options(p: argparse.ArgumentParser) -> None:
     """The options both commands share: the teacher and the sequence length FLOPs count at."""
     p.add_argument(
@@ -97,7 +109,7 @@ def _search_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive(int), default=None, help="distinct candidates to print (default 5)")
     p.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=None,
         help="seed of the GA's random generator (default: none, so runs differ); "
         "ignored with --exhaustive",
@@ -191,6 +203,8 @@ def search(argv: list[str]) -> int:
         raise UsageError("--population: NSGA-II needs >= 2, got 1")
     if not args.pareto and (args.population or args.generations):
         raise UsageError("--population and --generations set the NSGA-II front's search: add --pareto")
+    if args.exhaustive and args.variant is not None:
+        raise UsageError("--variant: the exhaustive search has no GA variant (it enumerates every architecture)")
     ranking = [flag for flag, value in (("--target-mb", args.target_mb), ("--top-k", args.top_k),
                                         ("--variant", args.variant)) if value is not None]
     if args.pareto and ranking:  # the front has no target and prints every point

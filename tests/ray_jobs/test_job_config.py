@@ -295,6 +295,15 @@ def test_relative_data_path_and_teacher_folder_made_absolute(tmp_path, monkeypat
     assert hub.teacher.name == "microsoft/codebert-base" and hub.data.path is None
 
 
+@pytest.mark.parametrize("key", ["distill.transfer_extra", "seq2seq.train_extra"])
+def test_extra_data_named_twice_is_refused_once_made_absolute(tmp_path, monkeypatch, key):
+    monkeypatch.chdir(tmp_path)  # x and ./x and its absolute path are one folder: its pairs would count twice
+    with pytest.raises(ConfigError, match=rf"{key}: {tmp_path / 'more'} named more than once"):
+        load_config(None, [f"{key}=[more, ./more, other]"])
+    section, name = key.split(".")
+    assert len(getattr(getattr(load_config(None, [f"{key}=[more, other]"]), section), name)) == 2
+
+
 def test_extra_data_caps_refused_on_load():
     with pytest.raises(ConfigError, match="max_transfer_extra"):
         load_config(None, ["distill.max_transfer_extra=0"])

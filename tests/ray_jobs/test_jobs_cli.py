@@ -61,6 +61,12 @@ def _one_error_line(err: str, culprit: str) -> bool:
     (["compress", "--config", "smoke", "--seeds", "0,18446744073709551617"], "--seeds"),
     (["prune", "--config", "smoke", "--seeds", "-1,0"], "--seeds"),
     (["tables", "results_dir="], "results_dir: must not be empty"),  # not the current directory
+    # `--config "$UNSET"`: not read as no --config (the job would run on the defaults)
+    (["compress", "--config", "", "search.top_k=0"], "--config: must not be empty"),
+    (["tables", "--config="], "--config: must not be empty"),
+    (["compress", "--config", "smoke", "seed=010"], "YAML 1.1 reads this as 8"),
+    (["compress", "--config", "smoke", "data.max_train=1:30"], "YAML 1.1 reads this as 90"),
+    (["compress", "--config", "smoke", "resources.gpus_per_trial=1.5"], "resources.gpus_per_trial: 1.5"),
     (["compress", "--config", "smoke", "distill.lr=.inf"], "distill.lr: must be finite"),
     (["compress", "--config", "smoke", "distill={epochs: 2}"], "distill.epochs=2"),
     ([], "command"),

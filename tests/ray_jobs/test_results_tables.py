@@ -110,6 +110,9 @@ def test_query_views_union_sweeps_and_formats(tmp_path):
     odd = results.query(tmp_path, "SELECT 'nan'::DOUBLE AS a, 'inf'::DOUBLE AS b, 1.5 AS c")
     assert json.loads(results.format_rows(odd, "json"), parse_constant=pytest.fail) == [
         {"a": None, "b": None, "c": 1.5}]  # strict JSON: no NaN / Infinity literals
+    nested = results.query(tmp_path, "SELECT [1.5, 'nan'::DOUBLE] AS l, {'x': 'inf'::DOUBLE} AS s")
+    assert json.loads(results.format_rows(nested, "json"), parse_constant=pytest.fail) == [
+        {"l": [1.5, None], "s": {"x": None}}]  # inside lists and structs too (`list(nll)`)
     text = results.format_rows(tbl, "table").splitlines()
     assert text[0].split() == ["sweep_id", "n"] and text[2].split() == ["s1", "2"]
     with pytest.raises(results.ResultsError, match="query"):

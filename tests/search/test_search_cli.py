@@ -162,6 +162,8 @@ def test_json_ga_matches_exhaustive():
         (["--target-mb", "inf"], "--target-mb"),
         (["--seq-len", "100000"], "seq_len 100000 is above 512"),  # no student could read it
         (["--seq-len", "514", "--exhaustive"], "seq_len 514 is above 512"),
+        (["--seed", "-7"], "--seed: must be an integer in [0, "),  # random.Random(-7) is Random(7)
+        (["--exhaustive", "--variant", "paper"], "--variant: the exhaustive search has no GA variant"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
