@@ -277,6 +277,7 @@ def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
 def main(argv: list[str]) -> int:
     what, cfg = parse_args(argv)
     results_dir = os.path.abspath(os.path.expanduser(cfg.results_dir))
+    _check_outputs(what, cfg, results_dir)
     if what == "latency":
         return run_latency(cfg, results_dir)
     if what == "train-step":
@@ -293,6 +294,26 @@ def main(argv: list[str]) -> int:
         finally:
             ray.shutdown()
     return _write(results_dir, sweep_id, [{**stamp, **r} for r in rows], cfg, stamp, lambda: print_rows(rows))
+
+
+def _model_out(cfg: BenchConfig, results_dir: str) -> str:
+    """Where `bench latency-model` writes the fitted model."""
+    if cfg.latency_model_out:
+        return os.path.abspath(os.path.expanduser(cfg.latency_model_out))
+    return os.path.join(results_dir, "latency-model.json")
+
+
+def _check_outputs(what: str, cfg: BenchConfig, results_dir: str) -> None:
+    """JobError before any timing when the rows (or the latency model) could not be written:
+    minutes of measurements would be lost after them."""
+    from ray_jobs.compress import check_results_dir
+
+    check_results_dir(results_dir)
+    if what == "latency-model":
+        out = _model_out(cfg, results_dir)
+        if os.path.isdir(out):
+            raise JobError(f"latency_model_out: {out} is a folder")
+        check_results_dir(os.path.dirname(out), "latency_model_out")
 
 
 def bench_id(kind: str) -> str:
@@ -537,8 +558,7 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
     _check_seq_len("latency_seq_len", cfg.latency_seq_len, [teacher])
     device, device_name = _device(cfg)
     archs = sample_shapes(cfg, teacher)
-    out = os.path.expanduser(cfg.latency_model_out) if cfg.latency_model_out else os.path.join(
-        results_dir, "latency-model.json")
+    out = _model_out(cfg, results_dir)
     pair = reads_pairs(cfg.latency_head)
     models = head_models(archs, teacher, cfg.latency_head)
     calls = {name: classifier_call(model, vocab, seq_len=cfg.latency_seq_len, pair=pair, device=device)

@@ -49,16 +49,17 @@ def sweep_id(cfg: JobConfig) -> str:
     return f"compress-{identity_hash(cfg, SECTIONS, d.transfer_extra, d.max_transfer_extra)[:12]}"
 
 
-def check_results_dir(results_dir: str) -> None:
-    """JobError unless results_dir exists and is writable or can be created; creates nothing."""
+def check_results_dir(results_dir: str, key: str = "results_dir") -> None:
+    """JobError naming `key` unless the folder exists and is writable or can be created;
+    creates nothing."""
     path = Path(results_dir)
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise JobError(f"results_dir: {probe} is not a folder")
+        raise JobError(f"{key}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise JobError(f"results_dir: cannot write to {path} ({probe} is not writable)")
+        raise JobError(f"{key}: cannot write to {path} ({probe} is not writable)")
 
 
 def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:

@@ -214,6 +214,25 @@ def test_bench_refuses_bad_requests_by_name(tmp_path, what, override, named):
     assert not (tmp_path / "table=bench").exists() and not (tmp_path / "table=configs").exists()
 
 
+@pytest.mark.parametrize("what, out, named", [
+    ("latency", "results_dir={file}/sub", "results_dir: {file} is not a folder"),
+    ("latency-model", "latency_model_out={file}/model.json", "latency_model_out: {file} is not a folder"),
+    ("latency-model", "latency_model_out={tmp}", "latency_model_out: {tmp} is a folder"),
+])
+def test_bench_refuses_outputs_it_could_not_write_before_timing(tmp_path, monkeypatch, capsys, what, out, named):
+    """Checked first: these used to fail after minutes of timing, losing them with a traceback."""
+    import training.evaluate
+    from ray_jobs.__main__ import main
+
+    monkeypatch.setattr(training.evaluate, "time_calls", lambda *a, **k: pytest.fail("timed before the check"))
+    (tmp_path / "a-file").write_text("")
+    fill = {"file": tmp_path / "a-file", "tmp": tmp_path / "results"}
+    (tmp_path / "results").mkdir()
+    args = [out.format(**fill)] + ([] if out.startswith("results_dir") else [f"results_dir={tmp_path / 'results'}"])
+    assert main(["bench", what, "--tiny", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {named.format(**fill)}"
+
+
 @pytest.mark.parametrize("override", ["results_dir=", "latency_teacher="])
 def test_bench_refuses_an_empty_path(override):
     """An empty results_dir or teacher folder would be the current directory."""
