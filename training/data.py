@@ -104,9 +104,11 @@ def default_data_path() -> Path:
 
 
 def _open_text(path: Path):
+    """Text of a (gzipped) file: a leading BOM dropped (utf-8-sig), lines ended by \\n only
+    (a lone \\r is JSON whitespace, not the end of a record; \\r\\n still ends one)."""
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="\n")
+    return open(path, encoding="utf-8-sig", newline="\n")
 
 
 def _undecodable_line(path: Path) -> int | None:
@@ -246,11 +248,15 @@ def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]
 
 def _partition(obj: dict, key_field: str, where: str, lineno: int) -> str:
     """The split of a record of a single file: its ``partition`` field, or, only where that
-    is missing (or null), a hash of ``key_field`` (else of the line number). A partition of
+    is missing (or null), a hash of ``key_field`` (else, missing, null or empty, of the line
+    number). A partition of
     another name (``dev``, ``validation``) is refused rather than hashed into any split."""
     split = obj.get("partition")
     if split is None:
-        return _hash_split(_unicode(str(obj.get(key_field, lineno)), key_field, where))
+        key = obj.get(key_field)
+        if key is None or key == "":  # one shared key would send every such record to one split
+            key = lineno
+        return _hash_split(_unicode(str(key), key_field, where))
     if split not in SPLITS:
         raise DataError(f"{where}: field 'partition' is {split!r}; expected one of "
                         f"{', '.join(SPLITS)} (or no field: a hash of {key_field!r} decides)")
@@ -347,14 +353,14 @@ def _clone_pair(line: str, where: str, funcs: dict[str, str]) -> ClsExample:
         raise DataError(f"{where}: expected 'idx1 idx2 label' with label 0 or 1")
     for idx in parts[:2]:
         if idx not in funcs:
-            raise DataError(f"{where}: idx {idx} is not in data.jsonl")
+            raise DataError(f"{where}: idx {idx!r} is not in data.jsonl")
     return ClsExample(funcs[parts[0]], funcs[parts[1]], int(parts[2]))
 
 
 def _read_clone_pairs(file: Path, funcs: dict[str, str]) -> list[ClsExample]:
     examples = []
     try:
-        with open(file, encoding="utf-8") as handle:
+        with _open_text(file) as handle:
             for n, line in enumerate(handle, start=1):
                 if line.strip():
                     examples.append(_clone_pair(line, f"{file}:{n}", funcs))
@@ -383,21 +389,22 @@ def detect_format(path: str | Path) -> str:
     if (path / "data.jsonl").is_file() or path.name == "data.jsonl":
         return "clone"
     if path.is_dir():
-        first = _split_files(path)["train"][0]
+        files = _split_files(path)["train"]
     elif path.is_file():
-        first = path
+        files = [path]
     else:
         raise DataError(f"{path}: no such file or folder")
-    for n, obj in _iter_jsonl(first):
-        if "code_tokens" in obj or "docstring_tokens" in obj:
-            return "code-to-text"
-        if "func" in obj and "target" in obj:
-            return "defect"
-        raise DataError(
-            f"{first}:{n}: unknown record format: expected code_tokens/docstring_tokens "
-            "(code-to-text) or func/target (defect)"
-        )
-    raise DataError(f"{first}: split 'train' is empty")
+    for file in files:  # the first record of the split: an empty first file says nothing
+        for n, obj in _iter_jsonl(file):
+            if "code_tokens" in obj or "docstring_tokens" in obj:
+                return "code-to-text"
+            if "func" in obj and "target" in obj:
+                return "defect"
+            raise DataError(
+                f"{file}:{n}: unknown record format: expected code_tokens/docstring_tokens "
+                "(code-to-text) or func/target (defect)"
+            )
+    raise DataError(f"{files[0] if len(files) == 1 else path}: split 'train' is empty")
 
 
 # ---------------------------------------------------------------- tasks

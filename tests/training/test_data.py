@@ -286,7 +286,7 @@ def test_defect_task_on_code_to_text_data_names_the_missing_field():
     [
         ("101\t102", "expected 'idx1 idx2 label'"),
         ("101\t102\t2", "expected 'idx1 idx2 label'"),
-        ("101\t999\t1", "idx 999 is not in data.jsonl"),
+        ("101\t999\t1", "idx .999. is not in data.jsonl"),
     ],
 )
 def test_bad_clone_lines(tmp_path, line, message):
@@ -531,3 +531,38 @@ def test_a_repeated_clone_idx_names_both_lines(tmp_path, repeat, capsys):
         classification_splits(DataConfig(path=str(folder), task="clone"))
     assert data.main(["validate", str(folder)]) == 2
     assert f"idx 102 repeats line {first}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("empty_key", [None, ""])
+def test_records_with_a_null_or_empty_key_split_by_line_not_all_into_one(tmp_path, empty_key):
+    records = [{"path": empty_key, "code_tokens": ["def", f"f{i}"], "docstring_tokens": ["do", str(i)]}
+               for i in range(40)]
+    splits = load_code_to_text(_write_jsonl(tmp_path / "all.jsonl", records))
+    expected = {s: [i for i in range(40) if data._hash_split(str(i + 1)) == s] for s in splits}
+    assert {s: [int(p.source.split()[1][1:]) for p in v] for s, v in splits.items()} == expected
+    assert all(expected.values())  # before: one hash of "None" (or "") for all 40
+
+
+def test_a_bom_and_a_lone_carriage_return_are_read_as_whitespace(tmp_path):
+    """Editors on Windows write a BOM; a raw \\r between JSON tokens is JSON whitespace, not a
+    line break (universal newlines cut the record there)."""
+    folder = tmp_path / "bcb"
+    shutil.copytree(BCB, folder)
+    train = folder / "train.txt"
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    assert classification_splits(DataConfig(path=str(folder), task="clone")) == \
+        classification_splits(DataConfig(path=str(BCB), task="clone"))
+    lines = [json.dumps(r) for r in _records(C2T / "train.jsonl")]
+    crlf = tmp_path / "c2t"
+    shutil.copytree(C2T, crlf)
+    (crlf / "train.jsonl").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(
+        line.replace(', "', ',\r "', 1) for line in lines).encode() + b"\r\n")
+    assert load_code_to_text(crlf) == load_code_to_text(C2T)
+
+
+def test_detect_format_reads_past_an_empty_first_file(tmp_path):
+    shutil.copytree(C2T, tmp_path / "c2t")
+    (tmp_path / "c2t" / "train").mkdir()
+    (tmp_path / "c2t" / "train.jsonl").rename(tmp_path / "c2t" / "train" / "b.jsonl")
+    (tmp_path / "c2t" / "train" / "a.jsonl").write_text("")
+    assert data.detect_format(tmp_path / "c2t") == "code-to-text"
