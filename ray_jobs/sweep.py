@@ -122,13 +122,19 @@ def init_ray(cfg: JobConfig) -> bool:
     if node is not None:  # refused before Ray starts (and prints its start-up lines)
         _check_fits(cfg, [node])
     loopback_only()
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        num_cpus=res.num_cpus,
-        num_gpus=res.num_gpus,
-        object_store_memory=res.object_store_mb * 1024 * 1024,
-    )
+    try:
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus,
+            object_store_memory=res.object_store_mb * 1024 * 1024,
+        )
+    except ValueError as exc:  # Ray checks the store against the node's memory before it starts
+        if "object store" not in str(exc).lower():
+            raise
+        raise ConfigError(f"resources.object_store_mb: {res.object_store_mb} MiB does not fit this machine "
+                          f"({' '.join(str(exc).split())})") from None
     return True
 
 

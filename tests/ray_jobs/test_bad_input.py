@@ -91,6 +91,9 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                                     f"seq2seq.train_extra=[{held_out}]"],
                                    ["seq2seq.train_extra", "no pair left"]),
         "int4_student": (["compress", *smoke, "distill.quantize=[int8,int4]"], ["quantize", "int4"]),
+        # Ray refuses a store larger than the machine in ray.init: a traceback (exit 1) before
+        "object_store_above_memory": (["compress", *smoke, "resources.object_store_mb=100000000"],
+                                      ["resources.object_store_mb", "100000000"]),
         "unknown_teacher": (["compress", *smoke, "teacher.name=no-such-teacher"],
                             ["teacher.name", "no-such-teacher"]),
     }
