@@ -90,6 +90,17 @@ def check_halves(cfg: JobConfig, splits: dict) -> None:
                        f"{cfg.distill.max_transfer} keeps only unlabeled ones (the cap takes the unlabeled half first)")
 
 
+def check_pair_modes(cfg: JobConfig, splits: dict) -> None:
+    """A single-input task (defect) has no pair to encode separately: `separate` is refused,
+    not run as `joint` (before any work)."""
+    if not splits["train"] or splits["train"][0].text_b is not None:
+        return
+    for key, mode in (("teacher.pair_mode", cfg.teacher.pair_mode), ("distill.pair_mode", cfg.distill.pair_mode)):
+        if mode == "separate":
+            raise JobError(f"{key}: 'separate' encodes the two texts of a pair apart; data.task="
+                           f"{cfg.data.task!r} has one input per example: use 'joint'")
+
+
 def check_in_batch(cfg: JobConfig) -> None:
     """The in-batch loss needs pairs and a bi-encoder teacher (before any work)."""
     if not cfg.distill.in_batch_weight:
@@ -294,6 +305,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     splits = classification_splits(cfg.data)
     check_halves(cfg, splits)
     check_transfer_extra(cfg, splits)
+    check_pair_modes(cfg, splits)
     check_in_batch(cfg)
     teacher = teacher_dims(cfg)
     check_seq_lens(teacher, seq_lens(cfg, teacher))

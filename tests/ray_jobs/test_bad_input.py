@@ -91,6 +91,11 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                                     f"seq2seq.train_extra=[{held_out}]"],
                                    ["seq2seq.train_extra", "no pair left"]),
         "int4_student": (["compress", *smoke, "distill.quantize=[int8,int4]"], ["quantize", "int4"]),
+        # a single-input task: run as joint, silently, before
+        "separate_teacher_single_input": (["compress", *smoke, "data.task=defect", f"data.path={FIXTURES}/devign",
+                                           "teacher.pair_mode=separate"], ["teacher.pair_mode", "defect"]),
+        "separate_students_single_input": (["compress", *smoke, "data.task=defect", f"data.path={FIXTURES}/devign",
+                                            "distill.pair_mode=separate"], ["distill.pair_mode", "defect"]),
         # Ray refuses a store larger than the machine in ray.init: a traceback (exit 1) before
         "object_store_above_memory": (["compress", *smoke, "resources.object_store_mb=100000000"],
                                       ["resources.object_store_mb", "100000000"]),
