@@ -322,12 +322,16 @@ def test_a_bad_record_is_reported_before_an_empty_split(tmp_path, record, messag
 
 
 def test_config_is_validated():
-    with pytest.raises(ValueError, match="data.task"):
-        DataConfig(task="translate")
-    with pytest.raises(ValueError, match="data.max_train"):
-        DataConfig(max_train=0)
-    with pytest.raises(ValueError, match="data.labeled_fraction"):
-        DataConfig(labeled_fraction=1.0)
+    """Messages name the field; the job config prefixes its section once (`data.task: ...`)."""
+    from ray_jobs.config import ConfigError, load_config
+
+    for field, value, message in (("task", "translate", "unknown task 'translate'"),
+                                  ("max_train", 0, "must be >= 1 or None"),
+                                  ("labeled_fraction", 1.0, r"must be in \(0, 1\)")):
+        with pytest.raises(ValueError, match=f"^{field}: {message}"):
+            DataConfig(**{field: value})
+        with pytest.raises(ConfigError, match=f"^data.{field}: {message}"):
+            load_config(None, [f"data.{field}={value}"])
 
 
 # ---------------------------------------------------------------- command line, fingerprint
