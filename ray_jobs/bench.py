@@ -526,16 +526,20 @@ def sample_shapes(cfg: BenchConfig, teacher) -> list:
     except InputError as err:
         raise ConfigError(f"fit_min_head_size: {err}") from err
     rng = random.Random(cfg.fit_seed)
-    layers, found, turn, misses = space.choices()[0], {}, 0, 0
+    layers, found, turn, misses, stale = space.choices()[0], {}, 0, 0, 0
     for _ in range(1000 * cfg.fit_shapes):
-        if len(found) == cfg.fit_shapes:
+        # ten passes over every layer count without a new shape: the space is spent (a large
+        # fit_shapes drew for minutes before its refusal)
+        if len(found) == cfg.fit_shapes or stale >= 2000 * len(layers):
             break
         hidden, heads = rng.choice(space.hidden), rng.choice(space.heads)
         arch = Arch(int(layers[turn % len(layers)]), hidden, heads, rng.choice(space.ffn), rng.choice(space.vocab))
         if (space.feasible(hidden, heads) and cost.size_mb(arch, teacher, head=cfg.latency_head) <= cfg.fit_max_mb
                 and arch not in found):
-            found[arch], turn, misses = None, turn + 1, 0
-        elif (misses := misses + 1) >= 200:  # a layer count with (almost) nothing within fit_max_mb
+            found[arch], turn, misses, stale = None, turn + 1, 0, 0
+            continue
+        stale += 1
+        if (misses := misses + 1) >= 200:  # a layer count with (almost) nothing within fit_max_mb
             turn, misses = turn + 1, 0
     if len(found) < cfg.fit_shapes:
         raise ConfigError(f"fit_shapes: found {len(found)} distinct shapes of {teacher.name} within "

@@ -260,3 +260,20 @@ def test_bench_runs_started_in_one_second_get_their_own_files():
 
     ids = {bench_id("latency") for _ in range(50)}
     assert len(ids) == 50 and all(i.startswith("bench-latency-20") for i in ids)
+
+
+def test_shape_sampling_stops_once_the_space_is_spent(monkeypatch):
+    """fit_shapes far above the shapes within fit_max_mb: refused after ten passes over the
+    layer counts without a new shape, not after 1,000 draws per requested shape (minutes)."""
+    from ray_jobs.bench import BenchConfig, _teacher, sample_shapes
+    from ray_jobs.config import build_config
+    from ray_jobs.errors import ConfigError
+    from search import cost
+
+    sizes = []
+    size_mb = cost.size_mb
+    monkeypatch.setattr(cost, "size_mb", lambda *a, **k: sizes.append(1) or size_mb(*a, **k))
+    cfg = build_config(BenchConfig, {}, ["fit_shapes=5000", "fit_max_mb=0.15", "latency_head=sequence"])
+    with pytest.raises(ConfigError, match=r"fit_shapes: found 1 distinct shapes .* not 5000"):
+        sample_shapes(cfg, _teacher(cfg))
+    assert len(sizes) < 30_000  # the draws to its one shape, then 2,000 x 6 layer counts; 5,000,000 before
