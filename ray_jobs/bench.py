@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import secrets
 import tempfile
 import time
@@ -367,10 +368,14 @@ def _device(cfg: BenchConfig) -> tuple[str, str]:
     device = cfg.latency_device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
         raise ConfigError(f"latency_device: must be auto, cpu or cuda[:N], got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise JobError(f"latency_device={device}: torch sees no CUDA device on this machine")
+    index = int(device.partition(":")[2] or 0)
+    if device.startswith("cuda") and index >= torch.cuda.device_count():
+        raise JobError(f"latency_device={device}: torch sees {torch.cuda.device_count()} CUDA device(s) "
+                       "on this machine (cuda:0 is the first)")
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu"
     return device, name
 

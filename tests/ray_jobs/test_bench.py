@@ -277,3 +277,24 @@ def test_shape_sampling_stops_once_the_space_is_spent(monkeypatch):
     with pytest.raises(ConfigError, match=r"fit_shapes: found 1 distinct shapes .* not 5000"):
         sample_shapes(cfg, _teacher(cfg))
     assert len(sizes) < 30_000  # the draws to its one shape, then 2,000 x 6 layer counts; 5,000,000 before
+
+
+@pytest.mark.parametrize("device, error", [("cuda:0", None), ("cuda", None), ("cuda:1", "JobError"),
+                                           ("cudafoo", "ConfigError"), ("cuda:", "ConfigError")])
+def test_a_cuda_device_this_machine_lacks_is_refused_by_name(monkeypatch, device, error):
+    """One (simulated) GPU: cuda:1 raised torch's 'Invalid device id' from get_device_name."""
+    import torch
+
+    from ray_jobs.bench import BenchConfig, _device
+    from ray_jobs.config import build_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Simulated GPU")
+    cfg = build_config(BenchConfig, {}, [f"latency_device={device}"])
+    if error is None:
+        assert _device(cfg) == (device, "Simulated GPU")
+    else:
+        with pytest.raises(Exception, match=f"^latency_device.*{device}") as caught:
+            _device(cfg)
+        assert type(caught.value).__name__ == error
