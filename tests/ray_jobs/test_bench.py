@@ -280,7 +280,7 @@ def test_shape_sampling_stops_once_the_space_is_spent(monkeypatch):
 
 
 @pytest.mark.parametrize("device, error", [("cuda:0", None), ("cuda", None), ("cuda:1", "JobError"),
-                                           ("cudafoo", "ConfigError"), ("cuda:", "ConfigError")])
+                                           ("cudafoo", "ConfigError"), ("cuda:x", "ConfigError")])
 def test_a_cuda_device_this_machine_lacks_is_refused_by_name(monkeypatch, device, error):
     """One (simulated) GPU: cuda:1 raised torch's 'Invalid device id' from get_device_name."""
     import torch

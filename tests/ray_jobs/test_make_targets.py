@@ -53,3 +53,16 @@ def test_run_prune_extra_fine_tunes_its_steps_in_fp32():
     job, cfg = _job_config("run-prune-extra")
     assert job == "prune" and cfg.results_dir.endswith("results/demo-extra")
     assert (cfg.seq2seq.train_steps, cfg.seq2seq.precision, len(cfg.seq2seq.train_extra)) == (6000, "fp32", 17)
+
+
+def test_run_harvested_is_the_demo_with_six_harvested_packages_added():
+    """`make run-harvested`: demo.yaml's students, data and search, plus a 20,000-pair sample of
+    six harvested packages as transfer data, 7 student epochs and 1 baseline epoch."""
+    job, cfg = _job_config("run-harvested")
+    demo = load_config(REPO / "ray_jobs" / "configs" / "demo.yaml")
+    d = cfg.distill
+    assert job == "compress" and cfg.results_dir.endswith("results/demo-harvested")
+    assert [Path(p).name for p in d.transfer_extra] == ["torch", "transformers", "ray", "pandas", "sympy", "numpy"]
+    assert (d.max_transfer_extra, d.epochs, d.bilstm_epochs) == (20000, 7, 1)
+    assert (cfg.data, cfg.search, cfg.teacher, cfg.finetune) == (demo.data, demo.search, demo.teacher, demo.finetune)
+    assert (d.precision, d.train_attention, d.in_batch_weight) == (demo.distill.precision, "eager", 2)
