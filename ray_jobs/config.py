@@ -290,7 +290,10 @@ _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _UniqueKeyLoader.con
 
 
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    except RecursionError:  # PyYAML composes nested lists and mappings recursively
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -356,8 +359,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) if isinstance(exc, yaml.constructor.ConstructorError) else None
-        raise ConfigError(f"{key}: cannot parse value {raw!r}" + (f" ({problem})" if problem else "")) from None
+        problem = getattr(exc, "problem", None) if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
+        raise ConfigError(f"{key}: cannot parse value {_brief(raw)}" + (f" ({problem})" if problem else "")) from None
     return key, value
 
 

@@ -67,6 +67,8 @@ def _one_error_line(err: str, culprit: str) -> bool:
     (["compress", "--config", "smoke", "seed=010"], "YAML 1.1 reads this as 8"),
     (["compress", "--config", "smoke", "data.max_train=1:30"], "YAML 1.1 reads this as 90"),
     (["compress", "--config", "smoke", "resources.gpus_per_trial=1.5"], "resources.gpus_per_trial: 1.5"),
+    (["compress", "--config", "smoke", "distill.quantize=" + "[" * 600 + "]" * 600],
+     "(1202 characters) (nested too deeply)"),  # PyYAML's RecursionError, a traceback before
     (["compress", "--config", "smoke", "distill.lr=.inf"], "distill.lr: must be finite"),
     (["compress", "--config", "smoke", "distill={epochs: 2}"], "distill.epochs=2"),
     ([], "command"),
