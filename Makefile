@@ -38,10 +38,14 @@ EXTRA_DIR := results/extra-data
 comma := ,
 empty :=
 space := $(empty) $(empty)
-EXTRA_LIST := [$(subst $(space),$(comma),$(EXTRA_PACKAGES:%=$(EXTRA_DIR)/%))]
+# [results/extra-data/A,results/extra-data/B,...] of a list of package names
+extra_list = [$(subst $(space),$(comma),$(1:%=$(EXTRA_DIR)/%))]
+EXTRA_LIST := $(call extra_list,$(EXTRA_PACKAGES))
 
+# a package counts as harvested once its test split is in place (written last: an interrupted
+# harvest leaves only staging files, and is harvested again)
 extra-data: setup
-	for p in $(EXTRA_PACKAGES); do test -d $(EXTRA_DIR)/$$p || \
+	for p in $(EXTRA_PACKAGES); do test -f $(EXTRA_DIR)/$$p/test.jsonl.gz || \
 		$(BIN)/python -m training.harvest --package $$p --out $(EXTRA_DIR)/$$p > /dev/null || exit 1; done
 
 # The compression job with a 38x larger transfer set, labelled by the teacher (~95 min on 2 cores),
@@ -63,12 +67,12 @@ run-extra: extra-data
 
 # The demo's students and baselines with 20,000 more transfer pairs: a seeded sample of the functions
 # harvested from the first six EXTRA_PACKAGES, labelled by the teacher; students 7 distillation
-# epochs, baselines 1 (as many pairs as the demo's 3); ~30 min on 2 cores. ARGS adds overrides.
+# epochs, baselines 1 (as many pairs as the demo's 3); 30-35 min on 2 cores. ARGS adds overrides.
 HARVESTED := $(wordlist 1,6,$(EXTRA_PACKAGES))
 run-harvested:
 	$(MAKE) extra-data "EXTRA_PACKAGES=$(HARVESTED)"
 	$(BIN)/python -m ray_jobs compress --config demo results_dir=results/demo-harvested \
-		"distill.transfer_extra=[$(subst $(space),$(comma),$(HARVESTED:%=$(EXTRA_DIR)/%))]" \
+		"distill.transfer_extra=$(call extra_list,$(HARVESTED))" \
 		distill.max_transfer_extra=20000 distill.epochs=7 distill.bilstm_epochs=1 $(ARGS)
 
 # The pruning job on a code-to-text model fine-tuned 6,000 fp32 steps on 12x the training pairs (~92 min on 2 cores),

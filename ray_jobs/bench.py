@@ -42,7 +42,7 @@ from ray import tune
 
 from ray_jobs import results
 from ray_jobs.config import build_config, check_object_store, code_version, to_dict
-from ray_jobs.errors import ConfigError, JobError, OneLineParser
+from ray_jobs.errors import ConfigError, JobError, OneLineParser, check_results_dir
 from ray_jobs.sweep import loopback_only
 from search import printing_to_a_pipe
 from search.cost import HEADS, reads_pairs
@@ -307,8 +307,6 @@ def _model_out(cfg: BenchConfig, results_dir: str) -> str:
 def _check_outputs(what: str, cfg: BenchConfig, results_dir: str) -> None:
     """JobError before any timing when the rows (or the latency model) could not be written:
     minutes of measurements would be lost after them."""
-    from ray_jobs.compress import check_results_dir
-
     check_results_dir(results_dir)
     if what == "latency-model":
         out = _model_out(cfg, results_dir)
@@ -532,11 +530,9 @@ def sample_shapes(cfg: BenchConfig, teacher) -> list:
         raise ConfigError(f"fit_min_head_size: {err}") from err
     rng = random.Random(cfg.fit_seed)
     layers, found, turn, misses, stale = space.choices()[0], {}, 0, 0, 0
-    for _ in range(1000 * cfg.fit_shapes):
-        # ten passes over every layer count without a new shape: the space is spent (a large
-        # fit_shapes drew for minutes before its refusal)
-        if len(found) == cfg.fit_shapes or stale >= 2000 * len(layers):
-            break
+    # until ten passes over every layer count find no new shape: the space is spent (a large
+    # fit_shapes drew 1,000 times per requested shape, minutes, before its refusal)
+    while len(found) < cfg.fit_shapes and stale < 2000 * len(layers):
         hidden, heads = rng.choice(space.hidden), rng.choice(space.heads)
         arch = Arch(int(layers[turn % len(layers)]), hidden, heads, rng.choice(space.ffn), rng.choice(space.vocab))
         if (space.feasible(hidden, heads) and cost.size_mb(arch, teacher, head=cfg.latency_head) <= cfg.fit_max_mb

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 from ray_jobs import results, sweep
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
-from ray_jobs.errors import ConfigError, JobError
+from ray_jobs.errors import ConfigError, JobError, check_results_dir
 from search.cost import reads_pairs
 from search.ga import run_ga
 from search.latency import LatencyModel
@@ -47,19 +46,6 @@ def sweep_id(cfg: JobConfig) -> str:
     """The job's identity: its config sections and the contents of its data."""
     d = cfg.distill
     return f"compress-{identity_hash(cfg, SECTIONS, d.transfer_extra, d.max_transfer_extra)[:12]}"
-
-
-def check_results_dir(results_dir: str, key: str = "results_dir") -> None:
-    """JobError naming `key` unless the folder exists and is writable or can be created;
-    creates nothing."""
-    path = Path(results_dir)
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise JobError(f"{key}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise JobError(f"{key}: cannot write to {path} ({probe} is not writable)")
 
 
 def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:

@@ -274,14 +274,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         if ":" in text or (len(text) > 1 and text.startswith("0") and text[1].isdigit()):
             raise yaml.constructor.ConstructorError(
                 None, None, f"{node.value!r}: YAML 1.1 reads this as {super().construct_yaml_int(node)}, "
-                "not decimal (a leading 0 is octal, a colon base 60): write the number plainly", node.start_mark)
+                "not decimal (a leading 0 is octal, a colon base 60): write the number plainly, or quote "
+                "it if you mean text", node.start_mark)
         return super().construct_yaml_int(node)
 
     def construct_yaml_float(self, node):
         if ":" in str(node.value):  # base 60, as for integers
             raise yaml.constructor.ConstructorError(
                 None, None, f"{node.value!r}: YAML 1.1 reads this as {super().construct_yaml_float(node)} "
-                "(base 60): write the number plainly", node.start_mark)
+                "(base 60): write the number plainly, or quote it if you mean text", node.start_mark)
         return super().construct_yaml_float(node)
 
 

@@ -1,7 +1,10 @@
-"""Exceptions of the jobs, light to import (trial workers import them without torch), and the
-one-line command-line parser of the job CLIs."""
+"""Exceptions of the jobs, light to import (trial workers import them without torch), the
+one-line command-line parser of the job CLIs, and the check that a results folder can be
+written (the bench runs it before timing, without importing the training stack)."""
 
 import argparse
+import os
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -32,3 +35,16 @@ class SweepInterrupted(RuntimeError):
 class OneLineParser(argparse.ArgumentParser):  # subparsers are made of the same class
     def error(self, message):  # argparse prints usage + message; bad input is one line, exit 2
         raise JobError(f"{self.prog}: {message}")
+
+
+def check_results_dir(results_dir: str, key: str = "results_dir") -> None:
+    """JobError naming `key` unless the folder exists and is writable or can be created;
+    creates nothing."""
+    path = Path(results_dir)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise JobError(f"{key}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise JobError(f"{key}: cannot write to {path} ({probe} is not writable)")

@@ -17,13 +17,12 @@ import torch
 
 from ray_jobs import results, sweep
 from ray_jobs.compress import (
-    check_results_dir,
     check_seq_lens,
     teacher_dims,
     write_curve,
 )
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
-from ray_jobs.errors import JobError
+from ray_jobs.errors import JobError, check_results_dir
 from search.space import Teacher
 from training.data import code_to_text_splits
 from training.prune import run_schedule, schedules

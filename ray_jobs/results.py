@@ -14,6 +14,7 @@ import decimal
 import io
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Iterable
@@ -178,7 +179,8 @@ def to_arrow(table: str, rows: list[dict]) -> pa.Table:
 def _column(table: str, name: str, values: list, type_: pa.DataType | None = None) -> pa.Array:
     """One column's values as an Arrow array (of `type_`, else inferred); see `to_arrow`."""
     if type_ is not None and pa.types.is_integer(type_):
-        fraction = next((v for v in values if isinstance(v, float) and not v.is_integer()), None)
+        fraction = next((v for v in values if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral)
+                         and not float(v).is_integer()), None)  # numpy floats too
         if fraction is not None:
             raise ResultsError(f"table {table}: column {name} holds integers, got {fraction!r}")
     try:

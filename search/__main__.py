@@ -66,15 +66,18 @@ def _positive(kind):
     return parse
 
 
+MAX_SEED = 2**63 - 1  # the jobs' range (training.checks.MAX_SEED; search imports no training)
+
+
 def _seed(text: str) -> int:
-    """A GA seed: an integer in [0, 2**63 - 1], as the jobs' seeds (random.Random would take
+    """A GA seed: an integer in [0, MAX_SEED], as the jobs' seeds (random.Random would take
     -7 as 7, and the header would print a seed the run did not use)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= value <= 2**63 - 1:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, {2**63 - 1}], got {text}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {text}")
     return value
 
 

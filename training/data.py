@@ -248,15 +248,15 @@ def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]
 
 def _partition(obj: dict, key_field: str, where: str, lineno: int) -> str:
     """The split of a record of a single file: its ``partition`` field, or, only where that
-    is missing (or null), a hash of ``key_field`` (else, missing, null or empty, of the line
-    number). A partition of
+    is missing (or null), a hash of ``key_field`` (a code-to-text record's ``path``, else its
+    ``url``, as ``_group`` groups it; where those are missing, null or empty, of the line
+    number: one shared key would send every such record to one split). A partition of
     another name (``dev``, ``validation``) is refused rather than hashed into any split."""
     split = obj.get("partition")
     if split is None:
-        key = obj.get(key_field)
-        if key is None or key == "":  # one shared key would send every such record to one split
-            key = lineno
-        return _hash_split(_unicode(str(key), key_field, where))
+        names = (key_field, "url") if key_field == "path" else (key_field,)
+        name = next((n for n in names if obj.get(n) not in (None, "")), None)
+        return _hash_split(_unicode(str(obj[name]), name, where) if name else str(lineno))
     if split not in SPLITS:
         raise DataError(f"{where}: field 'partition' is {split!r}; expected one of "
                         f"{', '.join(SPLITS)} (or no field: a hash of {key_field!r} decides)")
@@ -605,6 +605,8 @@ def data_fingerprint(cfg: DataConfig) -> str:
     if cfg.task == "clone" and path.is_file():
         path = _clone_folder(path)
     digest = hashlib.sha256()
+    if path.is_file():  # the rule that splits one file's records changed at 2384197 (null keys)
+        digest.update(b"single-file split rule 2\n")
     for file in _data_files(path):
         rel = file.name if file == path else file.relative_to(path).as_posix()
         digest.update(f"{rel}\0{file_hash(file)}\n".encode())

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -237,6 +238,7 @@ def test_a_row_that_cannot_be_written_is_named_and_does_not_block_later_rows(tmp
 
 @pytest.mark.parametrize("rows, message", [
     ([{"trial_key": "a", "epochs": 2.5}], r"column epochs holds integers, got 2\.5"),  # Arrow truncates
+    ([{"trial_key": "a", "epochs": np.float32(2.5)}], r"column epochs holds integers, got np\.float32\(2\.5\)"),
     ([{"trial_key": "a", "accuracy": "0.9"}], r"column accuracy cannot hold these values \(types str\)"),
     ([{"trial_key": "a"}, {"accuracy": 0.5}, {"accuracy": 0.6}], r"2 of 3 rows have no 'trial_key'"),
     ([{"trial_key": "a", "table": "mine"}], r"a row has a column named 'table'"),

@@ -570,3 +570,13 @@ def test_detect_format_reads_past_an_empty_first_file(tmp_path):
     (tmp_path / "c2t" / "train.jsonl").rename(tmp_path / "c2t" / "train" / "b.jsonl")
     (tmp_path / "c2t" / "train" / "a.jsonl").write_text("")
     assert data.detect_format(tmp_path / "c2t") == "code-to-text"
+
+
+def test_a_record_without_a_path_splits_by_its_url_as_it_is_grouped(tmp_path):
+    """With `path` null, a file's functions stay in one split: the url that groups them for
+    same-file negatives decides it, as `path` would."""
+    records = [{"path": None, "url": f"https://x/m{i // 2}.py", "code_tokens": ["def", f"f{i}"],
+                "docstring_tokens": ["do", str(i)]} for i in range(80)]
+    splits = load_code_to_text(_write_jsonl(tmp_path / "all.jsonl", records))
+    for s, pairs in splits.items():
+        assert all(data._hash_split(f"https://x/m{int(p.source.split()[1][1:]) // 2}.py") == s for p in pairs)
