@@ -76,10 +76,15 @@ def check_halves(cfg: JobConfig, splits: dict) -> None:
                        f"{cfg.distill.max_transfer} keeps only unlabeled ones (the cap takes the unlabeled half first)")
 
 
+def pair_task(splits: dict) -> bool:
+    """Whether the task's examples are pairs (code search, clones), not single inputs (defects)."""
+    return bool(splits["train"]) and splits["train"][0].text_b is not None
+
+
 def check_pair_modes(cfg: JobConfig, splits: dict) -> None:
     """A single-input task (defect) has no pair to encode separately: `separate` is refused,
     not run as `joint` (before any work)."""
-    if not splits["train"] or splits["train"][0].text_b is not None:
+    if not splits["train"] or pair_task(splits):
         return
     for key, mode in (("teacher.pair_mode", cfg.teacher.pair_mode), ("distill.pair_mode", cfg.distill.pair_mode)):
         if mode == "separate":
@@ -133,8 +138,7 @@ def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int | None, in
 def student_head(cfg: JobConfig, splits: dict) -> str:
     """The `search.cost` head of the students this job builds (pair tasks read by a
     bi-encoder student carry its pair head, not the sequence classifier's)."""
-    pairs = bool(splits["train"]) and splits["train"][0].text_b is not None
-    return cost_head(cfg.distill.pair_mode if pairs else "joint", cfg.distill.pair_head)
+    return cost_head(cfg.distill.pair_mode if pair_task(splits) else "joint", cfg.distill.pair_head)
 
 
 def search_candidates(cfg: JobConfig, teacher: Teacher, num_labels: int, head: str = "sequence") -> list[dict]:

@@ -188,13 +188,16 @@ def _token_text(obj: dict, name: str, where: str) -> str:
     return text
 
 
+def _first_key(obj: dict, names: tuple[str, ...], where: str) -> str | None:
+    """The first of ``names`` the record holds, not null or empty, as checked text; else None."""
+    name = next((n for n in names if obj.get(n) not in (None, "")), None)
+    return None if name is None else _unicode(str(obj[name]), name, where)
+
+
 def _group(obj: dict, where: str) -> str:
     """What groups a code-to-text record with its file's others: its ``path``, else its
     ``url``, else its own ``file:line``."""
-    for name in ("path", "url"):
-        if obj.get(name):
-            return _unicode(str(obj[name]), name, where)
-    return where
+    return _first_key(obj, ("path", "url"), where) or where
 
 
 def _hash_split(key: str) -> str:
@@ -255,8 +258,7 @@ def _partition(obj: dict, key_field: str, where: str, lineno: int) -> str:
     split = obj.get("partition")
     if split is None:
         names = (key_field, "url") if key_field == "path" else (key_field,)
-        name = next((n for n in names if obj.get(n) not in (None, "")), None)
-        return _hash_split(_unicode(str(obj[name]), name, where) if name else str(lineno))
+        return _hash_split(_first_key(obj, names, where) or str(lineno))
     if split not in SPLITS:
         raise DataError(f"{where}: field 'partition' is {split!r}; expected one of "
                         f"{', '.join(SPLITS)} (or no field: a hash of {key_field!r} decides)")
