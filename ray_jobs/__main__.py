@@ -49,15 +49,15 @@ def _parser() -> argparse.ArgumentParser:
             section = "distill" if name == "compress" else "prune"
             p.add_argument("--seeds", help=f"comma-separated seeds ({section}.seed): one sweep each, "
                                            "then the mean and spread of each row's figures")
-        p.add_argument("overrides", nargs="*", metavar="key=value")
+        p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
     q = sub.add_parser("query", help="SQL over the result tables (DuckDB; each table a view)")
     q.add_argument("sql")
     q.add_argument("--format", default="table", choices=("table", "csv", "json"))
     q.add_argument("--config", type=_config_name)
-    q.add_argument("overrides", nargs="*", metavar="results_dir=PATH")
+    q.add_argument("overrides", nargs="*", default=[], metavar="results_dir=PATH")
     t = sub.add_parser("tables", help="list the result tables and their row counts")
     t.add_argument("--config", type=_config_name)
-    t.add_argument("overrides", nargs="*", metavar="results_dir=PATH")
+    t.add_argument("overrides", nargs="*", default=[], metavar="results_dir=PATH")
     sub.add_parser("bench", help="benchmarks (ray_jobs.bench)", add_help=False)
     return ap
 

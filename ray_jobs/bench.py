@@ -266,7 +266,10 @@ def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
     """(what, config) from the command line; JobError / ConfigError on bad input."""
     parser = OneLineParser(prog="python -m ray_jobs bench", description=__doc__)
     parser.add_argument("what", choices=["scaling", "latency", "train-step", "latency-model"])
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. trials=4 steps=50")
+    # default=[]: without one argparse counts a `*` positional as required and names it when
+    # `what` is missing ("required: what, overrides")
+    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                        help="e.g. trials=4 steps=50")
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
     args = parser.parse_intermixed_args(argv)
     tiny = ["trials=2", "steps=5", "overhead_trials=2", "warmup=false",

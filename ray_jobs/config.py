@@ -213,6 +213,15 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_brief(value)}")
 
 
+def _dotted_hint(name: Any, names: set[str]) -> str:
+    """A hint for `search.target_mb: 4` written as one key in a file: dotted keys are the
+    command line's override syntax; a YAML file nests them."""
+    head, dot, rest = str(name).partition(".")
+    if not dot or head not in names:
+        return ""
+    return f"; dotted keys are for key=value overrides, in a file nest it: {head}: then {rest}: indented below"
+
+
 def _brief(value: Any, limit: int = 80) -> str:
     """repr(value), cut to `limit` characters: an error stays one readable line."""
     text = repr(value)
@@ -232,7 +241,8 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in names:
-            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(names))})")
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(names))})"
+                              f"{_dotted_hint(name, names)}")
         kwargs[name] = _convert(value, hints[name], key)
     try:
         return cls(**kwargs)

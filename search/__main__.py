@@ -115,7 +115,7 @@ def _search_parser() -> argparse.ArgumentParser:
         type=_seed,
         default=None,
         help="seed of the GA's random generator (default: none, so runs differ); "
-        "ignored with --exhaustive",
+        "refused with --exhaustive",
     )
     p.add_argument(
         "--variant",
@@ -208,6 +208,8 @@ def search(argv: list[str]) -> int:
         raise UsageError("--population and --generations set the NSGA-II front's search: add --pareto")
     if args.exhaustive and args.variant is not None:
         raise UsageError("--variant: the exhaustive search has no GA variant (it enumerates every architecture)")
+    if args.exhaustive and args.seed is not None:  # a seed the output would print but not use
+        raise UsageError("--seed: the exhaustive search draws nothing at random (it enumerates every architecture)")
     ranking = [flag for flag, value in (("--target-mb", args.target_mb), ("--top-k", args.top_k),
                                         ("--variant", args.variant)) if value is not None]
     if args.pareto and ranking:  # the front has no target and prints every point

@@ -61,6 +61,14 @@ def test_refusals_name_the_dotted_key(data, overrides, key):
         build_config(_Outer, data, overrides)
 
 
+def test_dotted_key_in_a_file_is_told_to_nest():
+    with pytest.raises(ConfigError, match=r"^inner\.size: unknown key .*in a file nest it: inner: then size:"):
+        build_config(_Outer, {"inner.size": 4})
+    with pytest.raises(ConfigError) as nested:  # an unknown key inside a section gets no such hint
+        build_config(_Outer, {"inner": {"x.y": 1}})
+    assert "nest it" not in str(nested.value)
+
+
 def test_override_below_a_scalar_names_it():
     with pytest.raises(ConfigError, match="^count: "):
         build_config(_Outer, {"count": 2}, ["count.sub=1"])

@@ -209,3 +209,14 @@ def test_the_summary_names_the_sweep_that_ran(job, capsys, monkeypatch, tmp_path
     spread = {"compress": "seeds_summary", "prune": "prune_seeds_summary"}[job]
     monkeypatch.setattr(summary, spread, lambda results_dir, sids: shown.append(sids) or "")
     assert jobs.run_seeds(job, cfg, [3]) == 0 and shown[-1] == [ran.name]
+
+
+@pytest.mark.parametrize("argv, missing", [(["bench"], "what"), (["query"], "sql")])
+def test_usage_error_names_only_the_missing_argument(capsys, argv, missing):
+    """The key=value overrides are optional: the usage error names only what is missing (it
+    said "required: what, overrides")."""
+    from ray_jobs.__main__ import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"the following arguments are required: {missing}") and len(err.splitlines()) == 1

@@ -164,6 +164,7 @@ def test_json_ga_matches_exhaustive():
         (["--seq-len", "514", "--exhaustive"], "seq_len 514 is above 512"),
         (["--seed", "-7"], "--seed: must be an integer in [0, "),  # random.Random(-7) is Random(7)
         (["--exhaustive", "--variant", "paper"], "--variant: the exhaustive search has no GA variant"),
+        (["--exhaustive", "--seed", "3"], "--seed: the exhaustive search draws nothing at random"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle):
