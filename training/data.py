@@ -216,29 +216,38 @@ def _split_sources(path: Path, split: str) -> dict[str, list[Path]]:
     return sources
 
 
-def _split_files(path: Path) -> dict[str, list[Path]]:
+def _split_files(path: Path, every_split: bool = True) -> dict[str, list[Path]]:
     """Map each split to its jsonl files: a folder's NAME.jsonl[.gz] or NAME/*.jsonl[.gz].
 
     A split held twice (e.g. train.jsonl beside train.jsonl.gz, left by two harvests with and
-    without --no-gzip) is refused: reading one copy would silently ignore the other.
+    without --no-gzip) is refused: reading one copy would silently ignore the other. A
+    missing split is refused, unless `every_split` is False (pooled extra data: a folder of
+    only train.jsonl), where only a folder without any split is.
     """
     files: dict[str, list[Path]] = {}
     for split in SPLITS:
         sources = _split_sources(path, split)
+        if not sources and not every_split:
+            files[split] = []
+            continue
         if not sources:
             raise DataError(f"{path}: no {split}.jsonl, {split}.jsonl.gz or {split}/*.jsonl")
         if len(sources) > 1:
             raise DataError(f"{path}: split {split!r} is held more than once, by "
                             f"{' and '.join(sources)}: keep one")
         files[split] = next(iter(sources.values()))
+    if not any(files.values()):
+        raise DataError(f"{path}: no split files: expected train, valid or test as NAME.jsonl, "
+                        "NAME.jsonl.gz or NAME/*.jsonl")
     return files
 
 
-def _records(path: Path, key_field: str) -> dict[str, list[tuple[str, int, dict]]]:
-    """Records (file, line, object) per split of a jsonl file or folder (a split may be empty)."""
+def _records(path: Path, key_field: str, every_split: bool = True) -> dict[str, list[tuple[str, int, dict]]]:
+    """Records (file, line, object) per split of a jsonl file or folder (a split may be empty;
+    a folder may lack a split's files only where `every_split` is False)."""
     out: dict[str, list[tuple[str, int, dict]]] = {s: [] for s in SPLITS}
     if path.is_dir():
-        for split, files in _split_files(path).items():
+        for split, files in _split_files(path, every_split).items():
             for file in files:
                 out[split].extend((str(file), n, obj) for n, obj in _iter_jsonl(file))
     elif path.is_file():
@@ -283,7 +292,7 @@ def _require_splits(path: Path, splits: dict[str, list], key_field: str) -> None
 
 def _read_code_to_text(path: Path, every_split: bool = True) -> dict[str, list[_Pair]]:
     splits = {}
-    for split, recs in _records(path, "path").items():
+    for split, recs in _records(path, "path", every_split).items():
         pairs = []
         for file, n, obj in recs:
             where = f"{file}:{n}"

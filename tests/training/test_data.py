@@ -246,6 +246,21 @@ def test_empty_and_missing_splits_are_errors(tmp_path):
         load_code_to_text(tmp_path / "nowhere")
 
 
+def test_pooled_extra_data_may_be_a_folder_of_train_only(tmp_path):
+    """Extra transfer data pools its splits, so a folder of only train.jsonl is usable (it was
+    refused: "no valid.jsonl"); a folder holding no split at all is still refused."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copy(C2T / "train.jsonl", extra / "train.jsonl")
+    assert data.pooled_code_to_text(extra) == data.pooled_code_to_text(C2T / "train.jsonl")
+    assert len(data.code_search_pairs(extra)) == 2 * len(_records(C2T / "train.jsonl"))
+    with pytest.raises(DataError, match="no valid.jsonl"):  # a task's own data needs every split
+        load_code_to_text(extra)
+    (extra / "train.jsonl").rename(extra / "notes.jsonl")
+    with pytest.raises(DataError, match="no split files"):
+        data.pooled_code_to_text(extra)
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_jsonl_that_is_not_utf8_names_file_and_line(tmp_path, gz):
     folder = _c2t_folder(tmp_path, [])
