@@ -15,7 +15,9 @@ import logging
 import shutil
 import sys
 import tempfile
+import uuid
 import warnings
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from training.checks import OneLineParser, UsageError
-from training.staging import publish, staging_path
+from training.staging import publish, remove_stale, staging_path
 
 ONNX_VARIANTS = ("onnx", "onnx_int8")
 GRAPH_FILES = {"onnx": "model.onnx", "onnx_int8": "model_int8.onnx"}  # in a saved model's folder
@@ -131,6 +133,17 @@ def quantize_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _work_dir() -> Path:
+    """A new folder for one object's graphs in the temp folder, named as a staging path of this
+    process, so that the next one made removes those of killed processes (a killed trial
+    left a teacher's 90 MB graph and its int8 copy behind every time)."""
+    root = Path(tempfile.gettempdir())
+    remove_stale(root, "onnx-*")
+    work = staging_path(root / f"onnx-{uuid.uuid4().hex[:12]}")
+    work.mkdir()
+    return work
+
+
 class OnnxClassifier(nn.Module):
     """`model` exported to ONNX (and, for `onnx_int8`, quantized), run by ONNX Runtime on the
     CPU. Called like the torch model (keyword tensors), it returns an object whose `.logits`
@@ -148,8 +161,9 @@ class OnnxClassifier(nn.Module):
         super().__init__()
         if variant not in ONNX_VARIANTS:
             raise ValueError(f"variant must be one of {ONNX_VARIANTS}, got {variant!r}")
-        self._dir = tempfile.TemporaryDirectory(prefix="onnx-")  # removed with this object
-        path = export_onnx(model, example, Path(self._dir.name) / "model.onnx")
+        work = _work_dir()
+        weakref.finalize(self, shutil.rmtree, work, ignore_errors=True)  # removed with this object
+        path = export_onnx(model, example, work / "model.onnx")
         if variant == "onnx_int8":
             path = quantize_onnx(path, path.with_name("model_int8.onnx"))
         self.path, self.variant = path, variant

@@ -2,6 +2,8 @@
 inputs of other shapes and padding, int8 graphs are smaller and close, the rows record what
 cannot be exported, and a saved student folder exports from the command line."""
 
+import os
+
 import onnx
 import pytest
 import torch
@@ -101,6 +103,31 @@ def test_the_latency_harness_opens_the_session_before_timing(monkeypatch):
     classifier_latency(graph, VOCAB, seq_len=8, pair=True, warmup=0, runs=20, threads=2)
     assert calls == [(2, {1})]  # once, at 2 threads, before any session for 2 existed
     assert sorted(graph._sessions) == [1, 2]
+
+
+def test_graph_folders_go_with_their_object_and_those_of_killed_processes_with_the_next(tmp_path, monkeypatch):
+    import gc
+    import subprocess
+    import sys
+    import tempfile
+
+    from training.staging import pid_space
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    killed = tmp_path / f".onnx-0123456789ab.tmp-{pid_space()}-{int(gone.stdout)}"  # a killed trial's
+    alive = tmp_path / f".onnx-ba9876543210.tmp-{pid_space()}-{os.getpid()}"  # another object's, in use
+    for folder in (killed, alive):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"graph")
+    graph = OnnxClassifier(_student(), "onnx", _padded(2, True, seed=0))
+    assert graph.path.parent.parent == tmp_path and graph.path.is_file()
+    assert not killed.exists() and alive.exists()
+    work = graph.path.parent
+    del graph
+    gc.collect()
+    assert not work.exists()
 
 
 def test_one_session_per_torch_thread_count():
