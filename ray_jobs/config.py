@@ -473,14 +473,18 @@ def config_hash(cfg: JobConfig, sections: tuple[str, ...] | None = None) -> str:
 
 
 def identity_hash(cfg: JobConfig, sections: tuple[str, ...], extra_data: tuple[str, ...] = (),
-                  extra_cap: int | None = None) -> str:
+                  extra_cap: int | None = None, recipe: int | None = None) -> str:
     """`config_hash` of `sections` plus the contents of the data the job reads (data.path and
     `extra_data` folders) and of a teacher held in a local folder (`teacher_identity`; the
     embedded MiniLM too): a job run again after its data or its teacher's weights, config or
     tokenizer changed in place is a new sweep, not a resume of the finished one (the config
     alone names them by path); so is the search's latency model file (search.latency_model).
-    A hub-id teacher is named by the config: its hash is unchanged."""
+    A hub-id teacher is named by the config: its hash is unchanged. `recipe`, a job's version
+    of what its trials compute (bumped when the same config computes something else), joins
+    the hash where it is given, so results of an earlier recipe are not resumed or restored."""
     inputs = [config_hash(cfg, sections), data_fingerprint(cfg.data)]
+    if recipe is not None:
+        inputs.append({"recipe": recipe})
     if extra_data:
         inputs.append(extra_fingerprint(extra_data, extra_cap))
     if "search" in sections and cfg.search.latency_model:  # its coefficients decide the candidates
@@ -519,10 +523,12 @@ def _source_hash() -> str:
 
 
 def code_version() -> str:
-    """`git describe` of the source tree, else package version + hash of the source files."""
+    """`git describe` of the source tree (plus a hash of the source files when the tree has
+    uncommitted changes: two dirty trees would share one stamp), else the package version +
+    that hash."""
     git = _git_version()
     if git:
-        return git
+        return f"{git}+src.{_source_hash()}" if git.endswith("-dirty") else git
     try:
         from importlib.metadata import version
 

@@ -1,6 +1,6 @@
 """The pruning job: code-to-text model -> a Tune sweep of lottery-ticket schedules -> quantize.
 
-    config -> checks (results_dir, data, teacher, sequence lengths, schedules) -> prepare_seq2seq (fine-tune
+    config -> checks (results_dir, data, teacher, sequence lengths, schedules and their counts) -> prepare_seq2seq (fine-tune
     or reuse; on a worker) -> one trial per schedule (run_schedule reports a row per round)
     -> prune table (and the epochs table: the fine-tuning's curve, trial_key seq2seq)
     -> quantize_rows for the unpruned model and each schedule's last round
@@ -25,7 +25,13 @@ from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash,
 from ray_jobs.errors import JobError, check_results_dir
 from search.space import Teacher
 from training.data import code_to_text_splits
-from training.prune import run_schedule, schedules
+from training.prune import (
+    RECIPE,
+    check_prunes_some_but_not_all,
+    prunable_sizes,
+    run_schedule,
+    schedules,
+)
 from training.quantize import quantize_rows
 from training.seq2seq import extra_train_pairs, prepare_seq2seq
 
@@ -34,9 +40,10 @@ SECTIONS = ("seed", "data", "teacher", "seq2seq", "prune", "quantize")
 
 
 def sweep_id(cfg: JobConfig) -> str:
-    """The job's identity: its config sections and the contents of its data."""
+    """The job's identity: its config sections, the contents of its data and the rounds'
+    recipe (`training.prune.RECIPE`)."""
     s = cfg.seq2seq
-    return f"prune-{identity_hash(cfg, SECTIONS, s.train_extra, s.max_train_extra)[:12]}"
+    return f"prune-{identity_hash(cfg, SECTIONS, s.train_extra, s.max_train_extra, recipe=RECIPE)[:12]}"
 
 
 def trial_specs(cfg: JobConfig) -> list[dict]:
@@ -45,6 +52,20 @@ def trial_specs(cfg: JobConfig) -> list[dict]:
     if not grid:
         raise JobError("prune: the schedule grid is empty (a list in the prune section is empty)")
     return [{"trial_key": s["schedule"], "schedule": s} for s in grid]
+
+
+def check_schedule_counts(cfg: JobConfig, teacher: Teacher) -> None:
+    """JobError naming prune.rate when a schedule's round 1 prunes no weight or its last round
+    every weight (of the set, or of a matrix layerwise), judged on the prunable matrices'
+    sizes from the teacher's and decoder's dimensions: before fine-tuning, not in a trial."""
+    for schedule in schedules(cfg.prune):
+        sizes = prunable_sizes(schedule["scope"], layers=teacher.layers, hidden=teacher.hidden, ffn=teacher.ffn,
+                               decoder_layers=cfg.seq2seq.decoder_layers, decoder_ffn=cfg.seq2seq.decoder_ffn)
+        try:
+            check_prunes_some_but_not_all(sizes, schedule["rounds"], cfg.prune.rate, cfg.prune.rate_of,
+                                          schedule["method"].split("-")[1])
+        except ValueError as exc:
+            raise JobError(f"prune.{exc} (schedule {schedule['schedule']})") from None
 
 
 def check_train_extra(cfg: JobConfig, splits: dict) -> None:
@@ -122,6 +143,7 @@ def check_inputs(cfg: JobConfig) -> list[dict]:
     check_train_extra(cfg, code_to_text_splits(cfg.data))
     teacher = teacher_dims(cfg)
     check_seq_lens(teacher, seq_lens(cfg, teacher))
+    check_schedule_counts(cfg, teacher)
     return specs
 
 

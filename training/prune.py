@@ -16,6 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,12 @@ class PruneConfig:
                    f"rate: {self.rate} x {max(self.rounds)} rounds prunes every weight (rate_of original)")
 
 
+# What a schedule's rounds compute for a given config; it joins the pruning job's sweep id.
+# 2: rewinding restores the whole model, and repairs zero the pruned entries' gradients (1:
+# only the pruned matrices were rewound; their gradients reached clipping and AdamW).
+RECIPE = 2
+
+
 # ----------------------------------------------------------------------------- masks
 
 
@@ -103,14 +110,19 @@ def prunable_weights(model: Seq2Seq, scope: str = "encoder") -> dict[str, nn.Par
     decoder: every Linear of the decoder layers (not the tied output projection);
     all: both.
     """
+    return {f"{name}.weight": module.weight for name, module in prunable_linears(model, scope).items()
+            if isinstance(module, nn.Linear)}
+
+
+def prunable_linears(model: nn.Module, scope: str = "encoder") -> dict[str, nn.Module]:
+    """The Linear modules of `prunable_weights`, by module name, also where quantization
+    replaced them (a dynamic int8 Linear is no nn.Linear)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    roots = {"encoder": ["encoder.encoder"], "decoder": ["decoder"], "all": ["encoder.encoder", "decoder"]}[scope]
-    out = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and any(name.startswith(r + ".") for r in roots):
-            out[f"{name}.weight"] = module.weight
-    return out
+    roots = {"encoder": ("encoder.encoder.",), "decoder": ("decoder.",),
+             "all": ("encoder.encoder.", "decoder.")}[scope]
+    return {name: module for name, module in model.named_modules()
+            if name.startswith(roots) and (isinstance(module, nn.Linear) or type(module).__name__ == "Linear")}
 
 
 def nominal_sparsity(round_: int, rate: float, rate_of: str) -> float:
@@ -177,10 +189,58 @@ def apply_masks(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
 
 
 @torch.no_grad()
-def rewind(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], checkpoint: dict[str, torch.Tensor]) -> None:
-    """Surviving entries take the checkpoint's values; pruned ones stay 0."""
-    for n, w in weights.items():
-        w.copy_(checkpoint[n].to(w.device, w.dtype) * masks[n].to(w.device, w.dtype))
+def rewind(model: nn.Module, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+           checkpoint: str | Path) -> None:
+    """The whole model takes the checkpoint's values (a safetensors state file), as lottery
+    tickets are rewound: the prunable set's survivors, and every tensor outside the set
+    (biases, LayerNorms, embeddings, the unpruned side); pruned entries stay 0."""
+    load_model(model, str(checkpoint))  # copies into the parameters where they are (device, dtype)
+    apply_masks(weights, masks)
+
+
+@contextmanager
+def masked_gradients(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
+    """Inside: each prunable weight's gradient is zero at its pruned entries, so gradient
+    clipping measures the survivors' norm only and AdamW's moments of pruned entries stay 0
+    (`apply_masks` after each step still writes the zeros)."""
+    def zero_pruned(keep: torch.Tensor):
+        return lambda grad: grad * keep
+
+    hooks = [w.register_hook(zero_pruned(masks[n].to(w.device))) for n, w in weights.items()]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def prunable_sizes(scope: str, *, layers: int, hidden: int, ffn: int, decoder_layers: int,
+                   decoder_ffn: int) -> list[int]:
+    """The entry counts of `prunable_weights(model, scope)`'s matrices, from the dimensions
+    alone (the job checks its schedules with them before fine-tuning anything)."""
+    encoder = [hidden * hidden] * 4 + [hidden * ffn] * 2  # query, key, value, output; intermediate, output
+    decoder = [hidden * hidden] * 8 + [hidden * decoder_ffn] * 2  # self and cross attention; ffn
+    parts = {"encoder": encoder * layers, "decoder": decoder * decoder_layers}
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    return parts["encoder"] + parts["decoder"] if scope == "all" else parts[scope]
+
+
+def check_prunes_some_but_not_all(sizes: Sequence[int], rounds: int, rate: float, rate_of: str,
+                                  granularity: str) -> None:
+    """ValueError when round 1 would prune no weight of the prunable matrices of these
+    `sizes` (a rate too small for them) or the last round every weight of the set (global)
+    or of a matrix (layerwise): `rate_of: remaining` never reaches 1 in theory, but counts
+    are rounded."""
+    pools = [sum(sizes)] if granularity == "global" else sizes
+    first, last = nominal_sparsity(1, rate, rate_of), nominal_sparsity(rounds, rate, rate_of)
+    if rounds >= 1 and max(round(first * n) for n in pools) == 0:
+        raise ValueError(f"rate: {rate} prunes no weight in round 1 ({min(pools):,} weights per "
+                         f"{'set' if granularity == 'global' else 'matrix'})")
+    full = [n for n in pools if round(last * n) >= n]
+    if full:
+        raise ValueError(f"rate: {rate} x {rounds} rounds (rate_of {rate_of}) prunes every weight of a "
+                         f"{'set' if granularity == 'global' else 'matrix'} of {full[0]:,} by the last round")
 
 
 def measured_sparsity(tensors) -> float:
@@ -321,8 +381,9 @@ def fine_tune_round(ctx: _Context, masks, schedule: dict, cfg: PruneConfig, seed
     start = time.perf_counter()
     while done < n:
         k = min(cfg.eval_every, n - done)
-        losses.append(train_steps(ctx.model, batches, k, opt, sched, ctx.s2s, device=ctx.device,
-                                  after_step=lambda _: apply_masks(ctx.weights, masks)) * k)
+        with masked_gradients(ctx.weights, masks):
+            losses.append(train_steps(ctx.model, batches, k, opt, sched, ctx.s2s, device=ctx.device,
+                                      after_step=lambda _: apply_masks(ctx.weights, masks)) * k)
         done += k
         checks.append(_valid_check(ctx, cfg.select_by))
         keep, stop = selector.observe(checks[-1] if cfg.select_by == "bleu" else -checks[-1])
@@ -487,7 +548,9 @@ def run_schedule(
         masks = {n: m.bool() for n, m in load_file(str(saved / "masks.safetensors")).items()}
         if (saved / "rng.safetensors").is_file():
             set_rng_state(load_file(str(saved / "rng.safetensors")), device)
-    checkpoint = _rewind_checkpoint(artifacts, schedule["rewind"], ctx.weights)
+    check_prunes_some_but_not_all([w.numel() for w in ctx.weights.values()], schedule["rounds"], cfg.rate,
+                                  cfg.rate_of, schedule["method"].split("-")[1])
+    checkpoint = _rewind_checkpoint(artifacts, schedule["rewind"])
     for r in range(last + 1, schedule["rounds"] + 1):
         row = _run_round(ctx, masks, checkpoint, schedule, cfg, r)
         masks = row.pop("_masks")
@@ -496,12 +559,11 @@ def run_schedule(
             report(row)
 
 
-def _rewind_checkpoint(artifacts: Seq2SeqArtifacts, target: str, weights: dict) -> dict | None:
+def _rewind_checkpoint(artifacts: Seq2SeqArtifacts, target: str) -> str | None:
+    """The state file a round rewinds the model to (None: `none`, no rewinding)."""
     if target == "none":
         return None
-    path = artifacts.pretrained_path if target == "pretrained" else artifacts.finetuned_path
-    state = load_file(path)
-    return {n: state[n] for n in weights}
+    return artifacts.pretrained_path if target == "pretrained" else artifacts.finetuned_path
 
 
 def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfig, r: int) -> dict:
@@ -511,7 +573,7 @@ def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfi
         masks = compute_masks(ctx.weights, masks, nominal, schedule["method"], _seed(schedule, r, cfg.seed))
         apply_masks(ctx.weights, masks)
         if checkpoint is not None:
-            rewind(ctx.weights, masks, checkpoint)
+            rewind(ctx.model, ctx.weights, masks, checkpoint)
         train = fine_tune_round(ctx, masks, schedule, cfg, _seed(schedule, r, cfg.seed + 1))
     row = {**schedule, "round": r, "nominal_sparsity": nominal, "select_by": cfg.select_by,
            "rate": cfg.rate, "rate_of": cfg.rate_of, "iterations_per_round": cfg.iterations_per_round,

@@ -73,6 +73,9 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                                         ["search.min_head_size", "1000"]),
         "fp16_training": (["compress", *smoke, "distill.precision=fp16"], ["precision", "fp16"]),
         "out_of_range": (["prune", *smoke, "prune.rate=0.6"], ["prune.rate", "0.6"]),
+        # 1 - 0.1^8 of any set rounds to all of it: refused before fine-tuning, not in a trial
+        "prunes_every_weight": (["prune", *smoke, "prune.rate=0.9", "prune.rate_of=remaining", "prune.rounds=[8]"],
+                                ["prune.rate", "prunes every weight"]),
         "teacher_without_weights": (["compress", *smoke, f"teacher.name={weightless}"],
                                     ["teacher.name", "holds none of"]),
         "hub_teacher_offline": (["prune", *smoke, "teacher.name=microsoft/codebert-base"],

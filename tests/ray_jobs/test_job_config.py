@@ -244,6 +244,27 @@ def test_the_job_notes_a_latency_model_timed_unlike_its_students(tmp_path, capsy
     assert "fitted with 4 thread(s) vs the job's 1" in capsys.readouterr().out
 
 
+def test_prune_sweep_id_follows_the_rounds_recipe(monkeypatch):
+    """Rounds computed by an earlier recipe (the same config) are not resumed or restored."""
+    from ray_jobs import prune
+
+    cfg = load_config(CONFIG_DIR / "smoke.yaml")
+    before = prune.sweep_id(cfg)
+    monkeypatch.setattr(prune, "RECIPE", prune.RECIPE + 1)
+    assert prune.sweep_id(cfg) != before
+
+
+def test_code_version_of_a_dirty_tree_names_its_sources(monkeypatch):
+    """Two trees with different uncommitted changes must not share one stamp."""
+    from ray_jobs import config
+
+    monkeypatch.setattr(config, "_git_version", lambda: "c319e49")
+    assert config.code_version() == "c319e49"
+    monkeypatch.setattr(config, "_git_version", lambda: "c319e49-dirty")
+    monkeypatch.setattr(config, "_source_hash", lambda: "0123abcd4567")
+    assert config.code_version() == "c319e49-dirty+src.0123abcd4567"
+
+
 def test_sweep_id_follows_the_data_content_not_only_its_path(tmp_path):
     """Re-running a finished job after its data changed in place must not restore the old
     sweep (and keep its rows): the sweep id hashes the data's contents."""

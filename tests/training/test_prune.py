@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_model
 
 from training.bleu import codexglue_bleu
 from training.data import DataConfig, PairText, code_to_text_splits
@@ -16,11 +16,14 @@ from training.prune import (
     PruneConfig,
     RoundSelector,
     apply_masks,
+    check_prunes_some_but_not_all,
     compute_masks,
     generation_latency,
     load_round,
+    masked_gradients,
     measured_sparsity,
     nominal_sparsity,
+    prunable_sizes,
     prunable_weights,
     rewind,
     run_schedule,
@@ -100,16 +103,70 @@ def test_global_and_layerwise_differ_on_one_small_matrix(seq2seq_teacher, tiny):
     assert w[~m].abs().max() <= w[m].abs().min()
 
 
-def test_rewind_restores_survivors_and_keeps_zeros(seq2seq_teacher, tiny):
+def test_rewind_restores_the_whole_model_and_keeps_zeros(seq2seq_teacher, tiny, tmp_path):
+    """Lottery tickets rewind every tensor, not only the pruned matrices: a bias, a LayerNorm
+    and the unpruned decoder come back too (they kept the previous round's repairs)."""
     model, _ = tiny.model(seq2seq_teacher)
-    weights = prunable_weights(model, "all")
-    checkpoint = {n: torch.randn(w.shape) for n, w in weights.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape))
+    save_model(model, str(tmp_path / "checkpoint.safetensors"))
+    checkpoint = load_file(str(tmp_path / "checkpoint.safetensors"))
+    with torch.no_grad():  # the round's repairs moved everything
+        for p in model.parameters():
+            p.add_(1.0)
+    weights = prunable_weights(model, "encoder")
     masks = compute_masks(weights, _ones(weights), 0.4, "random-global", seed=3)
     apply_masks(weights, masks)
-    rewind(weights, masks, checkpoint)
+    rewind(model, weights, masks, tmp_path / "checkpoint.safetensors")
+    state = model.state_dict()
     for n, w in weights.items():
         assert torch.equal(w[masks[n]], checkpoint[n][masks[n]])
         assert bool((w[~masks[n]] == 0).all())
+    others = [n for n in checkpoint if n not in weights]
+    assert any("bias" in n for n in others) and any(n.startswith("decoder.") for n in others)
+    for n in others:
+        assert torch.equal(state[n], checkpoint[n]), n
+
+
+def test_repair_gradients_of_pruned_entries_are_zero(seq2seq_teacher, tiny):
+    """Clipping measures the survivors' gradients only, and AdamW keeps no moment for a
+    pruned entry (the optimizer state of a pruned weight stays exactly 0)."""
+    cfg = tiny.config(train_steps=3)
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    weights = prunable_weights(model, "encoder")
+    masks = compute_masks(weights, _ones(weights), 0.5, "random-global", seed=1)
+    apply_masks(weights, masks)
+    examples = tokenize_pairs([PairText(c, d) for c, d in tiny.PAIRS], tok, cfg)
+    opt, sched = make_optimizer(model, cfg, 3)
+    with masked_gradients(weights, masks):
+        train_steps(model, batch_stream(examples, 3, 0), 3, opt, sched, cfg,
+                    after_step=lambda _: apply_masks(weights, masks))
+    for n, w in weights.items():
+        moments = opt.state[w]
+        assert bool((moments["exp_avg"][~masks[n]] == 0).all()) and bool((moments["exp_avg_sq"][~masks[n]] == 0).all())
+        assert bool((moments["exp_avg"][masks[n]] != 0).any())
+    assert all(not w._backward_hooks for w in weights.values())  # removed on leaving
+
+
+def test_prunable_sizes_from_the_dimensions_are_the_models(seq2seq_teacher, tiny):
+    model, _ = tiny.model(seq2seq_teacher)
+    enc = model.encoder.config
+    dims = dict(layers=enc.num_hidden_layers, hidden=enc.hidden_size, ffn=enc.intermediate_size,
+                decoder_layers=len(model.decoder), decoder_ffn=model.decoder[0].ffn_in.out_features)
+    for scope in ("encoder", "decoder", "all"):
+        assert prunable_sizes(scope, **dims) == [w.numel() for w in prunable_weights(model, scope).values()]
+
+
+def test_schedules_that_prune_nothing_or_everything_are_refused():
+    weights = [100, 10]  # 110 weights, matrices of 100 and 10
+    check_prunes_some_but_not_all(weights, 2, 0.25, "original", "global")  # 28, then 55
+    with pytest.raises(ValueError, match="prunes every weight of a set of 110"):
+        check_prunes_some_but_not_all(weights, 8, 0.9, "remaining", "global")  # 1 - 0.1^8: round() is 110
+    with pytest.raises(ValueError, match="prunes every weight of a matrix of 10"):
+        check_prunes_some_but_not_all(weights, 2, 0.8, "remaining", "layerwise")  # 0.96 of 10: 10
+    with pytest.raises(ValueError, match="prunes no weight in round 1"):
+        check_prunes_some_but_not_all(weights, 1, 1e-4, "original", "global")
 
 
 def test_pruned_weights_stay_zero_through_training(seq2seq_teacher, tiny):
@@ -230,6 +287,9 @@ def test_rewind_restores_the_chosen_checkpoints_surviving_weights(seq2seq_teache
             assert bool((w[~masks[n]] == 0).all())
             torch.testing.assert_close(w[masks[n]], target[n][masks[n]], atol=1e-6, rtol=0)
         assert any(not torch.allclose(w[masks[n]], other[n][masks[n]], atol=1e-3) for n, w in weights.items())
+        state = model.state_dict()  # the tensors outside the pruned set are the target's too
+        for n in target.keys() - weights.keys():
+            torch.testing.assert_close(state[n], target[n], atol=1e-6, rtol=0, msg=n)
 
 
 def test_a_killed_rounds_staging_folder_is_removed_on_the_next_run(seq2seq_teacher, seq2seq_data, tiny, stale,
