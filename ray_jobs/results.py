@@ -74,7 +74,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("sparse_size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F),
               ("precision", _S), ("model_sparsity", _F), ("stopped_early", _B),
               ("valid_checks", _S)],  # valid_checks: JSON text, the pick_* selections' validation BLEUs
-    "quantize": [("model", _S), ("variant", _S), ("sparsity", _F), ("bleu_greedy", _F),
+    "quantize": [("model", _S), ("variant", _S), ("sparsity", _F), ("stored_sparsity", _F), ("bleu_greedy", _F),
                  ("corpus_bleu_greedy", _F),
                  ("bleu_beam", _F), ("distinct_greedy", _F), ("beam", _I), ("bleu_kept", _F),
                  ("nll", _F),

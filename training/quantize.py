@@ -27,7 +27,7 @@ from training.bleu import codexglue_bleu, corpus_bleu
 from training.checks import check_choices, check_ranges
 from training.models import BiLSTMSoft
 from training.onnx_export import BILSTM_UNTRACEABLE, GRAPH_FILES, ONNX_VARIANTS, OnnxClassifier
-from training.prune import generation_latency
+from training.prune import generation_latency, measured_sparsity, prunable_linears, prunable_weights
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -107,13 +107,22 @@ def saved_size_bytes(model: nn.Module) -> int:
 
 
 def _sparsity(model: nn.Module, scope: str = "encoder") -> float:
-    from training.prune import measured_sparsity, prunable_weights
-
     return measured_sparsity(w.detach() for w in prunable_weights(model, scope).values())
 
 
+def stored_sparsity(variant_model: nn.Module, scope: str = "encoder") -> float:
+    """Fraction of exact zeros in the prunable set's weights as `variant_model` stores them:
+    the int8 integers of a dynamic int8 Linear (rounding sends every weight below half a
+    quantization step to 0, so an unpruned model has zeros too), fp16 or fp32 values else."""
+    tensors = []
+    for module in prunable_linears(variant_model, scope).values():
+        w = module.weight() if callable(module.weight) else module.weight
+        tensors.append(w.int_repr() if w.is_quantized else w.detach())
+    return measured_sparsity(tensors)
+
+
 def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: QuantizeConfig, s2s,
-                device: str = "cpu") -> dict:
+                device: str = "cpu", scope: str = "encoder") -> dict:
     """BLEU (CodeXGLUE greedy and beam, sacrebleu corpus greedy), NLL per reference token,
     size and generation latency of one variant of `model`, run on variant_device(variant,
     device) (the row's `device`); a variant that cannot run there gets its error in the row
@@ -125,6 +134,7 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
     try:
         q = quantize_model(model, variant, device)
         row["size_bytes"] = saved_size_bytes(q)
+        row["stored_sparsity"] = stored_sparsity(q, scope)
         hyps = generate(q, tokenizer, examples, s2s, device=dev)
         row["bleu_greedy"] = codexglue_bleu(hyps, refs)
         row["corpus_bleu_greedy"] = corpus_bleu(hyps, refs)
@@ -156,7 +166,9 @@ def quantize_rows(
 
     pruned: label -> a state file (e.g. a run_schedule round's state.safetensors). Each row:
     model (label, "unpruned" for the fine-tuned model), variant, device, sparsity (measured
-    zeros of the prunable set of `scopes[label]`, else of the encoder), bleu_greedy,
+    zeros of the prunable set of `scopes[label]`, else of the encoder, in the fp32 model the
+    variants are made from: the pruning's), stored_sparsity (the same set's zeros as the
+    variant stores it: `stored_sparsity`), bleu_greedy,
     corpus_bleu_greedy, bleu_beam, beam, nll, size_bytes, latency_ms, latency_p90_ms,
     bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error. fp32 and fp16 run on
     `device`, int8 on the CPU (dynamic int8 is a CPU kernel).
@@ -170,8 +182,9 @@ def quantize_rows(
     for label, state in sources.items():
         model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))
         examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
-        sparsity = _sparsity(model, (scopes or {}).get(label, "encoder"))
-        model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s, device) for v in cfg.variants]
+        scope = (scopes or {}).get(label, "encoder")
+        sparsity = _sparsity(model, scope)
+        model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s, device, scope) for v in cfg.variants]
         base = next((r.get("bleu_greedy") for r in model_rows if r["variant"] == "fp32"), None)
         for row in model_rows:
             kept = row.get("bleu_greedy")

@@ -9,11 +9,28 @@ from torch import nn
 
 from training.data import DataConfig, code_to_text_splits
 from training.models import TeacherConfig
-from training.prune import PruneConfig, run_schedule, schedules
-from training.quantize import QuantizeConfig, quantize_model, quantize_rows
+from training.prune import PruneConfig, prunable_linears, prunable_weights, run_schedule, schedules
+from training.quantize import QuantizeConfig, quantize_model, quantize_rows, stored_sparsity
 from training.seq2seq import Seq2Seq, load_seq2seq, prepare_seq2seq, tokenize_pairs
 
 torch.set_num_threads(1)
+
+
+def test_stored_sparsity_counts_the_int8_integers_that_are_zero(seq2seq_teacher, tiny):
+    model, _ = tiny.model(seq2seq_teacher)
+    with torch.no_grad():  # one encoder matrix of a spread that int8 keeps, plus a sixth far below its step
+        w = model.encoder.encoder.layer[0].attention.self.query.weight
+        w.copy_(torch.linspace(-1, 1, w.numel()).view(w.shape))
+        w.view(-1)[: w.numel() // 6] = 1e-6
+    int8 = quantize_model(model, "int8")
+    linears = prunable_linears(int8, "encoder")
+    assert len(linears) == len(prunable_weights(model, "encoder"))  # found although no longer nn.Linear
+    zeros = {n: int((m.weight().int_repr() == 0).sum()) for n, m in linears.items()}
+    query = "encoder.encoder.layer.0.attention.self.query"
+    assert zeros[query] >= w.numel() // 6
+    total = sum(m.weight().numel() for m in linears.values())
+    assert stored_sparsity(int8, "encoder") == pytest.approx(sum(zeros.values()) / total)
+    assert stored_sparsity(model, "encoder") == 0.0  # fp32: the exact zeros, none here
 
 
 def test_variants_quantize_the_right_layers(seq2seq_teacher, tiny):
@@ -57,6 +74,10 @@ def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, 
     assert by["unpruned", "int8"]["size_bytes"] < by["unpruned", "fp32"]["size_bytes"]
     assert by["unpruned", "fp32"]["corpus_bleu_greedy"] > 30  # sacrebleu's corpus BLEU beside it
     assert {r["device"] for r in rows} == {"cpu"}
+    # the zeros each variant stores: fp32 holds the pruning's; int8 rounds small weights to 0 too
+    assert by["l1", "fp32"]["stored_sparsity"] == by["l1", "fp32"]["sparsity"]
+    assert by["unpruned", "int8"]["stored_sparsity"] > 0.0 == by["unpruned", "int8"]["sparsity"]
+    assert by["l1", "int8"]["stored_sparsity"] >= by["l1", "int8"]["sparsity"]
     # each pruned model's sparsity is counted over its own schedule's scope
     wide = quantize_rows(art, QuantizeConfig(variants=("fp32",), beam=1), pruned={"l1": state}, scopes={"l1": "all"})
     assert 0.0 < wide[1]["sparsity"] < by["l1", "fp32"]["sparsity"]
