@@ -328,7 +328,7 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
                   "teacher_size_mb": teacher_size_mb(artifacts.teacher_dir)}
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
                           trials=specs, tables=("distill", "quantize", "epochs"),
-                          params=params, stamp=stamp)
+                          params=params, stamp=stamp, last_table={"teacher": "quantize"})
         return sweep.run_sweep(cfg, job, resume=resume)
     finally:
         if started:

@@ -19,9 +19,11 @@ import json
 import math
 import os
 import pickletools
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +61,9 @@ class Sweep:
     tables: tuple[str, ...]  # tables the trials report rows to; the first is the default
     params: dict[str, Any] = field(default_factory=dict)  # large/shared objects for fn
     stamp: dict[str, Any] = field(default_factory=dict)  # config_hash, code_version
+    # the table a trial reports its last row to, by trial key, where it is not the first of
+    # `tables` (a finished trial without a row there has lost rows: `_check_rows_kept`)
+    last_table: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -413,7 +418,16 @@ def _restored_state() -> dict | None:
         return None
     with checkpoint.as_directory() as folder:
         file = Path(folder, _STATE_FILE)
-        return json.loads(file.read_text()) if file.exists() else None
+        if not file.exists():
+            return None
+        try:
+            return json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            # Tune copies checkpoints in place (no fsync, no rename): a machine crash can leave
+            # the file cut short. The trial then starts over instead of failing every resume.
+            print(f"sweep: trial checkpoint {file} is unreadable ({exc.__class__.__name__}); "
+                  "the trial starts from its beginning", file=sys.stderr, flush=True)
+            return None
 
 
 def trial_threads(cpus: float) -> int:
@@ -531,18 +545,38 @@ def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> 
 
 
 def _check_rows_kept(sweep: Sweep, path: Path, rows: dict[str, list[dict]], finished: list[str]) -> None:
-    """JobError when a trial Tune records as finished has no row in any of the sweep's tables.
+    """JobError when a trial Tune records as finished has no row in the table it reports its
+    last row to (`sweep.last_table`, else the first of `sweep.tables`).
 
-    Every trial reports at least one row before it finishes, so the rows were lost after
-    (a table file moved or removed): a restored finished sweep would run nothing and exit 0
-    with rows missing."""
-    held = {r.get("trial_key") for table in rows.values() for r in table}
-    missing = sorted(k for k in finished if k not in held)
+    Every trial reports that row before it finishes, so the rows were lost after (a table
+    file moved or removed): a restored finished sweep would run nothing and exit 0 with rows
+    missing. Checked per table: a student's `quantize` rows do not stand in for its lost
+    `distill` row."""
+    held = {(table, r.get("trial_key")) for table, table_rows in rows.items() for r in table_rows}
+    missing = sorted(k for k in finished if (sweep.last_table.get(k, sweep.tables[0]), k) not in held)
     if missing:
+        where = ", ".join(f"{k} ({sweep.last_table.get(k, sweep.tables[0])})" for k in missing)
         raise JobError(f"{sweep.job}: sweep {sweep.sweep_id} finished, but no table row holds trial(s) "
-                       f"{', '.join(missing)} (a table file of the sweep moved or removed?): remove the folder "
+                       f"{where} (a table file of the sweep moved or removed?): remove the folder "
                        f"{path} and run the command again to recompute them; each row replaces the row of the "
                        "same key (none duplicated)")
+
+
+@contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Inside, Tune may install its SIGINT and SIGUSR1 handlers; on leaving, the caller's are
+    back. Tune restores them only when it receives the signal, so after a sweep that ended
+    normally the next Ctrl-C (the prune job's quantize stage, `demo`'s next job, the next
+    seed) only printed "ending Ray Tune run" and was otherwise ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Tune installs nothing outside the main thread, and signal.signal would refuse
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, getattr(signal, "SIGUSR1", None)) if sig}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
 
 
 def run_sweep(cfg: JobConfig, sweep: Sweep, *, resume: bool = False) -> SweepOutcome:
@@ -565,5 +599,6 @@ def run_sweep(cfg: JobConfig, sweep: Sweep, *, resume: bool = False) -> SweepOut
             request,
         )
         tuner, restored = _tuner(cfg, sweep, trainable, storage, resume)
-        grid = tuner.fit()
+        with _signal_handlers_kept():
+            grid = tuner.fit()
         return _outcome(cfg, sweep, experiment_path(cfg, sweep.sweep_id), grid, restored)

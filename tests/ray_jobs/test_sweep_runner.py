@@ -4,6 +4,7 @@ import json
 import pickle
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from ray_jobs.errors import JobError
 from ray_jobs.sweep import (
     ResourceError,
     Sweep,
+    _check_rows_kept,
     check_resources,
     check_restore_settings,
     precheck,
@@ -77,7 +79,10 @@ def test_precheck_refuses_gpu_on_cpu_cluster(local_ray, tmp_path):
 def test_sweep_retries_a_failed_trial_from_its_checkpoint(local_ray, tmp_path):
     cfg = load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=1"])
     Path(tmp_path, "fail-s1").touch()
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)
     out = run_sweep(cfg, _sweep(tmp_path))
+    # Tune's handlers are gone with the sweep: the next Ctrl-C interrupts what comes after it
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGUSR1)) == handlers
     assert out.errors == [] and not out.restored
     rows = out.rows["prune"]
     assert sorted((r["trial_key"], r["round"]) for r in rows) == [
@@ -217,6 +222,41 @@ def test_cut_experiment_state_is_refused_then_rerun_without_duplicates(local_ray
     assert sorted((r["trial_key"], r["round"]) for r in again.rows["prune"]) == [
         (f"s{i}", r) for i in range(2) for r in range(2)]
     assert results.table_counts(cfg.results_dir) == {"prune": 4}  # each row replaced, none duplicated
+
+
+def test_a_cut_trial_checkpoint_starts_the_trial_over(tmp_path, monkeypatch, capsys):
+    """Tune copies checkpoints in place: a crash can cut the state file. The trial restarts
+    (None) instead of failing on every resume with a JSON error."""
+    from ray import tune
+
+    from ray_jobs import sweep as sweep_module
+
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    state = folder / sweep_module._STATE_FILE
+    monkeypatch.setattr(sweep_module.tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(folder)))
+    state.write_text(json.dumps({"next_round": 2}))
+    assert sweep_module._restored_state() == {"next_round": 2}
+    state.write_text('{"next_ro')
+    assert sweep_module._restored_state() is None
+    assert "is unreadable (JSONDecodeError); the trial starts from its beginning" in capsys.readouterr().err
+
+
+def test_lost_rows_are_checked_in_the_table_each_trial_ends_with(tmp_path):
+    """A student's quantize rows do not stand in for its lost distill row; the teacher's trial
+    ends with quantize rows only."""
+    sweep = Sweep(job="compress", sweep_id="c-1", fn=lambda spec, ctx: None,
+                  trials=[{"trial_key": "student-0"}, {"trial_key": "teacher"}],
+                  tables=("distill", "quantize", "epochs"), last_table={"teacher": "quantize"})
+    quantize = [{"trial_key": "student-0"}, {"trial_key": "teacher"}]
+    _check_rows_kept(sweep, tmp_path, {"distill": [{"trial_key": "student-0"}], "quantize": quantize,
+                                       "epochs": []}, ["student-0", "teacher"])
+    with pytest.raises(JobError, match=r"no table row holds trial\(s\) student-0 \(distill\) "):
+        _check_rows_kept(sweep, tmp_path, {"distill": [], "quantize": quantize, "epochs": []},
+                         ["student-0", "teacher"])
+    with pytest.raises(JobError, match=r"trial\(s\) teacher \(quantize\) "):
+        _check_rows_kept(sweep, tmp_path, {"distill": [{"trial_key": "student-0"}], "quantize": quantize[:1],
+                                           "epochs": []}, ["student-0", "teacher"])
 
 
 def test_finished_sweep_whose_rows_were_removed_is_refused_then_rerun(local_ray, tmp_path):
