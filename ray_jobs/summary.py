@@ -130,7 +130,8 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
         tbl = results.query(results_dir, f"""
             WITH dense AS (SELECT schedule, median(latency_ms) AS ms FROM prune
                            WHERE sweep_id = {sid} AND round = 0 GROUP BY schedule)
-            SELECT p.schedule, scope, round, round(sparsity, 3) AS sparsity, test_bleu_greedy,
+            SELECT p.schedule, scope, round, round(sparsity, 3) AS sparsity,
+                   round(model_sparsity, 3) AS model_sparsity, test_bleu_greedy,
                    test_bleu_beam, round(test_distinct_greedy, 2) AS distinct, round(test_nll, 3) AS nll,
                    valid_bleu_greedy,
                    dense_size_bytes / 1e6 AS disk_mb, sparse_size_bytes / 1e6 AS sparse_est_mb,
@@ -139,7 +140,9 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
             WHERE sweep_id = {sid} ORDER BY p.schedule, round""")
         label = sparsity_label(_scopes(results_dir, sweep_id))
         lines += [f"Pruning ({sweep_id}): BLEU-4 (CodeXGLUE, 0-100) versus {label} "
-                  "(measured zeros of the scope's prunable weights)",
+                  "(measured zeros of the scope's prunable weights: its Linear matrices; embeddings, "
+                  "biases and LayerNorms are never pruned); model_sparsity: zeros among all the "
+                  "model's parameters",
                   "disk_mb: the round's weights as saved (safetensors bytes, pruned weights stored as "
                   "zeros); sparse_est_mb: an estimate that no file has (1-bit mask + non-zero values of "
                   "the pruned matrices)",

@@ -56,7 +56,7 @@ def _prune_rows(scope="encoder", schedules=("l1", "random"), rounds=range(3), la
     """A sweep's prune rows: round r of schedule s is r/10 sparse and 104 MB saved; its sparse
     estimate shrinks with r; latency(s, r) ms."""
     return [{"trial_key": f"{s}_{scope}", "schedule": f"{s}_{scope}", "scope": scope, "round": r,
-             "sparsity": r / 10, "test_bleu_greedy": 10 - r * (1 if s == "l1" else 3), "test_bleu_beam": 11.0,
+             "sparsity": r / 10, "model_sparsity": r / 25, "test_bleu_greedy": 10 - r * (1 if s == "l1" else 3), "test_bleu_beam": 11.0,
              "test_distinct_greedy": 0.9, "test_nll": 4.5, "valid_bleu_greedy": 12.0,
              "dense_size_bytes": 104 * 10**6, "sparse_size_bytes": (104 - 10 * r) * 10**6,
              "latency_ms": latency(s, r), "test_bleu_constant": 7.5}
@@ -106,6 +106,10 @@ def test_prune_summary_prints_the_saved_size_beside_the_sparse_estimate(tmp_path
     assert [(body["l1_encoder", r]["disk_mb"], body["l1_encoder", r]["sparse_est_mb"]) for r in "012"] == [
         ("104", "104"), ("104", "94"), ("104", "84")]
     assert "disk_mb: the round's weights as saved" in text and "sparse_est_mb: an estimate that no file has" in text
+    # the scope's sparsity beside the whole model's (embeddings, biases, LayerNorms never pruned)
+    assert [(body["l1_encoder", r]["sparsity"], body["l1_encoder", r]["model_sparsity"]) for r in "012"] == [
+        ("0", "0"), ("0.1", "0.04"), ("0.2", "0.08")]
+    assert "model_sparsity: zeros among all the model's parameters" in text
 
 
 def test_prune_summary_times_each_round_against_its_schedules_dense_round_0(tmp_path):
