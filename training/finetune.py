@@ -414,5 +414,5 @@ def finetune_teacher(
     tokenizer.save_pretrained(tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    publish(tmp, folder)  # another process that finished first keeps its (equivalent) result
+    publish(tmp, folder, marker="metrics.json")  # another process that finished first keeps its (equivalent) result
     return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": False}

@@ -552,6 +552,6 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
         metrics = fine_tune(model, tokenizer, training_splits(cfg, data), cfg, device, progress)
         save_model(model.cpu(), str(tmp / "finetuned.safetensors"))
         (tmp / "meta.json").write_text(json.dumps({"key": key, "metrics": metrics, "config": dataclasses.asdict(cfg)}, indent=1))
-        publish(tmp, final)  # a concurrent writer that won the race keeps theirs: equivalent
+        publish(tmp, final, marker="meta.json")  # a concurrent writer that won the race keeps theirs: equivalent
     meta = json.loads((final / "meta.json").read_text())
     return Seq2SeqArtifacts(str(final), key, cfg, data, teacher, meta["metrics"])

@@ -67,25 +67,44 @@ def remove_stale(folder: Path, pattern: str = "*") -> list[Path]:
     return removed
 
 
-def publish(staging: Path, final: Path) -> bool:
+def publish(staging: Path, final: Path, marker: str | None = None) -> bool:
     """Put `staging` (a file or folder this process wrote) in place as `final`, durably: its
     bytes are flushed to disk before the rename and the rename after it, so after a machine
     crash `final` is whole or absent, never a name over half-written bytes (the caches are
     reused when their name exists). A file replaces an older `final`. A folder that another
     writer published first is kept (an equivalent result: the name is its key) and `staging`
-    removed; False then, True when this one was published."""
+    removed; False then, True when this one was published. With `marker` (the file a
+    reader's reuse check looks for), a `final` folder without it was not written by this
+    code (a copy cut short, say): it is replaced instead of kept."""
     _fsync_tree(staging)
-    try:
-        os.replace(staging, final)
-    except OSError as err:
-        # only "a non-empty folder is there": any other failure (permissions, another device)
-        # is raised, not mistaken for a writer that won
-        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (staging.is_dir() and final.is_dir()):
-            raise
-        shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer's folder won the race
-        return False
+    for _ in range(2):
+        try:
+            os.replace(staging, final)
+            break
+        except OSError as err:
+            # only "a non-empty folder is there": any other failure (permissions, another
+            # device) is raised, not mistaken for a writer that won
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (staging.is_dir() and final.is_dir()):
+                raise
+            if marker is None or (final / marker).is_file():
+                shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer's folder won the race
+                return False
+            _remove_incomplete(final)
+    else:
+        raise OSError(errno.ENOTEMPTY, f"{final}: an incomplete folder came back while it was replaced")
     _fsync_folder(final.parent)
     return True
+
+
+def _remove_incomplete(final: Path) -> None:
+    """Move `final` aside (one atomic rename: a reader sees it whole or absent) and remove it.
+    A concurrent writer may have moved or replaced it first: then there is nothing to do."""
+    aside = staging_path(final.with_name(f"{final.name}.incomplete"))
+    try:
+        os.rename(final, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fsync_tree(path: Path) -> None:

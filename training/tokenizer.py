@@ -147,7 +147,7 @@ def _save_atomic(fast: PreTrainedTokenizerFast, final: Path) -> None:
     tmp = staging_path(final)
     try:
         fast.save_pretrained(tmp)
-        publish(tmp, final)  # another trial that saved the same tokenizer first keeps its own
+        publish(tmp, final, marker="tokenizer.json")  # another trial that saved the same tokenizer first keeps its own
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else the loser's or a failed save's
 

@@ -76,6 +76,27 @@ def test_publish_keeps_a_folder_another_writer_published_first_and_replaces_a_fi
     assert publish(staged, table) is True and table.read_text() == "new" and not staged.exists()
 
 
+def test_publish_replaces_a_folder_without_the_marker_its_readers_look_for(tmp_path):
+    """A cache folder cut short (an interrupted copy of results_dir) has no marker: every run
+    refitted, lost the "race" to it, then failed reading the marker. It is replaced."""
+    from training.staging import publish, staging_path
+
+    final = tmp_path / "teachers" / "key"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("a copy cut short")
+    mine = staging_path(final)
+    mine.mkdir()
+    (mine / "config.json").write_text("mine")
+    (mine / "metrics.json").write_text("{}")
+    assert publish(mine, final, marker="metrics.json") is True
+    assert (final / "config.json").read_text() == "mine" and (final / "metrics.json").is_file()
+    assert sorted(p.name for p in final.parent.iterdir()) == ["key"]  # nothing set aside is left
+    theirs = staging_path(final)  # a complete folder with the marker still wins the race
+    theirs.mkdir()
+    (theirs / "metrics.json").write_text("other")
+    assert publish(theirs, final, marker="metrics.json") is False and (final / "config.json").is_file()
+
+
 def test_publish_raises_a_rename_failure_that_is_not_a_lost_race(tmp_path, monkeypatch):
     """Only "a non-empty folder is there" means another writer won; a permission or device
     error is raised (a pruning round's state would otherwise vanish quietly)."""
