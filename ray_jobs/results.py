@@ -81,7 +81,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                  ("size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F), ("error", _S),
                  # compression-job rows (a student or BiLSTM_soft per model, on the CPU)
                  ("kind", _S), ("accuracy", _F), ("f1", _F), ("accuracy_kept", _F), ("retention", _F),
-                 ("speedup_vs_fp32", _F)],
+                 ("speedup_vs_fp32", _F), ("score_batch", _I)],
     "bench": [("bench", _S), ("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
               ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),

@@ -20,9 +20,19 @@ _ARCH_SQL = """CASE WHEN kind = 'student'
 
 
 def compress_summary(results_dir: str, sweep_id: str) -> str:
-    """Teacher and each student: size, accuracy, retention, latency, speed-ups."""
-    if "distill" not in results.table_names(results_dir):
-        return "compress: no distill rows"
+    """Teacher and each student: size, accuracy, retention, latency, speed-ups; then the
+    quantized variants (shown also when no student or baseline finished)."""
+    names = results.table_names(results_dir)
+    sid = _sql_str(sweep_id)
+    has_rows = "distill" in names and results.query(
+        results_dir, f"SELECT count(*) AS n FROM distill WHERE sweep_id = {sid}").column("n")[0].as_py()
+    lines = _distill_lines(results_dir, sweep_id) if has_rows else [f"compress: no distill rows in {sweep_id}"]
+    if "quantize" in names:
+        lines += _variant_lines(results_dir, sweep_id)
+    return "\n".join(lines)
+
+
+def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
     sid = _sql_str(sweep_id)
     teacher = results.query(results_dir, f"""
         SELECT 'teacher' AS model, 'teacher' AS kind, NULL AS arch,
@@ -40,32 +50,45 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
         FROM distill WHERE sweep_id = {sid} ORDER BY kind DESC, model""")
     codebert = results.query(results_dir, f"""
         SELECT median(codebert_latency_ms) AS ms, any_value(latency_seq_len) AS seq,
-               any_value(latency_threads) AS threads
+               any_value(latency_threads) AS threads, string_agg(DISTINCT device, ', ') AS devices
         FROM distill WHERE sweep_id = {sid}""").to_pylist()[0]
     table = pa.concat_tables([teacher.cast(students.schema), students])
     lines = [f"Compression ({sweep_id}): sizes in MB (serialised), latency in ms "
-             f"(batch 1, sequence {codebert['seq']}, {codebert['threads']} thread(s))",
+             f"(batch 1, sequence {codebert['seq']}, {codebert['threads']} thread(s)"
+             f"{', on ' + codebert['devices'] if codebert['devices'] else ''})",
              results.format_rows(table)]
     if codebert["ms"] is not None:
         lines.append(f"CodeBERT-base architecture at the same settings, in the students' input format: "
                      f"{codebert['ms']:.1f} ms")
     still = [r["trial_key"] for r in results.query(results_dir, f"""
-        SELECT trial_key FROM distill WHERE sweep_id = {sid} AND best_epoch = epochs
+        SELECT trial_key FROM distill WHERE sweep_id = {sid} AND best_epoch = epochs AND epochs > 1
         ORDER BY kind DESC, trial_key""").to_pylist()]
-    if still:  # best-on-validation at the last epoch: more epochs may still pay
+    if still:  # best-on-validation at the last of several epochs: more epochs may still pay
         lines.append(f"kept_epoch: the best-on-validation epoch scored; {', '.join(still)} kept the last "
                      "epoch, still improving when training stopped")
-    if "quantize" in results.table_names(results_dir):
-        variants = results.query(results_dir, f"""
-            SELECT model, variant, size_bytes / 1e6 AS size_mb, accuracy, accuracy_kept, retention,
-                   latency_ms, speedup_vs_fp32, left(error, 60) AS error
-            FROM quantize WHERE sweep_id = {sid} ORDER BY kind DESC, model, variant = 'fp32' DESC, variant""")
-        if variants.num_rows:
-            lines += ["Quantized on the CPU (size: torch.save bytes, the graph file's for onnx variants; "
-                      "latency as above, on the CPU; "
-                      "speed-up over the same model in fp32, their timed runs alternated)",
-                      results.format_rows(variants)]
-    return "\n".join(lines)
+    return lines
+
+
+def _variant_lines(results_dir: str, sweep_id: str) -> list[str]:
+    """The quantize rows of a compression sweep (the CPU, whatever device the trials had)."""
+    sid = _sql_str(sweep_id)
+    variants = results.query(results_dir, f"""
+        SELECT model, variant, size_bytes / 1e6 AS size_mb, accuracy, accuracy_kept, retention,
+               latency_ms, speedup_vs_fp32, left(error, 60) AS error
+        FROM quantize WHERE sweep_id = {sid} ORDER BY kind DESC, model, variant = 'fp32' DESC, variant""")
+    if not variants.num_rows:
+        return []
+    settings = results.query(results_dir, f"""
+        SELECT any_value(latency_seq_len) AS seq, any_value(latency_threads) AS threads
+        FROM distill WHERE sweep_id = {sid}""").to_pylist()[0] if "distill" in results.table_names(
+        results_dir) else {"seq": None, "threads": None}
+    timing = (f"batch 1, sequence {settings['seq']}, {settings['threads']} thread(s)" if settings["seq"]
+              else "batch 1")
+    return ["Quantized on the CPU (size: torch.save bytes, the graph file's for onnx variants; "
+            f"latency in ms on the CPU, {timing}; speed-up over the same model in fp32, their timed "
+            "runs alternated; accuracy scored in batches: dynamic int8 variants set their activation "
+            "scales per batch, `score_batch` in the table)",
+            results.format_rows(variants)]
 
 
 def _across_sweeps(results_dir: str, sweep_ids: list[str], table: str, select: str, order: str,

@@ -13,7 +13,9 @@ Saved students load with `AutoModelForSequenceClassification.from_pretrained(dir
 `from_pretrained(dir, trust_remote_code=True)` (to AutoTokenizer too, which reads config.json
 and would otherwise ask; no flag is needed once `training.models` is imported), and they take
 `input_ids_b`/`attention_mask_b`; BiLSTM baselines load with
-`training.models.BiLSTMSoft.from_pretrained(dir)`.
+`training.models.BiLSTMSoft.from_pretrained(dir)`. Tokenize with `truncation=True`: the
+tokenizer records the length the student was trained and scored at (`model_max_length`),
+and transformers only warns about longer inputs (longer than the position table, they fail).
 """
 
 from __future__ import annotations
@@ -54,11 +56,11 @@ from training.evaluate import (
     codebert_arch_calls,
     interleaved_latency_ms,
     random_inputs,
-    serialized_size_bytes,
     time_calls,
     timing_row,
 )
 from training.finetune import (
+    CODE_SALT,
     FinetuneConfig,
     check_precision,
     collate,
@@ -541,7 +543,9 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
         vectors_path = work / "logits" / f"{key}-vectors.parquet"
     logits_path = teacher_logits(teacher_dir, transfer, cfg.finetune, work / "logits" / f"{key}.parquet",
                                  device, metrics["pair_mode"], vectors_path)
-    eval_path = work / "eval" / f"{data_fingerprint(data)[:16]}.parquet"
+    # CODE_SALT: a change to how splits are built refits the teacher (its key has the salt)
+    # and must not leave the students scored on the cached splits of before
+    eval_path = work / "eval" / f"{data_fingerprint(data)[:16]}-{CODE_SALT}.parquet"
     if not eval_path.is_file():
         eval_path.parent.mkdir(parents=True, exist_ok=True)
         rows = splits["valid"] + splits["test"]
@@ -737,7 +741,7 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     teacher_acc = artifacts.teacher_metrics["accuracy"]
     row = {"kind": candidate.get("kind", "student"), "variant": fields.pop("variant", None), **fields,
            "params": sum(p.numel() for p in model.parameters()),
-           "serialized_bytes": serialized_size_bytes(model),
+           "serialized_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),  # as written
            "accuracy": result["accuracy"], "f1": result["f1"],
            "teacher_accuracy": teacher_acc, "teacher_f1": artifacts.teacher_metrics["f1"],
            "retention": result["accuracy"] / teacher_acc if teacher_acc else None,
@@ -785,7 +789,9 @@ def _variant_rows(model, vocab: int, test_enc: dict, test, pad_id: int, cfg: Dis
               tolerate=(RuntimeError, NotImplementedError))  # a variant's failure is its row's error
     rows = classifier_variant_rows(
         model, cfg.quantize,
-        score=lambda q: scores(predict_logits(q, test_enc, pad_id, cfg.eval_batch_size), labels),
+        # dynamic int8 picks its activation scales per call: the batch is part of the figure
+        score=lambda q: scores(predict_logits(q, test_enc, pad_id, cfg.eval_batch_size), labels)
+        | {"score_batch": cfg.eval_batch_size},
         time=lambda built: classifier_latencies({v: (q, vocab) for v, q in built.items()}, **kw),
         example=_tracing_rows(test_enc, pad_id) if set(cfg.quantize) & set(ONNX_VARIANTS) else None,
         graph_dir=graph_dir)

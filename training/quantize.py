@@ -227,7 +227,9 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
                             graph_dir: Path | None = None) -> list[dict]:
     """Rows for the fp32 model and each of `variants`, all on the CPU.
 
-    score(model) -> {"accuracy", "f1", ...} on the test split; time({variant: model}) ->
+    score(model) -> {"accuracy", "f1", "score_batch" (the batch size it scored in, kept in the
+    row: dynamic int8 variants pick activation scales per call), ...} on the test split;
+    time({variant: model}) ->
     {variant: a `latency_ms` dict, or {"error": exception}} for every variant that scored, timed
     against each other (`training.evaluate.interleaved_latency_ms`); example: inputs the ONNX
     variants are traced on; graph_dir: where each ONNX variant that scored and ran is kept
@@ -244,7 +246,7 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
         try:
             q = quantize_classifier(model, variant, example)
             row["size_bytes"] = q.size_bytes if isinstance(q, OnnxClassifier) else saved_size_bytes(q)
-            row |= {k: v for k, v in score(q).items() if k in ("accuracy", "f1")}
+            row |= {k: v for k, v in score(q).items() if k in ("accuracy", "f1", "score_batch")}
             built[variant] = q
         except (RuntimeError, NotImplementedError) as err:  # e.g. a half kernel missing on this CPU
             row["error"] = _one_line(err)

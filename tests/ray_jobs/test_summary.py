@@ -32,7 +32,27 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
     assert "student-0 kept the last epoch, still improving" in text and "bilstm-paper kept" not in text
     assert "L6 H80 A8 D480 V1000" in text and "BiLSTM H300 V5000" in text
     assert "CodeBERT-base architecture at the same settings, in the students' input format: 400.0 ms" in text
-    assert summary.compress_summary(str(tmp_path / "none"), "compress-x") == "compress: no distill rows"
+    assert summary.compress_summary(str(tmp_path / "none"), "compress-x") == "compress: no distill rows in compress-x"
+    # a sweep without rows gets no teacher row that nothing measured
+    assert summary.compress_summary(str(tmp_path), "compress-nope") == "compress: no distill rows in compress-nope"
+
+
+def test_compress_summary_names_the_device_and_never_calls_one_epoch_still_improving(tmp_path):
+    rows = [{**r, "device": "cuda"} for r in _distill_rows()]
+    rows.append({**rows[1], "trial_key": "bilstm-budget", "best_epoch": 1, "epochs": 1})
+    results.write_rows(tmp_path, "distill", "compress-x", rows)
+    text = summary.compress_summary(str(tmp_path), "compress-x")
+    assert text.splitlines()[0].endswith("1 thread(s), on cuda)")
+    assert "student-0 kept the last epoch" in text and "bilstm-budget" not in text.split("kept_epoch:")[1]
+
+
+def test_compress_summary_shows_the_teachers_variants_when_no_student_finished(tmp_path):
+    results.write_rows(tmp_path, "quantize", "compress-x", [
+        {"trial_key": "teacher", "model": "teacher", "kind": "teacher", "variant": v, "size_bytes": 90 * 10**6,
+         "accuracy": 0.9, "latency_ms": 40.0, "score_batch": 64} for v in ("fp32", "int8")])
+    text = summary.compress_summary(str(tmp_path), "compress-x")
+    assert text.startswith("compress: no distill rows in compress-x\nQuantized on the CPU")
+    assert "latency in ms on the CPU, batch 1;" in text and text.count("teacher") == 2
 
 
 def test_compress_summary_adds_the_quantized_variants_of_its_own_sweep(tmp_path):

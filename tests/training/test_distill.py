@@ -224,6 +224,8 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
     assert row["attention_dropout"] == 0.1  # the family's default
     assert row["train_attention"] == "sdpa"  # transformers' default
     assert row["size_mb"] * 1e6 <= row["serialized_bytes"] < row["size_mb"] * 1e6 + 100_000
+    # the bytes written, not a re-serialisation without save_pretrained's metadata
+    assert row["serialized_bytes"] == sum(f.stat().st_size for f in Path(row["model_dir"]).glob("*.safetensors"))
     assert row["teacher_accuracy"] == artifacts.teacher_metrics["accuracy"] > 0  # 0.5 on the fixture
     assert row["retention"] == pytest.approx(row["accuracy"] / row["teacher_accuracy"])
     test, _ = read_examples(artifacts.eval_path, "test")
@@ -245,6 +247,7 @@ def _check_variant_rows(row, test, pair_mode):
     by = {r["variant"]: r for r in row["quantize"]}
     assert list(by) == ["fp32", "int8", "int8_emb"] and {r["error"] for r in by.values()} == {None}
     assert by["fp32"]["accuracy"] == row["accuracy"] and by["fp32"]["accuracy_kept"] == 1.0
+    assert {r["score_batch"] for r in by.values()} == {CFG.distill.eval_batch_size}  # the batch each scored in
     assert by["int8_emb"]["size_bytes"] < by["int8"]["size_bytes"] < by["fp32"]["size_bytes"]
     for variant in ("int8", "int8_emb"):  # each timed beside the fp32 model
         assert by[variant]["speedup_vs_fp32"] == by["fp32"]["latency_ms"] / by[variant]["latency_ms"]
