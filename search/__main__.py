@@ -130,8 +130,8 @@ def _search_parser() -> argparse.ArgumentParser:
         "--pareto",
         action="store_true",
         help="print the NSGA-II front instead (size down, GFLOPs up; with --latency-model, "
-        "predicted ms down too): every student no other beats on all of them (--target-mb, "
-        "--top-k and --variant are refused with it)",
+        "predicted ms down too): students no other of the space beats on all of them, NSGA-II's "
+        "points checked against the whole grid (--target-mb, --top-k and --variant are refused with it)",
     )
     p.add_argument("--population", type=_positive(int), default=None,
                    help="--pareto only: NSGA-II population, the most points the front can hold (default 100)")
@@ -271,8 +271,10 @@ def _front(args, teacher, space, latency_model) -> int:
         print(json.dumps({"seconds": seconds, "front": rows}))
         return 0
     objectives = "size down, GFLOPs up" + (", predicted ms down" if latency_model else "")
+    replaced = sum(r["replaced"] for r in rows)
     print(f"teacher {teacher.name} ({teacher.family}); Pareto front ({objectives}){_limits(args)}; "
-          f"seq_len {args.seq_len}; NSGA-II seed={args.seed}; {len(rows)} points; {seconds:.3f} s")
+          f"seq_len {args.seq_len}; NSGA-II seed={args.seed}; {len(rows)} points, {replaced} of them "
+          f"put in place of NSGA-II points that a point of the grid beats on every objective; {seconds:.3f} s")
     if latency_model is not None:
         print(f"latency model {args.latency_model}: {latency_model.describe()}")
     columns = tuple(c for c in COLUMNS if c != "fitness") + ("predicted_ms",) * (latency_model is not None)

@@ -353,6 +353,12 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
         raise InputError(
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"
         )
+    if latency_model is not None:
+        with np.errstate(over="ignore", invalid="ignore"):  # finite coefficients can still overflow
+            overflows = problem.fastest() is None
+        if overflows:
+            raise InputError("latency_model: its coefficients predict no finite latency for any "
+                             "architecture of the space (they overflow)")
     if max_ms is not None:
         a, fastest = problem.fastest()
         if not max_ms >= fastest:
@@ -759,9 +765,50 @@ def pareto(
     evaluate(slim)
     slim = _distinct(slim)
     front = tools.sortNondominated(slim, len(slim), first_front_only=True)[0] if slim else []
-    front.sort(key=lambda ind: (ind.fitness.values, list(ind)))
-    rows = problem.rows([list(ind) for ind in front], [0.0] * len(front))
-    return [row | {"fitness": None} for row in rows]
+    genomes, replaced = on_grid_front(problem, [list(ind) for ind in front], objectives)
+    order = sorted(range(len(genomes)), key=lambda i: (_objective_key(problem, genomes[i], objectives), genomes[i]))
+    rows = problem.rows([genomes[i] for i in order], [0.0] * len(order))
+    return [row | {"fitness": None, "replaced": replaced[i]} for row, i in zip(rows, order, strict=True)]
+
+
+def _objective_key(problem: Problem, genome: list[int], objectives) -> tuple[float, ...]:
+    """A genome's objective values, in order: the front's sort key (size first)."""
+    values = problem.values(np.array([genome], dtype=np.int64))
+    return tuple(float(np.asarray(o.fn(problem, values))[0]) for o in objectives)
+
+
+def on_grid_front(problem: Problem, genomes: list[list[int]], objectives=OBJECTIVES,
+                  ) -> tuple[list[list[int]], list[bool]]:
+    """NSGA-II's front checked against every feasible point of the grid (vocab at its least):
+    a genome some point beats on every objective (NSGA-II compares within its population only)
+    gives way to the best of those that beat it, ordered by the objectives in turn, which no
+    point beats (a point beating it would beat the genome too, and come before it). Returns
+    (the distinct genomes, whether each replaced one of NSGA-II's)."""
+    if not genomes:
+        return [], []
+    shape = problem.shape
+    grid = np.indices(shape[:VOCAB]).reshape(VOCAB, -1).T
+    grid = np.concatenate([grid, np.zeros((len(grid), 1), dtype=grid.dtype)], axis=1)
+    values = problem.values(grid)
+    feasible = problem.violation(values) == 0
+    grid, values = grid[feasible], values[feasible]
+    # objective columns with "larger is better" for each (the weight's sign)
+    better = np.stack([o.weight * np.asarray(o.fn(problem, values), dtype=np.float64) for o in objectives], axis=1)
+    mine = problem.values(np.array(genomes, dtype=np.int64))
+    own = np.stack([o.weight * np.asarray(o.fn(problem, mine), dtype=np.float64) for o in objectives], axis=1)
+    out, replaced = {}, {}
+    for genome, point in zip(genomes, own, strict=True):
+        beats = np.all(better >= point, axis=1) & np.any(better > point, axis=1)
+        if beats.any():
+            rivals = np.flatnonzero(beats)
+            # the first of the rivals by objective 1, then 2, ... (lexsort keys run last-first)
+            best = rivals[np.lexsort(tuple(-better[rivals, k] for k in reversed(range(better.shape[1]))))[0]]
+            genome = grid[best].tolist()
+        key = tuple(int(g) for g in genome)
+        out.setdefault(key, list(key))
+        replaced[key] = replaced.get(key, False) or bool(beats.any())
+    keys = list(out)
+    return [out[k] for k in keys], [replaced[k] for k in keys]
 
 
 def _distinct(inds):

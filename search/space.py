@@ -122,7 +122,7 @@ class Teacher:
     def from_hf_config(cls, config: dict, name: str = "custom") -> Teacher:
         """Teacher from a transformers config dict (the contents of a `config.json`)."""
         model_type = config.get("model_type")
-        if model_type not in _FAMILY_OF_MODEL_TYPE:
+        if not isinstance(model_type, str) or model_type not in _FAMILY_OF_MODEL_TYPE:
             raise InputError(
                 f"teacher {name!r}: model_type {model_type!r} is not one of {sorted(_FAMILY_OF_MODEL_TYPE)}"
             )
@@ -276,7 +276,9 @@ class SearchSpace:
     def from_teacher(cls, teacher: Teacher | dict, min_head_size: int = 1,
                      max_layers: int | None = None) -> SearchSpace:
         """The paper's space with every maximum capped at the teacher's own value, and the
-        layers also at `max_layers` (None: no further cap; InputError when below 1).
+        layers also at `max_layers` (None: no further cap; InputError when below 1). A gene
+        whose every choice is above the teacher's (a toy teacher of hidden 8, vocab 500) keeps
+        the paper's least choice: students are then larger than that teacher on it.
 
         Why cap layers: the fitness counts FLOPs, but on a CPU a small student's time per
         token grows with its layer count beyond its FLOPs (each layer's norms, softmax and

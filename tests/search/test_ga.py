@@ -209,6 +209,29 @@ def test_pareto_front_is_non_dominated_and_distinct():
     assert [o.name for o in ga.OBJECTIVES] == ["size_mb", "gflops"]
 
 
+def test_every_front_point_is_unbeaten_on_the_whole_grid():
+    """NSGA-II compares within its population: a short run leaves points some student of the
+    space beats on both objectives. Each gives way to one that nothing beats (brute force over
+    every feasible point, vocab at its least), flagged `replaced`."""
+    from search.space import heads_fit
+
+    front = ga.pareto(SPACE, CODEBERT, 400, seed=0, population=40, generations=3, max_mb=50.0)
+    L, H, A, D = np.meshgrid(SPACE.layers, SPACE.hidden, SPACE.heads, SPACE.ffn, indexing="ij")
+    L, H, A, D = (x.ravel() for x in (L, H, A, D))
+    V = np.full_like(L, min(SPACE.vocab))
+    size = cost.mb(cost.params_array(L, H, A, D, V, max_positions=CODEBERT.max_positions,
+                                     type_vocab=CODEBERT.type_vocab))
+    gflops = cost.flops_array(L, H, A, D, V, 400)["total"] / 1e9
+    ok = heads_fit(H, A) & (size <= 50.0)
+    size, gflops = size[ok], gflops[ok]
+    for r in front:
+        beaten = (size <= r["size_mb"]) & (gflops >= r["gflops"]) & ((size < r["size_mb"]) | (gflops > r["gflops"]))
+        assert not beaten.any(), (r["layers"], r["hidden"], r["heads"], r["ffn"])
+    assert any(r["replaced"] for r in front)  # three generations leave NSGA-II far from the front
+    points = [(r["size_mb"], r["gflops"]) for r in front]
+    assert points == sorted(points) and len(set(points)) == len(points)
+
+
 def test_head_decides_the_size_the_search_aims_at():
     """A bi-encoder student's head has no pooler (cosine: 2 parameters): the GA, the exhaustive
     check and the rows size it with that head."""

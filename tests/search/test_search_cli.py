@@ -202,6 +202,20 @@ def test_a_teacher_with_bad_dimensions_is_bad_input(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "max_position_embeddings" in out.stderr
 
 
+def test_a_list_model_type_and_an_overflowing_latency_model_are_bad_input(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": ["bert"]}))
+    model = tmp_path / "huge.json"  # finite coefficients whose predictions overflow to inf
+    model.write_text(json.dumps({"format": "code-compressor latency model", "intercept_ms": 1e308,
+                                 "per_layer_ms": 1e308, "per_gflop_ms": 1e308, "seq_len": 400, "pair": False}))
+    for args, needle in ((["--teacher", str(tmp_path)], "model_type ['bert'] is not one of"),
+                         (["--latency-model", str(model), "--max-ms", "5"], "predict no finite latency"),
+                         (["--latency-model", str(model), "--pareto"], "predict no finite latency")):
+        out = _run(*args)
+        assert out.returncode == 2 and out.stdout == "" and out.stderr.strip().splitlines() == [
+            out.stderr.strip()], args
+        assert needle in out.stderr, out.stderr
+
+
 def test_internal_errors_are_not_reported_as_bad_input(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ValueError("an internal bug")
