@@ -35,6 +35,7 @@ from training.distill import (
     train_student,
     transfer_examples,
 )
+from training.evaluate import saved_weights_bytes
 from training.finetune import labeled_half, num_labels_of
 from training.models import check_teacher_loadable, cost_head
 
@@ -283,9 +284,9 @@ def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: s
 
 
 def teacher_size_mb(teacher_dir: str) -> float:
-    """Serialised size (MB = 1e6 bytes) of the fine-tuned teacher's safetensors files."""
-    files = list(Path(teacher_dir).glob("*.safetensors"))
-    return sum(f.stat().st_size for f in files) / 1e6 if files else float("nan")
+    """Serialised size (MB = 1e6 bytes) of the fine-tuned teacher's safetensors files (NaN: none)."""
+    size = saved_weights_bytes(teacher_dir)
+    return size / 1e6 if size else float("nan")
 
 
 def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:

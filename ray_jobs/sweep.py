@@ -576,7 +576,8 @@ def _signal_handlers_kept() -> Iterator[None]:
         yield
     finally:
         for sig, handler in kept.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # None: installed outside Python, which signal.signal cannot restore
+                signal.signal(sig, handler)
 
 
 def run_sweep(cfg: JobConfig, sweep: Sweep, *, resume: bool = False) -> SweepOutcome:

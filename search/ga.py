@@ -724,7 +724,9 @@ def pareto(
     max_ms: float | None = None,
 ) -> list[dict]:
     """NSGA-II over `OBJECTIVES` (size_mb down, gflops up), and with `latency_model` over
-    `LATENCY_OBJECTIVE` too (predicted_ms down): the distinct non-dominated set found.
+    `LATENCY_OBJECTIVE` too (predicted_ms down): the distinct non-dominated set found, each
+    point then checked against the whole grid (`on_grid_front`): one that another point of
+    the space beats gives way to a point nothing beats, and its row says `replaced` True.
 
     Each dict holds the genes, params, size_mb, gflops, flops_matmul, predicted_ms (None
     without a latency model; fitness is None: there is no single target), vocab at its least
@@ -773,8 +775,14 @@ def pareto(
 
 def _objective_key(problem: Problem, genome: list[int], objectives) -> tuple[float, ...]:
     """A genome's objective values, in order: the front's sort key (size first)."""
-    values = problem.values(np.array([genome], dtype=np.int64))
-    return tuple(float(np.asarray(o.fn(problem, values))[0]) for o in objectives)
+    return tuple(float(v) for v in _objective_matrix(problem, problem.values(np.array([genome])), objectives)[0])
+
+
+def _objective_matrix(problem: Problem, values: np.ndarray, objectives, weighted: bool = False) -> np.ndarray:
+    """(n, objectives) values of (n, 5) gene values; `weighted`: times each weight, so that
+    larger is better in every column."""
+    return np.stack([(o.weight if weighted else 1.0) * np.asarray(o.fn(problem, values), dtype=np.float64)
+                     for o in objectives], axis=1)
 
 
 def on_grid_front(problem: Problem, genomes: list[list[int]], objectives=OBJECTIVES,
@@ -793,9 +801,8 @@ def on_grid_front(problem: Problem, genomes: list[list[int]], objectives=OBJECTI
     feasible = problem.violation(values) == 0
     grid, values = grid[feasible], values[feasible]
     # objective columns with "larger is better" for each (the weight's sign)
-    better = np.stack([o.weight * np.asarray(o.fn(problem, values), dtype=np.float64) for o in objectives], axis=1)
-    mine = problem.values(np.array(genomes, dtype=np.int64))
-    own = np.stack([o.weight * np.asarray(o.fn(problem, mine), dtype=np.float64) for o in objectives], axis=1)
+    better = _objective_matrix(problem, values, objectives, weighted=True)
+    own = _objective_matrix(problem, problem.values(np.array(genomes, dtype=np.int64)), objectives, weighted=True)
     out, replaced = {}, {}
     for genome, point in zip(genomes, own, strict=True):
         beats = np.all(better >= point, axis=1) & np.any(better > point, axis=1)
@@ -823,8 +830,8 @@ def _evaluate_objectives(problem: Problem, inds, objectives=OBJECTIVES):
     infeasible one keeps its values, but `ConstrainedFitness` ranks it behind every feasible one."""
     idx = np.array(inds, dtype=np.int64).reshape(-1, 5)
     values = problem.values(idx)
-    columns = [np.asarray(o.fn(problem, values), dtype=np.float64) for o in objectives]
+    columns = _objective_matrix(problem, values, objectives)
     violation = problem.violation(values)
     for i, ind in enumerate(inds):
-        ind.fitness.values = tuple(float(c[i]) for c in columns)
+        ind.fitness.values = tuple(float(v) for v in columns[i])
         ind.fitness.violation = float(violation[i])

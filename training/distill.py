@@ -56,6 +56,7 @@ from training.evaluate import (
     codebert_arch_calls,
     interleaved_latency_ms,
     random_inputs,
+    saved_weights_bytes,
     time_calls,
     timing_row,
 )
@@ -741,7 +742,7 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     teacher_acc = artifacts.teacher_metrics["accuracy"]
     row = {"kind": candidate.get("kind", "student"), "variant": fields.pop("variant", None), **fields,
            "params": sum(p.numel() for p in model.parameters()),
-           "serialized_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors")),  # as written
+           "serialized_bytes": saved_weights_bytes(out),  # as written
            "accuracy": result["accuracy"], "f1": result["f1"],
            "teacher_accuracy": teacher_acc, "teacher_f1": artifacts.teacher_metrics["f1"],
            "retention": result["accuracy"] / teacher_acc if teacher_acc else None,

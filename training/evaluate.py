@@ -11,6 +11,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 from safetensors.torch import save as safetensors_save
@@ -40,6 +41,11 @@ def f1_score(preds: Sequence[int], labels: Sequence[int], num_labels: int = 2) -
         fn = sum(int(p) != c and int(y) == c for p, y in zip(preds, labels, strict=True))
         scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     return sum(scores) / len(scores)
+
+
+def saved_weights_bytes(folder: str | Path) -> int:
+    """Bytes of the safetensors files a `save_pretrained` wrote into `folder` (0 when none)."""
+    return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
 
 
 def serialized_size_bytes(model: torch.nn.Module) -> int:

@@ -112,12 +112,13 @@ def _sparsity(model: nn.Module, scope: str = "encoder") -> float:
 
 def stored_sparsity(variant_model: nn.Module, scope: str = "encoder") -> float:
     """Fraction of exact zeros in the prunable set's weights as `variant_model` stores them:
-    the int8 integers of a dynamic int8 Linear (rounding sends every weight below half a
-    quantization step to 0, so an unpruned model has zeros too), fp16 or fp32 values else."""
+    a dynamic int8 Linear's weights where the integer is the zero point (rounding sends every
+    weight below half a quantization step there, so an unpruned model has zeros too), fp16 or
+    fp32 values else."""
     tensors = []
     for module in prunable_linears(variant_model, scope).values():
         w = module.weight() if callable(module.weight) else module.weight
-        tensors.append(w.int_repr() if w.is_quantized else w.detach())
+        tensors.append(w.dequantize() if w.is_quantized else w.detach())  # 0 where the integer is the zero point
     return measured_sparsity(tensors)
 
 

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import uuid
 from pathlib import Path
 
 _TEMP = re.compile(r"\.(?P<name>.+)\.tmp-(?P<space>[0-9a-f]{8})-(?P<pid>\d+)")
@@ -99,7 +100,8 @@ def publish(staging: Path, final: Path, marker: str | None = None) -> bool:
 def _remove_incomplete(final: Path) -> None:
     """Move `final` aside (one atomic rename: a reader sees it whole or absent) and remove it.
     A concurrent writer may have moved or replaced it first: then there is nothing to do."""
-    aside = staging_path(final.with_name(f"{final.name}.incomplete"))
+    # a name of its own each time: an earlier removal that left files would block the rename
+    aside = staging_path(final.with_name(f"{final.name}.incomplete-{uuid.uuid4().hex[:8]}"))
     try:
         os.rename(final, aside)
     except FileNotFoundError:
