@@ -72,6 +72,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("test_nll", _F), ("test_bleu_constant", _F), ("n_train", _I),
               ("beam", _I), ("loss", _F), ("iterations", _I), ("train_seconds", _F), ("dense_size_bytes", _I),
               ("sparse_size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F),
+              ("dense_latency_ms", _F), ("speedup_vs_dense", _F),
               ("precision", _S), ("model_sparsity", _F), ("stopped_early", _B),
               ("valid_checks", _S)],  # valid_checks: JSON text, the pick_* selections' validation BLEUs
     "quantize": [("model", _S), ("variant", _S), ("sparsity", _F), ("stored_sparsity", _F), ("bleu_greedy", _F),
@@ -350,15 +351,31 @@ def connect(results_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     for name in table_names(results_dir):
         glob = str(table_dir(results_dir, name) / "*.parquet").replace("'", "''")
+        source = f"read_parquet('{glob}', hive_partitioning=true, union_by_name=true)"
         try:
-            con.execute(
-                f"CREATE VIEW {_ident(name)} AS SELECT * FROM read_parquet('{glob}', "
-                "hive_partitioning=true, union_by_name=true)"
-            )
+            con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM {source}")
+            missing = _declared_missing(con, name)
+            if missing:  # every file predates them: NULL columns, so queries naming them still run
+                nulls = ", ".join(f"NULL::{_DUCKDB_TYPES[str(t)]} AS {_ident(c)}" for c, t in missing)
+                con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT *, {nulls} FROM {source}")
         except duckdb.Error as exc:
             con.close()
             raise ResultsError(f"table {name}: {str(exc).splitlines()[0]}") from None
     return con
+
+
+# DuckDB's names of the Arrow types the declared columns have
+_DUCKDB_TYPES = {"double": "DOUBLE", "int64": "BIGINT", "string": "VARCHAR", "bool": "BOOLEAN",
+                 "timestamp[ms, tz=UTC]": "TIMESTAMPTZ"}
+
+
+def _declared_missing(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, pa.DataType]]:
+    """The declared columns of table `name` (`schema`) that its view lacks: a column added
+    to the code after every file of the table was written."""
+    if name not in COLUMNS:
+        return []
+    present = {row[0] for row in con.execute(f"DESCRIBE {_ident(name)}").fetchall()}
+    return [(f.name, f.type) for f in schema(name) if f.name not in present]
 
 
 def query(results_dir: str | os.PathLike, sql: str) -> pa.Table:

@@ -9,6 +9,7 @@ counting zeros. Rewinding writes `checkpoint * mask` into the surviving weights.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -305,6 +306,7 @@ class _Context:
     device: str
     # test BLEU of the best input-independent summary (chosen on training data): BLEU's floor
     constant_bleu: float
+    dense: Seq2Seq | None = None  # the fine-tuned model, unpruned: each round is timed against it
 
 
 def _context(artifacts: Seq2SeqArtifacts, cfg: PruneConfig, scope: str, device: str) -> _Context:
@@ -319,7 +321,7 @@ def _context(artifacts: Seq2SeqArtifacts, cfg: PruneConfig, scope: str, device: 
         model, tok, prunable_weights(model, scope), tokenize_pairs(splits["train"], tok, s2s),
         tokenize_pairs(valid, tok, s2s), [p.target for p in valid],
         tokenize_pairs(test, tok, s2s), test_refs, s2s, device,
-        codexglue_bleu([constant] * len(test_refs), test_refs),
+        codexglue_bleu([constant] * len(test_refs), test_refs), copy.deepcopy(model).eval(),
     )
 
 
@@ -403,7 +405,8 @@ def fine_tune_round(ctx: _Context, masks, schedule: dict, cfg: PruneConfig, seed
 def generation_latency(model: Seq2Seq, test: Sequence[tuple[list[int], list[int]]], target_len: int, *,
                        runs: int, threads: int | None, device: str = "cpu") -> dict:
     """`latency_ms` of one greedy generation by `model` on the code-to-text latency input:
-    the `prune` rows' and the `quantize` rows' `latency_ms` both come from here.
+    the `quantize` rows' `latency_ms` come from here, the `prune` rows' from the same call
+    timed beside the dense model's (`round_latencies`).
 
     The input is the first example of the test split (`test`: the tokenized pairs of
     `code_to_text_splits(data)["test"]`, or any leading slice of it, so `test_subset` does not
@@ -414,26 +417,44 @@ def generation_latency(model: Seq2Seq, test: Sequence[tuple[list[int], list[int]
     """
     from training.evaluate import latency_ms
 
+    return latency_ms(_greedy_call(model, test, target_len, device), warmup=1, runs=runs, threads=threads)
+
+
+def _greedy_call(model: Seq2Seq, test, target_len: int, device: str) -> Callable[[], object]:
+    """`generation_latency`'s timed call: `model` (put in eval mode) generating greedily from
+    the first test example."""
     if not test:
         raise ValueError("generation latency: the test split is empty (no latency input)")
     src, mask, _ = collate(test[:1], model.pad_id, device)
     model.eval()
-    return latency_ms(lambda: model.greedy(src, mask, target_len, stop=False),
-                      warmup=1, runs=runs, threads=threads)
+    return lambda: model.greedy(src, mask, target_len, stop=False)
 
 
-def _latency(ctx: _Context, cfg: PruneConfig) -> dict:
-    return generation_latency(ctx.model, ctx.test, ctx.s2s.target_len, runs=cfg.latency_runs,
-                              threads=cfg.latency_threads, device=ctx.device)
+def round_latencies(model: Seq2Seq, dense: Seq2Seq, test, target_len: int, *, runs: int, threads: int | None,
+                    device: str = "cpu") -> dict:
+    """`generation_latency`'s timing of a round's model and of the dense fine-tuned model,
+    their blocks alternated in one call (`interleaved_latency_ms`): latency_ms, latency_p90_ms,
+    dense_latency_ms and speedup_vs_dense (dense / round). The round-0 rows compare the dense
+    model with its copy: their ratio shows the timing's own noise. Timed in separate calls
+    (each round against its schedule's round 0, minutes apart, the other trial in another
+    phase), pruned rounds read 1.11-1.18x faster than dense weights they compute exactly as fast."""
+    from training.evaluate import interleaved_latency_ms
+
+    calls = {name: _greedy_call(m, test, target_len, device) for name, m in (("round", model), ("dense", dense))}
+    times = interleaved_latency_ms(calls, warmup=1, runs=runs, threads=threads)
+    return {"latency_ms": times["round"]["median_ms"], "latency_p90_ms": times["round"]["p90_ms"],
+            "dense_latency_ms": times["dense"]["median_ms"],
+            "speedup_vs_dense": times["dense"]["median_ms"] / times["round"]["median_ms"]}
 
 
 def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:
     """BLEU (valid/test, greedy/beam), test NLL per reference token, sparsity, sizes and
-    generation latency of ctx.model."""
+    generation latency of ctx.model, the latter beside the dense model's (`round_latencies`)."""
     from training.evaluate import serialized_size_bytes
 
     beam = cfg.beam or ctx.s2s.beam
-    lat = _latency(ctx, cfg)
+    lat = round_latencies(ctx.model, ctx.dense, ctx.test, ctx.s2s.target_len, runs=cfg.latency_runs,
+                          threads=cfg.latency_threads, device=ctx.device)
     test_greedy, test_refs = _generate(ctx, "test", 1)
     return {
         "sparsity": measured_sparsity(ctx.weights.values()),
@@ -449,8 +470,7 @@ def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:
         "beam": beam,
         "dense_size_bytes": serialized_size_bytes(ctx.model),
         "sparse_size_bytes": sparse_size_bytes(ctx.model, ctx.weights),
-        "latency_ms": lat["median_ms"],
-        "latency_p90_ms": lat["p90_ms"],
+        **lat,
     }
 
 

@@ -76,6 +76,21 @@ def test_a_sweep_without_a_value_keeps_the_column_typed_for_every_reader(tmp_pat
     assert sorted(values, key=lambda v: v is not None) == [None, value]
 
 
+def test_a_column_declared_after_every_file_was_written_reads_as_null(tmp_path):
+    """Files written before a column was added to the code: queries (the summaries') that
+    name it still run, NULL for those rows, and a newer file's values come through."""
+    import pyarrow as pa
+
+    old = results.table_file(tmp_path, "prune", "prune-old")
+    old.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"sweep_id": ["prune-old"], "trial_key": ["a"], "round": [0], "latency_ms": [80.0]}), old)
+    rows = results.query(tmp_path, "SELECT trial_key, speedup_vs_dense FROM prune").to_pylist()
+    assert rows == [{"trial_key": "a", "speedup_vs_dense": None}]
+    results.write_rows(tmp_path, "prune", "prune-new", [{"trial_key": "b", "round": 0, "speedup_vs_dense": 1.02}])
+    rows = results.query(tmp_path, "SELECT trial_key, speedup_vs_dense FROM prune ORDER BY trial_key").to_pylist()
+    assert rows == [{"trial_key": "a", "speedup_vs_dense": None}, {"trial_key": "b", "speedup_vs_dense": 1.02}]
+
+
 def test_sink_upserts_and_resumes_from_disk(tmp_path):
     stamp = {"config_hash": "h", "code_version": "v"}
     sink = results.RowSink(str(tmp_path), "s1", stamp, ("prune",))

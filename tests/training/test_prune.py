@@ -1,6 +1,7 @@
 """Pruning: the prunable set, exact pruned fractions per method and scope, global versus
 layer-wise, rewinding, zeros that survive training, lottery-ticket rounds with resume."""
 
+import copy
 import json
 import os
 
@@ -158,6 +159,31 @@ def test_prunable_sizes_from_the_dimensions_are_the_models(seq2seq_teacher, tiny
         assert prunable_sizes(scope, **dims) == [w.numel() for w in prunable_weights(model, scope).values()]
 
 
+def test_each_round_is_timed_beside_the_dense_model(seq2seq_teacher, tiny, monkeypatch):
+    """One alternated call times the round's model and the dense one: round 0 compares the
+    dense model with its copy; a pruned round that is twice as slow reads 0.5x."""
+    from training import evaluate
+    from training.prune import round_latencies
+
+    model, tok = tiny.model(seq2seq_teacher)
+    dense = copy.deepcopy(model)
+    test = tokenize_pairs([PairText(c, d) for c, d in tiny.PAIRS], tok, tiny.config())
+    seen = {}
+
+    def fake(fns, **kw):  # the harness's contract: name -> latency_ms dict, names as given
+        seen.update(fns)
+        return {"round": {"median_ms": 20.0, "p90_ms": 25.0}, "dense": {"median_ms": 10.0, "p90_ms": 11.0}}
+
+    monkeypatch.setattr(evaluate, "interleaved_latency_ms", fake)
+    lat = round_latencies(model, dense, test, 4, runs=20, threads=1)
+    assert lat == {"latency_ms": 20.0, "latency_p90_ms": 25.0, "dense_latency_ms": 10.0, "speedup_vs_dense": 0.5}
+    assert set(seen) == {"round", "dense"}
+    monkeypatch.undo()
+    real = round_latencies(model, dense, test, 4, runs=20, threads=1)
+    assert real["latency_ms"] > 0 and real["dense_latency_ms"] > 0
+    assert real["speedup_vs_dense"] == real["dense_latency_ms"] / real["latency_ms"]
+
+
 def test_schedules_that_prune_nothing_or_everything_are_refused():
     weights = [100, 10]  # 110 weights, matrices of 100 and 10
     check_prunes_some_but_not_all(weights, 2, 0.25, "original", "global")  # 28, then 55
@@ -234,7 +260,7 @@ class Interrupted(Exception):
     """What a killed trial does to run_schedule: it stops between two rounds."""
 
 
-CLOCK = ("train_seconds", "latency_ms", "latency_p90_ms")  # readings of the clock differ in any two runs
+CLOCK = ("train_seconds", "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup_vs_dense")  # readings of the clock differ in any two runs
 
 
 def _computed(row: dict) -> dict:

@@ -120,7 +120,9 @@ def test_prune_rounds_and_quantize_rows_time_generation_on_the_same_input(seq2se
     in_prune = len(timed)
     state = tmp_path / "trial" / "round_001" / "state.safetensors"
     quantize_rows(art, QuantizeConfig(variants=("fp32", "int8"), test_subset=2, beam=1), pruned={"l1": state})
-    assert in_prune == 2 * 21 and len(timed) == in_prune + 4 * 21  # 1 warm-up + 20 runs per timing
+    # each round: itself and the dense model, 20 runs each in 4 alternated blocks, each block
+    # after an untimed call (24 calls a model); each quantize row: 1 warm-up + 20 runs
+    assert in_prune == 2 * 2 * 24 and len(timed) == in_prune + 4 * 21
     assert all(t == [first_test] for t in timed)
 
 
