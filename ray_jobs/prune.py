@@ -63,7 +63,7 @@ def check_schedule_counts(cfg: JobConfig, teacher: Teacher) -> None:
                                decoder_layers=cfg.seq2seq.decoder_layers, decoder_ffn=cfg.seq2seq.decoder_ffn)
         try:
             check_prunes_some_but_not_all(sizes, schedule["rounds"], cfg.prune.rate, cfg.prune.rate_of,
-                                          schedule["method"].split("-")[1])
+                                          schedule["method"])
         except ValueError as exc:
             raise JobError(f"prune.{exc} (schedule {schedule['schedule']})") from None
 

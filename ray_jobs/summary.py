@@ -28,7 +28,7 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
         results_dir, f"SELECT count(*) AS n FROM distill WHERE sweep_id = {sid}").column("n")[0].as_py()
     lines = _distill_lines(results_dir, sweep_id) if has_rows else [f"compress: no distill rows in {sweep_id}"]
     if "quantize" in names:
-        lines += _variant_lines(results_dir, sweep_id)
+        lines += _variant_lines(results_dir, sweep_id, names)
     return "\n".join(lines)
 
 
@@ -69,8 +69,9 @@ def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
     return lines
 
 
-def _variant_lines(results_dir: str, sweep_id: str) -> list[str]:
-    """The quantize rows of a compression sweep (the CPU, whatever device the trials had)."""
+def _variant_lines(results_dir: str, sweep_id: str, names: list[str]) -> list[str]:
+    """The quantize rows of a compression sweep (the CPU, whatever device the trials had);
+    `names`: the folder's tables."""
     sid = _sql_str(sweep_id)
     variants = results.query(results_dir, f"""
         SELECT model, variant, size_bytes / 1e6 AS size_mb, accuracy, accuracy_kept, retention,
@@ -80,8 +81,7 @@ def _variant_lines(results_dir: str, sweep_id: str) -> list[str]:
         return []
     settings = results.query(results_dir, f"""
         SELECT any_value(latency_seq_len) AS seq, any_value(latency_threads) AS threads
-        FROM distill WHERE sweep_id = {sid}""").to_pylist()[0] if "distill" in results.table_names(
-        results_dir) else {"seq": None, "threads": None}
+        FROM distill WHERE sweep_id = {sid}""").to_pylist()[0] if "distill" in names else {"seq": None}
     timing = (f"batch 1, sequence {settings['seq']}, {settings['threads']} thread(s)" if settings["seq"]
               else "batch 1")
     return ["Quantized on the CPU (size: torch.save bytes, the graph file's for onnx variants; "

@@ -65,6 +65,10 @@ class Sweep:
     # `tables` (a finished trial without a row there has lost rows: `_check_rows_kept`)
     last_table: dict[str, str] = field(default_factory=dict)
 
+    def final_table(self, trial_key: str) -> str:
+        """The table trial `trial_key` reports its last row to."""
+        return self.last_table.get(trial_key, self.tables[0])
+
 
 @dataclass
 class SweepOutcome:
@@ -553,9 +557,9 @@ def _check_rows_kept(sweep: Sweep, path: Path, rows: dict[str, list[dict]], fini
     missing. Checked per table: a student's `quantize` rows do not stand in for its lost
     `distill` row."""
     held = {(table, r.get("trial_key")) for table, table_rows in rows.items() for r in table_rows}
-    missing = sorted(k for k in finished if (sweep.last_table.get(k, sweep.tables[0]), k) not in held)
+    missing = sorted(k for k in finished if (sweep.final_table(k), k) not in held)
     if missing:
-        where = ", ".join(f"{k} ({sweep.last_table.get(k, sweep.tables[0])})" for k in missing)
+        where = ", ".join(f"{k} ({sweep.final_table(k)})" for k in missing)
         raise JobError(f"{sweep.job}: sweep {sweep.sweep_id} finished, but no table row holds trial(s) "
                        f"{where} (a table file of the sweep moved or removed?): remove the folder "
                        f"{path} and run the command again to recompute them; each row replaces the row of the "

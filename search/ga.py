@@ -768,14 +768,10 @@ def pareto(
     slim = _distinct(slim)
     front = tools.sortNondominated(slim, len(slim), first_front_only=True)[0] if slim else []
     genomes, replaced = on_grid_front(problem, [list(ind) for ind in front], objectives)
-    order = sorted(range(len(genomes)), key=lambda i: (_objective_key(problem, genomes[i], objectives), genomes[i]))
+    keys = _objective_matrix(problem, problem.values(np.array(genomes, dtype=np.int64).reshape(-1, 5)), objectives)
+    order = sorted(range(len(genomes)), key=lambda i: (tuple(keys[i]), genomes[i]))  # size first
     rows = problem.rows([genomes[i] for i in order], [0.0] * len(order))
     return [row | {"fitness": None, "replaced": replaced[i]} for row, i in zip(rows, order, strict=True)]
-
-
-def _objective_key(problem: Problem, genome: list[int], objectives) -> tuple[float, ...]:
-    """A genome's objective values, in order: the front's sort key (size first)."""
-    return tuple(float(v) for v in _objective_matrix(problem, problem.values(np.array([genome])), objectives)[0])
 
 
 def _objective_matrix(problem: Problem, values: np.ndarray, objectives, weighted: bool = False) -> np.ndarray:
@@ -803,19 +799,16 @@ def on_grid_front(problem: Problem, genomes: list[list[int]], objectives=OBJECTI
     # objective columns with "larger is better" for each (the weight's sign)
     better = _objective_matrix(problem, values, objectives, weighted=True)
     own = _objective_matrix(problem, problem.values(np.array(genomes, dtype=np.int64)), objectives, weighted=True)
-    out, replaced = {}, {}
+    replaced: dict[tuple[int, ...], bool] = {}  # genome -> replaced, in first-seen order
     for genome, point in zip(genomes, own, strict=True):
         beats = np.all(better >= point, axis=1) & np.any(better > point, axis=1)
         if beats.any():
             rivals = np.flatnonzero(beats)
             # the first of the rivals by objective 1, then 2, ... (lexsort keys run last-first)
-            best = rivals[np.lexsort(tuple(-better[rivals, k] for k in reversed(range(better.shape[1]))))[0]]
-            genome = grid[best].tolist()
+            genome = grid[rivals[np.lexsort(tuple(-better[rivals, k] for k in reversed(range(better.shape[1]))))[0]]]
         key = tuple(int(g) for g in genome)
-        out.setdefault(key, list(key))
         replaced[key] = replaced.get(key, False) or bool(beats.any())
-    keys = list(out)
-    return [out[k] for k in keys], [replaced[k] for k in keys]
+    return [list(k) for k in replaced], list(replaced.values())
 
 
 def _distinct(inds):

@@ -219,29 +219,29 @@ def prunable_sizes(scope: str, *, layers: int, hidden: int, ffn: int, decoder_la
                    decoder_ffn: int) -> list[int]:
     """The entry counts of `prunable_weights(model, scope)`'s matrices, from the dimensions
     alone (the job checks its schedules with them before fine-tuning anything)."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     encoder = [hidden * hidden] * 4 + [hidden * ffn] * 2  # query, key, value, output; intermediate, output
     decoder = [hidden * hidden] * 8 + [hidden * decoder_ffn] * 2  # self and cross attention; ffn
     parts = {"encoder": encoder * layers, "decoder": decoder * decoder_layers}
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     return parts["encoder"] + parts["decoder"] if scope == "all" else parts[scope]
 
 
 def check_prunes_some_but_not_all(sizes: Sequence[int], rounds: int, rate: float, rate_of: str,
-                                  granularity: str) -> None:
+                                  method: str) -> None:
     """ValueError when round 1 would prune no weight of the prunable matrices of these
     `sizes` (a rate too small for them) or the last round every weight of the set (global)
     or of a matrix (layerwise): `rate_of: remaining` never reaches 1 in theory, but counts
     are rounded."""
-    pools = [sum(sizes)] if granularity == "global" else sizes
+    pooled = method.endswith("-global")  # one threshold over the set, else one per matrix (`compute_masks`)
+    pools, unit = ([sum(sizes)], "set") if pooled else (list(sizes), "matrix")
     first, last = nominal_sparsity(1, rate, rate_of), nominal_sparsity(rounds, rate, rate_of)
     if rounds >= 1 and max(round(first * n) for n in pools) == 0:
-        raise ValueError(f"rate: {rate} prunes no weight in round 1 ({min(pools):,} weights per "
-                         f"{'set' if granularity == 'global' else 'matrix'})")
+        raise ValueError(f"rate: {rate} prunes no weight in round 1 ({min(pools):,} weights per {unit})")
     full = [n for n in pools if round(last * n) >= n]
     if full:
         raise ValueError(f"rate: {rate} x {rounds} rounds (rate_of {rate_of}) prunes every weight of a "
-                         f"{'set' if granularity == 'global' else 'matrix'} of {full[0]:,} by the last round")
+                         f"{unit} of {full[0]:,} by the last round")
 
 
 def measured_sparsity(tensors) -> float:
@@ -569,7 +569,7 @@ def run_schedule(
         if (saved / "rng.safetensors").is_file():
             set_rng_state(load_file(str(saved / "rng.safetensors")), device)
     check_prunes_some_but_not_all([w.numel() for w in ctx.weights.values()], schedule["rounds"], cfg.rate,
-                                  cfg.rate_of, schedule["method"].split("-")[1])
+                                  cfg.rate_of, schedule["method"])
     checkpoint = _rewind_checkpoint(artifacts, schedule["rewind"])
     for r in range(last + 1, schedule["rounds"] + 1):
         row = _run_round(ctx, masks, checkpoint, schedule, cfg, r)

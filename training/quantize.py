@@ -27,7 +27,7 @@ from training.bleu import codexglue_bleu, corpus_bleu
 from training.checks import check_choices, check_ranges
 from training.models import BiLSTMSoft
 from training.onnx_export import BILSTM_UNTRACEABLE, GRAPH_FILES, ONNX_VARIANTS, OnnxClassifier
-from training.prune import generation_latency, measured_sparsity, prunable_linears, prunable_weights
+from training.prune import generation_latency, measured_sparsity, prunable_linears
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -106,10 +106,6 @@ def saved_size_bytes(model: nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
-def _sparsity(model: nn.Module, scope: str = "encoder") -> float:
-    return measured_sparsity(w.detach() for w in prunable_weights(model, scope).values())
-
-
 def stored_sparsity(variant_model: nn.Module, scope: str = "encoder") -> float:
     """Fraction of exact zeros in the prunable set's weights as `variant_model` stores them:
     a dynamic int8 Linear's weights where the integer is the zero point (rounding sends every
@@ -184,7 +180,7 @@ def quantize_rows(
         model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))
         examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
         scope = (scopes or {}).get(label, "encoder")
-        sparsity = _sparsity(model, scope)
+        sparsity = stored_sparsity(model, scope)  # the fp32 model's: the pruning's zeros
         model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s, device, scope) for v in cfg.variants]
         base = next((r.get("bleu_greedy") for r in model_rows if r["variant"] == "fp32"), None)
         for row in model_rows:

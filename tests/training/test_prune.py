@@ -186,13 +186,13 @@ def test_each_round_is_timed_beside_the_dense_model(seq2seq_teacher, tiny, monke
 
 def test_schedules_that_prune_nothing_or_everything_are_refused():
     weights = [100, 10]  # 110 weights, matrices of 100 and 10
-    check_prunes_some_but_not_all(weights, 2, 0.25, "original", "global")  # 28, then 55
+    check_prunes_some_but_not_all(weights, 2, 0.25, "original", "l1-global")  # 28, then 55
     with pytest.raises(ValueError, match="prunes every weight of a set of 110"):
-        check_prunes_some_but_not_all(weights, 8, 0.9, "remaining", "global")  # 1 - 0.1^8: round() is 110
+        check_prunes_some_but_not_all(weights, 8, 0.9, "remaining", "l1-global")  # 1 - 0.1^8: round() is 110
     with pytest.raises(ValueError, match="prunes every weight of a matrix of 10"):
-        check_prunes_some_but_not_all(weights, 2, 0.8, "remaining", "layerwise")  # 0.96 of 10: 10
+        check_prunes_some_but_not_all(weights, 2, 0.8, "remaining", "l1-layerwise")  # 0.96 of 10: 10
     with pytest.raises(ValueError, match="prunes no weight in round 1"):
-        check_prunes_some_but_not_all(weights, 1, 1e-4, "original", "global")
+        check_prunes_some_but_not_all(weights, 1, 1e-4, "original", "l1-global")
 
 
 def test_pruned_weights_stay_zero_through_training(seq2seq_teacher, tiny):
