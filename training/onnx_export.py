@@ -44,11 +44,6 @@ class _Positional(nn.Module):
         return out.logits if hasattr(out, "logits") else out
 
 
-# Why a BiLSTM_soft has no graph: its forward packs the padded sequences (pack_padded_sequence),
-# which torch's TorchScript exporter fails on (a C++ range error after a ~90-line IR dump)
-BILSTM_UNTRACEABLE = "the TorchScript ONNX exporter cannot trace BiLSTM_soft's packed sequences"
-
-
 def _dynamic_axes(names: tuple[str, ...]) -> dict:
     """Batch and sequence axes free; the two sides of a pair have their own lengths."""
     return {n: {0: "batch", 1: "seq_b" if n.endswith("_b") else "seq"} for n in names} | {"logits": {0: "batch"}}
@@ -107,11 +102,38 @@ def _session_options(threads: int | None = None):
     return options
 
 
+def _unshare_lstm_weights(path: Path) -> None:
+    """Give each LSTM node of the graph at `path` its own copy of weights it shares with an
+    earlier one (in place). A pair BiLSTM_soft reads both inputs with one LSTM: four nodes,
+    two weight sets. ONNX Runtime's LSTM quantizer rewrites a node's weight initializers in
+    place, so the next node sharing them read them transposed: the int8 graph's margins
+    correlated 0.01 with the fp32 graph's. Each copy is int8 after quantizing, so the graph
+    holds the LSTM's weights twice at a quarter of their fp32 bytes each."""
+    import onnx
+
+    model = onnx.load(str(path))
+    initializers = {t.name: t for t in model.graph.initializer}
+    seen: set[str] = set()
+    for node in (n for n in model.graph.node if n.op_type == "LSTM"):
+        for i, name in enumerate(node.input):
+            if name not in initializers:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(initializers[name])
+                copy.name = f"{name}__{node.name or len(seen)}"
+                model.graph.initializer.append(copy)
+                node.input[i] = copy.name
+            seen.add(name)
+    onnx.save(model, str(path))
+
+
 def quantize_onnx(src: Path, dst: Path) -> Path:
-    """ONNX Runtime's dynamic int8 of `src` into `dst` (MatMul weights int8, embedding tables
-    uint8), after its basic graph optimisations: they fold the exporter's Identity copies of
-    weights a pair model's two encodes share, which the quantizer would otherwise keep in fp32
-    beside their int8 copies. RuntimeError when ONNX Runtime refuses the graph."""
+    """ONNX Runtime's dynamic int8 of `src` into `dst` (MatMul and LSTM weights int8,
+    embedding tables uint8), after its basic graph optimisations: they fold the exporter's
+    Identity copies of weights a pair model's two encodes share, which the quantizer would
+    otherwise keep in fp32 beside their int8 copies (LSTM nodes then get their own copies:
+    `_unshare_lstm_weights`). RuntimeError when ONNX Runtime refuses the graph."""
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -126,6 +148,7 @@ def quantize_onnx(src: Path, dst: Path) -> Path:
     try:
         with _ort_errors("ONNX int8 quantization failed"):
             ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+            _unshare_lstm_weights(folded)
             quantize_dynamic(str(folded), str(dst), weight_type=QuantType.QInt8)
     finally:
         logging.disable(disabled)
@@ -207,55 +230,86 @@ class OnnxClassifier(nn.Module):
         return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
-def _tracing_example(config, seq_len: int) -> dict[str, torch.Tensor]:
+def _tracing_example(vocab: int, pad_id: int, pair: bool, seq_len: int,
+                     token_types: bool = False) -> dict[str, torch.Tensor]:
     """Two rows of `seq_len` random tokens a side, the second half padding, so the padding
-    path is traced; `token_type_ids` too for a one-sequence BERT (its pair segments), which
-    the graph must then take as an input."""
+    path is traced; `token_types` adds `token_type_ids` (a one-sequence BERT's pair
+    segments), which the graph must then take as an input."""
     from training.evaluate import random_inputs
 
-    pair = config.model_type == "pair-encoder"  # a bi-encoder: two inputs
-    encoder = config.encoder if pair else config.to_dict()
-    example = random_inputs(encoder["vocab_size"], seq_len, pair=pair, batch=2)
+    example = random_inputs(vocab, seq_len, pair=pair, batch=2)
     half = max(1, seq_len // 2)
     for ids, mask in (("input_ids", "attention_mask"), ("input_ids_b", "attention_mask_b")):
         if ids in example:
-            example[ids][1, half:] = encoder.get("pad_token_id") or 0
+            example[ids][1, half:] = pad_id
             example[mask][1, half:] = 0
-    if not pair and encoder.get("type_vocab_size", 1) > 1:
+    if token_types:
         example["token_type_ids"] = torch.zeros_like(example["input_ids"])
     return example
 
 
-def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: int = 64) -> list[Path]:
-    """A saved classifier folder (a student, the fine-tuned teacher: what
-    `AutoModelForSequenceClassification` loads) -> `model.onnx` and `model_int8.onnx` in `out`
-    (default: the folder). ValueError for a folder that is not such a model or a `seq_len`
-    its position table cannot hold; RuntimeError when the export fails."""
+def _check_seq_len(seq_len: int, positions: int | None) -> None:
+    if seq_len < 1 or (positions is not None and seq_len > positions):
+        bound = f"be in [1, {positions}]" if positions is not None else "be >= 1"
+        raise ValueError(f"--seq-len: must {bound} for this model, got {seq_len}")
+
+
+def _transformers_classifier(folder: Path, seq_len: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """(model, tracing example) of a saved transformers classifier (a student, the teacher)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from training.onnx_infer import usable_positions  # imports onnxruntime: only when exporting
 
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        hint = f" (a BiLSTM_soft folder: {BILSTM_UNTRACEABLE})" if (folder / "bilstm_config.json").is_file() else ""
-        raise ValueError(f"{folder}: no config.json, not a saved transformers classifier{hint}")
     try:  # the config first: a bad --seq-len is refused before the weights load
         config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-        encoder = config.encoder if config.model_type == "pair-encoder" else config.to_dict()
+        pair = config.model_type == "pair-encoder"  # a bi-encoder: two inputs
+        encoder = config.encoder if pair else config.to_dict()
         positions = usable_positions(encoder)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{folder}: cannot read the classifier's config: {err}") from None
-    if not 1 <= seq_len <= positions:
-        raise ValueError(f"--seq-len: must be in [1, {positions}] for this model, got {seq_len}")
+    _check_seq_len(seq_len, positions)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{folder}: cannot load the classifier: {err}") from None
+    example = _tracing_example(encoder["vocab_size"], encoder.get("pad_token_id") or 0, pair, seq_len,
+                               token_types=not pair and encoder.get("type_vocab_size", 1) > 1)
+    return model, example
+
+
+def _bilstm_classifier(folder: Path, seq_len: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """(model, tracing example) of a saved BiLSTM_soft folder (bilstm_config.json)."""
+    from safetensors import SafetensorError
+
+    from training.models import BiLSTMSoft
+
+    _check_seq_len(seq_len, None)  # no position table: any length
+    try:
+        model = BiLSTMSoft.from_pretrained(folder)
+        config = model.config
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+        raise ValueError(f"{folder}: cannot load the BiLSTM_soft: {type(err).__name__}: {err}") from None
+    return model, _tracing_example(config["vocab"], config["pad_id"], config["pair"], seq_len)
+
+
+def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: int = 64) -> list[Path]:
+    """A saved classifier folder (a student, the fine-tuned teacher: what
+    `AutoModelForSequenceClassification` loads; or a BiLSTM_soft baseline's) -> `model.onnx`
+    and `model_int8.onnx` in `out` (default: the folder). ValueError for a folder that is not
+    such a model or a `seq_len` its position table cannot hold; RuntimeError when the export
+    fails."""
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        model, example = _transformers_classifier(folder, seq_len)
+    elif (folder / "bilstm_config.json").is_file():
+        model, example = _bilstm_classifier(folder, seq_len)
+    else:
+        raise ValueError(f"{folder}: no config.json or bilstm_config.json, not a saved classifier")
     out = Path(out) if out is not None else folder
     out.mkdir(parents=True, exist_ok=True)
     # both graphs made aside first: a failure leaves the folder's files as they were
     with tempfile.TemporaryDirectory(prefix="onnx-export-") as work:
-        fp32 = export_onnx(model, _tracing_example(model.config, seq_len), Path(work) / GRAPH_FILES["onnx"])
+        fp32 = export_onnx(model, example, Path(work) / GRAPH_FILES["onnx"])
         int8 = quantize_onnx(fp32, Path(work) / GRAPH_FILES["onnx_int8"])
         for made in (fp32, int8):
             _replace_from(made, out / made.name)
@@ -270,7 +324,8 @@ def _error(err: Exception, status: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Export a saved folder; bad input: one stderr line, exit 2; a failed export: exit 1."""
     parser = OneLineParser(prog="python -m training.onnx_export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", help="a saved classifier folder (a distill row's model_dir)")
+    parser.add_argument("folder", help="a saved classifier folder (a distill row's model_dir, "
+                                           "a student's, the teacher's or a BiLSTM_soft's)")
     parser.add_argument("--out", help="where to write model.onnx and model_int8.onnx (default: the folder)")
     parser.add_argument("--seq-len", type=int, default=64, help="tokens a side of the tracing input")
     try:

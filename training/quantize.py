@@ -25,8 +25,7 @@ from torch import nn
 
 from training.bleu import codexglue_bleu, corpus_bleu
 from training.checks import check_choices, check_ranges
-from training.models import BiLSTMSoft
-from training.onnx_export import BILSTM_UNTRACEABLE, GRAPH_FILES, ONNX_VARIANTS, OnnxClassifier
+from training.onnx_export import GRAPH_FILES, ONNX_VARIANTS, OnnxClassifier
 from training.prune import generation_latency, measured_sparsity, prunable_linears
 from training.seq2seq import (
     Seq2Seq,
@@ -205,8 +204,6 @@ def quantize_classifier(model: nn.Module, variant: str, example: dict[str, torch
     """
     if variant not in ("fp32", *CLASSIFIER_VARIANTS):
         raise ValueError(f"variant must be one of {('fp32', *CLASSIFIER_VARIANTS)}, got {variant!r}")
-    if variant in ONNX_VARIANTS and isinstance(model, BiLSTMSoft):  # known to fail: not tried (a noisy dump)
-        raise RuntimeError(f"ONNX export failed: {BILSTM_UNTRACEABLE} (not attempted)")
     model = copy.deepcopy(model).cpu().eval()
     if variant in ONNX_VARIANTS:
         if example is None:

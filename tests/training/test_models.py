@@ -182,11 +182,33 @@ def test_bilstm_save_reload_and_padding_invariance(tmp_path):
     with torch.no_grad():
         padded = model(ids, mask).logits
         short = model(ids[:, :3], mask[:, :3]).logits
-    assert torch.allclose(padded, short, atol=1e-6)  # packing ignores the padding
+    assert torch.allclose(padded, short, atol=1e-6)  # the padding is never read
     model.save_pretrained(tmp_path)
     again = BiLSTMSoft.from_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.allclose(again(ids, mask).logits, padded)
+
+
+def test_bilstm_reads_padded_batches_as_packed_sequences_forward_and_backward():
+    """The unpacked pool (each direction over the padded batch, read at the row's last token)
+    gives the packed-sequence BiLSTM's final states and gradients, for every row length from
+    1 (and an all-padding row, read as its first token) to the batch's longest."""
+    torch.manual_seed(0)
+    model = BiLSTMSoft(vocab=50, embed=6, hidden=5, dense=7, pad_id=0, dropout=0.0)
+    lengths = torch.tensor([9, 1, 4, 0, 9, 2])
+    mask = (torch.arange(9) < lengths[:, None]).long()
+    ids = torch.randint(1, 50, (6, 9)) * mask
+    unpacked = model.pool(ids, mask)
+    packed = model._packed_states(model.embedding(ids), mask.sum(1).clamp(min=1))
+    torch.testing.assert_close(unpacked, packed, atol=1e-6, rtol=1e-5)
+    grads = [torch.autograd.grad(h.square().sum(), model.lstm.weight_hh_l0_reverse)[0] for h in (unpacked, packed)]
+    torch.testing.assert_close(*grads, atol=1e-6, rtol=1e-5)
+    # the int8 variant's dynamic LSTM reads packed sequences: the same states within int8's error
+    from training.quantize import quantize_classifier
+
+    int8 = quantize_classifier(model, "int8")
+    with torch.no_grad():
+        assert (int8.pool(ids, mask) - unpacked).abs().max() < 0.05
 
 
 def test_bi_encoder_teacher_keeps_pretrained_encoder(tmp_path):
