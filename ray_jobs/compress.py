@@ -27,6 +27,7 @@ from search.latency import load as load_latency_model
 from search.space import InputError, SearchSpace, Teacher, teacher_spec
 from training.data import classification_splits
 from training.distill import (
+    RECIPE,
     CompressTrainConfig,
     extra_transfer_examples,
     labeled_rows,
@@ -44,9 +45,10 @@ SECTIONS = ("seed", "data", "teacher", "search", "finetune", "distill", "baselin
 
 
 def sweep_id(cfg: JobConfig) -> str:
-    """The job's identity: its config sections and the contents of its data."""
+    """The job's identity: its config sections, the contents of its data and the trials'
+    recipe (`training.distill.RECIPE`)."""
     d = cfg.distill
-    return f"compress-{identity_hash(cfg, SECTIONS, d.transfer_extra, d.max_transfer_extra)[:12]}"
+    return f"compress-{identity_hash(cfg, SECTIONS, d.transfer_extra, d.max_transfer_extra, recipe=RECIPE)[:12]}"
 
 
 def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:

@@ -561,6 +561,12 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
     )
 
 
+# What a compression trial computes for a given config; it joins the compression job's sweep
+# id. 2: BiLSTM_soft reads padded batches with oneDNN's LSTM (bf16 under autocast), so the same
+# config trains its baselines to other figures (1: packed sequences, the LSTM left in fp32).
+RECIPE = 2
+
+
 # ---------------------------------------------------------------- student training
 
 

@@ -244,14 +244,16 @@ def test_the_job_notes_a_latency_model_timed_unlike_its_students(tmp_path, capsy
     assert "fitted with 4 thread(s) vs the job's 1" in capsys.readouterr().out
 
 
-def test_prune_sweep_id_follows_the_rounds_recipe(monkeypatch):
-    """Rounds computed by an earlier recipe (the same config) are not resumed or restored."""
-    from ray_jobs import prune
+@pytest.mark.parametrize("job", ["prune", "compress"])
+def test_sweep_id_follows_the_trials_recipe(monkeypatch, job):
+    """Trials computed by an earlier recipe (the same config) are not resumed or restored."""
+    import importlib
 
+    module = importlib.import_module(f"ray_jobs.{job}")
     cfg = load_config(CONFIG_DIR / "smoke.yaml")
-    before = prune.sweep_id(cfg)
-    monkeypatch.setattr(prune, "RECIPE", prune.RECIPE + 1)
-    assert prune.sweep_id(cfg) != before
+    before = module.sweep_id(cfg)
+    monkeypatch.setattr(module, "RECIPE", module.RECIPE + 1)
+    assert module.sweep_id(cfg) != before
 
 
 def test_code_version_of_a_dirty_tree_names_its_sources(monkeypatch):
