@@ -20,7 +20,9 @@ with the speed-ups against the teacher and CodeBERT architectures measured in th
 `sequence`: the soft-label loss alone) of each student shape at each training precision
 (`step_precisions`: fp32, bf16) and attention implementation (`step_attentions`: sdpa,
 eager), on the same device choice; one `bench` row each, with the speed-ups over the
-same shape's fp32 step (same attention) and over its sdpa step (same precision).
+same shape's fp32 step (same attention) and over its sdpa step (same precision). The
+compress job's BiLSTM_soft baselines (`step_bilstms`: paper width, 3 MB) are timed too, at
+each precision with their MSE loss (attention null).
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ class BenchConfig:
     step_batch: int = 32  # pairs (inputs with latency_head=sequence) per step (the demo's distill.batch_size)
     step_seq_len: int = 64  # tokens a side (per input with sequence; the demo's distill.max_seq_len)
     step_runs: int = 20  # timed steps per (student, precision, attention), after 3 untimed
+    # the compress job's BiLSTM_soft baselines, timed at the same precisions with their own loss
+    # (MSE on the logits, plus the in-batch loss with pair_cosine, as the demo trains them; no
+    # attention to switch: `attention` is null): "paper" (Tang et al.'s width) and "budget" (the
+    # widest whose fp32 weights fit step_bilstm_mb); [] for none. Vocabulary step_bilstm_vocab
+    # (the demo's distill.bilstm_vocab)
+    step_bilstms: tuple[str, ...] = ("paper", "budget")
+    step_bilstm_mb: float = 3.0
+    step_bilstm_vocab: int = 2000
     # ---- latency-model: fit_shapes random students of latency_teacher's space (heads of at least
     # fit_min_head_size dimensions, at most fit_max_mb with latency_head), the layer counts taken
     # in turn, timed at batch 1 as the compress job times a student (latency_seq_len tokens an
@@ -112,7 +122,8 @@ class BenchConfig:
     def __post_init__(self) -> None:  # refused when the command line is read, before Ray or any timing
         check_ranges(self, timed_runs=("latency_runs", "step_runs"),
                      paths=("results_dir", "latency_teacher", "latency_model_out"),
-                     counts=("fit_min_head_size",), positive=("fit_max_mb",), seeds=("fit_seed",))
+                     counts=("fit_min_head_size", "step_bilstm_vocab"), positive=("fit_max_mb", "step_bilstm_mb"),
+                     seeds=("fit_seed",))
         check_choices(self, latency_head=HEADS)
         if self.fit_shapes < MIN_SHAPES:  # three coefficients, and leave-one-out fits of them
             raise ValueError(f"fit_shapes: a latency model needs >= {MIN_SHAPES} shapes, got {self.fit_shapes}")
@@ -121,7 +132,7 @@ class BenchConfig:
                                    "width", "overhead_trials", "latency_threads", "workers", "latency_batches",
                                    "latency_rounds"))
         check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions",
-                       "step_attentions")
+                       "step_attentions", "step_bilstms")
         # an empty list would time nothing and write no rows, silently
         for name in ("workers", "latency_batches", "latency_students", "latency_dtypes", "step_students",
                      "step_precisions", "step_attentions"):
@@ -475,7 +486,8 @@ def _ratio(speedup: float | None) -> str:
 
 
 def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
-    """Time one distillation step of every student at every precision; print and write rows."""
+    """Time one distillation step of every student and BiLSTM_soft baseline at every precision
+    (students at every attention too); print and write rows."""
     from training.distill import ATTENTION_IMPLEMENTATIONS, distill_step_times
     from training.evaluate import head_models
     from training.finetune import PRECISIONS
@@ -492,13 +504,16 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
     teacher = _teacher(cfg)
     _check_seq_len("step_seq_len", cfg.step_seq_len, [teacher])
     models = head_models(students, teacher, cfg.latency_head)
+    shapes = dict(zip(models, cfg.step_students, strict=True))
+    for name, (model, vocab) in _bilstms(cfg).items():
+        models[name] = model, vocab
+        shapes[name] = f"BiLSTM H{model.config['hidden']} V{vocab}"
     sweep_id = bench_id("train-step")
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     rows = distill_step_times(models, batch=cfg.step_batch, seq_len=cfg.step_seq_len,
                               precisions=cfg.step_precisions, attentions=cfg.step_attentions,
                               head=cfg.latency_head, device=device, runs=cfg.step_runs,
                               threads=cfg.latency_threads, rounds=cfg.latency_rounds)
-    shapes = dict(zip(models, cfg.step_students, strict=True))
     rows = [{**stamp, **r, "bench": "train_step", "device_name": device_name, "arch": shapes[r["model"]],
              "head": cfg.latency_head, "trial_key": f"train-step-{r['model']}-{r['dtype']}-{r['attention']}"}
             for r in rows]
@@ -508,10 +523,31 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
         print(f"distillation step ({cfg.latency_head} head) on {device} ({device_name}), batch {cfg.step_batch} x "
               f"{cfg.step_seq_len} {_inputs(pair)}, {rows[0]['threads'] if rows else '?'} thread(s)")
         for r in rows:
-            print(f"{r['model']:10} {r['arch']:18} {r['dtype']:5} {r['attention']:5} median={r['median_ms']:9.1f} ms"
+            print(f"{r['model']:13} {r['arch']:18} {r['dtype']:5} {r['attention'] or '-':5} median={r['median_ms']:9.1f} ms"
                   f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} {'pairs' if pair else 'inputs'}/s"
                   f"  vs fp32 {_ratio(r['speedup_vs_fp32'])}  vs sdpa {_ratio(r['speedup_vs_sdpa'])}")
     return _write(results_dir, sweep_id, rows, cfg, stamp, show)
+
+
+def _bilstms(cfg: BenchConfig) -> dict:
+    """"bilstm-VARIANT" -> (BiLSTM_soft, vocab) for each of step_bilstms, reading pairs as
+    latency_head says; ConfigError naming step_bilstms for an unknown variant, step_bilstm_mb
+    when no width fits it."""
+    import torch
+
+    from training.models import BiLSTMSoft
+
+    torch.manual_seed(0)
+    models = {}
+    for variant in cfg.step_bilstms:
+        try:
+            model = BiLSTMSoft.baseline(variant, cfg.step_bilstm_vocab, target_mb=cfg.step_bilstm_mb,
+                                        pair=reads_pairs(cfg.latency_head))
+        except ValueError as err:
+            key = "step_bilstms" if variant not in BiLSTMSoft.VARIANTS else "step_bilstm_mb"
+            raise ConfigError(f"{key}: {err}") from err
+        models[f"bilstm-{variant}"] = model, cfg.step_bilstm_vocab
+    return models
 
 
 # ---------------------------------------------------------------- latency-model

@@ -121,9 +121,11 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
 
 # What a `prune` row's `sparsity` counts, per scope (training.prune.prunable_weights).
 _SCOPE_WORDS = {"encoder": "encoder", "decoder": "decoder", "all": "encoder + decoder"}
-# A pruned round timed below this speed-up over the dense model is reported as no faster:
-# two trials share the cores in a sweep, so timings of one model spread by ~5-10%.
-NO_FASTER_BELOW = 1.1
+# A pruned round timed below this speed-up over the dense model is reported as no faster.
+# Its weights are zeros in dense matrices and its generation runs the same steps, so it does
+# the dense model's work; timed beside it while the other trial shares the cores, rounds read
+# 0.92-1.13x across three make runs (2026-12-06; 1.13 in the third, so 1.1 was too tight).
+NO_FASTER_BELOW = 1.2
 
 
 def _scopes(results_dir: str, sweep_id: str) -> list[str]:
@@ -189,12 +191,15 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
 
 def _speed_line(tbl: pa.Table) -> list[str]:
     """One line on the pruned rounds' speed-up over the dense model timed beside them (none
-    without one), saying "no faster" when every one is below NO_FASTER_BELOW."""
-    speed = [r["speedup_vs_dense"] for r in tbl.select(["round", "speedup_vs_dense"]).to_pylist()
-             if r["round"] > 0 and r["speedup_vs_dense"] is not None]
+    without one), with round 0's ratio (the timing's own noise), saying "no faster" when every
+    one is below NO_FASTER_BELOW."""
+    rows = [r for r in tbl.select(["round", "speedup_vs_dense"]).to_pylist() if r["speedup_vs_dense"] is not None]
+    speed = [r["speedup_vs_dense"] for r in rows if r["round"] > 0]
     if not speed:
         return []
     line = f"Pruned rounds run at {min(speed):.2f}-{max(speed):.2f}x the dense model's speed, timed beside it"
+    if noise := [r["speedup_vs_dense"] for r in rows if r["round"] == 0]:
+        line += f" (the dense model beside its copy, round 0: {min(noise):.2f}-{max(noise):.2f}x)"
     if max(speed) < NO_FASTER_BELOW:
         line += ": no faster (pruned weights are zeros in dense matrices, which no kernel skips)"
     return [line + "."]

@@ -300,7 +300,8 @@ def _distill_step(model, vocab: int, *, head: str, batch: int, seq_len: int, pre
     teacher_logits = torch.randn(batch, 2, generator=gen).to(device)  # (B, 2)
     teacher_margins = torch.randn(batch, batch, generator=gen).to(device)  # (B, B)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    soft = SoftLabelLoss(2.0)
+    # a BiLSTM_soft learns the logits by MSE (Tang et al.), as `distill_model` trains it
+    soft = nn.MSELoss() if isinstance(model, BiLSTMSoft) else SoftLabelLoss(2.0)
 
     def step():
         with mixed_precision(device, precision):
@@ -316,7 +317,7 @@ def _distill_step(model, vocab: int, *, head: str, batch: int, seq_len: int, pre
 
 
 def _step_stats(model, vocab: int, *, head: str, batch: int, seq_len: int, precisions: Sequence[str],
-                attentions: Sequence[str], device: str, runs: int, warmup: int, threads: int | None,
+                attentions: Sequence[str | None], device: str, runs: int, warmup: int, threads: int | None,
                 rounds: int) -> dict[str, dict]:
     """"attention/precision" -> `latency_ms` stats of `model`'s step, timed against each other
     on one copy of the model per attention (each in its implementation), one optimizer each."""
@@ -337,7 +338,8 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
                        threads: int | None = None, rounds: int = LATENCY_ROUNDS) -> list[dict]:
     """Time one distillation step of every student (name -> (model, vocab size), built with the
     search head `head`: `training.evaluate.head_models(students, teacher, head)`) at every
-    training precision and attention implementation.
+    training precision and attention implementation. A BiLSTM_soft (reading pairs as the head
+    says) is timed at every precision with its MSE loss, under attention None.
 
     With `pair_cosine` the step is the demo's: both sides of `batch` random pairs of `seq_len`
     tokens encoded under `mixed_precision`, the soft-label loss plus the in-batch loss (weight 2,
@@ -358,11 +360,13 @@ def distill_step_times(models: dict[str, tuple[nn.Module, int]], *, batch: int, 
     rows = []
     for name, (model, vocab) in models.items():
         # the copies and optimizers live in the call only: the device is free for the next model
+        # no transformers attention to switch (BiLSTM_soft): one copy, under attention None
+        timed = (None,) if isinstance(model, BiLSTMSoft) else tuple(attentions)
         stats = _step_stats(model, vocab, head=head, batch=batch, seq_len=seq_len, precisions=precisions,
-                            attentions=attentions, device=device, runs=runs, warmup=warmup,
+                            attentions=timed, device=device, runs=runs, warmup=warmup,
                             threads=threads, rounds=rounds)
         rows += [timing_row(name, p, batch, seq_len, stats[f"{a}/{p}"]) | {"attention": a}
-                 for a in attentions for p in precisions]
+                 for a in timed for p in precisions]
     median = {(r["model"], r["dtype"], r["attention"]): r["median_ms"] for r in rows}
     for r in rows:
         fp32 = median.get((r["model"], "fp32", r["attention"]))
@@ -657,14 +661,9 @@ def _build(candidate: dict, artifacts: TeacherArtifacts, transfer, cfg: DistillC
     variant = candidate.get("variant", "paper")
     vocab = int(candidate.get("vocab", cfg.bilstm_vocab))
     tokenizer = train_tokenizer(texts, vocab, cache_dir=cache, words=words)
-    if variant == "paper":  # pair tasks: the paper's siamese pair model
-        model = BiLSTMSoft(vocab, **BiLSTMSoft.PAPER_WIDTH, num_labels=artifacts.num_labels,
-                           pad_id=tokenizer.pad_token_id, pair=pairs)
-    elif variant == "budget":
-        model = BiLSTMSoft.for_budget(float(candidate["target_mb"]) * 1e6, vocab, artifacts.num_labels,
-                                      tokenizer.pad_token_id, pair=pairs)
-    else:
-        raise ValueError(f"bilstm variant must be 'paper' or 'budget', got {variant!r}")
+    # pair tasks: the paper's siamese pair model
+    model = BiLSTMSoft.baseline(variant, vocab, target_mb=candidate.get("target_mb"),
+                                num_labels=artifacts.num_labels, pad_id=tokenizer.pad_token_id, pair=pairs)
     n = sum(p.numel() for p in model.parameters())
     fields = {"variant": variant, "vocab": vocab, "hidden": model.config["hidden"],
               "size_mb": n * 4 / 1e6, "analytic_params": n, "gflops": None, "predicted_ms": None}

@@ -296,6 +296,22 @@ class BiLSTMSoft(nn.Module):
         return cls(vocab, embed=best[0], hidden=best[0], dense=best[1], num_labels=num_labels,
                    pad_id=pad_id, pair=pair)
 
+    VARIANTS = ("paper", "budget")
+
+    @classmethod
+    def baseline(cls, variant: str, vocab: int, *, target_mb: float | None = None, num_labels: int = 2,
+                 pad_id: int = 0, pair: bool = False) -> BiLSTMSoft:
+        """The compression job's baselines: "paper" (PAPER_WIDTH) or "budget" (`for_budget`:
+        the widest whose fp32 weights fit target_mb). ValueError for another variant, a budget
+        without target_mb or one that no width fits."""
+        if variant == "paper":
+            return cls(vocab, **cls.PAPER_WIDTH, num_labels=num_labels, pad_id=pad_id, pair=pair)
+        if variant != "budget":
+            raise ValueError(f"bilstm variant must be one of {cls.VARIANTS}, got {variant!r}")
+        if target_mb is None:
+            raise ValueError("bilstm variant 'budget': needs target_mb")
+        return cls.for_budget(float(target_mb) * 1e6, vocab, num_labels, pad_id, pair=pair)
+
     def pool(self, ids, mask=None):
         """Summary h (B, 2*hidden) of one input's ids and mask (B, S) each (right-padded).
 

@@ -114,14 +114,16 @@ def _unshare_lstm_weights(path: Path) -> None:
     model = onnx.load(str(path))
     initializers = {t.name: t for t in model.graph.initializer}
     seen: set[str] = set()
-    for node in (n for n in model.graph.node if n.op_type == "LSTM"):
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "LSTM":
+            continue
         for i, name in enumerate(node.input):
             if name not in initializers:
                 continue
             if name in seen:
                 copy = onnx.TensorProto()
                 copy.CopyFrom(initializers[name])
-                copy.name = f"{name}__{node.name or len(seen)}"
+                copy.name = f"{name}__node{index}"  # the node's position: unique in the graph
                 model.graph.initializer.append(copy)
                 node.input[i] = copy.name
             seen.add(name)

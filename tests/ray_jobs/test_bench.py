@@ -91,8 +91,12 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     assert ("pairs/s" in proc.stdout) == (head != "sequence") and ("inputs/s" in proc.stdout) == (head == "sequence")
     rows = results.query(tmp_path, "SELECT * FROM bench WHERE bench = 'train_step'").to_pylist()
     shapes = ["5,112,2,288,1000", "4,112,2,416,1000", "1,144,2,1536,1000", "1,160,2,1248,1000"]
-    assert sorted((r["arch"], r["dtype"], r["attention"]) for r in rows) == sorted(
-        (a, p, at) for a in shapes for p in ("fp32", "bf16") for at in ("sdpa", "eager"))
+    # the BiLSTM_soft baselines at each precision, with no attention to switch: the paper's
+    # width, and the widest that fits 3 MB (H134 for a pair model's 8x-wide dense input, H153 for one input)
+    bilstms = ["BiLSTM H300 V2000", f"BiLSTM H{134 if head != 'sequence' else 153} V2000"]
+    assert sorted((r["arch"], r["dtype"], r["attention"] or "") for r in rows) == sorted(
+        [(a, p, at) for a in shapes for p in ("fp32", "bf16") for at in ("sdpa", "eager")]
+        + [(a, p, "") for a in bilstms for p in ("fp32", "bf16")])
     assert len({r["trial_key"] for r in rows}) == len(rows)  # no row replaces another
     median = {(r["arch"], r["dtype"], r["attention"]): r["median_ms"] for r in rows}
     for r in rows:
@@ -100,7 +104,10 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
         assert r["median_ms"] > 0 and r["pairs_per_s"] == pytest.approx(4 / r["median_ms"] * 1e3)
         fp32 = median[r["arch"], "fp32", r["attention"]]
         assert r["speedup_vs_fp32"] == pytest.approx(fp32 / r["median_ms"])
-        assert r["speedup_vs_sdpa"] == pytest.approx(median[r["arch"], r["dtype"], "sdpa"] / r["median_ms"])
+        if r["attention"] is None:
+            assert r["model"].startswith("bilstm-") and r["speedup_vs_sdpa"] is None
+        else:
+            assert r["speedup_vs_sdpa"] == pytest.approx(median[r["arch"], r["dtype"], "sdpa"] / r["median_ms"])
     # the run's settings, joinable to its rows
     (config,) = results.query(tmp_path, "SELECT job, sweep_id, config FROM configs").to_pylist()
     assert config["job"] == "bench" and config["sweep_id"] == rows[0]["sweep_id"]
@@ -117,14 +124,15 @@ def test_train_step_times_the_students_its_head_names(tmp_path, monkeypatch, hea
     real, seen = training.distill.distill_step_times, {}
 
     def spy(models, **kwargs):
-        seen.update(types={type(m).__name__ for m, _ in models.values()}, head=kwargs["head"])
+        seen.update(types={type(m).__name__ for m, _ in models.values()}, head=kwargs["head"],
+                    bilstm_pairs={m.pair for m, _ in models.values() if type(m).__name__ == "BiLSTMSoft"})
         return real(models, **kwargs)
 
     monkeypatch.setattr(training.distill, "distill_step_times", spy)
     assert bench.main(["train-step", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}",
                        f"latency_head={head}", "step_students=[\"1,32,2,64,1000\"]", "step_precisions=[fp32]",
-                       "step_attentions=[sdpa]"]) == 0
-    assert seen == {"types": {built}, "head": head}
+                       "step_attentions=[sdpa]", "step_bilstms=[budget]"]) == 0
+    assert seen == {"types": {built, "BiLSTMSoft"}, "head": head, "bilstm_pairs": {head != "sequence"}}
     from search.space import InputError
     with pytest.raises(InputError):  # an unknown head is refused, not timed as a single input
         real({}, batch=2, seq_len=8, precisions=["fp32"], head="cosine")
@@ -189,6 +197,10 @@ def test_a_bench_into_a_closed_pipe_keeps_its_rows_and_ends_quietly(tmp_path, cl
     ("train-step", "step_attentions=[]", "step_attentions"),  # nothing timed, no rows: refused
     ("train-step", "step_precisions=[]", "step_precisions"),
     ("train-step", "step_students=[]", "step_students"),
+    ("train-step", "step_bilstms=[wide]", "step_bilstms"),
+    ("train-step", "step_bilstms=[paper,paper]", "step_bilstms"),
+    ("train-step", "step_bilstm_mb=0.001", "step_bilstm_mb"),  # no BiLSTM fits 1 kB
+    ("train-step", "step_bilstm_mb=0", "step_bilstm_mb"),
     ("latency", "latency_dtypes=[]", "latency_dtypes"),
     ("latency", "latency_students=[]", "latency_students"),
     ("train-step", "step_runs=5", "step_runs"),
