@@ -125,6 +125,9 @@ class BenchConfig:
                      counts=("fit_min_head_size", "step_bilstm_vocab"), positive=("fit_max_mb", "step_bilstm_mb"),
                      seeds=("fit_seed",))
         check_choices(self, latency_head=HEADS)
+        for variant in self.step_bilstms:  # training.models.BiLSTMSoft.VARIANTS (no torch import here)
+            if variant not in ("paper", "budget"):
+                raise ValueError(f"step_bilstms: {variant!r} is not one of ('paper', 'budget')")
         if self.fit_shapes < MIN_SHAPES:  # three coefficients, and leave-one-out fits of them
             raise ValueError(f"fit_shapes: a latency model needs >= {MIN_SHAPES} shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
@@ -515,7 +518,8 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
                               head=cfg.latency_head, device=device, runs=cfg.step_runs,
                               threads=cfg.latency_threads, rounds=cfg.latency_rounds)
     rows = [{**stamp, **r, "bench": "train_step", "device_name": device_name, "arch": shapes[r["model"]],
-             "head": cfg.latency_head, "trial_key": f"train-step-{r['model']}-{r['dtype']}-{r['attention']}"}
+             "head": cfg.latency_head,
+             "trial_key": f"train-step-{r['model']}-{r['dtype']}-{r['attention'] or 'lstm'}"}
             for r in rows]
 
     def show() -> None:
@@ -531,8 +535,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
 
 def _bilstms(cfg: BenchConfig) -> dict:
     """"bilstm-VARIANT" -> (BiLSTM_soft, vocab) for each of step_bilstms, reading pairs as
-    latency_head says; ConfigError naming step_bilstms for an unknown variant, step_bilstm_mb
-    when no width fits it."""
+    latency_head says; ConfigError naming step_bilstm_mb when no width fits it."""
     import torch
 
     from training.models import BiLSTMSoft
@@ -543,9 +546,8 @@ def _bilstms(cfg: BenchConfig) -> dict:
         try:
             model = BiLSTMSoft.baseline(variant, cfg.step_bilstm_vocab, target_mb=cfg.step_bilstm_mb,
                                         pair=reads_pairs(cfg.latency_head))
-        except ValueError as err:
-            key = "step_bilstms" if variant not in BiLSTMSoft.VARIANTS else "step_bilstm_mb"
-            raise ConfigError(f"{key}: {err}") from err
+        except ValueError as err:  # the variants were checked with the config: the budget fits none
+            raise ConfigError(f"step_bilstm_mb: {err}") from err
         models[f"bilstm-{variant}"] = model, cfg.step_bilstm_vocab
     return models
 

@@ -332,20 +332,30 @@ def _unpack(values):
     return values.T if isinstance(values, np.ndarray) else values
 
 
+def _positive_whole(value) -> bool:
+    """A number >= 1 with no fraction (an int, or a float such as 400.0); False for NaN, inf, bools."""
+    return (isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+            and float(value).is_integer() and value >= 1)
+
+
 def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="sequence", latency_model=None,
              max_ms=None) -> Problem:
     """Validated problem; InputError naming the bad argument. Past it, `Problem.seed_arch` is
     feasible (within `max_mb` and `max_ms`, its heads fit): every search has a candidate."""
     if not 0 < target_mb < np.inf:
         raise InputError(f"target_mb must be positive and finite, got {target_mb}")
-    if seq_len <= 0:
-        raise InputError(f"seq_len must be positive, got {seq_len}")
+    if not _positive_whole(seq_len):  # NaN passed every comparison, then int() raised a bare ValueError
+        raise InputError(f"seq_len must be a positive whole number, got {seq_len}")
+    if not _positive_whole(num_labels):
+        raise InputError(f"num_labels must be a positive whole number, got {num_labels}")
+    if head == "pair_cosine" and num_labels != 2:  # its scale and bias give "no match" / "match"
+        raise InputError(f"head pair_cosine scores two classes (match or not): num_labels must be 2, got {num_labels}")
     if seq_len > teacher.usable_positions:  # a student of the family could not read it
         raise InputError(f"seq_len {seq_len} is above {teacher.usable_positions}, the positions a "
                          f"{teacher.family} model of {teacher.name} can use")
     cost.check_head(head)
     _check_latency(latency_model, max_ms, seq_len, head)
-    problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, num_labels, head, latency_model,
+    problem = Problem(space, teacher, float(target_mb), int(seq_len), max_mb, int(num_labels), head, latency_model,
                       None if max_ms is None else float(max_ms))
     if max_mb is not None and not max_mb < np.inf:  # (size - cap) / cap would be NaN
         raise InputError(f"max_mb={max_mb} must be finite (no cap: leave it unset)")

@@ -260,7 +260,11 @@ class SearchSpace:
 
     def __post_init__(self):
         for name in GENES:
-            values = tuple(int(v) for v in getattr(self, name))
+            given = tuple(getattr(self, name))
+            if any(isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating)
+                   or not float(v).is_integer() for v in given):  # int() truncated 1.9 to 1 silently
+                raise InputError(f"SearchSpace.{name} must hold whole numbers: {given}")
+            values = tuple(int(v) for v in given)
             if not values or any(v <= 0 for v in values) or list(values) != sorted(set(values)):
                 raise InputError(
                     f"SearchSpace.{name} must be non-empty, positive, strictly increasing: {values}"

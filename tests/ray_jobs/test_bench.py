@@ -177,6 +177,13 @@ def test_a_bench_into_a_closed_pipe_keeps_its_rows_and_ends_quietly(tmp_path, cl
     assert results.query(tmp_path, "SELECT count(*) AS n FROM bench").to_pylist() == [{"n": 6}]
 
 
+def test_bench_config_takes_every_bilstm_variant_the_job_builds():
+    from ray_jobs.bench import BenchConfig
+    from training.models import BiLSTMSoft
+
+    assert BenchConfig(step_bilstms=BiLSTMSoft.VARIANTS).step_bilstms == BiLSTMSoft.VARIANTS
+
+
 @pytest.mark.parametrize("what, override, named", [
     ("latency-model", "fit_shapes=3", "fit_shapes"),
     ("latency-model", "latency_head=pair", "latency_head"),

@@ -397,3 +397,11 @@ def test_bad_input_is_an_input_error():
     ):
         with pytest.raises(InputError):
             call()
+    # API-only values the CLI and the jobs never pass: each refused by name, no bare ValueError
+    for kwargs, named in (({"seq_len": float("nan")}, "seq_len"), ({"seq_len": 400.5}, "seq_len"),
+                          ({"num_labels": 0}, "num_labels"), ({"num_labels": 2.5}, "num_labels"),
+                          ({"num_labels": 3, "head": "pair_cosine"}, "pair_cosine")):
+        args = {"seq_len": 400} | kwargs
+        with pytest.raises(InputError, match=named):
+            ga.run_ga(SPACE, CODEBERT, 3.0, args.pop("seq_len"), **args)
+    assert ga.run_ga(SPACE, CODEBERT, 3.0, 400.0, num_labels=3, population=8, generations=1, seed=0)

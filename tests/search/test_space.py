@@ -23,6 +23,14 @@ def test_arch_is_validated():
         Arch(2, 60, 8, 128, 1000)
 
 
+def test_space_genes_must_be_whole_numbers():
+    """A fraction was truncated (1.9 -> 1) and NaN ended in a bare ValueError: both refused by name."""
+    for bad in ((1.9, 2.5), (float("nan"),), (True, 2), ("3",)):
+        with pytest.raises(InputError, match="SearchSpace.layers must hold whole numbers"):
+            SearchSpace(layers=bad)
+    assert SearchSpace(layers=(1.0, 2)).layers == (1, 2)
+
+
 def test_presets_have_the_published_dimensions():
     codebert = teacher_spec("codebert-base")
     assert (codebert.family, codebert.arch().genes()) == ("roberta", (12, 768, 12, 3072, 50265))
