@@ -68,7 +68,7 @@ run-extra: extra-data
 # The demo's students and baselines with 20,000 more transfer pairs: a seeded sample of the functions
 # harvested from the first six EXTRA_PACKAGES, labelled by the teacher; students 7 distillation
 # epochs, baselines 1 (as many pairs as the demo's 3 epochs until 2026-12-06, as the README measured it);
-# 30-35 min on 2 cores. ARGS adds overrides.
+# about 19 min on 2 cores (30-35 before the baselines' oneDNN LSTM). ARGS adds overrides.
 HARVESTED := $(wordlist 1,6,$(EXTRA_PACKAGES))
 run-harvested:
 	$(MAKE) extra-data "EXTRA_PACKAGES=$(HARVESTED)"
