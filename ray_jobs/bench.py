@@ -55,6 +55,10 @@ from training.evaluate import LATENCY_ROUNDS
 TABLE = "bench"
 
 
+# training.models.BiLSTMSoft.VARIANTS, named here: reading the config imports no transformers (a test ties them)
+BILSTM_VARIANTS = ("paper", "budget")
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     results_dir: str = "results"  # the bench table lands under results_dir/table=bench
@@ -125,9 +129,9 @@ class BenchConfig:
                      counts=("fit_min_head_size", "step_bilstm_vocab"), positive=("fit_max_mb", "step_bilstm_mb"),
                      seeds=("fit_seed",))
         check_choices(self, latency_head=HEADS)
-        for variant in self.step_bilstms:  # training.models.BiLSTMSoft.VARIANTS (no torch import here)
-            if variant not in ("paper", "budget"):
-                raise ValueError(f"step_bilstms: {variant!r} is not one of ('paper', 'budget')")
+        for variant in self.step_bilstms:
+            if variant not in BILSTM_VARIANTS:
+                raise ValueError(f"step_bilstms: {variant!r} is not one of {BILSTM_VARIANTS}")
         if self.fit_shapes < MIN_SHAPES:  # three coefficients, and leave-one-out fits of them
             raise ValueError(f"fit_shapes: a latency model needs >= {MIN_SHAPES} shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row

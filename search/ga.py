@@ -33,7 +33,7 @@ from deap import base, creator, tools
 
 from search import cost
 from search.latency import LatencyModel
-from search.space import GENES, Arch, InputError, SearchSpace, Teacher
+from search.space import GENES, Arch, InputError, SearchSpace, Teacher, is_whole
 
 VARIANTS = ("paper", "default")
 HIDDEN, HEADS, FFN, VOCAB = (GENES.index(g) for g in ("hidden", "heads", "ffn", "vocab"))
@@ -333,9 +333,8 @@ def _unpack(values):
 
 
 def _positive_whole(value) -> bool:
-    """A number >= 1 with no fraction (an int, or a float such as 400.0); False for NaN, inf, bools."""
-    return (isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-            and float(value).is_integer() and value >= 1)
+    """A whole number >= 1 (`is_whole`)."""
+    return is_whole(value) and value >= 1
 
 
 def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="sequence", latency_model=None,

@@ -156,6 +156,13 @@ _TEACHER_DIMS = dict(
 )
 
 
+def is_whole(value) -> bool:
+    """A real number with no fraction (an int, or a float such as 400.0); False for NaN, inf,
+    bools and non-numbers."""
+    return (isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+            and float(value).is_integer())
+
+
 def _check_dim(teacher: str, what: str, value) -> None:
     """InputError naming `what` unless `value` is an int in [1, MAX_TEACHER_DIM]."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
@@ -261,8 +268,7 @@ class SearchSpace:
     def __post_init__(self):
         for name in GENES:
             given = tuple(getattr(self, name))
-            if any(isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating)
-                   or not float(v).is_integer() for v in given):  # int() truncated 1.9 to 1 silently
+            if not all(is_whole(v) for v in given):  # int() truncated 1.9 to 1 silently
                 raise InputError(f"SearchSpace.{name} must hold whole numbers: {given}")
             values = tuple(int(v) for v in given)
             if not values or any(v <= 0 for v in values) or list(values) != sorted(set(values)):

@@ -301,7 +301,7 @@ def _distill_step(model, vocab: int, *, head: str, batch: int, seq_len: int, pre
     teacher_margins = torch.randn(batch, batch, generator=gen).to(device)  # (B, B)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     # a BiLSTM_soft learns the logits by MSE (Tang et al.), as `distill_model` trains it
-    soft = nn.MSELoss() if isinstance(model, BiLSTMSoft) else SoftLabelLoss(2.0)
+    logit_loss = nn.MSELoss() if isinstance(model, BiLSTMSoft) else SoftLabelLoss(2.0)
 
     def step():
         with mixed_precision(device, precision):
@@ -310,7 +310,7 @@ def _distill_step(model, vocab: int, *, head: str, batch: int, seq_len: int, pre
             else:  # the soft-label loss alone, as `distill_model` trains these heads without the
                 # in-batch loss (codebert-devign.yaml, codebert-bigclone.yaml: a joint teacher)
                 logits, extra = model(**inputs).logits.float(), 0.0
-            loss = soft(logits, teacher_logits) + extra
+            loss = logit_loss(logits, teacher_logits) + extra
         optimizer_step(model, loss, optimizer, 1.0)
 
     return step
