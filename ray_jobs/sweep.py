@@ -539,6 +539,12 @@ def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> 
             errors.append(f"{key}: {str(res.error).strip().splitlines()[-1]}")
         elif status.get(key) != "TERMINATED":
             unfinished.append(key)
+    # With max_concurrent_trials Tune creates a trial only when one ends: an interrupt just
+    # after a trial ended leaves the rest uncreated, in no result and no state, and the sweep
+    # looked finished (exit 0, their rows missing). A resume creates them (Tune saves the grid's
+    # position with the experiment).
+    unfinished += [t["trial_key"] for t in sweep.trials
+                   if t["trial_key"] not in status and t["trial_key"] not in unfinished]
     if unfinished:  # a resume also retries the errored ones (resume_errored=True)
         raise SweepInterrupted(
             f"{sweep.job}: interrupted with {len(unfinished)} unfinished and {len(errors)} "

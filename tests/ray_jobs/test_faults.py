@@ -209,6 +209,34 @@ def test_interrupted_driver_resumes_with_one_row_per_trial_round(tmp_path):
     assert resumed >= 1
 
 
+@pytest.mark.slow
+def test_ctrl_c_between_trials_with_a_concurrency_cap_is_an_interruption(tmp_path):
+    """With max_concurrent_trials Tune creates a trial only when another ends: Ctrl-C as s0
+    ended left s1 and s2 never created, and the driver exited 0 with s0's rows alone."""
+    results_dir = tmp_path / "res"
+    temp_dir = _short_tmp("rfc")
+    try:
+        first = _driver(results_dir, temp_dir, "--max-concurrent=1", "--sigint-after=s0")
+        try:
+            _, err = first.communicate(timeout=120)
+        finally:
+            _end_group(first)
+        assert (results_dir / "sigint-sent").exists()
+        assert first.returncode == 130, err[-3000:]
+        assert {r["trial_key"] for r in _rows(results_dir)} == {"s0"}  # the others never ran
+        again = _driver(results_dir, temp_dir, "--max-concurrent=1")
+        try:
+            out, err = again.communicate(timeout=120)
+        finally:
+            _end_group(again)
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert again.returncode == 0 and "restored=True" in out, err[-3000:]
+    keys = sorted((r["trial_key"], r["round"]) for r in _rows(results_dir))
+    assert keys == [(f"s{i}", r) for i in range(TRIALS) for r in range(ROUNDS)]
+    assert _calls(results_dir) == [list(range(ROUNDS))] * TRIALS  # s0 was not run again
+
+
 # ------------------------------------------------------------ a Parquet write is killed
 
 _SLOW_WRITER = textwrap.dedent("""
