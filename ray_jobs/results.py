@@ -164,7 +164,7 @@ def to_arrow(table: str, rows: list[dict]) -> pa.Table:
         extra += [k for k in row if k not in known and k not in extra]
     if "table" in extra:
         raise ResultsError(f"table {table}: a row has a column named 'table', which names the table "
-                           "itself when the tables are read (hive partitioning): rename it")
+                           "itself in the views `query` reads (the folder's name): rename it")
     arrays = []
     for f in base:
         values = [_clean(_time(r.get(f.name)) if f.name == "time" else r.get(f.name)) for r in rows]
@@ -350,8 +350,7 @@ def connect(results_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     """
     con = duckdb.connect()
     for name in table_names(results_dir):
-        glob = str(table_dir(results_dir, name) / "*.parquet").replace("'", "''")
-        source = f"read_parquet('{glob}', hive_partitioning=true, union_by_name=true)"
+        source = _table_source(results_dir, name)
         try:
             con.execute(f"CREATE VIEW {_ident(name)} AS SELECT * FROM {source}")
             missing = _declared_missing(con, name)
@@ -362,6 +361,22 @@ def connect(results_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
             con.close()
             raise ResultsError(f"table {name}: {str(exc).splitlines()[0]}") from None
     return con
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _table_source(results_dir: str | os.PathLike, name: str) -> str:
+    """A FROM clause reading table `name`'s Parquet files, plus its name as column `table`.
+
+    The files are listed here, not globbed by DuckDB: its hive partitioning takes every
+    `key=value` folder of a path for a column (a `results_dir` under `lr=0.001/` replaced the
+    stored `lr` of every row), and `[`, `?` or `*` in a folder name made its pattern match
+    nothing (the job ended with an error after its sweep)."""
+    files = ", ".join(_sql_text(str(f)) for f in sorted(table_dir(results_dir, name).glob("*.parquet")))
+    return (f"(SELECT *, {_sql_text(name)} AS \"table\" FROM "
+            f"read_parquet([{files}], hive_partitioning=false, union_by_name=true))")
 
 
 # DuckDB's names of the Arrow types the declared columns have
@@ -430,7 +445,18 @@ def _json_value(value: Any) -> Any:
 def _row_tuples(tbl: pa.Table) -> list[tuple]:
     """The rows as tuples, cells by column position: `to_pylist()`'s dicts keep only the last
     of two columns of one name (`SELECT 1 AS a, 2 AS a`, a join's `d.trial_key, c.trial_key`)."""
-    return list(zip(*(column.to_pylist() for column in tbl.columns), strict=True))
+    columns = zip(tbl.column_names, tbl.columns, strict=True)
+    return list(zip(*(_python_values(name, column) for name, column in columns), strict=True))
+
+
+def _python_values(name: str, column: pa.ChunkedArray) -> list:
+    """The column's cells as Python values; ResultsError naming the column when one does not
+    fit a Python type (a DuckDB date of 'infinity' or past year 9999 raised a traceback)."""
+    try:
+        return column.to_pylist()
+    except (OverflowError, ValueError) as exc:
+        raise ResultsError(f"query: column {name!r} holds a value outside what Python's {column.type} "
+                           f"can hold ({exc}): cast it to text, e.g. {name}::VARCHAR") from None
 
 
 def _json_rows(tbl: pa.Table) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ray_jobs import results
+from training.staging import publish, staging_path
 
 
 def _sql_str(value: str) -> str:
@@ -49,7 +50,9 @@ def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
                format('{{}}/{{}}', best_epoch, epochs) AS kept_epoch
         FROM distill WHERE sweep_id = {sid} ORDER BY kind DESC, model""")
     codebert = results.query(results_dir, f"""
-        SELECT median(codebert_latency_ms) AS ms, any_value(latency_seq_len) AS seq,
+        -- the students' own: a pair BiLSTM_soft beside joint students has CodeBERT timed as a pair
+        SELECT median(codebert_latency_ms) FILTER (WHERE kind = 'student') AS ms,
+               any_value(latency_seq_len) AS seq,
                any_value(latency_threads) AS threads, string_agg(DISTINCT device, ', ') AS devices
         FROM distill WHERE sweep_id = {sid}""").to_pylist()[0]
     table = pa.concat_tables([teacher.cast(students.schema), students])
@@ -75,7 +78,7 @@ def _variant_lines(results_dir: str, sweep_id: str, names: list[str]) -> list[st
     sid = _sql_str(sweep_id)
     variants = results.query(results_dir, f"""
         SELECT model, variant, size_bytes / 1e6 AS size_mb, accuracy, accuracy_kept, retention,
-               latency_ms, speedup_vs_fp32, left(error, 60) AS error
+               latency_ms, speedup_vs_fp32, score_batch, left(error, 60) AS error
         FROM quantize WHERE sweep_id = {sid} ORDER BY kind DESC, model, variant = 'fp32' DESC, variant""")
     if not variants.num_rows:
         return []
@@ -87,7 +90,7 @@ def _variant_lines(results_dir: str, sweep_id: str, names: list[str]) -> list[st
     return ["Quantized on the CPU (size: torch.save bytes, the graph file's for onnx variants; "
             f"latency in ms on the CPU, {timing}; speed-up over the same model in fp32, their timed "
             "runs alternated; accuracy scored in batches: dynamic int8 variants set their activation "
-            "scales per batch, `score_batch` in the table)",
+            "scales per batch, of `score_batch` pairs)",
             results.format_rows(variants)]
 
 
@@ -228,9 +231,15 @@ def seq2seq_curve_line(results_dir: str, sweep_id: str) -> str | None:
     if not rows:
         return None
     first, last = rows[0], rows[-1]
-    nll = "  ".join(f"{r['valid_nll']:.3f}" for r in rows)
-    return (f"Code-to-text fine-tuning, {last['steps']} steps: training loss {first['train_loss']:.3f} "
-            f"(first tenth) -> {last['train_loss']:.3f} (last); valid NLL after each tenth: {nll}")
+    nll = "  ".join(_3f(r["valid_nll"]) for r in rows)
+    return (f"Code-to-text fine-tuning, {last['steps']} steps: training loss {_3f(first['train_loss'])} "
+            f"(first tenth) -> {_3f(last['train_loss'])} (last); valid NLL after each tenth: {nll}")
+
+
+def _3f(value: float | None) -> str:
+    """Three decimals, or "n/a" for NULL: the tables store NaN (no validation pairs, a loss
+    that diverged) as NULL."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def plot_bleu(results_dir: str, sweep_id: str, path: str | Path) -> Path | None:
@@ -257,6 +266,8 @@ def plot_bleu(results_dir: str, sweep_id: str, path: str | Path) -> Path | None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    staging = staging_path(path)  # an interrupt leaves no half-written PNG under the final name
+    fig.savefig(staging, dpi=120, format="png")
     plt.close(fig)
+    publish(staging, path)
     return path

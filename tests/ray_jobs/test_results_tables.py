@@ -200,6 +200,31 @@ def test_any_folder_name_is_a_quoted_view(tmp_path):
     assert results.query(tmp_path, 'SELECT rank FROM "a""b"').to_pylist() == [{"rank": 0}]
 
 
+def test_key_value_and_glob_folders_in_the_path_change_no_value(tmp_path):
+    """DuckDB's hive partitioning took `lr=0.001` in the path for every row's lr, and `[1]`
+    in a folder name for a glob character that matched nothing."""
+    root = tmp_path / "lr=0.001" / "run[1]"
+    results.write_rows(root, "epochs", "s1", [{"trial_key": "t0", "epoch": 1, "lr": 5e-5, "device": "cpu"}])
+    results.write_rows(root, "search", "s1", [{"rank": 0}])
+    results.write_rows(root, "search", "s2", [{"rank": 1}])
+    results.write_rows(tmp_path / "device=gpu0", "epochs", "s1", [{"trial_key": "t0", "epoch": 1, "device": "cpu"}])
+    assert results.table_counts(root) == {"epochs": 1, "search": 2}
+    assert results.query(root, "SELECT lr, device, \"table\" FROM epochs").to_pylist() == [
+        {"lr": 5e-5, "device": "cpu", "table": "epochs"}]
+    assert results.query(tmp_path / "device=gpu0", "SELECT device FROM epochs").to_pylist() == [{"device": "cpu"}]
+    shutil.copytree(root / "table=search", root / "table=old[1]")  # a stray folder blocks no other table
+    assert results.query(root, "SELECT count(*) AS n FROM search").to_pylist() == [{"n": 2}]
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+@pytest.mark.parametrize("sql", ["SELECT 'infinity'::DATE AS d", "SELECT 'infinity'::TIMESTAMP AS t",
+                                 "SELECT DATE '2020-01-01' + INTERVAL 9000 YEAR AS t"])
+def test_values_python_cannot_hold_are_a_one_line_error(tmp_path, sql, fmt):
+    results.write_rows(tmp_path, "search", "s1", [{"rank": 0}])
+    with pytest.raises(results.ResultsError, match="outside what Python"):
+        results.format_rows(results.query(tmp_path, sql), fmt)
+
+
 def test_configs_row_is_the_whole_config_once_per_sweep(tmp_path):
     stamp = {"config_hash": "h" * 64, "code_version": "v1"}
     config = {"results_dir": str(tmp_path), "distill": {"lr": 5e-4, "quantize": ["int8"]}}

@@ -11,7 +11,8 @@ def _distill_rows():
                "heads": 8, "ffn": 480, "vocab": 1000, "serialized_mb": 3.0, "accuracy": 0.88,
                "retention": 0.88 / 0.9, "latency_ms": 4.0, "speedup_vs_teacher": 10.0,
                "speedup_vs_codebert": 100.0, "best_epoch": 5, "epochs": 5}
-    bilstm = {**base, "trial_key": "bilstm-paper", "kind": "bilstm", "hidden": 300,
+    # a pair BiLSTM_soft has CodeBERT timed as a pair where the students may read one sequence
+    bilstm = {**base, "codebert_latency_ms": 800.0, "trial_key": "bilstm-paper", "kind": "bilstm", "hidden": 300,
               "vocab": 5000, "serialized_mb": 9.0, "accuracy": 0.8, "retention": 0.8 / 0.9,
               "latency_ms": 2.0, "speedup_vs_teacher": 20.0, "speedup_vs_codebert": 200.0,
               "best_epoch": 3, "epochs": 5}
@@ -63,12 +64,14 @@ def test_compress_summary_adds_the_quantized_variants_of_its_own_sweep(tmp_path)
     results.write_rows(tmp_path, "quantize", "compress-x", [
         {"trial_key": "student-0", "model": "student-0", "kind": "student", "variant": v,
          "size_bytes": size, "accuracy": acc, "accuracy_kept": acc / 0.88, "latency_ms": ms,
-         "speedup_vs_fp32": 4.0 / ms} for v, size, acc, ms in (("int8", 10**6, 0.86, 5.0),
+         "retention": acc / 0.9, "speedup_vs_fp32": 4.0 / ms, "score_batch": 64} for v, size, acc, ms in (("int8", 10**6, 0.86, 5.0),
                                                               ("fp32", 3 * 10**6, 0.88, 4.0))])
     text = summary.compress_summary(str(tmp_path), "compress-x")
     head, tail = text.split("Quantized on the CPU")
     rows = [ln.split() for ln in tail.splitlines()[3:]]  # after the heading, the header and its rule
     assert [r[:4] for r in rows] == [["student-0", "fp32", "3", "0.88"], ["student-0", "int8", "1", "0.86"]]
+    header = tail.splitlines()[1].split()
+    assert "of `score_batch` pairs" in tail.splitlines()[0] and [r[header.index("score_batch")] for r in rows] == ["64"] * 2
     assert "unpruned" not in tail and "fp16" not in tail
 
 
@@ -115,9 +118,21 @@ def test_prune_summary_and_plot(tmp_path):
     assert curve == ("Code-to-text fine-tuning, 15 steps: training loss 5.000 (first tenth) -> 3.000 (last); "
                      "valid NLL after each tenth: 4.900  4.800  4.700")
     assert "constant summary for every test function (the best frequent training target) scores 7.50" in text
-    png = summary.plot_bleu(str(tmp_path), "prune-x", tmp_path / "p.png")
+    png = summary.plot_bleu(str(tmp_path), "prune-x", tmp_path / "plots" / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert [f.name for f in png.parent.iterdir()] == ["p.png"]  # staged, renamed: no temporary left
     assert summary.plot_bleu(str(tmp_path / "none"), "prune-x", tmp_path / "q.png") is None
+
+
+def test_a_curve_without_validation_pairs_or_with_a_diverged_loss_is_summarised(tmp_path):
+    """NaN (no validation pairs, a diverged loss) is stored as NULL: "n/a", not a traceback."""
+    results.write_rows(tmp_path, "prune", "prune-x", _prune_rows())
+    results.write_rows(tmp_path, "epochs", "prune-x", [
+        {"trial_key": "seq2seq", "epoch": e, "steps": 5 * e, "train_loss": float("nan") if e == 2 else 4.0,
+         "valid_nll": float("nan")} for e in (1, 2)])
+    assert summary.prune_summary(str(tmp_path), "prune-x").splitlines()[0] == (
+        "Code-to-text fine-tuning, 10 steps: training loss 4.000 (first tenth) -> n/a (last); "
+        "valid NLL after each tenth: n/a  n/a")
 
 
 def test_prune_summary_prints_the_saved_size_beside_the_sparse_estimate(tmp_path):
