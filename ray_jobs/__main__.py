@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ray_jobs import results
 from ray_jobs.errors import ConfigError, JobError, OneLineParser, SweepFailed, SweepInterrupted
+from ray_jobs.yaml_text import parse_override
 from search import printing_to_a_pipe
 
 JOBS = ("compress", "prune", "demo")
@@ -63,17 +64,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _results_dir(config: str | None, overrides: list[str]) -> Path:
-    """results_dir for query/tables: the last results_dir=PATH override (taken verbatim), else
-    the config's, read and checked as the jobs read it (a config that is not a mapping or a
-    results_dir that is not a string: ConfigError), else the default."""
+    """results_dir for query/tables: the last results_dir=PATH override (its value read as the
+    jobs read it: `parse_override`), else the config's, read and checked as the jobs read it (a
+    config that is not a mapping or a results_dir that is not a string: ConfigError), else the
+    default."""
     value = None
     for text in overrides:
-        key, sep, raw = text.partition("=")
-        if key != "results_dir" or not sep:
+        if text.partition("=")[0].strip() != "results_dir" or "=" not in text:
             raise ConfigError(f"{text}: only results_dir=PATH applies here")
-        if not raw.strip():  # Path("") is the current directory
+        _, value = parse_override(text)
+        if not isinstance(value, str):
+            raise ConfigError(f"results_dir: expected a path, got {value!r}")
+        if not value.strip():  # Path("") is the current directory
             raise ConfigError("results_dir: must not be empty")
-        value = raw
     if config:
         # The job config's own reader and types; importing it costs the torch import, so
         # only a query that names a config pays it.
@@ -82,7 +85,10 @@ def _results_dir(config: str | None, overrides: list[str]) -> Path:
         data = read_yaml(_config_path(config))
         if value is None and "results_dir" in data:
             value = build_config(JobConfig, {"results_dir": data["results_dir"]}).results_dir
-    return Path(results.DEFAULT_RESULTS_DIR if value is None else value).expanduser().resolve()
+    try:
+        return Path(results.DEFAULT_RESULTS_DIR if value is None else value).expanduser().resolve()
+    except (RuntimeError, ValueError, OSError) as exc:  # a `~user` unknown here, a NUL byte
+        raise ConfigError(f"results_dir: {value!r}: {exc}") from None
 
 
 def _config_path(name: str | None) -> Path | None:

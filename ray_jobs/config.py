@@ -22,6 +22,7 @@ import yaml
 
 from ray_jobs.errors import ConfigError
 from ray_jobs.results import DEFAULT_RESULTS_DIR
+from ray_jobs.yaml_text import brief, load_yaml, parse_override, yaml_problem
 from search.ga import VARIANTS
 from training.checks import check_choices, check_ranges
 from training.data import DataConfig, data_fingerprint, extra_fingerprint
@@ -158,7 +159,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, opt, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_brief(value)}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {brief(value)}")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
@@ -210,7 +211,7 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_brief(value)}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {brief(value)}")
 
 
 def _dotted_hint(name: Any, names: set[str]) -> str:
@@ -220,12 +221,6 @@ def _dotted_hint(name: Any, names: set[str]) -> str:
     if not dot or head not in names:
         return ""
     return f"; dotted keys are for key=value overrides, in a file nest it: {head}: then {rest}: indented below"
-
-
-def _brief(value: Any, limit: int = 80) -> str:
-    """repr(value), cut to `limit` characters: an error stays one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _build(cls: type, data: Any, prefix: str = "") -> Any:
@@ -253,71 +248,6 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
         if sep and not prefix and field_name.partition(".")[0] in names:  # the top level's own keys
             raise ConfigError(str(exc)) from None
         raise ConfigError(f"{where}: {exc}") from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a mapping key given twice (safe_load keeps the last, silently
-    dropping the first setting), at any nesting level. Keys merged in by `<<` may still be
-    overridden by an explicit key: that is YAML's merge, not a repeat."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node)
-            except TypeError:  # an unhashable key: the base class names it
-                continue
-            if first is not key_node:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"repeated key {key!r} (first at line {first.start_mark.line + 1})",
-                    key_node.start_mark)
-        return super().construct_mapping(node, deep)
-
-
-    def construct_yaml_int(self, node):
-        # YAML 1.1 reads 010 as octal 8 and 1:30 as base-60 90, a surprise in a config; 0x10
-        # and 0b10 say what they are
-        text = str(node.value).replace("_", "").lstrip("+-")
-        if ":" in text or (len(text) > 1 and text.startswith("0") and text[1].isdigit()):
-            raise yaml.constructor.ConstructorError(
-                None, None, f"{node.value!r}: YAML 1.1 reads this as {super().construct_yaml_int(node)}, "
-                "not decimal (a leading 0 is octal, a colon base 60): write the number plainly, or quote "
-                "it if you mean text", node.start_mark)
-        return super().construct_yaml_int(node)
-
-    def construct_yaml_float(self, node):
-        if ":" in str(node.value):  # base 60, as for integers
-            raise yaml.constructor.ConstructorError(
-                None, None, f"{node.value!r}: YAML 1.1 reads this as {super().construct_yaml_float(node)} "
-                "(base 60): write the number plainly, or quote it if you mean text", node.start_mark)
-        return super().construct_yaml_float(node)
-
-
-_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
-_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _UniqueKeyLoader.construct_yaml_float)
-
-
-def _load_yaml(text: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
-    except RecursionError:  # PyYAML composes nested lists and mappings recursively
-        raise yaml.YAMLError("nested too deeply") from None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's error as one line: the problem, its 1-based line and column, and the context
-    ("while parsing a block mapping" and where that began)."""
-    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
-    if problem is None:
-        return " ".join(str(exc).split())
-    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
-    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    if context:
-        text += f" ({context}" + (f" at line {cmark.line + 1}, column {cmark.column + 1})" if cmark else ")")
-    return text
 
 
 def _section_of(cls: type, dotted: str) -> type | None:
@@ -361,31 +291,17 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=value` -> ("a.b", value parsed as a YAML scalar or list)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not p for p in key.split(".")):
-        raise ConfigError(f"{text}: override must look like key.sub=value")
-    try:
-        value = _load_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
-        raise ConfigError(f"{key}: cannot parse value {_brief(raw)}" + (f" ({problem})" if problem else "")) from None
-    return key, value
-
-
 def read_yaml(path: str | Path) -> dict:
     """The YAML mapping in `path`; ConfigError naming the file when unreadable."""
     path = Path(path)
     try:
-        data = _load_yaml(path.read_text())
+        data = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: cannot read config: {_yaml_problem(exc)}") from None
+        raise ConfigError(f"{path}: cannot read config: {yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -420,13 +336,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
     cfg = build_config(JobConfig, data, list(overrides))
     cfg = dataclasses.replace(
         cfg,
-        results_dir=_absolute(cfg.results_dir),
-        data=dataclasses.replace(cfg.data, path=cfg.data.path and _absolute(cfg.data.path)),
+        results_dir=_absolute(cfg.results_dir, "results_dir"),
+        data=dataclasses.replace(cfg.data, path=cfg.data.path and _absolute(cfg.data.path, "data.path")),
         teacher=dataclasses.replace(cfg.teacher, name=_local_or_name(cfg.teacher.name)),
         search=dataclasses.replace(cfg.search, latency_model=cfg.search.latency_model
-                                   and _absolute(cfg.search.latency_model)),
-        distill=dataclasses.replace(cfg.distill, transfer_extra=tuple(map(_absolute, cfg.distill.transfer_extra))),
-        seq2seq=dataclasses.replace(cfg.seq2seq, train_extra=tuple(map(_absolute, cfg.seq2seq.train_extra))),
+                                   and _absolute(cfg.search.latency_model, "search.latency_model")),
+        distill=dataclasses.replace(cfg.distill, transfer_extra=tuple(
+            _absolute(p, "distill.transfer_extra") for p in cfg.distill.transfer_extra)),
+        seq2seq=dataclasses.replace(cfg.seq2seq, train_extra=tuple(
+            _absolute(p, "seq2seq.train_extra") for p in cfg.seq2seq.train_extra)),
     )
     for key, paths in (("distill.transfer_extra", cfg.distill.transfer_extra),
                        ("seq2seq.train_extra", cfg.seq2seq.train_extra)):
@@ -436,19 +354,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
     return cfg
 
 
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().resolve())
+def _absolute(path: str, key: str) -> str:
+    """`path` made absolute; ConfigError naming `key` when it cannot be (a `~user` this machine
+    does not know, a NUL byte)."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ConfigError(f"{key}: {brief(path)}: {exc}") from None
 
 
 def _local_or_name(name: str) -> str:
     """A teacher folder made absolute; a preset or hub id unchanged."""
-    return _absolute(name) if Path(name).expanduser().is_dir() else name
+    folder = _absolute(name, "teacher.name")
+    return folder if Path(folder).is_dir() else name
 
 
 def resolve_config_path(name: str | Path) -> Path:
     """A config file path, or the name of a shipped config (`smoke`, `demo.yaml`)."""
     path = Path(name)
-    if path.exists() or path.parent != Path("."):
+    # a folder of that name (results/ holds smoke/ and demo/ after the jobs) is not a config
+    if path.is_file() or path.parent != Path("."):
         return path
     shipped = CONFIG_DIR / (name if str(name).endswith(".yaml") else f"{name}.yaml")
     return shipped if shipped.exists() else path

@@ -16,9 +16,9 @@ dropped); ``docstring_tokens`` from CodeSearchNet's docstring regex.
 
 Command line: ``python -m training.harvest SRC_DIR --out DIR``, or
 ``python -m training.harvest --package NAME --out DIR`` for an installed package's source.
-Bad input (a missing source, an unknown package, an output folder that cannot be written or
-that holds a split as a sub-folder, a tree that fills no split) prints one line on stderr and
-exits 2. The split files of an earlier harvest in the output folder are replaced, whichever
+Bad input (a missing or empty source, an unknown package, an empty output folder name, an
+output folder that cannot be written or that holds a split as a sub-folder, a tree that leaves
+any of the three splits empty) prints one line on stderr and exits 2. The split files of an earlier harvest in the output folder are replaced, whichever
 format (``.jsonl`` or ``.jsonl.gz``) it wrote, once all three new ones are written: a write
 that fails (exit 2) leaves the earlier files as they were. A function whose text is not UTF-8
 (a lone surrogate) is dropped and counted; a file that does not parse, or nests deeper than
@@ -33,6 +33,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import re
 import sys
 import tempfile
@@ -350,6 +351,7 @@ def check_out(out: Path) -> None:
     """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out}: exists and is not a folder")
+    out = Path(os.path.abspath(out))  # `new/../x`: no `..` step to create, then to remove
     created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -395,11 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gzip", action="store_true", help="write .jsonl instead of .jsonl.gz")
     try:
         args = parser.parse_args(argv)
+        for name, value in (("SRC", args.src), ("--out", args.out)):
+            if not value.strip():  # Path("") is the current directory (an unset $VAR)
+                raise UsageError(f"{name}: must not be empty")
         src = package_folder(args.src) if args.package else Path(args.src)
         if not src.is_dir():  # harvest() checks too; here it is refused before --out is tried
             raise FileNotFoundError(f"{src}: not a folder")
-        check_out(Path(args.out))
-        check_no_split_folders(Path(args.out))
+        out = Path(os.path.abspath(args.out))  # `new/../out` makes no folder `new`
+        check_out(out)
+        check_no_split_folders(out)
         splits, stats = harvest(src, repo=args.repo or (args.src if args.package else None), url_base=args.url_base)
     except (UsageError, OSError) as err:
         return _bad_input(str(err))
@@ -407,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if empty:
         return _bad_input(f"{args.src}: no pairs in split(s) {', '.join(empty)}")
     try:
-        written = write_splits(splits, Path(args.out), gzipped=not args.no_gzip)
+        written = write_splits(splits, out, gzipped=not args.no_gzip)
     except OSError as err:  # e.g. a full disk: the earlier files are still in place
         return _bad_input(f"--out {args.out}: cannot write the splits ({err.strerror or err})")
     for path in written:

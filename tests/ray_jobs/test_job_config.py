@@ -14,6 +14,7 @@ from ray_jobs.config import (
     config_hash,
     load_config,
     parse_override,
+    resolve_config_path,
 )
 
 
@@ -82,6 +83,32 @@ def test_parse_override_forms():
     for bad in ("novalue", "=3", "a..b=1"):
         with pytest.raises(ConfigError):
             parse_override(bad)
+    assert parse_override('a="runs/try #2"') == ("a", "runs/try #2") and parse_override("a=x#2") == ("a", "x#2")
+    assert parse_override("a=~/runs") == ("a", "~/runs")
+    # YAML drops ' #...' (a comment) and reads a bare ~ as null: refused rather than read otherwise
+    for bad, dropped in (("a=runs/try #2", "'#2'"), ("a=[1, 2] # two", "'# two'"), ("a= #x", "'#x'")):
+        with pytest.raises(ConfigError, match=f"^a: YAML reads {dropped} in the value as a comment"):
+            parse_override(bad)
+    with pytest.raises(ConfigError, match="^a: '~' is YAML's null here, not the home folder"):
+        parse_override("a=~")
+
+
+@pytest.mark.parametrize("key", ["results_dir", "data.path", "search.latency_model", "teacher.name",
+                                 "distill.transfer_extra", "seq2seq.train_extra"])
+@pytest.mark.parametrize("path, problem", [("~nouser-here/x", "Could not determine home directory"),
+                                           ('"a\\0b"', "null byte")])
+def test_a_path_that_cannot_be_made_absolute_is_named(key, path, problem):
+    value = f"[{path}]" if key.endswith("extra") else path
+    with pytest.raises(ConfigError, match=f"^{key}: .*{problem}"):
+        load_config(None, [f"{key}={value}"])
+
+
+def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").mkdir()  # results/ holds smoke/ and demo/ after the jobs ran
+    assert resolve_config_path("smoke") == CONFIG_DIR / "smoke.yaml"
+    (tmp_path / "mine").write_text("seed: 3\n")
+    assert resolve_config_path("mine") == Path("mine")
 
 
 def test_job_config_sections_and_absolute_results_dir(tmp_path, monkeypatch):

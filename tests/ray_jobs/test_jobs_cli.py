@@ -118,6 +118,21 @@ def test_query_and_tables_refuse_a_results_dir_that_does_not_exist(capsys, tmp_p
     assert rc == 2 and _one_error_line(err, "results_dir: no tables under"), err
 
 
+def test_query_and_tables_read_results_dir_as_the_jobs_do(capsys, tmp_path):
+    """The value is YAML, as a job's override: quoted it may hold ' #'; unquoted ' #...' was cut
+    off by the jobs (a comment) and kept by query, so the two read different folders."""
+    from ray_jobs import results
+
+    folder = tmp_path / "try #2"
+    results.write_rows(folder, "search", "s1", [{"rank": 0}])
+    assert _main(capsys, "tables", f'results_dir="{folder}"') == (0, "search\t1\n", "")
+    for value, culprit in ((str(folder), "results_dir: YAML reads '#2' in the value as a comment"),
+                           ("~nouser-here/res", "results_dir: '~nouser-here/res': "),
+                           ("~", "results_dir: '~' is YAML's null here"), ("7", "results_dir: expected a path")):
+        rc, _, err = _main(capsys, "tables", f"results_dir={value}")
+        assert rc == 2 and _one_error_line(err, culprit), err
+
+
 def test_tables_reads_results_dir_from_the_config(capsys, tmp_path):
     from ray_jobs import results
 

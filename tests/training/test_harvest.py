@@ -289,6 +289,27 @@ def test_cli_refuses_an_unusable_out_before_harvesting(tree, tmp_path, monkeypat
     assert harvest.main(["--package", "json", "--out", str(tmp_path / out)]) == 2
 
 
+@pytest.mark.parametrize("argv, named", [(["", "--out", "o"], "SRC"), (["--package", " ", "--out", "o"], "SRC"),
+                                         (["TREE", "--out", ""], "--out")])
+def test_an_empty_src_or_out_is_refused_not_read_as_the_current_folder(tree, tmp_path, monkeypatch, capsys,
+                                                                        argv, named):
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)  # `Path("")` is here: it harvested or wrote the current folder
+    assert harvest.main([str(tree) if a == "TREE" else a for a in argv]) == 2
+    assert capsys.readouterr().err.endswith(f"error: {named}: must not be empty\n")
+    assert list(here.iterdir()) == []
+
+
+def test_an_out_through_a_new_folder_and_dotdot_is_harvested_and_leaves_no_folder(tree, tmp_path, monkeypatch,
+                                                                                  capsys):
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert harvest.main([str(tree), "--out", "new/../out"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in here.iterdir()) == ["out"]  # `new` made by the check, removed
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
