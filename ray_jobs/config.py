@@ -298,7 +298,10 @@ def read_yaml(path: str | Path) -> dict:
         data = load_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # read whole: its byte offset gives the line
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: cannot read config: {yaml_problem(exc)}") from None

@@ -136,9 +136,25 @@ def _read_error(path: Path, err: Exception) -> DataError:
     return DataError(f"{path}: cannot read ({err})")
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict; _RepeatedKey naming a key given twice (json keeps the last,
+    silently: `"target": 0, "target": 1` read as 1)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
 def _json_object(line: str, where: str) -> dict[str, Any]:
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as err:
+        raise DataError(f"{where}: key {str(err)!r} given twice in one object") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{where}: invalid JSON ({err.msg})") from None
     except ValueError as err:  # e.g. an integer of more than 4300 digits
@@ -332,6 +348,8 @@ def _read_defect(path: Path) -> dict[str, list[ClsExample]]:
 
 
 def _clone_folder(path: Path) -> Path:
+    if not path.exists():  # a typo: not "needs a folder with ..."
+        raise DataError(f"{path}: no such file or folder")
     folder = path.parent if path.is_file() and path.name == "data.jsonl" else path
     if not (folder / "data.jsonl").is_file():
         raise DataError(
@@ -397,7 +415,9 @@ def _read_clone(path: Path) -> dict[str, list[ClsExample]]:
 def detect_format(path: str | Path) -> str:
     """Which of FORMATS a file or folder holds, judged from data.jsonl or its first record."""
     path = Path(path)
-    if (path / "data.jsonl").is_file() or path.name == "data.jsonl":
+    # a data.jsonl file is clone data's function table only beside its split files (a
+    # code-to-text or defect file may have that name too)
+    if (path / "data.jsonl").is_file() or (path.name == "data.jsonl" and (path.parent / "train.txt").is_file()):
         return "clone"
     if path.is_dir():
         files = _split_files(path)["train"]

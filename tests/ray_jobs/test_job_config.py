@@ -103,6 +103,13 @@ def test_a_path_that_cannot_be_made_absolute_is_named(key, path, problem):
         load_config(None, [f"{key}={value}"])
 
 
+def test_a_config_that_is_not_utf8_names_its_line(tmp_path):
+    config = tmp_path / "latin.yaml"
+    config.write_bytes(b"seed: 1\n# caf\xe9\nsearch:\n  top_k: 1\n")
+    with pytest.raises(ConfigError, match=r"latin\.yaml:2: not UTF-8 text"):
+        load_config(config)
+
+
 def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "smoke").mkdir()  # results/ holds smoke/ and demo/ after the jobs ran

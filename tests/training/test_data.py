@@ -280,6 +280,24 @@ def test_bad_gzip_is_a_data_error(tmp_path):
         load_code_to_text(folder)
 
 
+def test_a_key_given_twice_in_a_record_is_named(tmp_path):
+    folder = tmp_path / "devign"
+    shutil.copytree(DEVIGN, folder)
+    (folder / "valid.jsonl").write_text('{"func": "int f();", "target": 0}\n'
+                                        '{"func": "int g();", "target": 0, "target": 1}\n')
+    with pytest.raises(DataError, match=r"valid\.jsonl:2: key 'target' given twice in one object"):
+        classification_splits(DataConfig(path=str(folder), task="defect"))
+
+
+def test_a_code_to_text_file_named_data_jsonl_is_not_taken_for_clone_data(tmp_path, capsys):
+    file = tmp_path / "data.jsonl"
+    shutil.copy(C2T / "train.jsonl", file)
+    assert data.detect_format(file) == "code-to-text"
+    assert data.detect_format(BCB / "data.jsonl") == data.detect_format(BCB) == "clone"
+    with pytest.raises(DataError, match=r"nonexist: no such file or folder"):
+        classification_splits(DataConfig(path=str(tmp_path / "nonexist"), task="clone"))
+
+
 def test_bad_defect_records(tmp_path):
     folder = tmp_path / "devign"
     shutil.copytree(DEVIGN, folder)
