@@ -6,6 +6,7 @@ without the job config's imports (torch).
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import yaml
@@ -79,10 +80,20 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return text
 
 
+# YAML aliases can nest one short list into millions of items ("billion laughs"): a full repr
+# of such a value took seconds per level before the error could be cut to length
+_SHORT = reprlib.Repr()  # keyword settings need Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 8, 8, 200, 200
+
+
 def brief(value: Any, limit: int = 80) -> str:
-    """repr(value), cut to `limit` characters: an error stays one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """repr(value), cut to `limit` characters: an error stays one readable line. Lists and
+    mappings are shown by `reprlib` (their first items, three levels deep), never in full."""
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -103,6 +103,18 @@ def test_a_path_that_cannot_be_made_absolute_is_named(key, path, problem):
         load_config(None, [f"{key}={value}"])
 
 
+def test_a_value_of_nested_yaml_aliases_is_named_without_expanding_it(tmp_path):
+    """"Billion laughs": each level nine aliases of the one before. The error's repr of the
+    value was built whole (9**5 items here; a few more levels took minutes and gigabytes)."""
+    levels = ['["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"[{', '.join([f'*l{i}'] * 9)}]" for i in range(4)]
+    config = tmp_path / "laughs.yaml"
+    config.write_text("seed:\n" + "".join(f"  - &l{i} {level}\n" for i, level in enumerate(levels)))
+    with pytest.raises(ConfigError, match=r"^seed: expected int, got \[\['lol', .*\.\.\.$") as err:
+        load_config(config)
+    assert len(str(err.value)) < 120
+
+
 def test_a_config_that_is_not_utf8_names_its_line(tmp_path):
     config = tmp_path / "latin.yaml"
     config.write_bytes(b"seed: 1\n# caf\xe9\nsearch:\n  top_k: 1\n")
