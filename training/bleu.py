@@ -91,7 +91,9 @@ def codexglue_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> floa
 
 
 def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """sacrebleu's standard corpus BLEU (13a tokenizer, lowercased, no smoothing), 0-100."""
+    """sacrebleu's standard corpus BLEU (13a tokenizer, lowercased, its default exp smoothing:
+    an n-gram order without a match counts as 1/2, 1/4, ... of a match instead of zeroing the
+    score), 0-100."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     return BLEU(lowercase=True).corpus_score(list(hypotheses), [list(references)]).score

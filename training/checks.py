@@ -12,6 +12,7 @@ from collections.abc import Iterable
 # seeds by adding offsets (seed + i, seed + 100 * i): [0, 2**63 - 1] is non-negative, fits an
 # int64 and leaves that headroom below torch's limit
 MAX_SEED = 2**63 - 1
+MIN_TOKENS = 4  # [CLS] a [SEP] b [SEP] holds one token of a pair's text
 
 
 def _ok_number(value, ok) -> bool:
@@ -34,6 +35,10 @@ _RULES = {  # group -> (test of one value or item, what the error says it must b
     "seeds": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SEED, f"must be an integer in [0, {MAX_SEED}]"),
     # Path("") is the current directory: never what an empty `results_dir=` meant
     "paths": (lambda v: not isinstance(v, str) or v.strip() != "", "must not be empty"),
+    # a tokenizer's max_length below its special tokens ([CLS] and [SEP], [SEP] twice in a
+    # joint pair) truncates nothing: the whole text reached the model past its positions
+    "token_lengths": (lambda v: isinstance(v, int) and v >= MIN_TOKENS,
+                      f"must be an integer >= {MIN_TOKENS} (the special tokens and one of the text)"),
 }
 
 
@@ -42,7 +47,8 @@ def check_ranges(cfg, **groups: Iterable[str]) -> None:
 
     groups: counts (integers >= 1), positive (> 0), non_negative (>= 0), fractions ([0, 1]),
     timed_runs (integers >= 20), seeds (integers in [0, MAX_SEED]), paths (strings that are
-    not empty or blank: "field: must not be empty"),
+    not empty or blank: "field: must not be empty"), token_lengths (a tokenizer's max_length:
+    integers >= MIN_TOKENS),
     each a list of field names. The number groups refuse NaN and +-inf ("must be finite" for
     an infinite value). A tuple field is checked item by item; None (an optional setting left
     to its default) passes.

@@ -61,7 +61,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside a worker
         check_precision(self.precision)
-        check_ranges(self, counts=("epochs", "batch_size", "max_seq_len", "max_train", "eval_batch_size"),
+        check_ranges(self, counts=("epochs", "batch_size", "max_train", "eval_batch_size"), token_lengths=("max_seq_len",),
                      positive=("lr", "max_grad_norm"), non_negative=("weight_decay",),
                      fractions=("warmup_ratio",), seeds=("seed",))
 

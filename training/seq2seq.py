@@ -75,10 +75,11 @@ class Seq2SeqConfig:
         check_precision(self.precision)
         if self.max_train_extra is not None and self.max_train_extra < 1:
             raise ValueError(f"max_train_extra: must be >= 1 or None, got {self.max_train_extra}")
-        check_ranges(self, counts=("decoder_layers", "decoder_ffn", "source_len", "beam", "batch_size",
+        check_ranges(self, counts=("decoder_layers", "decoder_ffn", "beam", "batch_size",
                                    "train_steps", "eval_batch_size", "eval_examples"),
                      positive=("lr", "decoder_lr_scale", "adam_eps", "max_grad_norm"),
-                     non_negative=("weight_decay", "warmup_steps"), seeds=("seed",), paths=("train_extra",))
+                     non_negative=("weight_decay", "warmup_steps"), seeds=("seed",), paths=("train_extra",),
+                     token_lengths=("source_len",))
         if self.target_len < 2:  # a start token and at least one generated token
             raise ValueError(f"target_len: must be >= 2, got {self.target_len}")
         if not 0 <= self.dropout < 1:

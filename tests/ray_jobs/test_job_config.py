@@ -416,6 +416,10 @@ def test_extra_data_caps_refused_on_load():
     ("distill.quantize=[int8,int8]", "distill.quantize: repeated items"),
     ("seq2seq.dropout=2", "seq2seq.dropout: must be in [0, 1)"),
     ("seq2seq.target_len=1", "seq2seq.target_len: must be >= 2"),
+    # a max_length below the special tokens truncated nothing: sources past 512 tokens crashed
+    ("seq2seq.source_len=1", "seq2seq.source_len: must be an integer >= 4 (the special tokens"),
+    ("finetune.max_seq_len=3", "finetune.max_seq_len: must be an integer >= 4"),
+    ("distill.max_seq_len=2", "distill.max_seq_len: must be an integer >= 4"),
     ("seq2seq.beam=0", "seq2seq.beam: must be an integer >= 1"),
     ("prune.rate=1.5", "prune.rate: must be in (0, 1)"),
     ("prune.rate=0.5", "prune.rate: 0.5 x 2 rounds prunes every weight"),
