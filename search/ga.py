@@ -332,6 +332,22 @@ def _unpack(values):
     return values.T if isinstance(values, np.ndarray) else values
 
 
+def _check_finite_latency(problem: Problem) -> None:
+    """InputError when the latency model's finite coefficients overflow for some architecture
+    of the space (its predictions then reached the results and `--json` as Infinity). The
+    prediction does not fall as layers, ffn or vocab grow (`Problem.floor_points`), so the
+    largest of each beside every (hidden, heads) pair bounds them all."""
+    layers, _, _, ffn, vocab = problem.space.choices()
+    ceiling = problem.floor_points().copy()
+    ceiling[:, 0], ceiling[:, 3], ceiling[:, 4] = max(layers), max(ffn), max(vocab)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ms = problem.predicted_ms(ceiling)
+    if not np.isfinite(ms).all():
+        a = Arch(*(int(g) for g in ceiling[int(np.flatnonzero(~np.isfinite(ms))[0])]))
+        raise InputError(f"latency_model: its coefficients predict no finite latency for L{a.layers} H{a.hidden} "
+                         f"A{a.heads} D{a.ffn} V{a.vocab} of the space (they overflow)")
+
+
 def _positive_whole(value) -> bool:
     """A whole number >= 1 (`is_whole`)."""
     return is_whole(value) and value >= 1
@@ -363,11 +379,7 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
             f"max_mb={max_mb} is below the smallest architecture in the space ({problem.smallest_mb():.3f} MB)"
         )
     if latency_model is not None:
-        with np.errstate(over="ignore", invalid="ignore"):  # finite coefficients can still overflow
-            overflows = problem.fastest() is None
-        if overflows:
-            raise InputError("latency_model: its coefficients predict no finite latency for any "
-                             "architecture of the space (they overflow)")
+        _check_finite_latency(problem)
     if max_ms is not None:
         a, fastest = problem.fastest()
         if not max_ms >= fastest:

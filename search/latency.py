@@ -238,6 +238,8 @@ def load(path) -> LatencyModel:
         raise InputError(f"{path}: cannot read it: {err}") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: line {err.lineno}: not JSON: {err.msg}") from None
+    except RecursionError:  # the decoder recurses once per nested array or object
+        raise InputError(f"{path}: not JSON this decoder can read (nested too deeply)") from None
     if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
         raise InputError(f"{path}: not a latency model (its \"format\" is not {FORMAT!r})")
     names = {f.name for f in fields(LatencyModel)}

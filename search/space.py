@@ -214,20 +214,24 @@ def teacher_spec(name_or_path: str) -> Teacher:
     if key in PRESETS:
         return PRESETS[key]
     path = Path(name_or_path)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file() and (
-        path.suffix == ".json" or path.parent.is_dir() and len(path.parts) > 1
-    ):
-        raise InputError(f"teacher {str(name_or_path)!r}: no such file: {path}")
-    if not path.is_file():
+    try:  # is_dir/is_file raise past ENOENT: a name too long, a folder without search permission
+        if path.is_dir():
+            path = path / "config.json"
+        is_file = path.is_file()
+        if not is_file and (path.suffix == ".json" or path.parent.is_dir() and len(path.parts) > 1):
+            raise InputError(f"teacher {str(name_or_path)!r}: no such file: {path}")
+    except OSError as err:
+        shown = str(name_or_path) if len(str(name_or_path)) <= 80 else f"{str(name_or_path)[:80]}..."
+        raise InputError(f"teacher {shown!r}: {err.strerror or err}") from None
+    if not is_file:
         raise InputError(
             f"unknown teacher {str(name_or_path)!r}: not a preset ({', '.join(PRESETS)}) "
             f"nor an existing config.json or model folder"
         )
     try:
         config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        # RecursionError: JSON nested deeper than the decoder recurses
         raise InputError(f"teacher {str(name_or_path)!r}: cannot read {path}: {err}") from None
     if not isinstance(config, dict):
         raise InputError(f"teacher {str(name_or_path)!r}: {path} is not a JSON object")

@@ -216,6 +216,26 @@ def test_a_list_model_type_and_an_overflowing_latency_model_are_bad_input(tmp_pa
         assert needle in out.stderr, out.stderr
 
 
+def test_a_latency_model_that_overflows_for_some_architectures_is_bad_input(tmp_path):
+    """The fastest point predicted a finite time, the largest ones inf: --json printed Infinity."""
+    model = tmp_path / "big.json"
+    model.write_text(json.dumps({"format": "code-compressor latency model", "intercept_ms": 1.0,
+                                 "per_layer_ms": 1e308, "per_gflop_ms": 1e307, "seq_len": 400, "pair": False}))
+    out = _run("--latency-model", str(model), "--exhaustive", "--top-k", "1", "--json")
+    assert out.returncode == 2 and out.stdout == "", out.stdout[-300:]
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()] and "predict no finite latency for L12" in out.stderr
+
+
+@pytest.mark.parametrize("deep", ["teacher", "latency-model"])
+def test_unreadable_paths_and_json_nested_too_deeply_are_bad_input(tmp_path, deep):
+    nested = tmp_path / "deep.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+    for args in ([f"--{deep}", str(nested)], [f"--{deep}", "a" * 300]):
+        out = _run(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-500:]
+        assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+
+
 def test_internal_errors_are_not_reported_as_bad_input(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ValueError("an internal bug")
