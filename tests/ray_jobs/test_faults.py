@@ -100,6 +100,16 @@ def _driver(results_dir: Path, temp_dir: str, *extra: str) -> subprocess.Popen:
     )
 
 
+def _run_to_end(results_dir: Path, temp_dir: str, *extra: str, timeout: float = 120) -> tuple[int, str, str]:
+    """Run the driver to its exit: (exit code, stdout, stderr); what it started is ended."""
+    proc = _driver(results_dir, temp_dir, *extra)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        _end_group(proc)
+    return proc.returncode, out, err
+
+
 def _end_group(proc: subprocess.Popen) -> None:
     """End what is left of a driver's process group (Ray processes it started)."""
     try:
@@ -181,14 +191,10 @@ def test_interrupted_driver_resumes_with_one_row_per_trial_round(tmp_path):
         moved = tmp_path / "moved"
         shutil.move(results_dir, moved)
         results_dir, first_dir = moved, results_dir
-        last = _driver(results_dir, temp_dir, "--resume", "--code-version=v2")
-        try:
-            out, err = last.communicate(timeout=240)
-        finally:
-            _end_group(last)
+        rc, out, err = _run_to_end(results_dir, temp_dir, "--resume", "--code-version=v2", timeout=240)
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
-    assert last.returncode == 0, err[-3000:]
+    assert rc == 0, err[-3000:]
     assert "restored=True" in out
     keys = sorted((r["trial_key"], r["round"]) for r in _rows(results_dir))
     assert keys == [(f"s{i}", r) for i in range(TRIALS) for r in range(ROUNDS)]
@@ -216,22 +222,14 @@ def test_ctrl_c_between_trials_with_a_concurrency_cap_is_an_interruption(tmp_pat
     results_dir = tmp_path / "res"
     temp_dir = _short_tmp("rfc")
     try:
-        first = _driver(results_dir, temp_dir, "--max-concurrent=1", "--sigint-after=s0")
-        try:
-            _, err = first.communicate(timeout=120)
-        finally:
-            _end_group(first)
+        rc, _, err = _run_to_end(results_dir, temp_dir, "--max-concurrent=1", "--sigint-after=s0")
         assert (results_dir / "sigint-sent").exists()
-        assert first.returncode == 130, err[-3000:]
+        assert rc == 130, err[-3000:]
         assert {r["trial_key"] for r in _rows(results_dir)} == {"s0"}  # the others never ran
-        again = _driver(results_dir, temp_dir, "--max-concurrent=1")
-        try:
-            out, err = again.communicate(timeout=120)
-        finally:
-            _end_group(again)
+        rc, out, err = _run_to_end(results_dir, temp_dir, "--max-concurrent=1")
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
-    assert again.returncode == 0 and "restored=True" in out, err[-3000:]
+    assert rc == 0 and "restored=True" in out, err[-3000:]
     keys = sorted((r["trial_key"], r["round"]) for r in _rows(results_dir))
     assert keys == [(f"s{i}", r) for i in range(TRIALS) for r in range(ROUNDS)]
     assert _calls(results_dir) == [list(range(ROUNDS))] * TRIALS  # s0 was not run again
