@@ -228,10 +228,13 @@ def precheck(cfg: JobConfig) -> dict[str, float]:
     return trial_request(cfg)
 
 
-# Settings Tune takes from the interrupted run, not from the resuming command, when it
-# restores a sweep: they are pickled with the experiment (FailureConfig and each trial's
-# max_failures; TuneConfig.max_concurrent_trials).
-KEPT_ON_RESTORE = (("failure", "max_failures"), ("resources", "max_concurrent_trials"))
+# Settings an unfinished sweep resumes only with the values it ran with. Tune takes the first
+# two from the interrupted run, not from the resuming command (they are pickled with the
+# experiment: each trial's max_failures, TuneConfig.max_concurrent_trials); the trials' CPUs and
+# GPUs set their torch threads and device, under which the finished trials' rows were trained
+# and timed, so one sweep's rows would mix two settings.
+KEPT_ON_RESTORE = (("failure", "max_failures"), ("resources", "max_concurrent_trials"),
+                   ("resources", "cpus_per_trial"), ("resources", "gpus_per_trial"))
 
 
 def experiment_path(cfg: JobConfig, sweep_id: str) -> Path:
@@ -241,10 +244,11 @@ def experiment_path(cfg: JobConfig, sweep_id: str) -> Path:
 
 def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
     """ConfigError, before any work, when an interrupted sweep on disk would be resumed with
-    a KEPT_ON_RESTORE setting other than the one it runs with: Tune would silently keep the
-    old value while the `configs` table recorded the new one. Values in effect: each trial's
-    max_failures as Tune saved it; max_concurrent_trials from the `configs` row. A finished
-    sweep runs nothing when restored: any values pass."""
+    a KEPT_ON_RESTORE setting other than the one it ran with: Tune would silently keep the
+    old value while the `configs` table recorded the new one, or the resumed trials would run
+    on other threads or another device than the finished ones. Values in effect: each trial's
+    max_failures as Tune saved it; the others from the `configs` row. A finished sweep runs
+    nothing when restored: any values pass."""
     path = experiment_path(cfg, sweep_id)
     if not restorable(path):
         return
@@ -259,9 +263,10 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
             continue
         before, now = ran_with[section][key], getattr(getattr(cfg, section), key)
         if before != now:
-            raise ConfigError(f"{section}.{key}: sweep {sweep_id} ran with {json.dumps(before)} and Ray resumes "
-                              f"it with that value; give {section}.{key}={json.dumps(before)}, or another "
-                              "results_dir for a new sweep")
+            raise ConfigError(f"{section}.{key}: sweep {sweep_id} ran with {json.dumps(before)}, and an "
+                              "unfinished sweep resumes with the settings it ran with (Ray keeps some from the "
+                              f"first run; its rows were measured under the others); give {section}.{key}="
+                              f"{json.dumps(before)}, or another results_dir for a new sweep")
 
 
 # The files Tune 2.60 restores an experiment from (of each pattern the newest by name, as

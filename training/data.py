@@ -24,6 +24,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import random
 import sys
 import zlib
@@ -602,11 +603,17 @@ def _data_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")
-    return sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz", ".txt"))
-    )
+    # os.walk follows linked folders as the readers do (`_split_sources`: a `train/` that is a
+    # symlink); Path.rglob did not, and such a data set hashed no file at all, so different
+    # data shared one teacher, its logits and a sweep id. Each real folder is walked once.
+    found, walked = [], set()
+    for root, folders, names in os.walk(path, followlinks=True):
+        if os.path.realpath(root) in walked:  # a link back up the tree
+            folders[:] = []
+            continue
+        walked.add(os.path.realpath(root))
+        found += [Path(root, n) for n in names if n.endswith((".jsonl", ".jsonl.gz", ".txt"))]
+    return sorted(p for p in found if p.is_file())
 
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}

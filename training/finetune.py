@@ -322,10 +322,24 @@ def model_fingerprint(folder: Path) -> str:
     path nor file times enter it (as `data_fingerprint`): a copy anywhere, a fresh clone on
     another machine, hash the same; a changed weight, config or vocabulary hashes otherwise."""
     digest = hashlib.sha256()
-    for file in sorted(folder.iterdir()):
-        if file.is_file() and any(fnmatchcase(file.name, pattern) for pattern in MODEL_FILES):
+    named = {f.name for f in folder.iterdir() if any(fnmatchcase(f.name, p) for p in MODEL_FILES)}
+    for file in sorted(folder / n for n in named | _indexed_shards(folder)):
+        if file.is_file():
             digest.update(f"{file.name}\0{file_hash(file)}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def _indexed_shards(folder: Path) -> set[str]:
+    """The weight files the folder's shard indexes name, whatever their names (transformers
+    loads `weights-1.safetensors` when the index says so); an unreadable index names none
+    (the teacher's loader refuses it)."""
+    shards: set[str] = set()
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        try:
+            shards |= {str(v) for v in json.loads((folder / index).read_text())["weight_map"].values()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return {s for s in shards if "/" not in s and s not in ("", ".", "..")}
 
 
 def teacher_identity(name: str) -> str:

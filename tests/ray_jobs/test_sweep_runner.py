@@ -121,7 +121,10 @@ def test_resume_with_a_setting_tune_keeps_from_the_first_run_is_refused(local_ra
     assert run_sweep(cfg, _sweep(tmp_path, trials=1, rounds=3, sweep_id="t-3")).errors  # interrupted by an error
     check_restore_settings(cfg, "t-3")  # the same settings: fine
     for override, named in (("failure.max_failures=2", "failure.max_failures: sweep t-3 ran with 0"),
-                            ("resources.max_concurrent_trials=1", "resources.max_concurrent_trials=null")):
+                            ("resources.max_concurrent_trials=1", "resources.max_concurrent_trials=null"),
+                            # the finished trials' threads and device
+                            ("resources.cpus_per_trial=2", "resources.cpus_per_trial=1"),
+                            ("resources.gpus_per_trial=0.5", "resources.gpus_per_trial=0")):
         with pytest.raises(ConfigError, match=named):
             check_restore_settings(settings(override), "t-3")
     assert not run_sweep(cfg, _sweep(tmp_path, trials=1, rounds=3, sweep_id="t-3")).errors  # resumed, finished

@@ -58,6 +58,18 @@ def test_sweep_ids_follow_the_teachers_model_files(tmp_path):
     assert [len({a, b, c}) for a, b, c in zip(first, weights, config, strict=True)] == [3, 3]
 
 
+def test_shards_an_index_names_are_hashed_whatever_their_names(tmp_path):
+    folder = write_folder(tmp_path / "teacher")
+    (folder / "model.safetensors").rename(folder / "weights-1.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"embeddings.word_embeddings.weight": "weights-1.safetensors"}}))
+    first = teacher_identity(str(folder))
+    save_file({"embeddings.word_embeddings.weight": torch.full((8, 4), 1.0)}, folder / "weights-1.safetensors",
+              metadata={"format": "pt"})
+    _later(folder / "weights-1.safetensors")
+    assert teacher_identity(str(folder)) != first
+
+
 def test_a_moved_teacher_is_another_sweep_as_moved_data_is(tmp_path):
     """The teacher's content part of the id leaves out its path and file times (a fresh clone
     elsewhere hashes the same), but the config names a local folder by its absolute path, as it

@@ -412,6 +412,27 @@ def test_fingerprint_follows_content_and_config(tmp_path):
     assert data_fingerprint(cfg) != fp
 
 
+def test_fingerprint_reads_split_folders_that_are_links_as_the_reader_does(tmp_path):
+    """CodeSearchNet's layout with each split a symlink to a folder elsewhere: the reader
+    follows the links, the fingerprint hashed no file (two data sets shared every cache)."""
+    def linked(name, summary):
+        store, data_set = tmp_path / f"{name}-store", tmp_path / name
+        data_set.mkdir()
+        for split in ("train", "valid", "test"):
+            (store / split).mkdir(parents=True)
+            records = _records(C2T / f"{split}.jsonl")
+            records[0]["docstring_tokens"] = summary.split()
+            _write_jsonl(store / split / "part0.jsonl", records)
+            (data_set / split).symlink_to(store / split, target_is_directory=True)
+        return data_set
+
+    first, second = linked("first", "first summary here"), linked("second", "another summary here")
+    assert code_to_text_splits(DataConfig(path=str(first)))["train"] != code_to_text_splits(DataConfig(path=str(second)))["train"]
+    assert data_fingerprint(DataConfig(path=str(first))) != data_fingerprint(DataConfig(path=str(second)))
+    (tmp_path / "first-store" / "train" / "loop").symlink_to(first, target_is_directory=True)  # walked once
+    data_fingerprint(DataConfig(path=str(first)))
+
+
 # ---------------------------------------------------------------- the shipped data set
 
 
