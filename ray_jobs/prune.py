@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from ray_jobs.compress import (
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
 from ray_jobs.errors import JobError, check_results_dir
 from search.space import Teacher
-from training.data import code_to_text_splits
+from training.data import code_to_text_splits, code_to_text_view
+from training.models import TeacherConfig
 from training.prune import (
     RECIPE,
     check_prunes_some_but_not_all,
@@ -36,14 +38,23 @@ from training.quantize import quantize_rows
 from training.seq2seq import extra_train_pairs, prepare_seq2seq
 
 # The sections whose values decide what the pruning job computes (its identity).
-SECTIONS = ("seed", "data", "teacher", "seq2seq", "prune", "quantize")
+SECTIONS = ("data", "teacher", "seq2seq", "prune", "quantize")
+
+
+def read_settings(cfg: JobConfig) -> JobConfig:
+    """`cfg` with what this job never reads at its defaults: the data's classification fields
+    (`code_to_text_view`) and the teacher's pair mode (the top-level seed is outside SECTIONS).
+    What the job's identity and stamp hash: a change for the compression job alone in a config
+    both jobs read (`demo`) reruns no pruning."""
+    return dataclasses.replace(cfg, data=code_to_text_view(cfg.data),
+                               teacher=dataclasses.replace(cfg.teacher, pair_mode=TeacherConfig.pair_mode))
 
 
 def sweep_id(cfg: JobConfig) -> str:
-    """The job's identity: its config sections, the contents of its data and the rounds'
-    recipe (`training.prune.RECIPE`)."""
+    """The job's identity: the settings it reads (`read_settings`), the contents of its data
+    and the rounds' recipe (`training.prune.RECIPE`)."""
     s = cfg.seq2seq
-    return f"prune-{identity_hash(cfg, SECTIONS, s.train_extra, s.max_train_extra, recipe=RECIPE)[:12]}"
+    return f"prune-{identity_hash(read_settings(cfg), SECTIONS, s.train_extra, s.max_train_extra, recipe=RECIPE)[:12]}"
 
 
 def trial_specs(cfg: JobConfig) -> list[dict]:
@@ -157,7 +168,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
 
 def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> sweep.SweepOutcome:
     """The job's part that writes: under the sweep's lock."""
-    stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
+    stamp = {"config_hash": config_hash(read_settings(cfg), SECTIONS), "code_version": code_version()}
     sweep.check_restore_settings(cfg, sid)
     started = sweep.init_ray(cfg)
     try:

@@ -29,7 +29,7 @@ import random
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -631,6 +631,14 @@ def file_hash(path: Path) -> str:
                 digest.update(block)
         _FILE_HASHES[key] = digest.hexdigest()
     return _FILE_HASHES[key]
+
+
+def code_to_text_view(cfg: DataConfig) -> DataConfig:
+    """`cfg` with the fields the code-to-text readers never read (`task`, `labeled_fraction`:
+    the classification jobs') at their defaults. The code-to-text model and the prune job are
+    keyed by it, so a change for the compression job alone in the data section the jobs share
+    (`demo`) does not fine-tune the code-to-text model and prune it again."""
+    return replace(cfg, task=DataConfig.task, labeled_fraction=DataConfig.labeled_fraction)
 
 
 def data_fingerprint(cfg: DataConfig) -> str:

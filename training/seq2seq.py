@@ -483,13 +483,15 @@ NOT_IN_KEY = ("beam",)
 def artifacts_key(cfg: Seq2SeqConfig, data, teacher) -> str:
     """Hash of what the cached model and its metrics depend on: SEQ2SEQ_VERSION, the config
     (less NOT_IN_KEY), the teacher (`teacher_identity`: a local folder's model files by content,
-    a hub id by name), the data's fingerprint and the extra data's."""
-    from training.data import data_fingerprint, extra_fingerprint
+    a hub id by name), the fingerprint of the data as code-to-text reads it (`code_to_text_view`)
+    and the extra data's."""
+    from training.data import code_to_text_view, data_fingerprint, extra_fingerprint
 
     # Only the teacher's model files shape this model (other TeacherConfig fields serve other jobs).
     skip = ("train_extra", "max_train_extra", *NOT_IN_KEY)
     fields = {k: v for k, v in cache_fields(cfg).items() if k not in skip}
-    identity = [SEQ2SEQ_VERSION, fields, {"name": teacher_identity(teacher.name)}, data_fingerprint(data)]
+    identity = [SEQ2SEQ_VERSION, fields, {"name": teacher_identity(teacher.name)},
+                data_fingerprint(code_to_text_view(data))]
     if cfg.train_extra:  # by content, not path; a key without extra data stays what it was
         identity.append(extra_fingerprint(cfg.train_extra, cfg.max_train_extra))
     blob = json.dumps(identity, sort_keys=True)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from ray_jobs import compress, prune
-from ray_jobs.config import config_hash, identity_hash, load_config
+from ray_jobs.config import CONFIG_DIR, config_hash, identity_hash, load_config
 from training.data import data_fingerprint
 from training.finetune import teacher_identity
 
@@ -87,3 +87,20 @@ def test_a_hub_teachers_sweep_id_is_what_it_was():
     for job in (compress, prune):
         before = json.dumps([config_hash(cfg, job.SECTIONS), data_fingerprint(cfg.data)])
         assert identity_hash(cfg, job.SECTIONS) == hashlib.sha256(before.encode()).hexdigest()
+
+
+def test_settings_only_the_compression_job_reads_leave_the_pruning_as_it_is():
+    """demo.yaml's data and teacher sections serve both jobs: a compression-only change re-ran
+    the code-to-text fine-tuning and every pruning round."""
+    from training.seq2seq import artifacts_key
+
+    def ids(*overrides):
+        cfg = load_config(CONFIG_DIR / "demo.yaml", list(overrides))
+        return compress.sweep_id(cfg), prune.sweep_id(cfg), artifacts_key(cfg.seq2seq, cfg.data, cfg.teacher)
+
+    base = ids()
+    for compression_only in ("data.labeled_fraction=0.3", "teacher.pair_mode=joint", "seed=7"):
+        changed = ids(compression_only)
+        assert changed[0] != base[0] and changed[1:] == base[1:], compression_only
+    for both in ("data.seed=3", "data.max_train=100"):
+        assert all(a != b for a, b in zip(ids(both), base, strict=True)), both
