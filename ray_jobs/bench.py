@@ -140,6 +140,9 @@ class BenchConfig:
                                    "latency_rounds"))
         check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions",
                        "step_attentions", "step_bilstms")
+        if 1 not in self.workers:  # without it the smallest count was taken to scale perfectly
+            raise ValueError(f"workers: must include 1 (speed-up and efficiency are over the one-worker "
+                             f"run), got {list(self.workers)}")
         # an empty list would time nothing and write no rows, silently
         for name in ("workers", "latency_batches", "latency_students", "latency_dtypes", "step_students",
                      "step_precisions", "step_attentions"):
@@ -218,9 +221,9 @@ def run_scaling(cfg: BenchConfig, storage: str) -> list[dict]:
     for workers in cfg.workers:
         out = _sweep(_work_trial, work_space, workers, True, storage)
         rows.append(_row("scaling", workers, True, cfg.trials, out))
-    base = next(r for r in rows if r["workers"] == min(cfg.workers))
+    base = next(r for r in rows if r["workers"] == 1)  # BenchConfig requires it
     for row in rows:
-        row["speedup"] = base["wall_s"] / row["wall_s"] * base["workers"]
+        row["speedup"] = base["wall_s"] / row["wall_s"]
         row["efficiency"] = row["speedup"] / row["workers"]
     empty_space = {"i": tune.grid_search(list(range(cfg.overhead_trials)))}
     for reuse in (False, True):
@@ -343,13 +346,16 @@ def bench_id(kind: str) -> str:
 
 
 def _write(results_dir: str, sweep_id: str, rows: list[dict], cfg: BenchConfig, stamp: dict,
-           show: Callable[[], None]) -> int:
-    """Write the bench rows and the run's `configs` row (every setting it ran with), then print
-    them with `show()`: written first, so a reader that stops reading (`| head`) loses none and
-    ends the command quietly (exit 141); a failed write still prints the measurements."""
+           show: Callable[[], None], then: Callable[[], None] | None = None) -> int:
+    """Write the bench rows and the run's `configs` row (every setting it ran with), run
+    `then` (another file to write), then print them with `show()`: written first, so a reader
+    that stops reading (`| head`) loses none and ends the command quietly (exit 141); a failed
+    write still prints the measurements."""
     try:
         path = results.write_rows(results_dir, TABLE, sweep_id, rows)
         results.write_config(results_dir, "bench", sweep_id, to_dict(cfg), stamp)
+        if then is not None:
+            then()
     except BaseException:
         show()  # minutes of measurements: on the screen at least
         raise
@@ -624,7 +630,6 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
                     device=device, machine=f"{device_name} ({platform.machine()})",
                     shapes=[dataclasses.asdict(a) for a in archs])
     heads_term = lat.heads_term_errors(*measured, heads)  # what `fit` judged the per-head term by
-    lat.save(model, out)
     sweep_id = bench_id("latency-model")
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     fit = {name: getattr(model, name) for name in lat.COEFFICIENTS}
@@ -649,5 +654,14 @@ def run_latency_model(cfg: BenchConfig, results_dir: str) -> int:
         if heads_term:
             print(f"per-head term: {'kept' if lat.keeps_heads_term(heads_term) else 'left out'} (mean leave-one-out error "
                   f"{100 * heads_term[0]:.1f}% with it, {100 * heads_term[1]:.1f}% without)")
-        print(f"wrote the latency model to {out} (search.latency_model={out} search.max_ms=...)")
-    return _write(results_dir, sweep_id, rows, cfg, stamp, show)
+        if saved:
+            print(f"wrote the latency model to {out} (search.latency_model={out} search.max_ms=...)")
+
+    saved = []
+
+    def save() -> None:  # after the rows: a model file that cannot be written loses none of them
+        try:
+            saved.append(lat.save(model, out))
+        except OSError as err:
+            raise JobError(f"latency_model_out: cannot write {out}: {err} (the rows are in the bench table)") from None
+    return _write(results_dir, sweep_id, rows, cfg, stamp, show, then=save)

@@ -61,8 +61,12 @@ def serialized_size_bytes(model: torch.nn.Module) -> int:
 
 
 def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    """Wait for every CUDA device's queued work: `torch.cuda.synchronize()` alone waits on the
+    current device only, and a model timed on cuda:1 then timed its kernel launches. Nothing to
+    wait for (no sync) where this process never used CUDA, as when timing on the CPU."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.synchronize(index)
 
 
 def latency_ms(
@@ -160,8 +164,10 @@ def random_inputs(
     """
     gen = torch.Generator().manual_seed(seed)
 
+    low = 5 if vocab_size > 5 else 0  # a vocabulary of 5 or fewer: any of its ids (was an error)
+
     def ids() -> torch.Tensor:  # (batch, seq_len)
-        return torch.randint(5, vocab_size, (batch, seq_len), generator=gen).to(device)
+        return torch.randint(low, vocab_size, (batch, seq_len), generator=gen).to(device)
 
     inputs = {"input_ids": ids()}
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])

@@ -11,7 +11,9 @@ what the runtime costs or saves.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -270,16 +272,57 @@ def _transformers_classifier(folder: Path, seq_len: int) -> tuple[nn.Module, dic
         pair = config.model_type == "pair-encoder"  # a bi-encoder: two inputs
         encoder = config.encoder if pair else config.to_dict()
         positions = usable_positions(encoder)
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{folder}: cannot read the classifier's config: {err}") from None
+        if positions is not None and not isinstance(positions, int):
+            raise TypeError(f"max_position_embeddings {positions!r} is not a whole number")
+    except _load_errors() as err:  # a config of null, a field of the wrong type
+        raise ValueError(f"{folder}: cannot read the classifier's config: {type(err).__name__}: {err}") from None
     _check_seq_len(seq_len, positions)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{folder}: cannot load the classifier: {err}") from None
+        with _quiet_transformers():  # its load report (dozens of lines) would bury the one-line error
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                folder, trust_remote_code=True, output_loading_info=True)
+    except (*_load_errors(), RuntimeError) as err:  # damaged weights, shapes other than the config's
+        raise ValueError(f"{folder}: cannot load the classifier: {type(err).__name__}: {_first_line(err)}") from None
+    missing = loading["missing_keys"] or loading["mismatched_keys"]
+    if missing:  # transformers initialised them at random: a graph of untrained weights
+        names = sorted(str(m[0] if isinstance(m, tuple) else m) for m in missing)
+        raise ValueError(f"{folder}: not a trained classifier: no saved weights for {len(names)} parameter(s) "
+                         f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
+    model.eval()
     example = _tracing_example(encoder["vocab_size"], encoder.get("pad_token_id") or 0, pair, seq_len,
                                token_types=not pair and encoder.get("type_vocab_size", 1) > 1)
     return model, example
+
+
+@functools.cache  # an except clause evaluates it only when something was raised
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What reading a saved folder raises for a bad folder: damaged safetensors, a config
+    field of the wrong type (transformers' strict config classes), a config that is not a
+    mapping."""
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+
+    return OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError, StrictDataclassError
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" on stderr, before a one-line error
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _bilstm_classifier(folder: Path, seq_len: int) -> tuple[nn.Module, dict[str, torch.Tensor]]:
@@ -311,14 +354,53 @@ def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: in
     else:
         raise ValueError(f"{folder}: no config.json or bilstm_config.json, not a saved classifier")
     out = Path(out) if out is not None else folder
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     # both graphs made aside first: a failure leaves the folder's files as they were
     with tempfile.TemporaryDirectory(prefix="onnx-export-") as work:
         fp32 = export_onnx(model, example, Path(work) / GRAPH_FILES["onnx"])
         int8 = quantize_onnx(fp32, Path(work) / GRAPH_FILES["onnx_int8"])
-        for made in (fp32, int8):
-            _replace_from(made, out / made.name)
+        _replace_pair(fp32, int8, out)
     return [out / fp32.name, out / int8.name]
+
+
+def _check_writable(out: Path) -> None:
+    """ValueError (bad input: exit 2) before the export unless `out` is, or can be made, a folder
+    this process can write in."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
+
+
+def _replace_pair(fp32: Path, int8: Path, out: Path) -> None:
+    """Put both graphs in `out` as a pair: both copied beside their names first, then renamed;
+    if the second rename fails the first graph's earlier file is put back, so the folder never
+    holds graphs of two exports."""
+    targets = [(fp32, out / fp32.name), (int8, out / int8.name)]
+    staged, backup = [], staging_path(out / f"{fp32.name}.previous")
+    try:
+        for made, target in targets:
+            staged.append(staging_path(target))
+            shutil.copyfile(made, staged[-1])
+        if (out / fp32.name).is_file():  # the earlier graph, kept until the pair is in place
+            try:
+                os.link(out / fp32.name, backup)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(out / fp32.name, backup)
+        publish(staged[0], targets[0][1])
+        try:
+            publish(staged[1], targets[1][1])
+        except OSError:
+            if backup.exists():
+                os.replace(backup, targets[0][1])
+            raise
+    except OSError as err:
+        raise RuntimeError(f"cannot write the graphs to {out}: {err}") from err
+    finally:
+        for path in (*staged, backup):
+            path.unlink(missing_ok=True)
 
 
 def _error(err: Exception, status: int) -> int:

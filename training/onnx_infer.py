@@ -92,7 +92,7 @@ class PairScorer:
                                         "job ran the onnx variants, or after python -m training.onnx_export)")
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         recorded, pad, positions = _folder_settings(folder)
-        max_len = max_len or recorded
+        max_len = recorded if max_len is None else max_len  # 0 is refused below, not replaced
         if max_len is None:
             raise ValueError(f"{folder}: no model_max_length recorded in tokenizer_config.json: pass max_len "
                              "(the job's distill.max_seq_len)")

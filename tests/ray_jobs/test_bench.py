@@ -138,6 +138,21 @@ def test_train_step_times_the_students_its_head_names(tmp_path, monkeypatch, hea
         real({}, batch=2, seq_len=8, precisions=["fp32"], head="cosine")
 
 
+def test_a_latency_model_that_cannot_be_saved_keeps_its_rows(tmp_path, monkeypatch, capsys):
+    from ray_jobs.__main__ import main
+    from search import latency
+
+    def unwritable(model, path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(latency, "save", unwritable)
+    rc = main(["bench", "latency-model", "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "latency_model_out: cannot write" in err and "the rows are in the bench table" in err
+    assert "leave-one-out error: median" in out and "wrote the latency model" not in out
+    assert results.table_counts(tmp_path)["bench"] == 6
+
+
 @pytest.mark.parametrize("head, other", [("pair_cosine", "sequence"), ("sequence", "pair_cosine")])
 def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_path, head, other, capsys):
     from search import latency
@@ -225,6 +240,8 @@ def test_bench_config_takes_every_bilstm_variant_the_job_builds():
     # scaling: refused before Ray starts (workers=[0] started it with 0 CPUs and hung)
     ("scaling", "workers=[]", "workers"),
     ("scaling", "workers=[0]", "workers"),
+    # without one worker the smallest count was taken to scale perfectly (speed-up 2.00 at 2)
+    ("scaling", "workers=[2,4]", "workers: must include 1"),
     ("scaling", "trials=0", "trials"),
     ("scaling", "steps=0", "steps"),
     ("scaling", "object_store_mb=10", "object_store_mb"),

@@ -206,3 +206,13 @@ def test_head_models_are_the_students_the_search_prices_with_that_head(head):
         model, vocab = refs[name]
         assert vocab == family.arch().vocab
         assert sum(p.numel() for p in model.parameters()) == cost.params(family.arch(), family, head=ref_head[name])
+
+
+def test_random_inputs_of_a_vocabulary_of_five_or_fewer_use_its_ids():
+    """Ids are drawn from 5 up (past BERT's special tokens); a vocabulary of 5 or fewer was an
+    error (`bench latency` with such a student crashed after timing the others)."""
+    from training.evaluate import random_inputs
+
+    for vocab in (1, 5, 6):
+        ids = random_inputs(vocab, 8, pair=True)["input_ids_b"]
+        assert ids.shape == (1, 8) and int(ids.max()) < vocab

@@ -327,3 +327,45 @@ def test_a_failed_export_leaves_the_folder_as_it_was(tmp_path, capsys, monkeypat
     assert "no space left" in capsys.readouterr().err
     assert (tmp_path / "student" / "model.onnx").read_bytes() == b"the graph the job kept"
     assert not (tmp_path / "student" / "model_int8.onnx").exists()
+
+
+def test_folders_that_are_not_trained_classifiers_are_refused_in_one_line(tmp_path, capsys):
+    """A bare encoder (no classifier head) exported with a head transformers drew at random,
+    exit 0; damaged weights and bad config fields were tracebacks."""
+    import json
+
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=80)
+    BertModel(config).save_pretrained(tmp_path / "encoder")
+    _student("joint").save_pretrained(tmp_path / "damaged")
+    (tmp_path / "damaged" / "model.safetensors").write_bytes(b"\xff" * 64)
+    _student("joint").save_pretrained(tmp_path / "null")
+    (tmp_path / "null" / "config.json").write_text("null")
+    _student("joint").save_pretrained(tmp_path / "typed")
+    typed = json.loads((tmp_path / "typed" / "config.json").read_text())
+    (tmp_path / "typed" / "config.json").write_text(json.dumps(typed | {"max_position_embeddings": "abc"}))
+    _student("joint").save_pretrained(tmp_path / "ok")
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    for argv, message in (([str(tmp_path / "encoder")], "not a trained classifier: no saved weights for 2 parameter(s)"),
+                          ([str(tmp_path / "damaged")], "cannot load the classifier"),
+                          ([str(tmp_path / "null")], "cannot read the classifier's config"),
+                          ([str(tmp_path / "typed")], "cannot read the classifier's config"),
+                          ([str(tmp_path / "ok"), "--out", str(tmp_path / "afile" / "sub")], "--out")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not any((tmp_path / "encoder").glob("*.onnx"))
+
+
+def test_the_two_graphs_are_replaced_as_a_pair(tmp_path, capsys):
+    _student().save_pretrained(tmp_path / "student")
+    (tmp_path / "student" / "model.onnx").write_bytes(b"the graph of the last export")
+    (tmp_path / "student" / "model_int8.onnx").mkdir()  # its graph cannot be put in place
+    assert main([str(tmp_path / "student")]) == 1
+    assert "cannot write the graphs" in capsys.readouterr().err
+    assert (tmp_path / "student" / "model.onnx").read_bytes() == b"the graph of the last export"
+    assert sorted(p.name for p in (tmp_path / "student").iterdir() if "onnx" in p.name) == [
+        "model.onnx", "model_int8.onnx"]  # no staged copies left

@@ -122,3 +122,5 @@ def test_the_recorded_length_pad_token_and_bad_arguments(shipped):
         scorer.logits("def f(): pass", "Do nothing.")
     with pytest.raises(ValueError, match="max_len: must be in \\[1, 512\\]"):
         PairScorer(folder, max_len=513)
+    with pytest.raises(ValueError, match="max_len: must be in"):  # 0 took the recorded length
+        PairScorer(folder, max_len=0)
