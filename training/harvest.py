@@ -36,14 +36,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.checks import OneLineParser, UsageError
-from training.staging import publish, remove_stale, staging_path
+from training.staging import check_writable_folder, publish, remove_stale, staging_path
 
 SPLITS = ("train", "valid", "test")
 MIN_SUMMARY_WORDS = 3
@@ -344,27 +343,6 @@ def package_folder(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def check_out(out: Path) -> None:
-    """Raise OSError unless ``out`` is, or can be made, a writable folder; leaves no trace.
-
-    Run before harvesting, so that a bad --out is refused before the work, not after it.
-    """
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out}: exists and is not a folder")
-    out = Path(os.path.abspath(out))  # `new/../x`: no `..` step to create, then to remove
-    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise OSError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    finally:
-        for folder in created:  # write_splits makes them again; a refused run leaves nothing
-            if folder.is_dir():
-                folder.rmdir()
-
-
 def check_no_split_folders(out: Path) -> None:
     """Raise FileExistsError if ``out`` holds a split as a sub-folder of jsonl files (the
     CodeSearchNet layout): the harvest's split files beside it would hold the split twice.
@@ -404,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         if not src.is_dir():  # harvest() checks too; here it is refused before --out is tried
             raise FileNotFoundError(f"{src}: not a folder")
         out = Path(os.path.abspath(args.out))  # `new/../out` makes no folder `new`
-        check_out(out)
+        check_writable_folder(out)
         check_no_split_folders(out)
         splits, stats = harvest(src, repo=args.repo or (args.src if args.package else None), url_base=args.url_base)
     except (UsageError, OSError) as err:

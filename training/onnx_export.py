@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from training.checks import OneLineParser, UsageError
-from training.staging import publish, remove_stale, staging_path
+from training.staging import check_writable_folder, publish, remove_stale, staging_path
 
 ONNX_VARIANTS = ("onnx", "onnx_int8")
 GRAPH_FILES = {"onnx": "model.onnx", "onnx_int8": "model_int8.onnx"}  # in a saved model's folder
@@ -354,24 +354,17 @@ def export_folder(folder: str | Path, out: str | Path | None = None, seq_len: in
     else:
         raise ValueError(f"{folder}: no config.json or bilstm_config.json, not a saved classifier")
     out = Path(out) if out is not None else folder
-    _check_writable(out)
+    try:
+        check_writable_folder(out)  # before the export: exit 2, not a failed export
+    except OSError as err:
+        raise ValueError(str(err)) from None
+    out.mkdir(parents=True, exist_ok=True)
     # both graphs made aside first: a failure leaves the folder's files as they were
     with tempfile.TemporaryDirectory(prefix="onnx-export-") as work:
         fp32 = export_onnx(model, example, Path(work) / GRAPH_FILES["onnx"])
         int8 = quantize_onnx(fp32, Path(work) / GRAPH_FILES["onnx_int8"])
         _replace_pair(fp32, int8, out)
     return [out / fp32.name, out / int8.name]
-
-
-def _check_writable(out: Path) -> None:
-    """ValueError (bad input: exit 2) before the export unless `out` is, or can be made, a folder
-    this process can write in."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ValueError(f"--out {out}: cannot write there ({err.strerror or err})") from None
 
 
 def _replace_pair(fp32: Path, int8: Path, out: Path) -> None:

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -133,3 +134,24 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_writable_folder(out: Path, name: str = "--out") -> None:
+    """Raise OSError naming `name` unless `out` is, or can be made, a folder this process can
+    write in; leaves no trace (folders it made to check are removed). Run before the work, so
+    that a bad output folder is refused before it, not after."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{name} {out}: exists and is not a folder")
+    out = Path(os.path.abspath(out))  # `new/../x`: no `..` step to create, then to remove
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise OSError(f"{name} {out}: cannot write there ({err.strerror or err})") from None
+    finally:
+        for folder in created:  # the writer makes them again; a refused run leaves nothing
+            if folder.is_dir():
+                folder.rmdir()
+
