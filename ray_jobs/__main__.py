@@ -12,8 +12,10 @@
     tables    [--config FILE] [results_dir=...]
     bench ...                                             see `python -m ray_jobs bench -h`
 
-Exit codes: 0 done, 1 trials failed for good, 2 bad input (one line on stderr naming the
-culprit), 130 interrupted (run the same command again to resume).
+Exit codes: 0 done, 1 trials failed for good (or a crash: a traceback, e.g. the teacher's
+fine-tuning out of GPU memory), 2 bad input (one line on stderr naming the culprit), 130
+interrupted (run the same command again to resume; a driver `ray job stop` ends exits 15,
+by Ray's SIGTERM handler).
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def _job(args) -> int:
     seeds = jobs.parse_seeds(args.seeds) if getattr(args, "seeds", None) is not None else None
     if seeds is not None:
         seed_key = f"{jobs.SEEDED_SECTION[args.command]}.seed"
-        if any(o.partition("=")[0] == seed_key for o in args.overrides):
+        if any(o.partition("=")[0].strip() == seed_key for o in args.overrides):
             raise ConfigError(f"--seeds and {seed_key}=... both set the {args.command} job's seed: give one")
     cfg = jobs.load(_config_path(config), args.overrides)
     if seeds is not None:

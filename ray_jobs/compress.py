@@ -38,7 +38,7 @@ from training.distill import (
 )
 from training.evaluate import saved_weights_bytes
 from training.finetune import labeled_half, num_labels_of
-from training.models import check_teacher_loadable, cost_head
+from training.models import BiLSTMSoft, check_teacher_loadable, cost_head
 
 # The sections whose values decide what the compression job computes (its identity).
 SECTIONS = ("seed", "data", "teacher", "search", "finetune", "distill", "baselines")
@@ -105,6 +105,19 @@ def check_in_batch(cfg: JobConfig) -> None:
     if cfg.teacher.pair_mode != "separate":
         raise JobError("distill.in_batch_weight: the in-batch loss needs a bi-encoder teacher "
                        f"(teacher.pair_mode=separate), not {cfg.teacher.pair_mode!r}")
+
+
+def check_bilstm_budget(cfg: JobConfig, splits: dict) -> None:
+    """ConfigError before Ray starts when no BiLSTM_soft of `distill.bilstm_vocab` fits
+    `search.target_mb`: the bilstm-budget trial failed after the teacher was fine-tuned."""
+    if not cfg.baselines.bilstm_budget:
+        return
+    pair = splits["train"][0].text_b is not None  # as the trial builds it
+    try:
+        BiLSTMSoft.for_budget(cfg.search.target_mb * 1e6, cfg.distill.bilstm_vocab, num_labels_of(splits), pair=pair)
+    except ValueError as err:
+        raise ConfigError(f"search.target_mb: {err}, the budget BiLSTM_soft baseline's (distill.bilstm_vocab="
+                          f"{cfg.distill.bilstm_vocab}; baselines.bilstm_budget=false leaves it out)") from None
 
 
 def teacher_dims(cfg: JobConfig) -> Teacher:
@@ -300,6 +313,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     check_transfer_extra(cfg, splits)
     check_pair_modes(cfg, splits)
     check_in_batch(cfg)
+    check_bilstm_budget(cfg, splits)
     teacher = teacher_dims(cfg)
     check_seq_lens(teacher, seq_lens(cfg, teacher))
     candidates = search_candidates(cfg, teacher, num_labels_of(splits), student_head(cfg, splits))

@@ -89,6 +89,9 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "nothing_to_train": (["compress", *smoke, "search.top_k=0", "baselines.bilstm_budget=false",
                               "distill.quantize=[]"], ["nothing to train"]),
         "cap_below_smallest": (["compress", *smoke, "search.max_mb=0.01"], ["search", "max_mb"]),
+        # the budget baseline's trial failed after the teacher's fine-tuning
+        "budget_bilstm_fits_no_width": (["compress", *smoke, "search.target_mb=0.11", "distill.bilstm_vocab=30000"],
+                                        ["search.target_mb", "no BiLSTM with vocab 30000"]),
         # demo checks the pruning job's inputs before the compression job writes anything
         "demo_prune_input_first": (["demo", *smoke, f"data.path={FIXTURES}/code_to_text",
                                     f"seq2seq.train_extra=[{held_out}]"],

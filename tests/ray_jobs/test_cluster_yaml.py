@@ -63,3 +63,30 @@ def test_secure_defaults_and_no_secrets(config):
         assert "RAY_AUTH_MODE=token" in " ".join(config[cmds])
     assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|BEGIN [A-Z ]*PRIVATE KEY", text)
     assert "ssh_private_key" not in config["auth"]
+
+
+def _readme_cluster_jobs() -> list[list[str]]:
+    """The `ray job submit ... -- python -m ray_jobs compress|prune ...` commands of the README's
+    cluster section, each as its arguments after `python -m ray_jobs`."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    jobs = []
+    for line in text.splitlines():
+        if line.startswith("ray job submit") and re.search(r"-- +python -m ray_jobs (compress|prune) ", line):
+            jobs.append(shlex.split(line.split("python -m ray_jobs", 1)[1]))
+    return jobs
+
+
+def test_the_readmes_cluster_jobs_fit_its_nodes(config):
+    """The README's pruning job asked for codebert-ruby's 8 CPUs a trial on 4-CPU nodes: refused."""
+    from ray_jobs.config import load_config, resolve_config_path
+    from ray_jobs.sweep import _check_fits
+
+    nodes = [{k: float(v) for k, v in t["resources"].items()} for t in config["available_node_types"].values()]
+    jobs = _readme_cluster_jobs()
+    assert {j[0] for j in jobs} == {"compress", "prune"}, jobs
+    for job in jobs:
+        name = job[job.index("--config") + 1]
+        overrides = [a for a in job[1:] if "=" in a]
+        _check_fits(load_config(resolve_config_path(name), overrides), nodes)  # ResourceError if no node holds it

@@ -56,6 +56,7 @@ def _one_error_line(err: str, culprit: str) -> bool:
     (["compress", "--config", "smoke", "--seeds", "1,2,1"], "repeats a seed"),
     (["demo", "--config", "smoke", "--seeds", "0,1"], "--seeds"),  # compress and prune only
     (["compress", "--config", "smoke", "--seeds", "0,1", "distill.seed=2"], "distill.seed"),
+    (["compress", "--config", "smoke", "--seeds", "0,1", "distill.seed =2"], "distill.seed"),  # was replaced
     (["prune", "--config", "smoke", "--seeds", "0,1", "prune.seed=2"], "prune.seed"),
     # a seed torch refuses failed every trial of its sweep, after the earlier seeds had run
     (["compress", "--config", "smoke", "--seeds", "0,18446744073709551617"], "--seeds"),
