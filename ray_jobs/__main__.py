@@ -25,7 +25,14 @@ import sys
 from pathlib import Path
 
 from ray_jobs import results
-from ray_jobs.errors import ConfigError, JobError, OneLineParser, SweepFailed, SweepInterrupted
+from ray_jobs.errors import (
+    ConfigError,
+    JobError,
+    OneLineParser,
+    SweepFailed,
+    SweepInterrupted,
+    absolute_path,
+)
 from ray_jobs.yaml_text import parse_override
 from search import printing_to_a_pipe
 
@@ -87,10 +94,7 @@ def _results_dir(config: str | None, overrides: list[str]) -> Path:
         data = read_yaml(_config_path(config))
         if value is None and "results_dir" in data:
             value = build_config(JobConfig, {"results_dir": data["results_dir"]}).results_dir
-    try:
-        return Path(results.DEFAULT_RESULTS_DIR if value is None else value).expanduser().resolve()
-    except (RuntimeError, ValueError, OSError) as exc:  # a `~user` unknown here, a NUL byte
-        raise ConfigError(f"results_dir: {value!r}: {exc}") from None
+    return Path(absolute_path(results.DEFAULT_RESULTS_DIR if value is None else value, "results_dir"))
 
 
 def _config_path(name: str | None) -> Path | None:

@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from ray_jobs.errors import ConfigError
+from ray_jobs.errors import ConfigError, absolute_path
 from ray_jobs.results import DEFAULT_RESULTS_DIR
 from ray_jobs.yaml_text import brief, load_yaml, parse_override, yaml_problem
 from search.ga import VARIANTS
@@ -339,15 +339,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
     cfg = build_config(JobConfig, data, list(overrides))
     cfg = dataclasses.replace(
         cfg,
-        results_dir=_absolute(cfg.results_dir, "results_dir"),
-        data=dataclasses.replace(cfg.data, path=cfg.data.path and _absolute(cfg.data.path, "data.path")),
+        results_dir=absolute_path(cfg.results_dir, "results_dir"),
+        data=dataclasses.replace(cfg.data, path=cfg.data.path and absolute_path(cfg.data.path, "data.path")),
         teacher=dataclasses.replace(cfg.teacher, name=_local_or_name(cfg.teacher.name)),
         search=dataclasses.replace(cfg.search, latency_model=cfg.search.latency_model
-                                   and _absolute(cfg.search.latency_model, "search.latency_model")),
+                                   and absolute_path(cfg.search.latency_model, "search.latency_model")),
         distill=dataclasses.replace(cfg.distill, transfer_extra=tuple(
-            _absolute(p, "distill.transfer_extra") for p in cfg.distill.transfer_extra)),
+            absolute_path(p, "distill.transfer_extra") for p in cfg.distill.transfer_extra)),
         seq2seq=dataclasses.replace(cfg.seq2seq, train_extra=tuple(
-            _absolute(p, "seq2seq.train_extra") for p in cfg.seq2seq.train_extra)),
+            absolute_path(p, "seq2seq.train_extra") for p in cfg.seq2seq.train_extra)),
     )
     for key, paths in (("distill.transfer_extra", cfg.distill.transfer_extra),
                        ("seq2seq.train_extra", cfg.seq2seq.train_extra)):
@@ -357,18 +357,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
     return cfg
 
 
-def _absolute(path: str, key: str) -> str:
-    """`path` made absolute; ConfigError naming `key` when it cannot be (a `~user` this machine
-    does not know, a NUL byte)."""
-    try:
-        return str(Path(path).expanduser().resolve())
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise ConfigError(f"{key}: {brief(path)}: {exc}") from None
-
-
 def _local_or_name(name: str) -> str:
     """A teacher folder made absolute; a preset or hub id unchanged."""
-    folder = _absolute(name, "teacher.name")
+    folder = absolute_path(name, "teacher.name")
     return folder if Path(folder).is_dir() else name
 
 

@@ -48,3 +48,13 @@ def check_results_dir(results_dir: str, key: str = "results_dir") -> None:
         raise JobError(f"{key}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise JobError(f"{key}: cannot write to {path} ({probe} is not writable)")
+
+
+def absolute_path(path: str, key: str) -> str:
+    """`path` made absolute (`~` expanded); ConfigError naming `key` when it cannot be (a
+    `~user` this machine does not know, a NUL byte)."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise ConfigError(f"{key}: {path[:80]!r}: {exc}") from None
+

@@ -16,6 +16,7 @@ import json
 import math
 import numbers
 import os
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -363,19 +364,26 @@ def connect(results_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _sql_text(value: str) -> str:
+def sql_text(value: str) -> str:
+    """`value` as an SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def _literal_glob(path: str) -> str:
+    """A glob pattern that matches `path` alone."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
 
 
 def _table_source(results_dir: str | os.PathLike, name: str) -> str:
     """A FROM clause reading table `name`'s Parquet files, plus its name as column `table`.
 
-    The files are listed here, not globbed by DuckDB: its hive partitioning takes every
-    `key=value` folder of a path for a column (a `results_dir` under `lr=0.001/` replaced the
-    stored `lr` of every row), and `[`, `?` or `*` in a folder name made its pattern match
-    nothing (the job ended with an error after its sweep)."""
-    files = ", ".join(_sql_text(str(f)) for f in sorted(table_dir(results_dir, name).glob("*.parquet")))
-    return (f"(SELECT *, {_sql_text(name)} AS \"table\" FROM "
+    The files are listed here, hive partitioning off: it took every `key=value` folder of a
+    path for a column (a `results_dir` under `lr=0.001/` replaced the stored `lr` of every row).
+    DuckDB still reads each listed path as a glob pattern, so its `*`, `?` and `[` are written
+    as one-character classes (`[*]`): `run[1]` matched no file, or `run1`'s, and `run?` read
+    `runX`'s rows too."""
+    files = ", ".join(sql_text(_literal_glob(str(f))) for f in sorted(table_dir(results_dir, name).glob("*.parquet")))
+    return (f"(SELECT *, {sql_text(name)} AS \"table\" FROM "
             f"read_parquet([{files}], hive_partitioning=false, union_by_name=true))")
 
 

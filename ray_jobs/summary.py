@@ -7,12 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from ray_jobs import results
+from ray_jobs.results import sql_text
 from training.staging import publish, staging_path
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
 
 # A `distill` row's shape, as the summaries print it (NULL for a row of no known kind).
 _ARCH_SQL = """CASE WHEN kind = 'student'
@@ -24,7 +20,7 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
     """Teacher and each student: size, accuracy, retention, latency, speed-ups; then the
     quantized variants (shown also when no student or baseline finished)."""
     names = results.table_names(results_dir)
-    sid = _sql_str(sweep_id)
+    sid = sql_text(sweep_id)
     has_rows = "distill" in names and results.query(
         results_dir, f"SELECT count(*) AS n FROM distill WHERE sweep_id = {sid}").column("n")[0].as_py()
     lines = _distill_lines(results_dir, sweep_id) if has_rows else [f"compress: no distill rows in {sweep_id}"]
@@ -34,7 +30,7 @@ def compress_summary(results_dir: str, sweep_id: str) -> str:
 
 
 def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
-    sid = _sql_str(sweep_id)
+    sid = sql_text(sweep_id)
     teacher = results.query(results_dir, f"""
         SELECT 'teacher' AS model, 'teacher' AS kind, NULL AS arch,
                any_value(teacher_size_mb) AS size_mb, any_value(teacher_accuracy) AS accuracy,
@@ -75,7 +71,7 @@ def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
 def _variant_lines(results_dir: str, sweep_id: str, names: list[str]) -> list[str]:
     """The quantize rows of a compression sweep (the CPU, whatever device the trials had);
     `names`: the folder's tables."""
-    sid = _sql_str(sweep_id)
+    sid = sql_text(sweep_id)
     variants = results.query(results_dir, f"""
         SELECT model, variant, size_bytes / 1e6 AS size_mb, accuracy, accuracy_kept, retention,
                latency_ms, speedup_vs_fp32, score_batch, left(error, 60) AS error
@@ -100,7 +96,7 @@ def _across_sweeps(results_dir: str, sweep_ids: list[str], table: str, select: s
     line "Across N `heading`"; `empty` when there is nothing to show."""
     if not sweep_ids or table not in results.table_names(results_dir):
         return empty
-    ids = ", ".join(_sql_str(s) for s in sweep_ids)
+    ids = ", ".join(sql_text(s) for s in sweep_ids)
     rows = results.query(results_dir, f"SELECT {select} FROM {table} WHERE sweep_id IN ({ids}) "
                                       f"GROUP BY ALL ORDER BY {order}")
     if not rows.num_rows:
@@ -134,7 +130,7 @@ NO_FASTER_BELOW = 1.2
 def _scopes(results_dir: str, sweep_id: str) -> list[str]:
     """The scopes of the sweep's `prune` rows, sorted (a row without one left out)."""
     return [r["scope"] for r in results.query(results_dir, f"""
-        SELECT DISTINCT scope FROM prune WHERE sweep_id = {_sql_str(sweep_id)} AND scope IS NOT NULL
+        SELECT DISTINCT scope FROM prune WHERE sweep_id = {sql_text(sweep_id)} AND scope IS NOT NULL
         ORDER BY scope""").to_pylist()]
 
 
@@ -150,7 +146,7 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
     """BLEU versus sparsity per schedule, with sizes (the saved dense file and the sparse
     estimate) and latency against the schedule's dense round 0; and the quantization table."""
     names = results.table_names(results_dir)
-    sid = _sql_str(sweep_id)
+    sid = sql_text(sweep_id)
     curve = seq2seq_curve_line(results_dir, sweep_id) if "epochs" in names else None
     lines = [curve] if curve else []
     if "prune" in names:
@@ -227,7 +223,7 @@ def seq2seq_curve_line(results_dir: str, sweep_id: str) -> str | None:
     valid NLL and training loss in the first and last tenth; None when there are no rows."""
     rows = results.query(results_dir, f"""
         SELECT epoch, steps, train_loss, valid_nll FROM epochs
-        WHERE sweep_id = {_sql_str(sweep_id)} AND trial_key = 'seq2seq' ORDER BY epoch""").to_pylist()
+        WHERE sweep_id = {sql_text(sweep_id)} AND trial_key = 'seq2seq' ORDER BY epoch""").to_pylist()
     if not rows:
         return None
     first, last = rows[0], rows[-1]
@@ -253,7 +249,7 @@ def plot_bleu(results_dir: str, sweep_id: str, path: str | Path) -> Path | None:
 
     rows = results.query(results_dir, f"""
         SELECT schedule, sparsity, test_bleu_greedy AS bleu FROM prune
-        WHERE sweep_id = {_sql_str(sweep_id)} ORDER BY schedule, sparsity""").to_pylist()
+        WHERE sweep_id = {sql_text(sweep_id)} ORDER BY schedule, sparsity""").to_pylist()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in sorted({r["schedule"] for r in rows}):
         pts = [(r["sparsity"] * 100, r["bleu"]) for r in rows if r["schedule"] == name]

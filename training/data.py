@@ -605,13 +605,16 @@ def _data_files(path: Path) -> list[Path]:
         raise DataError(f"{path}: no such file or folder")
     # os.walk follows linked folders as the readers do (`_split_sources`: a `train/` that is a
     # symlink); Path.rglob did not, and such a data set hashed no file at all, so different
-    # data shared one teacher, its logits and a sweep id. Each real folder is walked once.
-    found, walked = [], set()
-    for root, folders, names in os.walk(path, followlinks=True):
-        if os.path.realpath(root) in walked:  # a link back up the tree
-            folders[:] = []
-            continue
-        walked.add(os.path.realpath(root))
+    # data shared one teacher, its logits and a sweep id. A folder reached by two names is
+    # hashed under both, as the readers read both; only a link back to a folder above is not
+    # followed (a cycle). Sorted: the hash does not follow the file system's listing order.
+    top = os.fspath(path)
+    above = {top: {os.path.realpath(top)}}  # each folder's real path and those of its parents
+    found = []
+    for root, folders, names in os.walk(top, followlinks=True):
+        chain = above.pop(root)
+        folders[:] = [f for f in sorted(folders) if os.path.realpath(os.path.join(root, f)) not in chain]
+        above.update({os.path.join(root, f): chain | {os.path.realpath(os.path.join(root, f))} for f in folders})
         found += [Path(root, n) for n in names if n.endswith((".jsonl", ".jsonl.gz", ".txt"))]
     return sorted(p for p in found if p.is_file())
 

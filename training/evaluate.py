@@ -61,12 +61,14 @@ def serialized_size_bytes(model: torch.nn.Module) -> int:
 
 
 def _sync() -> None:
-    """Wait for every CUDA device's queued work: `torch.cuda.synchronize()` alone waits on the
-    current device only, and a model timed on cuda:1 then timed its kernel launches. Nothing to
-    wait for (no sync) where this process never used CUDA, as when timing on the CPU."""
+    """Wait for the queued work of every CUDA device this process holds memory on:
+    `torch.cuda.synchronize()` alone waits on the current device only, and a model timed on
+    cuda:1 then timed its kernel launches. Devices it never used are left alone (a sync would
+    open a context on each), and so is CUDA where this process never used it (CPU timing)."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for index in range(torch.cuda.device_count()):
-            torch.cuda.synchronize(index)
+            if torch.cuda.memory_allocated(index):
+                torch.cuda.synchronize(index)
 
 
 def latency_ms(

@@ -386,8 +386,10 @@ def _replace_pair(fp32: Path, int8: Path, out: Path) -> None:
         try:
             publish(staged[1], targets[1][1])
         except OSError:
-            if backup.exists():
+            if backup.exists():  # the earlier fp32 graph back beside the earlier int8 one
                 os.replace(backup, targets[0][1])
+            else:  # none before: the new one goes, rather than sit beside an earlier int8 graph
+                targets[0][1].unlink(missing_ok=True)
             raise
     except OSError as err:
         raise RuntimeError(f"cannot write the graphs to {out}: {err}") from err

@@ -92,12 +92,13 @@ class PairScorer:
                                         "job ran the onnx variants, or after python -m training.onnx_export)")
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         recorded, pad, positions = _folder_settings(folder)
-        max_len = recorded if max_len is None else max_len  # 0 is refused below, not replaced
+        max_len = recorded if max_len is None else max_len
         if max_len is None:
             raise ValueError(f"{folder}: no model_max_length recorded in tokenizer_config.json: pass max_len "
                              "(the job's distill.max_seq_len)")
-        if positions is not None and not 1 <= max_len <= positions:
-            raise ValueError(f"max_len: must be in [1, {positions}] for this model, got {max_len}")
+        if not 1 <= max_len <= (positions or max_len):  # 0 kept the recorded length before
+            raise ValueError(f"max_len: must be in [1, {positions}] for this model, got {max_len}" if positions
+                             else f"max_len: must be >= 1, got {max_len}")
         if pad is None or self.tokenizer.token_to_id(pad) is None:
             pad = next((t for t in PAD_TOKENS if self.tokenizer.token_to_id(t) is not None), None)
         if pad is None:

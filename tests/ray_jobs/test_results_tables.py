@@ -214,6 +214,11 @@ def test_key_value_and_glob_folders_in_the_path_change_no_value(tmp_path):
     assert results.query(tmp_path / "device=gpu0", "SELECT device FROM epochs").to_pylist() == [{"device": "cpu"}]
     shutil.copytree(root / "table=search", root / "table=old[1]")  # a stray folder blocks no other table
     assert results.query(root, "SELECT count(*) AS n FROM search").to_pylist() == [{"n": 2}]
+    # a listed path is still a glob to DuckDB: `run[1]` read its sibling `run1`, `run?` read `runX` too
+    for name, sibling in (("run[1]", "run1"), ("run?", "runX"), ("run*", "runY")):
+        results.write_rows(tmp_path / sibling, "search", "s1", [{"rank": 7}])
+        results.write_rows(tmp_path / name, "search", "s1", [{"rank": 3}])
+        assert results.query(tmp_path / name, "SELECT rank FROM search").to_pylist() == [{"rank": 3}], name
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json"])

@@ -103,7 +103,7 @@ def _prune_table(text: str) -> tuple[str, dict[tuple[str, str], dict[str, str]]]
     return lines[at], body
 
 
-def test_prune_summary_and_plot(tmp_path):
+def test_prune_summary_and_plot(tmp_path, monkeypatch):
     results.write_rows(tmp_path, "prune", "prune-x", _prune_rows())
     results.write_rows(tmp_path, "quantize", "prune-x", [
         {"trial_key": "unpruned", "model": "unpruned", "variant": v, "bleu_greedy": 9.0}
@@ -118,9 +118,12 @@ def test_prune_summary_and_plot(tmp_path):
     assert curve == ("Code-to-text fine-tuning, 15 steps: training loss 5.000 (first tenth) -> 3.000 (last); "
                      "valid NLL after each tenth: 4.900  4.800  4.700")
     assert "constant summary for every test function (the best frequent training target) scores 7.50" in text
+    published = []
+    monkeypatch.setattr(summary, "publish", lambda staged, final: published.append(staged.name) or staged.rename(final))
     png = summary.plot_bleu(str(tmp_path), "prune-x", tmp_path / "plots" / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert [f.name for f in png.parent.iterdir()] == ["p.png"]  # staged, renamed: no temporary left
+    assert published and published[0].startswith(".p.png.tmp")  # staged, then renamed into place
+    assert [f.name for f in png.parent.iterdir()] == ["p.png"]
     assert summary.plot_bleu(str(tmp_path / "none"), "prune-x", tmp_path / "q.png") is None
 
 

@@ -429,8 +429,11 @@ def test_fingerprint_reads_split_folders_that_are_links_as_the_reader_does(tmp_p
     first, second = linked("first", "first summary here"), linked("second", "another summary here")
     assert code_to_text_splits(DataConfig(path=str(first)))["train"] != code_to_text_splits(DataConfig(path=str(second)))["train"]
     assert data_fingerprint(DataConfig(path=str(first))) != data_fingerprint(DataConfig(path=str(second)))
-    (tmp_path / "first-store" / "train" / "loop").symlink_to(first, target_is_directory=True)  # walked once
-    data_fingerprint(DataConfig(path=str(first)))
+    # a link back up is not followed; a folder reached by two names is read, and hashed, under both
+    (tmp_path / "first-store" / "train" / "loop").symlink_to(first, target_is_directory=True)
+    (first / "again").symlink_to(tmp_path / "first-store" / "valid", target_is_directory=True)
+    assert [f.relative_to(first).as_posix() for f in data._data_files(first)] == [
+        "again/part0.jsonl", "test/part0.jsonl", "train/part0.jsonl", "valid/part0.jsonl"]
 
 
 # ---------------------------------------------------------------- the shipped data set

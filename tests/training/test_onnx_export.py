@@ -369,3 +369,6 @@ def test_the_two_graphs_are_replaced_as_a_pair(tmp_path, capsys):
     assert (tmp_path / "student" / "model.onnx").read_bytes() == b"the graph of the last export"
     assert sorted(p.name for p in (tmp_path / "student").iterdir() if "onnx" in p.name) == [
         "model.onnx", "model_int8.onnx"]  # no staged copies left
+    (tmp_path / "student" / "model.onnx").unlink()  # no earlier fp32 graph: the new one does not stay
+    assert main([str(tmp_path / "student")]) == 1
+    assert not (tmp_path / "student" / "model.onnx").exists()
