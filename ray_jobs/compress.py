@@ -116,8 +116,9 @@ def check_bilstm_budget(cfg: JobConfig, splits: dict) -> None:
     try:
         BiLSTMSoft.for_budget(cfg.search.target_mb * 1e6, cfg.distill.bilstm_vocab, num_labels_of(splits), pair=pair)
     except ValueError as err:
-        raise ConfigError(f"search.target_mb: {err}, the budget BiLSTM_soft baseline's (distill.bilstm_vocab="
-                          f"{cfg.distill.bilstm_vocab}; baselines.bilstm_budget=false leaves it out)") from None
+        raise ConfigError(f"search.target_mb={cfg.search.target_mb:g}: {err}, the budget BiLSTM_soft baseline's "
+                          f"(distill.bilstm_vocab={cfg.distill.bilstm_vocab}; baselines.bilstm_budget=false leaves "
+                          "it out)") from None
 
 
 def teacher_dims(cfg: JobConfig) -> Teacher:
@@ -313,10 +314,10 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     check_transfer_extra(cfg, splits)
     check_pair_modes(cfg, splits)
     check_in_batch(cfg)
-    check_bilstm_budget(cfg, splits)
     teacher = teacher_dims(cfg)
     check_seq_lens(teacher, seq_lens(cfg, teacher))
     candidates = search_candidates(cfg, teacher, num_labels_of(splits), student_head(cfg, splits))
+    check_bilstm_budget(cfg, splits)  # after the search: a budget no student meets is named by it
     specs = trial_specs(cfg, candidates)
     if not specs:
         raise JobError("compress: nothing to train (search.top_k=0, both baselines off, distill.quantize=[])")
