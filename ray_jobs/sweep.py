@@ -233,7 +233,7 @@ def precheck(cfg: JobConfig) -> dict[str, float]:
 # experiment: each trial's max_failures, TuneConfig.max_concurrent_trials); the trials' CPUs and
 # GPUs set their torch threads and device, under which the finished trials' rows were trained
 # and timed, so one sweep's rows would mix two settings.
-KEPT_ON_RESTORE = (("failure", "max_failures"), ("resources", "max_concurrent_trials"),
+RESUMED_AS_RAN = (("failure", "max_failures"), ("resources", "max_concurrent_trials"),
                    ("resources", "cpus_per_trial"), ("resources", "gpus_per_trial"))
 
 
@@ -244,7 +244,7 @@ def experiment_path(cfg: JobConfig, sweep_id: str) -> Path:
 
 def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
     """ConfigError, before any work, when an interrupted sweep on disk would be resumed with
-    a KEPT_ON_RESTORE setting other than the one it ran with: Tune would silently keep the
+    a RESUMED_AS_RAN setting other than the one it ran with: Tune would silently keep the
     old value while the `configs` table recorded the new one, or the resumed trials would run
     on other threads or another device than the finished ones. Values in effect: each trial's
     max_failures as Tune saved it; the others from the `configs` row. A finished sweep runs
@@ -258,7 +258,7 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
     rows = results.read_rows(cfg.results_dir, "configs", sweep_id)
     ran_with = {"failure": {"max_failures": trials[0].max_failures} if trials else {},
                 "resources": json.loads(rows[-1]["config"]).get("resources", {}) if rows else {}}
-    for section, key in KEPT_ON_RESTORE:
+    for section, key in RESUMED_AS_RAN:
         if key not in ran_with[section]:
             continue
         before, now = ran_with[section][key], getattr(getattr(cfg, section), key)

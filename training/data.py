@@ -613,8 +613,9 @@ def _data_files(path: Path) -> list[Path]:
     found = []
     for root, folders, names in os.walk(top, followlinks=True):
         chain = above.pop(root)
-        folders[:] = [f for f in sorted(folders) if os.path.realpath(os.path.join(root, f)) not in chain]
-        above.update({os.path.join(root, f): chain | {os.path.realpath(os.path.join(root, f))} for f in folders})
+        real = {f: os.path.realpath(os.path.join(root, f)) for f in folders}
+        folders[:] = [f for f in sorted(folders) if real[f] not in chain]
+        above.update({os.path.join(root, f): chain | {real[f]} for f in folders})
         found += [Path(root, n) for n in names if n.endswith((".jsonl", ".jsonl.gz", ".txt"))]
     return sorted(p for p in found if p.is_file())
 
