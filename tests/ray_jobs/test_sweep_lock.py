@@ -116,8 +116,18 @@ def test_second_driver_is_refused_at_once_then_runs_once_the_holder_is_killed(tm
     assert not lock.exists()  # removed by the driver that held it last
 
 
+@pytest.fixture
+def no_ray_here():
+    """This process without Ray: the module's local Ray (an earlier test's) forwards its
+    workers' lines to this process's stderr as they are reaped, and a CI run (2026-12-05) saw
+    an idle `_trial_entry` worker's SIGTERM traceback land in a test that counts stderr lines."""
+    import ray
+
+    ray.shutdown()
+
+
 @pytest.mark.parametrize("command", ["prune", "compress", "demo"])
-def test_the_jobs_refuse_a_running_sweep_before_any_work(tmp_path, capsys, monkeypatch, command):
+def test_the_jobs_refuse_a_running_sweep_before_any_work(tmp_path, capsys, monkeypatch, command, no_ray_here):
     """The jobs take the lock before their first write, before Ray starts: exit 2, one line.
     (demo: the pruning sweep's lock, before the compression job.)"""
     from ray_jobs import compress, prune, sweep
