@@ -341,8 +341,9 @@ def _check_outputs(what: str, cfg: BenchConfig, results_dir: str) -> None:
 
 def bench_id(kind: str) -> str:
     """A bench run's sweep id: its kind, the UTC second it started (ids sort by time) and
-    random digits, so two runs started in the same second never share (overwrite) a file."""
-    return f"bench-{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+    12 random hex digits, so two runs started in the same second never share (overwrite) a
+    file (with 6, the 50 ids its test draws in one second had a 7e-5 chance of sharing one)."""
+    return f"bench-{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(6)}"
 
 
 def _write(results_dir: str, sweep_id: str, rows: list[dict], cfg: BenchConfig, stamp: dict,

@@ -1,4 +1,5 @@
-"""Suite-wide settings: offline hub, no Ray token auth, one torch thread per test process."""
+"""Suite-wide settings: offline hub, no Ray token auth, no tokenizer threads, no usage stats.
+(Torch threads are set per module: most training test modules take one at import.)"""
 
 import os
 import subprocess

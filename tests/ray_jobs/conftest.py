@@ -5,6 +5,9 @@ import tempfile
 
 import pytest
 import ray
+from ray._private import ray_constants
+
+from ray_jobs.sweep import SINGLE_NODE_ENV, loopback_only
 
 
 @pytest.fixture(scope="module")
@@ -19,3 +22,12 @@ def local_ray():
     yield
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def single_node(monkeypatch):
+    """`loopback_only()` for one test, undone after it: it sets process-wide state (an
+    environment variable and a Ray constant) that later tests' Ray starts would inherit."""
+    monkeypatch.setenv(SINGLE_NODE_ENV, "0")  # records the value found, restored after
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
+    loopback_only()

@@ -22,7 +22,7 @@ import ray.cloudpickle
 from ray_jobs import results
 from ray_jobs.bench import train_mlp
 from ray_jobs.config import load_config
-from ray_jobs.sweep import Sweep, loopback_only, run_sweep
+from ray_jobs.sweep import Sweep, run_sweep
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -48,7 +48,9 @@ def _killable_trial(spec, ctx):
         ctx.report({"round": r, "loss": loss, "schedule": ctx.trial_key,
                     "pid": os.getpid()}, state={"next_round": r + 1})
         if ctx.trial_key == "t0" and r == 0 and not (folder / "killed").exists():
-            (folder / "pid").write_text(str(os.getpid()))
+            # published whole (renamed into place): the killer never reads a half-written pid
+            (folder / "pid.tmp").write_text(str(os.getpid()))
+            os.replace(folder / "pid.tmp", folder / "pid")
             time.sleep(120)  # the test kills this process long before
 
 
@@ -61,9 +63,8 @@ def _kill_once(folder: Path, timeout: float = 120) -> None:
         os.kill(int((folder / "pid").read_text()), signal.SIGKILL)
 
 
-def test_killed_trial_worker_is_retried_and_sweep_completes(tmp_path):
+def test_killed_trial_worker_is_retried_and_sweep_completes(tmp_path, single_node):
     tmp = _short_tmp("rfk")
-    loopback_only()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp,
              object_store_memory=80 * 1024 * 1024)
     try:

@@ -17,6 +17,9 @@ from ray_jobs import results
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
+# Above the sum of the waits below (head 180 s, submit 300 s, job 600 s), so a slow run
+# reports which wait ran out instead of pytest's SIGALRM.
+pytestmark = pytest.mark.timeout(1200)
 
 
 def _free_port() -> int:

@@ -15,6 +15,9 @@ import yaml
 from ray_jobs import results
 
 REPO = Path(__file__).resolve().parents[2]
+# Above the 900 s a job subprocess may take, so a slow one reports its own timeout (with its
+# output) instead of pytest's SIGALRM ending the test (and every test sharing its fixture).
+pytestmark = pytest.mark.timeout(1800)
 
 
 def cli_env(ray_tmp: str) -> dict:

@@ -34,30 +34,27 @@ NODES, TRIALS = 3, 6
 @pytest.fixture(scope="module")
 def cluster():
     tmp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")  # short: Ray's socket paths are limited
-    # Cluster writes its address file under RAY_TMPDIR/ray: keep it out of the shared /tmp/ray.
-    old_tmpdir = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    os.makedirs(os.path.join(tmp, "ray"))
-    # ray.init(address="127.0.0.1:port") rewrites loopback to the machine's public IP,
-    # which sandboxes (and careful hosts) block; this makes Ray keep 127.0.0.1.
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    common = {"object_store_memory": 80 * 1024 * 1024, "node_ip_address": "127.0.0.1"}
-    c = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "num_gpus": 0, "include_dashboard": False, "temp_dir": tmp, **common})
-    for _ in range(NODES):
-        # 4 CPUs but 1 GPU: with gpus_per_trial=0.5 the GPU caps a node at 2 trials.
-        c.add_node(num_cpus=4, num_gpus=1, **common)
-    c.wait_for_nodes()
-    ray.init(address=c.address)
-    yield c
-    ray.shutdown()
-    c.shutdown()
-    if old_tmpdir is None:
-        os.environ.pop("RAY_TMPDIR")
-    else:
-        os.environ["RAY_TMPDIR"] = old_tmpdir
-    ray_constants.ENABLE_RAY_CLUSTER = True
-    shutil.rmtree(tmp, ignore_errors=True)
+    with pytest.MonkeyPatch.context() as mp:  # every setting below is put back as it was found
+        # Cluster writes its address file under RAY_TMPDIR/ray: keep it out of the shared /tmp/ray.
+        mp.setenv("RAY_TMPDIR", tmp)
+        os.makedirs(os.path.join(tmp, "ray"))
+        # ray.init(address="127.0.0.1:port") rewrites loopback to the machine's public IP,
+        # which sandboxes (and careful hosts) block; this makes Ray keep 127.0.0.1.
+        mp.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        common = {"object_store_memory": 80 * 1024 * 1024, "node_ip_address": "127.0.0.1"}
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "num_gpus": 0, "include_dashboard": False, "temp_dir": tmp, **common})
+        try:
+            for _ in range(NODES):
+                # 4 CPUs but 1 GPU: with gpus_per_trial=0.5 the GPU caps a node at 2 trials.
+                c.add_node(num_cpus=4, num_gpus=1, **common)
+            c.wait_for_nodes()
+            ray.init(address=c.address)
+            yield c
+        finally:  # a node that failed to start leaves no half-started cluster behind
+            ray.shutdown()
+            c.shutdown()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _paired_trial(spec, ctx):
@@ -71,7 +68,7 @@ def _paired_trial(spec, ctx):
     mine = node_dir / ctx.trial_key
     mine.touch()
     loss = train_mlp(steps=20, batch=16, width=32, seed=spec["seed"])
-    peak, deadline = 0, time.monotonic() + 30
+    peak, deadline = 0, time.monotonic() + 120  # the partner may start late on a loaded machine
     while time.monotonic() < deadline:
         peak = max(peak, len(list(node_dir.iterdir())))
         if peak >= 2:

@@ -104,7 +104,8 @@ def test_second_driver_is_refused_at_once_then_runs_once_the_holder_is_killed(tm
         t0 = time.monotonic()
         with pytest.raises(JobError, match=_refusal("lock-1", lock, holder.pid)):
             run_sweep(cfg, _sweep())
-        assert time.monotonic() - t0 < 2  # at once: no waiting on the lock
+        # at once: the holder keeps the lock for 600 s, and 30 s leaves room for a stalled CI machine
+        assert time.monotonic() - t0 < 30
         assert _files(tmp_path / "res") == [lock]  # the holder's lock file, nothing else
     finally:
         holder.send_signal(signal.SIGKILL)  # a driver dying without cleaning up
@@ -127,7 +128,7 @@ def no_ray_here():
 
 
 @pytest.mark.parametrize("command", ["prune", "compress", "demo"])
-def test_the_jobs_refuse_a_running_sweep_before_any_work(tmp_path, capsys, monkeypatch, command, no_ray_here):
+def test_the_jobs_refuse_a_running_sweep_before_any_work(no_ray_here, tmp_path, capsys, monkeypatch, command):
     """The jobs take the lock before their first write, before Ray starts: exit 2, one line.
     (demo: the pruning sweep's lock, before the compression job.)"""
     from ray_jobs import compress, prune, sweep
