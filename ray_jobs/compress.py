@@ -152,6 +152,20 @@ def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int | None, in
             "distill.latency_seq_len": (cfg.distill.latency_seq_len, limit)}
 
 
+def check_codebert_length(cfg: JobConfig) -> None:
+    """ConfigError when the CodeBERT-base architecture timed beside each student
+    (`distill.measure_codebert`) cannot read the latency inputs: its 512 positions bound them
+    whatever the teacher's (a longer teacher passes `seq_lens`)."""
+    d = cfg.distill
+    key, value = ("distill.latency_seq_len", d.latency_seq_len) if d.latency_seq_len else \
+        ("distill.max_seq_len", d.max_seq_len)
+    limit = teacher_spec("codebert-base").usable_positions
+    if d.measure_codebert and value > limit:
+        raise ConfigError(f"{key}: {value} is above {limit}, the most the CodeBERT-base architecture timed "
+                          f"beside each student reads (distill.measure_codebert); set "
+                          f"distill.latency_seq_len to at most {limit} or distill.measure_codebert=false")
+
+
 def student_head(cfg: JobConfig, splits: dict) -> str:
     """The `search.cost` head of the students this job builds (pair tasks read by a
     bi-encoder student carry its pair head, not the sequence classifier's)."""
@@ -316,6 +330,7 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     check_in_batch(cfg)
     teacher = teacher_dims(cfg)
     check_seq_lens(teacher, seq_lens(cfg, teacher))
+    check_codebert_length(cfg)
     candidates = search_candidates(cfg, teacher, num_labels_of(splits), student_head(cfg, splits))
     check_bilstm_budget(cfg, splits)  # after the search: a budget no student meets is named by it
     specs = trial_specs(cfg, candidates)

@@ -63,7 +63,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                 ("in_batch_weight", _F), ("precision", _S), ("attention_dropout", _F),
                 ("best_epoch", _I), ("epochs", _I), ("predicted_ms", _F), ("name", _S), ("pair_mode", _S),
                 ("train_attention", _S), ("n_transfer", _I), ("n_test", _I), ("latency_seq_len", _I),
-                ("latency_threads", _I), ("latency_runs", _I)],
+                ("latency_threads", _I), ("latency_runs", _I), ("latency_device", _S)],
     "prune": [("schedule", _S), ("method", _S), ("scope", _S), ("rewind", _S),
               ("selection", _S), ("select_by", _S), ("batch_size", _I), ("rounds", _I),
               ("rate", _F), ("rate_of", _S), ("iterations_per_round", _I), ("nominal_sparsity", _F),
@@ -83,7 +83,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                  ("size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F), ("error", _S),
                  # compression-job rows (a student or BiLSTM_soft per model, on the CPU)
                  ("kind", _S), ("accuracy", _F), ("f1", _F), ("accuracy_kept", _F), ("retention", _F),
-                 ("speedup_vs_fp32", _F), ("score_batch", _I)],
+                 ("speedup_vs_fp32", _F), ("score_batch", _I), ("latency_threads", _I), ("latency_runs", _I)],
     "bench": [("bench", _S), ("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
               ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),

@@ -49,13 +49,17 @@ def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
         -- the students' own: a pair BiLSTM_soft beside joint students has CodeBERT timed as a pair
         SELECT median(codebert_latency_ms) FILTER (WHERE kind = 'student') AS ms,
                any_value(latency_seq_len) AS seq,
-               any_value(latency_threads) AS threads, string_agg(DISTINCT device, ', ') AS devices
+               any_value(latency_threads) AS threads,
+               -- where they were timed (rows before latency_device: the trial's device)
+               string_agg(DISTINCT coalesce(latency_device, device), ', ') AS devices
         FROM distill WHERE sweep_id = {sid}""").to_pylist()[0]
     table = pa.concat_tables([teacher.cast(students.schema), students])
     lines = [f"Compression ({sweep_id}): sizes in MB (serialised), latency in ms "
              f"(batch 1, sequence {codebert['seq']}, {codebert['threads']} thread(s)"
              f"{', on ' + codebert['devices'] if codebert['devices'] else ''})",
-             results.format_rows(table)]
+             results.format_rows(table),
+             "teacher: its latency is the median of its timings in the trials; each speed-up is "
+             "timed within its own trial, side by side, so it need not equal the ratio of two rows' ms"]
     if codebert["ms"] is not None:
         lines.append(f"CodeBERT-base architecture at the same settings, in the students' input format: "
                      f"{codebert['ms']:.1f} ms")
@@ -181,10 +185,13 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
         tbl = results.query(results_dir, f"""
             SELECT model, variant, round(sparsity, 3) AS sparsity, bleu_greedy, bleu_beam,
                    round(distinct_greedy, 2) AS distinct, bleu_kept, round(nll, 3) AS nll,
-                   size_bytes / 1e6 AS size_mb,
-                   latency_ms, error
-            FROM quantize WHERE sweep_id = {sid} ORDER BY model = 'unpruned' DESC, model, variant""")
-        lines += ["Quantization", results.format_rows(tbl)]
+                   size_bytes / 1e6 AS size_mb, device, latency_threads AS threads,
+                   latency_ms, speedup_vs_fp32, error
+            FROM quantize WHERE sweep_id = {sid}
+            ORDER BY model = 'unpruned' DESC, model, variant <> 'fp32', variant""")
+        lines += ["Quantization (size_mb: torch.save bytes of the variant's weights; latency: one greedy "
+                  "generation at batch 1 on the row's device; speedup_vs_fp32: against fp32 timed beside it "
+                  "on that device)", results.format_rows(tbl)]
     return "\n".join(lines) if lines else "prune: no rows"
 
 

@@ -147,6 +147,10 @@ class DistillConfig:
     # after another, as before 2026-12-05
     latency_rounds: int = LATENCY_ROUNDS
     latency_threads: int | None = None  # torch threads while timing; None -> the worker's setting
+    # where student, teacher and CodeBERT arch are timed: "trial" (the device the trial trained
+    # on, a GPU where it has one) | "cpu" (the CPU whatever the trial's device: the paper's
+    # speed-ups are CPU timings)
+    latency_device: str = "trial"
     measure_codebert: bool = True  # also time the CodeBERT-base architecture (random weights)
     eval_batch_size: int = 64  # batch size for validation/test inference
     seed: int = 0  # torch and shuffling seed
@@ -160,7 +164,7 @@ class DistillConfig:
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"pair_mode": ("joint", "separate"), "pair_head": ("concat", "cosine"),
                "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes"),
-               "train_attention": ATTENTION_IMPLEMENTATIONS}
+               "train_attention": ATTENTION_IMPLEMENTATIONS, "latency_device": ("trial", "cpu")}
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside a trial
         for name, allowed in self.CHOICES.items():
@@ -675,6 +679,11 @@ def _encoder_config(model):
     return model.encoder.config if isinstance(model, PairEncoderForSequenceClassification) else model.config
 
 
+def timing_device(cfg: DistillConfig, trial_device: str) -> str:
+    """The device a trial's student, teacher and CodeBERT arch are timed on (`latency_device`)."""
+    return "cpu" if cfg.latency_device == "cpu" else trial_device
+
+
 def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfig, pair: bool,
                device: str) -> dict:
     """Student, teacher and CodeBERT-architecture latency at the same settings, their timed
@@ -757,7 +766,9 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
            "in_batch_weight": dcfg.in_batch_weight if vectors is not None else 0.0,
            "precision": dcfg.precision}
     row["serialized_mb"] = row["serialized_bytes"] / 1e6
-    row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate", device)
+    row["latency_device"] = timing_device(dcfg, device)
+    row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate",
+                      row["latency_device"])
     row["quantize"] = _variant_rows(model, fields["vocab"], test_enc, test, tokenizer.pad_token_id, dcfg,
                                     log["pair_mode"] == "separate", teacher_acc, graph_dir=out)
     return row

@@ -231,8 +231,9 @@ def time_calls(calls: Mapping[str, tuple[Callable[[], object], Callable[[], obje
 def codebert_arch_calls(*, seq_len: int, device: str = "cpu", num_labels: int = 2,
                         pairs: Sequence[bool] = (False,)) -> dict[bool, Callable[[], object]]:
     """pair -> one forward pass of the CodeBERT-base architecture (RoBERTa L12 H768) with random
-    weights on random inputs of `seq_len` tokens (clamped to its positions), for each input
-    format in `pairs`, all on one model (one ~500 MB CodeBERT however many formats are timed).
+    weights on random inputs of `seq_len` tokens (ValueError above its 512 usable positions:
+    a shorter input would not be "the same settings"), for each input format in `pairs`, all
+    on one model (one ~500 MB CodeBERT however many formats are timed).
 
     Latency does not depend on weight values, so the public dimensions suffice. `pair=True`
     makes two encodes of `seq_len` tokens, as a separately encoding pair model does (and
@@ -246,8 +247,10 @@ def codebert_arch_calls(*, seq_len: int, device: str = "cpu", num_labels: int = 
     fields = codebert.arch().to_hf_config(codebert)
     config = AutoConfig.for_model(fields.pop("model_type"), **fields, num_labels=num_labels)
     torch.manual_seed(0)
+    if seq_len > codebert.usable_positions:
+        raise ValueError(f"seq_len: {seq_len} is above {codebert.usable_positions}, the CodeBERT-base "
+                         "architecture's usable positions")
     model = RobertaForSequenceClassification(config).to(device).eval()
-    seq_len = min(seq_len, codebert.usable_positions)
     encodes = [random_inputs(codebert.vocab, seq_len, device=device, seed=s) for s in range(2)]
 
     def call(pair: bool) -> Callable[[], object]:

@@ -417,12 +417,12 @@ def generation_latency(model: Seq2Seq, test: Sequence[tuple[list[int], list[int]
     """
     from training.evaluate import latency_ms
 
-    return latency_ms(_greedy_call(model, test, target_len, device), warmup=1, runs=runs, threads=threads)
+    return latency_ms(greedy_call(model, test, target_len, device), warmup=1, runs=runs, threads=threads)
 
 
-def _greedy_call(model: Seq2Seq, test, target_len: int, device: str) -> Callable[[], object]:
+def greedy_call(model: Seq2Seq, test, target_len: int, device: str) -> Callable[[], object]:
     """`generation_latency`'s timed call: `model` (put in eval mode) generating greedily from
-    the first test example."""
+    the first test example (also `training.quantize.time_variants`')."""
     if not test:
         raise ValueError("generation latency: the test split is empty (no latency input)")
     src, mask, _ = collate(test[:1], model.pad_id, device)
@@ -440,7 +440,7 @@ def round_latencies(model: Seq2Seq, dense: Seq2Seq, test, target_len: int, *, ru
     phase), pruned rounds read 1.11-1.18x faster than dense weights they compute exactly as fast."""
     from training.evaluate import interleaved_latency_ms
 
-    calls = {name: _greedy_call(m, test, target_len, device) for name, m in (("round", model), ("dense", dense))}
+    calls = {name: greedy_call(m, test, target_len, device) for name, m in (("round", model), ("dense", dense))}
     times = interleaved_latency_ms(calls, warmup=1, runs=runs, threads=threads)
     return {"latency_ms": times["round"]["median_ms"], "latency_p90_ms": times["round"]["p90_ms"],
             "dense_latency_ms": times["dense"]["median_ms"],

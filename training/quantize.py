@@ -26,7 +26,7 @@ from torch import nn
 from training.bleu import codexglue_bleu, corpus_bleu
 from training.checks import check_choices, check_ranges
 from training.onnx_export import GRAPH_FILES, ONNX_VARIANTS, OnnxClassifier
-from training.prune import generation_latency, measured_sparsity, prunable_linears
+from training.prune import greedy_call, measured_sparsity, prunable_linears
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -118,12 +118,13 @@ def stored_sparsity(variant_model: nn.Module, scope: str = "encoder") -> float:
 
 
 def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: QuantizeConfig, s2s,
-                device: str = "cpu", scope: str = "encoder") -> dict:
-    """BLEU (CodeXGLUE greedy and beam, sacrebleu corpus greedy), NLL per reference token,
-    size and generation latency of one variant of `model`, run on variant_device(variant,
-    device) (the row's `device`); a variant that cannot run there gets its error in the row
-    instead of figures. `examples`: the tokenized test split (or a leading slice of it); the
-    latency is timed on its first example, the prune rows' input (`generation_latency`)."""
+                device: str = "cpu", scope: str = "encoder") -> tuple[dict, Seq2Seq | None]:
+    """(row, the variant's model or None): BLEU (CodeXGLUE greedy and beam, sacrebleu corpus
+    greedy), NLL per reference token and size of one variant of `model`, run on
+    variant_device(variant, device) (the row's `device`); a variant that cannot run there gets
+    its error in the row instead of figures, and no model. Not timed here: `time_variants`
+    times a model's variants against each other. `examples`: the tokenized test split (or a
+    leading slice of it)."""
     dev = variant_device(variant, device)
     row = {"variant": variant, "error": None, "device": dev}
     beam = cfg.beam or s2s.beam
@@ -139,13 +140,40 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
                             if beam > 1 else None)
         row["beam"] = beam
         row["nll"] = token_nll(q, examples, s2s, device=dev)
-        # the input the prune rows are timed on (the test split's first example)
-        lat = generation_latency(q, examples, s2s.target_len, runs=cfg.latency_runs,
-                                 threads=cfg.latency_threads, device=dev)
-        row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
     except (RuntimeError, NotImplementedError) as err:  # e.g. an fp16 kernel missing on this CPU
         row["error"] = _one_line(err)
-    return row
+        return row, None
+    return row, q
+
+
+def time_variants(rows: list[dict], built: dict[str, Seq2Seq], examples, target_len: int,
+                  cfg: QuantizeConfig) -> None:
+    """Fill the rows of one model's variants (`built`: variant -> its model) with
+    latency_ms, latency_p90_ms, latency_threads, latency_runs and speedup_vs_fp32 (fp32's
+    median / the row's, only beside fp32 on its device): the variants on one device are timed
+    against each other in one call, their blocks alternated (`interleaved_latency_ms`), on
+    the input the prune rounds are timed on (`generation_latency`: the first test example,
+    `target_len - 1` greedy steps). Timed one after another (until 2026-12-06), a variant's
+    figure was minutes from fp32's, its scoring in between; separate calls read pruned
+    rounds 1.11-1.18x faster than dense weights computing exactly as fast. A variant whose
+    generation fails there gets the error in its row."""
+    from training.evaluate import interleaved_latency_ms
+
+    by_variant = {r["variant"]: r for r in rows}
+    for dev in dict.fromkeys(by_variant[v]["device"] for v in built):
+        names = [v for v in built if by_variant[v]["device"] == dev]
+        stats = interleaved_latency_ms({v: greedy_call(built[v], examples, target_len, dev) for v in names},
+                                       warmup=1, runs=cfg.latency_runs, threads=cfg.latency_threads,
+                                       tolerate=(RuntimeError, NotImplementedError))
+        fp32 = stats.get("fp32", {}).get("median_ms")
+        for v in names:
+            row, timing = by_variant[v], stats[v]
+            if "error" in timing:
+                row["error"] = _one_line(timing["error"])
+                continue
+            row |= {"latency_ms": timing["median_ms"], "latency_p90_ms": timing["p90_ms"],
+                    "latency_threads": timing["threads"], "latency_runs": timing["runs"],
+                    "speedup_vs_fp32": fp32 / timing["median_ms"] if fp32 else None}
 
 
 def quantize_rows(
@@ -166,7 +194,7 @@ def quantize_rows(
     variants are made from: the pruning's), stored_sparsity (the same set's zeros as the
     variant stores it: `stored_sparsity`), bleu_greedy,
     corpus_bleu_greedy, bleu_beam, beam, nll, size_bytes, latency_ms, latency_p90_ms,
-    bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error. fp32 and fp16 run on
+    latency_threads, latency_runs, speedup_vs_fp32 (`time_variants`), bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error. fp32 and fp16 run on
     `device`, int8 on the CPU (dynamic int8 is a CPU kernel).
     """
     from training.data import code_to_text_splits
@@ -180,7 +208,14 @@ def quantize_rows(
         examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
         scope = (scopes or {}).get(label, "encoder")
         sparsity = stored_sparsity(model, scope)  # the fp32 model's: the pruning's zeros
-        model_rows = [variant_row(model, v, tok, examples, refs, cfg, s2s, device, scope) for v in cfg.variants]
+        model_rows, built = [], {}
+        for variant in cfg.variants:
+            row, q = variant_row(model, variant, tok, examples, refs, cfg, s2s, device, scope)
+            model_rows.append(row)
+            if q is not None:
+                built[variant] = q
+        time_variants(model_rows, built, examples, s2s.target_len, cfg)
+        del built  # the next model's variants are built after these are freed
         base = next((r.get("bleu_greedy") for r in model_rows if r["variant"] == "fp32"), None)
         for row in model_rows:
             kept = row.get("bleu_greedy")

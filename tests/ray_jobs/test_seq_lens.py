@@ -110,3 +110,22 @@ def test_the_limits_are_exact(family):
                                                           target_len=target_len)).eval()
         assert _runs(lambda m=model, t=target_len: m(src, mask, ids(t))) is ok
         assert _runs(lambda m=model, t=target_len: m.greedy(src, mask, t, stop=False)) is ok
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["distill.latency_seq_len=600"], "distill.latency_seq_len"),
+    (["distill.max_seq_len=1000"], "distill.max_seq_len"),  # timed at max_seq_len when unset
+])
+def test_the_codebert_architecture_timed_beside_students_bounds_the_latency_length(tmp_path, overrides, key):
+    """A teacher with more positions (UniXcoder's 1026) passes `seq_lens` at 600, but the
+    CodeBERT-base architecture reads 512: it was timed on 512 tokens against students on 600,
+    and the speed-up called "the same settings"."""
+    from training.evaluate import codebert_arch_calls
+
+    with pytest.raises(ConfigError, match=rf"^{key}: \d+ is above 512, the most the CodeBERT-base "
+                                          "architecture timed beside each student reads"):
+        compress.check_codebert_length(_smoke(tmp_path, *overrides))
+    compress.check_codebert_length(_smoke(tmp_path, *overrides, "distill.measure_codebert=false"))
+    compress.check_codebert_length(_smoke(tmp_path, *overrides, "distill.latency_seq_len=512"))
+    with pytest.raises(ValueError, match="seq_len: 513 is above 512"):
+        codebert_arch_calls(seq_len=513)

@@ -44,6 +44,11 @@ def test_compress_summary_names_the_device_and_never_calls_one_epoch_still_impro
     results.write_rows(tmp_path, "distill", "compress-x", rows)
     text = summary.compress_summary(str(tmp_path), "compress-x")
     assert text.splitlines()[0].endswith("1 thread(s), on cuda)")
+    assert "teacher: its latency is the median of its timings in the trials" in text
+    # timed on the CPU after training on the GPU (distill.latency_device: cpu)
+    results.write_rows(tmp_path, "distill", "compress-cpu", [{**r, "latency_device": "cpu"} for r in rows])
+    text = summary.compress_summary(str(tmp_path), "compress-cpu")
+    assert text.splitlines()[0].endswith("1 thread(s), on cpu)")
     assert "student-0 kept the last epoch" in text and "bilstm-budget" not in text.split("kept_epoch:")[1]
 
 
@@ -106,10 +111,15 @@ def _prune_table(text: str) -> tuple[str, dict[tuple[str, str], dict[str, str]]]
 def test_prune_summary_and_plot(tmp_path, monkeypatch):
     results.write_rows(tmp_path, "prune", "prune-x", _prune_rows())
     results.write_rows(tmp_path, "quantize", "prune-x", [
-        {"trial_key": "unpruned", "model": "unpruned", "variant": v, "bleu_greedy": 9.0}
-        for v in ("fp32", "int8")])
+        {"trial_key": "unpruned", "model": "unpruned", "variant": v, "bleu_greedy": 9.0, "device": d,
+         "latency_threads": 1}
+        for v, d in (("fp16", "cuda"), ("fp32", "cuda"), ("int8", "cpu"))])
     text = summary.prune_summary(str(tmp_path), "prune-x")
     assert "BLEU-4" in text and "Quantization" in text and text.count("random") == 3
+    # a GPU job's variants: fp32 and fp16 on the GPU, int8 on the CPU, each row saying where
+    # (blank cells split away: model, variant, bleu_greedy, device, threads)
+    variants = [ln.split() for ln in text.split("Quantization")[1].splitlines()[3:6]]
+    assert [(v[1], v[3]) for v in variants] == [("fp32", "cuda"), ("fp16", "cuda"), ("int8", "cpu")], variants
     assert "Code-to-text fine-tuning" not in text  # no curve rows: no line
     results.write_rows(tmp_path, "epochs", "prune-x", [
         {"trial_key": "seq2seq", "epoch": e, "steps": 5 * e, "train_loss": 6.0 - e, "valid_nll": 5.0 - e / 10}

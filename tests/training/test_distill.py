@@ -220,7 +220,7 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
                 "gflops", "accuracy", "f1", "teacher_accuracy", "retention", "latency_ms",
                 "teacher_latency_ms", "speedup_vs_teacher", "train_seconds", "device"):
         assert key in row, key
-    assert row["pair_mode"] == pair_mode and row["device"] == "cpu"
+    assert row["pair_mode"] == pair_mode and row["device"] == row["latency_device"] == "cpu"
     assert row["attention_dropout"] == 0.1  # the family's default
     assert row["train_attention"] == "sdpa"  # transformers' default
     assert row["size_mb"] * 1e6 <= row["serialized_bytes"] < row["size_mb"] * 1e6 + 100_000
@@ -549,6 +549,17 @@ def test_attention_implementation_restores_the_students_own_after_an_error():
     bilstm = BiLSTMSoft(300, embed=8, hidden=8, dense=8, pair=True)
     with attention_implementation(bilstm, "eager"):  # no transformers attention: left as it is
         pass
+
+
+def test_latency_device_cpu_times_a_gpu_trial_on_the_cpu():
+    """The paper's speed-ups are CPU timings: `latency_device: cpu` keeps a GPU trial's
+    latency figures on the CPU; "trial" (the default) times where the trial trained."""
+    from training.distill import timing_device
+
+    assert timing_device(replace(CFG.distill, latency_device="cpu"), "cuda:0") == "cpu"
+    assert timing_device(CFG.distill, "cuda:0") == "cuda:0"
+    with pytest.raises(ValueError, match=r"latency_device: 'gpu' is not one of \('trial', 'cpu'\)"):
+        replace(CFG.distill, latency_device="gpu")
 
 
 @pytest.mark.parametrize("teacher_mode", ["joint", "separate"])

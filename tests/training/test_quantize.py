@@ -69,6 +69,10 @@ def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, 
     assert [r["error"] for r in rows] == [None] * len(rows)
     for r in rows:
         assert r["size_bytes"] > 0 and r["latency_ms"] <= r["latency_p90_ms"] and r["distinct_greedy"] > 0
+        # each model's variants timed against its fp32 in one call (one device here)
+        assert (r["latency_threads"], r["latency_runs"]) == (1, 20)
+        assert r["speedup_vs_fp32"] == pytest.approx(by[r["model"], "fp32"]["latency_ms"] / r["latency_ms"])
+    assert by["l1", "fp32"]["speedup_vs_fp32"] == 1.0
     for variant in ("fp16", "int8", "int8_fp32_head"):  # the memorised pairs survive each
         assert by["unpruned", variant]["bleu_kept"] == pytest.approx(1.0, abs=0.1), variant
     assert by["unpruned", "int8"]["size_bytes"] < by["unpruned", "fp32"]["size_bytes"]
@@ -121,8 +125,9 @@ def test_prune_rounds_and_quantize_rows_time_generation_on_the_same_input(seq2se
     state = tmp_path / "trial" / "round_001" / "state.safetensors"
     quantize_rows(art, QuantizeConfig(variants=("fp32", "int8"), test_subset=2, beam=1), pruned={"l1": state})
     # each round: itself and the dense model, 20 runs each in 4 alternated blocks, each block
-    # after an untimed call (24 calls a model); each quantize row: 1 warm-up + 20 runs
-    assert in_prune == 2 * 2 * 24 and len(timed) == in_prune + 4 * 21
+    # after an untimed call (24 calls a model); each model's quantize rows the same, its
+    # variants alternated with each other
+    assert in_prune == 2 * 2 * 24 and len(timed) == in_prune + 4 * 24
     assert all(t == [first_test] for t in timed)
 
 
