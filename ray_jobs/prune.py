@@ -122,7 +122,10 @@ def _quantize(artifacts, cfg, pruned, scopes, unpruned, *, device: str) -> list[
 
 def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: dict) -> list[dict]:
     """quantize rows for the unpruned model and each schedule's last round: only the models
-    without rows yet are quantized (a resumed sweep whose schedule failed before)."""
+    without rows yet are quantized (a resumed sweep whose schedule failed before); none with
+    `quantize.variants: []` (the stage is off: before, it loaded every model for no row)."""
+    if not cfg.quantize.variants:
+        return []
     pruned = last_states(Path(cfg.results_dir) / "pruned" / sid, keys)
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
     missing = {"unpruned", *pruned} - {r["trial_key"] for r in earlier}

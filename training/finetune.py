@@ -42,7 +42,9 @@ from training.evaluate import accuracy, f1_score
 from training.models import TeacherConfig, load_teacher, resolve_teacher
 from training.staging import publish, remove_stale, staging_path
 
-CODE_SALT = "finetune-v1"  # bump when training semantics change, so stale caches are not reused
+# bump when training semantics or the saved folder change, so stale caches are not reused
+# (v2: the folder's tokenizer records the length the teacher was fine-tuned and scored at)
+CODE_SALT = "finetune-v2"
 
 
 @dataclass(frozen=True)
@@ -425,6 +427,9 @@ def finetune_teacher(
     tmp = staging_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
+    # recorded, as a student's: what a shipped scorer (training.onnx_infer.PairScorer) truncates
+    # to (it read the pre-trained tokenizer's 512 tokens, not the 64 the demo's teacher learnt on)
+    tokenizer.model_max_length = cfg.max_seq_len
     tokenizer.save_pretrained(tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -29,3 +29,15 @@ def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeyp
         ["unpruned", *keys])
     prune.quantize_stage(cfg, None, "prune-x", keys, stamp)  # all there: nothing asked
     assert len(asked) == 2
+
+
+def test_no_variants_turn_the_stage_off(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[]"])
+
+    def quantize_on_worker(*args):
+        raise AssertionError("quantize.variants=[] loaded the models to quantize")
+
+    monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
+    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
+    assert prune.quantize_stage(cfg, None, "prune-x", keys, {"config_hash": "h", "code_version": "v"}) == []
+    assert results.table_names(tmp_path) == []  # no empty quantize table either

@@ -53,6 +53,11 @@ def test_finetune_saves_metrics_and_reuses(tmp_path, teacher):
     other, _ = finetune_teacher(FinetuneConfig(epochs=1, batch_size=4, max_seq_len=24), TINY_DATA,
                                 teacher, tmp_path)
     assert other != folder  # a different config is a different teacher
+    # each folder records the length it learnt on, as a student's does: what a shipped scorer
+    # (`training.onnx_infer`) truncates to, not the pre-trained tokenizer's 512
+    for saved_folder, length in ((folder, 32), (other, 24)):
+        tokenizer_config = json.loads((saved_folder / "tokenizer_config.json").read_text())
+        assert tokenizer_config["model_max_length"] == length
 
 
 def test_a_killed_fine_tunings_staging_folder_is_removed(tmp_path, teacher, stale):
