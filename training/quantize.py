@@ -270,14 +270,15 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
     rows, built = [], {}
     for variant in ("fp32", *(v for v in variants if v != "fp32")):
         row = {"variant": variant, "device": "cpu", "error": None}
-        if graph_dir is not None and variant in ONNX_VARIANTS:  # an earlier attempt's graph: not this row's
-            (Path(graph_dir) / GRAPH_FILES[variant]).unlink(missing_ok=True)
         try:
+            if graph_dir is not None and variant in ONNX_VARIANTS:  # an earlier attempt's graph: not this row's
+                (Path(graph_dir) / GRAPH_FILES[variant]).unlink(missing_ok=True)
             q = quantize_classifier(model, variant, example)
             row["size_bytes"] = q.size_bytes if isinstance(q, OnnxClassifier) else saved_size_bytes(q)
             row |= {k: v for k, v in score(q).items() if k in ("accuracy", "f1", "score_batch")}
             built[variant] = q
-        except (RuntimeError, NotImplementedError) as err:  # e.g. a half kernel missing on this CPU
+        # e.g. a half kernel missing on this CPU; OSError: a temporary folder it cannot write
+        except (RuntimeError, NotImplementedError, OSError) as err:
             row["error"] = _one_line(err)
         rows.append(row)
     timings = time(built) if built else {}
@@ -290,13 +291,19 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
             continue
         row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
         if graph_dir is not None and isinstance(built[row["variant"]], OnnxClassifier):
-            built[row["variant"]].save(graph_dir)
+            try:
+                built[row["variant"]].save(graph_dir)
+            except (RuntimeError, OSError) as err:  # e.g. a full disk: the row keeps its measured figures
+                row["error"] = f"graph not kept: {_one_line(err)}"
     base = rows[0]
-    for row in rows:
-        ok = row["error"] is None and base["error"] is None
-        row["accuracy_kept"] = row["accuracy"] / base["accuracy"] if ok and base["accuracy"] else None
-        row["speedup_vs_fp32"] = base["latency_ms"] / row["latency_ms"] if ok else None
+    for row in rows:  # each ratio from what both rows measured (a timing error leaves accuracy_kept)
+        row["accuracy_kept"] = _ratio(row.get("accuracy"), base.get("accuracy"))
+        row["speedup_vs_fp32"] = _ratio(base.get("latency_ms"), row.get("latency_ms"))
     return rows
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return top / bottom if top is not None and bottom else None
 
 
 def _one_line(err: BaseException) -> str:

@@ -185,6 +185,33 @@ def test_rows_record_a_model_the_exporter_cannot_trace(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_graph_that_cannot_be_kept_or_timed_keeps_every_measured_figure(tmp_path, monkeypatch):
+    """A full disk when the scored graph is saved: that row says so and keeps its figures, and
+    every other row stays (before: the OSError ended the trial after its whole distillation).
+    A timing error leaves the accuracy ratio, which both rows measured."""
+    import errno
+
+    model = _student()
+    accuracies = iter([0.5, 0.25, 0.25])  # fp32, onnx, int8: scored in that order
+
+    def score(q):
+        return {"accuracy": next(accuracies), "f1": 0.0}
+
+    def full_disk(self, folder):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(OnnxClassifier, "save", full_disk)
+    timings = {"fp32": {"median_ms": 2.0, "p90_ms": 2.0}, "onnx": {"median_ms": 1.0, "p90_ms": 1.0},
+               "int8": {"error": RuntimeError("timing failed")}}
+    rows = classifier_variant_rows(model, ("onnx", "int8"), score, lambda built: {v: timings[v] for v in built},
+                                   example=_padded(2, True, seed=0), graph_dir=tmp_path)
+    by = {r["variant"]: r for r in rows}
+    assert by["onnx"]["error"] == "graph not kept: OSError: [Errno 28] No space left on device"
+    assert (by["onnx"]["latency_ms"], by["onnx"]["speedup_vs_fp32"], by["onnx"]["accuracy_kept"]) == (1.0, 2.0, 0.5)
+    assert by["int8"]["error"] == "RuntimeError: timing failed" and by["int8"]["accuracy_kept"] == 0.5
+    assert by["int8"]["speedup_vs_fp32"] is None and by["fp32"]["error"] is None
+
+
 def test_a_bilstm_graph_gives_torch_logits_on_other_shapes_and_padding(tmp_path):
     """BiLSTM_soft runs its two directions over padded batches (no packed sequences): the graph
     traced on two rows reads other batch sizes, lengths and padding as torch does, in fp32 and
