@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -94,6 +95,43 @@ def _variant_lines(results_dir: str, sweep_id: str, names: list[str]) -> list[st
             results.format_rows(variants)]
 
 
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    """A nested config as dotted key -> value."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str) -> None:
+    """ValueError unless the sweeps ran one job's settings under distinct values of `seed_key`
+    (e.g. "distill.seed"), as their `configs` rows record them (a sweep without one is not
+    checked): a spread over sweeps of other epochs or precisions, or of one seed twice, is
+    not a seed's."""
+    if "configs" not in results.table_names(results_dir):
+        return
+    recorded = {}
+    for sid in sweep_ids:
+        rows = results.read_rows(results_dir, "configs", sid)
+        if rows:
+            recorded[sid] = _flat(json.loads(rows[-1]["config"]))
+    (first, settings), *others = recorded.items() or [(None, {})]
+    for sid, other in others:
+        if other.get(seed_key) == settings.get(seed_key):
+            raise ValueError(f"summary: sweeps {first} and {sid} ran the same {seed_key} "
+                             f"({settings.get(seed_key)}): not two seeds")
+        differ = sorted(k for k in settings.keys() | other.keys()
+                        if k not in (seed_key, "results_dir") and settings.get(k) != other.get(k))
+        if differ:
+            shown = ", ".join(f"{k} ({settings.get(k)!r} against {other.get(k)!r})" for k in differ[:3])
+            raise ValueError(f"summary: sweeps {first} and {sid} differ in {shown}"
+                             f"{f' and {len(differ) - 3} more' if len(differ) > 3 else ''}, not only in "
+                             f"{seed_key}: their spread is not a seed's")
+
+
 def _across_sweeps(results_dir: str, sweep_ids: list[str], table: str, select: str, order: str,
                    heading: str, empty: str) -> str:
     """`select` over `table`'s rows of the sweeps (GROUP BY ALL ORDER BY `order`), under the
@@ -112,7 +150,10 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     """Each model's test accuracy and retention across the sweeps of one compression job run
     under several distillation seeds: mean, sample standard deviation (blank for one seed),
     range. A model is its trial_key, shape and teacher accuracy (the search's seed, not the
-    distillation's, picks the shapes; sweeps of different teachers stay apart)."""
+    distillation's, picks the shapes; sweeps of different teachers stay apart). ValueError for
+    sweeps whose recorded settings differ in more than distill.seed (`check_seed_sweeps`)."""
+    sweep_ids = list(dict.fromkeys(sweep_ids))  # a sweep named twice counts once
+    check_seed_sweeps(results_dir, sweep_ids, "distill.seed")
     return _across_sweeps(results_dir, sweep_ids, "distill", f"""
         trial_key AS model, kind, {_ARCH_SQL} AS arch,
         count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,
@@ -215,7 +256,10 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     """Each schedule's rounds across the sweeps of one pruning job run under several pruning
     seeds (random masks, repair batch order; the fine-tuned model is shared): measured
     sparsity, and the test BLEU (greedy, beam) and NLL as mean and sample standard deviation
-    (blank for one seed). Round 0 is the dense model, the same in every seed."""
+    (blank for one seed). Round 0 is the dense model, the same in every seed. ValueError for
+    sweeps whose recorded settings differ in more than prune.seed (`check_seed_sweeps`)."""
+    sweep_ids = list(dict.fromkeys(sweep_ids))  # a sweep named twice counts once
+    check_seed_sweeps(results_dir, sweep_ids, "prune.seed")
     return _across_sweeps(results_dir, sweep_ids, "prune", """
         schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
         avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,

@@ -246,6 +246,28 @@ def test_seeds_summary_keeps_models_missing_from_a_seed_and_refuses_nothing_to_s
     assert "BiLSTM" not in odd  # a row without a kind is not labelled a BiLSTM
 
 
+def test_seeds_summaries_refuse_sweeps_that_are_not_seeds_of_one_job(tmp_path):
+    """Sweeps given by hand (the README invites any ids): other epochs, or one seed twice,
+    are not a seed's spread; a sweep named twice counts once."""
+    import pytest
+
+    stamp = {"config_hash": "h", "code_version": "v"}
+    config = {"results_dir": str(tmp_path), "distill": {"seed": 0, "epochs": 7, "precision": "bf16"},
+              "prune": {"seed": 0}}
+    runs = {"compress-a": config, "compress-b": {**config, "distill": {**config["distill"], "seed": 1}},
+            "compress-c": {**config, "distill": {**config["distill"], "seed": 2, "epochs": 2}}}
+    for sweep, cfg in runs.items():
+        results.write_config(tmp_path, "compress", sweep, cfg, stamp)
+        results.write_rows(tmp_path, "distill", sweep, _distill_rows())
+    text = summary.seeds_summary(str(tmp_path), ["compress-a", "compress-b", "compress-a"])
+    assert text.startswith("Across 2 distillation seeds (compress-a, compress-b)")
+    with pytest.raises(ValueError, match=r"sweeps compress-a and compress-c differ in distill.epochs "
+                                         r"\(7 against 2\), not only in distill.seed"):
+        summary.seeds_summary(str(tmp_path), ["compress-a", "compress-c"])
+    with pytest.raises(ValueError, match="sweeps compress-a and compress-b ran the same prune.seed"):
+        summary.prune_seeds_summary(str(tmp_path), ["compress-a", "compress-b"])
+
+
 def test_prune_seeds_summary_gives_each_rounds_mean_and_spread_over_the_seeds_sweeps(tmp_path):
     assert summary.prune_seeds_summary(str(tmp_path), ["prune-a"]) == "prune: no prune rows"
     for sweep, bleu in (("prune-a", 12.0), ("prune-b", 13.0), ("prune-other", 1.0)):
