@@ -27,6 +27,7 @@ from torch import nn
 
 from training.bleu import codexglue_bleu, constant_summary, corpus_bleu
 from training.checks import check_choices, check_distinct, check_ranges
+from training.data import evaluation_subset
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -97,7 +98,8 @@ class PruneConfig:
 # What a schedule's rounds compute for a given config; it joins the pruning job's sweep id.
 # 2: rewinding restores the whole model, and repairs zero the pruned entries' gradients (1:
 # only the pruned matrices were rewound; their gradients reached clipping and AdamW).
-RECIPE = 2
+# 3: valid and test subsets are seeded samples across the split's files, not its first pairs.
+RECIPE = 3
 
 
 # ----------------------------------------------------------------------------- masks
@@ -313,7 +315,7 @@ def _context(artifacts: Seq2SeqArtifacts, cfg: PruneConfig, scope: str, device: 
     model, tok = load_seq2seq(artifacts.model_dir, artifacts.config)
     model.to(device)
     splits = training_splits(artifacts.config, artifacts.data)  # repairs train on what fine-tuning saw
-    valid, test = splits["valid"][: cfg.valid_subset], splits["test"][: cfg.test_subset]
+    valid, test = evaluation_subset(splits["valid"], cfg.valid_subset), evaluation_subset(splits["test"], cfg.test_subset)
     s2s = artifacts.config
     test_refs = [p.target for p in test]
     constant = constant_summary([p.target for p in splits["train"]])
@@ -409,7 +411,7 @@ def generation_latency(model: Seq2Seq, test: Sequence[tuple[list[int], list[int]
     timed beside the dense model's (`round_latencies`).
 
     The input is the first example of the test split (`test`: the tokenized pairs of
-    `code_to_text_splits(data)["test"]`, or any leading slice of it, so `test_subset` does not
+    `code_to_text_splits(data)["test"]`, or any `evaluation_subset` of it, so `test_subset` does not
     change it; its source truncated to `source_len`), batch 1. Source length sets the cost of
     the encoder and of every step's cross-attention, so one fixed input makes a schedule's
     rounds and the same model's quantize fp32 row time the same work. `target_len - 1` greedy

@@ -197,11 +197,11 @@ def quantize_rows(
     latency_threads, latency_runs, speedup_vs_fp32 (`time_variants`), bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error. fp32 and fp16 run on
     `device`, int8 on the CPU (dynamic int8 is a CPU kernel).
     """
-    from training.data import code_to_text_splits
+    from training.data import code_to_text_splits, evaluation_subset
 
     s2s = artifacts.config
     sources = {**({"unpruned": None} if unpruned else {}), **(pruned or {})}
-    test = code_to_text_splits(artifacts.data)["test"][: cfg.test_subset]
+    test = evaluation_subset(code_to_text_splits(artifacts.data)["test"], cfg.test_subset)
     rows = []
     for label, state in sources.items():
         model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))

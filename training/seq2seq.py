@@ -40,8 +40,9 @@ from training.finetune import (
 from training.staging import publish, remove_stale, staging_path
 
 # bump when the model, the training recipe or the metrics saved with it change: invalidates
-# caches (2: the fine-tuning curve, and train_seconds without its checks)
-SEQ2SEQ_VERSION = 2
+# caches (2: the fine-tuning curve, and train_seconds without its checks; 3: its validation
+# pairs a sample across the split's files, `training.data.evaluation_subset`)
+SEQ2SEQ_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -505,14 +506,17 @@ def tenths(total: int) -> list[int]:
 
 
 def fine_tune(model: Seq2Seq, tokenizer, splits: dict, cfg: Seq2SeqConfig, device="cpu", progress=None) -> dict:
-    """Fine-tune on splits["train"]; metrics incl. greedy BLEU on the first eval_examples of
-    valid, and `curve`: after each tenth of the steps, one record (the job's `epochs` rows):
+    """Fine-tune on splits["train"]; metrics incl. greedy BLEU on eval_examples of valid
+    (`training.data.evaluation_subset`), and `curve`: after each tenth of the steps, one
+    record (the job's `epochs` rows):
     epoch (the tenth, 1-10), steps so far, train_loss (the tenth's mean), valid_nll (`token_nll`
     on those valid pairs), seconds since the start, lr (the encoder's). The checks read in eval
     mode and draw no random numbers, so the weights are the same as without them.
     progress(message) after each tenth, when given."""
+    from training.data import evaluation_subset
+
     train = tokenize_pairs(splits["train"], tokenizer, cfg)
-    valid_pairs = splits["valid"][: cfg.eval_examples]
+    valid_pairs = evaluation_subset(splits["valid"], cfg.eval_examples)
     valid = tokenize_pairs(valid_pairs, tokenizer, cfg)
     opt, sched = make_optimizer(model, cfg, cfg.train_steps)
     start = time.perf_counter()

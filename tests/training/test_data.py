@@ -105,6 +105,25 @@ def test_code_to_text_splits_caps_are_seeded():
     assert set(first["train"]) <= set(load_code_to_text(C2T)["train"])
 
 
+def test_evaluation_subsets_span_the_split_and_keep_its_first_pair():
+    """The prune and quantize rows score a subset of a split sorted by file: a sample across
+    its files (the embedded data's first 32 validation pairs came from 4 of 44 files), always with
+    the first pair (the input generation is timed on), in order, the same every call."""
+    from training.data import evaluation_subset
+
+    valid = data._read_code_to_text(default_data_path())["valid"]  # pairs with their files
+
+    def files(pairs):
+        return len({p.group for p in pairs})
+
+    subset = evaluation_subset(valid, 32)
+    assert subset == evaluation_subset(valid, 32) and subset[0] == valid[0] and len(subset) == 32
+    assert [valid.index(p) for p in subset] == sorted(valid.index(p) for p in subset)
+    assert files(valid[:32]) == 4 and files(subset) == 17  # of 44
+    assert evaluation_subset(valid, None) == valid == evaluation_subset(valid, len(valid) + 1)
+    assert evaluation_subset(valid, 0) == [] and evaluation_subset(valid, 1) == valid[:1]
+
+
 # ---------------------------------------------------------------- code search
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_model
 
 from training.bleu import codexglue_bleu
-from training.data import DataConfig, PairText, code_to_text_splits
+from training.data import DataConfig, PairText, code_to_text_splits, evaluation_subset
 from training.models import TeacherConfig
 from training.prune import (
     METHODS,
@@ -242,7 +242,7 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, 
     # the row scores the round's saved model: its test BLEU, greedy and beam, regenerated
     model, _ = load_round(tmp_path / "trial", 1, art)
     _, tok = load_seq2seq(art.model_dir, art.config)
-    test = code_to_text_splits(art.data)["test"][:4]
+    test = evaluation_subset(code_to_text_splits(art.data)["test"], 4)
     examples, refs = tokenize_pairs(test, tok, art.config), [p.target for p in test]
     for key, beam in (("test_bleu_greedy", 1), ("test_bleu_beam", 2)):
         assert rows[1][key] == codexglue_bleu(generate(model, tok, examples, art.config, beam=beam), refs)
@@ -346,7 +346,7 @@ def test_select_by_nll_keeps_the_round_model_with_the_lowest_valid_nll(seq2seq_t
     assert len(checks) == 3 and rows[1]["select_by"] == "nll"
     model, _ = load_round(tmp_path / "trial", 1, art)
     _, tok = load_seq2seq(art.model_dir, art.config)
-    valid = tokenize_pairs(code_to_text_splits(art.data)["valid"][:4], tok, art.config)
+    valid = tokenize_pairs(evaluation_subset(code_to_text_splits(art.data)["valid"], 4), tok, art.config)
     assert token_nll(model, valid, art.config) == pytest.approx(min(checks), rel=1e-5)
     with pytest.raises(ValueError, match="select_by: .loss. not in"):
         PruneConfig(select_by="loss")
