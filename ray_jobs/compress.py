@@ -224,7 +224,8 @@ def timing_differences(cfg: JobConfig, model: LatencyModel, head: str) -> list[s
     """Where the latency model's timing settings differ from those the job times its students
     (of the search head `head`) with (head, device, torch threads, tokens an input), each as
     "model's vs job's"; [] when alike."""
-    device = "cuda" if cfg.resources.gpus_per_trial > 0 else "cpu"
+    on_gpu = cfg.resources.gpus_per_trial > 0 and cfg.distill.latency_device == "trial"
+    device = "cuda" if on_gpu else "cpu"
     threads = cfg.distill.latency_threads or sweep.trial_threads(cfg.resources.cpus_per_trial)
     seq_len = cfg.distill.latency_seq_len or cfg.distill.max_seq_len
     differences = []

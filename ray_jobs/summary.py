@@ -106,27 +106,32 @@ def _flat(config: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str) -> None:
+def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str, sections: tuple[str, ...]) -> None:
     """ValueError unless the sweeps ran one job's settings under distinct values of `seed_key`
-    (e.g. "distill.seed"), as their `configs` rows record them (a sweep without one is not
-    checked): a spread over sweeps of other epochs or precisions, or of one seed twice, is
-    not a seed's."""
+    (e.g. "distill.seed"), as their `configs` rows record them: the settings of `sections`
+    (those the job's sweep id hashes) compared where both sweeps record them; a sweep without
+    a `configs` row is not checked. A spread over sweeps of other epochs or precisions, or of
+    one seed twice, is not a seed's."""
     if "configs" not in results.table_names(results_dir):
         return
     recorded = {}
     for sid in sweep_ids:
         rows = results.read_rows(results_dir, "configs", sid)
         if rows:
-            recorded[sid] = _flat(json.loads(rows[-1]["config"]))
-    (first, settings), *others = recorded.items() or [(None, {})]
+            recorded[sid] = {k: v for k, v in _flat(json.loads(rows[-1]["config"])).items()
+                             if k.split(".")[0] in sections}
+    seeds: dict[object, str] = {}
+    for sid, settings in recorded.items():
+        seed = settings.get(seed_key)
+        if seed in seeds:
+            raise ValueError(f"summary: sweeps {seeds[seed]} and {sid} ran the same {seed_key} ({seed}): "
+                             "not two seeds")
+        seeds[seed] = sid
+    (first, base), *others = recorded.items() or [(None, {})]
     for sid, other in others:
-        if other.get(seed_key) == settings.get(seed_key):
-            raise ValueError(f"summary: sweeps {first} and {sid} ran the same {seed_key} "
-                             f"({settings.get(seed_key)}): not two seeds")
-        differ = sorted(k for k in settings.keys() | other.keys()
-                        if k not in (seed_key, "results_dir") and settings.get(k) != other.get(k))
+        differ = sorted(k for k in base.keys() & other.keys() if k != seed_key and base[k] != other[k])
         if differ:
-            shown = ", ".join(f"{k} ({settings.get(k)!r} against {other.get(k)!r})" for k in differ[:3])
+            shown = ", ".join(f"{k} ({base[k]!r} against {other[k]!r})" for k in differ[:3])
             raise ValueError(f"summary: sweeps {first} and {sid} differ in {shown}"
                              f"{f' and {len(differ) - 3} more' if len(differ) > 3 else ''}, not only in "
                              f"{seed_key}: their spread is not a seed's")
@@ -152,8 +157,10 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     range. A model is its trial_key, shape and teacher accuracy (the search's seed, not the
     distillation's, picks the shapes; sweeps of different teachers stay apart). ValueError for
     sweeps whose recorded settings differ in more than distill.seed (`check_seed_sweeps`)."""
+    from ray_jobs.compress import SECTIONS  # the job's modules import torch and Ray: only here
+
     sweep_ids = list(dict.fromkeys(sweep_ids))  # a sweep named twice counts once
-    check_seed_sweeps(results_dir, sweep_ids, "distill.seed")
+    check_seed_sweeps(results_dir, sweep_ids, "distill.seed", SECTIONS)
     return _across_sweeps(results_dir, sweep_ids, "distill", f"""
         trial_key AS model, kind, {_ARCH_SQL} AS arch,
         count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,
@@ -258,8 +265,10 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     sparsity, and the test BLEU (greedy, beam) and NLL as mean and sample standard deviation
     (blank for one seed). Round 0 is the dense model, the same in every seed. ValueError for
     sweeps whose recorded settings differ in more than prune.seed (`check_seed_sweeps`)."""
+    from ray_jobs.prune import SECTIONS  # the job's modules import torch and Ray: only here
+
     sweep_ids = list(dict.fromkeys(sweep_ids))  # a sweep named twice counts once
-    check_seed_sweeps(results_dir, sweep_ids, "prune.seed")
+    check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS)
     return _across_sweeps(results_dir, sweep_ids, "prune", """
         schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
         avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,

@@ -11,13 +11,14 @@ counting and the arithmetic (`BLEU.compute_bleu`).
 from __future__ import annotations
 
 import math
-import random
 import re
 import xml.sax.saxutils
 from collections import Counter
 from collections.abc import Sequence
 
 from sacrebleu.metrics import BLEU
+
+from training.data import sample_in_order
 
 # NIST mteval-v11a, language-independent part (CodeXGLUE `normalize1`).
 _NORMALIZE1 = [
@@ -103,14 +104,13 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 def constant_summary(train_targets: Sequence[str], candidates: int = 50, sample: int = 200) -> str:
     """The sentence a model that ignores its input would best write: of the `candidates`
     most frequent training targets, the one with the highest codexglue_bleu against a seeded
-    sample of `sample` training targets (the first 200 of a split sorted by file came from 8
-    files). Chosen on training data only, so its BLEU on test is a fair floor: a code-to-text
+    sample of `sample` training targets across the split (the first 200 of a split sorted by
+    file came from 8 files). Chosen on training data only, so its BLEU on test is a fair floor: a code-to-text
     model that does not beat it is not using the code."""
     if not train_targets:
         raise ValueError("constant_summary needs training targets")
     counts = Counter(train_targets)
     # frequency ties (common: most targets occur once or twice) broken by text, not data order
     pool = sorted(counts, key=lambda t: (-counts[t], t))[:candidates]
-    picked = sorted(random.Random(0).sample(range(len(train_targets)), min(sample, len(train_targets))))
-    refs = [train_targets[i] for i in picked]
+    refs = sample_in_order(train_targets, sample, seed=0)
     return max(pool, key=lambda c: codexglue_bleu([c] * len(refs), refs))  # ties: the more frequent

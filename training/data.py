@@ -457,13 +457,10 @@ def evaluation_subset(items: Sequence, size: int | None) -> list:
     the embedded data came from 4 of its 44 files (the first 256 test pairs from 18 of 38)."""
     if size is None or size >= len(items):
         return list(items)
-    if size == 0:
-        return []
-    rest = sorted(random.Random(SUBSET_SEED).sample(range(1, len(items)), size - 1))
-    return [items[0], *(items[i] for i in rest)]
+    return [items[0], *sample_in_order(items[1:], size - 1, SUBSET_SEED)] if size else []
 
 
-def _cap(items: Sequence, cap: int | None, seed: int) -> list:
+def sample_in_order(items: Sequence, cap: int | None, seed: int) -> list:
     """A seeded sample of at most ``cap`` items, in their original order."""
     if cap is None or cap >= len(items):
         return list(items)
@@ -483,7 +480,7 @@ def load_code_to_text(path: str | Path) -> dict[str, list[PairText]]:
 def code_to_text_splits(cfg: DataConfig) -> dict[str, list[PairText]]:
     """Code-to-text pairs of ``cfg.path`` per split, capped by max_train / max_eval."""
     splits = load_code_to_text(_resolve(cfg.path))
-    return {s: _cap(p, _split_cap(cfg, s), cfg.seed + i) for i, (s, p) in enumerate(splits.items())}
+    return {s: sample_in_order(p, _split_cap(cfg, s), cfg.seed + i) for i, (s, p) in enumerate(splits.items())}
 
 
 def _negative_index(
@@ -587,7 +584,7 @@ def classification_splits(cfg: DataConfig) -> dict[str, list[ClsExample]]:
         )
     reader = _read_defect if cfg.task == "defect" else _read_clone
     splits = reader(path)
-    return {s: _cap(e, _split_cap(cfg, s), cfg.seed + i) for i, (s, e) in enumerate(splits.items())}
+    return {s: sample_in_order(e, _split_cap(cfg, s), cfg.seed + i) for i, (s, e) in enumerate(splits.items())}
 
 
 def split_labeled_unlabeled(examples: Sequence, fraction: float, seed: int) -> tuple[list, list]:

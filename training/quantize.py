@@ -123,8 +123,8 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
     greedy), NLL per reference token and size of one variant of `model`, run on
     variant_device(variant, device) (the row's `device`); a variant that cannot run there gets
     its error in the row instead of figures, and no model. Not timed here: `time_variants`
-    times a model's variants against each other. `examples`: the tokenized test split (or a
-    leading slice of it)."""
+    times a model's variants against each other. `examples`: the tokenized test split (or an
+    `evaluation_subset` of it)."""
     dev = variant_device(variant, device)
     row = {"variant": variant, "error": None, "device": dev}
     beam = cfg.beam or s2s.beam
@@ -214,8 +214,8 @@ def quantize_rows(
             model_rows.append(row)
             if q is not None:
                 built[variant] = q
-        time_variants(model_rows, built, examples, s2s.target_len, cfg)
-        del built  # the next model's variants are built after these are freed
+        time_variants(model_rows, built, examples, s2s.target_len, cfg)  # its variants alive at once
+        del built, q, model  # freed before the next model loads
         base = next((r.get("bleu_greedy") for r in model_rows if r["variant"] == "fp32"), None)
         for row in model_rows:
             kept = row.get("bleu_greedy")

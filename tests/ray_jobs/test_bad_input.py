@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -127,21 +128,35 @@ def _infeasible_cases() -> dict[str, tuple[list[str], list[str]]]:
 def _run_all(cases: dict, tmp: Path) -> dict[str, tuple[int, str]]:
     """Run every case's CLI, four at a time; name -> (exit code, stderr). All at once, the
     cases' ~30 interpreters (torch, transformers and Ray imported, ~650 MB each) held 15 GB
-    together on 2 cores (a review's measurement), near a smaller runner's memory and time."""
+    together on 2 cores (a review's measurement), near a smaller runner's memory and time.
+    On any failure (a case's timeout, pytest's) the queued cases are dropped and the running
+    ones killed, not waited for."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("RAY_ADDRESS", None)
+    procs, stopping = [], threading.Event()
 
     def run(name: str, args: list[str]) -> tuple[int, str]:
+        if stopping.is_set():
+            raise RuntimeError("stopped")
         if not any(a.startswith("results_dir=") for a in args):
             args = [*args, f"results_dir={tmp}/results-{name}"]
-        proc = subprocess.run([sys.executable, "-m", "ray_jobs", *args], env=env, capture_output=True,
-                              text=True, timeout=300)
-        return proc.returncode, proc.stderr
+        proc = subprocess.Popen([sys.executable, "-m", "ray_jobs", *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        _, err = proc.communicate(timeout=300)
+        return proc.returncode, err
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    pool = ThreadPoolExecutor(max_workers=4)
+    try:
         futures = {name: pool.submit(run, name, args) for name, (args, _) in cases.items()}
         return {name: future.result() for name, future in futures.items()}
+    finally:
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
 
 
 def _problems(cases: dict, outcomes: dict, tmp: Path, *, only_line: bool = False) -> list[str]:

@@ -284,6 +284,10 @@ def test_the_job_notes_a_latency_model_timed_unlike_its_students(tmp_path, capsy
     assert differences(head="pair_concat", model=dataclasses.replace(alike, head=None)) == []  # not recorded
     assert differences(head="sequence") == []  # another input format: the search refuses it, by name
     assert differences("resources.gpus_per_trial=1") == ["device cpu vs the job's cuda"]
+    # a GPU trial that times its students on the CPU: the CPU model fits, its threads are compared
+    assert differences("resources.gpus_per_trial=1", "distill.latency_device=cpu") == []
+    assert differences("resources.gpus_per_trial=1", "distill.latency_device=cpu", "distill.latency_threads=8") == [
+        "1 thread(s) vs the job's 8 (distill.latency_threads)"]
     path = latency.save(dataclasses.replace(alike, threads=4), tmp_path / "m.json")
     search_candidates(load_config(CONFIG_DIR / "demo.yaml", ["search.generations=2", f"search.latency_model={path}"]),
                       teacher_spec("minilm-l6"), 2, "pair_cosine")

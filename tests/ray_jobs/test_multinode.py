@@ -42,16 +42,16 @@ def cluster():
         # which sandboxes (and careful hosts) block; this makes Ray keep 127.0.0.1.
         mp.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
         common = {"object_store_memory": 80 * 1024 * 1024, "node_ip_address": "127.0.0.1"}
-        c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "num_gpus": 0, "include_dashboard": False, "temp_dir": tmp, **common})
+        c = Cluster()
         try:
+            c.add_node(num_cpus=0, num_gpus=0, include_dashboard=False, temp_dir=tmp, **common)  # the head
             for _ in range(NODES):
                 # 4 CPUs but 1 GPU: with gpus_per_trial=0.5 the GPU caps a node at 2 trials.
                 c.add_node(num_cpus=4, num_gpus=1, **common)
             c.wait_for_nodes()
             ray.init(address=c.address)
             yield c
-        finally:  # a node that failed to start leaves no half-started cluster behind
+        finally:  # a node (the head included) that failed to start leaves no half-started cluster
             ray.shutdown()
             c.shutdown()
             shutil.rmtree(tmp, ignore_errors=True)

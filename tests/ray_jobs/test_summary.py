@@ -253,9 +253,12 @@ def test_seeds_summaries_refuse_sweeps_that_are_not_seeds_of_one_job(tmp_path):
 
     stamp = {"config_hash": "h", "code_version": "v"}
     config = {"results_dir": str(tmp_path), "distill": {"seed": 0, "epochs": 7, "precision": "bf16"},
-              "prune": {"seed": 0}}
-    runs = {"compress-a": config, "compress-b": {**config, "distill": {**config["distill"], "seed": 1}},
-            "compress-c": {**config, "distill": {**config["distill"], "seed": 2, "epochs": 2}}}
+              "prune": {"seed": 0}, "resources": {"num_cpus": 2}}
+    runs = {"compress-a": config,
+            # a setting no result depends on (resources) and one it did not record may differ
+            "compress-b": {**config, "distill": {"seed": 1, "epochs": 7}, "resources": {"num_cpus": 8}},
+            "compress-c": {**config, "distill": {**config["distill"], "seed": 2, "epochs": 2}},
+            "compress-d": {**config, "distill": {**config["distill"], "seed": 1}}}
     for sweep, cfg in runs.items():
         results.write_config(tmp_path, "compress", sweep, cfg, stamp)
         results.write_rows(tmp_path, "distill", sweep, _distill_rows())
@@ -264,6 +267,8 @@ def test_seeds_summaries_refuse_sweeps_that_are_not_seeds_of_one_job(tmp_path):
     with pytest.raises(ValueError, match=r"sweeps compress-a and compress-c differ in distill.epochs "
                                          r"\(7 against 2\), not only in distill.seed"):
         summary.seeds_summary(str(tmp_path), ["compress-a", "compress-c"])
+    with pytest.raises(ValueError, match="sweeps compress-b and compress-d ran the same distill.seed"):
+        summary.seeds_summary(str(tmp_path), ["compress-a", "compress-b", "compress-d"])
     with pytest.raises(ValueError, match="sweeps compress-a and compress-b ran the same prune.seed"):
         summary.prune_seeds_summary(str(tmp_path), ["compress-a", "compress-b"])
 
