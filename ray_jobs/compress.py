@@ -33,6 +33,7 @@ from training.distill import (
     labeled_rows,
     prepare_teacher,
     teacher_variant_rows,
+    timing_device,
     train_student,
     transfer_examples,
 )
@@ -157,11 +158,10 @@ def check_codebert_length(cfg: JobConfig) -> None:
     (`distill.measure_codebert`) cannot read the latency inputs: its 512 positions bound them
     whatever the teacher's (a longer teacher passes `seq_lens`)."""
     d = cfg.distill
-    key, value = ("distill.latency_seq_len", d.latency_seq_len) if d.latency_seq_len else \
-        ("distill.max_seq_len", d.max_seq_len)
+    key = "distill.latency_seq_len" if d.latency_seq_len else "distill.max_seq_len"
     limit = teacher_spec("codebert-base").usable_positions
-    if d.measure_codebert and value > limit:
-        raise ConfigError(f"{key}: {value} is above {limit}, the most the CodeBERT-base architecture timed "
+    if d.measure_codebert and d.timed_seq_len > limit:
+        raise ConfigError(f"{key}: {d.timed_seq_len} is above {limit}, the most the CodeBERT-base architecture timed "
                           f"beside each student reads (distill.measure_codebert); set "
                           f"distill.latency_seq_len to at most {limit} or distill.measure_codebert=false")
 
@@ -224,10 +224,9 @@ def timing_differences(cfg: JobConfig, model: LatencyModel, head: str) -> list[s
     """Where the latency model's timing settings differ from those the job times its students
     (of the search head `head`) with (head, device, torch threads, tokens an input), each as
     "model's vs job's"; [] when alike."""
-    on_gpu = cfg.resources.gpus_per_trial > 0 and cfg.distill.latency_device == "trial"
-    device = "cuda" if on_gpu else "cpu"
+    device = timing_device(cfg.distill, "cuda" if cfg.resources.gpus_per_trial > 0 else "cpu")
     threads = cfg.distill.latency_threads or sweep.trial_threads(cfg.resources.cpus_per_trial)
-    seq_len = cfg.distill.latency_seq_len or cfg.distill.max_seq_len
+    seq_len = cfg.distill.timed_seq_len
     differences = []
     # a head of the other input format is refused by the search, not noted
     if model.head is not None and model.head != head and model.pair == reads_pairs(head):

@@ -106,14 +106,16 @@ def _flat(config: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str, sections: tuple[str, ...]) -> None:
-    """ValueError unless the sweeps ran one job's settings under distinct values of `seed_key`
+def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
+                      sections: tuple[str, ...]) -> list[str]:
+    """The sweep ids, each once (a sweep named twice counts once); ValueError unless the sweeps ran one job's settings under distinct values of `seed_key`
     (e.g. "distill.seed"), as their `configs` rows record them: the settings of `sections`
     (those the job's sweep id hashes) compared where both sweeps record them; a sweep without
     a `configs` row is not checked. A spread over sweeps of other epochs or precisions, or of
     one seed twice, is not a seed's."""
+    sweep_ids = list(dict.fromkeys(sweep_ids))
     if "configs" not in results.table_names(results_dir):
-        return
+        return sweep_ids
     recorded = {}
     for sid in sweep_ids:
         rows = results.read_rows(results_dir, "configs", sid)
@@ -135,6 +137,7 @@ def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str, sec
             raise ValueError(f"summary: sweeps {first} and {sid} differ in {shown}"
                              f"{f' and {len(differ) - 3} more' if len(differ) > 3 else ''}, not only in "
                              f"{seed_key}: their spread is not a seed's")
+    return sweep_ids
 
 
 def _across_sweeps(results_dir: str, sweep_ids: list[str], table: str, select: str, order: str,
@@ -159,8 +162,7 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     sweeps whose recorded settings differ in more than distill.seed (`check_seed_sweeps`)."""
     from ray_jobs.compress import SECTIONS  # the job's modules import torch and Ray: only here
 
-    sweep_ids = list(dict.fromkeys(sweep_ids))  # a sweep named twice counts once
-    check_seed_sweeps(results_dir, sweep_ids, "distill.seed", SECTIONS)
+    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "distill.seed", SECTIONS)
     return _across_sweeps(results_dir, sweep_ids, "distill", f"""
         trial_key AS model, kind, {_ARCH_SQL} AS arch,
         count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,
@@ -267,8 +269,7 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     sweeps whose recorded settings differ in more than prune.seed (`check_seed_sweeps`)."""
     from ray_jobs.prune import SECTIONS  # the job's modules import torch and Ray: only here
 
-    sweep_ids = list(dict.fromkeys(sweep_ids))  # a sweep named twice counts once
-    check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS)
+    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS)
     return _across_sweeps(results_dir, sweep_ids, "prune", """
         schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
         avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,

@@ -105,8 +105,8 @@ def constant_summary(train_targets: Sequence[str], candidates: int = 50, sample:
     """The sentence a model that ignores its input would best write: of the `candidates`
     most frequent training targets, the one with the highest codexglue_bleu against a seeded
     sample of `sample` training targets across the split (the first 200 of a split sorted by
-    file came from 8 files). Chosen on training data only, so its BLEU on test is a fair floor: a code-to-text
-    model that does not beat it is not using the code."""
+    file came from 8 files). Chosen on training data only, so its BLEU on test is a fair
+    floor: a code-to-text model that does not beat it is not using the code."""
     if not train_targets:
         raise ValueError("constant_summary needs training targets")
     counts = Counter(train_targets)

@@ -166,6 +166,11 @@ class DistillConfig:
                "transfer_set": ("unlabeled", "all"), "student_tokenizer": ("words", "bytes"),
                "train_attention": ATTENTION_IMPLEMENTATIONS, "latency_device": ("trial", "cpu")}
 
+    @property
+    def timed_seq_len(self) -> int:
+        """Tokens per input when timing: latency_seq_len, else max_seq_len."""
+        return self.latency_seq_len or self.max_seq_len
+
     def __post_init__(self) -> None:  # refused when the config is read, not inside a trial
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
@@ -691,7 +696,7 @@ def _latencies(model, vocab: int, artifacts: TeacherArtifacts, cfg: DistillConfi
     reads its own input format; CodeBERT's is the student's (`speedup_vs_codebert`) and, when
     the teacher's differs (a joint teacher, separate students), also timed in the teacher's
     (`teacher_speedup_vs_codebert`: CodeBERT's ms in that format / the teacher's)."""
-    seq = cfg.latency_seq_len or cfg.max_seq_len
+    seq = cfg.timed_seq_len
     teacher_model = AutoModelForSequenceClassification.from_pretrained(artifacts.teacher_dir)
     # each model is timed on its own input format: `seq` tokens per sequence it encodes
     teacher_pair = artifacts.teacher_pair_mode == "separate"
@@ -801,7 +806,7 @@ def _variant_rows(model, vocab: int, test_enc: dict, test, pad_id: int, cfg: Dis
     if not cfg.quantize:
         return []
     labels = [e.label for e in test]
-    kw = dict(seq_len=cfg.latency_seq_len or cfg.max_seq_len, pair=pair, warmup=cfg.latency_warmup,
+    kw = dict(seq_len=cfg.timed_seq_len, pair=pair, warmup=cfg.latency_warmup,
               runs=cfg.latency_runs, threads=cfg.latency_threads, rounds=cfg.latency_rounds,
               tolerate=(RuntimeError, NotImplementedError))  # a variant's failure is its row's error
     rows = classifier_variant_rows(

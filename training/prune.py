@@ -315,7 +315,8 @@ def _context(artifacts: Seq2SeqArtifacts, cfg: PruneConfig, scope: str, device: 
     model, tok = load_seq2seq(artifacts.model_dir, artifacts.config)
     model.to(device)
     splits = training_splits(artifacts.config, artifacts.data)  # repairs train on what fine-tuning saw
-    valid, test = evaluation_subset(splits["valid"], cfg.valid_subset), evaluation_subset(splits["test"], cfg.test_subset)
+    valid = evaluation_subset(splits["valid"], cfg.valid_subset)
+    test = evaluation_subset(splits["test"], cfg.test_subset)
     s2s = artifacts.config
     test_refs = [p.target for p in test]
     constant = constant_summary([p.target for p in splits["train"]])

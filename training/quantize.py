@@ -173,7 +173,7 @@ def time_variants(rows: list[dict], built: dict[str, Seq2Seq], examples, target_
                 continue
             row |= {"latency_ms": timing["median_ms"], "latency_p90_ms": timing["p90_ms"],
                     "latency_threads": timing["threads"], "latency_runs": timing["runs"],
-                    "speedup_vs_fp32": fp32 / timing["median_ms"] if fp32 else None}
+                    "speedup_vs_fp32": _ratio(fp32, timing["median_ms"])}
 
 
 def quantize_rows(
@@ -192,36 +192,41 @@ def quantize_rows(
     model (label, "unpruned" for the fine-tuned model), variant, device, sparsity (measured
     zeros of the prunable set of `scopes[label]`, else of the encoder, in the fp32 model the
     variants are made from: the pruning's), stored_sparsity (the same set's zeros as the
-    variant stores it: `stored_sparsity`), bleu_greedy,
-    corpus_bleu_greedy, bleu_beam, beam, nll, size_bytes, latency_ms, latency_p90_ms,
-    latency_threads, latency_runs, speedup_vs_fp32 (`time_variants`), bleu_kept (BLEU greedy / the same model's fp32 BLEU greedy), error. fp32 and fp16 run on
-    `device`, int8 on the CPU (dynamic int8 is a CPU kernel).
+    variant stores it: `stored_sparsity`), bleu_greedy, corpus_bleu_greedy, bleu_beam, beam,
+    nll, size_bytes, latency_ms, latency_p90_ms, latency_threads, latency_runs,
+    speedup_vs_fp32 (`time_variants`), bleu_kept (BLEU greedy / the same model's fp32 BLEU
+    greedy), error. fp32 and fp16 run on `device`, int8 on the CPU (dynamic int8 is a CPU
+    kernel).
     """
     from training.data import code_to_text_splits, evaluation_subset
 
-    s2s = artifacts.config
     sources = {**({"unpruned": None} if unpruned else {}), **(pruned or {})}
     test = evaluation_subset(code_to_text_splits(artifacts.data)["test"], cfg.test_subset)
     rows = []
     for label, state in sources.items():
-        model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))
-        examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
-        scope = (scopes or {}).get(label, "encoder")
-        sparsity = stored_sparsity(model, scope)  # the fp32 model's: the pruning's zeros
-        model_rows, built = [], {}
-        for variant in cfg.variants:
-            row, q = variant_row(model, variant, tok, examples, refs, cfg, s2s, device, scope)
-            model_rows.append(row)
-            if q is not None:
-                built[variant] = q
-        time_variants(model_rows, built, examples, s2s.target_len, cfg)  # its variants alive at once
-        del built, q, model  # freed before the next model loads
-        base = next((r.get("bleu_greedy") for r in model_rows if r["variant"] == "fp32"), None)
-        for row in model_rows:
-            kept = row.get("bleu_greedy")
-            row.update(model=label, sparsity=sparsity,
-                       bleu_kept=kept / base if base and kept is not None else None)
-        rows += model_rows
+        model_rows = _model_rows(artifacts, cfg, state, test, (scopes or {}).get(label, "encoder"), device)
+        rows += [row | {"model": label} for row in model_rows]
+    return rows
+
+
+def _model_rows(artifacts: Seq2SeqArtifacts, cfg: QuantizeConfig, state: str | Path | None, test,
+                scope: str, device: str) -> list[dict]:
+    """`quantize_rows`' rows of one model (the fine-tuned one when `state` is None), its
+    variants alive together while they are timed and freed on return, before the next loads."""
+    s2s = artifacts.config
+    model, tok = load_seq2seq(artifacts.model_dir, s2s, weights="finetuned" if state is None else str(state))
+    examples, refs = tokenize_pairs(test, tok, s2s), [p.target for p in test]
+    sparsity = stored_sparsity(model, scope)  # the fp32 model's: the pruning's zeros
+    rows, built = [], {}
+    for variant in cfg.variants:
+        row, q = variant_row(model, variant, tok, examples, refs, cfg, s2s, device, scope)
+        rows.append(row)
+        if q is not None:
+            built[variant] = q
+    time_variants(rows, built, examples, s2s.target_len, cfg)
+    base = next((r.get("bleu_greedy") for r in rows if r["variant"] == "fp32"), None)
+    for row in rows:
+        row.update(sparsity=sparsity, bleu_kept=_ratio(row.get("bleu_greedy"), base))
     return rows
 
 
