@@ -428,9 +428,9 @@ def table_counts(results_dir: str | os.PathLike) -> dict[str, int]:
         con.close()
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, null: str = "") -> str:
     if value is None:
-        return ""
+        return null
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dt.datetime):
@@ -482,8 +482,8 @@ def _json_rows(tbl: pa.Table) -> str:
 
 
 def format_rows(tbl: pa.Table, fmt: str = "table") -> str:
-    """`table` (aligned text), `csv`, or `json` (one array of row objects; refused when two
-    columns share a name). Cells are read by position, so repeated names keep their values."""
+    """`table` (aligned text, NULL spelled out), `csv` (NULL as an empty field), or `json` (one
+    array of row objects, NULL as null; refused when two columns share a name). Cells are read by position, so repeated names keep their values."""
     if fmt == "json":
         return _json_rows(tbl)
     rows = _row_tuples(tbl)
@@ -495,7 +495,8 @@ def format_rows(tbl: pa.Table, fmt: str = "table") -> str:
         return buf.getvalue().rstrip("\n")
     if fmt != "table":
         raise ResultsError(f"--format: unknown format {fmt!r} (table, csv, json)")
-    cells = [[_cell(v) for v in row] for row in rows]
+    # NULL spelled out as DuckDB's shell does: a blank cell reads as an empty string
+    cells = [[_cell(v, null="NULL") for v in row] for row in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(tbl.column_names)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(tbl.column_names, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))

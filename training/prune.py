@@ -99,7 +99,9 @@ class PruneConfig:
 # 2: rewinding restores the whole model, and repairs zero the pruned entries' gradients (1:
 # only the pruned matrices were rewound; their gradients reached clipping and AdamW).
 # 3: valid and test subsets are seeded samples across the split's files, not its first pairs.
-RECIPE = 3
+# 4: a round's masks and batch order are seeded from the round and prune.seed, not the
+# schedule's name as well: the schedules of a sweep are paired (see _seed).
+RECIPE = 4
 
 
 # ----------------------------------------------------------------------------- masks
@@ -284,8 +286,13 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _seed(schedule: dict, round_: int, base: int) -> int:
-    digest = hashlib.sha256(f"{schedule['schedule']}:{round_}:{base}".encode()).hexdigest()
+def _seed(purpose: str, round_: int, base: int) -> int:
+    """A round's seed for `purpose` (masks: random scores; batches: the repair's batch order)
+    from the round and the config's seed alone. The schedules of one sweep share them (common
+    random numbers, as dropout already was: `load_seq2seq` seeds torch once per schedule), so
+    L1 and random, or two rewinds, differ by their rule and not by the batches their repairs
+    drew, and a schedule of 3 rounds repeats one of 2 rounds before its third."""
+    digest = hashlib.sha256(f"{purpose}:{round_}:{base}".encode()).hexdigest()
     return int(digest[:12], 16)
 
 
@@ -593,11 +600,11 @@ def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfi
     nominal = nominal_sparsity(r, cfg.rate, cfg.rate_of)
     train = {"loss": None, "iterations": 0, "train_seconds": 0.0, "valid_checks": [], "stopped_early": False}
     if r > 0:
-        masks = compute_masks(ctx.weights, masks, nominal, schedule["method"], _seed(schedule, r, cfg.seed))
+        masks = compute_masks(ctx.weights, masks, nominal, schedule["method"], _seed("masks", r, cfg.seed))
         apply_masks(ctx.weights, masks)
         if checkpoint is not None:
             rewind(ctx.model, ctx.weights, masks, checkpoint)
-        train = fine_tune_round(ctx, masks, schedule, cfg, _seed(schedule, r, cfg.seed + 1))
+        train = fine_tune_round(ctx, masks, schedule, cfg, _seed("batches", r, cfg.seed))
     row = {**schedule, "round": r, "nominal_sparsity": nominal, "select_by": cfg.select_by,
            "rate": cfg.rate, "rate_of": cfg.rate_of, "iterations_per_round": cfg.iterations_per_round,
            "n_train": len(ctx.train), "precision": ctx.s2s.precision, **train, **evaluate_round(ctx, cfg)}

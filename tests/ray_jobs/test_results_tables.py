@@ -131,6 +131,9 @@ def test_query_views_union_sweeps_and_formats(tmp_path):
         {"l": [1.5, None], "s": {"x": None}}]  # inside lists and structs too (`list(nll)`)
     text = results.format_rows(tbl, "table").splitlines()
     assert text[0].split() == ["sweep_id", "n"] and text[2].split() == ["s1", "2"]
+    blanks = results.query(tmp_path, "SELECT NULL::VARCHAR AS missing, '' AS empty, 1 AS one")
+    assert results.format_rows(blanks, "table").splitlines()[2] == "NULL            1  "
+    assert results.format_rows(blanks, "csv").splitlines()[1] == ",,1"
     with pytest.raises(results.ResultsError, match="query"):
         results.query(tmp_path, "SELECT * FROM nosuch")
     with pytest.raises(results.ResultsError, match="format"):

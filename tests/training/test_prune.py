@@ -295,6 +295,42 @@ def test_a_resumed_schedule_computes_what_an_uninterrupted_one_does(seq2seq_teac
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+def test_the_schedules_of_a_sweep_are_paired(seq2seq_teacher, seq2seq_data, tiny, tmp_path, monkeypatch):
+    """Common random numbers: random masks, batch order and dropout depend on the round and
+    prune.seed, not the schedule. L1 and random repair on the same batches, and a schedule of 2
+    rounds computes the one-round schedule's round 1 before its second."""
+    art = prepare_seq2seq(tiny.config(train_steps=60, dropout=0.1), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    cfg = PruneConfig(methods=("random-global", "l1-global"), rewinds=("none",), selections=("pick_best_nostop",),
+                      batch_sizes=(6,), rounds=(1, 2), iterations_per_round=4, rate=0.25, eval_every=2,
+                      valid_subset=4, test_subset=4, beam=2, lr=1e-3)
+    grid = {(s["method"], s["rounds"]): s for s in schedules(cfg)}
+    drawn = {}
+
+    def recording(method):
+        def stream(examples, batch_size, seed):
+            for batch in batch_stream(examples, batch_size, seed):
+                drawn.setdefault(method, []).append(batch)
+                yield batch
+        return stream
+
+    rows = {}
+    for method, rounds in (("random-global", 1), ("random-global", 2), ("l1-global", 1)):
+        monkeypatch.setattr("training.prune.batch_stream", recording(method))
+        run_schedule(grid[method, rounds], art, cfg, tmp_path / f"{method}{rounds}",
+                     report=lambda row, key=(method, rounds): rows.setdefault(key, []).append(row))
+    schedule_keys = {"schedule", "rounds", "method"}
+
+    def computed(row):
+        return {k: v for k, v in _computed(row).items() if k not in schedule_keys}
+
+    assert [computed(r) for r in rows["random-global", 2][:2]] == [computed(r) for r in rows["random-global", 1]]
+    assert rows["random-global", 1][1]["loss"] > 0
+    assert rows["random-global", 2][2]["round"] == 2
+    assert drawn["l1-global"] == drawn["random-global"][:len(drawn["l1-global"])]
+    assert len(drawn["l1-global"]) == 4
+
+
 def test_rewind_restores_the_chosen_checkpoints_surviving_weights(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
     """At a learning rate too small to move a weight, round 1's surviving prunable weights are
     the rewind target's: the state before fine-tuning (pretrained) or after it (finetuned)."""
