@@ -132,6 +132,8 @@ def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: 
     if not missing:
         return earlier
     scopes = {s["schedule"]: s["scope"] for s in schedules(cfg.prune)}
+    # the unpruned model's sparsity over the set the sweep prunes (its natural zeros)
+    scopes["unpruned"] = cfg.prune.scopes[0] if len(set(cfg.prune.scopes)) == 1 else "all"
     todo = {k: v for k, v in pruned.items() if k in missing}
     rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, todo, scopes, "unpruned" in missing)
     rows = earlier + [{**r, **stamp, "trial_key": r["model"], "time": time.time()} for r in rows]

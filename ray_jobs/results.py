@@ -76,7 +76,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("dense_latency_ms", _F), ("speedup_vs_dense", _F),
               ("precision", _S), ("model_sparsity", _F), ("stopped_early", _B),
               ("valid_checks", _S)],  # valid_checks: JSON text, the pick_* selections' validation BLEUs
-    "quantize": [("model", _S), ("variant", _S), ("sparsity", _F), ("stored_sparsity", _F), ("bleu_greedy", _F),
+    "quantize": [("model", _S), ("variant", _S), ("scope", _S), ("sparsity", _F), ("stored_sparsity", _F), ("bleu_greedy", _F),
                  ("corpus_bleu_greedy", _F),
                  ("bleu_beam", _F), ("distinct_greedy", _F), ("beam", _I), ("bleu_kept", _F),
                  ("nll", _F),
@@ -481,9 +481,10 @@ def _json_rows(tbl: pa.Table) -> str:
     return json.dumps(rows, default=str, indent=1, allow_nan=False)
 
 
-def format_rows(tbl: pa.Table, fmt: str = "table") -> str:
-    """`table` (aligned text, NULL spelled out), `csv` (NULL as an empty field), or `json` (one
-    array of row objects, NULL as null; refused when two columns share a name). Cells are read by position, so repeated names keep their values."""
+def format_rows(tbl: pa.Table, fmt: str = "table", *, null: str = "NULL") -> str:
+    """`table` (aligned text, NULL as `null`: spelled out as DuckDB's shell does, since a
+    blank cell reads as an empty string), `csv` (NULL as an empty field), or `json` (one array
+    of row objects, NULL as null; refused when two columns share a name). Cells are read by position, so repeated names keep their values."""
     if fmt == "json":
         return _json_rows(tbl)
     rows = _row_tuples(tbl)
@@ -495,8 +496,7 @@ def format_rows(tbl: pa.Table, fmt: str = "table") -> str:
         return buf.getvalue().rstrip("\n")
     if fmt != "table":
         raise ResultsError(f"--format: unknown format {fmt!r} (table, csv, json)")
-    # NULL spelled out as DuckDB's shell does: a blank cell reads as an empty string
-    cells = [[_cell(v, null="NULL") for v in row] for row in rows]
+    cells = [[_cell(v, null) for v in row] for row in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(tbl.column_names)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(tbl.column_names, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))

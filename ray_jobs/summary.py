@@ -17,6 +17,12 @@ _ARCH_SQL = """CASE WHEN kind = 'student'
                     WHEN kind = 'bilstm' THEN format('BiLSTM H{} V{}', hidden, vocab) END"""
 
 
+def _text(tbl: pa.Table) -> str:
+    """A summary's aligned table: a blank cell has nothing to show (a teacher has no genes, a
+    seed summary of one sweep no spread)."""
+    return results.format_rows(tbl, null="")
+
+
 def compress_summary(results_dir: str, sweep_id: str) -> str:
     """Teacher and each student: size, accuracy, retention, latency, speed-ups; then the
     quantized variants (shown also when no student or baseline finished)."""
@@ -58,7 +64,7 @@ def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
     lines = [f"Compression ({sweep_id}): sizes in MB (serialised), latency in ms "
              f"(batch 1, sequence {codebert['seq']}, {codebert['threads']} thread(s)"
              f"{', on ' + codebert['devices'] if codebert['devices'] else ''})",
-             results.format_rows(table),
+             _text(table),
              "teacher: its latency is the median of its timings in the trials; each speed-up is "
              "timed within its own trial, side by side, so it need not equal the ratio of two rows' ms"]
     if codebert["ms"] is not None:
@@ -92,7 +98,7 @@ def _variant_lines(results_dir: str, sweep_id: str, names: list[str]) -> list[st
             f"latency in ms on the CPU, {timing}; speed-up over the same model in fp32, their timed "
             "runs alternated; accuracy scored in batches: dynamic int8 variants set their activation "
             "scales per batch, of `score_batch` pairs)",
-            results.format_rows(variants)]
+            _text(variants)]
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, object]:
@@ -151,7 +157,7 @@ def _across_sweeps(results_dir: str, sweep_ids: list[str], table: str, select: s
                                       f"GROUP BY ALL ORDER BY {order}")
     if not rows.num_rows:
         return empty
-    return f"Across {len(sweep_ids)} {heading}\n{results.format_rows(rows)}"
+    return f"Across {len(sweep_ids)} {heading}\n{_text(rows)}"
 
 
 def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
@@ -224,7 +230,7 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
                   "latency_ms: one greedy generation (batch 1, the first test example); dense_latency_ms: the "
                   "dense fine-tuned model's, their runs alternated in the same call; speedup_vs_dense: dense "
                   "over this round's (round 0: the dense model against its copy, the timing's own noise)",
-                  results.format_rows(tbl)]
+                  _text(tbl)]
         lines += _speed_line(tbl)
         floor = results.query(results_dir, f"SELECT max(test_bleu_constant) AS b FROM prune "
                                            f"WHERE sweep_id = {sid}").column("b")[0].as_py()
@@ -233,7 +239,7 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
                          f"target) scores {floor:.2f}: BLEU near it does not show the model reading the code.")
     if "quantize" in names:
         tbl = results.query(results_dir, f"""
-            SELECT model, variant, round(sparsity, 3) AS sparsity, bleu_greedy, bleu_beam,
+            SELECT model, variant, scope, round(sparsity, 3) AS sparsity, bleu_greedy, bleu_beam,
                    round(distinct_greedy, 2) AS distinct, bleu_kept, round(nll, 3) AS nll,
                    size_bytes / 1e6 AS size_mb, device, latency_threads AS threads,
                    latency_ms, speedup_vs_fp32, error
@@ -241,7 +247,7 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
             ORDER BY model = 'unpruned' DESC, model, variant <> 'fp32', variant""")
         lines += ["Quantization (size_mb: torch.save bytes of the variant's weights; latency: one greedy "
                   "generation at batch 1 on the row's device; speedup_vs_fp32: against fp32 timed beside it "
-                  "on that device)", results.format_rows(tbl)]
+                  "on that device)", _text(tbl)]
     return "\n".join(lines) if lines else "prune: no rows"
 
 

@@ -189,8 +189,8 @@ def quantize_rows(
     and of each pruned model.
 
     pruned: label -> a state file (e.g. a run_schedule round's state.safetensors). Each row:
-    model (label, "unpruned" for the fine-tuned model), variant, device, sparsity (measured
-    zeros of the prunable set of `scopes[label]`, else of the encoder, in the fp32 model the
+    model (label, "unpruned" for the fine-tuned model), variant, device, scope (`scopes[label]`,
+    else encoder), sparsity (measured zeros of the scope's prunable set in the fp32 model the
     variants are made from: the pruning's), stored_sparsity (the same set's zeros as the
     variant stores it: `stored_sparsity`), bleu_greedy, corpus_bleu_greedy, bleu_beam, beam,
     nll, size_bytes, latency_ms, latency_p90_ms, latency_threads, latency_runs,
@@ -226,7 +226,7 @@ def _model_rows(artifacts: Seq2SeqArtifacts, cfg: QuantizeConfig, state: str | P
     time_variants(rows, built, examples, s2s.target_len, cfg)
     base = next((r.get("bleu_greedy") for r in rows if r["variant"] == "fp32"), None)
     for row in rows:
-        row.update(sparsity=sparsity, bleu_kept=_ratio(row.get("bleu_greedy"), base))
+        row.update(scope=scope, sparsity=sparsity, bleu_kept=_ratio(row.get("bleu_greedy"), base))
     return rows
 
 

@@ -10,11 +10,12 @@ def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeyp
     for key in keys:  # each schedule's last round on disk
         (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
         (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
-    asked = []
+    asked, scopes_asked = [], []
 
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
         # stands in for the Ray task: records what the stage asks for, one fp32 row per model
         asked.append((sorted(pruned), unpruned))
+        scopes_asked.append(scopes)
         return [{"model": m, "variant": "fp32", "bleu_greedy": 1.0}
                 for m in (["unpruned"] if unpruned else []) + sorted(pruned)]
 
@@ -29,6 +30,14 @@ def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeyp
         ["unpruned", *keys])
     prune.quantize_stage(cfg, None, "prune-x", keys, stamp)  # all there: nothing asked
     assert len(asked) == 2
+    # each model's sparsity is counted over its schedule's scope; the unpruned model's over
+    # the sweep's one scope, or over every prunable weight when the sweep has several
+    assert scopes_asked[0] == {**{s["schedule"]: s["scope"] for s in prune.schedules(cfg.prune)},
+                               "unpruned": cfg.prune.scopes[0]}
+    mixed = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path / 'mixed'}",
+                                                        "prune.scopes=[encoder,decoder]"])
+    prune.quantize_stage(mixed, None, "prune-y", [], stamp)
+    assert scopes_asked[-1]["unpruned"] == "all"
 
 
 def test_no_variants_turn_the_stage_off(tmp_path, monkeypatch):

@@ -85,6 +85,7 @@ def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, 
     # each pruned model's sparsity is counted over its own schedule's scope
     wide = quantize_rows(art, QuantizeConfig(variants=("fp32",), beam=1), pruned={"l1": state}, scopes={"l1": "all"})
     assert 0.0 < wide[1]["sparsity"] < by["l1", "fp32"]["sparsity"]
+    assert [r["scope"] for r in wide] == ["encoder", "all"] and by["l1", "int8"]["scope"] == "encoder"
     # the pruned models alone (a resumed job whose unpruned rows exist)
     alone = quantize_rows(art, QuantizeConfig(variants=("fp32",), beam=1), pruned={"l1": state}, unpruned=False)
     assert [(r["model"], r["nll"]) for r in alone] == [("l1", by["l1", "fp32"]["nll"])]
