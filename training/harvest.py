@@ -170,6 +170,23 @@ def _function_source(lines: list[str], node: ast.AST) -> tuple[int, str, str]:
     return start, original, "".join(_dedent(code_lines, col))
 
 
+def function_code(source: str) -> str:
+    """`source`, one function as a user pastes it (a method still indented, say), cut as
+    `harvest` cuts a file's functions: dedented to its first line's column and without its
+    docstring. Not one function that parses: dedented only."""
+    lines = [line + "\n" for line in source.split("\n")]  # ast counts \n only, not \f or \u2028
+    first = next((line for line in lines if line.strip()), "")
+    # the first line's column, not the least indented line's: a string's lines may be less indented
+    lines = _dedent(lines, len(first) - len(first.lstrip(" \t")))
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError, RecursionError):  # ValueError: a null byte
+        return "".join(lines)
+    if len(tree.body) == 1 and isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef):
+        return _function_source(lines, tree.body[0])[2]
+    return "".join(lines)
+
+
 def _functions(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
     """(dotted qualified name, node) of every function, methods and nested ones included, in
     source order. Iterative: generated code nests expressions deeper than Python's recursion

@@ -15,9 +15,7 @@ punctuation split as docstrings are (`code_text`, `query_text`; `prepare=False` 
 
 from __future__ import annotations
 
-import ast
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +23,17 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from search import space
-from training.harvest import _function_source, code_tokens, docstring_tokens
+from training.checks import MIN_TOKENS
+from training.harvest import code_tokens, docstring_tokens, function_code
 
 PAD_TOKENS = ("<pad>", "[PAD]")  # a guess when the folder's tokenizer_config.json names none
 
 
 def code_text(source: str) -> str:
-    """`source` as the data set holds a function: docstring removed (when it parses as one
-    function), Python tokens joined by spaces; whitespace-split if Python cannot tokenize it."""
-    source = textwrap.dedent(source)
-    try:
-        tree = ast.parse(source)
-        if len(tree.body) == 1 and isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef):
-            source = _function_source(source.splitlines(keepends=True), tree.body[0])[2]
-    except SyntaxError:
-        pass
+    """`source` as the data set holds a function: dedented and its docstring removed as the
+    harvest does (`function_code`), Python tokens joined by spaces; whitespace-split if Python
+    cannot tokenize it."""
+    source = function_code(source)
     tokens = code_tokens(source) or source.split()
     return " ".join(" ".join(tokens).split())
 
@@ -54,16 +48,24 @@ def usable_positions(encoder: dict) -> int:
     return space.usable_positions(encoder.get("model_type"), encoder["max_position_embeddings"])
 
 
+def _read_json(path: Path) -> dict:
+    """A config file's object; ValueError naming the file and the line where it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+
+
 def _folder_settings(folder: Path) -> tuple[int | None, str | None, int | None]:
     """(model_max_length the job recorded, pad token, usable positions) from the folder's configs."""
-    tok = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").is_file() else {}
+    tok = _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     max_len = tok.get("model_max_length")
     max_len = int(max_len) if isinstance(max_len, int | float) and max_len < 1e6 else None
     pad = tok.get("pad_token")
     pad = pad.get("content") if isinstance(pad, dict) else pad
     positions = None
     if (folder / "config.json").is_file():
-        config = json.loads((folder / "config.json").read_text())
+        config = _read_json(folder / "config.json")
         encoder = config.get("encoder", config)
         if "max_position_embeddings" in encoder:
             positions = usable_positions(encoder)
@@ -96,9 +98,11 @@ class PairScorer:
         if max_len is None:
             raise ValueError(f"{folder}: no model_max_length recorded in tokenizer_config.json: pass max_len "
                              "(the job's distill.max_seq_len)")
-        if not 1 <= max_len <= (positions or max_len):  # 0 kept the recorded length before
-            raise ValueError(f"max_len: must be in [1, {positions}] for this model, got {max_len}" if positions
-                             else f"max_len: must be >= 1, got {max_len}")
+        # the job's floor (distill.max_seq_len): below it a side holds only special tokens, and
+        # tokenizers ignores a truncation length of 1 (0 kept the recorded length before)
+        if not MIN_TOKENS <= max_len <= (positions or max_len):
+            raise ValueError(f"max_len: must be in [{MIN_TOKENS}, {positions}] for this model, got {max_len}"
+                             if positions else f"max_len: must be >= {MIN_TOKENS}, got {max_len}")
         if pad is None or self.tokenizer.token_to_id(pad) is None:
             pad = next((t for t in PAD_TOKENS if self.tokenizer.token_to_id(t) is not None), None)
         if pad is None:

@@ -4,6 +4,7 @@ torch model gives on the job's own encoding (truncation, special tokens, padding
 in the data set's form (raw source and queries prepared as the harvest prepares them)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,11 @@ def shipped(tmp_path_factory):
     torch.manual_seed(0)
     model = build_student(Arch(2, 32, 2, 64, 300), teacher_spec("minilm-l6"), pair_mode="separate",
                           pad_token_id=tokenizer.pad_token_id, pair_head="cosine").eval()
+    # the head's bias puts two pairs on each side of "match": a `matches` that answers one
+    # way whatever the logits would fail
+    margins = torch.tensor(_torch_logits(model, tokenizer, 64)).diff(dim=1).flatten().sort().values
+    with torch.no_grad():
+        model.cos_bias -= margins[1:3].mean()
     model.save_pretrained(folder)
     tokenizer.model_max_length = 64  # as the job records distill.max_seq_len
     tokenizer.save_pretrained(folder)
@@ -71,7 +77,8 @@ def test_shipped_graph_scores_as_the_torch_model_without_torch(shipped, graph, t
     expected = torch.tensor(_torch_logits(model, tokenizer, 64))
     assert (torch.tensor(got["logits"]) - expected).abs().max() < tolerance
     logits = torch.tensor(got["logits"])
-    assert got["matches"] == (logits[:, 1] > logits[:, 0]).tolist()
+    assert got["matches"] == (logits[:, 1] > logits[:, 0]).tolist() == (expected[:, 1] > expected[:, 0]).tolist()
+    assert sorted(got["matches"]) == [False, False, True, True]
 
 
 def test_truncation_is_the_jobs(shipped):
@@ -120,7 +127,43 @@ def test_the_recorded_length_pad_token_and_bad_arguments(shipped):
     assert scorer.max_len == 64  # tokenizer_config.json's model_max_length
     with pytest.raises(TypeError, match="not a string"):
         scorer.logits("def f(): pass", "Do nothing.")
-    with pytest.raises(ValueError, match="max_len: must be in \\[1, 512\\]"):
+    with pytest.raises(ValueError, match="max_len: must be in \\[4, 512\\]"):
         PairScorer(folder, max_len=513)
-    with pytest.raises(ValueError, match="max_len: must be in"):  # 0 took the recorded length
-        PairScorer(folder, max_len=0)
+    for short in (0, 1, 3):  # 0 took the recorded length; 1 turned truncation off; 3 kept no text
+        with pytest.raises(ValueError, match="max_len: must be in \\[4, 512\\]"):
+            PairScorer(folder, max_len=short)
+
+
+def test_a_damaged_config_is_named_with_its_line(shipped, tmp_path):
+    folder, _, _ = shipped
+    for name in ("tokenizer_config.json", "config.json"):
+        copy = tmp_path / name
+        shutil.copytree(folder, copy)
+        (copy / name).write_text('{"model_max_length": 64,\n "pad_token": ')
+        with pytest.raises(ValueError, match=f"{name}:2: not valid JSON"):
+            PairScorer(copy)
+
+
+def test_pasted_functions_are_cut_as_the_harvest_cuts_them(tmp_path):
+    """Line breaks other than \\n (form feed, U+2028) inside a docstring, and a method whose
+    string holds lines less indented than the method: code_text gives the harvest's tokens."""
+    from training.harvest import harvest
+
+    functions = {
+        "scale": 'def scale(x):\n    """Return the value\x0c of x, scaled by two."""\n    y = x * 2\n    return y\n',
+        "shift": 'def shift(x):\n    """Return the value\u2028of x, shifted by one."""\n    y = x + 1\n    return y\n',
+        "Report.query": ('    def query(self):\n        """Return the report query text."""\n'
+                         '        sql = """\nSELECT a\nFROM t"""\n        return sql\n'),
+    }
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "mod.py").write_text(functions["scale"] + "\n\n" + functions["shift"] + "\n\nclass Report:\n"
+                                             + functions["Report.query"], encoding="utf-8")
+    splits, _ = harvest(tmp_path / "src")
+    # whitespace inside a string token is one space to code_text (and to the tokenizers)
+    harvested = {r["func_name"]: " ".join(" ".join(r["code_tokens"]).split())
+                 for records in splits.values() for r in records}
+    assert harvested.keys() == functions.keys()
+    for name, source in functions.items():
+        assert code_text(source) == harvested[name], name
+        assert "Return" not in code_text(source)  # the docstring is cut, the code after it kept
+        assert code_text(source).endswith("return sql" if name == "Report.query" else "return y")
