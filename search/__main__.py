@@ -156,7 +156,8 @@ def _search_parser() -> argparse.ArgumentParser:
         choices=HEADS,
         default="sequence",
         help="the students' classifier head, which sets their size: the family's sequence "
-        "classifier, or a bi-encoder pair model's concat or cosine head",
+        "classifier, or a bi-encoder pair model's concat or cosine head (FLOPs stay those of "
+        "one single-input pass with the sequence head: a pair model runs two and its own head)",
     )
     p.add_argument(
         "--latency-model",

@@ -481,7 +481,9 @@ def sel_tournament(ranked, k, rng: random.Random, size=3):
     min of `size` uniforms is distributed as 1 - u ** (1 / size): one draw per tournament.
     """
     n = len(ranked)
-    return [ranked[int(n * (1.0 - rng.random() ** (1.0 / size)))] for _ in range(k)]
+    # random() may return 0.0 (a chance of 2**-53), which would rank n: capped, not redrawn,
+    # so every seed keeps its draws
+    return [ranked[min(n - 1, int(n * (1.0 - rng.random() ** (1.0 / size))))] for _ in range(k)]
 
 
 def sel_best_distinct(inds, k):

@@ -6,8 +6,10 @@ The recipe is CodeSearchNet's, as CodeXGLUE code-to-text uses it:
 - the summary is the first sentence of the docstring; it needs >= 3 words and no URL;
 - the function needs >= 3 non-blank lines as written (docstring included, as CodeSearchNet
   counts) and a statement besides its docstring;
-- ``test*`` functions and test folders (``test``, ``tests``, ``test_*``, ``*_test``) are skipped;
-- identical code (same code tokens) is kept once, the first in path order;
+- ``test*`` functions and the functions inside them, test modules (``test_*.py``,
+  ``*_test.py``) and test folders (``test``, ``tests``, ``test_*``, ``*_test``) are skipped;
+- identical code (same code tokens, the function's own name aside: a copy renamed
+  ``_get_version`` is the same code) is kept once, the first in path order;
 - train/valid/test is 80/10/10 by a hash of the file's relative path, so no file feeds
   two splits.
 
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.checks import OneLineParser, UsageError
-from training.staging import check_writable_folder, publish, remove_stale, staging_path
+from training.staging import check_writable_folder, fsync_tree, publish, remove_stale, staging_path
 
 SPLITS = ("train", "valid", "test")
 MIN_SUMMARY_WORDS = 3
@@ -91,11 +93,17 @@ def skipped_dir(name: str) -> bool:
     return name in SKIP_DIRS or name.startswith("test_") or name.endswith("_test")
 
 
+def test_module(name: str) -> bool:
+    """Whether a file is a test module by pytest's naming (``test_*.py``, ``*_test.py``)."""
+    stem = name.removesuffix(".py")
+    return stem.startswith("test_") or stem.endswith("_test")
+
+
 def source_files(src: Path) -> Iterator[Path]:
-    """The .py files under ``src`` in sorted order, skipping test and package folders."""
+    """The .py files under ``src`` in sorted order, skipping test modules, test and package folders."""
     for path in sorted(src.rglob("*.py")):
         rel = path.relative_to(src).parts
-        if not any(skipped_dir(part) for part in rel[:-1]) and path.is_file():
+        if not any(skipped_dir(part) for part in rel[:-1]) and not test_module(rel[-1]) and path.is_file():
             yield path
 
 
@@ -219,7 +227,9 @@ def _utf8(*texts: str) -> bool:
 
 def _record(rel: str, name: str, node, lines: list[str], opts: dict) -> dict | str:
     """A CodeXGLUE record for one function, or the reason it is dropped."""
-    if node.name.startswith("test"):
+    # a test or a helper defined inside one (a Test* class outside test modules is kept: the
+    # standard library's unittest.TestCase is library code)
+    if any(part.startswith("test") for part in name.split(".")):
         return "test function"
     docstring = ast.get_docstring(node, clean=True)
     if not docstring:
@@ -293,7 +303,7 @@ def harvest(
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for path in source_files(src):
         for record in harvest_file(path, src, opts, stats):
-            key = " ".join(record["code_tokens"])
+            key = dedup_key(record)
             if key in seen:
                 stats.drop("duplicate code")
                 continue
@@ -301,6 +311,13 @@ def harvest(
             stats.kept += 1
             splits[record["partition"]].append(record)
     return splits, stats
+
+
+def dedup_key(record: dict) -> str:
+    """A record's code tokens with the function's own name masked: a copy under another name
+    (``_get_version`` beside ``get_version``, recursive calls included) is the same code."""
+    own = record["func_name"].rsplit(".", 1)[-1]
+    return " ".join("\0" if token == own else token for token in record["code_tokens"])
 
 
 def write_jsonl_gz(records: list[dict], path: Path) -> None:
@@ -324,9 +341,11 @@ def _split_name(split: str, gzipped: bool) -> str:
 def write_splits(splits: dict[str, list[dict]], out: Path, gzipped: bool = True) -> list[Path]:
     """Write ``out/{train,valid,test}.jsonl[.gz]``; return the paths written.
 
-    Every split is written to a staging file first and only then renamed into place, so a
-    failed or interrupted write (a full disk, Ctrl-C) leaves the earlier harvest's files, never
-    a shortened split that still reads as whole (a gzip stream closes cleanly on an exception).
+    Every split is written to a staging file first, all three are flushed to disk, and only
+    then are they renamed into place, back to back: a failed or interrupted write (a full disk,
+    Ctrl-C) leaves the earlier harvest's files, never a shortened split that still reads as
+    whole (a gzip stream closes cleanly on an exception), nor one new split beside two old
+    ones, but for a kill in the microseconds between two renames.
     Like a split file of the same name, which is overwritten, a split file of the other format
     (``train.jsonl`` beside a new ``train.jsonl.gz``, from an earlier harvest with the other
     --no-gzip setting) is replaced: removed once the new one is in place, since a folder that
@@ -336,19 +355,20 @@ def write_splits(splits: dict[str, list[dict]], out: Path, gzipped: bool = True)
     remove_stale(out, "*.jsonl*")  # the staging files of a harvest that was killed
     staged = {split: (staging_path(out / _split_name(split, gzipped)), records)
               for split, records in splits.items()}
+    written = []
     try:
         for staging, records in staged.values():
             _write_jsonl(records, staging, gzipped)
-    except BaseException:
-        for staging, _ in staged.values():
+            fsync_tree(staging)  # the slow part, before any rename
+        for split, (staging, _) in staged.items():
+            path = out / _split_name(split, gzipped)
+            publish(staging, path)
+            written.append(path)
+    finally:
+        for staging, _ in staged.values():  # those not published (an exception)
             staging.unlink(missing_ok=True)
-        raise
-    written = []
-    for split, (staging, _) in staged.items():
-        path = out / _split_name(split, gzipped)
-        publish(staging, path)
+    for split in staged:
         (out / _split_name(split, not gzipped)).unlink(missing_ok=True)
-        written.append(path)
     return written
 
 

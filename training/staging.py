@@ -78,7 +78,7 @@ def publish(staging: Path, final: Path, marker: str | None = None) -> bool:
     removed; False then, True when this one was published. With `marker` (the file a
     reader's reuse check looks for), a `final` folder without it was not written by this
     code (a copy cut short, say): it is replaced instead of kept."""
-    _fsync_tree(staging)
+    fsync_tree(staging)
     for _ in range(2):
         try:
             os.replace(staging, final)
@@ -91,26 +91,36 @@ def publish(staging: Path, final: Path, marker: str | None = None) -> bool:
             if marker is None or (final / marker).is_file():
                 shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer's folder won the race
                 return False
-            _remove_incomplete(final)
+            _remove_incomplete(final, marker)
     else:
         raise OSError(errno.ENOTEMPTY, f"{final}: an incomplete folder came back while it was replaced")
     _fsync_folder(final.parent)
     return True
 
 
-def _remove_incomplete(final: Path) -> None:
+def _remove_incomplete(final: Path, marker: str) -> None:
     """Move `final` aside (one atomic rename: a reader sees it whole or absent) and remove it.
-    A concurrent writer may have moved or replaced it first: then there is nothing to do."""
+    A concurrent writer may have moved or replaced it first: then there is nothing to do. What
+    was moved may be a whole folder (with `marker`) that another writer published after the
+    caller looked: it is put back, or, when yet another folder took the name meanwhile,
+    removed as the loser of that race."""
     # a name of its own each time: an earlier removal that left files would block the rename
     aside = staging_path(final.with_name(f"{final.name}.incomplete-{uuid.uuid4().hex[:8]}"))
     try:
         os.rename(final, aside)
     except FileNotFoundError:
         return
+    if (aside / marker).is_file():
+        try:
+            os.rename(aside, final)  # the caller's next replace then finds it whole and yields
+            return
+        except OSError:
+            pass
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
+    """Flush a file's bytes, or every file and folder of a tree, to disk."""
     files = [path] if path.is_file() else [p for p in sorted(path.rglob("*")) if p.is_file()]
     for file in files:
         fd = os.open(file, os.O_RDONLY)

@@ -197,9 +197,6 @@ def test_bench_config_takes_every_bilstm_variant_the_job_builds():
     from training.models import BiLSTMSoft
 
     assert BenchConfig(step_bilstms=BiLSTMSoft.VARIANTS).step_bilstms == BiLSTMSoft.VARIANTS
-    from ray_jobs.bench import BILSTM_VARIANTS
-
-    assert BILSTM_VARIANTS == BiLSTMSoft.VARIANTS
 
 
 @pytest.mark.parametrize("what, override, named", [

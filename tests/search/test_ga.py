@@ -405,3 +405,16 @@ def test_bad_input_is_an_input_error():
         with pytest.raises(InputError, match=named):
             ga.run_ga(SPACE, CODEBERT, 3.0, args.pop("seq_len"), **args)
     assert ga.run_ga(SPACE, CODEBERT, 3.0, 400.0, num_labels=3, population=8, generations=1, seed=0)
+
+
+def test_a_tournament_draw_of_zero_picks_the_last_not_past_the_end():
+    """random() returns 0.0 once in 2**53 draws: the winner's rank then stays below n."""
+    import random
+
+    from search.ga import sel_tournament
+
+    class Zero(random.Random):
+        def random(self):
+            return 0.0
+
+    assert sel_tournament([1, 2, 3], 2, Zero()) == [3, 3]

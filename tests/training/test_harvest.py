@@ -77,6 +77,24 @@ def test_something(a):
     return a
 
 
+def test_nested(a):
+    """Check a value with a helper."""
+    def check(value):
+        """Assert that the value is a true one."""
+        assert value
+        return value
+    return check(a)
+
+
+class TestResult:
+    """Library code with a Test name, as unittest.TestResult."""
+
+    def add_error(self, error):
+        """Record an error in the result."""
+        self.errors.append(error)
+        return self
+
+
 def only_doc():
     """This function has a docstring only."""
 
@@ -88,6 +106,13 @@ DUPLICATE = '''\
 def top(x):
     """Add one to a number, again."""
     # the same code as main.top: kept once
+    y = x + 1
+    return y
+
+
+def _top(x):
+    """Add one to a number, under another name."""
+    # the same code as main.top but for its name: kept once too
     y = x + 1
     return y
 '''
@@ -113,6 +138,7 @@ def tree(tmp_path: Path) -> Path:
     (src / "pkg" / "main.py").write_text(MAIN)
     (src / "pkg" / "zdup.py").write_text(DUPLICATE)
     (src / "pkg" / "tests" / "test_main.py").write_text(FILLER.format(n=99))
+    (src / "pkg" / "test_util.py").write_text(FILLER.format(n=97))  # a test module outside test folders
     (src / "pkg" / "idle_test" / "helpers.py").write_text(FILLER.format(n=98))
     (src / "broken.py").write_text("def broken(:\n")
     for n, split in enumerate(("train", "valid", "test")):
@@ -128,13 +154,14 @@ def test_harvest_keeps_methods_nested_decorated_async(tree):
     splits, stats = harvest.harvest(tree)
     by_name = _by_name(splits)
     main = {k for k, r in by_name.items() if r["path"] == "pkg/main.py"}
-    assert main == {"top", "Box.put", "Box.cached", "Box.fetch", "outer", "outer.inner"}
+    assert main == {"top", "Box.put", "Box.cached", "Box.fetch", "outer", "outer.inner", "TestResult.add_error"}
     assert by_name["Box.cached"]["code"].startswith(
         "@functools.lru_cache(maxsize=None)\ndef cached"
     )
     assert by_name["Box.fetch"]["code"].startswith("async def fetch(self, url):")
     assert stats.unparsable == 1
-    assert stats.dropped["duplicate code"] == 1
+    assert stats.dropped["duplicate code"] == 2  # zdup.top, and zdup._top: main.top renamed
+    assert stats.dropped["test function"] == 3  # test_something, test_nested and its helper
     assert {"no docstring", "short summary", "url in summary", "test function"} <= set(
         stats.dropped
     )
@@ -144,6 +171,7 @@ def test_harvest_skips_test_folders_and_paths_are_relative(tree):
     paths = {r["path"] for recs in harvest.harvest(tree)[0].values() for r in recs}
     assert "pkg/main.py" in paths
     assert not any("tests/" in p or "idle_test/" in p for p in paths)
+    assert "pkg/test_util.py" not in paths
     assert not any(p.startswith("/") for p in paths)
 
 
@@ -394,4 +422,27 @@ def test_a_failed_write_leaves_the_earlier_harvest_whole(tree, tmp_path, monkeyp
     assert harvest.main([str(tree), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "cannot write the splits (No space left on device)" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging file left either
+
+
+def test_no_split_is_replaced_until_all_three_are_on_disk(tree, tmp_path, monkeypatch, capsys):
+    """A flush that fails on the last split (an I/O error) leaves the earlier harvest's three
+    splits, not a new train beside an old valid and test."""
+    import os
+
+    out = tmp_path / "out"
+    assert harvest.main([str(tree), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tree / _name_in("train", "more")).write_text(FILLER.format(n=8))
+    fsync = os.fsync
+
+    def failing_on_the_test_split(fd):
+        if ".test.jsonl" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(5, "Input/output error")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_on_the_test_split)
+    capsys.readouterr()
+    assert harvest.main([str(tree), "--out", str(out)]) == 2
+    assert "Input/output error" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging file left either

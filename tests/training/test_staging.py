@@ -2,6 +2,7 @@
 process's and another machine's never."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -95,6 +96,39 @@ def test_publish_replaces_a_folder_without_the_marker_its_readers_look_for(tmp_p
     theirs.mkdir()
     (theirs / "metrics.json").write_text("other")
     assert publish(theirs, final, marker="metrics.json") is False and (final / "config.json").is_file()
+
+
+def test_a_whole_folder_published_while_an_incomplete_one_is_removed_is_kept(tmp_path, monkeypatch):
+    """Two writers find an incomplete folder; the other one replaces it with its whole folder
+    between this one's look for the marker and its move of the folder aside. The whole folder
+    (a reader may be inside it) is put back and kept, not removed."""
+    import os
+    import shutil
+
+    from training import staging
+
+    final = tmp_path / "teachers" / "key"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("a copy cut short")
+    mine = staging.staging_path(final)
+    mine.mkdir()
+    (mine / "config.json").write_text("mine")
+    (mine / "metrics.json").write_text("{}")
+    rename, raced = os.rename, []
+
+    def the_other_writer_publishes_first(src, dst):
+        if Path(src) == final and not raced:
+            raced.append(True)
+            shutil.rmtree(final)
+            final.mkdir()
+            (final / "config.json").write_text("theirs")
+            (final / "metrics.json").write_text("{}")
+        rename(src, dst)
+
+    monkeypatch.setattr(staging.os, "rename", the_other_writer_publishes_first)
+    assert staging.publish(mine, final, marker="metrics.json") is False and raced
+    assert (final / "config.json").read_text() == "theirs"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["key"]  # mine removed, nothing set aside
 
 
 def test_publish_raises_a_rename_failure_that_is_not_a_lost_race(tmp_path, monkeypatch):
