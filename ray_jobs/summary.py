@@ -276,13 +276,42 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     from ray_jobs.prune import SECTIONS  # the job's modules import torch and Ray: only here
 
     sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS)
-    return _across_sweeps(results_dir, sweep_ids, "prune", """
+    spread = _across_sweeps(results_dir, sweep_ids, "prune", """
         schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
         avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,
         avg(test_bleu_beam) AS beam, stddev_samp(test_bleu_beam) AS sd_beam,
         avg(test_nll) AS nll, stddev_samp(test_nll) AS sd_nll""", "schedule, round",
         f"pruning seeds ({', '.join(sweep_ids)}): test BLEU-4 greedy and beam, and test NLL "
         "(nats/token), as mean and sample standard deviation per schedule and round", "prune: no prune rows")
+    paired = _paired_methods(results_dir, sweep_ids)
+    return f"{spread}\n{paired}" if paired else spread
+
+
+def _paired_methods(results_dir: str, sweep_ids: list[str]) -> str | None:
+    """Two methods' rounds compared seed by seed: schedules alike but for the method, in one
+    sweep, share their rounds' random draws (`training.prune._seed`), so the per-seed
+    difference is the methods' own. Its mean, sample standard deviation and the seeds where
+    the first method (alphabetically) leads on all three measures; None without such pairs."""
+    ids = ", ".join(sql_text(s) for s in sweep_ids)
+    if not ids or "prune" not in results.table_names(results_dir):
+        return None
+    rows = results.query(results_dir, f"""
+        WITH p AS (SELECT sweep_id, method, substr(schedule, length(method) + 2) AS rest, round,
+                          test_bleu_greedy AS g, test_bleu_beam AS b, test_nll AS n
+                   FROM prune WHERE sweep_id IN ({ids}) AND round > 0),
+             d AS (SELECT a.method || ' - ' || o.method AS methods, a.rest AS schedule, round,
+                          a.g - o.g AS dg, a.b - o.b AS db, o.n - a.n AS dn
+                   FROM p a JOIN p o USING (sweep_id, rest, round) WHERE a.method < o.method)
+        SELECT methods, schedule, round, count(*) AS seeds,
+               avg(dg) AS greedy, stddev_samp(dg) AS sd_greedy, avg(db) AS beam, stddev_samp(db) AS sd_beam,
+               avg(dn) AS nll, stddev_samp(dn) AS sd_nll, count_if(dg > 0 AND db > 0 AND dn > 0) AS ahead
+        FROM d GROUP BY ALL ORDER BY methods, schedule, round""")
+    if not rows.num_rows:
+        return None
+    return ("Paired by seed (a seed's schedules share its masks' random draws, batch order and dropout, "
+            "since training.prune.RECIPE 4): first method minus second per seed, mean and sample standard "
+            "deviation; BLEU higher and NLL lower count as ahead (nll: the second's minus the first's); "
+            f"ahead: seeds where the first leads on all three\n{_text(rows)}")
 
 
 def seq2seq_curve_line(results_dir: str, sweep_id: str) -> str | None:

@@ -1,5 +1,7 @@
 """Summaries and the BLEU-versus-sparsity plot read the tables the jobs write."""
 
+import pytest
+
 from ray_jobs import results, summary
 
 
@@ -295,3 +297,33 @@ def test_prune_seeds_summary_gives_each_rounds_mean_and_spread_over_the_seeds_sw
     (one,) = [r for r in summary.prune_seeds_summary(str(tmp_path), ["prune-a"]).splitlines()[3:]
               if r.split()[:2] == ["l1", "2"]]
     assert len(one.split()) == len(columns.split()) - 3  # one seed: the three deviations blank
+
+
+def test_prune_seeds_summary_pairs_the_methods_seed_by_seed(tmp_path):
+    """L1 minus random per seed, where the schedules differ only in the method: the mean and
+    spread of the differences, and the seeds where L1 leads on BLEU (greedy, beam) and NLL."""
+    rest = "encoder_finetuned_pick_best_b8_r2"
+    bleu = {("prune-a", "l1-global"): 13.0, ("prune-a", "random-global"): 12.0,
+            ("prune-b", "l1-global"): 12.5, ("prune-b", "random-global"): 12.6}
+    for sweep in ("prune-a", "prune-b"):
+        results.write_rows(tmp_path, "prune", sweep, [
+            {"trial_key": f"{m}_{rest}", "schedule": f"{m}_{rest}", "method": m, "round": r,
+             "sparsity": r / 4, "test_bleu_greedy": 14.0 if r == 0 else bleu[sweep, m],
+             "test_bleu_beam": 15.0 if r == 0 else bleu[sweep, m] + 1,
+             "test_nll": 4.5 if r == 0 else 4.6 if m == "l1-global" else 4.7}
+            for m in ("l1-global", "random-global") for r in range(2)])
+    text = summary.prune_seeds_summary(str(tmp_path), ["prune-a", "prune-b"]).splitlines()
+    start = next(i for i, line in enumerate(text) if line.startswith("Paired by seed"))
+    columns, _, *rows = text[start + 1:]
+    (got,) = [dict(zip(columns.split(), r.replace(" - ", "-minus-").split(), strict=True)) for r in rows]
+    assert (got["methods"], got["schedule"], got["round"], got["seeds"]) == (
+        "l1-global-minus-random-global", rest, "1", "2")  # round 0, the dense model, is not a pair
+    assert float(got["greedy"]) == pytest.approx(0.45) and float(got["sd_greedy"]) == pytest.approx(
+        (0.55 ** 2 * 2) ** 0.5, rel=1e-3)
+    assert float(got["nll"]) == pytest.approx(0.1) and got["ahead"] == "1"  # prune-b: random's BLEU led
+    one = summary.prune_seeds_summary(str(tmp_path), ["prune-a"])
+    assert "Paired by seed" in one  # one seed pairs too, without a spread
+    results.write_rows(tmp_path, "prune", "prune-c", [
+        {"trial_key": f"l1-global_{rest}", "schedule": f"l1-global_{rest}", "method": "l1-global", "round": 1,
+         "test_bleu_greedy": 1.0, "test_bleu_beam": 1.0, "test_nll": 5.0}])
+    assert "Paired by seed" not in summary.prune_seeds_summary(str(tmp_path), ["prune-c"])  # one method
