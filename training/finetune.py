@@ -234,6 +234,16 @@ def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer, max_grad_nor
     optimizer.zero_grad(set_to_none=True)
 
 
+def check_finite_weights(model: nn.Module, where: str) -> None:
+    """FloatingPointError naming the first weight that holds a NaN or an infinity: a diverged
+    model is refused before it is scored, saved or cached (a loss that overflowed once under
+    a gradient scaler, which skips that step, leaves the weights finite and passes)."""
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise FloatingPointError(f"{where}: weight {name} is not finite (training diverged: lower the "
+                                     "learning rate, or train in fp32)")
+
+
 def fit(
     model: nn.Module,
     n_examples: int,
@@ -279,6 +289,7 @@ def fit(
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        check_finite_weights(model, f"{desc}, epoch {epoch}")
         valid = validate()
         improved = valid > best
         if improved:  # best-on-validation checkpoint, kept in memory

@@ -124,10 +124,10 @@ def _check_teacher_folder(name: str, folder: Path) -> None:
 
 
 def check_teacher_loadable(name: str) -> None:
-    """ValueError naming the teacher unless its weights and tokenizer can be reached: a local
-    folder holds a weights file (safetensors headers readable) and tokenizer files; a hub id's
-    config.json resolves (from the hub, or its cache when offline). Cheap: the job calls it
-    before starting any work."""
+    """ValueError naming the teacher unless it can be reached: a local folder holds a weights
+    file (safetensors headers readable) and tokenizer files; a hub id's config.json resolves
+    (from the hub, or its cache when offline; its weights and tokenizer are fetched when it is
+    loaded, on a worker). Cheap: the job calls it before starting any work."""
     location = resolve_teacher(name)
     if Path(location).is_dir():
         _check_teacher_folder(name, Path(location))
@@ -144,7 +144,9 @@ def check_teacher_loadable(name: str) -> None:
 def _load(name: str, loader, **kwargs):
     location = resolve_teacher(name)
     try:
-        model = loader.from_pretrained(location, **kwargs)
+        # fp32 whatever the checkpoint was saved in: transformers 5 loads the saved dtype
+        # ("auto"), and an fp16 checkpoint fine-tuned in fp16 reached NaN within a step
+        model = loader.from_pretrained(location, dtype=torch.float32, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(location)
     except OSError as err:  # hub unreachable / no such repo / folder without weights
         raise ValueError(f"cannot load teacher {name!r} from {location}: {err}") from err
@@ -158,7 +160,9 @@ def load_teacher(name: str = EMBEDDED_TEACHER, num_labels: int = 2, pair_mode: s
     (`PairEncoderForSequenceClassification`, mean pooling, cosine head; 2 labels).
     """
     if pair_mode == "joint":
-        return _load(name, AutoModelForSequenceClassification, num_labels=num_labels)
+        # a checkpoint that is already a classifier of another label count gets a new head
+        return _load(name, AutoModelForSequenceClassification, num_labels=num_labels,
+                     ignore_mismatched_sizes=True)
     if pair_mode != "separate":
         raise ValueError(f"pair_mode must be 'joint' or 'separate', got {pair_mode!r}")
     encoder, tokenizer = _load(name, AutoModel)

@@ -184,3 +184,24 @@ def test_a_hub_teachers_key_is_its_name_as_before():
     before = json.dumps({"teacher": hub.name, "teacher_cfg": asdict(hub), "data": data_fingerprint(TINY_DATA),
                          "num_labels": 2, "cfg": cache_fields(CFG), "salt": CODE_SALT}, sort_keys=True)
     assert teacher_key(CFG, TINY_DATA, hub, 2) == hashlib.sha256(before.encode()).hexdigest()[:16]
+
+
+def test_a_diverged_model_is_refused_before_it_is_scored_or_kept():
+    """Weights that went NaN (a step whose gradients overflowed) end fit with an error naming
+    the weight and the epoch, before validation, the best-state copy or any save."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x = torch.randn(8, 4)
+    scored = []
+
+    def step_loss(rows):
+        return model(x[rows]).sum() * float("nan")  # NaN gradients: AdamW writes NaN weights
+
+    settings = LoopSettings(epochs=2, lr=1e-3, batch_size=4, warmup_ratio=0.0, weight_decay=0.0,
+                            max_grad_norm=1.0, seed=0)
+    with pytest.raises(FloatingPointError, match=r"diverge, epoch 1: weight weight is not finite"):
+        fit(model, 8, [4] * 8, step_loss, lambda: scored.append(1) or 0.5, settings, desc="diverge")
+    assert scored == []
+    healthy = torch.nn.Linear(4, 2)
+    result = fit(healthy, 8, [4] * 8, lambda rows: healthy(x[rows]).pow(2).mean(), lambda: 0.5, settings)
+    assert result["best_epoch"] == 1 and torch.isfinite(healthy.weight).all()

@@ -231,6 +231,37 @@ def test_bi_encoder_teacher_keeps_pretrained_encoder(tmp_path):
         assert torch.allclose(model(**same).logits[:, 1], torch.full((3,), 20.0 - 8.0), atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_teacher_saved_in_half_precision_loads_in_fp32(tmp_path, dtype):
+    """transformers 5 loads a checkpoint in the dtype it was saved in: fine-tuning an fp16
+    teacher in fp16 reached NaN, and the NaN teacher was cached."""
+    from tests.training.tiny_teacher import tiny_teacher_folder
+
+    folder = tiny_teacher_folder(tmp_path / "t")
+    half = tmp_path / "half"
+    AutoModelForSequenceClassification.from_pretrained(folder).to(dtype).save_pretrained(half)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (folder / name).is_file():
+            shutil.copy(folder / name, half / name)
+    for mode in ("joint", "separate"):
+        model, _ = load_teacher(str(half), pair_mode=mode)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}, mode
+
+
+def test_a_classifier_checkpoint_of_another_label_count_gets_a_new_head(tmp_path):
+    from tests.training.tiny_teacher import tiny_teacher_folder
+
+    folder = tiny_teacher_folder(tmp_path / "t")
+    five = tmp_path / "five"
+    AutoModelForSequenceClassification.from_pretrained(folder, num_labels=5, ignore_mismatched_sizes=True).save_pretrained(
+        five)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (folder / name).is_file():
+            shutil.copy(folder / name, five / name)
+    model, _ = load_teacher(str(five), num_labels=2)
+    assert model.config.num_labels == 2 and model.classifier.out_features == 2
+
+
 def test_cosine_pair_student_has_two_head_parameters():
     teacher = teacher_spec("minilm-l6")
     model = build_student(ARCH, teacher, pair_mode="separate", pair_head="cosine")
