@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         if isinstance(exc, _bad_input_types()):
-            print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+            # one line, all of it: a path with a newline in it would cut the message at the path
+            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2
         raise
 

@@ -136,8 +136,8 @@ class BenchConfig:
             raise ValueError(f"fit_shapes: a latency model needs >= {MIN_SHAPES} shapes, got {self.fit_shapes}")
         # workers=[0] would start Ray with 0 CPUs: a hang; a repeated value would drop a row
         check_ranges(self, counts=("step_batch", "step_seq_len", "latency_seq_len", "trials", "steps", "batch",
-                                   "width", "overhead_trials", "latency_threads", "workers", "latency_batches",
-                                   "latency_rounds"))
+                                   "width", "overhead_trials", "workers", "latency_batches",
+                                   "latency_rounds"), threads=("latency_threads",))
         check_distinct(self, "workers", "latency_batches", "latency_dtypes", "step_precisions",
                        "step_attentions", "step_bilstms")
         if 1 not in self.workers:  # without it the smallest count was taken to scale perfectly

@@ -287,6 +287,9 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
             child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"{'.'.join(parts[: i + 1])}: is not a section")
+        # a copy of this mapping alone: two sections that are one YAML alias (`distill:
+        # *common`) share it, and an override of one must not write the other
+        child = node[part] = dict(child)
         node = child
     node[parts[-1]] = value
 
@@ -295,7 +298,7 @@ def read_yaml(path: str | Path) -> dict:
     """The YAML mapping in `path`; ConfigError naming the file when unreadable."""
     path = Path(path)
     try:
-        data = load_yaml(path.read_text())
+        data = load_yaml(path.read_text(encoding="utf-8"))  # not the locale's encoding
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError as exc:  # read whole: its byte offset gives the line

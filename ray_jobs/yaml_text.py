@@ -36,6 +36,19 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+    def construct_object(self, node, deep=False):
+        # PyYAML's scalar constructors raise plain Python errors for values of the right form
+        # but impossible (2024-02-30, an int of 5,000 digits, `!!int abc`): a YAML error at
+        # the value's line, as every other unreadable value is
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+            shown = f"{node.value!r}: " if isinstance(node, yaml.ScalarNode) else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown}cannot read this {node.tag.rsplit(':', 1)[-1]} ({exc})", node.start_mark) from None
+
     def construct_yaml_int(self, node):
         # YAML 1.1 reads 010 as octal 8 and 1:30 as base-60 90, a surprise in a config; 0x10
         # and 0b10 say what they are

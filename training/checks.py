@@ -12,6 +12,7 @@ from collections.abc import Iterable
 # seeds by adding offsets (seed + i, seed + 100 * i): [0, 2**63 - 1] is non-negative, fits an
 # int64 and leaves that headroom below torch's limit
 MAX_SEED = 2**63 - 1
+MAX_THREADS = 1024  # torch threads a setting may ask for
 MIN_TOKENS = 4  # [CLS] a [SEP] b [SEP] holds one token of a pair's text
 
 
@@ -33,6 +34,9 @@ _RULES = {  # group -> (test of one value or item, what the error says it must b
     # the latency harness's contract: a median and a p90 of at least 20 timed runs
     "timed_runs": (lambda v: isinstance(v, int) and v >= 20, "must be an integer >= 20"),
     "seeds": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SEED, f"must be an integer in [0, {MAX_SEED}]"),
+    # torch.set_num_threads overflows past 2**31 - 1, inside a trial after the fine-tuning;
+    # no machine has more cores than this
+    "threads": (lambda v: isinstance(v, int) and 1 <= v <= MAX_THREADS, f"must be an integer in [1, {MAX_THREADS}]"),
     # Path("") is the current directory: never what an empty `results_dir=` meant
     "paths": (lambda v: not isinstance(v, str) or v.strip() != "", "must not be empty"),
     # a tokenizer's max_length below its special tokens ([CLS] and [SEP], [SEP] twice in a
@@ -46,7 +50,8 @@ def check_ranges(cfg, **groups: Iterable[str]) -> None:
     """ValueError "field: must ..., got ..." for the first field of `cfg` out of its range.
 
     groups: counts (integers >= 1), positive (> 0), non_negative (>= 0), fractions ([0, 1]),
-    timed_runs (integers >= 20), seeds (integers in [0, MAX_SEED]), paths (strings that are
+    timed_runs (integers >= 20), seeds (integers in [0, MAX_SEED]), threads (integers in
+    [1, MAX_THREADS]), paths (strings that are
     not empty or blank: "field: must not be empty"), token_lengths (a tokenizer's max_length:
     integers >= MIN_TOKENS),
     each a list of field names. The number groups refuse NaN and +-inf ("must be finite" for

@@ -228,6 +228,10 @@ def _split_sources(path: Path, split: str) -> dict[str, list[Path]]:
     sources = {p.name: [p] for p in (path / f"{split}{sfx}" for sfx in _JSONL_SUFFIXES) if p.is_file()}
     sub = path / split
     nested = sorted(p for p in sub.iterdir() if p.name.endswith(_JSONL_SUFFIXES)) if sub.is_dir() else []
+    plain = {p.name for p in nested}
+    twice = next((p for p in nested if p.name.endswith(".gz") and p.name.removesuffix(".gz") in plain), None)
+    if twice is not None:  # `gunzip -k` leaves both: every record would be read twice
+        raise DataError(f"{sub}: {twice.name} and {twice.name.removesuffix('.gz')} hold one file twice: keep one")
     if nested:
         sources[f"{split}/ ({len(nested)} jsonl files)"] = nested
     return sources
@@ -337,9 +341,24 @@ def _code(obj: dict, where: str) -> str:
     return _unicode(func, "func", where)
 
 
+def _check_unique_ids(records: dict[str, list[tuple[str, int, dict]]]) -> None:
+    """DataError naming both lines when an `idx` repeats, in one split or across two (CodeXGLUE's
+    ids are unique: a repeat is a function counted twice, or tested on after training on it)."""
+    first: dict[str, str] = {}
+    for recs in records.values():
+        for f, n, obj in recs:
+            if "idx" in obj and not isinstance(obj["idx"], dict | list):
+                key = str(obj["idx"])
+                if key in first:
+                    raise DataError(f"{f}:{n}: idx {key} repeats {first[key]}")
+                first[key] = f"{f}:{n}"
+
+
 def _read_defect(path: Path) -> dict[str, list[ClsExample]]:
     splits = {}
-    for split, recs in _records(path, "idx").items():
+    records = _records(path, "idx")
+    _check_unique_ids(records)
+    for split, recs in records.items():
         splits[split] = [
             ClsExample(_code(obj, f"{f}:{n}"), None, _label(obj, "target", f"{f}:{n}"))
             for f, n, obj in recs

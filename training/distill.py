@@ -181,11 +181,11 @@ class DistillConfig:
             raise ValueError(f"quantize: {unknown} not among {CLASSIFIER_VARIANTS}")
         check_distinct(self, "quantize")
         check_ranges(self, counts=("epochs", "batch_size", "max_transfer", "bilstm_epochs",
-                                   "latency_seq_len", "latency_threads", "eval_batch_size", "latency_rounds"),
+                                   "latency_seq_len", "eval_batch_size", "latency_rounds"),
                      positive=("lr", "temperature", "bilstm_lr", "max_grad_norm", "in_batch_temperature"),
                      non_negative=("hard_weight", "weight_decay", "latency_warmup", "in_batch_weight"),
                      fractions=("warmup_ratio",), timed_runs=("latency_runs",), seeds=("seed",),
-                     paths=("transfer_extra",), token_lengths=("max_seq_len",))
+                     paths=("transfer_extra",), token_lengths=("max_seq_len",), threads=("latency_threads",))
         if self.bilstm_vocab < MIN_VOCAB:
             raise ValueError(f"bilstm_vocab: a byte-level BPE needs >= {MIN_VOCAB} tokens, got {self.bilstm_vocab}")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:

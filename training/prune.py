@@ -86,9 +86,9 @@ class PruneConfig:
         check_distinct(self, "batch_sizes", "rounds")
         _check(len(self.rounds) > 0, "rounds: must not be empty")  # before the rate check's max()
         check_ranges(self, counts=("batch_sizes", "rounds", "iterations_per_round", "eval_every",
-                                   "valid_subset", "test_subset", "beam", "latency_threads"),
+                                   "valid_subset", "test_subset", "beam"),
                      positive=("lr",), non_negative=("warmup_steps",), timed_runs=("latency_runs",),
-                     seeds=("seed",))
+                     seeds=("seed",), threads=("latency_threads",))
         _check(0 < self.rate < 1, f"rate: must be in (0, 1), got {self.rate}")
         if self.rate_of == "original":  # round r removes r * rate of the original weights
             _check(self.rate * max(self.rounds, default=0) < 1,

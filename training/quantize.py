@@ -52,7 +52,7 @@ class QuantizeConfig:
 
     def __post_init__(self) -> None:  # refused when the config is read, not after the pruning sweep
         check_choices(self, variants=VARIANTS)
-        check_ranges(self, counts=("test_subset", "beam", "latency_threads"), timed_runs=("latency_runs",))
+        check_ranges(self, counts=("test_subset", "beam"), timed_runs=("latency_runs",), threads=("latency_threads",))
 
 
 def variant_device(variant: str, device: str = "cpu") -> str:

@@ -1,6 +1,8 @@
 """Config loader: YAML + overrides, unknown keys and wrong types named, stable hash."""
 
 import dataclasses
+import pathlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,6 +439,10 @@ def test_extra_data_caps_refused_on_load():
     ("quantize.test_subset=0", "quantize.test_subset: must be an integer >= 1"),
     ("prune.latency_runs=5", "prune.latency_runs: must be an integer >= 20"),
     ("quantize.latency_runs=19", "quantize.latency_runs: must be an integer >= 20"),
+    # torch.set_num_threads overflowed on these inside a trial, after the fine-tuning
+    ("distill.latency_threads=2147483648", "distill.latency_threads: must be an integer in [1, 1024]"),
+    ("prune.latency_threads=4096", "prune.latency_threads: must be an integer in [1, 1024]"),
+    ("quantize.latency_threads=0", "quantize.latency_threads: must be an integer in [1, 1024]"),
 ])
 def test_out_of_range_settings_refused_when_read_naming_the_key(override, message):
     """Refused when the config is read (exit 2 before any work), not inside a trial."""
@@ -450,6 +456,42 @@ def test_yaml_date_is_a_wrong_type_not_a_crash(tmp_path):
     config.write_text("results_dir: 2024-01-01\n")
     with pytest.raises(ConfigError, match="results_dir: expected str"):
         load_config(config)
+
+
+@pytest.mark.parametrize("value, named", [
+    ("2024-02-30", "timestamp (day is out of range for month)"),
+    ("!!int abc", "int (invalid literal"),
+    ("!!timestamp x", "timestamp"),
+    ("1" * 5000, "int (Exceeds the limit"),
+])
+def test_an_impossible_yaml_value_is_a_config_error_at_its_line(tmp_path, value, named):
+    """PyYAML's constructors raised ValueError for these, a traceback and exit 1."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"distill:\n  epochs: 2\nresults_dir: {value}\n")
+    with pytest.raises(ConfigError, match=f"line 3, column 14: .*cannot read this {re.escape(named)}"):
+        load_config(config)
+    with pytest.raises(ConfigError, match=f"results_dir: cannot parse value .*{re.escape(named)}"):
+        load_config(CONFIG_DIR / "smoke.yaml", [f"results_dir={value}"])
+
+
+def test_an_override_of_a_section_shared_by_a_yaml_alias_writes_that_section_alone(tmp_path):
+    config = tmp_path / "alias.yaml"
+    config.write_text("finetune: &common {epochs: 2, lr: 1.0e-4}\ndistill: *common\n")
+    cfg = load_config(config, ["finetune.epochs=7"])
+    assert (cfg.finetune.epochs, cfg.distill.epochs) == (7, 2)
+    assert (cfg.finetune.lr, cfg.distill.lr) == (1.0e-4, 1.0e-4)
+
+
+def test_a_utf8_config_reads_whatever_the_locale(tmp_path, monkeypatch):
+    config = tmp_path / "utf8.yaml"
+    config.write_text("results_dir: résultats\n", encoding="utf-8")
+    real = pathlib.Path.read_text
+
+    def locale_ascii(self, encoding=None, errors=None):  # what a C locale's default gives
+        return real(self, encoding=encoding or "ascii", errors=errors)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", locale_ascii)
+    assert load_config(config).results_dir.endswith("résultats")
 
 
 # ---------------------------------------------------------------- audit of the config handling

@@ -535,6 +535,30 @@ def test_a_split_held_twice_names_both_copies(tmp_path, second, capsys):
         assert len(load_code_to_text(folder)["train"]) == 1
 
 
+def test_a_split_folder_holding_a_file_and_its_gzip_is_refused(tmp_path):
+    """`gunzip -k` leaves part_0.jsonl beside part_0.jsonl.gz: both were read, every record twice."""
+    folder = _c2t_folder(tmp_path, [GOOD])
+    (folder / "train.jsonl").unlink()
+    (folder / "train").mkdir()
+    _write_jsonl(folder / "train" / "part_0.jsonl", [GOOD, GOOD])
+    _write_jsonl(folder / "train" / "part_1.jsonl.gz", [GOOD], gz=True)
+    assert len(load_code_to_text(folder)["train"]) == 3  # distinct files are read, each once
+    _write_jsonl(folder / "train" / "part_0.jsonl.gz", [GOOD, GOOD], gz=True)
+    with pytest.raises(DataError, match=r"part_0\.jsonl\.gz and part_0\.jsonl hold one file twice"):
+        load_code_to_text(folder)
+
+
+def test_a_repeated_defect_idx_names_both_lines(tmp_path):
+    """CodeXGLUE's ids are unique: a repeat across splits is a test function also trained on."""
+    folder = tmp_path / "devign"
+    shutil.copytree(DEVIGN, folder)
+    first = _records(DEVIGN / "train.jsonl")[0]
+    test = _records(DEVIGN / "test.jsonl")
+    _write_jsonl(folder / "test.jsonl", test + [{**first, "target": 1 - first["target"]}])
+    with pytest.raises(DataError, match=rf"test\.jsonl:{len(test) + 1}: idx {first['idx']} repeats .*train\.jsonl:1"):
+        classification_splits(DataConfig(path=str(folder), task="defect"))
+
+
 @pytest.mark.parametrize("value", ["dev", "validation", "Test", "", 1])
 def test_an_unknown_partition_is_refused_with_its_line(tmp_path, value):
     records = [r for s in ("train", "valid", "test") for r in _records(C2T / f"{s}.jsonl")]
