@@ -36,6 +36,7 @@ from training.data import (
     classification_splits,
     data_fingerprint,
     file_hash,
+    sample_in_order,
     split_labeled_unlabeled,
 )
 from training.evaluate import accuracy, f1_score
@@ -53,7 +54,7 @@ class FinetuneConfig:
     lr: float = 5e-5  # AdamW peak learning rate (after linear warm-up, then linear decay)
     batch_size: int = 16  # examples per optimiser step
     max_seq_len: int = 128  # teacher tokens per (joined) example; longer inputs are truncated
-    max_train: int | None = None  # cap on labeled examples used (None = the whole labeled half)
+    max_train: int | None = None  # cap on labeled examples used, a seeded sample (None = the whole labeled half)
     warmup_ratio: float = 0.1  # fraction of steps spent warming up the learning rate
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping
@@ -367,13 +368,25 @@ def teacher_identity(name: str) -> str:
     return f"files:{model_fingerprint(location)}" if location.is_dir() else name
 
 
+def _cap_rule(cfg: FinetuneConfig) -> dict:
+    # a capped teacher took the labeled half's first max_train before 2026-12-06: not reused
+    return {"max_train_pick": "sample"} if cfg.max_train is not None else {}
+
+
+def capped_labeled(labeled: list, cfg: FinetuneConfig) -> list:
+    """The labeled examples the teacher fine-tunes on: at most `max_train`, a seeded sample
+    across the labeled half in its order (a file sorted by project or label made its first
+    N one project's or one label's)."""
+    return sample_in_order(labeled, cfg.max_train, cfg.seed)
+
+
 def teacher_key(cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, num_labels: int) -> str:
     """Hash of everything that determines the fine-tuned teacher. The teacher is its
     `teacher_identity` (a folder's contents, not its path); a hub id's key is what it was."""
     name = teacher_identity(teacher.name)
     blob = json.dumps({"teacher": name, "teacher_cfg": asdict(teacher) | {"name": name},
                        "data": data_fingerprint(data), "num_labels": num_labels,
-                       "cfg": cache_fields(cfg), "salt": CODE_SALT}, sort_keys=True)
+                       "cfg": cache_fields(cfg) | _cap_rule(cfg), "salt": CODE_SALT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -431,7 +444,7 @@ def finetune_teacher(
     model, tokenizer = load_teacher(teacher.name, num_labels=num_labels, pair_mode=pair_mode)
     model.to(device)
     labeled, _ = labeled_half(splits["train"], data)
-    labeled = labeled[:cfg.max_train] if cfg.max_train is not None else labeled
+    labeled = capped_labeled(labeled, cfg)
     metrics = _train_teacher(model, tokenizer, labeled, splits, cfg, device, pair_mode)
     metrics |= {"key": key, "teacher": teacher.name, "num_labels": num_labels, "pair_mode": pair_mode, "device": device,
                 "config": asdict(cfg), "data_fingerprint": data_fingerprint(data)}

@@ -205,3 +205,23 @@ def test_a_diverged_model_is_refused_before_it_is_scored_or_kept():
     healthy = torch.nn.Linear(4, 2)
     result = fit(healthy, 8, [4] * 8, lambda rows: healthy(x[rows]).pow(2).mean(), lambda: 0.5, settings)
     assert result["best_epoch"] == 1 and torch.isfinite(healthy.weight).all()
+
+
+def test_a_capped_teacher_fine_tunes_on_a_sample_across_the_labeled_half():
+    """A file sorted by project (Devign: FFmpeg, then QEMU) made the first max_train one
+    project's. The cap takes a seeded sample in the file's order; no cap, or one above the
+    count, keeps all; the key of a capped teacher differs from the prefix-taking version's."""
+    from training.finetune import capped_labeled
+
+    labeled = [f"ffmpeg-{i}" for i in range(50)] + [f"qemu-{i}" for i in range(50)]
+    sample = capped_labeled(labeled, replace(CFG, max_train=10))
+    assert len(sample) == 10 and sample == sorted(sample, key=labeled.index)
+    assert any(s.startswith("qemu") for s in sample) and any(s.startswith("ffmpeg") for s in sample)
+    assert capped_labeled(labeled, replace(CFG, max_train=10)) == sample  # seeded
+    assert capped_labeled(labeled, replace(CFG, max_train=None)) == labeled
+    assert capped_labeled(labeled, replace(CFG, max_train=1000)) == labeled
+    capped = replace(CFG, max_train=10)
+    hub = TeacherConfig(name="microsoft/codebert-base")
+    prefix_era = json.dumps({"teacher": hub.name, "teacher_cfg": asdict(hub), "data": data_fingerprint(TINY_DATA),
+                             "num_labels": 2, "cfg": cache_fields(capped), "salt": CODE_SALT}, sort_keys=True)
+    assert teacher_key(capped, TINY_DATA, hub, 2) != hashlib.sha256(prefix_era.encode()).hexdigest()[:16]
