@@ -8,8 +8,8 @@ The recipe is CodeSearchNet's, as CodeXGLUE code-to-text uses it:
   counts) and a statement besides its docstring;
 - ``test*`` functions and the functions inside them, test modules (``test_*.py``,
   ``*_test.py``) and test folders (``test``, ``tests``, ``test_*``, ``*_test``) are skipped;
-- identical code (same code tokens, the function's own name aside: a copy renamed
-  ``_get_version`` is the same code) is kept once, the first in path order;
+- identical code (same code tokens, the function's own name stripped of leading underscores:
+  a private copy ``_get_version`` is the same code) is kept once, the first in path order;
 - train/valid/test is 80/10/10 by a hash of the file's relative path, so no file feeds
   two splits.
 
@@ -182,7 +182,8 @@ def function_code(source: str) -> str:
     """`source`, one function as a user pastes it (a method still indented, say), cut as
     `harvest` cuts a file's functions: dedented to its first line's column and without its
     docstring. Not one function that parses: dedented only."""
-    lines = [line + "\n" for line in source.split("\n")]  # ast counts \n only, not \f or \u2028
+    source = source.replace("\r\n", "\n").replace("\r", "\n")  # ast's line breaks, as tokenize.open reads them
+    lines = [line + "\n" for line in source.split("\n")]  # not \f or \u2028: ast counts \n only
     first = next((line for line in lines if line.strip()), "")
     # the first line's column, not the least indented line's: a string's lines may be less indented
     lines = _dedent(lines, len(first) - len(first.lstrip(" \t")))
@@ -314,10 +315,13 @@ def harvest(
 
 
 def dedup_key(record: dict) -> str:
-    """A record's code tokens with the function's own name masked: a copy under another name
-    (``_get_version`` beside ``get_version``, recursive calls included) is the same code."""
+    """A record's code tokens with the function's own name stripped of leading underscores: a
+    private copy (``_get_version`` beside ``get_version``, recursive calls included) is the
+    same code. Names are not masked whole: ``ln`` and ``exp`` delegating to ``a.ln()`` and
+    ``a.exp()``, or two stubs that raise NotImplementedError, are different functions."""
     own = record["func_name"].rsplit(".", 1)[-1]
-    return " ".join("\0" if token == own else token for token in record["code_tokens"])
+    public = own.lstrip("_") or own
+    return " ".join(public if token == own else token for token in record["code_tokens"])
 
 
 def write_jsonl_gz(records: list[dict], path: Path) -> None:

@@ -101,7 +101,9 @@ class PruneConfig:
 # 3: valid and test subsets are seeded samples across the split's files, not its first pairs.
 # 4: a round's masks and batch order are seeded from the round and prune.seed, not the
 # schedule's name as well: the schedules of a sweep are paired (see _seed).
-RECIPE = 4
+# 5: dropout is seeded per round too (it carried over from the previous round's repair, whose
+# early stop differs between schedules).
+RECIPE = 5
 
 
 # ----------------------------------------------------------------------------- masks
@@ -287,11 +289,11 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _seed(purpose: str, round_: int, base: int) -> int:
-    """A round's seed for `purpose` (masks: random scores; batches: the repair's batch order)
-    from the round and the config's seed alone. The schedules of one sweep share them (common
-    random numbers, as dropout already was: `load_seq2seq` seeds torch once per schedule), so
-    L1 and random, or two rewinds, differ by their rule and not by the batches their repairs
-    drew, and a schedule of 3 rounds repeats one of 2 rounds before its third."""
+    """A round's seed for `purpose` (masks: random scores; batches: the repair's batch order;
+    dropout: torch's generator during the repair) from the round and the config's seed alone.
+    The schedules of one sweep share them (common random numbers), so L1 and random, or two
+    rewinds, differ by their rule and not by the batches or dropout masks their repairs drew,
+    and a schedule of 3 rounds repeats one of 2 rounds before its third."""
     digest = hashlib.sha256(f"{purpose}:{round_}:{base}".encode()).hexdigest()
     return int(digest[:12], 16)
 
@@ -556,10 +558,10 @@ def run_schedule(
     survivors (pretrained / finetuned checkpoint, or keep them: none), fine-tune with masks
     and round selection, evaluate. State is saved per round under out_dir; a re-run resumes
     after the last completed round and re-reports the rounds already done (rows identical).
-    The rounds it then runs compute what an uninterrupted run computes: dropout draws from
-    torch's global generator (seeded once per schedule, when the model is built), whose state
-    is saved with each round and restored on resume. (A round saved without it resumes from
-    the freshly seeded generator.) `start_round` > 0 skips reporting earlier rounds.
+    The rounds it then runs compute what an uninterrupted run computes: each repair seeds
+    torch's global generator, which dropout draws from, from its round (`_seed`); its state is
+    also saved with each round and restored on resume. `start_round` > 0 skips reporting
+    earlier rounds.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -604,6 +606,9 @@ def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfi
         apply_masks(ctx.weights, masks)
         if checkpoint is not None:
             rewind(ctx.model, ctx.weights, masks, checkpoint)
+        # dropout too: seeded per round, not carried from the previous round, whose early stop
+        # (pick_best, pick_last) may have drawn more or fewer masks in one schedule than another
+        torch.manual_seed(_seed("dropout", r, cfg.seed))
         train = fine_tune_round(ctx, masks, schedule, cfg, _seed("batches", r, cfg.seed))
     row = {**schedule, "round": r, "nominal_sparsity": nominal, "select_by": cfg.select_by,
            "rate": cfg.rate, "rate_of": cfg.rate_of, "iterations_per_round": cfg.iterations_per_round,

@@ -115,6 +115,18 @@ def _top(x):
     # the same code as main.top but for its name: kept once too
     y = x + 1
     return y
+
+
+def ln(a):
+    """Take the natural logarithm of a number."""
+    b = a
+    return b.ln()
+
+
+def exp(a):
+    """Take the exponential of a number."""
+    b = a
+    return b.exp()
 '''
 
 FILLER = '''\
@@ -161,6 +173,8 @@ def test_harvest_keeps_methods_nested_decorated_async(tree):
     assert by_name["Box.fetch"]["code"].startswith("async def fetch(self, url):")
     assert stats.unparsable == 1
     assert stats.dropped["duplicate code"] == 2  # zdup.top, and zdup._top: main.top renamed
+    # names are not masked whole: two delegating wrappers that differ only in their name stay
+    assert {k for k, r in by_name.items() if r["path"] == "pkg/zdup.py"} == {"ln", "exp"}
     assert stats.dropped["test function"] == 3  # test_something, test_nested and its helper
     assert {"no docstring", "short summary", "url in summary", "test function"} <= set(
         stats.dropped

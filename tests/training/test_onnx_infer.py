@@ -113,6 +113,8 @@ def test_source_and_queries_take_the_data_sets_form():
     source = 'def add(a, b):\n    """Add two numbers.\n\n    More text."""\n    # the sum\n    return a + b\n'
     assert code_text(source) == "def add ( a , b ) : return a + b"
     assert code_text("    def f(x):\n        return x\n") == "def f ( x ) : return x"  # a method, indented
+    for newline in ("\r\n", "\r"):  # Windows and old Mac line endings, as ast counts them
+        assert code_text(source.replace("\n", newline)) == "def add ( a , b ) : return a + b"
     assert code_text(code_text(source)) == code_text(source)  # text already in that form stays
     assert code_text("if (") == "if ("  # Python cannot tokenize it: split on whitespace
     assert query_text("Add two\n numbers.") == "Add two numbers ."

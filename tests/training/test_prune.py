@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_model
 
+from training import prune as prune_module
 from training.bleu import codexglue_bleu
 from training.data import DataConfig, PairText, code_to_text_splits, evaluation_subset
 from training.models import TeacherConfig
@@ -305,7 +306,14 @@ def test_the_schedules_of_a_sweep_are_paired(seq2seq_teacher, seq2seq_data, tiny
                       batch_sizes=(6,), rounds=(1, 2), iterations_per_round=4, rate=0.25, eval_every=2,
                       valid_subset=4, test_subset=4, beam=2, lr=1e-3)
     grid = {(s["method"], s["rounds"]): s for s in schedules(cfg)}
-    drawn = {}
+    drawn, dropout_seeds = {}, {}
+    repair = prune_module.fine_tune_round
+
+    def recording_dropout(ctx, masks, schedule, cfg_, seed):  # the generator a repair starts from
+        dropout_seeds.setdefault(schedule["method"], []).append(torch.initial_seed())
+        return repair(ctx, masks, schedule, cfg_, seed)
+
+    monkeypatch.setattr(prune_module, "fine_tune_round", recording_dropout)
 
     def recording(method):
         def stream(examples, batch_size, seed):
@@ -329,6 +337,10 @@ def test_the_schedules_of_a_sweep_are_paired(seq2seq_teacher, seq2seq_data, tiny
     assert rows["random-global", 2][2]["round"] == 2
     assert drawn["l1-global"] == drawn["random-global"][:len(drawn["l1-global"])]
     assert len(drawn["l1-global"]) == 4
+    # dropout is seeded per round (an early stop in one schedule's round 1 would otherwise shift
+    # its round 2's draws): the same seed for round r in every schedule, another for each round
+    one_round, two_rounds = dropout_seeds["random-global"][:1], dropout_seeds["random-global"][1:]
+    assert dropout_seeds["l1-global"] == one_round == two_rounds[:1] and two_rounds[1] != two_rounds[0]
 
 
 def test_rewind_restores_the_chosen_checkpoints_surviving_weights(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
