@@ -35,6 +35,7 @@ from ray_jobs.errors import (
 )
 from ray_jobs.yaml_text import parse_override
 from search import printing_to_a_pipe
+from training.checks import one_line
 
 JOBS = ("compress", "prune", "demo")
 
@@ -194,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         if isinstance(exc, _bad_input_types()):
-            # one line, all of it: a path with a newline in it would cut the message at the path
-            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            # one line, all of it: a newline (in a path, say) written as \n, not cut there
+            print(f"error: {one_line(str(exc))}", file=sys.stderr)
             return 2
         raise
 

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
+import torch
 from ray import tune
 
 from ray_jobs import results
@@ -153,7 +154,6 @@ class BenchConfig:
 
 def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:
     """A fixed small torch training on one thread; returns the final loss."""
-    import torch
 
     torch.set_num_threads(1)  # one core per trial: concurrency comes from Ray alone
     gen = torch.Generator().manual_seed(seed)

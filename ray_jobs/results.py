@@ -61,7 +61,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                 ("teacher_speedup_vs_codebert", _F), ("latency_rounds", _I),
                 ("teacher_size_mb", _F), ("train_seconds", _F), ("model_dir", _S),
                 ("in_batch_weight", _F), ("precision", _S), ("attention_dropout", _F),
-                ("best_epoch", _I), ("epochs", _I), ("predicted_ms", _F), ("name", _S), ("pair_mode", _S),
+                ("best_epoch", _I), ("epochs", _I), ("diverged_epoch", _I), ("predicted_ms", _F), ("name", _S), ("pair_mode", _S),
                 ("train_attention", _S), ("n_transfer", _I), ("n_test", _I), ("latency_seq_len", _I),
                 ("latency_threads", _I), ("latency_runs", _I), ("latency_device", _S)],
     "prune": [("schedule", _S), ("method", _S), ("scope", _S), ("rewind", _S),

@@ -271,8 +271,10 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     """Each schedule's rounds across the sweeps of one pruning job run under several pruning
     seeds (random masks, repair batch order; the fine-tuned model is shared): measured
     sparsity, and the test BLEU (greedy, beam) and NLL as mean and sample standard deviation
-    (blank for one seed). Round 0 is the dense model, the same in every seed. ValueError for
-    sweeps whose recorded settings differ in more than prune.seed (`check_seed_sweeps`)."""
+    (blank for one seed). Round 0 is the dense model, the same in every seed. Below it, where
+    a sweep holds schedules alike but for the method, their per-seed differences
+    (`_paired_methods`). ValueError for sweeps whose recorded settings differ in more than
+    prune.seed (`check_seed_sweeps`)."""
     from ray_jobs.prune import SECTIONS  # the job's modules import torch and Ray: only here
 
     sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS)
@@ -308,8 +310,8 @@ def _paired_methods(results_dir: str, sweep_ids: list[str]) -> str | None:
         FROM d GROUP BY ALL ORDER BY methods, schedule, round""")
     if not rows.num_rows:
         return None
-    return ("Paired by seed (a seed's schedules share its masks' random draws, batch order and dropout, "
-            "since training.prune.RECIPE 4): first method minus second per seed, mean and sample standard "
+    return ("Paired by seed (a seed's schedules share its masks' random draws and batch order since "
+            "training.prune.RECIPE 4, and its dropout since RECIPE 5): first method minus second per seed, mean and sample standard "
             "deviation; BLEU higher and NLL lower count as ahead (nll: the second's minus the first's); "
             f"ahead: seeds where the first leads on all three\n{_text(rows)}")
 

@@ -35,7 +35,6 @@ class StrictLoader(yaml.SafeLoader):
                     key_node.start_mark)
         return super().construct_mapping(node, deep)
 
-
     def construct_object(self, node, deep=False):
         # PyYAML's scalar constructors raise plain Python errors for values of the right form
         # but impossible (2024-02-30, an int of 5,000 digits, `!!int abc`): a YAML error at
@@ -45,9 +44,10 @@ class StrictLoader(yaml.SafeLoader):
         except yaml.YAMLError:
             raise
         except (ValueError, TypeError, AttributeError, IndexError, OverflowError) as exc:
-            shown = f"{node.value!r}: " if isinstance(node, yaml.ScalarNode) else ""
+            shown = f"{brief(node.value)}: " if isinstance(node, yaml.ScalarNode) else ""
+            reason = str(exc).split(";")[0][:100]  # Python's advice on int digits is not the config's
             raise yaml.constructor.ConstructorError(
-                None, None, f"{shown}cannot read this {node.tag.rsplit(':', 1)[-1]} ({exc})", node.start_mark) from None
+                None, None, f"{shown}cannot read this {node.tag.rsplit(':', 1)[-1]} ({reason})", node.start_mark) from None
 
     def construct_yaml_int(self, node):
         # YAML 1.1 reads 010 as octal 8 and 1:30 as base-60 90, a surprise in a config; 0x10

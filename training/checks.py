@@ -16,6 +16,12 @@ MAX_THREADS = 1024  # torch threads a setting may ask for
 MIN_TOKENS = 4  # [CLS] a [SEP] b [SEP] holds one token of a pair's text
 
 
+def one_line(message: str) -> str:
+    """An error message as one line, all of it: a newline (a path may hold one) written as \\n,
+    so that the path shown is the path given."""
+    return message.strip().replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _ok_number(value, ok) -> bool:
     # NaN and +-inf fail: AdamW with lr=inf trains garbage, and no setting uses inf for "off"
     return isinstance(value, int | float) and _finite(value) and ok(value)

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from training.checks import OneLineParser, UsageError, check_ranges
+from training.checks import OneLineParser, UsageError, check_ranges, one_line
 
 SPLITS = ("train", "valid", "test")
 TASKS = ("code-search", "defect", "clone")
@@ -729,8 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         fmt = args.format or detect_format(args.path)
         counts = validate(args.path, fmt)
     except (UsageError, DataError, OSError) as err:
-        message = " ".join(str(err).splitlines())  # one line even if a path holds a newline
-        print(f"python -m training.data: error: {message}", file=sys.stderr)
+        print(f"python -m training.data: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     print(f"{args.path}: {fmt}")
     for split, count in counts.items():

@@ -577,7 +577,10 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
 # What a compression trial computes for a given config; it joins the compression job's sweep
 # id. 2: BiLSTM_soft reads padded batches with oneDNN's LSTM (bf16 under autocast), so the same
 # config trains its baselines to other figures (1: packed sequences, the LSTM left in fp32).
-RECIPE = 2
+# 3: a capped teacher (finetune.max_train) fine-tunes on a seeded sample of the labeled half,
+# not its first N, so its students learn from another teacher; a diverged model stops at its
+# best epoch (`fit`).
+RECIPE = 3
 
 
 # ---------------------------------------------------------------- student training
@@ -766,7 +769,8 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
            "teacher_accuracy": teacher_acc, "teacher_f1": artifacts.teacher_metrics["f1"],
            "retention": result["accuracy"] / teacher_acc if teacher_acc else None,
            "valid_accuracy": log["best_valid_accuracy"], "best_epoch": log["best_epoch"],
-           "epochs": log["epochs"], "train_seconds": log["train_seconds"], "pair_mode": log["pair_mode"],
+           "epochs": log["epochs"], "diverged_epoch": log.get("diverged_epoch"),
+           "train_seconds": log["train_seconds"], "pair_mode": log["pair_mode"],
            "n_transfer": len(transfer), "n_test": len(test), "device": device, "model_dir": str(out),
            "in_batch_weight": dcfg.in_batch_weight if vectors is not None else 0.0,
            "precision": dcfg.precision}

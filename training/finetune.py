@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -235,14 +236,11 @@ def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer, max_grad_nor
     optimizer.zero_grad(set_to_none=True)
 
 
-def check_finite_weights(model: nn.Module, where: str) -> None:
-    """FloatingPointError naming the first weight that holds a NaN or an infinity: a diverged
-    model is refused before it is scored, saved or cached (a loss that overflowed once under
-    a gradient scaler, which skips that step, leaves the weights finite and passes)."""
-    for name, param in model.named_parameters():
-        if not torch.isfinite(param).all():
-            raise FloatingPointError(f"{where}: weight {name} is not finite (training diverged: lower the "
-                                     "learning rate, or train in fp32)")
+def non_finite_weight(model: nn.Module) -> str | None:
+    """The name of the first weight holding a NaN or an infinity (a diverged model), or None
+    (a loss that overflowed once under a gradient scaler, which skips that step, leaves the
+    weights finite)."""
+    return next((name for name, param in model.named_parameters() if not torch.isfinite(param).all()), None)
 
 
 def fit(
@@ -264,7 +262,9 @@ def fit(
     end. Returns {"best_valid_accuracy", "best_epoch", "epochs", "train_seconds"}.
     on_epoch(dict) after each epoch: epoch, valid_accuracy, train_loss (the epoch's mean),
     steps (so far), seconds (since the start), lr (at the epoch's end), best (a new best:
-    the weights kept so far).
+    the weights kept so far). Weights that go NaN or infinite end the training: the best
+    epoch's are restored and `diverged_epoch` names the epoch (None when none diverged);
+    FloatingPointError when it is the first.
     """
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
@@ -275,7 +275,7 @@ def fit(
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
     schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
-    best, best_epoch, best_state = -1.0, 0, None
+    best, best_epoch, best_state, diverged = -1.0, 0, None, None
     device = next(model.parameters()).device
     start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, leave=False, mininterval=2.0)
@@ -290,7 +290,16 @@ def fit(
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-        check_finite_weights(model, f"{desc}, epoch {epoch}")
+        if (bad := non_finite_weight(model)) is not None:
+            # a diverged model is never scored, kept or cached: stop at the best epoch so far,
+            # or fail when there is none
+            if best_state is None:
+                raise FloatingPointError(f"{desc}, epoch {epoch}: weight {bad} is not finite (training "
+                                         "diverged: lower the learning rate, or train in fp32)")
+            diverged = epoch
+            print(f"{desc}: weight {bad} not finite after epoch {epoch}: training stopped, the weights "
+                  f"of epoch {best_epoch} kept", file=sys.stderr, flush=True)
+            break
         valid = validate()
         improved = valid > best
         if improved:  # best-on-validation checkpoint, kept in memory
@@ -304,7 +313,7 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return {"best_valid_accuracy": best, "best_epoch": best_epoch, "epochs": settings.epochs,
-            "train_seconds": time.perf_counter() - start}
+            "diverged_epoch": diverged, "train_seconds": time.perf_counter() - start}
 
 
 def loop_settings(cfg) -> LoopSettings:

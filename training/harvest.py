@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.checks import OneLineParser, UsageError
+from training.checks import OneLineParser, UsageError, one_line
 from training.staging import check_writable_folder, fsync_tree, publish, remove_stale, staging_path
 
 SPLITS = ("train", "valid", "test")
@@ -396,7 +396,7 @@ def check_no_split_folders(out: Path) -> None:
 
 
 def _bad_input(message: str) -> int:
-    print(f"python -m training.harvest: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    print(f"python -m training.harvest: error: {one_line(message)}", file=sys.stderr)
     return 2
 
 

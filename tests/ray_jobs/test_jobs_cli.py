@@ -119,6 +119,13 @@ def test_query_and_tables_refuse_a_results_dir_that_does_not_exist(capsys, tmp_p
     assert rc == 2 and _one_error_line(err, "results_dir: no tables under"), err
 
 
+def test_an_error_about_a_path_with_a_newline_shows_that_path(capsys, tmp_path):
+    """The one error line once stopped at the newline, losing the problem; then joined the
+    lines with a space, naming another path. The newline is written as \\n."""
+    rc, out, err = _main(capsys, "tables", f'results_dir="{tmp_path}/a\\nb"')
+    assert (rc, out) == (2, "") and _one_error_line(err, f"results_dir: no such folder {tmp_path}/a\\nb"), err
+
+
 def test_query_and_tables_read_results_dir_as_the_jobs_do(capsys, tmp_path):
     """The value is YAML, as a job's override: quoted it may hold ' #'; unquoted ' #...' was cut
     off by the jobs (a comment) and kept by query, so the two read different folders."""

@@ -186,25 +186,34 @@ def test_a_hub_teachers_key_is_its_name_as_before():
     assert teacher_key(CFG, TINY_DATA, hub, 2) == hashlib.sha256(before.encode()).hexdigest()[:16]
 
 
-def test_a_diverged_model_is_refused_before_it_is_scored_or_kept():
-    """Weights that went NaN (a step whose gradients overflowed) end fit with an error naming
-    the weight and the epoch, before validation, the best-state copy or any save."""
+def test_a_diverged_model_is_never_scored_or_kept():
+    """Weights that went NaN (a step whose gradients overflowed): in the first epoch fit fails
+    naming the weight, before validation; later, it stops and keeps the best epoch so far."""
     torch.manual_seed(0)
-    model = torch.nn.Linear(4, 2)
     x = torch.randn(8, 4)
-    scored = []
-
-    def step_loss(rows):
-        return model(x[rows]).sum() * float("nan")  # NaN gradients: AdamW writes NaN weights
-
-    settings = LoopSettings(epochs=2, lr=1e-3, batch_size=4, warmup_ratio=0.0, weight_decay=0.0,
+    settings = LoopSettings(epochs=3, lr=1e-3, batch_size=4, warmup_ratio=0.0, weight_decay=0.0,
                             max_grad_norm=1.0, seed=0)
+
+    def run(diverge_from: int):
+        model, scored, steps = torch.nn.Linear(4, 2), [], []
+
+        def step_loss(rows):
+            steps.append(1)
+            loss = model(x[rows]).pow(2).mean()
+            # NaN gradients from this epoch's first step on: AdamW writes NaN weights
+            return loss * float("nan") if len(steps) > 2 * (diverge_from - 1) else loss
+
+        result = fit(model, 8, [4] * 8, step_loss, lambda: scored.append(1) or len(scored) / 10, settings,
+                     desc="diverge")
+        return model, result, scored
+
     with pytest.raises(FloatingPointError, match=r"diverge, epoch 1: weight weight is not finite"):
-        fit(model, 8, [4] * 8, step_loss, lambda: scored.append(1) or 0.5, settings, desc="diverge")
-    assert scored == []
-    healthy = torch.nn.Linear(4, 2)
-    result = fit(healthy, 8, [4] * 8, lambda rows: healthy(x[rows]).pow(2).mean(), lambda: 0.5, settings)
-    assert result["best_epoch"] == 1 and torch.isfinite(healthy.weight).all()
+        run(diverge_from=1)
+    model, result, scored = run(diverge_from=3)
+    assert (result["best_epoch"], result["diverged_epoch"], len(scored)) == (2, 3, 2)  # epoch 3 never scored
+    assert torch.isfinite(model.weight).all()  # epoch 2's weights restored
+    _, healthy, _ = run(diverge_from=4)
+    assert (healthy["best_epoch"], healthy["diverged_epoch"]) == (3, None)
 
 
 def test_a_capped_teacher_fine_tunes_on_a_sample_across_the_labeled_half():
