@@ -154,7 +154,6 @@ class BenchConfig:
 
 def train_mlp(steps: int, batch: int, width: int, seed: int) -> float:
     """A fixed small torch training on one thread; returns the final loss."""
-
     torch.set_num_threads(1)  # one core per trial: concurrency comes from Ray alone
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, width, generator=gen)  # (B, W)

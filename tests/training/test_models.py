@@ -231,6 +231,15 @@ def test_bi_encoder_teacher_keeps_pretrained_encoder(tmp_path):
         assert torch.allclose(model(**same).logits[:, 1], torch.full((3,), 20.0 - 8.0), atol=1e-4)
 
 
+def _teacher_folder(model, tokenizer_from, dest):
+    """`model` saved in `dest` beside the tokenizer files of the teacher folder `tokenizer_from`."""
+    model.save_pretrained(dest)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (tokenizer_from / name).is_file():
+            shutil.copy(tokenizer_from / name, dest / name)
+    return dest
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_a_teacher_saved_in_half_precision_loads_in_fp32(tmp_path, dtype):
     """transformers 5 loads a checkpoint in the dtype it was saved in: fine-tuning an fp16
@@ -238,11 +247,8 @@ def test_a_teacher_saved_in_half_precision_loads_in_fp32(tmp_path, dtype):
     from tests.training.tiny_teacher import tiny_teacher_folder
 
     folder = tiny_teacher_folder(tmp_path / "t")
-    half = tmp_path / "half"
-    AutoModelForSequenceClassification.from_pretrained(folder).to(dtype).save_pretrained(half)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (folder / name).is_file():
-            shutil.copy(folder / name, half / name)
+    half = _teacher_folder(AutoModelForSequenceClassification.from_pretrained(folder).to(dtype), folder,
+                           tmp_path / "half")
     for mode in ("joint", "separate"):
         model, _ = load_teacher(str(half), pair_mode=mode)
         assert {p.dtype for p in model.parameters()} == {torch.float32}, mode
@@ -252,12 +258,8 @@ def test_a_classifier_checkpoint_of_another_label_count_gets_a_new_head(tmp_path
     from tests.training.tiny_teacher import tiny_teacher_folder
 
     folder = tiny_teacher_folder(tmp_path / "t")
-    five = tmp_path / "five"
-    AutoModelForSequenceClassification.from_pretrained(folder, num_labels=5, ignore_mismatched_sizes=True).save_pretrained(
-        five)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (folder / name).is_file():
-            shutil.copy(folder / name, five / name)
+    five = _teacher_folder(AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=5, ignore_mismatched_sizes=True), folder, tmp_path / "five")
     model, _ = load_teacher(str(five), num_labels=2)
     assert model.config.num_labels == 2 and model.classifier.out_features == 2
 
