@@ -397,7 +397,8 @@ def fine_tune_round(ctx: _Context, masks, schedule: dict, cfg: PruneConfig, seed
         k = min(cfg.eval_every, n - done)
         with masked_gradients(ctx.weights, masks):
             losses.append(train_steps(ctx.model, batches, k, opt, sched, ctx.s2s, device=ctx.device,
-                                      after_step=lambda _: apply_masks(ctx.weights, masks)) * k)
+                                      after_step=lambda _: apply_masks(ctx.weights, masks),
+                                      desc=f"pruning repair, iterations {done + 1}-{done + k}") * k)
         done += k
         checks.append(_valid_check(ctx, cfg.select_by))
         keep, stop = selector.observe(checks[-1] if cfg.select_by == "bleu" else -checks[-1])
@@ -609,7 +610,10 @@ def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfi
         # dropout too: seeded per round, not carried from the previous round, whose early stop
         # (pick_best, pick_last) may have drawn more or fewer masks in one schedule than another
         torch.manual_seed(_seed("dropout", r, cfg.seed))
-        train = fine_tune_round(ctx, masks, schedule, cfg, _seed("batches", r, cfg.seed))
+        try:
+            train = fine_tune_round(ctx, masks, schedule, cfg, _seed("batches", r, cfg.seed))
+        except FloatingPointError as exc:  # which round of which method diverged
+            raise FloatingPointError(f"round {r} ({schedule['method']}): {exc}") from None
     row = {**schedule, "round": r, "nominal_sparsity": nominal, "select_by": cfg.select_by,
            "rate": cfg.rate, "rate_of": cfg.rate_of, "iterations_per_round": cfg.iterations_per_round,
            "n_train": len(ctx.train), "precision": ctx.s2s.precision, **train, **evaluate_round(ctx, cfg)}

@@ -33,6 +33,7 @@ from training.finetune import (
     cache_fields,
     check_precision,
     mixed_precision,
+    non_finite_weight,
     optimizer_step,
     pad_right,
     teacher_identity,
@@ -43,6 +44,7 @@ from training.staging import publish, remove_stale, staging_path
 # caches (2: the fine-tuning curve, and train_seconds without its checks; 3: its validation
 # pairs a sample across the split's files, `training.data.evaluation_subset`)
 SEQ2SEQ_VERSION = 3
+_DIVERGED_HINT = "training diverged: lower the learning rate, or train in fp32"
 
 
 @dataclass(frozen=True)
@@ -374,21 +376,33 @@ def train_steps(
     *,
     device="cpu",
     after_step: Callable[[int], None] | None = None,
+    desc: str = "seq2seq training",
 ) -> float:
     """Run `steps` optimizer steps; mean training loss. `after_step(i)` (1-based) after each
-    (pruning re-applies its masks there, then may evaluate)."""
+    (pruning re-applies its masks there, then may evaluate).
+
+    FloatingPointError (naming `desc` and the step) when a loss is not finite, before its
+    step, or when a weight is not finite after the last step. Without a gradient scaler one
+    such step turns every weight NaN through the clipped gradients; the model would then
+    decode empty summaries, score a BLEU near 0 and an NLL the tables store as NULL, and be
+    cached or pruned as if it were a bad model rather than a diverged one."""
     model.train()
     total = 0.0
     for i in range(1, steps + 1):
         src, src_mask, tgt = collate(next(batches), model.pad_id, device)
         with mixed_precision(device, cfg.precision):
             loss = model(src, src_mask, tgt)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{desc}, step {i} of {steps}: loss is {value} ({_DIVERGED_HINT})")
         optimizer_step(model, loss, optimizer, cfg.max_grad_norm)
         scheduler.step()
-        total += loss.item()
+        total += value
         if after_step is not None:
             after_step(i)
             model.train()
+    if steps and (bad := non_finite_weight(model)) is not None:  # an infinite gradient with a finite loss
+        raise FloatingPointError(f"{desc}, after step {steps}: weight {bad} is not finite ({_DIVERGED_HINT})")
     return total / max(1, steps)
 
 
@@ -524,7 +538,8 @@ def fine_tune(model: Seq2Seq, tokenizer, splits: dict, cfg: Seq2SeqConfig, devic
     curve, done, loss_sum, train_seconds = [], 0, 0.0, 0.0
     for tenth, steps in enumerate(tenths(cfg.train_steps), 1):
         began = time.perf_counter()
-        loss = train_steps(model, batches, steps, opt, sched, cfg, device=device)
+        loss = train_steps(model, batches, steps, opt, sched, cfg, device=device,
+                           desc=f"code-to-text fine-tuning, tenth {tenth}")
         train_seconds += time.perf_counter() - began
         done, loss_sum = done + steps, loss_sum + loss * steps
         nll = token_nll(model, valid, cfg, device=device) if valid else float("nan")

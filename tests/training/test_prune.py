@@ -257,6 +257,21 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, 
     assert again[2]["sparsity"] == pytest.approx(0.5, abs=1e-3)
 
 
+def test_a_diverged_repair_names_its_round_and_method(seq2seq_teacher, seq2seq_data, tiny, tmp_path, monkeypatch):
+    art = prepare_seq2seq(tiny.config(train_steps=20), DataConfig(path=seq2seq_data),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    cfg = PruneConfig(methods=("random-global",), rewinds=("finetuned",), selections=("pick_best",), batch_sizes=(6,),
+                      rounds=(1,), iterations_per_round=4, rate=0.25, eval_every=2, valid_subset=4, test_subset=4)
+    forward = Seq2Seq.forward
+    # training steps only: round 0 and the checks score in eval mode
+    monkeypatch.setattr(Seq2Seq, "forward", lambda self, *a, **k: forward(self, *a, **k) * (float("nan") if self.training else 1))
+    rows = []
+    with pytest.raises(FloatingPointError, match=r"^round 1 \(random-global\): pruning repair, iterations 1-2, "
+                                                 r"step 1 of 2: loss is nan"):
+        run_schedule(schedules(cfg)[0], art, cfg, tmp_path / "trial", report=rows.append)
+    assert [r["round"] for r in rows] == [0]  # no row for the diverged round
+
+
 class Interrupted(Exception):
     """What a killed trial does to run_schedule: it stops between two rounds."""
 

@@ -100,6 +100,58 @@ def test_overfits_a_handful_of_pairs_and_beam1_is_greedy(seq2seq_teacher, tiny):
 
 
 
+def _poisoned_from(call: int, model: Seq2Seq):
+    """`model`'s forward with its loss turned NaN from the `call`-th training call on."""
+    forward, calls = model.forward, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = forward(*args, **kwargs)
+        return loss * float("nan") if len(calls) >= call else loss
+    return poisoned
+
+
+def test_a_non_finite_loss_stops_training_before_its_step(seq2seq_teacher, tiny):
+    cfg = tiny.config()
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    examples, _ = _examples(tiny, tok, cfg)
+    opt, sched = make_optimizer(model, cfg, cfg.train_steps)
+    batches = batch_stream(examples, cfg.batch_size, 0)
+    train_steps(model, batches, 2, opt, sched, cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.forward = _poisoned_from(2, model)
+    with pytest.raises(FloatingPointError, match=r"^repair, step 2 of 5: loss is nan \(training diverged"):
+        train_steps(model, batches, 5, opt, sched, cfg, desc="repair")
+    after = model.state_dict()
+    # one clean step ran; the poisoned one never reached the weights
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_an_infinite_gradient_with_a_finite_loss_is_caught_after_the_steps(seq2seq_teacher, tiny):
+    cfg = tiny.config()
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    examples, _ = _examples(tiny, tok, cfg)
+    opt, sched = make_optimizer(model, cfg, cfg.train_steps)
+    name, weight = next((n, p) for n, p in model.named_parameters() if n.startswith("decoder."))
+    weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    with pytest.raises(FloatingPointError, match=r"after step 1: weight .+ is not finite"):
+        train_steps(model, batch_stream(examples, cfg.batch_size, 0), 1, opt, sched, cfg)
+
+
+def test_a_diverged_fine_tuning_is_never_cached(seq2seq_teacher, seq2seq_data, tiny, tmp_path, monkeypatch):
+    cfg = tiny.config(train_steps=20)
+    data, teacher = DataConfig(path=seq2seq_data), TeacherConfig(name=seq2seq_teacher)
+    forward = Seq2Seq.forward
+    monkeypatch.setattr(Seq2Seq, "forward", lambda self, *a, **k: forward(self, *a, **k) * float("nan"))
+    with pytest.raises(FloatingPointError, match=r"code-to-text fine-tuning, tenth 1, step 1 of 2: loss is nan"):
+        prepare_seq2seq(cfg, data, teacher, tmp_path / "work")
+    monkeypatch.setattr(Seq2Seq, "forward", forward)
+    art = prepare_seq2seq(cfg, data, teacher, tmp_path / "work")  # trained anew, not read back
+    assert art.metrics["train_loss"] == art.metrics["train_loss"]  # not NaN
+    assert all(torch.isfinite(v).all() for v in load_file(art.finetuned_path).values())
+
+
 def test_bf16_training_steps_learn_and_keep_fp32_weights(seq2seq_teacher, tiny):
     cfg = replace(tiny.config(), precision="bf16")
     model, tok = tiny.model(seq2seq_teacher, cfg)
