@@ -194,12 +194,13 @@ def _unicode(text: str, name: str, where: str) -> str:
     return text
 
 
-def _token_text(obj: dict, name: str, where: str) -> str:
-    """Join a token-list field as CodeXGLUE's code-to-text reader does."""
+def _token_text(obj: dict, name: str, where: str, newline: str = " ") -> str:
+    """Join a token-list field as CodeXGLUE's code-to-text reader does: a newline inside the
+    code becomes a space, inside the docstring nothing (`newline=""`: `foo\nbar` is `foobar`)."""
     tokens = _field(obj, name, where)
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise DataError(f"{where}: field {name!r} must be a list of strings")
-    text = _unicode(" ".join(" ".join(tokens).replace("\n", " ").split()), name, where)
+    text = _unicode(" ".join(" ".join(tokens).replace("\n", newline).split()), name, where)
     if not text:
         raise DataError(f"{where}: field {name!r} is empty")
     return text
@@ -318,7 +319,7 @@ def _read_code_to_text(path: Path, every_split: bool = True) -> dict[str, list[_
         for file, n, obj in recs:
             where = f"{file}:{n}"
             pair = PairText(
-                _token_text(obj, "code_tokens", where), _token_text(obj, "docstring_tokens", where)
+                _token_text(obj, "code_tokens", where), _token_text(obj, "docstring_tokens", where, newline="")
             )
             pairs.append(_Pair(pair, _group(obj, where)))
         splits[split] = pairs

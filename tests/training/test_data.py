@@ -87,14 +87,14 @@ def test_code_to_text_single_file_uses_partition_field(tmp_path):
 def test_code_to_text_joins_tokens_like_codexglue(tmp_path):
     rec = {
         "code_tokens": ["def", "f", "(", ")", ":", "'a\nb'"],
-        "docstring_tokens": ["Do", "it", "\n", "."],
+        "docstring_tokens": ["Do", "it", "\n", ".", "a\nb"],  # CodeXGLUE removes a docstring's newlines
     }
     folder = tmp_path / "d"
     folder.mkdir()
     for split in ("train", "valid", "test"):
         _write_jsonl(folder / f"{split}.jsonl", [rec])
     pair = load_code_to_text(folder)["test"][0]
-    assert pair == PairText("def f ( ) : 'a b'", "Do it .")
+    assert pair == PairText("def f ( ) : 'a b'", "Do it . ab")
 
 
 def test_code_to_text_splits_caps_are_seeded():
