@@ -1,4 +1,4 @@
-"""`python -m ray_jobs compress|prune|demo|query|tables|bench ...`
+"""`python -m ray_jobs compress|prune|demo|config|query|tables|bench ...`
 
     compress [--config FILE] [--resume] [--seeds 0,1,..] [key=value ...]
                                                           search + distillation sweep (one per
@@ -8,6 +8,9 @@
                                                           pruning seed, then their spread)
     demo     [--config FILE] [--resume] [key=value ...]   compress, prune, summary + plot
                                                           (default config: configs/demo.yaml)
+    config   [--config FILE] [key=value ...]              the settings those jobs would run
+                                                          with: every key as YAML, its comment
+                                                          above it (readable back by --config)
     query SQL [--format table|csv|json] [--config FILE] [results_dir=...]
     tables    [--config FILE] [results_dir=...]
     bench ...                                             see `python -m ray_jobs bench -h`
@@ -21,7 +24,9 @@ by Ray's SIGTERM handler).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 from ray_jobs import results
@@ -61,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--seeds", help=f"comma-separated seeds ({section}.seed): one sweep each, "
                                            "then the mean and spread of each row's figures")
         p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    c = sub.add_parser("config", help="print every setting a job with this --config and these overrides "
+                                      "would run with, as YAML that --config reads back")
+    c.add_argument("--config", type=_config_name, help="YAML file or shipped config name (smoke, demo, ...)")
+    c.add_argument("overrides", nargs="*", default=[], metavar="key=value")
     q = sub.add_parser("query", help="SQL over the result tables (DuckDB; each table a view)")
     q.add_argument("sql")
     q.add_argument("--format", default="table", choices=("table", "csv", "json"))
@@ -155,6 +164,22 @@ def _job(args) -> int:
     return jobs.run(args.command, cfg, resume=args.resume)
 
 
+def _show_config(args) -> int:
+    """The config a compress or prune job with these arguments reads (a demo job's defaults to
+    `demo` where this defaults to none), written out by `config_text.config_yaml`."""
+    from ray_jobs import jobs
+    from ray_jobs.config_text import config_yaml
+
+    cfg = jobs.load(_config_path(args.config), args.overrides)
+    command = one_line(shlex.join(["python", "-m", "ray_jobs", "config", *(["--config", args.config] if args.config else []),
+                                   *args.overrides]))
+    about = ("The settings a compress or prune job given these arguments runs with: the defaults, the "
+             "file's values and the overrides, paths made absolute; each key's comment is its dataclass's. "
+             "`--config` reads this file back.")
+    print(config_yaml(cfg, "\n".join([command, *textwrap.wrap(about, 94)])), end="")
+    return 0
+
+
 def _bad_input_types() -> tuple[type, ...]:
     from training.data import DataError
 
@@ -175,6 +200,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
     try:
         args = None if argv[:1] == ["bench"] else _parse(argv)
         if args is None:
@@ -183,12 +209,15 @@ def main(argv: list[str] | None = None) -> int:
             return bench.main(argv[1:])
         if args.command in ("query", "tables"):
             return _listing(args)
+        if args.command == "config":
+            return printing_to_a_pipe(lambda: _show_config(args))
         return _job(args)
     except SweepInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
+        resumable = args is not None and args.command in JOBS  # a bench run or a query starts over
+        print("interrupted" + (": run the same command again to resume" if resumable else ""), file=sys.stderr)
         return 130
     except SweepFailed as exc:
         print(f"failed: {exc}", file=sys.stderr)

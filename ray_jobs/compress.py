@@ -18,7 +18,7 @@ import ray
 import torch
 
 from ray_jobs import results, sweep
-from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
+from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import ConfigError, JobError, check_results_dir
 from search.cost import reads_pairs
 from search.ga import run_ga
@@ -345,11 +345,11 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
                resume: bool) -> sweep.SweepOutcome:
     """The job's part that writes: under the sweep's lock."""
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
-    sweep.check_restore_settings(cfg, sid)
+    sweep.check_restore_settings(cfg, sid, len(specs))
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)
-        results.write_config(cfg.results_dir, "compress", sid, to_dict(cfg), stamp)
+        sweep.record_config(cfg, "compress", sid, stamp, len(specs))
         results.write_rows(cfg.results_dir, "search", sid,
                            [{**r, **stamp} for r in search_rows(cfg, candidates)])
         train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)

@@ -22,7 +22,7 @@ from ray_jobs.compress import (
     teacher_dims,
     write_curve,
 )
-from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash, to_dict
+from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import JobError, check_results_dir
 from search.space import Teacher
 from training.data import code_to_text_splits, code_to_text_view
@@ -174,11 +174,11 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
 def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> sweep.SweepOutcome:
     """The job's part that writes: under the sweep's lock."""
     stamp = {"config_hash": config_hash(read_settings(cfg), SECTIONS), "code_version": code_version()}
-    sweep.check_restore_settings(cfg, sid)
+    sweep.check_restore_settings(cfg, sid, len(specs))
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)
-        results.write_config(cfg.results_dir, "prune", sid, to_dict(cfg), stamp)
+        sweep.record_config(cfg, "prune", sid, stamp, len(specs))
         artifacts = sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
                                          str(Path(cfg.results_dir) / "cache"), progress=_progress)
         write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq")

@@ -209,11 +209,13 @@ def table_file(results_dir: str | os.PathLike, table: str, sweep_id: str) -> Pat
 
 
 def _check_keys(table: str, rows: list[dict]) -> None:
-    first = KEYS.get(table, DEFAULT_KEY)[0]
-    missing = sum(row.get(first) is None for row in rows)
-    if missing:
-        raise ResultsError(f"table {table}: {missing} of {len(rows)} rows have no {first!r}, the column "
-                           "that tells its rows apart")
+    # every column of a table's own key (two quantize rows of one trial without a `variant`
+    # would collapse into one); of the default key `trial_key` alone: a distill row has no round
+    for column in KEYS.get(table, DEFAULT_KEY[:1]):
+        missing = sum(row.get(column) is None for row in rows)
+        if missing:
+            raise ResultsError(f"table {table}: {missing} of {len(rows)} rows have no {column!r}, a column "
+                               "that tells its rows apart")
 
 
 def write_rows(results_dir: str | os.PathLike, table: str, sweep_id: str, rows: list[dict]) -> Path:
@@ -334,8 +336,15 @@ def table_names(results_dir: str | os.PathLike) -> list[str]:
         return []
     return sorted(
         p.name.split("=", 1)[1] for p in root.glob("table=?*")  # `table=` names no table
-        if p.is_dir() and any(p.glob("*.parquet"))
+        if p.is_dir() and table_files(p)
     )
+
+
+def table_files(folder: Path) -> list[Path]:
+    """The Parquet files of a `table=NAME` folder, sorted. Hidden names are not the table's:
+    pathlib's glob matches them (unlike a shell's), and a copy by macOS onto a foreign disk
+    leaves a `._NAME.parquet` of metadata beside each file, which no Parquet reader opens."""
+    return sorted(f for f in folder.glob("*.parquet") if not f.name.startswith("."))
 
 
 def _ident(name: str) -> str:
@@ -382,7 +391,7 @@ def _table_source(results_dir: str | os.PathLike, name: str) -> str:
     DuckDB still reads each listed path as a glob pattern, so its `*`, `?` and `[` are written
     as one-character classes (`[*]`): `run[1]` matched no file, or `run1`'s, and `run?` read
     `runX`'s rows too."""
-    files = ", ".join(sql_text(_literal_glob(str(f))) for f in sorted(table_dir(results_dir, name).glob("*.parquet")))
+    files = ", ".join(sql_text(_literal_glob(str(f))) for f in table_files(table_dir(results_dir, name)))
     return (f"(SELECT *, {sql_text(name)} AS \"table\" FROM "
             f"read_parquet([{files}], hive_partitioning=false, union_by_name=true))")
 
@@ -409,11 +418,24 @@ def query(results_dir: str | os.PathLike, sql: str) -> pa.Table:
         rel = con.sql(sql)
         if rel is None:  # DuckDB's answer to an empty statement
             raise ResultsError(f"query: no SQL statement in {sql[:60]!r}")
-        return rel.to_arrow_table()
+        return _mark_json(rel.to_arrow_table(), [str(t) == "JSON" for t in rel.types])
     except duckdb.Error as exc:
         raise ResultsError(f"query: {str(exc).splitlines()[0]}") from None
     finally:
         con.close()
+
+
+_JSON_FIELD = {b"duckdb_type": b"JSON"}
+
+
+def _mark_json(tbl: pa.Table, is_json: list[bool]) -> pa.Table:
+    """`tbl` with its DuckDB JSON columns marked (Arrow has them as plain strings), so that
+    `--format json` writes their values, not their text (`json_extract(config, '$.distill.lr')`
+    is the number 0.0005, not the string "0.0005")."""
+    if not any(is_json):
+        return tbl
+    fields = [f.with_metadata(_JSON_FIELD) if marked else f for f, marked in zip(tbl.schema, is_json, strict=True)]
+    return pa.Table.from_arrays(tbl.columns, schema=pa.schema(fields))
 
 
 def table_counts(results_dir: str | os.PathLike) -> dict[str, int]:
@@ -428,26 +450,59 @@ def table_counts(results_dir: str | os.PathLike) -> dict[str, int]:
         con.close()
 
 
-def _cell(value: Any, null: str = "") -> str:
+def _cell(value: Any, null: str = "", *, exact: bool = False) -> str:
+    """One cell as text: as DuckDB's shell writes booleans (`true`), lists and structs (as
+    JSON); floats to 4 significant digits and times to the second, or with `exact` (csv) as
+    stored (a float as Python's shortest repr, a time to the microsecond)."""
     if value is None:
         return null
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return repr(value) if exact else f"{value:.4g}"
     if isinstance(value, dt.datetime):
-        return value.isoformat(timespec="seconds")
+        return value.isoformat() if exact else value.isoformat(timespec="seconds")
+    if isinstance(value, list | dict):
+        return json.dumps(_json_value(value), default=str)
     return str(value)
 
 
 def _json_value(value: Any) -> Any:
-    """Numbers stay numbers (DuckDB decimals too); NaN and infinity become null, inside lists
-    and structs (`list(nll)`) as well."""
+    """Numbers stay numbers: a DuckDB decimal of scale 0 (`sum` of an integer column is a
+    HUGEINT) an int, exact, others a float; NaN and infinity become null, inside lists and
+    structs (`list(nll)`) as well."""
     if isinstance(value, list | tuple):
         return [_json_value(v) for v in value]
     if isinstance(value, dict):
         return {k: _json_value(v) for k, v in value.items()}
     if isinstance(value, decimal.Decimal):
-        value = float(value)
+        value = int(value) if value.is_finite() and value.as_tuple().exponent >= 0 else float(value)
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _interval_text(value: Any) -> str:
+    """An Arrow month-day-nano interval as DuckDB writes one (`1 year 2 months 3 days
+    04:05:06.5`, `-01:30:00`, `00:00:00`); DuckDB keeps microseconds."""
+    parts = []
+    years = int(value.months / 12)  # toward zero, as C++ division
+    for count, unit in ((years, "year"), (value.months - 12 * years, "month"), (value.days, "day")):
+        if count:
+            parts.append(f"{count} {unit}{'' if abs(count) == 1 else 's'}")
+    micros = int(value.nanoseconds / 1000)
+    if micros or not parts:
+        sign, micros = ("-" if micros < 0 else ""), abs(micros)
+        seconds, fraction = divmod(micros, 1_000_000)
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        clock = f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}"
+        parts.append(clock + (f".{fraction:06d}".rstrip("0") if fraction else ""))
+    return " ".join(parts)
+
+
+def _blob_text(value: bytes) -> str:
+    """Bytes as DuckDB writes a BLOB: printable ASCII as itself, other bytes (and the backslash
+    and quotes) as \\xHH."""
+    return "".join(chr(b) if 32 <= b <= 126 and chr(b) not in "\\'\"" else f"\\x{b:02X}" for b in value)
 
 
 def _row_tuples(tbl: pa.Table) -> list[tuple]:
@@ -461,6 +516,10 @@ def _python_values(name: str, column: pa.ChunkedArray) -> list:
     """The column's cells as Python values; ResultsError naming the column when one does not
     fit a Python type (a DuckDB date of 'infinity' or past year 9999 raised a traceback)."""
     try:
+        if pa.types.is_interval(column.type):  # Python has no type for them: DuckDB's text
+            return [None if v is None else _interval_text(v) for v in column.to_pylist()]
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            return [None if v is None else _blob_text(v) for v in column.to_pylist()]
         return column.to_pylist()
     except (OverflowError, ValueError) as exc:
         raise ResultsError(f"query: column {name!r} holds a value outside what Python's {column.type} "
@@ -476,7 +535,9 @@ def _json_rows(tbl: pa.Table) -> str:
         raise ResultsError(f"--format json: the result has {names.count(repeated)} columns named "
                            f"{repeated!r} and a JSON row object holds one: name them apart with AS "
                            f"(e.g. d.{repeated} AS d_{repeated}, c.{repeated} AS c_{repeated})")
-    rows = [{n: _json_value(v) for n, v in zip(names, row, strict=True)} for row in _row_tuples(tbl)]
+    parse = [f.metadata == _JSON_FIELD for f in tbl.schema]  # DuckDB JSON columns: their values
+    rows = [{n: _json_value(json.loads(v) if p and v is not None else v) for n, p, v in zip(names, parse, row, strict=True)}
+            for row in _row_tuples(tbl)]
     # strict JSON: a NaN or infinity a query computes becomes null
     return json.dumps(rows, default=str, indent=1, allow_nan=False)
 
@@ -492,7 +553,7 @@ def format_rows(tbl: pa.Table, fmt: str = "table", *, null: str = "NULL") -> str
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(tbl.column_names)
-        writer.writerows([[v if isinstance(v, float) else _cell(v) for v in row] for row in rows])
+        writer.writerows([[_cell(v, exact=True) for v in row] for row in rows])
         return buf.getvalue().rstrip("\n")
     if fmt != "table":
         raise ResultsError(f"--format: unknown format {fmt!r} (table, csv, json)")

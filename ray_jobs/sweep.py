@@ -242,18 +242,27 @@ def experiment_path(cfg: JobConfig, sweep_id: str) -> Path:
     return Path(cfg.results_dir) / "ray" / sweep_id
 
 
-def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
+def _saved_trials(cfg: JobConfig, sweep_id: str) -> list | None:
+    """The trials of the sweep's experiment on disk, or None when there is none to restore."""
+    path = experiment_path(cfg, sweep_id)
+    return tune.ExperimentAnalysis(str(path)).trials if restorable(path) else None
+
+
+def _all_finished(trials: list, n_trials: int) -> bool:
+    # With max_concurrent_trials Tune creates a trial only when another ends: an interrupted
+    # sweep can hold fewer than its n_trials, every one of them finished.
+    return len(trials) >= n_trials and all(t.status == "TERMINATED" for t in trials)
+
+
+def check_restore_settings(cfg: JobConfig, sweep_id: str, n_trials: int) -> None:
     """ConfigError, before any work, when an interrupted sweep on disk would be resumed with
     a RESUMED_AS_RAN setting other than the one it ran with: Tune would silently keep the
     old value while the `configs` table recorded the new one, or the resumed trials would run
     on other threads or another device than the finished ones. Values in effect: each trial's
-    max_failures as Tune saved it; the others from the `configs` row. A finished sweep runs
-    nothing when restored: any values pass."""
-    path = experiment_path(cfg, sweep_id)
-    if not restorable(path):
-        return
-    trials = tune.ExperimentAnalysis(str(path)).trials
-    if all(t.status == "TERMINATED" for t in trials):
+    max_failures as Tune saved it; the others from the `configs` row. A finished sweep (all
+    its `n_trials` trials finished) runs nothing when restored: any values pass."""
+    trials = _saved_trials(cfg, sweep_id)
+    if trials is None or _all_finished(trials, n_trials):
         return
     rows = results.read_rows(cfg.results_dir, "configs", sweep_id)
     ran_with = {"failure": {"max_failures": trials[0].max_failures} if trials else {},
@@ -267,6 +276,18 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str) -> None:
                               "unfinished sweep resumes with the settings it ran with (Ray keeps some from the "
                               f"first run; its rows were measured under the others); give {section}.{key}="
                               f"{json.dumps(before)}, or another results_dir for a new sweep")
+
+
+def record_config(cfg: JobConfig, job: str, sweep_id: str, stamp: dict, n_trials: int) -> None:
+    """The sweep's `configs` row (`results.write_config`): every setting it runs with. Not
+    rewritten for a finished sweep that has one: restoring it runs nothing, and settings that
+    its id does not hash (resources, say) would otherwise claim rows measured under others."""
+    trials = _saved_trials(cfg, sweep_id)
+    if trials is not None and _all_finished(trials, n_trials) and results.read_rows(cfg.results_dir, "configs", sweep_id):
+        return
+    from ray_jobs.config import to_dict  # the config module imports the training stack
+
+    results.write_config(cfg.results_dir, job, sweep_id, to_dict(cfg), stamp)
 
 
 # The files Tune 2.60 restores an experiment from (of each pattern the newest by name, as

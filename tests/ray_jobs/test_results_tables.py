@@ -313,3 +313,45 @@ def test_the_next_write_removes_a_killed_writers_staging_file(tmp_path):
     stale.write_bytes(b"half a file")
     results.write_rows(tmp_path, "distill", "s2", _rows(1))
     assert sorted(os.listdir(folder)) == ["s2.parquet"]
+
+
+def test_each_format_writes_what_duckdb_computed(tmp_path):
+    """Sums of integers stay exact integers in json (DuckDB gives a HUGEINT, a Decimal in
+    Python); JSON values are values; intervals and blobs read as DuckDB writes them; csv keeps
+    every digit and the milliseconds; booleans and lists read as in DuckDB's shell."""
+    results.write_rows(tmp_path, "distill", "s1", [
+        {"trial_key": "a", "params": 2**62, "time": 1.7e9 + 0.25, "best_epoch": 1, "accuracy": 0.123456789},
+        {"trial_key": "b", "params": 10, "time": 1.7e9 + 5400.25, "best_epoch": 2, "accuracy": 0.5}])
+    results.write_config(tmp_path, "compress", "s1", {"distill": {"lr": 5e-4, "quantize": ["int8"]}},
+                         {"config_hash": "h", "code_version": "v"})
+    summed = results.query(tmp_path, "SELECT sum(params) AS p, sum(best_epoch) AS e FROM distill")
+    assert json.loads(results.format_rows(summed, "json")) == [{"p": 2**62 + 10, "e": 3}]
+    settings = results.query(tmp_path, "SELECT json_extract(config, '$.distill.lr') AS lr, "
+                                       "json_extract(config, '$.distill.quantize') AS q, 1.5::DECIMAL(4, 2) AS d FROM configs")
+    assert json.loads(results.format_rows(settings, "json")) == [{"lr": 5e-4, "q": ["int8"], "d": 1.5}]
+    assert results.format_rows(settings, "csv").splitlines()[1] == '0.0005,"[""int8""]",1.50'
+    took = results.query(tmp_path, "SELECT max(time) - min(time) AS took, '\\x00A'::BLOB AS b, "
+                                   "true AS t, [1, 2] AS l FROM distill")
+    assert json.loads(results.format_rows(took, "json")) == [{"took": "01:30:00", "b": "\\x00A", "t": True, "l": [1, 2]}]
+    assert results.format_rows(took, "csv").splitlines()[1] == '01:30:00,\\x00A,true,"[1, 2]"'
+    assert results.format_rows(took, "table").splitlines()[2].split() == ["01:30:00", "\\x00A", "true", "[1,", "2]"]
+    rows = results.query(tmp_path, "SELECT time, accuracy FROM distill ORDER BY trial_key")
+    assert results.format_rows(rows, "csv").splitlines()[1] == "2023-11-14T22:13:20.250000+00:00,0.123456789"
+    assert results.format_rows(rows, "table").splitlines()[2].split() == ["2023-11-14T22:13:20+00:00", "0.1235"]
+
+
+def test_hidden_files_in_a_table_folder_are_not_read(tmp_path):
+    results.write_rows(tmp_path, "distill", "s1", _rows(2))
+    (tmp_path / "table=distill" / "._s1.parquet").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    (tmp_path / "table=prune").mkdir()
+    (tmp_path / "table=prune" / "._s1.parquet").write_bytes(b"only metadata")
+    assert results.table_names(tmp_path) == ["distill"]
+    assert results.table_counts(tmp_path) == {"distill": 2}
+    assert results.query(tmp_path, "SELECT count(*) AS n FROM distill").to_pylist() == [{"n": 2}]
+
+
+def test_rows_without_any_column_of_their_tables_key_are_refused(tmp_path):
+    rows = [{"trial_key": "a", "model": "m", "variant": None}, {"trial_key": "a", "model": "m", "variant": None}]
+    with pytest.raises(results.ResultsError, match=r"table quantize: 2 of 2 rows have no 'variant'"):
+        results.write_rows(tmp_path, "quantize", "s1", rows)  # they would collapse into one
+    results.write_rows(tmp_path, "distill", "s1", [{"trial_key": "a"}])  # the default key's round is optional

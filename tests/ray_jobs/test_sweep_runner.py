@@ -19,6 +19,7 @@ from ray_jobs.sweep import (
     check_resources,
     check_restore_settings,
     precheck,
+    record_config,
     restorable,
     run_sweep,
 )
@@ -115,20 +116,45 @@ def test_resume_with_a_setting_tune_keeps_from_the_first_run_is_refused(local_ra
         return load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=0", *overrides])
 
     cfg = settings()
-    check_restore_settings(cfg, "t-3")  # nothing on disk yet: nothing to compare
+    check_restore_settings(cfg, "t-3", 1)  # nothing on disk yet: nothing to compare
     results.write_config(cfg.results_dir, "t", "t-3", to_dict(cfg), STAMP)  # as the jobs do
     Path(tmp_path, "fail-s0").touch()
     assert run_sweep(cfg, _sweep(tmp_path, trials=1, rounds=3, sweep_id="t-3")).errors  # interrupted by an error
-    check_restore_settings(cfg, "t-3")  # the same settings: fine
+    check_restore_settings(cfg, "t-3", 1)  # the same settings: fine
     for override, named in (("failure.max_failures=2", "failure.max_failures: sweep t-3 ran with 0"),
                             ("resources.max_concurrent_trials=1", "resources.max_concurrent_trials=null"),
                             # the finished trials' threads and device
                             ("resources.cpus_per_trial=2", "resources.cpus_per_trial=1"),
                             ("resources.gpus_per_trial=0.5", "resources.gpus_per_trial=0")):
         with pytest.raises(ConfigError, match=named):
-            check_restore_settings(settings(override), "t-3")
+            check_restore_settings(settings(override), "t-3", 1)
     assert not run_sweep(cfg, _sweep(tmp_path, trials=1, rounds=3, sweep_id="t-3")).errors  # resumed, finished
-    check_restore_settings(settings("failure.max_failures=2"), "t-3")  # a finished sweep runs nothing again
+    check_restore_settings(settings("failure.max_failures=2"), "t-3", 1)  # a finished sweep runs nothing again
+    # ... unless it holds fewer trials than the job has: Tune created the rest only when one ended
+    with pytest.raises(ConfigError, match="failure.max_failures: sweep t-3 ran with 0"):
+        check_restore_settings(settings("failure.max_failures=2"), "t-3", 2)
+
+
+def test_a_finished_sweep_keeps_its_configs_row(local_ray, tmp_path):
+    """Restoring a finished sweep runs nothing: its `configs` row keeps the settings its rows ran
+    under, whatever unhashed settings (threads, say) the command now gives; an unfinished one's
+    row is rewritten as it resumes."""
+    def settings(*overrides):
+        return load_config(None, [f"results_dir={tmp_path}/res", "failure.max_failures=0", *overrides])
+
+    def recorded() -> list:
+        rows = results.read_rows(f"{tmp_path}/res", "configs", "t-4")
+        return [json.loads(r["config"])["resources"]["prepare_cpus"] for r in rows]
+
+    record_config(settings(), "t", "t-4", STAMP, 1)  # nothing on disk yet: written
+    Path(tmp_path, "fail-s0").touch()
+    assert run_sweep(settings(), _sweep(tmp_path, trials=1, rounds=2, sweep_id="t-4")).errors
+    record_config(settings("resources.prepare_cpus=2"), "t", "t-4", STAMP, 1)  # unfinished: rewritten
+    assert recorded() == [2.0]
+    record_config(settings(), "t", "t-4", STAMP, 1)
+    assert not run_sweep(settings(), _sweep(tmp_path, trials=1, rounds=2, sweep_id="t-4")).errors
+    record_config(settings("resources.prepare_cpus=2"), "t", "t-4", STAMP, 1)  # finished: kept
+    assert recorded() == [None]
 
 
 def _mark_last_results_not_done(experiment: Path) -> int:
