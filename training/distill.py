@@ -275,9 +275,12 @@ def in_batch_terms(model, batch: dict, teacher_margins: torch.Tensor, weight: fl
     two sides separately; teacher_margins (B, B) as `in_batch_loss` takes them. Both fp32."""
     u = model.pool(batch["input_ids"], batch["attention_mask"])
     v = model.pool(batch["input_ids_b"], batch["attention_mask_b"])
-    # .float(): under bf16 autocast the scores come out bf16; the losses run in fp32
-    margins, logits = model.pair_margins(u, v).float(), model.pair_logits(u, v).float()  # (B, B), (B, C)
-    return logits, weight * in_batch_loss(margins, teacher_margins, temperature)
+    # The heads and the losses in fp32 whatever the steps' precision: under bf16 autocast the
+    # B x B scores (scale 20 cosines) came out bf16, off by up to ~0.07, and their log_softmax too.
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        u, v = u.float(), v.float()
+        margins, logits = model.pair_margins(u, v), model.pair_logits(u, v)  # (B, B), (B, C)
+        return logits, weight * in_batch_loss(margins, teacher_margins.float(), temperature)
 
 
 @contextmanager
@@ -579,8 +582,9 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
 # config trains its baselines to other figures (1: packed sequences, the LSTM left in fp32).
 # 3: a capped teacher (finetune.max_train) fine-tunes on a seeded sample of the labeled half,
 # not its first N, so its students learn from another teacher; a diverged model stops at its
-# best epoch (`fit`).
-RECIPE = 3
+# best epoch (`fit`). 4: under bf16 steps the in-batch loss's teacher targets, the students'
+# pair heads and the loss itself are computed in fp32 (the CPU's bf16 autocast rounded them).
+RECIPE = 4
 
 
 # ---------------------------------------------------------------- student training
@@ -622,7 +626,10 @@ def distill_model(model, tokenizer, transfer, logits, valid, cfg: DistillConfig,
     def step_loss(rows):
         batch = collate(train_enc, rows, pad, device)
         if in_batch:
-            teacher_margins = (scale * vec_a[rows] @ vec_b[rows].T + bias).to(device)  # (B, B)
+            # the targets in fp32: the vectors live on the CPU, where bf16 autocast (a CPU job's
+            # steps) rounded this matmul to bf16, so a student near the teacher chased rounding
+            with torch.autocast(device_type="cpu", enabled=False):
+                teacher_margins = (scale * vec_a[rows] @ vec_b[rows].T + bias).to(device)  # (B, B)
             out, extra = in_batch_terms(model, batch, teacher_margins, cfg.in_batch_weight,
                                         cfg.in_batch_temperature)
         else:

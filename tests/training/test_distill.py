@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -192,6 +193,42 @@ def test_an_in_batch_step_adds_the_weighted_in_batch_loss_to_the_pointwise_loss(
                   on_epoch=epochs.append, teacher_vectors=vectors)
     assert epochs[0]["steps"] == 1 and listwise.item() > 0.01
     assert epochs[0]["train_loss"] == pytest.approx(pointwise.item() + 2.0 * listwise.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["student", "bilstm"])
+def test_in_batch_targets_heads_and_loss_stay_fp32_in_bf16_steps(kind, monkeypatch):
+    """bf16 autocast on the CPU rounds a matmul's output to bf16: the teacher's in-batch
+    margins (scale x unit vectors) came out bf16 and the student chased the rounding."""
+    import training.distill as distill_module
+
+    train = classification_splits(TINY_DATA)["train"]
+    logits, vectors = _bi_encoder_teacher(train, scale=20.0, bias=-8.0)
+    tokenizer = train_tokenizer([t for e in train for t in (e.text_a, e.text_b)], 300)
+    torch.manual_seed(0)
+    if kind == "bilstm":
+        model = BiLSTMSoft(300, embed=16, hidden=16, dense=16, pair=True, pad_id=tokenizer.pad_token_id)
+    else:
+        encoder = {"model_type": "bert", "vocab_size": 300, "hidden_size": 16, "num_hidden_layers": 1,
+                   "num_attention_heads": 2, "intermediate_size": 32, "pad_token_id": tokenizer.pad_token_id}
+        model = PairEncoderForSequenceClassification(PairEncoderConfig(encoder=encoder, head="cosine", pooling="mean"))
+    cfg = DistillConfig(epochs=1, batch_size=len(train), max_seq_len=32, pair_mode="separate", pair_head="cosine",
+                        in_batch_weight=2.0, in_batch_temperature=2.0, precision="bf16")
+    seen = []
+    loss = distill_module.in_batch_loss
+
+    def recording(student, teacher, temperature):
+        seen.append((student.dtype, teacher.clone(), torch.is_autocast_cpu_enabled()))
+        return loss(student, teacher, temperature)
+    monkeypatch.setattr(distill_module, "in_batch_loss", recording)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CPU without native bf16 warns; autocast runs all the same
+        distill_model(model, tokenizer, train, logits, train, cfg, device="cpu", mse=kind == "bilstm",
+                      teacher_vectors=vectors)
+    (student_dtype, teacher, autocast), = seen
+    vec_a, vec_b, scale, bias = vectors
+    full = scale * vec_a @ vec_b.T + bias  # fp32; the step's batch is a permutation of all rows
+    assert student_dtype == teacher.dtype == torch.float32 and not autocast
+    torch.testing.assert_close(teacher.flatten().sort().values, full.flatten().sort().values, rtol=0, atol=1e-5)
 
 
 def _reload_logits(folder, test, pair_mode):
