@@ -101,10 +101,10 @@ def run_demo(cfg: JobConfig, resume: bool) -> None:
     """compress then prune, each summary, and the BLEU-versus-sparsity PNG beside the tables."""
     from ray_jobs import prune
 
-    prune.check_inputs(cfg)  # a bad pruning setting is refused now, not after the compression job
+    schedules = prune.check_inputs(cfg)  # a bad pruning setting is refused now, not after the compression job
     # Likewise a pruning sweep another driver runs: its lock is held from here to the end.
     with sweep.exclusive(cfg, prune.sweep_id(cfg)):
-        sweep.check_restore_settings(cfg, prune.sweep_id(cfg))
+        sweep.check_restore_settings(cfg, prune.sweep_id(cfg), len(schedules))
         run_compress(cfg, resume)
         sid = run_prune(cfg, resume)
     png = summary.plot_bleu(cfg.results_dir, sid, Path(cfg.results_dir) / f"bleu_vs_sparsity-{sid}.png")

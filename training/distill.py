@@ -47,6 +47,7 @@ from training.data import (
     code_search_pairs,
     data_fingerprint,
     extra_fingerprint,
+    sample_in_order,
     unseen_sample,
 )
 from training.evaluate import (
@@ -415,10 +416,17 @@ def read_examples(path, split: str | None = None) -> tuple[list[ClsExample], lis
 
 def transfer_examples(train: list[ClsExample], data: DataConfig, cfg: DistillConfig) -> list[ClsExample]:
     """The distillation (transfer) set: the unlabeled half, or both halves ("all"): the
-    unlabeled half first, then the labeled one (`labeled_rows` says where)."""
+    unlabeled half first, then the labeled one (`labeled_rows` says where). A `max_transfer`
+    cap takes a seeded sample (`data.seed`) of each half in its order, the unlabeled half's
+    first: its first N rows were one project's or one label's in a file sorted by them."""
     labeled, unlabeled = labeled_half(train, data)
-    examples = unlabeled if cfg.transfer_set == "unlabeled" else unlabeled + labeled  # validated choice
-    return examples[:cfg.max_transfer] if cfg.max_transfer is not None else examples
+    if cfg.transfer_set == "unlabeled":  # validated choice
+        labeled = []
+    cap = cfg.max_transfer
+    if cap is None:
+        return unlabeled + labeled
+    kept = sample_in_order(unlabeled, cap, data.seed)
+    return kept + sample_in_order(labeled, cap - len(kept), data.seed) if cap > len(kept) else kept
 
 
 def labeled_rows(train: list[ClsExample], data: DataConfig, cfg: DistillConfig) -> tuple[int, int]:
@@ -549,6 +557,8 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
     transfer = transfer_examples(splits["train"], data, cfg.distill)
     identity = {"teacher": metrics["key"], "transfer_set": cfg.distill.transfer_set,
                 "max_transfer": cfg.distill.max_transfer}
+    if cfg.distill.max_transfer is not None:  # the cap's sample, not its first N (an uncapped key stays)
+        identity["cap_rule"] = "sample_in_order"
     if cfg.distill.transfer_extra:  # the key of a run without extra data stays what it was
         transfer += extra_transfer_examples(cfg.distill, splits["valid"] + splits["test"], data.seed)
         identity["extra"] = extra_fingerprint(cfg.distill.transfer_extra, cfg.distill.max_transfer_extra)
@@ -583,7 +593,8 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
 # 3: a capped teacher (finetune.max_train) fine-tunes on a seeded sample of the labeled half,
 # not its first N, so its students learn from another teacher; a diverged model stops at its
 # best epoch (`fit`). 4: under bf16 steps the in-batch loss's teacher targets, the students'
-# pair heads and the loss itself are computed in fp32 (the CPU's bf16 autocast rounded them).
+# pair heads and the loss itself are computed in fp32 (the CPU's bf16 autocast rounded them);
+# a `max_transfer` cap takes a seeded sample, not the first N rows.
 RECIPE = 4
 
 

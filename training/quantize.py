@@ -295,6 +295,7 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
             row["error"] = _one_line(lat["error"])
             continue
         row["latency_ms"], row["latency_p90_ms"] = lat["median_ms"], lat["p90_ms"]
+        row["latency_threads"], row["latency_runs"] = lat.get("threads"), lat.get("runs")  # how it was timed
         if graph_dir is not None and isinstance(built[row["variant"]], OnnxClassifier):
             try:
                 built[row["variant"]].save(graph_dir)

@@ -239,7 +239,7 @@ def test_cut_experiment_state_is_refused_then_rerun_without_duplicates(local_ray
     refusal = (rf"^Tune's experiment state {re.escape(str(state))} is unreadable .*: remove the folder "
                rf"{re.escape(str(experiment))} and run the command again")
     with pytest.raises(JobError, match=refusal):
-        check_restore_settings(cfg, "t-5")
+        check_restore_settings(cfg, "t-5", 2)
     with pytest.raises(JobError, match=refusal) as refused:
         run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-5"))
     assert "\n" not in str(refused.value)

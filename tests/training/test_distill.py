@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from search.space import Arch, teacher_spec
 from tests.training.standalone import standalone_logits
 from tests.training.tiny_teacher import FIXTURE, TINY_DATA, tiny_teacher_folder
-from training.data import classification_splits, split_labeled_unlabeled
+from training.data import ClsExample, DataConfig, classification_splits, split_labeled_unlabeled
 from training.distill import (
     UNKNOWN_LABEL,
     CompressTrainConfig,
@@ -629,3 +629,25 @@ def test_latencies_time_codebert_in_the_teachers_format_for_the_teachers_speedup
     else:  # the same format: one CodeBERT timing serves both
         assert formats == [(True,)] and row["teacher_speedup_vs_codebert"] == 20.0
     assert row["latency_rounds"] == 4
+
+
+def test_a_transfer_cap_samples_each_half_in_its_order_unlabeled_first():
+    """`distill.max_transfer` took the first N rows: one project's or one label's in a file
+    sorted by them. It takes a seeded sample of the unlabeled half, then of the labeled one."""
+    from training.distill import labeled_rows, transfer_examples
+    from training.finetune import labeled_half
+
+    train = [ClsExample(f"code {i}", f"query {i}", int(i >= 50)) for i in range(100)]  # sorted by label
+    data = DataConfig(labeled_fraction=0.5, seed=3)
+    labeled, unlabeled = labeled_half(train, data)
+    capped = transfer_examples(train, data, DistillConfig(max_transfer=20))
+    assert len(capped) == 20 and capped != unlabeled[:20]
+    assert capped == [e for e in unlabeled if e in capped]  # a subset, in the half's order
+    assert {e.label for e in capped} == {0, 1}
+    assert transfer_examples(train, data, DistillConfig(max_transfer=20)) == capped  # seeded
+    both = DistillConfig(transfer_set="all", max_transfer=len(unlabeled) + 10)
+    every = transfer_examples(train, data, both)
+    assert every[:len(unlabeled)] == unlabeled and len(every) == len(unlabeled) + 10
+    assert every[len(unlabeled):] == [e for e in labeled if e in every]
+    assert labeled_rows(train, data, both) == (len(unlabeled), len(unlabeled) + 10)
+    assert transfer_examples(train, data, DistillConfig()) == unlabeled

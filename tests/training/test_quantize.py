@@ -210,7 +210,8 @@ def test_classifier_variant_rows_compare_each_variant_with_fp32():
     def time(built):  # every variant that scored, timed against each other
         assert list(built) == ["fp32", "bf16", "fp16"]
         return {v: {"error": RuntimeError("no half kernel")} if dtype(q) == torch.float16 else
-                {"median_ms": latency[dtype(q)], "p90_ms": 2 * latency[dtype(q)]} for v, q in built.items()}
+                {"median_ms": latency[dtype(q)], "p90_ms": 2 * latency[dtype(q)], "runs": 20, "threads": 1}
+                for v, q in built.items()}
 
     rows = classifier_variant_rows(model, ("bf16", "fp16"), lambda q: {"accuracy": accuracy.get(dtype(q), 0.7),
                                                                      "f1": 0.5}, time)
@@ -221,3 +222,5 @@ def test_classifier_variant_rows_compare_each_variant_with_fp32():
     assert by["bf16"]["size_bytes"] < by["fp32"]["size_bytes"] and by["bf16"]["latency_p90_ms"] == 8.0
     assert "no half kernel" in by["fp16"]["error"] and by["fp16"]["speedup_vs_fp32"] is None
     assert {r["device"] for r in rows} == {"cpu"}
+    # how each variant was timed, as the prune job's rows say it (the summary read it from elsewhere)
+    assert (by["bf16"]["latency_threads"], by["bf16"]["latency_runs"]) == (1, 20) and "latency_runs" not in by["fp16"]
