@@ -126,7 +126,7 @@ class DistillConfig:
     # lower-case words (code and docstrings share tokens) | "bytes" = plain byte-level BPE
     student_tokenizer: str = "words"
     transfer_set: str = "unlabeled"  # "unlabeled": the paper's half | "all": both halves, teacher logits
-    max_transfer: int | None = None  # cap on transfer examples (None = all)
+    max_transfer: int | None = None  # cap on transfer examples, a seeded sample of each half (None = all)
     # code-search only: more unlabeled data for the transfer set. Code-to-text sets (folders or
     # files, e.g. from `python -m training.harvest`), every split, paired as the task pairs
     # functions and summaries; pairs sharing a function or summary with valid/test are dropped.
