@@ -22,7 +22,7 @@ import yaml
 
 from ray_jobs.errors import ConfigError, absolute_path
 from ray_jobs.results import DEFAULT_RESULTS_DIR
-from ray_jobs.yaml_text import brief, load_yaml, parse_override, yaml_problem
+from ray_jobs.yaml_text import brief, flow_yaml, load_yaml, parse_override, yaml_problem
 from search.ga import VARIANTS
 from training.checks import check_choices, check_ranges
 from training.data import DataConfig, data_fingerprint, extra_fingerprint
@@ -265,17 +265,12 @@ def _refuse_section_override(section: type, key: str, value: Any) -> None:
     section with defaults plus the given keys, silently dropping the file's other settings."""
     if isinstance(value, dict) and value:
         name, item = next(iter(value.items()))
-        example = f"{key}.{name}={_flow_yaml(item)}"
+        example = f"{key}.{name}={flow_yaml(item)}"
     else:
         example = f"{key}.{dataclasses.fields(section)[0].name}=..."
     raise ConfigError(f"{key}: a whole section cannot be set on the command line (it would reset the "
                       f"config file's other {key} settings to their defaults); set its keys one by one, "
                       f"e.g. {example}")
-
-
-def _flow_yaml(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip()
-    return text.removesuffix("...").strip()  # a bare scalar ends its document with "..."
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -12,7 +12,7 @@ import textwrap
 import tokenize
 from typing import Any
 
-import yaml
+from ray_jobs.yaml_text import flow_yaml
 
 # a field line of a dataclass body: `name: type` or `name: type = default`
 _FIELD = re.compile(r"^(\w+)\s*:")
@@ -61,14 +61,6 @@ def _body_indent(lines: list[str]) -> int:
     return 4
 
 
-def _scalar(value: Any) -> str:
-    """`value` as one line of YAML (a list in flow style) that `yaml.safe_load` reads back."""
-    if isinstance(value, tuple):
-        value = list(value)
-    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000, allow_unicode=True).strip()
-    return text.removesuffix("...").strip()  # a bare scalar ends its document with "..."
-
-
 def _comment_lines(text: str, indent: str) -> list[str]:
     return [f"{indent}# {part}" for part in textwrap.wrap(text, _WIDTH - len(indent) - 2)]
 
@@ -85,7 +77,7 @@ def _section_lines(obj: Any, depth: int) -> list[str]:
             out.append(f"{indent}{f.name}:")
             out += _section_lines(value, depth + 1)
         else:
-            out.append(f"{indent}{f.name}: {_scalar(value)}")
+            out.append(f"{indent}{f.name}: {flow_yaml(value)}")
     return out
 
 

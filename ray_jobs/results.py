@@ -451,8 +451,8 @@ def table_counts(results_dir: str | os.PathLike) -> dict[str, int]:
 
 
 def _cell(value: Any, null: str = "", *, exact: bool = False) -> str:
-    """One cell as text: as DuckDB's shell writes booleans (`true`), lists and structs (as
-    JSON); floats to 4 significant digits and times to the second, or with `exact` (csv) as
+    """One cell as text: booleans as DuckDB writes them (`true`), lists and structs as JSON;
+    floats to 4 significant digits and times to the second, or with `exact` (csv) as
     stored (a float as Python's shortest repr, a time to the microsecond)."""
     if value is None:
         return null
@@ -488,7 +488,8 @@ def _interval_text(value: Any) -> str:
     for count, unit in ((years, "year"), (value.months - 12 * years, "month"), (value.days, "day")):
         if count:
             parts.append(f"{count} {unit}{'' if abs(count) == 1 else 's'}")
-    micros = int(value.nanoseconds / 1000)
+    sign = -1 if value.nanoseconds < 0 else 1
+    micros = sign * (abs(value.nanoseconds) // 1000)  # integers: a float quotient was off by one past 2^53
     if micros or not parts:
         sign, micros = ("-" if micros < 0 else ""), abs(micros)
         seconds, fraction = divmod(micros, 1_000_000)

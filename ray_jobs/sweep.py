@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # config imports training (torch): trial workers need not
     from ray_jobs.config import JobConfig, ResourcesConfig
 
 __all__ = ["JobError", "ResourceError", "Sweep", "SweepOutcome", "TrialContext", "init_ray",
-           "precheck", "check_resources", "check_restore_settings", "exclusive", "restorable",
+           "precheck", "check_resources", "check_restore_settings", "record_config", "exclusive", "restorable",
            "run_sweep", "call_on_worker"]
 
 _STATE_FILE = "trial_state.json"
@@ -260,7 +260,7 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str, n_trials: int) -> None
     old value while the `configs` table recorded the new one, or the resumed trials would run
     on other threads or another device than the finished ones. Values in effect: each trial's
     max_failures as Tune saved it; the others from the `configs` row. A finished sweep (all
-    its `n_trials` trials finished) runs nothing when restored: any values pass."""
+    its `n_trials` trials finished) reruns no trial when restored: any values pass."""
     trials = _saved_trials(cfg, sweep_id)
     if trials is None or _all_finished(trials, n_trials):
         return
@@ -280,8 +280,10 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str, n_trials: int) -> None
 
 def record_config(cfg: JobConfig, job: str, sweep_id: str, stamp: dict, n_trials: int) -> None:
     """The sweep's `configs` row (`results.write_config`): every setting it runs with. Not
-    rewritten for a finished sweep that has one: restoring it runs nothing, and settings that
-    its id does not hash (resources, say) would otherwise claim rows measured under others."""
+    rewritten for a finished sweep that has one: restoring it reruns none of its trials, and
+    settings that its id does not hash (resources, say) would otherwise claim rows measured
+    under others. (A pruning sweep whose quantization stage was cut short completes it under
+    the command's settings; those rows record their device and threads.)"""
     trials = _saved_trials(cfg, sweep_id)
     if trials is not None and _all_finished(trials, n_trials) and results.read_rows(cfg.results_dir, "configs", sweep_id):
         return

@@ -99,6 +99,14 @@ _SHORT = reprlib.Repr()  # keyword settings need Python 3.12
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 8, 8, 200, 200
 
 
+def flow_yaml(value: Any) -> str:
+    """`value` as one line of YAML (lists and tuples in flow style) that `load_yaml` reads back."""
+    if isinstance(value, tuple):
+        value = list(value)
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000, allow_unicode=True).strip()
+    return text.removesuffix("...").strip()  # a bare scalar ends its document with "..."
+
+
 def brief(value: Any, limit: int = 80) -> str:
     """repr(value), cut to `limit` characters: an error stays one readable line. Lists and
     mappings are shown by `reprlib` (their first items, three levels deep), never in full."""

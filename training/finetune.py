@@ -236,6 +236,9 @@ def optimizer_step(model: nn.Module, loss: torch.Tensor, optimizer, max_grad_nor
     optimizer.zero_grad(set_to_none=True)
 
 
+DIVERGED_HINT = "training diverged: lower the learning rate, or train in fp32"
+
+
 def non_finite_weight(model: nn.Module) -> str | None:
     """The name of the first weight holding a NaN or an infinity (a diverged model), or None
     (a loss that overflowed once under a gradient scaler, which skips that step, leaves the
@@ -294,8 +297,7 @@ def fit(
             # a diverged model is never scored, kept or cached: stop at the best epoch so far,
             # or fail when there is none
             if best_state is None:
-                raise FloatingPointError(f"{desc}, epoch {epoch}: weight {bad} is not finite (training "
-                                         "diverged: lower the learning rate, or train in fp32)")
+                raise FloatingPointError(f"{desc}, epoch {epoch}: weight {bad} is not finite ({DIVERGED_HINT})")
             diverged = epoch
             print(f"{desc}: weight {bad} not finite after epoch {epoch}: training stopped, the weights "
                   f"of epoch {best_epoch} kept", file=sys.stderr, flush=True)

@@ -270,6 +270,7 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
     (`OnnxClassifier.save`). Each row: variant, device ("cpu"), size_bytes (`torch.save`
     bytes; the graph file's for ONNX variants), accuracy, f1, latency_ms, latency_p90_ms,
     accuracy_kept (accuracy / the fp32 row's), speedup_vs_fp32 (fp32 median / this median),
+    latency_threads and latency_runs (how it was timed),
     error (a variant this CPU cannot run gets its error instead of figures).
     """
     rows, built = [], {}

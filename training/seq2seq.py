@@ -17,6 +17,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from torch import nn
 from training.bleu import codexglue_bleu
 from training.checks import check_ranges
 from training.finetune import (
+    DIVERGED_HINT,
     cache_fields,
     check_precision,
     mixed_precision,
@@ -44,7 +46,6 @@ from training.staging import publish, remove_stale, staging_path
 # caches (2: the fine-tuning curve, and train_seconds without its checks; 3: its validation
 # pairs a sample across the split's files, `training.data.evaluation_subset`)
 SEQ2SEQ_VERSION = 3
-_DIVERGED_HINT = "training diverged: lower the learning rate, or train in fp32"
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,7 @@ def train_steps(
             loss = model(src, src_mask, tgt)
         value = loss.item()
         if not math.isfinite(value):
-            raise FloatingPointError(f"{desc}, step {i} of {steps}: loss is {value} ({_DIVERGED_HINT})")
+            raise FloatingPointError(f"{desc}, step {i} of {steps}: loss is {value} ({DIVERGED_HINT})")
         optimizer_step(model, loss, optimizer, cfg.max_grad_norm)
         scheduler.step()
         total += value
@@ -402,7 +403,7 @@ def train_steps(
             after_step(i)
             model.train()
     if steps and (bad := non_finite_weight(model)) is not None:  # an infinite gradient with a finite loss
-        raise FloatingPointError(f"{desc}, after step {steps}: weight {bad} is not finite ({_DIVERGED_HINT})")
+        raise FloatingPointError(f"{desc}, after step {steps}: weight {bad} is not finite ({DIVERGED_HINT})")
     return total / max(1, steps)
 
 
@@ -553,6 +554,15 @@ def fine_tune(model: Seq2Seq, tokenizer, splits: dict, cfg: Seq2SeqConfig, devic
             "train_examples": len(train), "curve": curve, "device": str(device)}
 
 
+def _diverged_cache(final: Path) -> bool:
+    """Whether `final` holds a cached model whose recorded training loss is not finite."""
+    meta = final / "meta.json"
+    if not meta.exists():
+        return False
+    loss = json.loads(meta.read_text()).get("metrics", {}).get("train_loss")
+    return isinstance(loss, float) and not math.isfinite(loss)
+
+
 def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "cpu", progress=None) -> Seq2SeqArtifacts:
     """Fine-tune the code-to-text model, or reuse the one already under work_dir with the same
     key (teacher, data fingerprint, config). Writes work_dir/seq2seq-KEY atomically.
@@ -562,6 +572,10 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
     key = artifacts_key(cfg, data, teacher)
     final = Path(work_dir).resolve() / f"seq2seq-{key}"
     remove_stale(final.parent, "seq2seq-*")  # staging folders of fine-tunings that were killed
+    if _diverged_cache(final):  # cached before train_steps refused a non-finite loss
+        print(f"{final}: its fine-tuning diverged (training loss not finite): fine-tuning again",
+              file=sys.stderr, flush=True)
+        shutil.rmtree(final)
     if not (final / "meta.json").exists():
         tmp = staging_path(final)
         shutil.rmtree(tmp, ignore_errors=True)

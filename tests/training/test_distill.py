@@ -217,7 +217,7 @@ def test_in_batch_targets_heads_and_loss_stay_fp32_in_bf16_steps(kind, monkeypat
     loss = distill_module.in_batch_loss
 
     def recording(student, teacher, temperature):
-        seen.append((student.dtype, teacher.clone(), torch.is_autocast_cpu_enabled()))
+        seen.append((student.dtype, teacher.clone(), torch.is_autocast_enabled("cpu")))
         return loss(student, teacher, temperature)
     monkeypatch.setattr(distill_module, "in_batch_loss", recording)
     with warnings.catch_warnings():

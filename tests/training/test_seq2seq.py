@@ -150,6 +150,11 @@ def test_a_diverged_fine_tuning_is_never_cached(seq2seq_teacher, seq2seq_data, t
     art = prepare_seq2seq(cfg, data, teacher, tmp_path / "work")  # trained anew, not read back
     assert art.metrics["train_loss"] == art.metrics["train_loss"]  # not NaN
     assert all(torch.isfinite(v).all() for v in load_file(art.finetuned_path).values())
+    # a diverged model cached before this check (its meta.json records a NaN loss) is fine-tuned again
+    meta = Path(art.model_dir) / "meta.json"
+    meta.write_text(meta.read_text().replace(json.dumps(art.metrics["train_loss"]), "NaN", 1))
+    assert prepare_seq2seq(cfg, data, teacher, tmp_path / "work").metrics["train_loss"] == art.metrics["train_loss"]
+    assert "NaN" not in meta.read_text()
 
 
 def test_bf16_training_steps_learn_and_keep_fp32_weights(seq2seq_teacher, tiny):
