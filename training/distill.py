@@ -73,6 +73,7 @@ from training.finetune import (
     lengths_of,
     loop_settings,
     mixed_precision,
+    model_fingerprint,
     optimizer_step,
     pad_right,
     predict_logits,
@@ -555,8 +556,11 @@ def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: Teacher
     teacher_dir, metrics = finetune_teacher(cfg.finetune, data, teacher, work, device=device)
     splits = classification_splits(data)
     transfer = transfer_examples(splits["train"], data, cfg.distill)
-    identity = {"teacher": metrics["key"], "transfer_set": cfg.distill.transfer_set,
-                "max_transfer": cfg.distill.max_transfer}
+    # the fine-tuned weights too, not only the key they were fine-tuned under: a teacher
+    # fine-tuned again into its folder (deleted, or on a GPU's non-deterministic kernels) has
+    # other logits, and a cache of the old ones beside the new teacher's vectors mixed two teachers
+    identity = {"teacher": metrics["key"], "teacher_files": model_fingerprint(Path(teacher_dir)),
+                "transfer_set": cfg.distill.transfer_set, "max_transfer": cfg.distill.max_transfer}
     if cfg.distill.max_transfer is not None:  # the cap's sample, not its first N (an uncapped key stays)
         identity["cap_rule"] = "sample_in_order"
     if cfg.distill.transfer_extra:  # the key of a run without extra data stays what it was

@@ -108,6 +108,21 @@ def test_second_prepare_reuses_teacher_and_logits(artifacts):
     assert Path(again.logits_path).stat().st_mtime_ns == mtime
 
 
+def test_a_teacher_fine_tuned_again_gets_its_own_logits(tmp_path):
+    """The logits cache is keyed by the fine-tuned weights, not only by the key they were
+    fine-tuned under: a teacher fine-tuned again into its folder (non-deterministic GPU
+    kernels, a deleted folder) would have read the old teacher's logits."""
+    teacher = TeacherConfig(name=str(tiny_teacher_folder(tmp_path / "teacher")))
+    first = prepare_teacher(CFG, TINY_DATA, teacher, tmp_path / "work")
+    model = AutoModelForSequenceClassification.from_pretrained(first.teacher_dir)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    model.save_pretrained(first.teacher_dir)  # the same folder, other weights
+    again = prepare_teacher(CFG, TINY_DATA, teacher, tmp_path / "work")
+    assert again.teacher_metrics["reused"] and again.logits_path != first.logits_path
+    assert read_examples(again.logits_path)[1] != read_examples(first.logits_path)[1]
+
+
 def test_killed_cache_writers_staging_files_are_removed(artifacts, stale):
     work = Path(artifacts.work_dir)
     logits, eval_ = Path(artifacts.logits_path), Path(artifacts.eval_path)
