@@ -345,11 +345,11 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
                resume: bool) -> sweep.SweepOutcome:
     """The job's part that writes: under the sweep's lock."""
     stamp = {"config_hash": config_hash(cfg, SECTIONS), "code_version": code_version()}
-    sweep.check_restore_settings(cfg, sid, len(specs))
+    finished = sweep.check_restore_settings(cfg, sid, len(specs))
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)
-        sweep.record_config(cfg, "compress", sid, stamp, len(specs))
+        sweep.record_config(cfg, "compress", sid, stamp, finished)
         results.write_rows(cfg.results_dir, "search", sid,
                            [{**r, **stamp} for r in search_rows(cfg, candidates)])
         train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)

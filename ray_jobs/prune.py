@@ -174,11 +174,11 @@ def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
 def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> sweep.SweepOutcome:
     """The job's part that writes: under the sweep's lock."""
     stamp = {"config_hash": config_hash(read_settings(cfg), SECTIONS), "code_version": code_version()}
-    sweep.check_restore_settings(cfg, sid, len(specs))
+    finished = sweep.check_restore_settings(cfg, sid, len(specs))
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)
-        sweep.record_config(cfg, "prune", sid, stamp, len(specs))
+        sweep.record_config(cfg, "prune", sid, stamp, finished)
         artifacts = sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
                                          str(Path(cfg.results_dir) / "cache"), progress=_progress)
         write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq")

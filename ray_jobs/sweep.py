@@ -254,16 +254,19 @@ def _all_finished(trials: list, n_trials: int) -> bool:
     return len(trials) >= n_trials and all(t.status == "TERMINATED" for t in trials)
 
 
-def check_restore_settings(cfg: JobConfig, sweep_id: str, n_trials: int) -> None:
+def check_restore_settings(cfg: JobConfig, sweep_id: str, n_trials: int) -> bool:
     """ConfigError, before any work, when an interrupted sweep on disk would be resumed with
     a RESUMED_AS_RAN setting other than the one it ran with: Tune would silently keep the
     old value while the `configs` table recorded the new one, or the resumed trials would run
     on other threads or another device than the finished ones. Values in effect: each trial's
     max_failures as Tune saved it; the others from the `configs` row. A finished sweep (all
-    its `n_trials` trials finished) reruns no trial when restored: any values pass."""
+    its `n_trials` trials finished) reruns no trial when restored: any values pass. Returns
+    whether the sweep on disk is finished (`record_config` takes it)."""
     trials = _saved_trials(cfg, sweep_id)
-    if trials is None or _all_finished(trials, n_trials):
-        return
+    if trials is None:
+        return False
+    if _all_finished(trials, n_trials):
+        return True
     rows = results.read_rows(cfg.results_dir, "configs", sweep_id)
     ran_with = {"failure": {"max_failures": trials[0].max_failures} if trials else {},
                 "resources": json.loads(rows[-1]["config"]).get("resources", {}) if rows else {}}
@@ -276,16 +279,17 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str, n_trials: int) -> None
                               "unfinished sweep resumes with the settings it ran with (Ray keeps some from the "
                               f"first run; its rows were measured under the others); give {section}.{key}="
                               f"{json.dumps(before)}, or another results_dir for a new sweep")
+    return False
 
 
-def record_config(cfg: JobConfig, job: str, sweep_id: str, stamp: dict, n_trials: int) -> None:
+def record_config(cfg: JobConfig, job: str, sweep_id: str, stamp: dict, finished: bool) -> None:
     """The sweep's `configs` row (`results.write_config`): every setting it runs with. Not
     rewritten for a finished sweep that has one: restoring it reruns none of its trials, and
     settings that its id does not hash (resources, say) would otherwise claim rows measured
     under others. (A pruning sweep whose quantization stage was cut short completes it under
-    the command's settings; those rows record their device and threads.)"""
-    trials = _saved_trials(cfg, sweep_id)
-    if trials is not None and _all_finished(trials, n_trials) and results.read_rows(cfg.results_dir, "configs", sweep_id):
+    the command's settings; those rows record their device and threads.) `finished`: what
+    `check_restore_settings` returned for the sweep."""
+    if finished and results.read_rows(cfg.results_dir, "configs", sweep_id):
         return
     from ray_jobs.config import to_dict  # the config module imports the training stack
 

@@ -146,14 +146,17 @@ def test_a_finished_sweep_keeps_its_configs_row(local_ray, tmp_path):
         rows = results.read_rows(f"{tmp_path}/res", "configs", "t-4")
         return [json.loads(r["config"])["resources"]["prepare_cpus"] for r in rows]
 
-    record_config(settings(), "t", "t-4", STAMP, 1)  # nothing on disk yet: written
+    def record(cfg) -> None:  # as the jobs do: the restore check says whether the sweep is finished
+        record_config(cfg, "t", "t-4", STAMP, check_restore_settings(cfg, "t-4", 1))
+
+    record(settings())  # nothing on disk yet: written
     Path(tmp_path, "fail-s0").touch()
     assert run_sweep(settings(), _sweep(tmp_path, trials=1, rounds=2, sweep_id="t-4")).errors
-    record_config(settings("resources.prepare_cpus=2"), "t", "t-4", STAMP, 1)  # unfinished: rewritten
+    record(settings("resources.prepare_cpus=2"))  # unfinished: rewritten
     assert recorded() == [2.0]
-    record_config(settings(), "t", "t-4", STAMP, 1)
+    record(settings())
     assert not run_sweep(settings(), _sweep(tmp_path, trials=1, rounds=2, sweep_id="t-4")).errors
-    record_config(settings("resources.prepare_cpus=2"), "t", "t-4", STAMP, 1)  # finished: kept
+    record(settings("resources.prepare_cpus=2"))  # finished: kept
     assert recorded() == [None]
 
 
