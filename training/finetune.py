@@ -370,13 +370,15 @@ def _indexed_shards(folder: Path) -> set[str]:
 def teacher_identity(name: str) -> str:
     """What names a teacher in cache keys and sweep ids: for a local folder (the embedded MiniLM
     included) "files:" + its `model_fingerprint`, so replacing its weights or config.json in
-    place makes a new key; a hub id, a preset of one, or an unknown name (refused later, by
-    the loader): the name itself. Files are hashed once per process (~0.1 s for MiniLM's 90 MB)."""
+    place makes a new key; a hub id: itself, and a preset of one its hub id (`codebert-base`
+    and `microsoft/codebert-base` are one teacher, fine-tuned once); an unknown name (refused
+    later, by the loader): the name itself. Files are hashed once per process (~0.1 s for
+    MiniLM's 90 MB)."""
     try:
-        location = Path(resolve_teacher(name))
+        location = resolve_teacher(name)
     except ValueError:
         return name
-    return f"files:{model_fingerprint(location)}" if location.is_dir() else name
+    return f"files:{model_fingerprint(Path(location))}" if Path(location).is_dir() else location
 
 
 def _cap_rule(cfg: FinetuneConfig) -> dict:
@@ -391,11 +393,14 @@ def capped_labeled(labeled: list, cfg: FinetuneConfig) -> list:
     return sample_in_order(labeled, cfg.max_train, cfg.seed)
 
 
-def teacher_key(cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, num_labels: int) -> str:
+def teacher_key(cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, num_labels: int,
+                pairs: bool = True) -> str:
     """Hash of everything that determines the fine-tuned teacher. The teacher is its
-    `teacher_identity` (a folder's contents, not its path); a hub id's key is what it was."""
+    `teacher_identity` (a folder's contents, not its path); a hub id's key is what it was.
+    On a single-input task (`pairs` False) `pair_mode` is not used, so it is keyed as "joint"."""
     name = teacher_identity(teacher.name)
-    blob = json.dumps({"teacher": name, "teacher_cfg": asdict(teacher) | {"name": name},
+    used = {"name": name, "pair_mode": teacher.pair_mode if pairs else "joint"}
+    blob = json.dumps({"teacher": name, "teacher_cfg": asdict(teacher) | used,
                        "data": data_fingerprint(data), "num_labels": num_labels,
                        "cfg": cache_fields(cfg) | _cap_rule(cfg), "salt": CODE_SALT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -444,13 +449,13 @@ def finetune_teacher(
     """
     splits = classification_splits(data)
     num_labels = num_labels_of(splits)
-    key = teacher_key(cfg, data, teacher, num_labels)
+    pairs = splits["train"][0].text_b is not None  # single-input tasks: always a plain classifier
+    key = teacher_key(cfg, data, teacher, num_labels, pairs)
     folder = Path(work_dir).resolve() / "teachers" / key
     remove_stale(folder.parent)  # staging folders of fine-tunings that were killed
     if (folder / "metrics.json").is_file():
         return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}
     torch.manual_seed(cfg.seed)
-    pairs = splits["train"][0].text_b is not None  # single-input tasks: always a plain classifier
     pair_mode = teacher.pair_mode if pairs else "joint"
     model, tokenizer = load_teacher(teacher.name, num_labels=num_labels, pair_mode=pair_mode)
     model.to(device)

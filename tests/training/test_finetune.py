@@ -180,10 +180,22 @@ def test_a_teacher_folder_is_keyed_by_its_model_files_not_its_path(tmp_path, tea
 
 def test_a_hub_teachers_key_is_its_name_as_before():
     hub = TeacherConfig(name="microsoft/codebert-base")
-    assert teacher_identity(hub.name) == hub.name and teacher_identity("codebert-base") == "codebert-base"
+    assert teacher_identity(hub.name) == hub.name
     before = json.dumps({"teacher": hub.name, "teacher_cfg": asdict(hub), "data": data_fingerprint(TINY_DATA),
                          "num_labels": 2, "cfg": cache_fields(CFG), "salt": CODE_SALT}, sort_keys=True)
     assert teacher_key(CFG, TINY_DATA, hub, 2) == hashlib.sha256(before.encode()).hexdigest()[:16]
+
+
+def test_one_teacher_is_fine_tuned_once_whatever_it_is_called():
+    """The preset `codebert-base` is the hub's microsoft/codebert-base: one key, so a GPU
+    fine-tuning is not paid twice. `pair_mode` is unused on a single-input task (Devign), so
+    it does not change that key; on a pair task it does."""
+    hub, preset = TeacherConfig(name="microsoft/codebert-base"), TeacherConfig(name="codebert-base")
+    assert teacher_identity(preset.name) == hub.name
+    assert teacher_key(CFG, TINY_DATA, preset, 2) == teacher_key(CFG, TINY_DATA, hub, 2)
+    bi = replace(hub, pair_mode="separate")
+    assert teacher_key(CFG, TINY_DATA, bi, 2, pairs=False) == teacher_key(CFG, TINY_DATA, hub, 2, pairs=False)
+    assert teacher_key(CFG, TINY_DATA, bi, 2) != teacher_key(CFG, TINY_DATA, hub, 2)
 
 
 def test_a_diverged_model_is_never_scored_or_kept():
