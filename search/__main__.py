@@ -134,7 +134,7 @@ def _search_parser() -> argparse.ArgumentParser:
         "points checked against the whole grid (--target-mb, --top-k and --variant are refused with it)",
     )
     p.add_argument("--population", type=_positive(int), default=None,
-                   help="--pareto only: NSGA-II population, the most points the front can hold (default 100)")
+                   help="--pareto only: NSGA-II population, the most points the front can hold (default 100, at most 10,000)")
     p.add_argument("--generations", type=_positive(int), default=None,
                    help="--pareto only: NSGA-II generations (default 100)")
     p.add_argument("--max-mb", type=_positive(float), default=None, help="hard cap on size in MB")

@@ -29,9 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from deap import base, creator, tools
+from deap import base, creator
 
 from search import cost
+from search.fronts import MAX_POPULATION, sel_nsga2, sort_nondominated
 from search.latency import LatencyModel
 from search.space import GENES, Arch, InputError, SearchSpace, Teacher, is_whole
 
@@ -762,6 +763,9 @@ def pareto(
         raise InputError(
             f"population >= 2 and generations >= 0 are required, got {population}, {generations}"
         )
+    if population > MAX_POPULATION:  # refused before any work, not hours of sorting later
+        raise InputError(f"population: at most {MAX_POPULATION:,} (NSGA-II's dominance matrix over "
+                         f"parents and children grows with its square), got {population:,}")
     # The target is unused here (no scalar fitness); the problem supplies sizes and FLOPs.
     problem = _problem(space, teacher, 1.0, seq_len, max_mb, num_labels, head, latency_model, max_ms)
     rng = random.Random(seed)
@@ -782,14 +786,14 @@ def pareto(
             mut_index_step(child, problem.shape, rng)
             kids.append(child)
         evaluate(kids)
-        pop = tools.selNSGA2(_distinct(pop + kids), population)
-    front = tools.sortNondominated(_distinct(pop), len(pop), first_front_only=True)[0]
+        pop = sel_nsga2(_distinct(pop + kids), population)
+    front = sort_nondominated(_distinct(pop), len(pop), first_front_only=True)[0]
     # The vocabulary moves only the size (no objective but size reads it): the least one
     # dominates the others, so each front point takes it and the front is filtered again.
     slim = [_individual([*ind[:VOCAB], 0], cls) for ind in front if ind.fitness.violation == 0]
     evaluate(slim)
     slim = _distinct(slim)
-    front = tools.sortNondominated(slim, len(slim), first_front_only=True)[0] if slim else []
+    front = sort_nondominated(slim, len(slim), first_front_only=True)[0] if slim else []
     genomes, replaced = on_grid_front(problem, [list(ind) for ind in front], objectives)
     keys = _objective_matrix(problem, problem.values(np.array(genomes, dtype=np.int64).reshape(-1, 5)), objectives)
     order = sorted(range(len(genomes)), key=lambda i: (tuple(keys[i]), genomes[i]))  # size first
