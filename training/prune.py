@@ -480,6 +480,7 @@ def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:
         "test_bleu_beam": _bleu(ctx, "test", beam),
         "test_nll": token_nll(ctx.model, ctx.test, ctx.s2s, device=ctx.device),
         "test_bleu_constant": ctx.constant_bleu,  # BLEU at or below it is noise
+        "n_test": len(ctx.test),  # the functions scored (`test_subset`): a quantize row may score others
         "beam": beam,
         "dense_size_bytes": serialized_size_bytes(ctx.model),
         "sparse_size_bytes": sparse_size_bytes(ctx.model, ctx.weights),

@@ -126,7 +126,7 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
     times a model's variants against each other. `examples`: the tokenized test split (or an
     `evaluation_subset` of it)."""
     dev = variant_device(variant, device)
-    row = {"variant": variant, "error": None, "device": dev}
+    row = {"variant": variant, "error": None, "device": dev, "n_test": len(refs)}
     beam = cfg.beam or s2s.beam
     try:
         q = quantize_model(model, variant, device)
@@ -192,8 +192,8 @@ def quantize_rows(
     model (label, "unpruned" for the fine-tuned model), variant, device, scope (`scopes[label]`,
     else encoder), sparsity (measured zeros of the scope's prunable set in the fp32 model the
     variants are made from: the pruning's), stored_sparsity (the same set's zeros as the
-    variant stores it: `stored_sparsity`), bleu_greedy, corpus_bleu_greedy, bleu_beam, beam,
-    nll, size_bytes, latency_ms, latency_p90_ms, latency_threads, latency_runs,
+    variant stores it: `stored_sparsity`), n_test (the test functions scored: `test_subset`),
+    bleu_greedy, corpus_bleu_greedy, bleu_beam, beam, nll, size_bytes, latency_ms, latency_p90_ms, latency_threads, latency_runs,
     speedup_vs_fp32 (`time_variants`), bleu_kept (BLEU greedy / the same model's fp32 BLEU
     greedy), error. fp32 and fp16 run on `device`, int8 on the CPU (dynamic int8 is a CPU
     kernel).

@@ -248,6 +248,7 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, 
     for key, beam in (("test_bleu_greedy", 1), ("test_bleu_beam", 2)):
         assert rows[1][key] == codexglue_bleu(generate(model, tok, examples, art.config, beam=beam), refs)
     assert rows[1]["beam"] == 2 and rows[1]["latency_ms"] <= rows[1]["latency_p90_ms"]
+    assert rows[0]["n_test"] == rows[1]["n_test"] == len(test) == 4
     assert 0.0 < rows[0]["test_nll"] < 1.0  # the fine-tuned model memorised its pairs
     assert rows[0]["test_bleu_constant"] == rows[1]["test_bleu_constant"] < rows[0]["test_bleu_greedy"]
     # Re-run with one more round in the same folder: rounds 0-1 re-reported as saved, round 2 run.

@@ -77,6 +77,7 @@ def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, 
         assert by["unpruned", variant]["bleu_kept"] == pytest.approx(1.0, abs=0.1), variant
     assert by["unpruned", "int8"]["size_bytes"] < by["unpruned", "fp32"]["size_bytes"]
     assert by["unpruned", "fp32"]["corpus_bleu_greedy"] > 30  # sacrebleu's corpus BLEU beside it
+    assert {r["n_test"] for r in rows} == {len(code_to_text_splits(art.data)["test"])}  # no test_subset: all
     assert {r["device"] for r in rows} == {"cpu"}
     # the zeros each variant stores: fp32 holds the pruning's; int8 rounds small weights to 0 too
     assert by["l1", "fp32"]["stored_sparsity"] == by["l1", "fp32"]["sparsity"]
