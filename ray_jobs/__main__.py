@@ -37,6 +37,7 @@ from ray_jobs.errors import (
     SweepFailed,
     SweepInterrupted,
     absolute_path,
+    path_exists,
 )
 from ray_jobs.yaml_text import parse_override
 from search import printing_to_a_pipe
@@ -119,7 +120,7 @@ def _existing_results_dir(args) -> Path:
     """The results folder query/tables read; JobError when it does not exist (a mistyped path
     must not read as a folder without results)."""
     root = _results_dir(args.config, args.overrides)
-    if not root.is_dir():
+    if not path_exists(root, "results_dir") or not root.is_dir():
         raise JobError(f"results_dir: no such folder {root}")
     return root
 

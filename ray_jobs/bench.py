@@ -45,7 +45,7 @@ from ray import tune
 
 from ray_jobs import results
 from ray_jobs.config import build_config, check_object_store, code_version, to_dict
-from ray_jobs.errors import ConfigError, JobError, OneLineParser, check_results_dir
+from ray_jobs.errors import ConfigError, JobError, OneLineParser, ResourceError, check_results_dir
 from ray_jobs.sweep import loopback_only
 from search import printing_to_a_pipe
 from search.cost import HEADS, reads_pairs
@@ -144,6 +144,9 @@ class BenchConfig:
         if 1 not in self.workers:  # without it the smallest count was taken to scale perfectly
             raise ValueError(f"workers: must include 1 (speed-up and efficiency are over the one-worker "
                              f"run), got {list(self.workers)}")
+        if max(self.workers) > self.trials:  # efficiency divides by workers that could never all run
+            raise ValueError(f"workers: {max(self.workers)} concurrent trials asked of a run of trials="
+                             f"{self.trials}: at most {self.trials} run at once; raise trials or lower workers")
         # an empty list would time nothing and write no rows, silently
         for name in ("workers", "latency_batches", "latency_students", "latency_dtypes", "step_students",
                      "step_precisions", "step_attentions"):
@@ -251,9 +254,17 @@ def _row(kind: str, workers: int, reuse: bool, trials: int, out: dict) -> dict:
 
 
 def _init_ray(cfg: BenchConfig, temp_dir: str) -> None:
-    """Join the cluster in RAY_ADDRESS, else start a private local one with 2 CPUs."""
+    """Join the cluster in RAY_ADDRESS, else start a private local one with max(workers) CPUs.
+    ResourceError when the cluster joined has fewer CPUs than the most workers asked: those
+    trials would run fewer at once than the rows say (each trial takes one CPU)."""
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if max(cfg.workers) > cpus:
+            ray.shutdown()
+            raise ResourceError(f"workers: {max(cfg.workers)} concurrent one-CPU trials asked, but the cluster "
+                                f"at RAY_ADDRESS has {cpus:g} CPUs now (nodes an autoscaler has not started count "
+                                "none, and timing their start would not measure scaling)")
         return
     loopback_only()
     ray.init(

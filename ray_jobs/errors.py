@@ -42,12 +42,23 @@ def check_results_dir(results_dir: str, key: str = "results_dir") -> None:
     creates nothing."""
     path = Path(results_dir)
     probe = path
-    while not probe.exists() and probe != probe.parent:
+    while not path_exists(probe, key) and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
         raise JobError(f"{key}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise JobError(f"{key}: cannot write to {path} ({probe} is not writable)")
+
+
+def path_exists(path: Path, key: str) -> bool:
+    """`path.exists()`, or JobError naming `key` when a folder above it may not be entered
+    (where `Path.exists` raises PermissionError instead of answering)."""
+    try:
+        return path.exists()
+    except PermissionError:
+        # the outermost folder on the way that this user may not enter (search permission)
+        blocked = next((p for p in reversed(path.parents) if not os.access(p, os.X_OK)), path.parent)
+        raise JobError(f"{key}: cannot reach {path}: {blocked} may not be entered by this user") from None
 
 
 def absolute_path(path: str, key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -76,7 +77,13 @@ def run_seeds(command: str, cfg: JobConfig, seeds: list[int], resume: bool = Fal
         except SweepFailed as exc:
             sweep_ids.append(exc.sweep_id or sweep_of(seed_cfg))
             failed.append(f"{section}.seed={seed}: {exc}")
-    print("\n" + spread(cfg.results_dir, sweep_ids), flush=True)
+    try:
+        text = spread(cfg.results_dir, sweep_ids)
+    except ConfigError as exc:  # sweeps not one job's seeds: said, after the seeds' own failures
+        if not failed:
+            raise
+        text = f"no spread across the seeds: {exc}"
+    print("\n" + text, flush=True)
     if failed:
         raise SweepFailed(f"{command} --seeds: {len(failed)} of {len(seeds)} seed(s) had failed trials "
                           "(the table above holds the rows that finished): " + "; ".join(failed))
@@ -110,8 +117,9 @@ def run_demo(cfg: JobConfig, resume: bool) -> None:
     png = summary.plot_bleu(cfg.results_dir, sid, Path(cfg.results_dir) / f"bleu_vs_sparsity-{sid}.png")
     if png is not None:
         print(f"plot: {png}")
-    print(f"query the tables: python -m ray_jobs query \"SELECT * FROM distill\" "
-          f"results_dir={cfg.results_dir}")
+    # quoted for the shell: the folder is absolute, and may hold spaces or `$`
+    print("query the tables: " + shlex.join(["python", "-m", "ray_jobs", "query", "SELECT * FROM distill",
+                                             f"results_dir={cfg.results_dir}"]))
 
 
 def run(command: str, cfg: JobConfig, *, resume: bool = False) -> int:

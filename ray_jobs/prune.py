@@ -41,6 +41,11 @@ from training.seq2seq import extra_train_pairs, prepare_seq2seq
 SECTIONS = ("data", "teacher", "seq2seq", "prune", "quantize")
 
 
+# The dotted keys of SECTIONS `read_settings` resets: two sweeps that differ only in them are one
+# job's (a test holds this in step with read_settings).
+UNREAD = ("data.task", "data.labeled_fraction", "teacher.pair_mode")
+
+
 def read_settings(cfg: JobConfig) -> JobConfig:
     """`cfg` with what this job never reads at its defaults: the data's classification fields
     (`code_to_text_view`) and the teacher's pair mode (the top-level seed is outside SECTIONS).

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from ray_jobs import results
+from ray_jobs.errors import ConfigError
 from ray_jobs.results import sql_text
 from training.staging import publish, staging_path
 
@@ -113,12 +114,13 @@ def _flat(config: dict, prefix: str = "") -> dict[str, object]:
 
 
 def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
-                      sections: tuple[str, ...]) -> list[str]:
-    """The sweep ids, each once (a sweep named twice counts once); ValueError unless the sweeps ran one job's settings under distinct values of `seed_key`
+                      sections: tuple[str, ...], unread: tuple[str, ...] = ()) -> list[str]:
+    """The sweep ids, each once (a sweep named twice counts once); ConfigError unless the sweeps ran one job's settings under distinct values of `seed_key`
     (e.g. "distill.seed"), as their `configs` rows record them: the settings of `sections`
-    (those the job's sweep id hashes) compared where both sweeps record them; a sweep without
-    a `configs` row is not checked. A spread over sweeps of other epochs or precisions, or of
-    one seed twice, is not a seed's."""
+    (those the job's sweep id hashes) but the dotted keys `unread` (which the job resets
+    before hashing: the pruning job's `UNREAD`) compared where both sweeps record them; a sweep
+    without a `configs` row is not checked. A spread over sweeps of other epochs or
+    precisions, or of one seed twice, is not a seed's."""
     sweep_ids = list(dict.fromkeys(sweep_ids))
     if "configs" not in results.table_names(results_dir):
         return sweep_ids
@@ -127,12 +129,12 @@ def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
         rows = results.read_rows(results_dir, "configs", sid)
         if rows:
             recorded[sid] = {k: v for k, v in _flat(json.loads(rows[-1]["config"])).items()
-                             if k.split(".")[0] in sections}
+                             if k.split(".")[0] in sections and k not in unread}
     seeds: dict[object, str] = {}
     for sid, settings in recorded.items():
         seed = settings.get(seed_key)
         if seed in seeds:
-            raise ValueError(f"summary: sweeps {seeds[seed]} and {sid} ran the same {seed_key} ({seed}): "
+            raise ConfigError(f"summary: sweeps {seeds[seed]} and {sid} ran the same {seed_key} ({seed}): "
                              "not two seeds")
         seeds[seed] = sid
     (first, base), *others = recorded.items() or [(None, {})]
@@ -140,7 +142,7 @@ def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
         differ = sorted(k for k in base.keys() & other.keys() if k != seed_key and base[k] != other[k])
         if differ:
             shown = ", ".join(f"{k} ({base[k]!r} against {other[k]!r})" for k in differ[:3])
-            raise ValueError(f"summary: sweeps {first} and {sid} differ in {shown}"
+            raise ConfigError(f"summary: sweeps {first} and {sid} differ in {shown}"
                              f"{f' and {len(differ) - 3} more' if len(differ) > 3 else ''}, not only in "
                              f"{seed_key}: their spread is not a seed's")
     return sweep_ids
@@ -164,7 +166,7 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     """Each model's test accuracy and retention across the sweeps of one compression job run
     under several distillation seeds: mean, sample standard deviation (blank for one seed),
     range. A model is its trial_key, shape and teacher accuracy (the search's seed, not the
-    distillation's, picks the shapes; sweeps of different teachers stay apart). ValueError for
+    distillation's, picks the shapes; sweeps of different teachers stay apart). ConfigError for
     sweeps whose recorded settings differ in more than distill.seed (`check_seed_sweeps`)."""
     from ray_jobs.compress import SECTIONS  # the job's modules import torch and Ray: only here
 
@@ -273,11 +275,11 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     sparsity, and the test BLEU (greedy, beam) and NLL as mean and sample standard deviation
     (blank for one seed). Round 0 is the dense model, the same in every seed. Below it, where
     a sweep holds schedules alike but for the method, their per-seed differences
-    (`_paired_methods`). ValueError for sweeps whose recorded settings differ in more than
+    (`_paired_methods`). ConfigError for sweeps whose recorded settings differ in more than
     prune.seed (`check_seed_sweeps`)."""
-    from ray_jobs.prune import SECTIONS  # the job's modules import torch and Ray: only here
+    from ray_jobs.prune import SECTIONS, UNREAD  # the job's modules import torch and Ray: only here
 
-    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS)
+    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS, UNREAD)
     spread = _across_sweeps(results_dir, sweep_ids, "prune", """
         schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
         avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,

@@ -239,6 +239,8 @@ def test_bench_config_takes_every_bilstm_variant_the_job_builds():
     ("scaling", "workers=[0]", "workers"),
     # without one worker the smallest count was taken to scale perfectly (speed-up 2.00 at 2)
     ("scaling", "workers=[2,4]", "workers: must include 1"),
+    # 4 at once out of 2 trials: efficiency divided by 4 workers that never all ran
+    ("scaling", "workers=[1,4]", "workers: 4 concurrent trials asked of a run of trials=2"),
     ("scaling", "trials=0", "trials"),
     ("scaling", "steps=0", "steps"),
     ("scaling", "object_store_mb=10", "object_store_mb"),

@@ -1,5 +1,6 @@
 """`ray job submit --working-dir`: the smoke compression job on a real Ray head that this
-test starts as its own child process (127.0.0.1, no token auth) and ends by its pid."""
+module starts as its own child process (127.0.0.1, no token auth) and ends by its pid; and a
+bench that joins that head through RAY_ADDRESS."""
 
 import os
 import shutil
@@ -63,14 +64,15 @@ def _wait_for_job(address: str, job_id: str, timeout: float = 600) -> tuple[str,
     return ("TIMEOUT" if not status.is_terminal() else JobStatus(status).value), logs
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head on 127.0.0.1 with free ports; yields (dashboard address, env)."""
+    """A Ray head on 127.0.0.1 with free ports and 2 CPUs, shared by this module's tests;
+    yields (dashboard address, env, GCS address: what RAY_ADDRESS names to join it)."""
     tmp = tempfile.mkdtemp(prefix="rjh", dir="/tmp")
     env = _env(tmp)
-    dash = _free_port()
+    dash, gcs = _free_port(), _free_port()
     cmd = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-           "--port", str(_free_port()), "--dashboard-port", str(dash),
+           "--port", str(gcs), "--dashboard-port", str(dash),
            "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
            "--ray-client-server-port", str(_free_port()),
            "--dashboard-agent-listen-port", str(_free_port()),
@@ -81,7 +83,7 @@ def ray_head():
     address = f"http://127.0.0.1:{dash}"
     try:
         _wait_for_dashboard(address, head, env)
-        yield address, env
+        yield address, env, f"127.0.0.1:{gcs}"
     finally:
         # End exactly the head we started: `ray start --block` stops its own processes on
         # SIGTERM; anything left in its process group (our session) is then killed.
@@ -100,7 +102,7 @@ def ray_head():
 
 @pytest.mark.slow
 def test_ray_job_submit_smoke_compress(ray_head, tmp_path):
-    address, env = ray_head
+    address, env, _ = ray_head
     out = tmp_path / "results"
     job_id = f"compress_smoke_{os.getpid()}"
     submit = subprocess.run(
@@ -118,3 +120,17 @@ def test_ray_job_submit_smoke_compress(ray_head, tmp_path):
     assert [r["trial_key"] for r in rows] == ["student-0"]
     assert rows[0]["accuracy"] is not None and Path(rows[0]["model_dir"]).is_dir()
     assert rows[0]["code_version"]  # the row names the code that made it
+
+
+@pytest.mark.slow
+def test_bench_scaling_refuses_more_workers_than_the_joined_cluster_has(ray_head, tmp_path):
+    """Under RAY_ADDRESS the bench runs on the cluster it joins: 3 one-CPU trials at once on a
+    2-CPU head would run 2 at a time while the rows said 3 (efficiency divided by 3)."""
+    _, env, gcs = ray_head
+    proc = subprocess.run([sys.executable, "-m", "ray_jobs", "bench", "scaling", "--tiny", "trials=3",
+                           "workers=[1,3]", f"results_dir={tmp_path}"], env={**env, "RAY_ADDRESS": gcs},
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: workers: 3 concurrent one-CPU trials asked, but the cluster at RAY_ADDRESS has 2 CPUs now" \
+        in proc.stderr
+    assert not (tmp_path / "table=bench").exists()

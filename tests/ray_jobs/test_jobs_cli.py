@@ -1,5 +1,6 @@
 """CLI bad input: one line on stderr naming the culprit, exit code 2, no traceback."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -232,6 +233,54 @@ def test_the_summary_names_the_sweep_that_ran(job, capsys, monkeypatch, tmp_path
     spread = {"compress": "seeds_summary", "prune": "prune_seeds_summary"}[job]
     monkeypatch.setattr(summary, spread, lambda results_dir, sids: shown.append(sids) or "")
     assert jobs.run_seeds(job, cfg, [3]) == 0 and shown[-1] == [ran.name]
+
+
+def test_a_refused_spread_does_not_hide_the_seeds_that_failed(capsys, monkeypatch, tmp_path):
+    """`--seeds`: when the spread is refused (the sweeps are not one job's seeds) after a seed
+    failed, the failure is still reported (SweepFailed, exit 1) and the refusal said; with no
+    failed seed the refusal is the error (a bad input: one line, exit 2)."""
+    from ray_jobs import jobs, summary
+    from ray_jobs.config import CONFIG_DIR, load_config
+    from ray_jobs.errors import ConfigError, SweepFailed
+
+    def run_prune(cfg, resume):
+        if cfg.prune.seed == 1:
+            raise SweepFailed("1 of 2 trials failed", sweep_id="prune-seed1")
+        return f"prune-seed{cfg.prune.seed}"
+
+    def refuse(results_dir, sids):
+        raise ConfigError("summary: sweeps prune-seed0 and prune-seed1 differ in prune.rate")
+
+    monkeypatch.setattr(jobs, "run_prune", run_prune)
+    monkeypatch.setattr(summary, "prune_seeds_summary", refuse)
+    cfg = load_config(CONFIG_DIR / "smoke.yaml", [f"results_dir={tmp_path}"])
+    with pytest.raises(SweepFailed, match=r"1 of 2 seed\(s\) had failed trials .*prune.seed=1: 1 of 2 trials failed"):
+        jobs.run_seeds("prune", cfg, [0, 1])
+    assert "no spread across the seeds: summary: sweeps prune-seed0 and prune-seed1 differ" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="differ in prune.rate"):
+        jobs.run_seeds("prune", cfg, [0, 2])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becomes another user (nobody) to be refused a folder")
+def test_a_results_dir_behind_a_folder_the_user_may_not_enter_is_refused_by_name(tmp_path):
+    """`Path.exists` raises PermissionError there instead of answering: every job's first check
+    (`check_results_dir`) and query/tables named it in a traceback. Imported as root, run as
+    nobody, to whom the pytest folder is closed."""
+    results_dir = tmp_path / "sub" / "results"
+    code = ("import os, sys\n"
+            "from ray_jobs.__main__ import main\n"
+            "from ray_jobs.errors import JobError, check_results_dir\n"
+            "os.setgid(65534); os.setuid(65534)\n"
+            "try:\n"
+            "    check_results_dir(sys.argv[2].split('=', 1)[1])\n"
+            "except JobError as exc:\n"
+            "    print(exc)\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "tables", f"results_dir={results_dir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    said = f"results_dir: cannot reach {results_dir}: "
+    assert proc.returncode == 2 and proc.stdout.startswith(said) and "may not be entered by this user" in proc.stdout
+    assert proc.stderr.strip().startswith(f"error: {said}") and len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv, missing", [(["bench"], "what"), (["query"], "sql")])

@@ -50,3 +50,19 @@ def test_no_variants_turn_the_stage_off(tmp_path, monkeypatch):
     keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
     assert prune.quantize_stage(cfg, None, "prune-x", keys, {"config_hash": "h", "code_version": "v"}) == []
     assert results.table_names(tmp_path) == []  # no empty quantize table either
+
+
+def test_the_keys_the_pruning_job_does_not_read_are_exactly_those_read_settings_resets(tmp_path):
+    """`prune.UNREAD` (what a seeds' spread ignores in the recorded configs) in step with
+    `read_settings` (what the sweep id hashes)."""
+    from ray_jobs.config import to_dict
+    from ray_jobs.summary import _flat
+
+    base = load_config(resolve_config_path("demo"), [f"results_dir={tmp_path}"])
+    changed = load_config(resolve_config_path("demo"), [f"results_dir={tmp_path}", "data.task=clone",
+                                                        "data.labeled_fraction=0.3", "teacher.pair_mode=joint"])
+    assert prune.sweep_id(changed) == prune.sweep_id(base)  # demo's teacher.pair_mode is separate
+    off_default = load_config(resolve_config_path("demo"), [f"results_dir={tmp_path}", "data.task=clone",
+                                                            "data.labeled_fraction=0.3"])
+    raw, read = _flat(to_dict(off_default)), _flat(to_dict(prune.read_settings(off_default)))
+    assert {k for k in raw if raw[k] != read[k]} == set(prune.UNREAD)

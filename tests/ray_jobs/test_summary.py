@@ -275,6 +275,32 @@ def test_seeds_summaries_refuse_sweeps_that_are_not_seeds_of_one_job(tmp_path):
         summary.prune_seeds_summary(str(tmp_path), ["compress-a", "compress-b"])
 
 
+def test_prune_seeds_ignore_the_settings_the_pruning_job_does_not_read(tmp_path):
+    """`demo.yaml` serves both jobs: a seed's sweep restored from before a change for the
+    compression job alone (data.labeled_fraction, teacher.pair_mode) keeps its id and its
+    `configs` row; the spread is still one job's. A change the pruning reads is refused, as a
+    bad input (one line, exit 2), not a traceback."""
+    import pytest
+
+    from ray_jobs.errors import ConfigError
+
+    stamp = {"config_hash": "h", "code_version": "v"}
+    config = {"data": {"labeled_fraction": 0.1, "task": "code-search"}, "teacher": {"pair_mode": "separate"},
+              "prune": {"seed": 0, "rate": 0.25}}
+    runs = {"prune-a": config,
+            "prune-b": {"data": {"labeled_fraction": 0.5, "task": "code-search"}, "teacher": {"pair_mode": "joint"},
+                        "prune": {"seed": 1, "rate": 0.25}},
+            "prune-c": {**config, "prune": {"seed": 2, "rate": 0.5}}}
+    for sweep, cfg in runs.items():
+        results.write_config(tmp_path, "prune", sweep, cfg, stamp)
+        results.write_rows(tmp_path, "prune", sweep, [
+            {"trial_key": "l1", "schedule": "l1", "round": 0, "sparsity": 0.0, "test_bleu_greedy": 14.0,
+             "test_bleu_beam": 15.0, "test_nll": 4.5}])
+    assert summary.prune_seeds_summary(str(tmp_path), ["prune-a", "prune-b"]).startswith("Across 2 pruning seeds")
+    with pytest.raises(ConfigError, match=r"differ in prune.rate \(0.25 against 0.5\), not only in prune.seed"):
+        summary.prune_seeds_summary(str(tmp_path), ["prune-a", "prune-c"])
+
+
 def test_prune_seeds_summary_gives_each_rounds_mean_and_spread_over_the_seeds_sweeps(tmp_path):
     assert summary.prune_seeds_summary(str(tmp_path), ["prune-a"]) == "prune: no prune rows"
     for sweep, bleu in (("prune-a", 12.0), ("prune-b", 13.0), ("prune-other", 1.0)):
