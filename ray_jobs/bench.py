@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +51,7 @@ from ray_jobs.sweep import loopback_only
 from search import printing_to_a_pipe
 from search.cost import HEADS, reads_pairs
 from search.latency import MIN_SHAPES
-from training.checks import check_choices, check_distinct, check_ranges
+from training.checks import check_choices, check_distinct, check_ranges, one_line
 from training.evaluate import LATENCY_ROUNDS
 from training.models import BiLSTMSoft
 
@@ -486,9 +487,17 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
     sweep_id = bench_id("latency")
     stamp = _stamp(cfg, sweep_id, node_id=platform.node(), device=device)
     pair = reads_pairs(cfg.latency_head)
-    rows = forward_latencies(models, seq_len=cfg.latency_seq_len, batches=cfg.latency_batches,
-                             dtypes=cfg.latency_dtypes, device=device, runs=cfg.latency_runs,
-                             threads=cfg.latency_threads, rounds=cfg.latency_rounds, pair=pair)
+    rows, failure = [], None
+    for dtype in cfg.latency_dtypes:  # one at a time: a dtype that fails keeps the rows timed before it
+        try:
+            rows += forward_latencies(models, seq_len=cfg.latency_seq_len, batches=cfg.latency_batches,
+                                      dtypes=(dtype,), device=device, runs=cfg.latency_runs,
+                                      threads=cfg.latency_threads, rounds=cfg.latency_rounds, pair=pair)
+        except (RuntimeError, NotImplementedError, OSError) as exc:  # a kernel or an export this machine lacks
+            failure = exc
+            print(f"bench latency: {dtype} failed ({exc.__class__.__name__}: {one_line(str(exc))}); "
+                  f"the {len(rows)} rows timed before it are written", file=sys.stderr)
+            break
     rows = [{**stamp, **r, "bench": "latency", "device_name": device_name, "head": cfg.latency_head,
              "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]
 
@@ -499,7 +508,12 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
             print(f"{r['model']:14} {r['dtype']:9} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
                   f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} {'pairs' if pair else 'inputs'}/s"
                   f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
-    return _write(results_dir, sweep_id, rows, cfg, stamp, show)
+    if not rows and failure is not None:
+        raise failure
+    written = _write(results_dir, sweep_id, rows, cfg, stamp, show)
+    if failure is not None:
+        raise failure
+    return written
 
 
 # ---------------------------------------------------------------- train-step

@@ -55,6 +55,30 @@ def test_bench_latency_tiny_times_every_model_dtype_and_batch(tmp_path):
         assert r["speedup_vs_codebert"] == pytest.approx(by["codebert-arch", r["dtype"], r["batch"]] / r["median_ms"])
 
 
+def test_a_dtype_that_fails_keeps_the_rows_timed_before_it(tmp_path, monkeypatch, capsys):
+    """float16 fails here (as a kernel or an export missing on a machine would): the float32
+    rows timed before it are written and shown, and the failure is raised after them."""
+    import training.evaluate
+    from ray_jobs import bench
+
+    real = training.evaluate._as_dtype
+
+    def no_half(model, vocab, dtype, *args, **kwargs):
+        if dtype == "float16":
+            raise RuntimeError("no half kernel on this machine")
+        return real(model, vocab, dtype, *args, **kwargs)
+
+    monkeypatch.setattr(training.evaluate, "_as_dtype", no_half)
+    with pytest.raises(RuntimeError, match="no half kernel"):
+        bench.main(["latency", "--tiny", "latency_device=cpu", f"results_dir={tmp_path}",
+                    "latency_dtypes=[float32,float16]"])
+    rows = results.query(tmp_path, "SELECT * FROM bench").to_pylist()
+    assert {r["dtype"] for r in rows} == {"float32"} and len(rows) == 4 * 2  # 4 models x 2 batches
+    out, err = capsys.readouterr()
+    assert "bench latency: float16 failed (RuntimeError: no half kernel on this machine); the 8 rows" in err
+    assert out.count("float32") == 8
+
+
 @pytest.mark.slow  # exports and quantizes CodeBERT-base's architecture (about 40 s)
 @pytest.mark.parametrize("head, inputs", [("pair_cosine", "tokens a side, pairs encoded separately"),
                                           ("sequence", "tokens, one sequence")])
