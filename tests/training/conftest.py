@@ -43,11 +43,17 @@ def write_teacher(folder: Path, hidden: int = 32) -> str:
     return str(folder)
 
 
-def write_data(path: Path) -> str:
-    """CodeXGLUE jsonl; every pair in train, valid and test (so overfitting shows in BLEU)."""
+def write_data(path: Path, rotated: str | None = None) -> str:
+    """CodeXGLUE jsonl; every pair in train, valid and test (so overfitting shows in BLEU).
+    `rotated`: that split's docstrings moved one pair on and cut by their last word, so that
+    what a model scores on it differs from what it scores on the others (a figure computed on
+    the wrong split shows), and its outputs differ from its references, in length too (BLEU
+    with hypotheses and references swapped shows)."""
     lines = []
     for split in ("train", "valid", "test"):
         for i, (code, doc) in enumerate(PAIRS):
+            if split == rotated:
+                doc = " ".join(PAIRS[(i + 1) % len(PAIRS)][1].split()[:-1])
             lines.append(json.dumps({"path": f"{split}{i}.py", "code_tokens": code.split(),
                                      "docstring_tokens": doc.split(), "partition": split}))
     path.write_text("\n".join(lines) + "\n")
@@ -76,6 +82,12 @@ def seq2seq_teacher(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def seq2seq_data(tmp_path_factory) -> str:
     return write_data(tmp_path_factory.mktemp("seq2seq_data") / "pairs.jsonl")
+
+
+@pytest.fixture(scope="session")
+def seq2seq_data_new_test(tmp_path_factory) -> str:
+    """`seq2seq_data` with test's docstrings rotated: a memorised model scores high on valid, low on test."""
+    return write_data(tmp_path_factory.mktemp("seq2seq_data_new_test") / "pairs.jsonl", rotated="test")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_model
 
 from training import prune as prune_module
-from training.bleu import codexglue_bleu
+from training.bleu import codexglue_bleu, corpus_bleu
 from training.data import DataConfig, PairText, code_to_text_splits, evaluation_subset
 from training.models import TeacherConfig
 from training.prune import (
@@ -227,8 +227,20 @@ def test_schedules_grid():
         schedules(PruneConfig(rewinds=("start",)))
 
 
-def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
-    art = prepare_seq2seq(tiny.config(train_steps=60), DataConfig(path=seq2seq_data),
+def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data_new_test, tiny, tmp_path,
+                                                 monkeypatch):
+    """Test's docstrings differ from valid's (the model memorised valid's): each test figure is
+    recomputed on test, each valid one on valid, so a figure computed on the other split fails.
+    A memorised model decodes the same with a beam as greedily, so the beam is checked by what
+    the decodes were asked for."""
+    beams = []
+
+    def generate_spy(*args, beam=1, **kwargs):
+        beams.append(beam)
+        return generate(*args, beam=beam, **kwargs)
+
+    monkeypatch.setattr(prune_module, "generate", generate_spy)
+    art = prepare_seq2seq(tiny.config(train_steps=60), DataConfig(path=seq2seq_data_new_test),
                           TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
     cfg = PruneConfig(methods=("l1-global",), rewinds=("finetuned",), selections=("pick_best",), batch_sizes=(6,),
                       rounds=(1,), iterations_per_round=4, rate=0.25, eval_every=2, valid_subset=4,
@@ -237,20 +249,35 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data, 
     rows = []
     run_schedule(sched, art, cfg, tmp_path / "trial", report=rows.append)
     assert [r["round"] for r in rows] == [0, 1]
+    assert beams.count(2) == 2 * len(rows)  # each round: valid and test BLEU with the beam of 2
     assert rows[0]["sparsity"] == 0.0 and rows[1]["sparsity"] == pytest.approx(0.25, abs=1e-3)
     assert rows[1]["iterations"] == 4 and len(json.loads(rows[1]["valid_checks"])) == 2
     assert rows[1]["sparse_size_bytes"] < rows[1]["dense_size_bytes"] == rows[0]["dense_size_bytes"]
-    # the row scores the round's saved model: its test BLEU, greedy and beam, regenerated
+    # the row scores the round's saved model: its test and valid BLEU, greedy and beam, regenerated
     model, _ = load_round(tmp_path / "trial", 1, art)
     _, tok = load_seq2seq(art.model_dir, art.config)
-    test = evaluation_subset(code_to_text_splits(art.data)["test"], 4)
-    examples, refs = tokenize_pairs(test, tok, art.config), [p.target for p in test]
-    for key, beam in (("test_bleu_greedy", 1), ("test_bleu_beam", 2)):
-        assert rows[1][key] == codexglue_bleu(generate(model, tok, examples, art.config, beam=beam), refs)
+    splits, scored = code_to_text_splits(art.data), {}
+    for split in ("test", "valid"):
+        pairs = evaluation_subset(splits[split], 4)
+        examples, refs = tokenize_pairs(pairs, tok, art.config), [p.target for p in pairs]
+        scored[split] = examples
+        for beam, kind in ((1, "greedy"), (2, "beam")):
+            hyps = generate(model, tok, examples, art.config, beam=beam)
+            assert rows[1][f"{split}_bleu_{kind}"] == codexglue_bleu(hyps, refs), (split, kind)
+            if (split, kind) == ("test", "greedy"):
+                assert rows[1]["test_corpus_bleu_greedy"] == corpus_bleu(hyps, refs)
+    assert rows[1]["valid_bleu_greedy"] > rows[1]["test_bleu_greedy"]  # the splits really differ here
+    assert rows[1]["test_nll"] == token_nll(model, scored["test"], art.config) > token_nll(model, scored["valid"], art.config)
+    assert rows[1]["model_sparsity"] == measured_sparsity(model.parameters()) < rows[1]["sparsity"]
+    weights = prunable_weights(model, "encoder")
+    stored = sum(int((w != 0).sum()) * w.element_size() + -(-w.numel() // 8) - w.numel() * w.element_size()
+                 for w in weights.values())  # each matrix: its nonzero values and a 1-bit mask, not its dense bytes
+    assert rows[1]["sparse_size_bytes"] == rows[1]["dense_size_bytes"] + stored
     assert rows[1]["beam"] == 2 and rows[1]["latency_ms"] <= rows[1]["latency_p90_ms"]
-    assert rows[0]["n_test"] == rows[1]["n_test"] == len(test) == 4
-    assert 0.0 < rows[0]["test_nll"] < 1.0  # the fine-tuned model memorised its pairs
-    assert rows[0]["test_bleu_constant"] == rows[1]["test_bleu_constant"] < rows[0]["test_bleu_greedy"]
+    assert rows[0]["n_test"] == rows[1]["n_test"] == len(scored["test"]) == 4
+    # one sentence for every function, the same floor for every round (test's references here
+    # are not the model's memorised ones, so that floor is above its greedy BLEU)
+    assert rows[0]["test_bleu_constant"] == rows[1]["test_bleu_constant"] > 0
     # Re-run with one more round in the same folder: rounds 0-1 re-reported as saved, round 2 run.
     again = []
     run_schedule({**sched, "rounds": 2}, art, cfg, tmp_path / "trial", report=again.append)
