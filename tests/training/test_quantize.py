@@ -46,6 +46,47 @@ def test_variants_quantize_the_right_layers(seq2seq_teacher, tiny):
         quantize_model(model, "int4")
 
 
+def test_quantize_rows_score_the_test_split_as_their_columns_say(seq2seq_teacher, seq2seq_data_new_test, tiny,
+                                                                  tmp_path, monkeypatch):
+    """On test references the model did not memorise (so hypotheses and references differ, in
+    length too): each row's greedy BLEU and sacrebleu corpus BLEU recomputed from the fp32
+    model's outputs, `bleu_kept` its variant's BLEU over fp32's, and one beam decode per
+    variant (a memorised model decodes the same greedily, so the beam is checked by the call)."""
+    import training.quantize
+    from training.bleu import codexglue_bleu, corpus_bleu
+    from training.seq2seq import generate
+
+    beams = []
+
+    def generate_spy(*args, beam=1, **kwargs):
+        beams.append(beam)
+        return generate(*args, beam=beam, **kwargs)
+
+    art = prepare_seq2seq(tiny.config(train_steps=100), DataConfig(path=seq2seq_data_new_test),
+                          TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
+    monkeypatch.setattr(training.quantize, "generate", generate_spy)
+    rows = quantize_rows(art, QuantizeConfig(beam=2, variants=("fp32", "fp16", "int8")))
+    assert beams.count(2) == len(rows) == 3 and {r["beam"] for r in rows} == {2}
+    model, tok = load_seq2seq(art.model_dir, art.config)
+    test = code_to_text_splits(art.data)["test"]
+    hyps, refs = generate(model, tok, tokenize_pairs(test, tok, art.config), art.config), [p.target for p in test]
+    fp32 = rows[0]
+    assert fp32["variant"] == "fp32" and fp32["bleu_greedy"] == codexglue_bleu(hyps, refs)
+    assert fp32["corpus_bleu_greedy"] == corpus_bleu(hyps, refs) != corpus_bleu(refs, hyps)
+    for r in rows:
+        assert r["bleu_kept"] == r["bleu_greedy"] / fp32["bleu_greedy"]
+    # the tiny model's variants all decode alike: one that lost half its BLEU keeps 0.5, not 2
+    real_row = training.quantize.variant_row
+
+    def half_for_fp16(model, variant, *args, **kwargs):
+        row, q = real_row(model, variant, *args, **kwargs)
+        return (row | {"bleu_greedy": row["bleu_greedy"] / 2} if variant == "fp16" else row), q
+
+    monkeypatch.setattr(training.quantize, "variant_row", half_for_fp16)
+    halved = quantize_rows(art, QuantizeConfig(beam=1, variants=("fp32", "fp16")))
+    assert [r["bleu_kept"] for r in halved] == [1.0, 0.5]
+
+
 def test_quantize_rows_unpruned_and_pruned(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
     art = prepare_seq2seq(tiny.config(train_steps=100), DataConfig(path=seq2seq_data),
                           TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
