@@ -7,6 +7,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from training.evaluate import (
     accuracy,
     classifier_latency,
+    codebert_arch_calls,
     codebert_arch_latency,
     f1_score,
     head_models,
@@ -26,6 +27,8 @@ def test_accuracy_and_f1():
     assert f1_score([0, 0], [0, 0]) == 0.0  # no positives predicted or present
     # macro over 3 classes, all correct
     assert f1_score([0, 1, 2], [0, 1, 2], num_labels=3) == pytest.approx(1.0)
+    # class 0: tp=1 fp=1 fn=0 -> 2/3; class 1: tp=1 fp=0 fn=1 -> 2/3; class 2: 1; every class counts
+    assert f1_score([0, 0, 1, 2], [0, 1, 1, 2], num_labels=3) == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
     with pytest.raises(ValueError):
         accuracy([1], [1, 0])
 
@@ -39,6 +42,11 @@ def test_serialized_size_counts_each_tensor_once():
     tied.b = torch.nn.Linear(10, 20)
     tied.b.weight = tied.a.weight  # shared: stored once
     assert 240 * 4 <= serialized_size_bytes(tied) < 240 * 4 + 512  # 200 + 20 + 20 values
+    halves = torch.nn.Module()  # two views of one storage, at different offsets: both stored
+    whole = torch.zeros(2, 100)
+    halves.register_buffer("a", whole[0])
+    halves.register_buffer("b", whole[1])
+    assert 200 * 4 <= serialized_size_bytes(halves) < 200 * 4 + 512
 
 
 class FakeClock:
@@ -63,6 +71,12 @@ def test_latency_harness_reports_median_and_p90_of_the_timed_runs_only(monkeypat
     monkeypatch.undo()
     assert clock.durations == []  # warm-up + runs calls, no more
     assert stats == {"median_ms": pytest.approx(5.0), "p90_ms": pytest.approx(9.0), "runs": 21, "threads": 1}
+    # distinct durations 1..20 ms: the nearest rank of 0.9 over the 19 steps between them is the 18th
+    clock = FakeClock([float(ms) for ms in range(20, 0, -1)])
+    monkeypatch.setattr(time, "perf_counter", clock)
+    stats = latency_ms(clock.work, warmup=0, runs=20, threads=1)
+    monkeypatch.undo()
+    assert (stats["median_ms"], stats["p90_ms"]) == (pytest.approx(10.5), pytest.approx(18.0))
     with pytest.raises(ValueError):
         latency_ms(lambda: None, runs=5)
 
@@ -175,6 +189,10 @@ def test_codebert_architecture_latency_of_a_separately_encoded_pair():
     # a bi-encoder student encodes both inputs: CodeBERT is timed doing the same
     stats = codebert_arch_latency(seq_len=8, runs=20, warmup=1, threads=1, pair=True)
     assert stats["median_ms"] <= stats["p90_ms"] and stats["runs"] == 20
+    calls = codebert_arch_calls(seq_len=8, pairs=(True, False))
+    pair, single = calls[True](), calls[False]()
+    assert len(pair) == 2 and len(single) == 1  # a timed pair call encodes both sides
+    assert not torch.equal(pair[0].logits, pair[1].logits)  # two different inputs, not one twice
 
 
 @pytest.mark.parametrize("head", ["sequence", "pair_cosine", "pair_concat"])
