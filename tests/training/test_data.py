@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,13 @@ def test_code_to_text_splits_caps_are_seeded():
     first, again = code_to_text_splits(cfg), code_to_text_splits(cfg)
     assert first == again
     assert [len(first[s]) for s in ("train", "valid", "test")] == [3, 1, 1]
-    assert set(first["train"]) <= set(load_code_to_text(C2T)["train"])
+    full = load_code_to_text(C2T)["train"]
+    assert set(first["train"]) <= set(full)
+    # a sample across the split, in its order, drawn by the seed: not its first 3 pairs (the
+    # first N of a file sorted by project are one project's)
+    samples = {tuple(code_to_text_splits(replace(cfg, seed=seed))["train"]) for seed in range(10)}
+    assert len(samples) > 1 and all(list(t) == sorted(t, key=full.index) for t in samples)
+    assert any(full.index(p) >= 3 for t in samples for p in t)
 
 
 def test_evaluation_subsets_span_the_split_and_keep_its_first_pair():
@@ -320,9 +327,10 @@ def test_a_code_to_text_file_named_data_jsonl_is_not_taken_for_clone_data(tmp_pa
 def test_bad_defect_records(tmp_path):
     folder = tmp_path / "devign"
     shutil.copytree(DEVIGN, folder)
-    _write_jsonl(folder / "valid.jsonl", [{"func": "int f();", "target": 2}])
-    with pytest.raises(DataError, match=r"valid\.jsonl:1: field 'target' must be 0 or 1"):
-        classification_splits(DataConfig(path=str(folder), task="defect"))
+    for target in (2, True):  # a JSON true is not the label 1
+        _write_jsonl(folder / "valid.jsonl", [{"func": "int f();", "target": target}])
+        with pytest.raises(DataError, match=r"valid\.jsonl:1: field 'target' must be 0 or 1"):
+            classification_splits(DataConfig(path=str(folder), task="defect"))
     _write_jsonl(folder / "valid.jsonl", [{"target": 1}])
     with pytest.raises(DataError, match=r"valid\.jsonl:1: missing field 'func'"):
         classification_splits(DataConfig(path=str(folder), task="defect"))
@@ -425,6 +433,13 @@ def test_fingerprint_follows_content_and_config(tmp_path):
     fp = data_fingerprint(cfg)
     assert fp == data_fingerprint(DataConfig(path=str(C2T)))  # same content elsewhere
     assert data_fingerprint(DataConfig(path=str(copy), seed=1)) != fp
+    for cap in ("max_train", "max_eval"):  # a cap picks other pairs: the caches keyed by it change
+        assert data_fingerprint(replace(cfg, **{cap: 2})) != fp
+    swapped = tmp_path / "swapped"  # valid's records as test and test's as valid: other splits
+    shutil.copytree(C2T, swapped)
+    (swapped / "valid.jsonl").write_bytes((C2T / "test.jsonl").read_bytes())
+    (swapped / "test.jsonl").write_bytes((C2T / "valid.jsonl").read_bytes())
+    assert data_fingerprint(DataConfig(path=str(swapped))) != fp
     records = _records(copy / "test.jsonl")
     records[0]["docstring_tokens"] = ["changed", "summary", "here"]
     _write_jsonl(copy / "test.jsonl", records)
@@ -571,6 +586,13 @@ def test_an_unknown_partition_is_refused_with_its_line(tmp_path, value):
               for i in range(3)]
     with pytest.raises(DataError, match=r"one\.jsonl:2: field 'partition' is 'dev'"):
         data.validate(_write_jsonl(tmp_path / "one.jsonl", devign), "defect")
+
+
+def test_the_hash_split_is_80_10_10():
+    keys = [f"project/module_{i}.py" for i in range(20_000)]
+    shares = {s: sum(data._hash_split(k) == s for k in keys) / len(keys) for s in ("train", "valid", "test")}
+    assert shares == {"train": pytest.approx(0.8, abs=0.01), "valid": pytest.approx(0.1, abs=0.01),
+                      "test": pytest.approx(0.1, abs=0.01)}
 
 
 def test_a_missing_or_null_partition_still_splits_by_hash(tmp_path):
