@@ -32,6 +32,7 @@ from training.distill import (
     teacher_variant_rows,
     train_student,
 )
+from training.evaluate import f1_score
 from training.finetune import FinetuneConfig, collate, encode, predict_logits
 from training.models import (
     BiLSTMSoft,
@@ -106,6 +107,17 @@ def test_second_prepare_reuses_teacher_and_logits(artifacts):
     again = prepare_teacher(CFG, TINY_DATA, teacher, artifacts.work_dir)
     assert again.logits_path == artifacts.logits_path and again.teacher_metrics["reused"]
     assert Path(again.logits_path).stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("first, then", [({}, {"transfer_set": "all"}), ({"max_transfer": 3}, {"max_transfer": 4})])
+def test_a_transfer_set_of_other_pairs_gets_its_own_logits(artifacts, first, then):
+    """The logits cache holds the transfer set's pairs: another set (the labeled half joined,
+    another cap) is computed anew, not read from the cache of the first one."""
+    teacher = TeacherConfig(name=artifacts.teacher_metrics["teacher"])
+    one, other = (prepare_teacher(replace(CFG, distill=replace(CFG.distill, **change)), TINY_DATA, teacher,
+                                  artifacts.work_dir) for change in (first, then))
+    assert other.teacher_metrics["reused"] and other.logits_path != one.logits_path
+    assert read_examples(other.logits_path)[0] != read_examples(one.logits_path)[0]
 
 
 def test_a_teacher_fine_tuned_again_gets_its_own_logits(tmp_path):
@@ -284,6 +296,7 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
     logits = _reload_logits(row["model_dir"], test, pair_mode)
     preds = logits.argmax(-1).tolist()
     assert sum(p == e.label for p, e in zip(preds, test, strict=True)) / len(test) == row["accuracy"]
+    assert row["f1"] == f1_score(preds, [e.label for e in test])
     if pair_mode == "separate":  # the job's folder carries its model code: stock transformers loads it
         elsewhere = standalone_logits(row["model_dir"], [e.text_a for e in test],
                                       [e.text_b for e in test], cwd=tmp_path, max_len=32)
