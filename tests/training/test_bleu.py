@@ -32,6 +32,8 @@ def test_nist_splits_identifiers_and_brevity_penalty():
     # p1 = 4/4; p2 = (2+1)/(3+1); p3 = (1+1)/(2+1); p4 = (0+1)/(1+1); bp = 1 - 6/5 = -0.2
     # 100 * exp(-0.2) * (1 * 3/4 * 2/3 * 1/2) ** 0.25 = 100 * 0.818731 * 0.707107 = 57.8930
     assert nist_normalize(split_puncts("get resolver_ui")) == ["get", "resolver", "_", "ui"]
+    # NIST keeps a period or comma between digits: a number stays one token
+    assert nist_normalize("version 3.5, or 1,000 items.") == ["version", "3.5", ",", "or", "1,000", "items", "."]
     expected = 100 * math.exp(-0.2) * (0.75 * 2 / 3 * 0.5) ** 0.25
     assert codexglue_bleu(["get resolver_ui"], ["get the resolver_ui"]) == pytest.approx(expected)
     assert expected == pytest.approx(57.8930, abs=1e-4)

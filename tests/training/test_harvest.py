@@ -246,6 +246,7 @@ def test_split_is_by_file_and_deterministic(tree):
         assert all(r["partition"] == split == harvest.split_of(r["path"]) for r in records)
     buckets = [harvest.split_of(f"file{i}.py") for i in range(2000)]
     assert 0.75 < buckets.count("train") / 2000 < 0.85
+    assert 0.07 < buckets.count("valid") / 2000 < 0.13 and 0.07 < buckets.count("test") / 2000 < 0.13
 
 
 def test_first_sentence_and_tokens():

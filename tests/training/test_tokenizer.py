@@ -83,6 +83,8 @@ def test_cache_is_keyed_by_data_and_size(corpus, tmp_path, monkeypatch):
         train_tokenizer(corpus, 601, cache_dir=tmp_path)
     with pytest.raises(AssertionError, match="trained again"):
         train_tokenizer(corpus[:-1], 600, cache_dir=tmp_path)
+    # texts, not their concatenation: "ab" + "c" is another corpus than "a" + "bc"
+    assert tk.texts_hash(["ab", "c"]) != tk.texts_hash(["a", "bc"])
 
 
 def test_too_small_or_empty_is_refused(corpus):
