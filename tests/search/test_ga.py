@@ -154,6 +154,10 @@ def test_max_mb_is_a_hard_cap():
     )
     with pytest.raises(ValueError, match="smallest"):
         ga.run_ga(SPACE, CODEBERT, 3.0, 400, max_mb=0.05)
+    at_cap = ga.exhaustive(SPACE, CODEBERT, 3.0, 400, top_k=1)[0]  # 3.024392 MB: a cap of exactly that keeps it
+    for find in (ga.run_ga, ga.exhaustive):
+        found = find(SPACE, CODEBERT, at_cap["size_mb"], 400, seed=0, top_k=1, max_mb=at_cap["size_mb"])[0]
+        assert _genomes([found]) == _genomes([at_cap]) and found["size_mb"] == at_cap["size_mb"]
     for find in (ga.run_ga, ga.exhaustive):  # a budget nothing meets: refused, not oversized rows
         with pytest.raises(ValueError, match="target_mb=0.05 is below the smallest architecture"):
             find(SPACE, CODEBERT, 0.05, 400)
@@ -228,6 +232,10 @@ def test_every_front_point_is_unbeaten_on_the_whole_grid():
         beaten = (size <= r["size_mb"]) & (gflops >= r["gflops"]) & ((size < r["size_mb"]) | (gflops > r["gflops"]))
         assert not beaten.any(), (r["layers"], r["hidden"], r["heads"], r["ffn"])
     assert any(r["replaced"] for r in front)  # three generations leave NSGA-II far from the front
+    # the printed front checked again: a point is not beaten by itself (or its equals), none is replaced
+    problem = ga._problem(SPACE, CODEBERT, 1.0, 400, 50.0, 2, "sequence", None, None)
+    genomes = [[getattr(SPACE, g).index(r[g]) for g in ("layers", "hidden", "heads", "ffn")] + [0] for r in front]
+    assert ga.on_grid_front(problem, genomes) == (genomes, [False] * len(genomes))
     points = [(r["size_mb"], r["gflops"]) for r in front]
     assert points == sorted(points) and len(set(points)) == len(points)
 
@@ -317,13 +325,18 @@ def test_a_tight_cap_still_finds_what_fits(variant):
     space = SearchSpace.from_teacher(CODEBERT, min_head_size=64)
     best = ga.exhaustive(space, CODEBERT, 0.5, 400, max_mb=0.5)
     assert _genomes(best) == [(1, 64, 1, 32, 1000)] and space.smallest() == Arch(1, 64, 1, 32, 1000)
-    for seed in range(4):
-        found = ga.run_ga(space, CODEBERT, 0.5, 400, seed=seed, max_mb=0.5, variant=variant)
+    for seed in range(10):  # the top 5 asked, one fits: no row of an infeasible genome fills the list
+        found = ga.run_ga(space, CODEBERT, 0.5, 400, seed=seed, max_mb=0.5, variant=variant, top_k=5)
         assert _genomes(found) == _genomes(best), seed
     if variant == "default":  # a cap with more room: it still reaches the exhaustive optimum
         best = ga.exhaustive(space, CODEBERT, 0.6, 400, max_mb=0.6)[0]
         for seed in range(4):
             assert ga.run_ga(space, CODEBERT, 0.6, 400, seed=seed, max_mb=0.6)[0]["fitness"] == best["fitness"]
+        # a small population keeps its best parents (mu + lambda): 10 of 10 seeds at 1 MB
+        best = ga.exhaustive(space, CODEBERT, 1.0, 400, max_mb=1.0)[0]
+        for seed in range(10):
+            found = ga.run_ga(space, CODEBERT, 1.0, 400, seed=seed, max_mb=1.0, population=10)[0]
+            assert found["fitness"] == best["fitness"], seed
     front = ga.pareto(space, CODEBERT, 400, seed=0, max_mb=2.0, population=50, generations=30)
     assert len(front) > 5 and all(r["size_mb"] <= 2.0 and r["hidden"] // r["heads"] >= 64 for r in front)
 
