@@ -54,6 +54,15 @@ def test_table_output():
     assert lines[1].split() == ["#", *KEYS_ORDER]
     assert len(lines) == 2 + 5
     assert lines[2].split()[1:6] == ["12", "96", "8", "64", "1000"]
+    assert [line.split()[0] for line in lines[2:]] == ["1", "2", "3", "4", "5"]  # ranks counted from 1
+
+
+def test_the_seed_makes_a_ga_run_repeatable_and_another_seed_another_run():
+    def candidates(seed):
+        out = _run("--teacher", "codebert-base", "--variant", "paper", "--seed", seed, "--json")
+        return json.loads(out.stdout)["candidates"]
+
+    assert candidates("1") == candidates("1") != candidates("2")  # the paper variant stops short of the optimum
 
 
 def test_max_layers_keeps_every_candidate_within_it():
@@ -102,6 +111,9 @@ def test_pareto_prints_the_front_with_predicted_ms(tmp_path):
     assert [r["size_mb"] for r in front] == sorted(r["size_mb"] for r in front)
     lines = _run(*common).stdout.splitlines()
     assert "Pareto front (size down, GFLOPs up), max 3.0 MB" in lines[0]
+    plain = json.loads(_run(*common, "--json").stdout)["front"]  # the same front: its replaced points counted
+    assert f"{len(plain)} points, {sum(r['replaced'] for r in plain)} of them put in place" in lines[0]
+    assert 0 < sum(r["replaced"] for r in plain) < len(plain)
     assert lines[1].split() == ["#", *(k for k in KEYS_ORDER if k != "fitness")]
     for bad in (["--exhaustive"], ["--pareto"]):  # --pareto twice is fine; with --exhaustive refused
         out = _run(*common, *bad)
