@@ -149,6 +149,10 @@ def test_tables_reads_results_dir_from_the_config(capsys, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(f"results_dir: {tmp_path / 'res'}\n")
     assert _main(capsys, "tables", "--config", str(config)) == (0, "search\t2\n", "")
+    # an override wins over the file, as in the jobs
+    results.write_rows(tmp_path / "other", "search", "s1", [{"rank": 0}])
+    assert _main(capsys, "tables", "--config", str(config), f"results_dir={tmp_path / 'other'}") == (
+        0, "search\t1\n", "")
 
 
 def test_compress_seeds_runs_every_seed_and_names_the_one_that_failed(capsys, monkeypatch, tmp_path):
