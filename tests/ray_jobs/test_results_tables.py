@@ -54,10 +54,12 @@ def test_dedup_keeps_last_row_per_trial_and_round():
 
 
 def test_extra_columns_are_kept_and_nan_is_null(tmp_path):
-    rows = [{"trial_key": "a", "accuracy": float("nan"), "my_metric": 3, "nested": {"x": 1}}]
+    rows = [{"trial_key": "a", "accuracy": float("nan"), "my_metric": 3, "my_ratio": float("nan"),
+             "nested": {"x": 1}}]
     results.write_rows(tmp_path, "distill", "s1", rows)
     out = results.read_rows(tmp_path, "distill", "s1")[0]
     assert out["accuracy"] is None and out["my_metric"] == 3
+    assert out["my_ratio"] is None  # NULL in a column of no declared type too: avg() skips it
     assert json.loads(out["nested"]) == {"x": 1}
 
 
@@ -98,6 +100,8 @@ def test_sink_upserts_and_resumes_from_disk(tmp_path):
     for r in (0, 1):
         sink.on_trial_result(0, [], None, {"table": "prune", "row": {"trial_key": "a", "round": r}})
     sink.on_trial_result(0, [], None, {"no": "row"})
+    sink.on_trial_result(0, [], None, {"table": "prune", "row": {"trial_key": "once"}})  # no round: round 0
+    assert [r["round"] for r in results.read_rows(tmp_path, "prune", "s1") if r["trial_key"] == "once"] == [0]
     # A resumed driver: a fresh (unpickled) sink re-reads the file and re-reports round 1.
     import pickle
 
@@ -106,7 +110,7 @@ def test_sink_upserts_and_resumes_from_disk(tmp_path):
     again.on_trial_result(0, [], None, {"table": "prune", "row": {"trial_key": "a", "round": 1,
                                                                    "sparsity": 0.1}})
     again.on_trial_result(0, [], None, {"table": "prune", "row": {"trial_key": "a", "round": 2}})
-    rows = results.read_rows(tmp_path, "prune", "s1")
+    rows = [r for r in results.read_rows(tmp_path, "prune", "s1") if r["trial_key"] == "a"]
     assert [(r["round"], r["sparsity"]) for r in rows] == [(0, None), (1, 0.1), (2, None)]
     assert {r["sweep_id"] for r in rows} == {"s1"} and {r["config_hash"] for r in rows} == {"h"}
     assert all(r["time"] is not None for r in rows)
@@ -335,6 +339,8 @@ def test_each_format_writes_what_duckdb_computed(tmp_path):
     assert json.loads(results.format_rows(took, "json")) == [{"took": "01:30:00", "b": "\\x00A", "t": True, "l": [1, 2]}]
     assert results.format_rows(took, "csv").splitlines()[1] == '01:30:00,\\x00A,true,"[1, 2]"'
     assert results.format_rows(took, "table").splitlines()[2].split() == ["01:30:00", "\\x00A", "true", "[1,", "2]"]
+    back = results.query(tmp_path, "SELECT INTERVAL '-14 months' AS i")  # whole years toward zero, as DuckDB
+    assert json.loads(results.format_rows(back, "json")) == [{"i": "-1 year -2 months"}]
     rows = results.query(tmp_path, "SELECT time, accuracy FROM distill ORDER BY trial_key")
     assert results.format_rows(rows, "csv").splitlines()[1] == "2023-11-14T22:13:20.250000+00:00,0.123456789"
     assert results.format_rows(rows, "table").splitlines()[2].split() == ["2023-11-14T22:13:20+00:00", "0.1235"]
