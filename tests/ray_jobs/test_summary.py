@@ -43,10 +43,15 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
 def test_compress_summary_names_the_device_and_never_calls_one_epoch_still_improving(tmp_path):
     rows = [{**r, "device": "cuda"} for r in _distill_rows()]
     rows.append({**rows[1], "trial_key": "bilstm-budget", "best_epoch": 1, "epochs": 1})
+    # the teacher timed in each trial: 40, 50 and 44 ms (CodeBERT 12.5x, 20x, 10x its time)
+    for row, ms, vs in zip(rows, (40.0, 50.0, 44.0), (12.5, 20.0, 10.0), strict=True):
+        row |= {"teacher_latency_ms": ms, "teacher_speedup_vs_codebert": vs}
     results.write_rows(tmp_path, "distill", "compress-x", rows)
     text = summary.compress_summary(str(tmp_path), "compress-x")
     assert text.splitlines()[0].endswith("1 thread(s), on cuda)")
     assert "teacher: its latency is the median of its timings in the trials" in text
+    teacher = next(ln.split() for ln in text.splitlines()[3:] if ln.startswith("teacher "))
+    assert (teacher[5], teacher[7]) == ("44", "12.5")  # the medians, not the slowest trial's
     # timed on the CPU after training on the GPU (distill.latency_device: cpu)
     results.write_rows(tmp_path, "distill", "compress-cpu", [{**r, "latency_device": "cpu"} for r in rows])
     text = summary.compress_summary(str(tmp_path), "compress-cpu")
@@ -73,8 +78,19 @@ def test_compress_summary_adds_the_quantized_variants_of_its_own_sweep(tmp_path)
          "size_bytes": size, "accuracy": acc, "accuracy_kept": acc / 0.88, "latency_ms": ms,
          "retention": acc / 0.9, "speedup_vs_fp32": 4.0 / ms, "score_batch": 64} for v, size, acc, ms in (("int8", 10**6, 0.86, 5.0),
                                                               ("fp32", 3 * 10**6, 0.88, 4.0))])
+    # another sweep timed at another length and thread count: not this sweep's heading
+    results.write_rows(tmp_path, "distill", "compress-other",
+                       [{**r, "latency_seq_len": 400, "latency_threads": 8} for r in _distill_rows()])
     text = summary.compress_summary(str(tmp_path), "compress-x")
     head, tail = text.split("Quantized on the CPU")
+    assert "batch 1, sequence 64, 1 thread(s)" in tail.splitlines()[0]
+    # a sweep whose rows name no timing settings says none, not another sweep's
+    results.write_rows(tmp_path, "distill", "compress-y", [{**r, "latency_seq_len": None, "latency_threads": None}
+                                                           for r in _distill_rows()])
+    results.write_rows(tmp_path, "quantize", "compress-y", [
+        {"trial_key": "student-0", "model": "student-0", "kind": "student", "variant": "fp32", "accuracy": 0.88}])
+    untimed = summary.compress_summary(str(tmp_path), "compress-y").split("Quantized on the CPU")[1]
+    assert "sequence" not in untimed.splitlines()[0]
     rows = [ln.split() for ln in tail.splitlines()[3:]]  # after the heading, the header and its rule
     assert [r[:4] for r in rows] == [["student-0", "fp32", "3", "0.88"], ["student-0", "int8", "1", "0.86"]]
     header = tail.splitlines()[1].split()
@@ -186,6 +202,9 @@ def test_prune_summary_times_each_round_against_the_dense_model_beside_it(tmp_pa
     results.write_rows(tmp_path, "prune", "prune-noisy", _prune_rows(latency=lambda s, r: 100.0 / (1 + 0.13 * (r == 1))))
     assert "1.00-1.13x the dense model's speed, timed beside it (the dense model beside its copy, round 0: " \
            "1.00-1.00x): no faster" in summary.prune_summary(str(tmp_path), "prune-noisy")
+    # one round no faster, the other 1.5x: the schedules are not called no faster
+    results.write_rows(tmp_path, "prune", "prune-mixed", _prune_rows(latency=lambda s, r: 100.0 / (1.5 if r == 2 else 1)))
+    assert "no faster" not in summary.prune_summary(str(tmp_path), "prune-mixed")
     # a schedule faster than the dense model is not called no faster
     results.write_rows(tmp_path, "prune", "prune-fast", _prune_rows(latency=lambda s, r: 100.0 / (1 + r)))
     fast = summary.prune_summary(str(tmp_path), "prune-fast")
@@ -228,6 +247,7 @@ def test_seeds_summary_gives_each_models_mean_and_spread_over_the_seeds_sweeps(t
     assert student["seeds"] == "2" and float(student["mean_accuracy"]) == 0.88
     assert abs(float(student["sd_accuracy"]) - 0.02 * 2 ** 0.5) < 1e-3  # sample sd of 0.86, 0.90
     assert float(student["min_retention"]) == round(0.86 / 0.9, 4) and float(student["max_retention"]) == 1
+    assert float(student["mean_retention"]) == round(0.88 / 0.9, 4)  # of the retentions, not the accuracies
     assert float(got["bilstm-paper"]["sd_accuracy"]) == 0
 
 
@@ -338,6 +358,15 @@ def test_prune_seeds_summary_pairs_the_methods_seed_by_seed(tmp_path):
              "test_bleu_beam": 15.0 if r == 0 else bleu[sweep, m] + 1,
              "test_nll": 4.5 if r == 0 else 4.6 if m == "l1-global" else 4.7}
             for m in ("l1-global", "random-global") for r in range(2)])
+    # a third seed where L1 leads on both BLEUs but its NLL is worse: not ahead
+    results.write_rows(tmp_path, "prune", "prune-d", [
+        {"trial_key": f"{m}_{rest}", "schedule": f"{m}_{rest}", "method": m, "round": 1,
+         "test_bleu_greedy": 13.5 if m == "l1-global" else 13.0, "test_bleu_beam": 14.0 if m == "l1-global" else 13.0,
+         "test_nll": 4.8 if m == "l1-global" else 4.7}
+        for m in ("l1-global", "random-global")])
+    (third,) = [ln for ln in summary.prune_seeds_summary(str(tmp_path), ["prune-a", "prune-b", "prune-d"]).splitlines()
+                if ln.startswith("l1-global - random-global")]
+    assert third.split()[-1] == "1"  # ahead: prune-a only
     text = summary.prune_seeds_summary(str(tmp_path), ["prune-a", "prune-b"]).splitlines()
     start = next(i for i, line in enumerate(text) if line.startswith("Paired by seed"))
     columns, _, *rows = text[start + 1:]
