@@ -308,6 +308,24 @@ def test_sweep_id_follows_the_trials_recipe(monkeypatch, job):
     assert module.sweep_id(cfg) != before
 
 
+@pytest.mark.parametrize("job, changes", [
+    ("compress", ["seed=7", "data.seed=5", "teacher.name=codebert-base", "search.top_k=3", "finetune.epochs=5",
+                  "distill.epochs=9", "baselines.bilstm_paper=true"]),
+    ("prune", ["data.seed=5", "teacher.name=codebert-base", "seq2seq.train_steps=7", "prune.rate=0.3",
+               "quantize.beam=2"]),
+])
+def test_every_section_a_job_reads_names_its_sweep(job, changes):
+    """A change in any section the job computes from is another sweep (a finished one is not
+    restored in its place); where its trials run (resources) is not."""
+    import importlib
+
+    module = importlib.import_module(f"ray_jobs.{job}")
+    base = module.sweep_id(load_config(CONFIG_DIR / "smoke.yaml"))
+    for change in changes:
+        assert module.sweep_id(load_config(CONFIG_DIR / "smoke.yaml", [change])) != base, change
+    assert module.sweep_id(load_config(CONFIG_DIR / "smoke.yaml", ["resources.cpus_per_trial=2"])) == base
+
+
 def test_code_version_of_a_dirty_tree_names_its_sources(monkeypatch):
     """Two trees with different uncommitted changes must not share one stamp."""
     from ray_jobs import config
