@@ -55,6 +55,7 @@ def test_yaml_and_overrides_nested():
         ({"count": "three"}, [], "count: expected int"),
         ({}, ["count=1.5"], "count: expected int"),
         ({}, ["flag=1"], "flag: expected bool"),
+        ({}, ["count=true"], "count: expected int, got True"),  # a YAML true is not 1
         ({}, ["inner.steps=[1, x]"], "inner.steps[1]: expected int"),
         ({"inner": 3}, [], "inner: expected a mapping"),
     ],
