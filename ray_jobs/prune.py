@@ -62,6 +62,13 @@ def sweep_id(cfg: JobConfig) -> str:
     return f"prune-{identity_hash(read_settings(cfg), SECTIONS, s.train_extra, s.max_train_extra, recipe=RECIPE)[:12]}"
 
 
+def finished_schedules(specs: list[dict], errors: list[str]) -> list[str]:
+    """The trial keys of the schedules that did not fail (`errors`: "KEY: message", the sweep's
+    failed trials). A failed schedule's last round on disk is partial: quantized now, its rows
+    would stand for it after a resume had finished it."""
+    return [s["trial_key"] for s in specs if not any(e.startswith(f"{s['trial_key']}:") for e in errors)]
+
+
 def trial_specs(cfg: JobConfig) -> list[dict]:
     """One spec per schedule of the grid in cfg.prune."""
     grid = schedules(cfg.prune)  # its values were checked when the config was read
@@ -192,9 +199,8 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
         job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,
                           tables=("prune",), params=params, stamp=stamp)
         outcome = sweep.run_sweep(cfg, job, resume=resume)
-        done = [s["trial_key"] for s in specs if not any(
-            e.startswith(f"{s['trial_key']}:") for e in outcome.errors)]
-        outcome.rows["quantize"] = quantize_stage(cfg, artifacts, sid, done, stamp)
+        outcome.rows["quantize"] = quantize_stage(cfg, artifacts, sid, finished_schedules(specs, outcome.errors),
+                                                  stamp)
         return outcome
     finally:
         if started:

@@ -134,3 +134,21 @@ def test_bench_scaling_refuses_more_workers_than_the_joined_cluster_has(ray_head
     assert "error: workers: 3 concurrent one-CPU trials asked, but the cluster at RAY_ADDRESS has 2 CPUs now" \
         in proc.stderr
     assert not (tmp_path / "table=bench").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["compress", "prune"])
+def test_a_gpu_the_joined_cluster_lacks_is_refused_before_any_work(ray_head, tmp_path, job):
+    """Under `ray job submit` (RAY_ADDRESS set) the job joins the cluster instead of starting
+    one, so the local start's check does not run: the check of the cluster's nodes refuses a
+    trial asking for a GPU none has, before any row or cache is written, not a sweep that waits."""
+    _, env, gcs = ray_head
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "ray_jobs", job, "--config", "smoke", f"results_dir={out}",
+                           "resources.gpus_per_trial=1"], env={**env, "RAY_ADDRESS": gcs}, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: resources: each trial asks for CPU=1, GPU=1 but no node has that; the cluster has CPU=2, "
+        "GPU=0 in 1 node(s) (largest node: CPU=2)")
+    assert not out.exists() or not any(out.glob("table=*"))

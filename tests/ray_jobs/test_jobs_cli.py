@@ -252,7 +252,10 @@ def test_a_refused_spread_does_not_hide_the_seeds_that_failed(capsys, monkeypatc
             raise SweepFailed("1 of 2 trials failed", sweep_id="prune-seed1")
         return f"prune-seed{cfg.prune.seed}"
 
+    asked = []
+
     def refuse(results_dir, sids):
+        asked.append(sids)  # the failed seed's sweep as its SweepFailed named it, not as its config names it now
         raise ConfigError("summary: sweeps prune-seed0 and prune-seed1 differ in prune.rate")
 
     monkeypatch.setattr(jobs, "run_prune", run_prune)
@@ -261,6 +264,7 @@ def test_a_refused_spread_does_not_hide_the_seeds_that_failed(capsys, monkeypatc
     with pytest.raises(SweepFailed, match=r"1 of 2 seed\(s\) had failed trials .*prune.seed=1: 1 of 2 trials failed"):
         jobs.run_seeds("prune", cfg, [0, 1])
     assert "no spread across the seeds: summary: sweeps prune-seed0 and prune-seed1 differ" in capsys.readouterr().out
+    assert asked == [["prune-seed0", "prune-seed1"]]
     with pytest.raises(ConfigError, match="differ in prune.rate"):
         jobs.run_seeds("prune", cfg, [0, 2])
 

@@ -66,3 +66,11 @@ def test_the_keys_the_pruning_job_does_not_read_are_exactly_those_read_settings_
                                                             "data.labeled_fraction=0.3"])
     raw, read = _flat(to_dict(off_default)), _flat(to_dict(prune.read_settings(off_default)))
     assert {k for k in raw if raw[k] != read[k]} == set(prune.UNREAD)
+
+
+def test_a_failed_schedule_is_not_quantized_as_if_it_had_finished():
+    """Its last round on disk is partial; the error names its trial key before a colon, so
+    `s_r1` is not taken for the failed `s_r10`."""
+    specs = [{"trial_key": k} for k in ("l1_r1", "l1_r10", "random_r1")]
+    assert prune.finished_schedules(specs, []) == ["l1_r1", "l1_r10", "random_r1"]
+    assert prune.finished_schedules(specs, ["l1_r10: RuntimeError: boom"]) == ["l1_r1", "random_r1"]

@@ -116,6 +116,18 @@ def test_sink_upserts_and_resumes_from_disk(tmp_path):
     assert all(r["time"] is not None for r in rows)
 
 
+def test_the_sink_writes_each_row_to_the_table_it_names(tmp_path):
+    """A compression trial reports distill, quantize and epochs rows; the first table is only
+    for a row that names none."""
+    sink = results.RowSink(str(tmp_path), "s1", {"config_hash": "h", "code_version": "v"}, ("distill", "quantize"))
+    sink.on_trial_result(0, [], None, {"table": "quantize", "row": {"trial_key": "t", "variant": "int8"}})
+    sink.on_trial_result(0, [], None, {"table": "epochs", "row": {"trial_key": "t", "epoch": 1}})
+    sink.on_trial_result(0, [], None, {"row": {"trial_key": "t", "accuracy": 0.5}})
+    assert [(t, len(results.read_rows(tmp_path, t, "s1"))) for t in ("distill", "quantize", "epochs")] == [
+        ("distill", 1), ("quantize", 1), ("epochs", 1)]
+    assert results.read_rows(tmp_path, "quantize", "s1")[0]["variant"] == "int8"
+
+
 def test_query_views_union_sweeps_and_formats(tmp_path):
     results.write_rows(tmp_path, "distill", "s1", _rows(2, extra_a=1))
     results.write_rows(tmp_path, "distill", "s2", _rows(3))
