@@ -145,9 +145,6 @@ class BenchConfig:
         if 1 not in self.workers:  # without it the smallest count was taken to scale perfectly
             raise ValueError(f"workers: must include 1 (speed-up and efficiency are over the one-worker "
                              f"run), got {list(self.workers)}")
-        if max(self.workers) > self.trials:  # efficiency divides by workers that could never all run
-            raise ValueError(f"workers: {max(self.workers)} concurrent trials asked of a run of trials="
-                             f"{self.trials}: at most {self.trials} run at once; raise trials or lower workers")
         # an empty list would time nothing and write no rows, silently
         for name in ("workers", "latency_batches", "latency_students", "latency_dtypes", "step_students",
                      "step_precisions", "step_attentions"):
@@ -320,6 +317,9 @@ def main(argv: list[str]) -> int:
         return run_train_step(cfg, results_dir)
     if what == "latency-model":
         return run_latency_model(cfg, results_dir)
+    if max(cfg.workers) > cfg.trials:  # efficiency divides by workers that could never all run
+        raise ConfigError(f"workers: {max(cfg.workers)} concurrent trials asked of a run of trials={cfg.trials}: "
+                          f"at most {cfg.trials} run at once; raise trials or lower workers")
     sweep_id = bench_id("scaling")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         storage = os.path.join(tmp, "tune")
@@ -495,8 +495,9 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
                                       threads=cfg.latency_threads, rounds=cfg.latency_rounds, pair=pair)
         except (RuntimeError, NotImplementedError, OSError) as exc:  # a kernel or an export this machine lacks
             failure = exc
-            print(f"bench latency: {dtype} failed ({exc.__class__.__name__}: {one_line(str(exc))}); "
-                  f"the {len(rows)} rows timed before it are written", file=sys.stderr)
+            kept = f"the {len(rows)} rows timed before it are written" if rows else "nothing was timed before it"
+            print(f"bench latency: {dtype} failed ({exc.__class__.__name__}: {one_line(str(exc))}); {kept}",
+                  file=sys.stderr)
             break
     rows = [{**stamp, **r, "bench": "latency", "device_name": device_name, "head": cfg.latency_head,
              "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]

@@ -396,7 +396,9 @@ def identity_hash(cfg: JobConfig, sections: tuple[str, ...], extra_data: tuple[s
     embedded MiniLM too): a job run again after its data or its teacher's weights, config or
     tokenizer changed in place is a new sweep, not a resume of the finished one (the config
     alone names them by path); so is the search's latency model file (search.latency_model).
-    A hub-id teacher is named by the config: its hash is unchanged. `recipe`, a job's version
+    A hub-id teacher is named by the config: its hash is unchanged; a preset of one
+    (`codebert-base`) joins as its hub id, so a config naming the preset got new ids once
+    (after 03918d0). `recipe`, a job's version
     of what its trials compute (bumped when the same config computes something else), joins
     the hash where it is given, so results of an earlier recipe are not resumed or restored."""
     inputs = [config_hash(cfg, sections), data_fingerprint(cfg.data)]

@@ -12,7 +12,7 @@ from ray_jobs import compress, summary, sweep
 from ray_jobs.config import JobConfig, load_config
 from ray_jobs.errors import ConfigError, SweepFailed
 from ray_jobs.sweep import SweepOutcome
-from training.checks import MAX_SEED
+from training.checks import MAX_SEED, one_line
 
 
 def load(path: Path | None, overrides: list[str]) -> JobConfig:
@@ -79,10 +79,10 @@ def run_seeds(command: str, cfg: JobConfig, seeds: list[int], resume: bool = Fal
             failed.append(f"{section}.seed={seed}: {exc}")
     try:
         text = spread(cfg.results_dir, sweep_ids)
-    except ConfigError as exc:  # sweeps not one job's seeds: said, after the seeds' own failures
+    except Exception as exc:  # sweeps not one job's seeds, an unreadable file: said, then the seeds' failures
         if not failed:
             raise
-        text = f"no spread across the seeds: {exc}"
+        text = f"no spread across the seeds: {one_line(str(exc))}"
     print("\n" + text, flush=True)
     if failed:
         raise SweepFailed(f"{command} --seeds: {len(failed)} of {len(seeds)} seed(s) had failed trials "

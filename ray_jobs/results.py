@@ -70,7 +70,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("sparsity", _F), ("valid_bleu_greedy", _F), ("valid_bleu_beam", _F),
               ("test_bleu_greedy", _F), ("test_bleu_beam", _F), ("test_corpus_bleu_greedy", _F),
               ("test_distinct_greedy", _F),
-              ("test_nll", _F), ("test_bleu_constant", _F), ("n_train", _I),
+              ("test_nll", _F), ("test_bleu_constant", _F), ("n_train", _I), ("n_test", _I),
               ("beam", _I), ("loss", _F), ("iterations", _I), ("train_seconds", _F), ("dense_size_bytes", _I),
               ("sparse_size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F),
               ("dense_latency_ms", _F), ("speedup_vs_dense", _F),
@@ -78,7 +78,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("valid_checks", _S)],  # valid_checks: JSON text, the pick_* selections' validation BLEUs
     "quantize": [("model", _S), ("variant", _S), ("scope", _S), ("sparsity", _F), ("stored_sparsity", _F), ("bleu_greedy", _F),
                  ("corpus_bleu_greedy", _F),
-                 ("bleu_beam", _F), ("distinct_greedy", _F), ("beam", _I), ("bleu_kept", _F),
+                 ("bleu_beam", _F), ("distinct_greedy", _F), ("beam", _I), ("bleu_kept", _F), ("n_test", _I),
                  ("nll", _F),
                  ("size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F), ("error", _S),
                  # compression-job rows (a student or BiLSTM_soft per model, on the CPU)

@@ -51,11 +51,14 @@ def dominance_matrix(fits) -> np.ndarray:
 
 def sort_nondominated(individuals, k: int, first_front_only: bool = False) -> list[list]:
     """`tools.sortNondominated(individuals, k, first_front_only)`, the same fronts in the same
-    order: the first front is its fitnesses in first-seen order; each later one lists a fitness
+    order for finite objective values (DEAP ties a NaN with everything; here a NaN never
+    dominates: `pareto` never makes one): the first front is its fitnesses in first-seen order; each later one lists a fitness
     when the last of the previous front's members (in that front's order) that dominates it
     is visited, those of one visit in first-seen order."""
     if k == 0:
         return []
+    if not individuals:
+        return [[]]  # as DEAP
     fits, members = _fitness_groups(individuals)
     dominates = dominance_matrix(fits)
     beaten_by = dominates.sum(axis=0)  # how many fitnesses dominate each

@@ -39,6 +39,11 @@ def test_the_sort_and_selection_are_deaps(objectives, seed):
         assert _ids(sel_nsga2(pop, k)) == _ids(tools.selNSGA2(pop, k))
 
 
+def test_an_empty_population_sorts_as_in_deap():
+    assert sort_nondominated([], 5) == tools.sortNondominated([], 5) == [[]]
+    assert sel_nsga2([], 5) == tools.selNSGA2([], 5) == []
+
+
 def test_constraint_domination():
     """A feasible point dominates every infeasible one, whatever its values; of two infeasible
     ones the nearer to feasible dominates; at equal violations, Pareto dominance."""
