@@ -2,6 +2,7 @@ import ast
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import warnings
@@ -110,12 +111,14 @@ def test_second_prepare_reuses_teacher_and_logits(artifacts):
 
 
 @pytest.mark.parametrize("first, then", [({}, {"transfer_set": "all"}), ({"max_transfer": 3}, {"max_transfer": 4})])
-def test_a_transfer_set_of_other_pairs_gets_its_own_logits(artifacts, first, then):
+def test_a_transfer_set_of_other_pairs_gets_its_own_logits(artifacts, first, then, tmp_path):
     """The logits cache holds the transfer set's pairs: another set (the labeled half joined,
-    another cap) is computed anew, not read from the cache of the first one."""
+    another cap) is computed anew, not read from the cache of the first one. (In a copy of the
+    shared work folder: other tests count its cache files.)"""
     teacher = TeacherConfig(name=artifacts.teacher_metrics["teacher"])
-    one, other = (prepare_teacher(replace(CFG, distill=replace(CFG.distill, **change)), TINY_DATA, teacher,
-                                  artifacts.work_dir) for change in (first, then))
+    work = shutil.copytree(artifacts.work_dir, tmp_path / "work")
+    one, other = (prepare_teacher(replace(CFG, distill=replace(CFG.distill, **change)), TINY_DATA, teacher, work)
+                  for change in (first, then))
     assert other.teacher_metrics["reused"] and other.logits_path != one.logits_path
     assert read_examples(other.logits_path)[0] != read_examples(one.logits_path)[0]
 
