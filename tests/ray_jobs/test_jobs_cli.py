@@ -282,6 +282,7 @@ def test_a_results_dir_behind_a_folder_the_user_may_not_enter_is_refused_by_name
             # as root first: the command's lazy imports, from a checkout nobody may not be able to read
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
             "    main(['tables', 'results_dir=' + sys.argv[3]])\n"
+            "    main(['tables', 'results_dir=' + sys.argv[3] + '/missing'])  # the refusal's path too\n"
             "try:\n"
             "    os.setgid(65534); os.setuid(65534)\n"
             "except PermissionError:\n"
