@@ -91,6 +91,25 @@ def seq2seq_data_new_test(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def decoded_beams(monkeypatch):
+    """spy(module) -> the list the beam of each `generate` call `module` makes is appended to
+    (a memorised model decodes the same with a beam as greedily: the call shows the beam)."""
+    from training.seq2seq import generate
+
+    def spy(module) -> list[int]:
+        beams = []
+
+        def generate_spy(*args, beam=1, **kwargs):
+            beams.append(beam)
+            return generate(*args, beam=beam, **kwargs)
+
+        monkeypatch.setattr(module, "generate", generate_spy)
+        return beams
+
+    return spy
+
+
+@pytest.fixture
 def tiny():
     """The helpers above: tiny.config(**overrides), tiny.model(folder, cfg), tiny.PAIRS."""
     return SimpleNamespace(config=tiny_config, model=tiny_model, PAIRS=PAIRS)

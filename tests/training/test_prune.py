@@ -228,18 +228,12 @@ def test_schedules_grid():
 
 
 def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data_new_test, tiny, tmp_path,
-                                                 monkeypatch):
+                                                 decoded_beams):
     """Test's docstrings differ from valid's (the model memorised valid's): each test figure is
     recomputed on test, each valid one on valid, so a figure computed on the other split fails.
     A memorised model decodes the same with a beam as greedily, so the beam is checked by what
     the decodes were asked for."""
-    beams = []
-
-    def generate_spy(*args, beam=1, **kwargs):
-        beams.append(beam)
-        return generate(*args, beam=beam, **kwargs)
-
-    monkeypatch.setattr(prune_module, "generate", generate_spy)
+    beams = decoded_beams(prune_module)
     art = prepare_seq2seq(tiny.config(train_steps=60), DataConfig(path=seq2seq_data_new_test),
                           TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
     cfg = PruneConfig(methods=("l1-global",), rewinds=("finetuned",), selections=("pick_best",), batch_sizes=(6,),

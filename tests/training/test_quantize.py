@@ -47,7 +47,7 @@ def test_variants_quantize_the_right_layers(seq2seq_teacher, tiny):
 
 
 def test_quantize_rows_score_the_test_split_as_their_columns_say(seq2seq_teacher, seq2seq_data_new_test, tiny,
-                                                                  tmp_path, monkeypatch):
+                                                                  tmp_path, monkeypatch, decoded_beams):
     """On test references the model did not memorise (so hypotheses and references differ, in
     length too): each row's greedy BLEU and sacrebleu corpus BLEU recomputed from the fp32
     model's outputs, `bleu_kept` its variant's BLEU over fp32's, and one beam decode per
@@ -56,15 +56,9 @@ def test_quantize_rows_score_the_test_split_as_their_columns_say(seq2seq_teacher
     from training.bleu import codexglue_bleu, corpus_bleu
     from training.seq2seq import generate
 
-    beams = []
-
-    def generate_spy(*args, beam=1, **kwargs):
-        beams.append(beam)
-        return generate(*args, beam=beam, **kwargs)
-
     art = prepare_seq2seq(tiny.config(train_steps=100), DataConfig(path=seq2seq_data_new_test),
                           TeacherConfig(name=seq2seq_teacher), tmp_path / "work")
-    monkeypatch.setattr(training.quantize, "generate", generate_spy)
+    beams = decoded_beams(training.quantize)
     rows = quantize_rows(art, QuantizeConfig(beam=2, variants=("fp32", "fp16", "int8")))
     assert beams.count(2) == len(rows) == 3 and {r["beam"] for r in rows} == {2}
     model, tok = load_seq2seq(art.model_dir, art.config)
