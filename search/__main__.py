@@ -3,7 +3,7 @@
     python -m search --teacher codebert-base --target-mb 3 --seq-len 400 --top-k 5 \
         [--seed N] [--variant paper|default] [--exhaustive] [--max-mb X] [--min-head-size N]
         [--max-layers N] [--head sequence|pair_concat|pair_cosine]
-        [--latency-model FILE [--max-ms X]] [--json]
+        [--latency-model FILE [--max-ms X]] [--history] [--json]
     python -m search --pareto [--teacher T] [--seq-len N] [--seed N] [--max-mb X] [--min-head-size N]
         [--max-layers N] [--head H] [--latency-model FILE [--max-ms X]] [--population N]
         [--generations N] [--json]
@@ -42,6 +42,9 @@ COLUMNS = (
     "flops_matmul",
     "fitness",
 )
+
+
+HISTORY_COLUMNS = ("generation", "explored", "population", "feasible", "best", "median")
 
 
 class UsageError(Exception):
@@ -172,6 +175,9 @@ def _search_parser() -> argparse.ArgumentParser:
         default=None,
         help="latency budget: candidates the latency model predicts slower are infeasible",
     )
+    p.add_argument("--history", action="store_true",
+                   help="GA only: also print each generation's population (distinct genomes explored so far, "
+                   "feasible ones, best and median fitness), DEAP's logbook; a \"history\" list with --json")
     p.add_argument("--json", action="store_true",
                    help='print {"seconds", "candidates"} as JSON ({"seconds", "front"} with --pareto)')
     return p
@@ -185,9 +191,9 @@ def _bench_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(rows: list[dict], columns=COLUMNS) -> str:
-    cells = [[str(i + 1)] + [_fmt(row[c]) for c in columns] for i, row in enumerate(rows)]
-    header = ["#", *columns]
+def _table(rows: list[dict], columns=COLUMNS, numbered: bool = True) -> str:
+    cells = [[str(i + 1)] * numbered + [_fmt(row[c]) for c in columns] for i, row in enumerate(rows)]
+    header = ["#"] * numbered + [*columns]
     widths = [max(len(x) for x in col) for col in zip(header, *cells, strict=True)]
     return "\n".join(
         "  ".join(x.rjust(w) for x, w in zip(line, widths, strict=True))
@@ -209,6 +215,8 @@ def search(argv: list[str]) -> int:
         raise UsageError("--population and --generations set the NSGA-II front's search: add --pareto")
     if args.exhaustive and args.variant is not None:
         raise UsageError("--variant: the exhaustive search has no GA variant (it enumerates every architecture)")
+    if args.history and (args.exhaustive or args.pareto):
+        raise UsageError("--history: only the GA has generations to log (drop --exhaustive / --pareto)")
     if args.exhaustive and args.seed is not None:  # a seed the output would print but not use
         raise UsageError("--seed: the exhaustive search draws nothing at random (it enumerates every architecture)")
     ranking = [flag for flag, value in (("--target-mb", args.target_mb), ("--top-k", args.top_k),
@@ -226,8 +234,9 @@ def search(argv: list[str]) -> int:
     find = exhaustive if args.exhaustive else run_ga
     options = dict(top_k=args.top_k, max_mb=args.max_mb, head=args.head, latency_model=latency_model,
                    max_ms=args.max_ms)
+    history = [] if args.history else None
     if not args.exhaustive:
-        options |= dict(variant=args.variant, seed=args.seed)
+        options |= dict(variant=args.variant, seed=args.seed, history=history)
     start = time.perf_counter()
     rows = find(space, teacher, args.target_mb, args.seq_len, **options)
     seconds = time.perf_counter() - start
@@ -239,7 +248,7 @@ def search(argv: list[str]) -> int:
         )
         return 1
     if args.json:
-        print(json.dumps({"seconds": seconds, "candidates": rows}))
+        print(json.dumps({"seconds": seconds, "candidates": rows} | ({"history": history} if args.history else {})))
         return 0
     how = "exhaustive" if args.exhaustive else f"GA variant={args.variant} seed={args.seed}"
     print(
@@ -249,6 +258,9 @@ def search(argv: list[str]) -> int:
     if latency_model is not None:
         print(f"latency model {args.latency_model}: {latency_model.describe()}")
     print(_table(rows, COLUMNS + ("predicted_ms",) * (latency_model is not None)))
+    if history is not None:
+        print("\nthe population by generation:")
+        print(_table(history, HISTORY_COLUMNS, numbered=False))
     return 0
 
 

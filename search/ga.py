@@ -41,7 +41,7 @@ HIDDEN, HEADS, FFN, VOCAB = (GENES.index(g) for g in ("hidden", "heads", "ffn", 
 # Genes the default variant sets by repair instead of mutation (see `_repair`).
 REPAIRED = (FFN, VOCAB)
 # run_ga's own options, which `exhaustive` accepts and ignores (a test holds them in step).
-GA_OPTIONS = ("variant", "population", "generations", "crossover_rate", "children", "seed")
+GA_OPTIONS = ("variant", "population", "generations", "crossover_rate", "children", "seed", "history")
 # (layers, hidden, heads) triples whose (ffn, vocab) blocks are scored at once by `_top_k`:
 # 256 x 96 x 50 points at most, about 10 MB an array.
 BLOCK_CHUNK = 256
@@ -585,6 +585,7 @@ def run_ga(
     head: str = "sequence",
     latency_model: LatencyModel | None = None,
     max_ms: float | None = None,
+    history: list | None = None,
 ) -> list[dict]:
     """Genetic search; the top-k distinct feasible candidates it explored, best first (ties:
     the smaller genome first). Never empty: `Problem.seed_arch` fits (else InputError), and
@@ -597,6 +598,9 @@ def run_ga(
     holds layers, hidden, heads, ffn, vocab, params, size_mb (fp32), gflops, flops_matmul,
     fitness, head (the classifier head the size counts), predicted_ms (`latency_model`'s; None
     without one). With `max_ms`, candidates predicted slower are infeasible.
+
+    `history`, a list, receives one `generation_stats` dict per generation (0: the first
+    population), as DEAP's logbook would: the population's convergence.
     """
     if variant not in VARIANTS:
         raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -618,11 +622,33 @@ def run_ga(
     evaluate(pop)
     _seed_feasible(problem, pop, evaluate)
     pop = sel_best_distinct(pop, population)  # ranked best first, as selection expects
-    for _ in range(generations):
+    _log(history, 0, pop, archive)
+    for generation in range(1, generations + 1):
         kids = [make_child(pop, problem, rng, crossover_rate) for _ in range(children)]
         evaluate(kids)
-        pop = sel_best_distinct(pop + kids, population)
+        pop = sel_best_distinct(pop + kids, population)  # mu + lambda: the best parents stay
+        _log(history, generation, pop, archive)
     return _top_k(problem, archive, top_k, blocks=repair)
+
+
+def generation_stats(generation: int, pop: list, archive: dict) -> dict:
+    """One generation's logbook entry: the distinct genomes evaluated so far (`archive`, as
+    repaired), the population's size and feasible genomes, and its best and median fitness over
+    those (None when none is feasible)."""
+    fitness = sorted(ind.fitness.values[0] for ind in pop if ind.fitness.violation == 0)
+    return {
+        "generation": generation,
+        "explored": len(archive),
+        "population": len(pop),
+        "feasible": len(fitness),
+        "best": fitness[-1] if fitness else None,
+        "median": float(np.median(fitness)) if fitness else None,
+    }
+
+
+def _log(history: list | None, generation: int, pop: list, archive: dict) -> None:
+    if history is not None:
+        history.append(generation_stats(generation, pop, archive))
 
 
 def _top_k(problem: Problem, archive: dict, k: int, blocks: bool) -> list[dict]:

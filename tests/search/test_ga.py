@@ -431,3 +431,38 @@ def test_a_tournament_draw_of_zero_picks_the_last_not_past_the_end():
             return 0.0
 
     assert sel_tournament([1, 2, 3], 2, Zero()) == [3, 3]
+
+
+@pytest.mark.parametrize("variant", ga.VARIANTS)
+@pytest.mark.parametrize("max_mb, min_head", [(None, 1), (0.5, 64)])  # all feasible | few feasible at first
+def test_the_population_never_loses_its_best_genome(variant, max_mb, min_head):
+    """mu + lambda selection (elitism): a generation's best and its count of feasible genomes
+    never fall, and the logbook counts every generation and each genome evaluated once."""
+    space = SearchSpace.from_teacher(CODEBERT, min_head_size=min_head)
+    for seed in range(4):
+        history = []
+        rows = ga.run_ga(space, CODEBERT, 3.0, 400, variant=variant, seed=seed, max_mb=max_mb,
+                         generations=30, top_k=1, history=history)
+        assert [h["generation"] for h in history] == list(range(31))
+        assert all(h["population"] == 50 for h in history[1:])
+        for before, after in itertools.pairwise(history):
+            assert after["feasible"] >= before["feasible"]
+            assert after["best"] >= before["best"], (variant, seed, before, after)
+            assert before["explored"] <= after["explored"] <= before["explored"] + 50
+        assert history[-1]["best"] <= rows[0]["fitness"]  # the top-k ranks every genome explored
+        if variant == "paper":  # no repair: the archive's best was in the population
+            assert history[-1]["best"] == rows[0]["fitness"]
+
+
+def test_generation_stats_of_a_population_with_no_feasible_genome():
+    problem = ga.Problem(SPACE, CODEBERT, 3.0, 400, max_mb=0.01)
+    pop = [ga.init_random(SPACE.shape(), random.Random(i)) for i in range(5)]
+    ga._evaluate(problem, pop, archive := {}, repair=False)
+    stats = ga.generation_stats(7, pop, archive)
+    assert stats == {"generation": 7, "explored": len(archive), "population": 5, "feasible": 0,
+                     "best": None, "median": None}
+    pop[0].fitness.violation, pop[0].fitness.values = 0.0, (2.0,)
+    pop[1].fitness.violation, pop[1].fitness.values = 0.0, (1.0,)
+    pop[2].fitness.violation, pop[2].fitness.values = 0.0, (-3.0,)
+    assert ga.generation_stats(7, pop, archive) | {"explored": 0} == {
+        "generation": 7, "explored": 0, "population": 5, "feasible": 3, "best": 2.0, "median": 1.0}

@@ -279,3 +279,22 @@ def test_a_reader_that_closes_the_pipe_ends_the_output_quietly(closed_pipe, top_
     lines, rc, err = closed_pipe([sys.executable, "-m", "search", "--teacher", "minilm-l6", "--exhaustive",
                                   "--top-k", str(top_k)], read=read)
     assert (rc, err) == (141, "") and all(line.startswith("teacher minilm-l6") for line in lines)
+
+
+def test_history_logs_each_generation_in_the_table_and_in_json():
+    args = ("--teacher", "minilm-l6", "--seq-len", "64", "--seed", "3", "--top-k", "1")
+    table = _run(*args, "--history")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    start = lines.index("the population by generation:")
+    assert lines[start + 1].split() == list(cli.HISTORY_COLUMNS)
+    logged = json.loads(_run(*args, "--history", "--json").stdout)
+    history = logged["history"]
+    assert [h["generation"] for h in history] == list(range(101))
+    assert [line.split()[0] for line in lines[start + 2:]] == [str(g) for g in range(101)]
+    assert lines[start + 2].split()[4] == f"{history[0]['best']:.4f}"
+    assert logged["candidates"] == json.loads(_run(*args, "--json").stdout)["candidates"]
+    assert "history" not in json.loads(_run(*args, "--json").stdout)
+    for other in ("--exhaustive", "--pareto"):
+        refused = _run("--history", other)
+        assert refused.returncode == 2 and "--history: only the GA" in refused.stderr
