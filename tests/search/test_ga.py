@@ -449,6 +449,7 @@ def test_the_population_never_loses_its_best_genome(variant, max_mb, min_head):
             assert after["feasible"] >= before["feasible"]
             assert after["best"] >= before["best"], (variant, seed, before, after)
             assert before["explored"] <= after["explored"] <= before["explored"] + 50
+        assert history[-1]["explored"] > history[0]["explored"]  # children were new genomes
         assert history[-1]["best"] <= rows[0]["fitness"]  # the top-k ranks every genome explored
         if variant == "paper":  # no repair: the archive's best was in the population
             assert history[-1]["best"] == rows[0]["fitness"]
