@@ -218,8 +218,9 @@ def _group(obj: dict, where: str) -> str:
     return _first_key(obj, ("path", "url"), where) or where
 
 
-def _hash_split(key: str) -> str:
-    """80/10/10 split by a stable hash of ``key``."""
+def hash_split(key: str) -> str:
+    """train/valid/test, 80/10/10, by a stable hash of ``key`` (a record's id, a file's
+    relative path: the harvest splits files by it too)."""
     bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16) % 100
     return "train" if bucket < 80 else "valid" if bucket < 90 else "test"
 
@@ -289,7 +290,7 @@ def _partition(obj: dict, key_field: str, where: str, lineno: int) -> str:
     split = obj.get("partition")
     if split is None:
         names = (key_field, "url") if key_field == "path" else (key_field,)
-        return _hash_split(_first_key(obj, names, where) or str(lineno))
+        return hash_split(_first_key(obj, names, where) or str(lineno))
     if split not in SPLITS:
         raise DataError(f"{where}: field 'partition' is {split!r}; expected one of "
                         f"{', '.join(SPLITS)} (or no field: a hash of {key_field!r} decides)")

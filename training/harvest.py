@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import hashlib
 import importlib.util
 import io
 import json
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from training.checks import OneLineParser, UsageError, one_line
+from training.data import hash_split
 from training.staging import check_writable_folder, fsync_tree, publish, remove_stale, staging_path
 
 SPLITS = ("train", "valid", "test")
@@ -80,12 +80,6 @@ class HarvestStats:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-
-
-def split_of(rel_path: str) -> str:
-    """train/valid/test, 80/10/10, by a stable hash of a file's relative path."""
-    bucket = int(hashlib.sha256(rel_path.encode("utf-8")).hexdigest(), 16) % 100
-    return "train" if bucket < 80 else "valid" if bucket < 90 else "test"
 
 
 def skipped_dir(name: str) -> bool:
@@ -262,7 +256,7 @@ def _record(rel: str, name: str, node, lines: list[str], opts: dict) -> dict | s
         "docstring": docstring,
         "docstring_tokens": docstring_tokens(summary),
         "url": f"{opts['url_base']}{rel}#L{start}-L{node.end_lineno}",
-        "partition": split_of(rel),
+        "partition": hash_split(rel),
     }
 
 

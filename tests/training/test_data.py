@@ -590,7 +590,7 @@ def test_an_unknown_partition_is_refused_with_its_line(tmp_path, value):
 
 def test_the_hash_split_is_80_10_10():
     keys = [f"project/module_{i}.py" for i in range(20_000)]
-    shares = {s: sum(data._hash_split(k) == s for k in keys) / len(keys) for s in ("train", "valid", "test")}
+    shares = {s: sum(data.hash_split(k) == s for k in keys) / len(keys) for s in ("train", "valid", "test")}
     assert shares == {"train": pytest.approx(0.8, abs=0.01), "valid": pytest.approx(0.1, abs=0.01),
                       "test": pytest.approx(0.1, abs=0.01)}
 
@@ -600,7 +600,7 @@ def test_a_missing_or_null_partition_still_splits_by_hash(tmp_path):
                for i in range(40)]
     records[0]["partition"] = None
     splits = load_code_to_text(_write_jsonl(tmp_path / "all.jsonl", records))
-    expected = {s: [i for i in range(40) if data._hash_split(f"m{i}.py") == s] for s in splits}
+    expected = {s: [i for i in range(40) if data.hash_split(f"m{i}.py") == s] for s in splits}
     assert {s: [int(p.source.split()[1][1:]) for p in v] for s, v in splits.items()} == expected
 
 
@@ -664,7 +664,7 @@ def test_records_with_a_null_or_empty_key_split_by_line_not_all_into_one(tmp_pat
     records = [{"path": empty_key, "code_tokens": ["def", f"f{i}"], "docstring_tokens": ["do", str(i)]}
                for i in range(40)]
     splits = load_code_to_text(_write_jsonl(tmp_path / "all.jsonl", records))
-    expected = {s: [i for i in range(40) if data._hash_split(str(i + 1)) == s] for s in splits}
+    expected = {s: [i for i in range(40) if data.hash_split(str(i + 1)) == s] for s in splits}
     assert {s: [int(p.source.split()[1][1:]) for p in v] for s, v in splits.items()} == expected
     assert all(expected.values())  # before: one hash of "None" (or "") for all 40
 
@@ -701,4 +701,4 @@ def test_a_record_without_a_path_splits_by_its_url_as_it_is_grouped(tmp_path):
                 "docstring_tokens": ["do", str(i)]} for i in range(80)]
     splits = load_code_to_text(_write_jsonl(tmp_path / "all.jsonl", records))
     for s, pairs in splits.items():
-        assert all(data._hash_split(f"https://x/m{int(p.source.split()[1][1:]) // 2}.py") == s for p in pairs)
+        assert all(data.hash_split(f"https://x/m{int(p.source.split()[1][1:]) // 2}.py") == s for p in pairs)

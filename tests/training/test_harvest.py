@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from training import data, harvest
+from training.data import hash_split
 
 MAIN = '''\
 """Module docstring."""
@@ -139,7 +140,7 @@ def helper_{n}(value):
 
 def _name_in(split: str, stem: str) -> str:
     """A file name whose path hashes into ``split``."""
-    return next(f"{stem}{i}.py" for i in range(1000) if harvest.split_of(f"{stem}{i}.py") == split)
+    return next(f"{stem}{i}.py" for i in range(1000) if hash_split(f"{stem}{i}.py") == split)
 
 
 @pytest.fixture
@@ -228,7 +229,7 @@ def test_record_fields_follow_codexglue(tree):
     ]
     assert rec["docstring"].startswith("Add one to a number. More detail")
     assert rec["docstring_tokens"] == ["Add", "one", "to", "a", "number", "."]
-    assert rec["partition"] == harvest.split_of("pkg/main.py")
+    assert rec["partition"] == hash_split("pkg/main.py")
 
 
 def test_method_is_dedented_and_summary_is_first_sentence(tree):
@@ -243,8 +244,8 @@ def test_split_is_by_file_and_deterministic(tree):
     splits, _ = harvest.harvest(tree)
     assert all(splits[s] for s in harvest.SPLITS)
     for split, records in splits.items():
-        assert all(r["partition"] == split == harvest.split_of(r["path"]) for r in records)
-    buckets = [harvest.split_of(f"file{i}.py") for i in range(2000)]
+        assert all(r["partition"] == split == hash_split(r["path"]) for r in records)
+    buckets = [hash_split(f"file{i}.py") for i in range(2000)]
     assert 0.75 < buckets.count("train") / 2000 < 0.85
     assert 0.07 < buckets.count("valid") / 2000 < 0.13 and 0.07 < buckets.count("test") / 2000 < 0.13
 
