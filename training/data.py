@@ -90,10 +90,12 @@ class PairText:
 
 @dataclass(frozen=True)
 class _Pair:
-    """A code-to-text pair plus the file it came from (for same-file negatives)."""
+    """A code-to-text pair plus the file it came from (for same-file negatives) and its
+    record's ``file:line``."""
 
     pair: PairText
     group: str
+    where: str = ""
 
 
 def default_data_path() -> Path:
@@ -322,7 +324,7 @@ def _read_code_to_text(path: Path, every_split: bool = True) -> dict[str, list[_
             pair = PairText(
                 _token_text(obj, "code_tokens", where), _token_text(obj, "docstring_tokens", where, newline="")
             )
-            pairs.append(_Pair(pair, _group(obj, where)))
+            pairs.append(_Pair(pair, _group(obj, where), where))
         splits[split] = pairs
     if every_split:
         _require_splits(path, splits, "path")
@@ -356,17 +358,26 @@ def _check_unique_ids(records: dict[str, list[tuple[str, int, dict]]]) -> None:
                 first[key] = f"{f}:{n}"
 
 
-def _read_defect(path: Path) -> dict[str, list[ClsExample]]:
+def _without_places(located: dict[str, list[tuple[str, ClsExample]]]) -> dict[str, list[ClsExample]]:
+    return {split: [ex for _, ex in items] for split, items in located.items()}
+
+
+def _read_defect_located(path: Path) -> dict[str, list[tuple[str, ClsExample]]]:
+    """Each split's (``file:line``, example)."""
     splits = {}
     records = _records(path, "idx")
     _check_unique_ids(records)
     for split, recs in records.items():
         splits[split] = [
-            ClsExample(_code(obj, f"{f}:{n}"), None, _label(obj, "target", f"{f}:{n}"))
+            (f"{f}:{n}", ClsExample(_code(obj, f"{f}:{n}"), None, _label(obj, "target", f"{f}:{n}")))
             for f, n, obj in recs
         ]
     _require_splits(path, splits, "idx")
     return splits
+
+
+def _read_defect(path: Path) -> dict[str, list[ClsExample]]:
+    return _without_places(_read_defect_located(path))
 
 
 def _clone_folder(path: Path) -> Path:
@@ -408,13 +419,14 @@ def _clone_pair(line: str, where: str, funcs: dict[str, str]) -> ClsExample:
     return ClsExample(funcs[parts[0]], funcs[parts[1]], int(parts[2]))
 
 
-def _read_clone_pairs(file: Path, funcs: dict[str, str]) -> list[ClsExample]:
+def _read_clone_pairs(file: Path, funcs: dict[str, str]) -> list[tuple[str, ClsExample]]:
+    """The split file's (``file:line``, pair)."""
     examples = []
     try:
         with _open_text(file) as handle:
             for n, line in enumerate(handle, start=1):
                 if line.strip():
-                    examples.append(_clone_pair(line, f"{file}:{n}", funcs))
+                    examples.append((f"{file}:{n}", _clone_pair(line, f"{file}:{n}", funcs)))
     except (OSError, UnicodeDecodeError) as err:
         raise _read_error(file, err) from None
     if not examples:
@@ -423,6 +435,11 @@ def _read_clone_pairs(file: Path, funcs: dict[str, str]) -> list[ClsExample]:
 
 
 def _read_clone(path: Path) -> dict[str, list[ClsExample]]:
+    return _without_places(_read_clone_located(path))
+
+
+def _read_clone_located(path: Path) -> dict[str, list[tuple[str, ClsExample]]]:
+    """Each split's (``file:line``, pair)."""
     folder = _clone_folder(path)
     funcs = _read_clone_functions(folder / "data.jsonl")
     splits = {}
@@ -718,6 +735,133 @@ def validate(path: str | Path, fmt: str | None = None) -> dict[str, int]:
     return {s: len(v) for s, v in splits.items()}
 
 
+@dataclass(frozen=True)
+class Finding:
+    """How many examples a check found, and the first one's place beside the place it
+    repeats, shares or contradicts (``file:line`` each; None when the count is 0)."""
+
+    count: int
+    first: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What `audit` found in a data set, beside its counts per split.
+
+    Inputs are compared with whitespace collapsed (a function reformatted is the same
+    function); a clone pair is its two functions in either order. `repeated`: examples whose
+    input an earlier one of the same split has; `in_train`: valid and test examples whose input
+    train has (what a model is tested on after training on it); `both_labels`: inputs labelled
+    0 in one place and 1 in another, anywhere (None for code-to-text, which has no labels);
+    `summaries_in_train`: code-to-text's valid and test pairs whose summary, verbatim, a
+    train pair has (None for the labelled formats).
+    """
+
+    counts: dict[str, int]
+    inputs: str
+    repeated: dict[str, Finding]
+    in_train: dict[str, Finding]
+    both_labels: Finding | None
+    summaries_in_train: dict[str, Finding] | None
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).digest()
+
+
+def _keyed(fmt: str, path: Path) -> tuple[dict[str, list[tuple[str, Any, int | None]]], dict | None]:
+    """Each split's (place, input key, label), and code-to-text's (place, summary key)."""
+    if fmt == "code-to-text":
+        pairs = _read_code_to_text(path)
+        inputs = {s: [(p.where, _digest(p.pair.source), None) for p in ps] for s, ps in pairs.items()}
+        return inputs, {s: [(p.where, _digest(p.pair.target), None) for p in ps] for s, ps in pairs.items()}
+    located = _read_defect_located(path) if fmt == "defect" else _read_clone_located(path)
+    digests: dict[str, bytes] = {}  # clone pairs share functions: each is normalised once
+
+    def side(text: str) -> bytes:
+        if text not in digests:
+            digests[text] = _digest(text)
+        return digests[text]
+
+    def key(ex: ClsExample) -> tuple:
+        return tuple(sorted(side(t) for t in (ex.text_a, ex.text_b) if t is not None))
+
+    return {s: [(where, key(ex), ex.label) for where, ex in items] for s, items in located.items()}, None
+
+
+def _repeated(items: list) -> Finding:
+    first_place: dict = {}
+    count, first = 0, None
+    for where, key, _ in items:
+        if key in first_place:
+            count += 1
+            first = first or (where, first_place[key])
+        else:
+            first_place[key] = where
+    return Finding(count, first)
+
+
+def _shared_with_train(splits: dict[str, list]) -> dict[str, Finding]:
+    train: dict = {}
+    for where, key, _ in splits["train"]:
+        train.setdefault(key, where)
+    found = {}
+    for split in ("valid", "test"):
+        hits = [(where, train[key]) for where, key, _ in splits[split] if key in train]
+        found[split] = Finding(len(hits), hits[0] if hits else None)
+    return found
+
+
+def _both_labels(splits: dict[str, list]) -> Finding:
+    seen: dict = {}  # key -> (label, place) of its first example
+    clashes: dict = {}
+    for split in SPLITS:
+        for where, key, label in splits[split]:
+            label0, where0 = seen.setdefault(key, (label, where))
+            if label != label0 and key not in clashes:
+                clashes[key] = (where, where0)
+    return Finding(len(clashes), next(iter(clashes.values()), None))
+
+
+def audit(path: str | Path, fmt: str | None = None) -> Audit:
+    """Read a data set completely (DataError as `validate`) and report its repeats, the valid
+    and test inputs train also holds, and the inputs given both labels (`Audit`)."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    splits, summaries = _keyed(fmt, path)
+    return Audit(
+        counts={s: len(v) for s, v in splits.items()},
+        inputs={"code-to-text": "functions", "defect": "functions", "clone": "pairs"}[fmt],
+        repeated={s: _repeated(v) for s, v in splits.items()},
+        in_train=_shared_with_train(splits),
+        both_labels=None if summaries is not None else _both_labels(splits),
+        summaries_in_train=None if summaries is None else _shared_with_train(summaries),
+    )
+
+
+def _findings_line(what: str, findings: dict[str, Finding], relation: str) -> str:
+    counts = ", ".join(f"{split} {f.count}" for split, f in findings.items())
+    first = next((f.first for f in findings.values() if f.first), None)
+    return f"{what}: {counts}" + (f" (first: {first[0]} {relation} {first[1]})" if first else "")
+
+
+def audit_lines(found: Audit) -> list[str]:
+    """`audit`'s findings as the CLI prints them, one line each."""
+    lines = [
+        _findings_line(f"{found.inputs} repeated in their split", found.repeated, "repeats"),
+        _findings_line(f"{found.inputs} train also has", found.in_train, "is"),
+    ]
+    if found.both_labels is not None:
+        clash = found.both_labels
+        lines.append(f"{found.inputs} labelled both 0 and 1: {clash.count}"
+                     + (f" (first: {clash.first[0]} against {clash.first[1]})" if clash.first else ""))
+    if found.summaries_in_train is not None:
+        lines.append(_findings_line("summaries train also has, verbatim", found.summaries_in_train, "is"))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """``validate PATH [--format F]``: 0 and counts per split; bad input or data: one stderr
     line naming the problem (a record's file:line), exit status 2."""
@@ -729,13 +873,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         fmt = args.format or detect_format(args.path)
-        counts = validate(args.path, fmt)
+        found = audit(args.path, fmt)
     except (UsageError, DataError, OSError) as err:
         print(f"python -m training.data: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     print(f"{args.path}: {fmt}")
-    for split, count in counts.items():
+    for split, count in found.counts.items():
         print(f"{split}\t{count}")
+    print("\n".join(audit_lines(found)))
     return 0
 
 

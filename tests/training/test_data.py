@@ -702,3 +702,74 @@ def test_a_record_without_a_path_splits_by_its_url_as_it_is_grouped(tmp_path):
     splits = load_code_to_text(_write_jsonl(tmp_path / "all.jsonl", records))
     for s, pairs in splits.items():
         assert all(data.hash_split(f"https://x/m{int(p.source.split()[1][1:]) // 2}.py") == s for p in pairs)
+
+
+# ---------------------------------------------------------------- audit: repeats, leaks, label clashes
+
+
+def _devign_audit_folder(tmp_path: Path) -> Path:
+    base = _records(DEVIGN / "train.jsonl")
+    f0, f1, f2 = (r["func"] for r in base[:3])
+    rec = lambda i, func, target: {"project": "qemu", "commit_id": "0", "target": target, "func": func, "idx": i}  # noqa: E731
+    folder = tmp_path / "devign"
+    folder.mkdir()
+    _write_jsonl(folder / "train.jsonl", [rec(0, f0, 1), rec(1, f1, 0), rec(2, "  " + f0.replace(" ", "\n  "), 1)])
+    _write_jsonl(folder / "valid.jsonl", [rec(3, f2, 1), rec(4, f1, 0)])  # line 2: train's line 2
+    _write_jsonl(folder / "test.jsonl", [rec(5, f2 + " ", 0), rec(6, f1 + ";", 1)])  # line 1: valid's, relabelled
+    return folder
+
+
+def test_audit_counts_repeats_train_inputs_and_label_clashes_with_their_lines(tmp_path):
+    folder = _devign_audit_folder(tmp_path)
+    found = data.audit(folder)
+    assert found.counts == {"train": 3, "valid": 2, "test": 2} == data.validate(folder)
+    # train's line 3 is line 1 reformatted: whitespace does not make a function new
+    assert found.repeated == {"train": data.Finding(1, (f"{folder}/train.jsonl:3", f"{folder}/train.jsonl:1")),
+                              "valid": data.Finding(0), "test": data.Finding(0)}
+    assert found.in_train == {"valid": data.Finding(1, (f"{folder}/valid.jsonl:2", f"{folder}/train.jsonl:2")),
+                              "test": data.Finding(0)}  # test's line 2 differs by a ';'
+    assert found.both_labels == data.Finding(1, (f"{folder}/test.jsonl:1", f"{folder}/valid.jsonl:1"))
+    assert found.summaries_in_train is None and found.inputs == "functions"
+
+
+def test_audit_takes_a_clone_pair_in_either_order(tmp_path):
+    folder = shutil.copytree(BCB, tmp_path / "bcb")
+    found = data.audit(folder)
+    # valid's "102 101" is train's "101 102", test's "104 103" train's "103 104"
+    assert found.in_train == {"valid": data.Finding(1, (f"{folder}/valid.txt:1", f"{folder}/train.txt:1")),
+                              "test": data.Finding(1, (f"{folder}/test.txt:1", f"{folder}/train.txt:2"))}
+    assert found.both_labels == data.Finding(0) and found.inputs == "pairs"
+    (folder / "test.txt").write_text("104\t103\t1\n105\t101\t1\n106\t102\t0\n")  # train says 101 105 0
+    found = data.audit(folder)
+    assert found.both_labels == data.Finding(1, (f"{folder}/test.txt:2", f"{folder}/train.txt:3"))
+    assert found.repeated["test"] == data.Finding(0)
+    (folder / "train.txt").write_text((folder / "train.txt").read_text() + "102 101 1\n")
+    assert data.audit(folder).repeated["train"] == data.Finding(1, (f"{folder}/train.txt:5", f"{folder}/train.txt:1"))
+
+
+def test_audit_of_code_to_text_counts_functions_and_verbatim_summaries(tmp_path):
+    folder = tmp_path / "c2t"
+    folder.mkdir()
+    pair = lambda code, doc: {"code_tokens": code.split(), "docstring_tokens": doc.split()}  # noqa: E731
+    _write_jsonl(folder / "train.jsonl", [pair("def f ( ) : pass", "Do f."), pair("def g ( ) : pass", "Do g.")])
+    _write_jsonl(folder / "valid.jsonl", [pair("def h ( ) : pass", "Do g."), pair("def f ( ) : pass", "Other.")])
+    _write_jsonl(folder / "test.jsonl", [pair("def k ( ) : pass", "Do k.")])
+    found = data.audit(folder)
+    assert found.in_train == {"valid": data.Finding(1, (f"{folder}/valid.jsonl:2", f"{folder}/train.jsonl:1")),
+                              "test": data.Finding(0)}
+    assert found.summaries_in_train == {
+        "valid": data.Finding(1, (f"{folder}/valid.jsonl:1", f"{folder}/train.jsonl:2")), "test": data.Finding(0)}
+    assert found.both_labels is None
+
+
+def test_validate_cli_prints_the_audit(tmp_path, capsys):
+    folder = _devign_audit_folder(tmp_path)
+    assert data.main(["validate", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1:4] == ["train\t3", "valid\t2", "test\t2"]
+    assert lines[4:] == [
+        f"functions repeated in their split: train 1, valid 0, test 0 (first: {folder}/train.jsonl:3 repeats "
+        f"{folder}/train.jsonl:1)",
+        f"functions train also has: valid 1, test 0 (first: {folder}/valid.jsonl:2 is {folder}/train.jsonl:2)",
+        f"functions labelled both 0 and 1: 1 (first: {folder}/test.jsonl:1 against {folder}/valid.jsonl:1)",
+    ]
