@@ -713,19 +713,21 @@ def _devign_audit_folder(tmp_path: Path) -> Path:
     rec = lambda i, func, target: {"project": "qemu", "commit_id": "0", "target": target, "func": func, "idx": i}  # noqa: E731
     folder = tmp_path / "devign"
     folder.mkdir()
-    _write_jsonl(folder / "train.jsonl", [rec(0, f0, 1), rec(1, f1, 0), rec(2, "  " + f0.replace(" ", "\n  "), 1)])
-    _write_jsonl(folder / "valid.jsonl", [rec(3, f2, 1), rec(4, f1, 0)])  # line 2: train's line 2
-    _write_jsonl(folder / "test.jsonl", [rec(5, f2 + " ", 0), rec(6, f1 + ";", 1)])  # line 1: valid's, relabelled
+    _write_jsonl(folder / "train.jsonl", [rec(0, f0, 1), rec(1, f1, 0), rec(2, "  " + f0.replace(" ", "\n  "), 1),
+                                          rec(7, f1, 0)])
+    _write_jsonl(folder / "valid.jsonl", [rec(3, f2, 1), rec(4, f1, 0)])  # line 2: train's lines 2 and 4
+    _write_jsonl(folder / "test.jsonl", [rec(5, f2 + " ", 0), rec(6, f1 + ";", 1), rec(8, f2, 0)])  # valid's, relabelled
     return folder
 
 
 def test_audit_counts_repeats_train_inputs_and_label_clashes_with_their_lines(tmp_path):
     folder = _devign_audit_folder(tmp_path)
     found = data.audit(folder)
-    assert found.counts == {"train": 3, "valid": 2, "test": 2} == data.validate(folder)
+    assert found.counts == {"train": 4, "valid": 2, "test": 3} == data.validate(folder)
     # train's line 3 is line 1 reformatted: whitespace does not make a function new
-    assert found.repeated == {"train": data.Finding(1, (f"{folder}/train.jsonl:3", f"{folder}/train.jsonl:1")),
-                              "valid": data.Finding(0), "test": data.Finding(0)}
+    assert found.repeated == {"train": data.Finding(2, (f"{folder}/train.jsonl:3", f"{folder}/train.jsonl:1")),
+                              "valid": data.Finding(0),
+                              "test": data.Finding(1, (f"{folder}/test.jsonl:3", f"{folder}/test.jsonl:1"))}
     assert found.in_train == {"valid": data.Finding(1, (f"{folder}/valid.jsonl:2", f"{folder}/train.jsonl:2")),
                               "test": data.Finding(0)}  # test's line 2 differs by a ';'
     assert found.both_labels == data.Finding(1, (f"{folder}/test.jsonl:1", f"{folder}/valid.jsonl:1"))
@@ -766,9 +768,9 @@ def test_validate_cli_prints_the_audit(tmp_path, capsys):
     folder = _devign_audit_folder(tmp_path)
     assert data.main(["validate", str(folder)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1:4] == ["train\t3", "valid\t2", "test\t2"]
+    assert lines[1:4] == ["train\t4", "valid\t2", "test\t3"]
     assert lines[4:] == [
-        f"functions repeated in their split: train 1, valid 0, test 0 (first: {folder}/train.jsonl:3 repeats "
+        f"functions repeated in their split: train 2, valid 0, test 1 (first: {folder}/train.jsonl:3 repeats "
         f"{folder}/train.jsonl:1)",
         f"functions train also has: valid 1, test 0 (first: {folder}/valid.jsonl:2 is {folder}/train.jsonl:2)",
         f"functions labelled both 0 and 1: 1 (first: {folder}/test.jsonl:1 against {folder}/valid.jsonl:1)",
