@@ -49,11 +49,15 @@ def usable_positions(encoder: dict) -> int:
 
 
 def _read_json(path: Path) -> dict:
-    """A config file's object; ValueError naming the file and the line where it is not JSON."""
+    """A config file's object; ValueError naming the file and the line where it is not JSON, or
+    the file when it holds JSON but no object (`null`, a list)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _folder_settings(folder: Path) -> tuple[int | None, str | None, int | None]:

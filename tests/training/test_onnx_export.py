@@ -5,6 +5,7 @@ cannot be exported, and a saved student folder exports from the command line."""
 import os
 
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -12,7 +13,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from search.space import Arch, teacher_spec
 from training.finetune import pad_right
 from training.models import BiLSTMSoft, build_student
-from training.onnx_export import OnnxClassifier, export_folder, export_onnx, main
+from training.onnx_export import OnnxClassifier, _check_seq_len, export_folder, export_onnx, main
 from training.quantize import classifier_variant_rows, quantize_classifier
 
 torch.set_num_threads(1)
@@ -399,3 +400,37 @@ def test_the_two_graphs_are_replaced_as_a_pair(tmp_path, capsys):
     (tmp_path / "student" / "model.onnx").unlink()  # no earlier fp32 graph: the new one does not stay
     assert main([str(tmp_path / "student")]) == 1
     assert not (tmp_path / "student" / "model.onnx").exists()
+
+
+def _example():
+    ids = torch.randint(5, VOCAB, (2, 8))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_ids_b": ids[:, :5],
+            "attention_mask_b": torch.ones_like(ids[:, :5])}
+
+
+def test_the_logits_batch_axis_is_free():
+    graph = OnnxClassifier(_student(), "onnx", _example())
+    assert graph._session().get_outputs()[0].shape[0] == "batch"
+
+
+def test_int8_weights_are_signed():
+    graph = OnnxClassifier(_student(), "onnx_int8", _example())
+    model = onnx.load(str(graph.path))
+    stored = {t.name: t.data_type for t in model.graph.initializer}
+    types = {stored[n.input[1]] for n in model.graph.node if n.op_type == "MatMulInteger" and n.input[1] in stored}
+    assert types == {onnx.TensorProto.INT8}
+
+
+def test_a_sequence_length_at_the_bound_is_accepted():
+    _check_seq_len(512, 512)
+    with pytest.raises(ValueError):
+        _check_seq_len(513, 512)
+
+
+def test_a_roberta_joint_graph_takes_no_segment_ids(tmp_path):
+    torch.manual_seed(0)
+    build_student(Arch(2, 32, 2, 64, VOCAB), teacher_spec("codebert-base"), pair_mode="joint",
+                  pad_token_id=1).eval().save_pretrained(tmp_path / "s")
+    export_folder(tmp_path / "s", seq_len=8)
+    session = ort.InferenceSession(str(tmp_path / "s" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert {i.name for i in session.get_inputs()} == {"input_ids", "attention_mask"}

@@ -146,6 +146,18 @@ def test_a_damaged_config_is_named_with_its_line(shipped, tmp_path):
         (copy / name).write_text('{"model_max_length": 64,\n "pad_token": ')
         with pytest.raises(ValueError, match=f"{name}:2: not valid JSON"):
             PairScorer(copy)
+        for value, kind in (("null", "NoneType"), ("[64]", "list")):  # JSON, but no object
+            (copy / name).write_text(value)
+            with pytest.raises(ValueError, match=f"{name}: expected a JSON object, got {kind}"):
+                PairScorer(copy)
+
+
+def test_the_floor_length_is_accepted_and_padding_is_the_pad_token(shipped):
+    folder, _, _ = shipped
+    assert PairScorer(folder, max_len=4).max_len == 4  # the documented floor
+    scorer = PairScorer(folder, graph="model.onnx")
+    ids, mask = scorer._side(["a", "a b c d e f"])
+    assert mask[0, -1] == 0 and ids[0, -1] == scorer.tokenizer.token_to_id("<pad>")
 
 
 def test_pasted_functions_are_cut_as_the_harvest_cuts_them(tmp_path):

@@ -2,6 +2,7 @@
 the model overfits a handful of pairs, prepare_seq2seq caches by key."""
 
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -27,6 +28,7 @@ from training.seq2seq import (
     collate,
     extra_train_pairs,
     fine_tune,
+    generate,
     load_seq2seq,
     make_optimizer,
     prepare_seq2seq,
@@ -155,6 +157,9 @@ def test_a_diverged_fine_tuning_is_never_cached(seq2seq_teacher, seq2seq_data, t
     meta.write_text(meta.read_text().replace(json.dumps(art.metrics["train_loss"]), "NaN", 1))
     assert prepare_seq2seq(cfg, data, teacher, tmp_path / "work").metrics["train_loss"] == art.metrics["train_loss"]
     assert "NaN" not in meta.read_text()
+    meta.write_text(meta.read_text().replace(json.dumps(art.metrics["train_loss"]), "Infinity", 1))  # nor an infinite one
+    assert prepare_seq2seq(cfg, data, teacher, tmp_path / "work").metrics["train_loss"] == art.metrics["train_loss"]
+    assert "Infinity" not in meta.read_text()
 
 
 def test_bf16_training_steps_learn_and_keep_fp32_weights(seq2seq_teacher, tiny):
@@ -430,3 +435,79 @@ def test_a_hub_teachers_cache_key_is_what_it_was(seq2seq_data, tiny):
     fields_ = {k: v for k, v in cache_fields(cfg).items() if k not in ("train_extra", "max_train_extra", *NOT_IN_KEY)}
     before = json.dumps([SEQ2SEQ_VERSION, fields_, {"name": hub.name}, data_fingerprint(data)], sort_keys=True)
     assert artifacts_key(cfg, data, hub) == hashlib.sha256(before.encode()).hexdigest()[:16]
+
+
+class _Markov:
+    """A decoder whose next-token probabilities depend on the last token alone (`rows[last]`;
+    ids: 0 bos, 1 eos, 2 A, 3 B): greedy and beam search on it are worked out by hand."""
+
+    bos_id, eos_id = 0, 1
+    reorder = staticmethod(Seq2Seq.reorder)
+
+    def __init__(self, rows):
+        self.table = torch.tensor(rows).log()
+
+    def start(self, src, mask):
+        return {"kv": [], "mask": mask[:, None, None, :].bool(), "cache": [], "t": 0}
+
+    def step(self, state, tokens):
+        state["t"] += 1
+        return self.table[tokens[:, -1]]
+
+
+ONE_SOURCE = torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long)
+
+
+def test_beam_search_finds_what_greedy_misses():
+    # A first (0.55) then never likely to end; B first (0.45) then ends at once (0.95): B wins
+    toy = _Markov([[1e-9, 1e-4, 0.55, 0.45 - 1e-4], [0.25] * 4, [1e-9, 0.3, 0.35, 0.35], [1e-9, 0.95, 0.025, 0.025]])
+    assert Seq2Seq.beam_search(toy, *ONE_SOURCE, 10, 3) == [[3]]
+    assert Seq2Seq.greedy(toy, *ONE_SOURCE, 4) == [[2, 2, 2]]  # max_len - 1 tokens after bos
+
+
+def test_beam_search_that_never_ends_is_cut_as_greedy_is():
+    toy = _Markov([[1e-9, 1e-9, 0.6, 0.4], [0.25] * 4, [1e-9, 1e-9, 0.7, 0.3], [1e-9, 1e-9, 0.2, 0.8]])
+    assert Seq2Seq.beam_search(toy, *ONE_SOURCE, 4, 2) == Seq2Seq.greedy(toy, *ONE_SOURCE, 4) == [[2, 2, 2]]
+
+
+def test_source_padding_changes_no_encoder_memory(seq2seq_teacher, tiny):
+    model, tok = tiny.model(seq2seq_teacher)
+    model.eval()
+    examples = tokenize_pairs([PairText(c, d) for c, d in tiny.PAIRS], tok, tiny.config())
+    src, mask, _ = collate(examples, model.pad_id)
+    with torch.no_grad():
+        batch = model.start(src, mask)["kv"][0][0]
+        for i, example in enumerate(examples):
+            alone = model.start(*collate([example], model.pad_id)[:2])["kv"][0][0]
+            torch.testing.assert_close(batch[i, :, :len(example[0])], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_batch_stream_drops_the_partial_batch():
+    assert all(len(b) == 3 for b in itertools.islice(batch_stream(list(range(7)), 3, 0), 4))
+
+
+def test_training_mode_is_restored_after_each_after_step(seq2seq_teacher, tiny):
+    cfg = tiny.config()
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    examples = tokenize_pairs([PairText(c, d) for c, d in tiny.PAIRS], tok, cfg)
+    modes = []
+    model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    optimizer, schedule = make_optimizer(model, cfg, 3)
+    train_steps(model, batch_stream(examples, cfg.batch_size, 0), 3, optimizer, schedule, cfg,
+                after_step=lambda i: model.eval())  # pruning's evaluations leave the model in eval
+    assert modes == [True] * 3
+
+
+def test_a_dropout_of_one_is_refused():
+    with pytest.raises(ValueError, match="dropout"):
+        Seq2SeqConfig(dropout=1.0)
+
+
+def test_generate_decodes_with_the_beam_it_is_given(seq2seq_teacher, tiny, monkeypatch):
+    cfg = tiny.config(beam=7)
+    model, tok = tiny.model(seq2seq_teacher, cfg)
+    examples = tokenize_pairs([PairText(c, d) for c, d in tiny.PAIRS], tok, cfg)
+    beams = []
+    monkeypatch.setattr(model, "beam_search", lambda s, m, n, beam: beams.append(beam) or [[] for _ in range(len(s))])
+    generate(model, tok, examples, cfg, beam=2)
+    assert beams == [2]

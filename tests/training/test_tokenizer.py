@@ -144,3 +144,24 @@ def test_cache_saves_leave_no_staging_folder_behind(corpus, tmp_path, monkeypatc
     monkeypatch.undo()
     train_tokenizer(corpus, 300, cache_dir=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.glob("bpe-*-300")]
+
+
+WORDS_CORPUS = ["def base64_decode(data): return base64Decode(data)", "Decode base64 data .",
+                "def get_section_name(self): return self._sectionName", "Return the section name ."] * 5
+
+
+def test_words_mode_splits_an_identifier_after_a_digit():
+    tok = train_tokenizer(WORDS_CORPUS, 400, words=True)
+    assert tok.tokenize("base64Decode") == tok.tokenize("base64 decode")
+
+
+def test_the_cache_is_keyed_by_the_tokenizers_version(tmp_path, monkeypatch):
+    train_tokenizer(WORDS_CORPUS, 300, cache_dir=tmp_path)
+    monkeypatch.setattr(tk.tokenizers, "__version__", "0.0.0-other")
+    train_tokenizer(WORDS_CORPUS, 300, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("bpe-*-300"))) == 2
+
+
+def test_mask_absorbs_the_space_before_it_as_roberta_does():
+    tok = train_tokenizer(WORDS_CORPUS, 300)
+    assert tok("return <mask>")["input_ids"] == tok("return")["input_ids"][:-1] + [tok.mask_token_id, tok.eos_token_id]
