@@ -12,7 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.training.tiny_teacher import TINY_DATA, tiny_teacher_folder
-from training.data import classification_splits, data_fingerprint, split_labeled_unlabeled
+from training.data import (
+    ClsExample,
+    classification_splits,
+    data_fingerprint,
+    split_labeled_unlabeled,
+)
 from training.distill import DistillConfig
 from training.finetune import (
     CODE_SALT,
@@ -21,8 +26,10 @@ from training.finetune import (
     batch_order,
     cache_fields,
     collate,
+    encode,
     finetune_teacher,
     fit,
+    num_labels_of,
     teacher_identity,
     teacher_key,
 )
@@ -173,7 +180,11 @@ def test_a_teacher_folder_is_keyed_by_its_model_files_not_its_path(tmp_path, tea
     assert key_of(copy) == key
     change_weight(weights := copy_fresh(Path(teacher.name), tmp_path / "weights"))
     change_config(config := copy_fresh(Path(teacher.name), tmp_path / "config"), hidden_dropout_prob=0.2)
-    assert len({key, key_of(weights), key_of(config)}) == 3
+    tokens = copy_fresh(Path(teacher.name), tmp_path / "tokenizer")
+    vocab = json.loads((tokens / "tokenizer.json").read_text())
+    vocab["model"]["vocab"] = {t: i for i, t in enumerate(reversed(list(vocab["model"]["vocab"])))}
+    (tokens / "tokenizer.json").write_text(json.dumps(vocab))  # the same model, other token ids
+    assert len({key, key_of(weights), key_of(config), key_of(tokens)}) == 4
     assert teacher_identity(EMBEDDED_TEACHER) == teacher_identity(str(embedded_teacher_path()))
     assert teacher_identity(EMBEDDED_TEACHER).startswith("files:")  # the default teacher too
 
@@ -239,6 +250,7 @@ def test_a_capped_teacher_fine_tunes_on_a_sample_across_the_labeled_half():
     assert len(sample) == 10 and sample == sorted(sample, key=labeled.index)
     assert any(s.startswith("qemu") for s in sample) and any(s.startswith("ffmpeg") for s in sample)
     assert capped_labeled(labeled, replace(CFG, max_train=10)) == sample  # seeded
+    assert capped_labeled(labeled, replace(CFG, max_train=10, seed=1)) != sample  # by the run's seed
     assert capped_labeled(labeled, replace(CFG, max_train=None)) == labeled
     assert capped_labeled(labeled, replace(CFG, max_train=1000)) == labeled
     capped = replace(CFG, max_train=10)
@@ -246,3 +258,75 @@ def test_a_capped_teacher_fine_tunes_on_a_sample_across_the_labeled_half():
     prefix_era = json.dumps({"teacher": hub.name, "teacher_cfg": asdict(hub), "data": data_fingerprint(TINY_DATA),
                              "num_labels": 2, "cfg": cache_fields(capped), "salt": CODE_SALT}, sort_keys=True)
     assert teacher_key(capped, TINY_DATA, hub, 2) != hashlib.sha256(prefix_era.encode()).hexdigest()[:16]
+
+
+def test_a_joint_pair_is_encoded_in_its_order_with_its_segment_ids(teacher):
+    """text_a [SEP] text_b, as a user scoring the saved model with tokenizer(a, b) encodes it;
+    BERT's segment ids kept (the fixture's tokenizer emits none; MiniLM's does)."""
+    from transformers import AutoTokenizer
+
+    tiny = AutoTokenizer.from_pretrained(teacher.name)
+    pair = [ClsExample("def add ( a , b )", "Add two numbers.", 1)]
+    assert encode(tiny, pair, 32, "joint")["input_ids"][0] == tiny("def add ( a , b )", "Add two numbers.")["input_ids"]
+    minilm = AutoTokenizer.from_pretrained(embedded_teacher_path())
+    encoded = encode(minilm, pair, 32, "joint")
+    assert encoded["token_type_ids"][0] == minilm("def add ( a , b )", "Add two numbers.")["token_type_ids"]
+    assert 1 in encoded["token_type_ids"][0]
+
+
+def test_a_tie_on_validation_keeps_the_earlier_epoch():
+    torch.manual_seed(0)
+    x, model = torch.randn(8, 4), torch.nn.Linear(4, 2)
+    settings = LoopSettings(epochs=3, lr=1e-3, batch_size=4, warmup_ratio=0.0, weight_decay=0.0,
+                            max_grad_norm=1.0, seed=0)
+    result = fit(model, 8, [4] * 8, lambda rows: model(x[rows]).pow(2).mean(), lambda: 0.5, settings, desc="tie")
+    assert result["best_epoch"] == 1
+
+
+def test_the_label_count_is_the_largest_label_plus_one():
+    three = {"train": [ClsExample("a", None, 0), ClsExample("b", None, 2)], "valid": [], "test": []}
+    assert num_labels_of(three) == 3
+    assert num_labels_of({"train": [ClsExample("a", None, 0)]}) == 2  # a binary task seen with one class
+
+
+def test_the_best_epoch_is_chosen_on_valid_and_scored_on_test(tmp_path, teacher, monkeypatch):
+    from transformers import AutoTokenizer
+
+    import training.finetune as finetune
+
+    scored = []
+    predict = finetune.predict_logits
+    monkeypatch.setattr(finetune, "predict_logits", lambda model, enc, *a, **k: scored.append(enc["input_ids"])
+                        or predict(model, enc, *a, **k))
+    finetune_teacher(replace(CFG, epochs=2), TINY_DATA, teacher, tmp_path)
+    splits = classification_splits(TINY_DATA)
+    tokenizer = AutoTokenizer.from_pretrained(teacher.name)
+    valid, test = (encode(tokenizer, splits[s], CFG.max_seq_len)["input_ids"] for s in ("valid", "test"))
+    assert valid != test and scored == [valid, valid, test]
+
+
+def test_a_new_classifier_head_is_drawn_from_the_runs_seed(tmp_path, teacher):
+    """A bare encoder (MiniLM, CodeBERT) gets a new head: the same seed gives the same
+    fine-tuned teacher whatever the process's random state was."""
+    from transformers import AutoModel, AutoTokenizer
+
+    bare = tmp_path / "bare"
+    AutoModel.from_pretrained(teacher.name).save_pretrained(bare)
+    AutoTokenizer.from_pretrained(teacher.name).save_pretrained(bare)
+    weights = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        folder, _ = finetune_teacher(CFG, TINY_DATA, TeacherConfig(name=str(bare)), tmp_path / f"work{state}")
+        weights.append(load_file(folder / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_teacher_folder_cut_short_is_fine_tuned_again(tmp_path, teacher):
+    """A folder without metrics.json (a copy cut short) is no finished teacher: replaced."""
+    key = teacher_key(CFG, TINY_DATA, teacher, 2)
+    partial = tmp_path / "teachers" / key
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text("{}")
+    folder, metrics = finetune_teacher(CFG, TINY_DATA, teacher, tmp_path)
+    assert folder == partial.resolve() and not metrics["reused"] and (folder / "metrics.json").is_file()

@@ -153,6 +153,10 @@ def test_bilstm_param_count_and_budget_sizing():
     assert BiLSTMSoft.count_params(2000, e, e, round(e * 4 / 3)) * 4 > budget
     with pytest.raises(ValueError):
         BiLSTMSoft.for_budget(1000, vocab=2000)
+    assert fit.config["hidden"] == fit.config["embed"]  # the paper's 3:3:4 widths
+    assert fit.config["dense"] == round(fit.config["embed"] * 4 / 3)
+    three_mb = BiLSTMSoft.baseline("budget", 2000, target_mb=3.0)  # 3 MB is 3e6 bytes, not 3 MiB
+    assert 2.95e6 < _n(three_mb) * 4 <= 3.0e6
 
 
 def test_pair_bilstm_is_siamese_with_tang_features():
@@ -229,6 +233,13 @@ def test_bi_encoder_teacher_keeps_pretrained_encoder(tmp_path):
     same = {"input_ids": inputs["input_ids"], "input_ids_b": inputs["input_ids"]}
     with torch.no_grad():  # identical inputs: cos = 1
         assert torch.allclose(model(**same).logits[:, 1], torch.full((3,), 20.0 - 8.0), atol=1e-4)
+    # pooled as the encoder was pre-trained to be: the mean of the unmasked tokens' states
+    ids, mask = inputs["input_ids"], torch.ones_like(inputs["input_ids"])
+    mask[0, 5:] = 0
+    with torch.no_grad():
+        states = plain.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = torch.stack([states[i, : int(mask[i].sum())].mean(0) for i in range(3)])
+        assert torch.allclose(model.pool(ids, mask), expected, atol=1e-5)
 
 
 def _teacher_folder(model, tokenizer_from, dest):
@@ -348,3 +359,36 @@ def test_a_teacher_folder_without_a_tokenizer_is_refused(tmp_path, source):
             check_teacher_loadable(str(folder))
         shutil.copy(src / "merges.txt", folder / "merges.txt")
         check_teacher_loadable(str(folder))
+
+
+def test_a_teacher_folder_without_weights_is_refused(tmp_path):
+    from tests.training.tiny_teacher import tiny_teacher_folder
+
+    folder = _copy_teacher(tiny_teacher_folder(tmp_path / "ok"), tmp_path / "bad", skip={"model.safetensors"})
+    with pytest.raises(ValueError, match="holds none of model.safetensors"):
+        check_teacher_loadable(str(folder))
+
+
+@pytest.mark.parametrize("pair_mode", ["joint", "separate"])
+def test_a_bert_family_student_takes_its_own_tokenizers_pad_id(pair_mode):
+    """MiniLM's pad id is 0, the student tokenizer's <s> (its pad is 1): kept, the [CLS]
+    embedding would be the zeroed padding row and never train."""
+    model = build_student(ARCH, teacher_spec("minilm-l6"), pair_mode=pair_mode, pad_token_id=1)
+    encoder = model.encoder if pair_mode == "separate" else model.bert
+    assert encoder.config.pad_token_id == 1 and encoder.embeddings.word_embeddings.padding_idx == 1
+
+
+def test_a_cosine_head_of_three_labels_is_refused():
+    with pytest.raises(ValueError, match="num_labels == 2"):
+        build_student(ARCH, teacher_spec("minilm-l6"), pair_mode="separate", pair_head="cosine", num_labels=3)
+
+
+@pytest.mark.parametrize("pair_head", ["concat", "cosine"])
+def test_a_pair_students_logits_ignore_padding(pair_head):
+    torch.manual_seed(0)
+    model = build_student(ARCH, teacher_spec("minilm-l6"), pair_mode="separate", pair_head=pair_head,
+                          pad_token_id=1).eval()
+    inputs = _inputs(ARCH.vocab, pair=True)
+    padded = {k: torch.cat([v, torch.full((3, 4), 1 if "ids" in k else 0)], dim=1) for k, v in inputs.items()}
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs).logits, model(**padded).logits, atol=1e-5)

@@ -151,3 +151,24 @@ def test_publish_raises_a_rename_failure_that_is_not_a_lost_race(tmp_path, monke
     with pytest.raises(OSError, match="Permission denied"):
         publish(mine, final)
     assert mine.exists()  # nothing removed on a failure it does not understand
+
+
+def test_another_users_process_counts_as_alive(monkeypatch):
+    """os.kill answers PermissionError for a process we may not signal: it exists, and its
+    staging folder is not ours to remove."""
+    def not_ours(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", not_ours)
+    assert pid_alive(12345)
+
+
+def test_a_stale_staging_link_is_removed_and_its_target_left_alone(tmp_path, stale):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep").write_text("not the writer's")
+    dead = stale.staged(tmp_path / "seq2seq-abc", stale.exited_pid(), folder=False)
+    dead.unlink()
+    dead.symlink_to(target, target_is_directory=True)
+    assert remove_stale(tmp_path, "seq2seq-*") == [dead]
+    assert not dead.is_symlink() and (target / "keep").read_text() == "not the writer's"
