@@ -38,7 +38,7 @@ def field_comments(cls: type) -> dict[str, str]:
     found, pending = {}, []
     for number, line in enumerate(lines, 1):
         stripped, indent = line.strip(), len(line) - len(line.lstrip())
-        if stripped.startswith("#") and indent == body:
+        if stripped.startswith("#") and indent == body and number in comments:  # not a docstring's line
             pending.append(comments[number])
             continue
         match = _FIELD.match(stripped) if indent == body else None

@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from ray_jobs import results
+from search import cost
+from search.space import Arch
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
@@ -33,6 +35,8 @@ def test_bench_scaling_tiny_writes_rows(tmp_path):
         assert r["wall_s"] > 0 and r["trials"] == 2 and r["sweep_id"] and r["code_version"]
     scaling = [r for r in rows if r["bench"] == "scaling"]
     assert all(r["efficiency"] is not None and r["trial_s"] > 0 for r in scaling)
+    for r in rows:  # the workers' seconds not spent in the trials' own work, per trial
+        assert r["overhead_s"] == pytest.approx((r["wall_s"] * r["workers"] - r["trial_s"]) / r["trials"])
     fresh, reused = (next(r for r in rows if r["bench"] == "overhead" and r["reuse_actors"] is v)
                      for v in (False, True))
     # Without reuse every trial gets its own worker process; with reuse they share one.
@@ -199,8 +203,12 @@ def test_bench_latency_model_fits_measured_students_and_the_search_reads_it(tmp_
     for r in rows:
         layers, _, heads = (int(g) for g in r["arch"].split(",")[:3])
         assert r["predicted_ms"] == pytest.approx(model.predict_ms(layers, r["gflops"], heads=heads))
+        # the search predicts from the cost model's total FLOPs: the fit must read the same
+        assert r["gflops"] == pytest.approx(cost.flops(Arch(*map(int, r["arch"].split(","))), 8)["total"] / 1e9)
+        assert r["p90_ms"] >= r["median_ms"]
         assert r["per_layer_ms"] == model.per_layer_ms and r["loo_ms"] > 0 and r["threads"] == 1
         assert r["per_layer_head_ms"] == model.per_layer_head_ms
+    assert any(r["p90_ms"] > r["median_ms"] for r in rows)  # the p90 of distinct timings, not the median
     # what it was made for: a search that reads it
     search = ["--teacher", "minilm-l6", "--seq-len", "8", "--exhaustive", "--top-k", "1", "--latency-model", str(out)]
     assert search_main([*search, "--head", head]) == 0
@@ -313,6 +321,7 @@ def test_latency_rounds_is_held_to_the_runs_of_the_command_it_splits():
 
     cfg = BenchConfig(latency_runs=40, latency_rounds=25)  # accepted when read
     _check_rounds(cfg, "latency_runs")
+    _check_rounds(BenchConfig(latency_runs=20, latency_rounds=20), "latency_runs")  # one run a block
     with pytest.raises(ConfigError, match=r"^latency_rounds: at most step_runs \(20\) blocks"):
         _check_rounds(cfg, "step_runs")
 
@@ -332,12 +341,13 @@ def test_shape_sampling_stops_once_the_space_is_spent(monkeypatch):
     from ray_jobs.errors import ConfigError
     from search import cost
 
-    sizes = []
+    sizes, heads = [], set()
     size_mb = cost.size_mb
-    monkeypatch.setattr(cost, "size_mb", lambda *a, **k: sizes.append(1) or size_mb(*a, **k))
+    monkeypatch.setattr(cost, "size_mb", lambda *a, **k: sizes.append(1) or heads.add(k.get("head")) or size_mb(*a, **k))
     cfg = build_config(BenchConfig, {}, ["fit_shapes=5000", "fit_max_mb=0.15", "latency_head=sequence"])
     with pytest.raises(ConfigError, match=r"fit_shapes: found 1 distinct shapes .* not 5000"):
         sample_shapes(cfg, _teacher(cfg))
+    assert heads == {"sequence"}  # the cap is on the size of the model timed, its head included
     assert len(sizes) < 30_000  # the draws to its one shape, then 2,000 x 6 layer counts; 5,000,000 before
 
 
@@ -360,3 +370,13 @@ def test_a_cuda_device_this_machine_lacks_is_refused_by_name(monkeypatch, device
         with pytest.raises(Exception, match=f"^latency_device.*{device}") as caught:
             _device(cfg)
         assert type(caught.value).__name__ == error
+
+
+def test_a_sequence_length_is_held_to_the_smallest_position_table():
+    from ray_jobs.bench import _check_seq_len
+    from ray_jobs.errors import ConfigError
+    from search.space import Teacher, teacher_spec
+
+    big = Teacher("big", "bert", 2, 64, 2, 128, 1000, 1024, 2)
+    with pytest.raises(ConfigError, match="more than the 512 positions"):
+        _check_seq_len("latency_seq_len", 600, [big, teacher_spec("codebert-base")])

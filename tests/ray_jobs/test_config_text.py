@@ -17,7 +17,9 @@ SHIPPED = ("smoke", "demo", "codebert-devign", "codebert-bigclone", "codebert-ru
 
 @dataclass(frozen=True)
 class _Commented:
-    """A docstring: not a comment."""
+    """A docstring: not a comment.
+    # nor is this line of it
+    """
 
     # a block above the field
     # on two lines

@@ -78,6 +78,12 @@ def test_override_below_a_scalar_names_it():
         build_config(_Outer, {"count": 2}, ["count.sub=1"])
 
 
+def test_an_override_in_base_60_is_refused_and_hex_and_binary_read():
+    with pytest.raises(ConfigError, match="base 60"):
+        parse_override("a=1:30.5")  # YAML 1.1's 90.5
+    assert parse_override("a=0x10") == ("a", 16) and parse_override("a=0b10") == ("a", 2)
+
+
 def test_parse_override_forms():
     assert build_config(_Outer, {}, ["inner.size=1e-4"]).inner.size == 1e-4  # YAML 1.1: a string
     assert parse_override("a=null") == ("a", None)

@@ -145,3 +145,11 @@ def test_fitness_marks_infeasible_points_dominated():
         max_mb=3.0,  # the last point is ~12 MB
     )
     assert np.isfinite(fit[0]) and fit[1] == -np.inf and fit[2] == -np.inf
+
+
+def test_the_fitness_counts_the_classifier_of_its_labels():
+    teacher, arch = teacher_spec("codebert-base"), Arch(2, 64, 4, 128, 1000)
+    fitness = cost.fitness_array(*arch.genes(), teacher=teacher, target_mb=3.0, seq_len=128, num_labels=5)
+    expected = (cost.flops(arch, 128, num_labels=5)["total"] / 1e9
+                - abs(cost.size_mb(arch, teacher, num_labels=5) - 3.0))
+    assert float(fitness) == pytest.approx(expected, rel=1e-12)

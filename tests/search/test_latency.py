@@ -108,6 +108,11 @@ def test_save_and_load_round_trip(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.pop("per_layer_ms"), "missing key 'per_layer_ms'"),
+    (lambda d: d.pop("intercept_ms"), "missing key 'intercept_ms'"),
+    (lambda d: d.pop("per_gflop_ms"), "missing key 'per_gflop_ms'"),
+    (lambda d: d.pop("seq_len"), "missing key 'seq_len'"),
+    (lambda d: d.pop("pair"), "missing key 'pair'"),
+    (lambda d: d.update(per_gflop_ms=float("inf")), "per_gflop_ms: must be a finite number"),
     (lambda d: d.update(per_token_ms=1.0), "unknown key 'per_token_ms'"),
     (lambda d: d.update(per_gflop_ms=-1.0), "per_gflop_ms: must be a finite number >= 0"),
     (lambda d: d.update(seq_len="64"), "seq_len: must be a positive integer"),
@@ -270,3 +275,20 @@ def test_a_front_with_a_latency_model_is_non_dominated_in_three_objectives():
     assert {r["predicted_ms"] for r in plain} == {None}
     # the vocabulary only adds size: every front point has the least one
     assert {r["vocab"] for r in front + plain} == {int(SPACE.vocab[0])}
+
+
+def test_leave_one_out_predicts_each_shape_from_the_others():
+    """The error the bench prints and the per-head term's choice rest on fits without the row
+    (on exact data the two agree; these times are noisy)."""
+    layers, gflops, ms = [1, 2, 3, 4, 5], [0.1, 0.3, 0.2, 0.5, 0.4], [1.2, 2.5, 3.1, 4.6, 4.0]
+    model = lat.fit(layers, gflops, ms, seq_len=64, pair=True)
+    for i, sample in enumerate(model.samples):
+        rest = [np.delete(np.asarray(column, float), i) for column in (layers, gflops, ms)]
+        without = lat.fit([int(v) for v in rest[0]], rest[1], rest[2], seq_len=64, pair=True)
+        assert sample["loo_ms"] == pytest.approx(float(without.predict_ms(layers[i], gflops[i], heads=1)))
+        assert sample["loo_ms"] != pytest.approx(sample["predicted_ms"])
+
+
+def test_negative_gflops_are_refused():
+    with pytest.raises(InputError, match="gflops: must be finite and >= 0"):
+        lat.fit([1, 2, 3, 4], [0.1, -0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0], seq_len=64, pair=True)

@@ -196,3 +196,19 @@ def test_smallest_is_the_least_feasible_hidden_and_heads():
     assert (space.smallest().hidden, space.smallest().heads) == (24, 3)
     with pytest.raises(InputError, match="no \\(hidden, heads\\) of the space is feasible"):
         SearchSpace(hidden=(16, 32), heads=(3, 5)).smallest()
+
+
+def test_a_space_value_given_twice_is_refused():
+    with pytest.raises(InputError, match="strictly increasing"):
+        SearchSpace(layers=(1, 1, 2))
+
+
+def test_heads_that_do_not_divide_hidden_violate_the_space():
+    space = SearchSpace(hidden=(32, 33), heads=(3, 4))
+    assert space.head_violation(33, 4) > 0 and space.head_violation(32, 4) == 0
+
+
+def test_each_family_keeps_its_layer_norm_epsilon():
+    arch = Arch(2, 64, 4, 128, 1000)
+    assert arch.to_hf_config(teacher_spec("codebert-base"))["layer_norm_eps"] == 1e-5
+    assert arch.to_hf_config(teacher_spec("minilm-l6"))["layer_norm_eps"] == 1e-12
