@@ -103,7 +103,8 @@ ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 class DistillConfig:
     temperature: float = 2.0  # softmax temperature T of the soft-label loss
     # weight of cross-entropy on the gold labels the setting knows: those of the labeled half's
-    # rows of the transfer set (transfer_set: all); the unlabeled half's are not used (paper: 0)
+    # rows of the transfer set (transfer_set: all); the unlabeled half's are not used (paper: 0);
+    # the students' loss only: BiLSTM_soft keeps Tang et al.'s MSE on logits
     hard_weight: float = 0.0
     epochs: int = 10  # passes over the transfer set
     lr: float = 5e-4  # AdamW peak learning rate (students start from random weights)

@@ -83,6 +83,9 @@ def test_distilled_model_reloads_on_cpu_and_scores_as_its_row(teacher_on, candid
     assert row["device"] == device and row["in_batch_weight"] == 1.0 and row["precision"] == precision
     assert {t.dtype for t in load_file(f"{row['model_dir']}/model.safetensors").values()} == {torch.float32}
     assert row["latency_ms"] > 0 and row["teacher_latency_ms"] > 0
+    # the int8 variants are made on the CPU from a copy: a CUDA-trained student's rows are no errors
+    assert [r["variant"] for r in row["quantize"]] == ["fp32", *CFG.distill.quantize]
+    assert {r.get("error") for r in row["quantize"]} == {None}, row["quantize"]
     test, _ = read_examples(art.eval_path, "test")
     if candidate.get("kind") == "bilstm":
         model, tok = BiLSTMSoft.from_pretrained(row["model_dir"]).eval(), AutoTokenizer.from_pretrained(row["model_dir"])

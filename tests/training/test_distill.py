@@ -33,7 +33,7 @@ from training.distill import (
     teacher_variant_rows,
     train_student,
 )
-from training.evaluate import f1_score
+from training.evaluate import accuracy, f1_score
 from training.finetune import FinetuneConfig, collate, encode, predict_logits
 from training.models import (
     BiLSTMSoft,
@@ -682,3 +682,143 @@ def test_a_transfer_cap_samples_each_half_in_its_order_unlabeled_first():
     assert every[len(unlabeled):] == [e for e in labeled if e in every]
     assert labeled_rows(train, data, both) == (len(unlabeled), len(unlabeled) + 10)
     assert transfer_examples(train, data, DistillConfig()) == unlabeled
+
+
+def _pairs():
+    splits = classification_splits(TINY_DATA)
+    train = splits["train"]
+    tokenizer = train_tokenizer([t for e in train for t in (e.text_a, e.text_b)], 300)
+    logits = [[2.0, -2.0] if e.label == 0 else [-2.0, 2.0] for e in train]
+    return splits, tokenizer, logits
+
+
+def test_bilstm_soft_trains_for_bilstm_epochs_not_epochs():
+    """D11: distill.bilstm_epochs sets the BiLSTM_soft's epochs (None -> epochs)."""
+    splits, tokenizer, logits = _pairs()
+    train = splits["train"]
+    model = _tiny_pair_model("bilstm", tokenizer)
+    seen = []
+    cfg = DistillConfig(epochs=3, bilstm_epochs=1, batch_size=8, max_seq_len=32)
+    log = distill_model(model, tokenizer, train, logits, train, cfg, device="cpu", mse=True, on_epoch=seen.append)
+    assert len(seen) == 1 and log["epochs"] == 1
+
+
+def test_best_epoch_is_chosen_on_validation_accuracy():
+    """D14: each epoch's `valid_accuracy` is the accuracy of the model's predictions on valid
+    (not its F1), and the kept weights score the best of them."""
+    splits, tokenizer, logits = _pairs()
+    train, valid = splits["train"], splits["valid"]
+    valid_enc = encode(tokenizer, valid, 32, "separate")
+    labels = [e.label for e in valid]
+    torch.manual_seed(0)
+    model = _tiny_pair_model("student", tokenizer)
+    seen = []
+
+    def record(epoch):
+        preds = predict_logits(model, valid_enc, tokenizer.pad_token_id, 8).argmax(-1).tolist()
+        seen.append((epoch["valid_accuracy"], accuracy(preds, labels)))
+
+    cfg = DistillConfig(epochs=4, batch_size=4, max_seq_len=32, lr=5e-3)
+    log = distill_model(model, tokenizer, train, logits, valid, cfg, device="cpu", on_epoch=record)
+    assert all(reported == pytest.approx(measured) for reported, measured in seen), seen
+    kept = predict_logits(model, valid_enc, tokenizer.pad_token_id, 8).argmax(-1).tolist()
+    assert accuracy(kept, labels) == pytest.approx(max(m for _, m in seen)) == pytest.approx(log["best_valid_accuracy"])
+
+
+@pytest.mark.parametrize("teacher_mode", ["joint", "separate"])
+def test_latency_row_reports_the_students_p90_threads_and_codebert_in_its_format(artifacts, monkeypatch,
+                                                                                  teacher_mode):
+    """D18/D19/D22: latency_p90_ms is the student's p90, latency_threads the threads it was timed
+    at, and a separate student is compared with CodeBERT encoding two inputs."""
+    import training.distill as distill
+
+    two, one = (lambda: "two encodes"), (lambda: "one encode")
+
+    def codebert_calls(*, seq_len, device, num_labels, pairs):
+        return {pair: (two if pair else one) for pair in pairs}
+
+    def timed(calls, **kw):
+        median = {"student": 2.0, "teacher": 20.0}
+        out = {}
+        for name, (fn, _) in calls.items():
+            ms = median.get(name) or (400.0 if fn is two else 200.0)
+            out[name] = {"median_ms": ms, "p90_ms": 1.5 * ms, "runs": 20, "threads": 3}
+        return out
+
+    monkeypatch.setattr(distill, "codebert_arch_calls", codebert_calls)
+    monkeypatch.setattr(distill, "time_calls", timed)
+    student = build_student(Arch(**{k: STUDENT[k] for k in ("layers", "hidden", "heads", "ffn", "vocab")}),
+                            teacher_spec("minilm-l6"), 2, "separate", pair_head="cosine")
+    cfg = replace(CFG.distill, measure_codebert=True)
+    row = distill._latencies(student, 300, replace(artifacts, teacher_pair_mode=teacher_mode), cfg, True, "cpu")
+    assert row["latency_p90_ms"] == 3.0 and row["latency_threads"] == 3
+    assert row["latency_seq_len"] == cfg.timed_seq_len == 16  # D34: latency_seq_len, not max_seq_len
+    assert row["codebert_latency_ms"] == 400.0 and row["speedup_vs_codebert"] == 200.0
+    assert row["teacher_speedup_vs_codebert"] == (10.0 if teacher_mode == "joint" else 20.0)
+
+
+@pytest.mark.parametrize("candidate", [STUDENT | {"vocab": 280}, {"kind": "bilstm", "variant": "budget", "target_mb": 0.5}],
+                         ids=["student", "bilstm"])
+def test_row_sizes_are_in_megabytes_of_fp32_weights(artifacts, tmp_path, candidate):
+    """D20/D21: serialized_mb is serialized_bytes / 1e6; a BiLSTM_soft's size_mb is its fp32
+    parameters' (4 bytes each), as a student's analytic size is. D31: a student whose vocabulary
+    is smaller than the teacher's (300) is timed on its own ids. D35: the saved tokenizer records
+    the length the student was trained at."""
+    from transformers import AutoTokenizer
+
+    cfg = replace(CFG, distill=replace(CFG.distill, epochs=1, quantize=()))
+    row = train_student(candidate, artifacts, cfg, tmp_path / "m")
+    assert AutoTokenizer.from_pretrained(row["model_dir"]).model_max_length == cfg.distill.max_seq_len
+    assert row["serialized_mb"] == pytest.approx(row["serialized_bytes"] / 1e6)
+    assert row["size_mb"] == pytest.approx(row["params"] * 4 / 1e6)
+
+
+def test_variant_rows_time_at_the_rows_settings_and_retain_against_the_teacher(monkeypatch):
+    """D24/D25/D26: the quantize rows are timed at the trial's latency settings (timed_seq_len,
+    latency_warmup) and their retention is accuracy / the teacher's accuracy."""
+    import training.distill as distill
+
+    splits, tokenizer, _ = _pairs()
+    test = splits["test"]
+    torch.manual_seed(0)
+    model = build_student(Arch(1, 16, 2, 32, 300), teacher_spec("minilm-l6"), 2, "joint",
+                          pad_token_id=tokenizer.pad_token_id)
+    enc = encode(tokenizer, test, 32, "joint")
+    seen = {}
+
+    def fake_latencies(models, **kw):
+        seen.update(kw)
+        return {v: {"median_ms": 1.0, "p90_ms": 2.0, "runs": 20, "threads": 1} for v in models}
+
+    monkeypatch.setattr(distill, "classifier_latencies", fake_latencies)
+    cfg = DistillConfig(max_seq_len=32, latency_seq_len=16, latency_warmup=5, quantize=("int8",))
+    rows = distill._variant_rows(model, 300, enc, test, tokenizer.pad_token_id, cfg, False, teacher_acc=0.8)
+    assert seen["seq_len"] == 16 and seen["warmup"] == 5
+    assert rows[0]["accuracy"] > 0
+    for row in rows:
+        assert row["retention"] == pytest.approx(row["accuracy"] / 0.8)
+
+
+def test_teacher_variant_rows_score_at_the_teachers_fine_tuning_length(artifacts, monkeypatch):
+    """D33: the teacher's quantize rows encode the test split at finetune.max_seq_len."""
+    import training.distill as distill
+    from training.distill import teacher_variant_rows
+
+    lengths, real = [], distill.encode
+    monkeypatch.setattr(distill, "encode", lambda tok, ex, n, *a: lengths.append(n) or real(tok, ex, n, *a))
+    cfg = replace(CFG, distill=replace(CFG.distill, max_seq_len=16))
+    monkeypatch.setattr(distill, "_variant_rows", lambda *a, **k: [])
+    teacher_variant_rows(artifacts, cfg)
+    assert lengths == [CFG.finetune.max_seq_len] != [16]
+
+
+def test_a_bilstm_step_is_timed_with_its_mse_loss(monkeypatch):
+    """D29: bench train-step times a BiLSTM_soft's step with the MSE it distils with."""
+    import training.distill as distill
+
+    def refused(*a, **k):
+        raise AssertionError("a BiLSTM_soft step took the soft-label loss")
+
+    monkeypatch.setattr(distill, "SoftLabelLoss", refused)
+    model = BiLSTMSoft(300, embed=8, hidden=8, dense=8, pair=False)
+    distill._distill_step(model, 300, head="sequence", batch=2, seq_len=4, precision="fp32", device="cpu")()

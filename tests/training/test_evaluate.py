@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from search.space import Arch, teacher_spec
 from training.evaluate import (
     accuracy,
     classifier_latency,
@@ -15,6 +16,7 @@ from training.evaluate import (
     latency_ms,
     serialized_size_bytes,
 )
+from training.models import build_student
 
 torch.set_num_threads(1)
 
@@ -234,3 +236,31 @@ def test_random_inputs_of_a_vocabulary_of_five_or_fewer_use_its_ids():
     for vocab in (1, 5, 6):
         ids = random_inputs(vocab, 8, pair=True)["input_ids_b"]
         assert ids.shape == (1, 8) and int(ids.max()) < vocab
+
+
+def test_reported_threads_are_the_ones_timed_at():
+    """E05: latency_ms(threads=2) in a process set to 1 thread reports 2."""
+    assert torch.get_num_threads() == 1
+    assert latency_ms(lambda: None, runs=20, threads=2)["threads"] == 2
+    assert latency_ms(lambda: None, runs=20)["threads"] == 1
+
+
+def test_codebert_takes_every_usable_position_and_refuses_one_more():
+    """E09: seq_len = CodeBERT's usable positions (512) is timed, 513 refused."""
+    from training.evaluate import codebert_arch_calls
+
+    usable = teacher_spec("codebert-base").usable_positions
+    assert set(codebert_arch_calls(seq_len=usable)) == {False}
+    with pytest.raises(ValueError, match="usable positions"):
+        codebert_arch_calls(seq_len=usable + 1)
+
+
+def test_a_batched_classifier_call_times_that_many_rows():
+    """E14: classifier_call(batch=3) times a forward pass over 3 inputs (bench latency's
+    pairs_per_s divides the batch by this time)."""
+    from training.evaluate import classifier_call
+
+    model = build_student(Arch(1, 16, 2, 32, 300), teacher_spec("minilm-l6"), 2, "separate", pair_head="cosine")
+    fn, _ = classifier_call(model, 300, seq_len=8, pair=True, batch=3)
+    with torch.no_grad():
+        assert fn().logits.shape == (3, 2)

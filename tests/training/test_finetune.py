@@ -338,3 +338,21 @@ def test_a_bool_is_no_number_to_a_config(field, message):
     """Python counts True as 1: the API (not only the YAML reader) refuses it, naming the field."""
     with pytest.raises(ValueError, match=rf"^{field}: {message}.*, got True$"):
         FinetuneConfig(**{field: True})
+
+
+def _fit_settings(**kw):
+    from training.finetune import LoopSettings
+    return LoopSettings(**({"epochs": 2, "lr": 1.0, "batch_size": 4, "warmup_ratio": 0.2, "weight_decay": 0.0,
+                            "max_grad_norm": 1.0, "seed": 0} | kw))
+
+
+def test_linear_warmup_lasts_warmup_ratio_of_the_steps():
+    """F01: 20 examples / batch 4 = 5 steps an epoch, 10 in all, 2 of warm-up (0.2): after
+    epoch 1 the rate has decayed linearly over 3 of the 8 decay steps."""
+    from training.finetune import fit
+
+    model = torch.nn.Linear(2, 2)
+    seen = []
+    fit(model, 20, [1] * 20, lambda rows: model(torch.ones(len(rows), 2)).sum(), lambda: 0.0,
+        _fit_settings(), on_epoch=seen.append)
+    assert seen[0]["lr"] == pytest.approx(1.0 * (10 - 5) / (10 - 2))
