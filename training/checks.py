@@ -5,6 +5,7 @@ command-line parser of the training CLIs."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Iterable
 
@@ -69,6 +70,7 @@ def check_ranges(cfg, **groups: Iterable[str]) -> None:
     an infinite value). A tuple field is checked item by item; None (an optional setting left
     to its default) passes.
     """
+    _refuse_bools(cfg)
     for group, names in groups.items():
         ok, want = _RULES[group]
         for name in names:
@@ -79,6 +81,17 @@ def check_ranges(cfg, **groups: Iterable[str]) -> None:
                 raise ValueError(f"{name}: must be finite, got {value!r}")
             if bad:
                 raise ValueError(f"{name}: {want}, got {value!r}")
+
+
+def _refuse_bools(cfg) -> None:
+    """ValueError naming the first field that holds True or False though its type is not a
+    bool: Python counts True as 1, so `max_eval=True` would be a cap of one example (the YAML
+    reader refuses it by type; the Python API reaches the config directly)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        items = value if isinstance(value, tuple | list) else (value,)
+        if "bool" not in str(f.type) and any(isinstance(v, bool) for v in items):
+            raise ValueError(f"{f.name}: expected {f.type}, got {value!r}")
 
 
 def _is_inf(value) -> bool:

@@ -56,11 +56,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task: unknown task {self.task!r}; expected one of {TASKS}")
-        check_ranges(self, paths=("path",), seeds=("seed",))
-        for name in ("max_train", "max_eval"):
-            cap = getattr(self, name)
-            if cap is not None and cap < 1:
-                raise ValueError(f"{name}: must be >= 1 or None, got {cap}")
+        check_ranges(self, paths=("path",), seeds=("seed",), counts=("max_train", "max_eval"))  # None: no cap
         if not 0.0 < self.labeled_fraction < 1.0:
             raise ValueError(
                 f"labeled_fraction: must be in (0, 1), got {self.labeled_fraction}"

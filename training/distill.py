@@ -183,7 +183,7 @@ class DistillConfig:
         if unknown:
             raise ValueError(f"quantize: {unknown} not among {CLASSIFIER_VARIANTS}")
         check_distinct(self, "quantize")
-        check_ranges(self, counts=("epochs", "batch_size", "max_transfer", "bilstm_epochs",
+        check_ranges(self, counts=("epochs", "batch_size", "max_transfer", "max_transfer_extra", "bilstm_epochs",
                                    "latency_seq_len", "eval_batch_size", "latency_rounds"),
                      positive=("lr", "temperature", "bilstm_lr", "max_grad_norm", "in_batch_temperature"),
                      non_negative=("hard_weight", "weight_decay", "latency_warmup", "in_batch_weight"),
@@ -193,8 +193,6 @@ class DistillConfig:
             raise ValueError(f"bilstm_vocab: a byte-level BPE needs >= {MIN_VOCAB} tokens, got {self.bilstm_vocab}")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise ValueError(f"attention_dropout: must be in [0, 1) or None, got {self.attention_dropout}")
-        if self.max_transfer_extra is not None and self.max_transfer_extra < 1:
-            raise ValueError(f"max_transfer_extra: must be >= 1 or None, got {self.max_transfer_extra}")
         if self.latency_rounds > self.latency_runs:
             raise ValueError(f"latency_rounds: at most latency_runs ({self.latency_runs}) blocks of timed runs, "
                              f"got {self.latency_rounds}")

@@ -77,9 +77,7 @@ class Seq2SeqConfig:
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside a worker
         check_precision(self.precision)
-        if self.max_train_extra is not None and self.max_train_extra < 1:
-            raise ValueError(f"max_train_extra: must be >= 1 or None, got {self.max_train_extra}")
-        check_ranges(self, counts=("decoder_layers", "decoder_ffn", "beam", "batch_size",
+        check_ranges(self, counts=("max_train_extra", "decoder_layers", "decoder_ffn", "beam", "batch_size",
                                    "train_steps", "eval_batch_size", "eval_examples"),
                      positive=("lr", "decoder_lr_scale", "adam_eps", "max_grad_norm"),
                      non_negative=("weight_decay", "warmup_steps"), seeds=("seed",), paths=("train_extra",),

@@ -386,7 +386,7 @@ def test_config_is_validated():
     from ray_jobs.config import ConfigError, load_config
 
     for field, value, message in (("task", "translate", "unknown task 'translate'"),
-                                  ("max_train", 0, "must be >= 1 or None"),
+                                  ("max_train", 0, "must be an integer >= 1"),
                                   ("labeled_fraction", 1.0, r"must be in \(0, 1\)")):
         with pytest.raises(ValueError, match=f"^{field}: {message}"):
             DataConfig(**{field: value})
