@@ -216,7 +216,7 @@ def search(argv: list[str]) -> int:
     if args.exhaustive and args.variant is not None:
         raise UsageError("--variant: the exhaustive search has no GA variant (it enumerates every architecture)")
     if args.history and (args.exhaustive or args.pareto):
-        raise UsageError("--history: only the GA has generations to log (drop --exhaustive / --pareto)")
+        raise UsageError("--history: the logbook is the single-objective GA's (drop --exhaustive / --pareto)")
     if args.exhaustive and args.seed is not None:  # a seed the output would print but not use
         raise UsageError("--seed: the exhaustive search draws nothing at random (it enumerates every architecture)")
     ranking = [flag for flag, value in (("--target-mb", args.target_mb), ("--top-k", args.top_k),

@@ -86,12 +86,10 @@ class PairText:
 
 @dataclass(frozen=True)
 class _Pair:
-    """A code-to-text pair plus the file it came from (for same-file negatives) and its
-    record's ``file:line``."""
+    """A code-to-text pair plus the file it came from (for same-file negatives)."""
 
     pair: PairText
     group: str
-    where: str = ""
 
 
 def default_data_path() -> Path:
@@ -311,16 +309,24 @@ def _require_splits(path: Path, splits: dict[str, list], key_field: str) -> None
 # ---------------------------------------------------------------- format readers
 
 
-def _read_code_to_text(path: Path, every_split: bool = True) -> dict[str, list[_Pair]]:
+def _note_places(places: dict | None, split: str, recs: list[tuple[str, int, dict]]) -> None:
+    """The `places` a reader was given (the audit's; None on the jobs' path, which keeps no
+    string per example) receive each of the split's records' ``file:line``, in order."""
+    if places is not None:
+        places[split] = [f"{f}:{n}" for f, n, _ in recs]
+
+
+def _read_code_to_text(path: Path, every_split: bool = True, places: dict | None = None) -> dict[str, list[_Pair]]:
     splits = {}
     for split, recs in _records(path, "path", every_split).items():
+        _note_places(places, split, recs)
         pairs = []
         for file, n, obj in recs:
             where = f"{file}:{n}"
             pair = PairText(
                 _token_text(obj, "code_tokens", where), _token_text(obj, "docstring_tokens", where, newline="")
             )
-            pairs.append(_Pair(pair, _group(obj, where), where))
+            pairs.append(_Pair(pair, _group(obj, where)))
         splits[split] = pairs
     if every_split:
         _require_splits(path, splits, "path")
@@ -354,26 +360,18 @@ def _check_unique_ids(records: dict[str, list[tuple[str, int, dict]]]) -> None:
                 first[key] = f"{f}:{n}"
 
 
-def _without_places(located: dict[str, list[tuple[str, ClsExample]]]) -> dict[str, list[ClsExample]]:
-    return {split: [ex for _, ex in items] for split, items in located.items()}
-
-
-def _read_defect_located(path: Path) -> dict[str, list[tuple[str, ClsExample]]]:
-    """Each split's (``file:line``, example)."""
+def _read_defect(path: Path, places: dict | None = None) -> dict[str, list[ClsExample]]:
     splits = {}
     records = _records(path, "idx")
     _check_unique_ids(records)
     for split, recs in records.items():
+        _note_places(places, split, recs)
         splits[split] = [
-            (f"{f}:{n}", ClsExample(_code(obj, f"{f}:{n}"), None, _label(obj, "target", f"{f}:{n}")))
+            ClsExample(_code(obj, f"{f}:{n}"), None, _label(obj, "target", f"{f}:{n}"))
             for f, n, obj in recs
         ]
     _require_splits(path, splits, "idx")
     return splits
-
-
-def _read_defect(path: Path) -> dict[str, list[ClsExample]]:
-    return _without_places(_read_defect_located(path))
 
 
 def _clone_folder(path: Path) -> Path:
@@ -415,14 +413,16 @@ def _clone_pair(line: str, where: str, funcs: dict[str, str]) -> ClsExample:
     return ClsExample(funcs[parts[0]], funcs[parts[1]], int(parts[2]))
 
 
-def _read_clone_pairs(file: Path, funcs: dict[str, str]) -> list[tuple[str, ClsExample]]:
-    """The split file's (``file:line``, pair)."""
+def _read_clone_pairs(file: Path, funcs: dict[str, str], lines: list | None = None) -> list[ClsExample]:
+    """The split file's pairs; `lines`, when given, receives each pair's line number."""
     examples = []
     try:
         with _open_text(file) as handle:
             for n, line in enumerate(handle, start=1):
                 if line.strip():
-                    examples.append((f"{file}:{n}", _clone_pair(line, f"{file}:{n}", funcs)))
+                    examples.append(_clone_pair(line, f"{file}:{n}", funcs))
+                    if lines is not None:
+                        lines.append(n)
     except (OSError, UnicodeDecodeError) as err:
         raise _read_error(file, err) from None
     if not examples:
@@ -430,12 +430,7 @@ def _read_clone_pairs(file: Path, funcs: dict[str, str]) -> list[tuple[str, ClsE
     return examples
 
 
-def _read_clone(path: Path) -> dict[str, list[ClsExample]]:
-    return _without_places(_read_clone_located(path))
-
-
-def _read_clone_located(path: Path) -> dict[str, list[tuple[str, ClsExample]]]:
-    """Each split's (``file:line``, pair)."""
+def _read_clone(path: Path, places: dict | None = None) -> dict[str, list[ClsExample]]:
     folder = _clone_folder(path)
     funcs = _read_clone_functions(folder / "data.jsonl")
     splits = {}
@@ -443,8 +438,22 @@ def _read_clone_located(path: Path) -> dict[str, list[tuple[str, ClsExample]]]:
         file = folder / f"{split}.txt"
         if not file.is_file():
             raise DataError(f"{folder}: no {split}.txt")
-        splits[split] = _read_clone_pairs(file, funcs)
+        lines = [] if places is not None else None
+        splits[split] = _read_clone_pairs(file, funcs, lines)
+        if places is not None:
+            places[split] = [f"{file}:{n}" for n in lines]
     return splits
+
+
+_READERS = {"code-to-text": _read_code_to_text, "defect": _read_defect, "clone": _read_clone}
+
+
+def _read(fmt: str, path: Path, places: dict | None = None) -> dict[str, list]:
+    """Every split of a data set of format `fmt` (DataError on bad data); `places`, when
+    given, receives each split's records' ``file:line``."""
+    if fmt not in _READERS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    return _READERS[fmt](path, places=places)
 
 
 def detect_format(path: str | Path) -> str:
@@ -719,16 +728,7 @@ def data_fingerprint(cfg: DataConfig) -> str:
 def validate(path: str | Path, fmt: str | None = None) -> dict[str, int]:
     """Read a data set completely; return its example counts per split or raise DataError."""
     path = Path(path)
-    fmt = fmt or detect_format(path)
-    if fmt == "code-to-text":
-        splits: dict[str, list] = _read_code_to_text(path)
-    elif fmt == "defect":
-        splits = _read_defect(path)
-    elif fmt == "clone":
-        splits = _read_clone(path)
-    else:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-    return {s: len(v) for s, v in splits.items()}
+    return {s: len(v) for s, v in _read(fmt or detect_format(path), path).items()}
 
 
 @dataclass(frozen=True)
@@ -767,11 +767,14 @@ def _digest(text: str) -> bytes:
 
 def _keyed(fmt: str, path: Path) -> tuple[dict[str, list[tuple[str, Any, int | None]]], dict | None]:
     """Each split's (place, input key, label), and code-to-text's (place, summary key)."""
+    places: dict[str, list[str]] = {}
+    splits = _read(fmt, path, places)
     if fmt == "code-to-text":
-        pairs = _read_code_to_text(path)
-        inputs = {s: [(p.where, _digest(p.pair.source), None) for p in ps] for s, ps in pairs.items()}
-        return inputs, {s: [(p.where, _digest(p.pair.target), None) for p in ps] for s, ps in pairs.items()}
-    located = _read_defect_located(path) if fmt == "defect" else _read_clone_located(path)
+        def keyed(text_of) -> dict:
+            return {s: [(w, _digest(text_of(p.pair)), None) for w, p in zip(places[s], ps, strict=True)]
+                    for s, ps in splits.items()}
+
+        return keyed(lambda pair: pair.source), keyed(lambda pair: pair.target)
     digests: dict[str, bytes] = {}  # clone pairs share functions: each is normalised once
 
     def side(text: str) -> bytes:
@@ -782,7 +785,7 @@ def _keyed(fmt: str, path: Path) -> tuple[dict[str, list[tuple[str, Any, int | N
     def key(ex: ClsExample) -> tuple:
         return tuple(sorted(side(t) for t in (ex.text_a, ex.text_b) if t is not None))
 
-    return {s: [(where, key(ex), ex.label) for where, ex in items] for s, items in located.items()}, None
+    return {s: [(w, key(ex), ex.label) for w, ex in zip(places[s], exs, strict=True)] for s, exs in splits.items()}, None
 
 
 def _repeated(items: list) -> Finding:
@@ -824,46 +827,48 @@ def audit(path: str | Path, fmt: str | None = None) -> Audit:
     and test inputs train also holds, and the inputs given both labels (`Audit`)."""
     path = Path(path)
     fmt = fmt or detect_format(path)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
     splits, summaries = _keyed(fmt, path)
     return Audit(
         counts={s: len(v) for s, v in splits.items()},
         inputs={"code-to-text": "functions", "defect": "functions", "clone": "pairs"}[fmt],
         repeated={s: _repeated(v) for s, v in splits.items()},
         in_train=_shared_with_train(splits),
-        both_labels=None if summaries is not None else _both_labels(splits),
+        both_labels=None if fmt == "code-to-text" else _both_labels(splits),
         summaries_in_train=None if summaries is None else _shared_with_train(summaries),
     )
 
 
-def _findings_line(what: str, findings: dict[str, Finding], relation: str) -> str:
-    counts = ", ".join(f"{split} {f.count}" for split, f in findings.items())
-    first = next((f.first for f in findings.values() if f.first), None)
+def _findings_line(what: str, counts: str, findings: list[Finding], relation: str) -> str:
+    first = next((f.first for f in findings if f.first), None)
     return f"{what}: {counts}" + (f" (first: {first[0]} {relation} {first[1]})" if first else "")
+
+
+def _per_split_line(what: str, findings: dict[str, Finding], relation: str) -> str:
+    counts = ", ".join(f"{split} {f.count}" for split, f in findings.items())
+    return _findings_line(what, counts, list(findings.values()), relation)
 
 
 def audit_lines(found: Audit) -> list[str]:
     """`audit`'s findings as the CLI prints them, one line each."""
     lines = [
-        _findings_line(f"{found.inputs} repeated in their split", found.repeated, "repeats"),
-        _findings_line(f"{found.inputs} train also has", found.in_train, "is"),
+        _per_split_line(f"{found.inputs} repeated in their split", found.repeated, "repeats"),
+        _per_split_line(f"{found.inputs} train also has", found.in_train, "is"),
     ]
     if found.both_labels is not None:
         clash = found.both_labels
-        lines.append(f"{found.inputs} labelled both 0 and 1: {clash.count}"
-                     + (f" (first: {clash.first[0]} against {clash.first[1]})" if clash.first else ""))
+        lines.append(_findings_line(f"{found.inputs} labelled both 0 and 1", str(clash.count), [clash], "against"))
     if found.summaries_in_train is not None:
-        lines.append(_findings_line("summaries train also has, verbatim", found.summaries_in_train, "is"))
+        lines.append(_per_split_line("summaries train also has, verbatim", found.summaries_in_train, "is"))
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``validate PATH [--format F]``: 0 and counts per split; bad input or data: one stderr
-    line naming the problem (a record's file:line), exit status 2."""
+    """``validate PATH [--format F]``: 0, counts per split and the audit's lines (`audit_lines`);
+    bad input or data: one stderr line naming the problem (a record's file:line), exit status 2."""
     parser = OneLineParser(prog="python -m training.data")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("validate", help="check a data file or folder; print counts per split")
+    check = sub.add_parser("validate", help="check a data file or folder; print counts per split and an audit "
+                           "(repeats, inputs train also holds, label clashes)")
     check.add_argument("path")
     check.add_argument("--format", choices=FORMATS, default=None, help="default: detected")
     try:

@@ -297,4 +297,4 @@ def test_history_logs_each_generation_in_the_table_and_in_json():
     assert "history" not in json.loads(_run(*args, "--json").stdout)
     for other in ("--exhaustive", "--pareto"):
         refused = _run("--history", other)
-        assert refused.returncode == 2 and "--history: only the GA" in refused.stderr
+        assert refused.returncode == 2 and "--history: the logbook is the single-objective GA's" in refused.stderr
