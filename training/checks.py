@@ -23,14 +23,9 @@ def one_line(message: str) -> str:
     return message.strip().replace("\r", "\\r").replace("\n", "\\n")
 
 
-def _integer(value) -> bool:
-    """An int and not a bool (True is an int to Python: epochs=True would train one epoch)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _ok_number(value, ok) -> bool:
     # NaN and +-inf fail: AdamW with lr=inf trains garbage, and no setting uses inf for "off"
-    return (_integer(value) or isinstance(value, float)) and _finite(value) and ok(value)
+    return isinstance(value, int | float) and _finite(value) and ok(value)
 
 
 def _finite(value) -> bool:
@@ -38,22 +33,24 @@ def _finite(value) -> bool:
 
 
 _NUMBER_RULES = ("positive", "non_negative", "fractions")
-_RULES = {  # group -> (test of one value or item, what the error says it must be)
-    "counts": (lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+# group -> (test of one value or item, what the error says it must be); a bool never reaches
+# these (`_refuse_bools` first), though Python counts True as the int 1
+_RULES = {
+    "counts": (lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1"),
     "positive": (lambda v: _ok_number(v, lambda x: x > 0), "must be > 0"),
     "non_negative": (lambda v: _ok_number(v, lambda x: x >= 0), "must be >= 0"),
     "fractions": (lambda v: _ok_number(v, lambda x: 0 <= x <= 1), "must be in [0, 1]"),
     # the latency harness's contract: a median and a p90 of at least 20 timed runs
-    "timed_runs": (lambda v: _integer(v) and v >= 20, "must be an integer >= 20"),
-    "seeds": (lambda v: _integer(v) and 0 <= v <= MAX_SEED, f"must be an integer in [0, {MAX_SEED}]"),
+    "timed_runs": (lambda v: isinstance(v, int) and v >= 20, "must be an integer >= 20"),
+    "seeds": (lambda v: isinstance(v, int) and 0 <= v <= MAX_SEED, f"must be an integer in [0, {MAX_SEED}]"),
     # torch.set_num_threads overflows past 2**31 - 1, inside a trial after the fine-tuning;
     # no machine has more cores than this
-    "threads": (lambda v: _integer(v) and 1 <= v <= MAX_THREADS, f"must be an integer in [1, {MAX_THREADS}]"),
+    "threads": (lambda v: isinstance(v, int) and 1 <= v <= MAX_THREADS, f"must be an integer in [1, {MAX_THREADS}]"),
     # Path("") is the current directory: never what an empty `results_dir=` meant
     "paths": (lambda v: not isinstance(v, str) or v.strip() != "", "must not be empty"),
     # a tokenizer's max_length below its special tokens ([CLS] and [SEP], [SEP] twice in a
     # joint pair) truncates nothing: the whole text reached the model past its positions
-    "token_lengths": (lambda v: _integer(v) and v >= MIN_TOKENS,
+    "token_lengths": (lambda v: isinstance(v, int) and v >= MIN_TOKENS,
                       f"must be an integer >= {MIN_TOKENS} (the special tokens and one of the text)"),
 }
 
