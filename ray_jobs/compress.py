@@ -350,15 +350,19 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
     try:
         sweep.precheck(cfg)
         sweep.record_config(cfg, "compress", sid, stamp, finished)
-        results.write_rows(cfg.results_dir, "search", sid,
-                           [{**r, **stamp} for r in search_rows(cfg, candidates)])
         train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
-        artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
-                                         str(Path(cfg.results_dir) / "cache"))
-        write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher")
-        params = {"artifacts": artifacts, "train_cfg": train_cfg,
-                  "students_dir": str(Path(cfg.results_dir) / "students" / sid),
-                  "teacher_size_mb": teacher_size_mb(artifacts.teacher_dir)}
+        params = {"artifacts": None, "train_cfg": train_cfg, "teacher_size_mb": None,
+                  "students_dir": str(Path(cfg.results_dir) / "students" / sid)}
+        # A finished sweep trains nothing when restored: its search rows and teacher curve stay
+        # those of the run that trained its students (rewritten, they would carry this run's
+        # code version, and a teacher fine-tuned again where its cache was removed).
+        if not finished:
+            results.write_rows(cfg.results_dir, "search", sid,
+                               [{**r, **stamp} for r in search_rows(cfg, candidates)])
+            artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
+                                             str(Path(cfg.results_dir) / "cache"))
+            write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher")
+            params.update(artifacts=artifacts, teacher_size_mb=teacher_size_mb(artifacts.teacher_dir))
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
                           trials=specs, tables=("distill", "quantize", "epochs"),
                           params=params, stamp=stamp, last_table={"teacher": "quantize"})

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -103,17 +105,13 @@ def _progress(message: str) -> None:
 
 
 def prune_trial(spec: dict, ctx: sweep.TrialContext) -> None:
-    """Tune trial: the rounds of one schedule, a row per round, resumable by round."""
+    """Tune trial: the rounds of one schedule, a row per round. A restarted trial resumes
+    after the last round saved under `pruned_dir` and reports the saved rounds again (rows
+    replace their own round's, so a row lost from a moved table file comes back)."""
     torch.set_num_threads(ctx.threads)
     p = ctx.params
-    start = (ctx.state or {}).get("next_round", 0)
-
-    def report(row: dict) -> None:
-        ctx.report(row, state={"next_round": int(row["round"]) + 1})
-
     run_schedule(spec["schedule"], p["artifacts"], p["cfg"].prune,
-                 Path(p["pruned_dir"]) / spec["trial_key"], report=report, device=ctx.device,
-                 start_round=start)
+                 Path(p["pruned_dir"]) / spec["trial_key"], report=ctx.report, device=ctx.device)
 
 
 def last_states(pruned_dir: Path, keys: list[str]) -> dict[str, str]:
@@ -132,10 +130,13 @@ def _quantize(artifacts, cfg, pruned, scopes, unpruned, *, device: str) -> list[
     return [{**r, "node_id": node} for r in rows]  # each row names its device: int8 runs on CPU
 
 
-def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: dict) -> list[dict]:
+def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, keys: list[str],
+                   stamp: dict) -> list[dict]:
     """quantize rows for the unpruned model and each schedule's last round: only the models
     without rows yet are quantized (a resumed sweep whose schedule failed before); none with
-    `quantize.variants: []` (the stage is off: before, it loaded every model for no row)."""
+    `quantize.variants: []` (the stage is off: before, it loaded every model for no row).
+    `artifacts_of()` gives the code-to-text model's artifacts, called only when a model is
+    left to quantize."""
     if not cfg.quantize.variants:
         return []
     pruned = last_states(Path(cfg.results_dir) / "pruned" / sid, keys)
@@ -147,7 +148,7 @@ def quantize_stage(cfg: JobConfig, artifacts, sid: str, keys: list[str], stamp: 
     # the unpruned model's sparsity over the set the sweep prunes (its natural zeros)
     scopes["unpruned"] = cfg.prune.scopes[0] if len(set(cfg.prune.scopes)) == 1 else "all"
     todo = {k: v for k, v in pruned.items() if k in missing}
-    rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, todo, scopes, "unpruned" in missing)
+    rows = sweep.call_on_worker(cfg, _quantize, artifacts_of(), cfg.quantize, todo, scopes, "unpruned" in missing)
     rows = earlier + [{**r, **stamp, "trial_key": r["model"], "time": time.time()} for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
     return rows
@@ -191,16 +192,24 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
     try:
         sweep.precheck(cfg)
         sweep.record_config(cfg, "prune", sid, stamp, finished)
-        artifacts = sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
-                                         str(Path(cfg.results_dir) / "cache"), progress=_progress)
-        write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq")
+
+        def prepare():
+            return sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
+                                        str(Path(cfg.results_dir) / "cache"), progress=_progress)
+
+        # A finished sweep trains nothing when restored: its model's curve stays that of the run
+        # that pruned it, and the model is prepared only if the quantize stage has work left.
+        artifacts = None
+        if not finished:
+            artifacts = prepare()
+            write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq")
         params = {"artifacts": artifacts, "cfg": cfg,
                   "pruned_dir": str(Path(cfg.results_dir) / "pruned" / sid)}
         job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,
                           tables=("prune",), params=params, stamp=stamp)
         outcome = sweep.run_sweep(cfg, job, resume=resume)
-        outcome.rows["quantize"] = quantize_stage(cfg, artifacts, sid, finished_schedules(specs, outcome.errors),
-                                                  stamp)
+        outcome.rows["quantize"] = quantize_stage(cfg, (lambda: artifacts) if artifacts else prepare, sid,
+                                                  finished_schedules(specs, outcome.errors), stamp)
         return outcome
     finally:
         if started:

@@ -410,14 +410,34 @@ def _declared_missing(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[s
     return [(f.name, f.type) for f in schema(name) if f.name not in present]
 
 
+def check_one_read(sql: str) -> None:
+    """ResultsError unless `sql` is one statement that only reads (DuckDB's SELECT type:
+    SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE). The views read the sweeps' own
+    files: a `COPY ... TO` one of them (EXPLAIN ANALYZE runs one too), an ATTACH or a SET
+    would write or change what the query reads, and of two statements only the last one's
+    rows were shown."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ResultsError(f"query: {str(exc).splitlines()[0]}") from None
+    if not statements:  # empty, or comments only
+        raise ResultsError(f"query: no SQL statement in {sql[:60]!r}")
+    if len(statements) > 1:
+        raise ResultsError(f"query: {len(statements)} statements; give one at a time")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise ResultsError(f"query: a {kind.name} statement; the query command only reads (SELECT, WITH, "
+                           "DESCRIBE, SHOW, SUMMARIZE): the tables' files are the sweeps' results")
+
+
 def query(results_dir: str | os.PathLike, sql: str) -> pa.Table:
-    """Run `sql` over the tables (each a view by its name); ResultsError on a bad query,
-    one that returns no result (empty, comments only) included."""
+    """Run `sql`, one statement that only reads (`check_one_read`), over the tables (each a
+    view by its name); ResultsError on a bad query, one that returns no result (empty,
+    comments only) included."""
+    check_one_read(sql)
     con = connect(results_dir)
     try:
         rel = con.sql(sql)
-        if rel is None:  # DuckDB's answer to an empty statement
-            raise ResultsError(f"query: no SQL statement in {sql[:60]!r}")
         return _mark_json(rel.to_arrow_table(), [str(t) == "JSON" for t in rel.types])
     except duckdb.Error as exc:
         raise ResultsError(f"query: {str(exc).splitlines()[0]}") from None

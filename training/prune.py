@@ -551,7 +551,6 @@ def run_schedule(
     *,
     report: Callable[[dict], None],
     device: str = "cpu",
-    start_round: int = 0,
 ) -> None:
     """Lottery-ticket rounds of one schedule; report(row) once per round.
 
@@ -562,8 +561,9 @@ def run_schedule(
     after the last completed round and re-reports the rounds already done (rows identical).
     The rounds it then runs compute what an uninterrupted run computes: each repair seeds
     torch's global generator, which dropout draws from, from its round (`_seed`); its state is
-    also saved with each round and restored on resume. `start_round` > 0 skips reporting
-    earlier rounds.
+    also saved with each round and restored on resume. Resuming from disk alone (not from the
+    round a trial checkpoint names) re-reports every saved round: each row replaces its own
+    round's, and a row lost from the tables (a damaged table file moved away) comes back.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -572,9 +572,7 @@ def run_schedule(
     masks = {n: torch.ones(w.shape, dtype=torch.bool) for n, w in ctx.weights.items()}
     last = _completed(out_dir)
     for r in range(0, last + 1):
-        row = json.loads((_round_dir(out_dir, r) / "row.json").read_text())
-        if r >= start_round:
-            report(row)
+        report(json.loads((_round_dir(out_dir, r) / "row.json").read_text()))
     if last >= 0:
         saved = _round_dir(out_dir, last)
         load_model(ctx.model, str(saved / "state.safetensors"))
@@ -589,8 +587,7 @@ def run_schedule(
         row = _run_round(ctx, masks, checkpoint, schedule, cfg, r)
         masks = row.pop("_masks")
         _save_round(out_dir, r, row, ctx.model, masks, device)
-        if r >= start_round:
-            report(row)
+        report(row)
 
 
 def _rewind_checkpoint(artifacts: Seq2SeqArtifacts, target: str) -> str | None:

@@ -240,6 +240,30 @@ def test_same_command_again_resumes_without_duplicates(demo_run, ray_tmp):
 
 
 @pytest.mark.slow
+def test_a_finished_demo_run_again_rewrites_no_row_and_prepares_no_model(demo_run, tmp_path, ray_tmp):
+    """Both sweeps finished: running the demo again restores them and trains nothing, so no row
+    changes (not the search rows or the fine-tuning curves either, which a rerun rewrote with
+    its own time and code version) and neither the teacher nor the code-to-text model is
+    prepared again, even with the cache they were kept in gone."""
+    root = tmp_path / "results"  # a copy: the other tests count the demo run's rows
+    shutil.copytree(demo_run[0], root)
+    shutil.rmtree(root / "cache")
+
+    def tables():  # every column of every row; NaN-safe (json text)
+        return {t: json.dumps(_q(root, f"SELECT * FROM {t} ORDER BY ALL"), default=str)
+                for t in results.table_names(root)}
+
+    before = tables()
+    assert {"search", "epochs", "distill", "prune", "quantize", "configs"} <= set(before)
+    proc = run_cli(["demo", "--config", "smoke", f"results_dir={root}"], ray_tmp, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert tables() == before
+    output = proc.stdout + proc.stderr
+    assert "fine-tune teacher" not in output and "seq2seq fine-tuning step" not in output
+    assert not any((root / "cache").glob("*"))  # nothing cached again (no folder at all is fine)
+
+
+@pytest.mark.slow
 def test_query_and_tables_cli(demo_run, ray_tmp):
     root, _ = demo_run
     proc = run_cli(["query", "SELECT kind, count(*) AS n FROM distill GROUP BY 1 ORDER BY 1",

@@ -10,10 +10,15 @@ def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeyp
     for key in keys:  # each schedule's last round on disk
         (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
         (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
-    asked, scopes_asked = [], []
+    asked, scopes_asked, prepared = [], [], []
+
+    def artifacts_of():  # the code-to-text model, prepared (a Ray task) only when needed
+        prepared.append(1)
+        return "artifacts"
 
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
         # stands in for the Ray task: records what the stage asks for, one fp32 row per model
+        assert artifacts == "artifacts"
         asked.append((sorted(pruned), unpruned))
         scopes_asked.append(scopes)
         return [{"model": m, "variant": "fp32", "bleu_greedy": 1.0}
@@ -21,22 +26,22 @@ def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeyp
 
     monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
     stamp = {"config_hash": "h", "code_version": "v"}
-    first = prune.quantize_stage(cfg, None, "prune-x", keys[:1], stamp)  # the second schedule failed
+    first = prune.quantize_stage(cfg, artifacts_of, "prune-x", keys[:1], stamp)  # the second schedule failed
     assert asked == [(keys[:1], True)] and {r["trial_key"] for r in first} == {"unpruned", keys[0]}
-    rows = prune.quantize_stage(cfg, None, "prune-x", keys, stamp)  # resumed: it finished
+    rows = prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, stamp)  # resumed: it finished
     assert asked[1] == (keys[1:], False)
     assert sorted(r["trial_key"] for r in rows) == sorted(["unpruned", *keys])
     assert sorted(r["trial_key"] for r in results.read_rows(tmp_path, "quantize", "prune-x")) == sorted(
         ["unpruned", *keys])
-    prune.quantize_stage(cfg, None, "prune-x", keys, stamp)  # all there: nothing asked
-    assert len(asked) == 2
+    prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, stamp)  # all there: nothing asked
+    assert len(asked) == 2 and len(prepared) == 2  # nor the model prepared
     # each model's sparsity is counted over its schedule's scope; the unpruned model's over
     # the sweep's one scope, or over every prunable weight when the sweep has several
     assert scopes_asked[0] == {**{s["schedule"]: s["scope"] for s in prune.schedules(cfg.prune)},
                                "unpruned": cfg.prune.scopes[0]}
     mixed = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path / 'mixed'}",
                                                         "prune.scopes=[encoder,decoder]"])
-    prune.quantize_stage(mixed, None, "prune-y", [], stamp)
+    prune.quantize_stage(mixed, artifacts_of, "prune-y", [], stamp)
     assert scopes_asked[-1]["unpruned"] == "all"
 
 
@@ -46,9 +51,12 @@ def test_no_variants_turn_the_stage_off(tmp_path, monkeypatch):
     def quantize_on_worker(*args):
         raise AssertionError("quantize.variants=[] loaded the models to quantize")
 
+    def artifacts_of():
+        raise AssertionError("quantize.variants=[] prepared the code-to-text model")
+
     monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
     keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
-    assert prune.quantize_stage(cfg, None, "prune-x", keys, {"config_hash": "h", "code_version": "v"}) == []
+    assert prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, {"config_hash": "h", "code_version": "v"}) == []
     assert results.table_names(tmp_path) == []  # no empty quantize table either
 
 
@@ -74,3 +82,31 @@ def test_a_failed_schedule_is_not_quantized_as_if_it_had_finished():
     specs = [{"trial_key": k} for k in ("l1_r1", "l1_r10", "random_r1")]
     assert prune.finished_schedules(specs, []) == ["l1_r1", "l1_r10", "random_r1"]
     assert prune.finished_schedules(specs, ["l1_r10: RuntimeError: boom"]) == ["l1_r1", "random_r1"]
+
+
+def test_a_restarted_schedule_trial_reports_its_saved_rounds_again(tmp_path, monkeypatch):
+    """A trial Tune restarts after round 1 was reported reports rounds 0 and 1 again (from the
+    rounds saved on disk, `run_schedule`): each row replaces its own round's, and a row lost
+    with a moved table file comes back. The trial used to pass on only the rounds after its
+    checkpoint's."""
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}"])
+    saved_rounds = 2  # rounds 0 and 1 on disk; the schedule has 3
+
+    def run_schedule(schedule, artifacts, prune_cfg, out_dir, *, report, device):
+        for r in range(3):  # as the real one: the saved rounds re-reported, then the rest run
+            report({"round": r, "saved": r < saved_rounds})
+
+    monkeypatch.setattr(prune, "run_schedule", run_schedule)
+    reported = []
+
+    class Restarted:
+        threads, device = 1, "cpu"
+        state = {"next_round": saved_rounds}  # a checkpoint of the run before
+        params = {"artifacts": None, "cfg": cfg, "pruned_dir": str(tmp_path)}
+
+        def report(self, row, **_):
+            reported.append(row["round"])
+
+    spec = prune.trial_specs(cfg)[0]
+    prune.prune_trial(spec, Restarted())
+    assert reported == [0, 1, 2]

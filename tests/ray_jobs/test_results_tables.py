@@ -168,6 +168,27 @@ def test_query_without_a_statement_is_refused(tmp_path, sql):
         results.query(tmp_path, sql)
 
 
+def test_query_only_reads(tmp_path):
+    """The query command cannot write: a COPY onto a sweep's own file emptied its table."""
+    results.write_rows(tmp_path, "distill", "s1", _rows(2))
+    own = results.table_file(tmp_path, "distill", "s1")
+    before = own.read_bytes()
+    writes = [f"COPY (SELECT 1 AS x) TO '{own}' (FORMAT parquet)",
+              f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{own}' (FORMAT parquet)",
+              f"ATTACH '{tmp_path / 'x.db'}' AS x", "CREATE TABLE t AS SELECT 1", "SET threads = 1",
+              f"EXPORT DATABASE '{tmp_path / 'dump'}'"]
+    for sql in writes:
+        with pytest.raises(results.ResultsError, match="only reads"):
+            results.query(tmp_path, sql)
+    assert own.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["table=distill"]
+    with pytest.raises(results.ResultsError, match="2 statements; give one at a time"):
+        results.query(tmp_path, "SELECT 1; SELECT 2")  # only the last one's rows were shown
+    reads = ["DESCRIBE distill", "SHOW TABLES", "SUMMARIZE distill", "FROM distill",
+             "WITH d AS (SELECT * FROM distill) SELECT count(*) AS n FROM d", "VALUES (1)"]
+    for sql in reads:
+        assert results.query(tmp_path, sql).num_rows > 0, sql
+
+
 def test_corrupt_parquet_file_is_named(tmp_path):
     results.write_rows(tmp_path, "distill", "s1", _rows(2))
     bad = tmp_path / "table=search" / "x.parquet"
