@@ -47,7 +47,7 @@ from ray import tune
 from ray_jobs import results
 from ray_jobs.config import build_config, check_object_store, code_version, to_dict
 from ray_jobs.errors import ConfigError, JobError, OneLineParser, ResourceError, check_results_dir
-from ray_jobs.sweep import loopback_only
+from ray_jobs.sweep import start_local_ray
 from search import printing_to_a_pipe
 from search.cost import HEADS, reads_pairs
 from search.latency import MIN_SHAPES
@@ -264,16 +264,8 @@ def _init_ray(cfg: BenchConfig, temp_dir: str) -> None:
                                 f"at RAY_ADDRESS has {cpus:g} CPUs now (nodes an autoscaler has not started count "
                                 "none, and timing their start would not measure scaling)")
         return
-    loopback_only()
-    ray.init(
-        address="local",
-        num_cpus=max(cfg.workers),
-        num_gpus=0,
-        include_dashboard=False,
-        object_store_memory=cfg.object_store_mb * 1024 * 1024,
-        _temp_dir=temp_dir,
-        log_to_driver=False,
-    )
+    start_local_ray(cfg.object_store_mb, "object_store_mb", num_cpus=max(cfg.workers), num_gpus=0,
+                    _temp_dir=temp_dir, log_to_driver=False)
 
 
 def print_rows(rows: list[dict]) -> None:

@@ -23,9 +23,9 @@ import yaml
 from ray_jobs.errors import ConfigError, absolute_path
 from ray_jobs.results import DEFAULT_RESULTS_DIR
 from ray_jobs.yaml_text import brief, flow_yaml, load_yaml, parse_override, yaml_problem
-from search.ga import VARIANTS
+from search.ga import VARIANTS, check_ga_size
 from training.checks import check_choices, check_ranges
-from training.data import DataConfig, data_fingerprint, extra_fingerprint
+from training.data import DataConfig, data_fingerprint, default_data_path, extra_fingerprint
 from training.distill import DistillConfig
 from training.finetune import FinetuneConfig, teacher_identity
 from training.models import TeacherConfig
@@ -35,6 +35,9 @@ from training.seq2seq import Seq2SeqConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+RAY_MAX_RESOURCE = 1e14  # ray.init refuses a larger quantity of any resource
 
 
 def check_object_store(mb: int) -> None:
@@ -52,13 +55,19 @@ class ResourcesConfig:
     num_cpus: int | None = None  # only for a local cluster started by the job; None -> all cores
     num_gpus: int | None = None  # local cluster only; declares (possibly fake) GPUs
     object_store_mb: int = 512  # local cluster only: object store size (MiB)
-    precheck: bool = True  # refuse requests no node fits; False on autoscaling clusters
+    # refuse requests no node fits; False on autoscaling clusters (a local cluster the job
+    # starts itself is checked anyway: nothing adds nodes to it)
+    precheck: bool = True
 
     def __post_init__(self) -> None:
         check_ranges(self, positive=("cpus_per_trial", "prepare_cpus"), non_negative=("gpus_per_trial", "num_gpus"),
                      counts=("max_concurrent_trials", "num_cpus"))
         if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():  # Ray's own rule
             raise ValueError(f"gpus_per_trial: {self.gpus_per_trial}: above 1 it must be a whole number")
+        for name in ("num_cpus", "num_gpus", "cpus_per_trial", "gpus_per_trial", "prepare_cpus"):
+            value = getattr(self, name)
+            if value is not None and value > RAY_MAX_RESOURCE:  # Ray's ValueError came as a traceback
+                raise ValueError(f"{name}: Ray takes at most {RAY_MAX_RESOURCE:.0e} of a resource, got {value:g}")
         check_object_store(self.object_store_mb)
 
 
@@ -104,6 +113,7 @@ class SearchConfig:
                      paths=("latency_model",))
         if self.population < 2:
             raise ValueError(f"population: must be >= 2, got {self.population}")
+        check_ga_size(population=self.population, children=self.children, generations=self.generations)
         if self.max_ms is not None and self.latency_model is None:
             raise ValueError("max_ms: needs search.latency_model (`python -m ray_jobs bench latency-model` fits one)")
 
@@ -292,6 +302,8 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def read_yaml(path: str | Path) -> dict:
     """The YAML mapping in `path`; ConfigError naming the file when unreadable."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO's read blocks for ever; a folder fails obscurely
+        raise ConfigError(f"{path}: not a regular file")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))  # not the locale's encoding
     except FileNotFoundError:
@@ -352,6 +364,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Jo
         repeated = sorted({p for p in paths if paths.count(p) > 1})
         if repeated:  # written two ways (x and ./x) they pass the config's own check
             raise ConfigError(f"{key}: {', '.join(repeated)} named more than once (its pairs would count twice)")
+        data = Path(cfg.data.path or default_data_path()).resolve()
+        own = next((p for p in paths if Path(p).resolve() == data), None)
+        if own is not None:
+            raise ConfigError(f"{key}: {own} is the job's own data (data.path); its train pairs would count twice")
     return cfg
 
 

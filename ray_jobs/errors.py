@@ -2,9 +2,10 @@
 one-line command-line parser of the job CLIs, and the check that a results folder can be
 written (the bench runs it before timing, without importing the training stack)."""
 
-import argparse
 import os
 from pathlib import Path
+
+from search import OptionsOnceParser
 
 
 class ConfigError(ValueError):
@@ -32,7 +33,7 @@ class SweepInterrupted(RuntimeError):
     """The driver was interrupted; the same command resumes the sweep: exit code 130."""
 
 
-class OneLineParser(argparse.ArgumentParser):  # subparsers are made of the same class
+class OneLineParser(OptionsOnceParser):  # subparsers are made of the same class
     def error(self, message):  # argparse prints usage + message; bad input is one line, exit 2
         raise JobError(f"{self.prog}: {message}")
 

@@ -120,6 +120,9 @@ def init_ray(cfg: JobConfig) -> bool:
     submit` sets it for the driver): join that cluster. Otherwise start a private local
     one without the dashboard, in Ray's single-node mode (`loopback_only`), after checking
     the trial request against the node it would start (ResourceError before Ray starts).
+    That check runs whatever `resources.precheck` says: the setting is for clusters whose
+    autoscaler adds nodes on demand, and nothing adds one to a private cluster (a GPU
+    request there waited forever).
     """
     if ray.is_initialized():
         return False
@@ -127,24 +130,32 @@ def init_ray(cfg: JobConfig) -> bool:
         ray.init(log_to_driver=True)
         return True
     res = cfg.resources
-    node = _local_node(res) if res.precheck else None
+    node = _local_node(res)
     if node is not None:  # refused before Ray starts (and prints its start-up lines)
         _check_fits(cfg, [node])
+    start_local_ray(res.object_store_mb, "resources.object_store_mb", num_cpus=res.num_cpus, num_gpus=res.num_gpus)
+    if node is None:  # Ray's resolution unavailable: the started node itself
+        try:
+            _check_fits(cfg, alive_nodes())
+        except ResourceError:
+            ray.shutdown()
+            raise
+    return True
+
+
+def start_local_ray(object_store_mb: int, key: str, **init) -> None:
+    """Start a private local Ray (loopback only, no dashboard) with `init`'s other ray.init
+    arguments; ConfigError naming `key` when the object store does not fit this machine (Ray
+    checks it against the node's memory before it starts)."""
     loopback_only()
     try:
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            num_cpus=res.num_cpus,
-            num_gpus=res.num_gpus,
-            object_store_memory=res.object_store_mb * 1024 * 1024,
-        )
-    except ValueError as exc:  # Ray checks the store against the node's memory before it starts
+        ray.init(address="local", include_dashboard=False, object_store_memory=object_store_mb * 1024 * 1024,
+                 **init)
+    except ValueError as exc:
         if "object store" not in str(exc).lower():
             raise
-        raise ConfigError(f"resources.object_store_mb: {res.object_store_mb} MiB does not fit this machine "
+        raise ConfigError(f"{key}: {object_store_mb} MiB does not fit this machine "
                           f"({' '.join(str(exc).split())})") from None
-    return True
 
 
 def _local_node(res: ResourcesConfig) -> dict[str, float] | None:
@@ -441,11 +452,18 @@ def _holder(path: Path) -> str:
 
 
 def _device() -> str:
-    if not ray.get_gpu_ids():
+    gpus = ray.get_gpu_ids()
+    if not gpus:
         return "cpu"
     import torch  # only when Ray gave this worker a GPU
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    # a GPU Ray counts but torch cannot use (`resources.num_gpus` declared on a machine
+    # without CUDA, or a CPU build of torch): said once per task, the rows say device cpu
+    print(f"sweep: Ray gave this task GPU {gpus} but torch sees no CUDA device; it runs on the CPU",
+          file=sys.stderr, flush=True)
+    return "cpu"
 
 
 def _restored_state() -> dict | None:

@@ -1,5 +1,6 @@
 """search package."""
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -18,3 +19,21 @@ def printing_to_a_pipe(run: Callable[[], int]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+class OptionsOnceParser(argparse.ArgumentParser):
+    """An ArgumentParser whose options that take one value may be given once: argparse keeps
+    the last (`--config smoke --config demo` ran the demo config, `--seeds 0 --seeds 7` seed 7
+    alone), so a repeat is refused through `error`. Flags and key=value overrides may repeat."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        argv = sys.argv[1:] if args is None else list(args)
+        single = [a for a in self._actions if isinstance(a, argparse._StoreAction) and a.option_strings]
+        words = argv[:argv.index("--")] if "--" in argv else argv
+        for action in single:
+            given = [w for w in words if w in action.option_strings
+                     or any(w.startswith(f"{o}=") for o in action.option_strings if o.startswith("--"))]
+            if len(given) > 1:
+                self.error(f"argument {'/'.join(action.option_strings)}: given {len(given)} times "
+                           f"({', '.join(given)}); give it once")
+        return super().parse_known_args(args, namespace)

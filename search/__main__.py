@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from search import printing_to_a_pipe
+from search import OptionsOnceParser, printing_to_a_pipe
 from search.cost import HEADS
 from search.ga import VARIANTS, exhaustive, pareto, run_ga
 from search.latency import load as load_latency_model
@@ -51,7 +51,7 @@ class UsageError(Exception):
     """Bad command-line input: reported as one stderr line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(OptionsOnceParser):
     def error(self, message):  # argparse prints usage + message; we want one line
         raise UsageError(message)
 

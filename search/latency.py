@@ -229,6 +229,8 @@ def load(path) -> LatencyModel:
     wrong (missing, not JSON (with its line), not a latency model, a missing or unknown key,
     a bad value)."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO's read blocks for ever
+        raise InputError(f"{path}: not a regular file")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -4,10 +4,11 @@ command-line parser of the training CLIs."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from collections.abc import Iterable
+
+from search import OptionsOnceParser
 
 # torch.manual_seed takes [-2**63, 2**64 - 1] and raises past it, in every trial; jobs derive
 # seeds by adding offsets (seed + i, seed + 100 * i): [0, 2**63 - 1] is non-negative, fits an
@@ -120,6 +121,6 @@ class UsageError(Exception):
     """Bad command-line input: reported as one stderr line, exit status 2."""
 
 
-class OneLineParser(argparse.ArgumentParser):
+class OneLineParser(OptionsOnceParser):
     def error(self, message):  # argparse prints usage + message; we want one line
         raise UsageError(message)

@@ -90,7 +90,7 @@ from training.models import (
 from training.onnx_export import ONNX_VARIANTS
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
 from training.staging import publish, remove_stale, staging_path
-from training.tokenizer import MIN_VOCAB, train_tokenizer
+from training.tokenizer import MAX_VOCAB, MIN_VOCAB, train_tokenizer
 
 # the label of a transfer row whose gold label the setting does not know (the unlabeled half)
 UNKNOWN_LABEL = -100
@@ -189,8 +189,9 @@ class DistillConfig:
                      non_negative=("hard_weight", "weight_decay", "latency_warmup", "in_batch_weight"),
                      fractions=("warmup_ratio",), timed_runs=("latency_runs",), seeds=("seed",),
                      paths=("transfer_extra",), token_lengths=("max_seq_len",), threads=("latency_threads",))
-        if self.bilstm_vocab < MIN_VOCAB:
-            raise ValueError(f"bilstm_vocab: a byte-level BPE needs >= {MIN_VOCAB} tokens, got {self.bilstm_vocab}")
+        if not MIN_VOCAB <= self.bilstm_vocab <= MAX_VOCAB:
+            raise ValueError(f"bilstm_vocab: a byte-level BPE needs >= {MIN_VOCAB} tokens, and at most {MAX_VOCAB:,} "
+                             f"are allowed, got {self.bilstm_vocab:,}")
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise ValueError(f"attention_dropout: must be in [0, 1) or None, got {self.attention_dropout}")
         if self.latency_rounds > self.latency_runs:

@@ -121,24 +121,48 @@ def _check_teacher_folder(name: str, folder: Path) -> None:
     if not any(all((folder / f).is_file() for f in group) for group in TOKENIZER_FILES):
         wanted = ", ".join(" + ".join(group) for group in TOKENIZER_FILES)
         raise ValueError(f"cannot load teacher {name!r}: {folder} holds no tokenizer (one of {wanted})")
+    try:
+        AutoTokenizer.from_pretrained(str(folder))
+    except Exception as err:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a bad file
+        raise ValueError(f"cannot load teacher {name!r}: the tokenizer in {folder} does not load "
+                         f"({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _check_teacher_builds(name: str, location: str) -> None:
+    """ValueError naming the teacher unless its config.json builds its model, on the meta
+    device (no memory, no weights read): a config whose hidden size is no multiple of its
+    heads, say, failed only inside a worker, after Ray had started."""
+    try:
+        config = AutoConfig.from_pretrained(location)
+        with torch.device("meta"):
+            AutoModel.from_config(config)
+    except Exception as err:  # noqa: BLE001 - whatever a model's own config checks raise names it
+        raise ValueError(f"cannot load teacher {name!r}: the config.json of {location} does not build "
+                         f"a model ({_first_line(err)})") from None
 
 
 def check_teacher_loadable(name: str) -> None:
     """ValueError naming the teacher unless it can be reached: a local folder holds a weights
-    file (safetensors headers readable) and tokenizer files; a hub id's config.json resolves
-    (from the hub, or its cache when offline; its weights and tokenizer are fetched when it is
-    loaded, on a worker). Cheap: the job calls it before starting any work."""
+    file (safetensors headers readable) and a tokenizer that loads; a hub id's config.json
+    resolves (from the hub, or its cache when offline; its weights and tokenizer are fetched
+    when it is loaded, on a worker); either's config builds its model. Cheap (about a second):
+    the job calls it before starting any work."""
     location = resolve_teacher(name)
     if Path(location).is_dir():
         _check_teacher_folder(name, Path(location))
-        return
-    from transformers.utils import cached_file
+    else:
+        from transformers.utils import cached_file
 
-    try:
-        cached_file(location, "config.json")
-    except OSError as err:  # hub unreachable or offline without a cached copy, no such repo
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load teacher {name!r} from {location}: {first}") from None
+        try:
+            cached_file(location, "config.json")
+        except OSError as err:  # hub unreachable or offline without a cached copy, no such repo
+            raise ValueError(f"cannot load teacher {name!r} from {location}: {_first_line(err)}") from None
+    _check_teacher_builds(name, location)
 
 
 def _load(name: str, loader, **kwargs):

@@ -45,6 +45,9 @@ from training.staging import publish, remove_stale, staging_path
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BYTE_ALPHABET = 256
 MIN_VOCAB = len(SPECIAL_TOKENS) + BYTE_ALPHABET  # 261: specials + byte symbols, no merges
+# above any code model's vocabulary (CodeBERT 50,265; XLM-R 250,002): the tokenizer is padded
+# to its size, and 1e30 failed in the tokenizers library after the teacher's fine-tuning
+MAX_VOCAB = 1_000_000
 _RECIPE = "bytebpe-v1"  # bump when the training recipe changes: it keys the cache
 
 
@@ -118,6 +121,8 @@ def _check_size(vocab_size: int) -> None:
             f"vocab_size {vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB} "
             f"tokens ({len(SPECIAL_TOKENS)} special tokens + {BYTE_ALPHABET} byte symbols)"
         )
+    if vocab_size > MAX_VOCAB:
+        raise ValueError(f"vocab_size {vocab_size:,} is above {MAX_VOCAB:,}")
 
 
 def texts_hash(texts: list[str]) -> str:

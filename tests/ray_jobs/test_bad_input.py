@@ -122,6 +122,10 @@ def _infeasible_cases() -> dict[str, tuple[list[str], list[str]]]:
                                     ["CPU=64", "CPU=2"]),
         "prepare_cpus_above_the_node": (["compress", *smoke, "resources.prepare_cpus=3"],
                                         ["CPU=3", "CPU=2"]),
+        # precheck=false is for autoscaling clusters; nothing adds a GPU to the job's own one
+        # (Ray's autoscaler message every 35 s, for ever)
+        "gpu_on_own_cluster_unchecked": (["compress", *smoke, "resources.gpus_per_trial=1",
+                                          "resources.precheck=false"], ["GPU=1", "CPU=2"]),
     }
 
 

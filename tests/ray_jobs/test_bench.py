@@ -276,6 +276,8 @@ def test_bench_config_takes_every_bilstm_variant_the_job_builds():
     ("scaling", "trials=0", "trials"),
     ("scaling", "steps=0", "steps"),
     ("scaling", "object_store_mb=10", "object_store_mb"),
+    # Ray's own refusal came as a traceback (the jobs named the key already)
+    ("scaling", "object_store_mb=100000000", "object_store_mb: 100000000 MiB does not fit this machine"),
 ])
 def test_bench_refuses_bad_requests_by_name(tmp_path, what, override, named):
     proc = _bench(what, "--tiny", override, f"results_dir={tmp_path}")

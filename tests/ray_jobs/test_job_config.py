@@ -1,6 +1,7 @@
 """Config loader: YAML + overrides, unknown keys and wrong types named, stable hash."""
 
 import dataclasses
+import os
 import pathlib
 import re
 from dataclasses import dataclass, field
@@ -129,6 +130,13 @@ def test_a_config_that_is_not_utf8_names_its_line(tmp_path):
     config.write_bytes(b"seed: 1\n# caf\xe9\nsearch:\n  top_k: 1\n")
     with pytest.raises(ConfigError, match=r"latin\.yaml:2: not UTF-8 text"):
         load_config(config)
+
+
+def test_a_config_that_is_a_fifo_is_refused_not_read_for_ever(tmp_path):
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # nothing writes to it: a read would block the command for ever
+    with pytest.raises(ConfigError, match=f"{fifo}: not a regular file"):
+        load_config(fifo)
 
 
 def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, monkeypatch):
@@ -410,6 +418,13 @@ def test_extra_data_named_twice_is_refused_once_made_absolute(tmp_path, monkeypa
         load_config(None, [f"{key}=[more, ./more, other]"])
     section, name = key.split(".")
     assert len(getattr(getattr(load_config(None, [f"{key}=[more, other]"]), section), name)) == 2
+    # the job's own data as extra data: each train pair twice (9,710 pairs, 4,869 distinct)
+    with pytest.raises(ConfigError, match=rf"{key}: {tmp_path / 'mine'} is the job's own data \(data.path\)"):
+        load_config(None, ["data.path=mine", f"{key}=[other, ./mine/]"])
+    from training.data import default_data_path
+
+    with pytest.raises(ConfigError, match=rf"{key}: {default_data_path()} is the job's own data"):
+        load_config(None, [f"{key}=[{default_data_path()}]"])  # data.path unset: the embedded set
 
 
 def test_extra_data_caps_refused_on_load():
@@ -422,6 +437,10 @@ def test_extra_data_caps_refused_on_load():
 @pytest.mark.parametrize("override, message", [
     ("search.variant=fast", "search.variant: 'fast' is not one of"),
     ("search.population=1", "search.population: must be >= 2"),
+    # the driver allocated for ever, silent (1e30 children: 2.5 GB in 40 s)
+    ("search.population=10001", "search.population: at most 10,000, got 10,001"),
+    ("search.children=1000000000000000000000000000000", "search.children: at most 10,000"),
+    ("search.generations=10001", "search.generations: at most 10,000"),
     ("search.max_mb=-1", "search.max_mb: must be > 0"),
     ("search.target_mb=.nan", "search.target_mb: must be > 0"),
     ("search.target_mb=.inf", "search.target_mb: must be finite"),
@@ -431,6 +450,9 @@ def test_extra_data_caps_refused_on_load():
     ("search.max_ms=3", "search.max_ms: needs search.latency_model"),
     ("search.max_ms=0", "search.max_ms: must be > 0"),
     ("resources.object_store_mb=0", "resources.object_store_mb: Ray needs at least 75"),
+    # ray.init's ValueError came as a traceback, after the job's checks
+    ("resources.num_cpus=1000000000000000000000000000000", "resources.num_cpus: Ray takes at most 1e+14"),
+    ("resources.num_gpus=1000000000000000", "resources.num_gpus: Ray takes at most 1e+14 of a resource, got 1e+15"),
     ("resources.num_cpus=-1", "resources.num_cpus: must be an integer >= 1"),
     ("resources.prepare_cpus=-1", "resources.prepare_cpus: must be > 0"),
     ("resources.max_concurrent_trials=0", "resources.max_concurrent_trials: must be an integer >= 1"),
@@ -444,6 +466,9 @@ def test_extra_data_caps_refused_on_load():
     ("distill.latency_rounds=0", "distill.latency_rounds: must be an integer >= 1"),
     ("distill.latency_rounds=21", "distill.latency_rounds: at most latency_runs (20) blocks"),
     ("distill.bilstm_vocab=0", "distill.bilstm_vocab: a byte-level BPE needs >= 261"),
+    # failed in the tokenizers library after the teacher's fine-tuning ("int too big to convert")
+    ("distill.bilstm_vocab=1000000000000000000000000000000", "distill.bilstm_vocab: a byte-level BPE needs "
+                                                            ">= 261 tokens, and at most 1,000,000 are allowed"),
     ("distill.quantize=[int8,int8]", "distill.quantize: repeated items"),
     ("seq2seq.dropout=2", "seq2seq.dropout: must be in [0, 1)"),
     ("seq2seq.target_len=1", "seq2seq.target_len: must be >= 2"),

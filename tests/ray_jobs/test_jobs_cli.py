@@ -26,6 +26,20 @@ def test_bad_config_is_one_line_exit_2(args, culprit):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("argv, culprit", [
+    (["config", "--config", "smoke", "--config", "demo"], "argument --config: given 2 times"),  # ran demo
+    (["compress", "--seeds", "0", "--seeds=1", "--config", "smoke"], "argument --seeds: given 2 times"),
+    (["query", "SELECT 1", "--format", "csv", "--format", "json"], "argument --format: given 2 times"),
+    (["bench", "latency", "--tiny", "--tiny", "--tiny", "latency_runs=1", "latency_runs=2", "--what"],
+     "unrecognized arguments: --what"),  # flags and overrides may repeat (the last override wins)
+])
+def test_an_option_given_twice_is_refused(capsys, tmp_path, argv, culprit):
+    """argparse keeps an option's last value: `--config smoke --config demo` ran the demo."""
+    rc, out, err = _main(capsys, *argv)
+    assert rc == 2 and _one_error_line(err, culprit), err
+    assert out == ""
+
+
 def test_query_without_tables(tmp_path):
     proc = _cli("query", "SELECT 1", f"results_dir={tmp_path}")
     assert proc.returncode == 2 and str(tmp_path) in proc.stderr

@@ -386,6 +386,9 @@ def test_a_one_point_space_and_bad_populations():
     for bad in (dict(population=1), dict(generations=-1)):
         with pytest.raises(InputError, match="population >= 2"):
             ga.pareto(SPACE, CODEBERT, 400, **bad)
+    for name in ("population", "children", "generations"):  # refused before any work
+        with pytest.raises(InputError, match=f"{name}: at most 10,000, got 10,001"):
+            ga.run_ga(SPACE, CODEBERT, 3.0, 400, **{name: 10_001})
     with pytest.raises(InputError, match="top_k"):
         ga.exhaustive(SPACE, CODEBERT, 3.0, 400, top_k=0)
 

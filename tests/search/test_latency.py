@@ -1,6 +1,7 @@
 """The measured latency model: its fit, its file, and the searches' latency budget."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -139,6 +140,10 @@ def test_load_names_the_line_of_broken_json_and_a_missing_file(tmp_path):
         lat.load(path)
     with pytest.raises(InputError, match="no such latency model file"):
         lat.load(tmp_path / "absent.json")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # nothing writes to it: a read would block the search for ever
+    with pytest.raises(InputError, match=f"{fifo}: not a regular file"):
+        lat.load(fifo)
 
 
 def test_a_per_layer_budget_gives_the_max_layers_search():

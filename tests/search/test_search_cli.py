@@ -248,6 +248,13 @@ def test_unreadable_paths_and_json_nested_too_deeply_are_bad_input(tmp_path, dee
         assert out.stderr.strip().splitlines() == [out.stderr.strip()]
 
 
+def test_an_option_given_twice_is_refused():
+    out = _run("--target-mb", "3", "--target-mb=5")  # argparse kept 5, silently
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == ("python -m search: error: argument --target-mb: given 2 times "
+                                  "(--target-mb, --target-mb=5); give it once")
+
+
 def test_internal_errors_are_not_reported_as_bad_input(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ValueError("an internal bug")

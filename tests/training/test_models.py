@@ -361,6 +361,29 @@ def test_a_teacher_folder_without_a_tokenizer_is_refused(tmp_path, source):
         check_teacher_loadable(str(folder))
 
 
+@pytest.mark.parametrize("damage", ["tokenizer", "tokenizer_model", "config"])
+def test_a_teacher_whose_tokenizer_or_config_does_not_load_is_refused(tmp_path, damage):
+    """Before any work: a tokenizer.json cut short, or a config.json whose hidden size is no
+    multiple of its heads, failed inside a worker after Ray started (a traceback)."""
+    from tests.training.tiny_teacher import tiny_teacher_folder
+
+    folder = _copy_teacher(tiny_teacher_folder(tmp_path / "ok"), tmp_path / "bad")
+    if damage == "tokenizer":
+        (folder / "tokenizer.json").write_text("{")
+        match = rf"cannot load teacher .*: the tokenizer in {folder} does not load \(JSONDecodeError"
+    elif damage == "tokenizer_model":  # the tokenizers library's own error: a bare Exception
+        tokenizer = json.loads((folder / "tokenizer.json").read_text())
+        tokenizer["model"]["type"] = "Nope"
+        (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+        match = rf"the tokenizer in {folder} does not load \(Exception: data did not match"
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_attention_heads": config["hidden_size"] - 1}))
+        match = rf"the config.json of {folder} does not build a model \(ValueError: The hidden size"
+    with pytest.raises(ValueError, match=match):
+        check_teacher_loadable(str(folder))
+
+
 def test_a_teacher_folder_without_weights_is_refused(tmp_path):
     from tests.training.tiny_teacher import tiny_teacher_folder
 

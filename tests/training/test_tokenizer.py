@@ -87,9 +87,11 @@ def test_cache_is_keyed_by_data_and_size(corpus, tmp_path, monkeypatch):
     assert tk.texts_hash(["ab", "c"]) != tk.texts_hash(["a", "bc"])
 
 
-def test_too_small_or_empty_is_refused(corpus):
+def test_too_small_too_large_or_empty_is_refused(corpus):
     with pytest.raises(ValueError, match="at least 261 tokens"):
         train_tokenizer(corpus, MIN_VOCAB - 1)
+    with pytest.raises(ValueError, match="vocab_size 1,000,001 is above 1,000,000"):
+        train_tokenizer(corpus, 1_000_001)  # padded to its size: 1e30 overflowed in the tokenizers library
     with pytest.raises(ValueError, match="empty corpus"):
         train_tokenizer(["", ""], 500)
 
