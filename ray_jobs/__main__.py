@@ -120,8 +120,10 @@ def _existing_results_dir(args) -> Path:
     """The results folder query/tables read; JobError when it does not exist (a mistyped path
     must not read as a folder without results)."""
     root = _results_dir(args.config, args.overrides)
-    if not path_exists(root, "results_dir") or not root.is_dir():
+    if not path_exists(root, "results_dir"):
         raise JobError(f"results_dir: no such folder {root}")
+    if not root.is_dir():
+        raise JobError(f"results_dir: {root} is not a folder")
     return root
 
 

@@ -66,7 +66,8 @@ def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:
 
 def check_halves(cfg: JobConfig, splits: dict) -> None:
     """Both halves of the train split hold examples: the teacher fine-tunes on the labeled
-    one, the students distil on the transfer set (before any work)."""
+    one, the students distil on the transfer set (before any work); the train split holds
+    both labels (one class alone fine-tunes a constant teacher)."""
     labeled, _ = labeled_half(splits["train"], cfg.data)
     if not labeled:
         raise JobError(f"data: no labeled example to fine-tune the teacher on ({len(splits['train'])} train "
@@ -74,6 +75,10 @@ def check_halves(cfg: JobConfig, splits: dict) -> None:
     if not transfer_examples(splits["train"], cfg.data, cfg.distill):
         raise JobError(f"data: no unlabeled example to distil on ({len(splits['train'])} train examples, "
                        f"labeled_fraction {cfg.data.labeled_fraction}); distill.transfer_set=all uses both halves")
+    labels = {ex.label for ex in splits["train"]}
+    if len(labels) == 1:
+        raise JobError(f"data: every train example has label {labels.pop()} ({len(splits['train'])} examples): "
+                       "a classifier needs both classes to learn from")
     start, stop = labeled_rows(splits["train"], cfg.data, cfg.distill)
     if cfg.distill.hard_weight and start == stop:  # the term would silently never fire
         raise JobError(f"distill.hard_weight: the transfer set holds no labeled row: distill.max_transfer="

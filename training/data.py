@@ -374,10 +374,16 @@ def _read_defect(path: Path, places: dict | None = None) -> dict[str, list[ClsEx
     return splits
 
 
+def _refuse_gzipped_clone_table(folder: Path) -> None:
+    if (folder / "data.jsonl.gz").is_file() and not (folder / "data.jsonl").is_file():
+        raise DataError(f"{folder / 'data.jsonl.gz'}: clone data's data.jsonl is read uncompressed: gunzip it")
+
+
 def _clone_folder(path: Path) -> Path:
     if not path.exists():  # a typo: not "needs a folder with ..."
         raise DataError(f"{path}: no such file or folder")
     folder = path.parent if path.is_file() and path.name == "data.jsonl" else path
+    _refuse_gzipped_clone_table(folder)
     if not (folder / "data.jsonl").is_file():
         raise DataError(
             f"{path}: clone data needs a folder with data.jsonl and train/valid/test.txt"
@@ -463,6 +469,8 @@ def detect_format(path: str | Path) -> str:
     # code-to-text or defect file may have that name too)
     if (path / "data.jsonl").is_file() or (path.name == "data.jsonl" and (path.parent / "train.txt").is_file()):
         return "clone"
+    if (path / "train.txt").is_file():  # clone split files: not "no train.jsonl" for a gzipped table
+        _refuse_gzipped_clone_table(path)
     if path.is_dir():
         files = _split_files(path)["train"]
     elif path.is_file():

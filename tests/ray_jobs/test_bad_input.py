@@ -5,6 +5,7 @@ culprit, no traceback, no hang, and no file written under results_dir. The CLI r
 started together (each is mostly interpreter and Ray start-up) to keep the test short.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -42,6 +43,10 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     from training.models import embedded_teacher_path
 
     shutil.copy(embedded_teacher_path() / "config.json", weightless / "config.json")
+    one_class = tmp / "devign-one-class"  # every train function labelled 0
+    shutil.copytree(FIXTURES / "devign", one_class)
+    train = [json.loads(line) for line in (one_class / "train.jsonl").read_text().splitlines()]
+    (one_class / "train.jsonl").write_text("".join(json.dumps({**r, "target": 0}) + "\n" for r in train))
     return {
         "unknown_key": (["compress", *smoke, "search.target_mbb=3"], ["search.target_mbb"]),
         "wrong_type": (["compress", *smoke, "search.top_k=many"], ["search.top_k", "many"]),
@@ -83,6 +88,9 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "hub_teacher_offline": (["prune", *smoke, "teacher.name=microsoft/codebert-base"],
                                 ["teacher.name", "microsoft/codebert-base"]),
         "no_labeled_half": (["compress", *smoke, "data.max_train=1"], ["data", "no labeled example"]),
+        # a constant teacher fine-tuned, then students distilled from it, then exit 0
+        "one_class_in_train": (["compress", *smoke, "data.task=defect", f"data.path={one_class}"],
+                               ["data: every train example has label 0 (4 examples)"]),
         # the hard-label term knows the labeled half's labels only
         "hard_labels_of_the_unlabeled_half": (["compress", *smoke, "distill.hard_weight=1"],
                                               ["hard_weight", "transfer_set=all"]),

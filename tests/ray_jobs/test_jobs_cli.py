@@ -129,6 +129,12 @@ def test_query_and_tables_refuse_a_results_dir_that_does_not_exist(capsys, tmp_p
     for argv in (["tables"], ["query", "SELECT 1"]):
         rc, out, err = _main(capsys, *argv, f"results_dir={missing}")
         assert (rc, out) == (2, "") and _one_error_line(err, f"results_dir: no such folder {missing}"), err
+    a_file = tmp_path / "results.parquet"
+    a_file.write_text("")
+    for argv in (["tables"], ["query", "SELECT 1"]):  # it exists: "no such folder" misled
+        rc, out, err = _main(capsys, *argv, f"results_dir={a_file}")
+        assert (rc, out) == (2, "") and _one_error_line(err, f"results_dir: {a_file} is not a folder"), err
+    a_file.unlink()
     assert _main(capsys, "tables", f"results_dir={tmp_path}") == (0, f"no tables under {tmp_path}\n", "")
     rc, _, err = _main(capsys, "query", "SELECT 1", f"results_dir={tmp_path}")
     assert rc == 2 and _one_error_line(err, "results_dir: no tables under"), err

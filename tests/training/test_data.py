@@ -324,6 +324,21 @@ def test_a_code_to_text_file_named_data_jsonl_is_not_taken_for_clone_data(tmp_pa
         classification_splits(DataConfig(path=str(tmp_path / "nonexist"), task="clone"))
 
 
+def test_a_gzipped_clone_table_is_named(tmp_path):
+    """`validate` and `data.task=clone` said "no train.jsonl, train.jsonl.gz or train/*.jsonl"."""
+    import gzip
+
+    folder = tmp_path / "bcb"
+    shutil.copytree(BCB, folder)
+    (folder / "data.jsonl.gz").write_bytes(gzip.compress((folder / "data.jsonl").read_bytes()))
+    (folder / "data.jsonl").unlink()
+    message = rf"{folder / 'data.jsonl.gz'}: clone data's data.jsonl is read uncompressed: gunzip it"
+    with pytest.raises(DataError, match=message):
+        data.detect_format(folder)
+    with pytest.raises(DataError, match=message):
+        classification_splits(DataConfig(path=str(folder), task="clone"))
+
+
 def test_bad_defect_records(tmp_path):
     folder = tmp_path / "devign"
     shutil.copytree(DEVIGN, folder)
