@@ -23,6 +23,7 @@ import yaml
 from ray_jobs.errors import ConfigError, absolute_path
 from ray_jobs.results import DEFAULT_RESULTS_DIR
 from ray_jobs.yaml_text import brief, flow_yaml, load_yaml, parse_override, yaml_problem
+from search import not_a_regular_file
 from search.ga import VARIANTS, check_ga_size
 from training.checks import check_choices, check_ranges
 from training.data import DataConfig, data_fingerprint, default_data_path, extra_fingerprint
@@ -302,7 +303,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def read_yaml(path: str | Path) -> dict:
     """The YAML mapping in `path`; ConfigError naming the file when unreadable."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO's read blocks for ever; a folder fails obscurely
+    if not_a_regular_file(path):  # a FIFO's read blocks for ever; a folder's fails obscurely
         raise ConfigError(f"{path}: not a regular file")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))  # not the locale's encoding

@@ -21,6 +21,16 @@ def printing_to_a_pipe(run: Callable[[], int]) -> int:
         return 141
 
 
+def not_a_regular_file(path) -> bool:
+    """Whether `path` exists but is no regular file (a FIFO or device, whose read blocks for
+    ever, or a folder). False where that cannot be asked (a name too long): the read that
+    follows names that error."""
+    try:
+        return os.path.exists(path) and not os.path.isfile(path)
+    except OSError:
+        return False
+
+
 class OptionsOnceParser(argparse.ArgumentParser):
     """An ArgumentParser whose options that take one value may be given once: argparse keeps
     the last (`--config smoke --config demo` ran the demo config, `--seeds 0 --seeds 7` seed 7

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search import not_a_regular_file
 from search.cost import HEADS, reads_pairs
 from search.space import InputError
 
@@ -229,7 +230,7 @@ def load(path) -> LatencyModel:
     wrong (missing, not JSON (with its line), not a latency model, a missing or unknown key,
     a bad value)."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a FIFO's read blocks for ever
+    if not_a_regular_file(path):  # a FIFO's read blocks for ever
         raise InputError(f"{path}: not a regular file")
     try:
         data = json.loads(path.read_text())
