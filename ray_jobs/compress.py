@@ -66,7 +66,7 @@ def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:
 
 def check_halves(cfg: JobConfig, splits: dict) -> None:
     """Both halves of the train split hold examples: the teacher fine-tunes on the labeled
-    one, the students distil on the transfer set (before any work); the train split holds
+    one, the students distil on the transfer set (before any work); the labeled one holds
     both labels (one class alone fine-tunes a constant teacher)."""
     labeled, _ = labeled_half(splits["train"], cfg.data)
     if not labeled:
@@ -75,10 +75,11 @@ def check_halves(cfg: JobConfig, splits: dict) -> None:
     if not transfer_examples(splits["train"], cfg.data, cfg.distill):
         raise JobError(f"data: no unlabeled example to distil on ({len(splits['train'])} train examples, "
                        f"labeled_fraction {cfg.data.labeled_fraction}); distill.transfer_set=all uses both halves")
-    labels = {ex.label for ex in splits["train"]}
+    labels = {ex.label for ex in labeled}
     if len(labels) == 1:
-        raise JobError(f"data: every train example has label {labels.pop()} ({len(splits['train'])} examples): "
-                       "a classifier needs both classes to learn from")
+        raise JobError(f"data: the labeled part the teacher fine-tunes on ({len(labeled)} of {len(splits['train'])} "
+                       f"train examples, labeled_fraction {cfg.data.labeled_fraction}) has label {labels.pop()} "
+                       "only: a classifier needs both classes to learn from")
     start, stop = labeled_rows(splits["train"], cfg.data, cfg.distill)
     if cfg.distill.hard_weight and start == stop:  # the term would silently never fire
         raise JobError(f"distill.hard_weight: the transfer set holds no labeled row: distill.max_transfer="
@@ -318,6 +319,11 @@ def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: s
         results.write_rows(results_dir, "epochs", sid, earlier + curve)
 
 
+def has_curve(results_dir: str, sid: str, model: str) -> bool:
+    """Whether the sweep's `epochs` table holds `model`'s fine-tuning curve (`write_curve`)."""
+    return any(r.get("trial_key") == model for r in results.read_rows(results_dir, "epochs", sid))
+
+
 def teacher_size_mb(teacher_dir: str) -> float:
     """Serialised size (MB = 1e6 bytes) of the fine-tuned teacher's safetensors files (NaN: none)."""
     size = saved_weights_bytes(teacher_dir)
@@ -360,10 +366,12 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
                   "students_dir": str(Path(cfg.results_dir) / "students" / sid)}
         # A finished sweep trains nothing when restored: its search rows and teacher curve stay
         # those of the run that trained its students (rewritten, they would carry this run's
-        # code version, and a teacher fine-tuned again where its cache was removed).
-        if not finished:
+        # code version, and a teacher fine-tuned again where its cache was removed), unless
+        # they are gone (a table file moved away): then they are written again, as before.
+        if not finished or not results.read_rows(cfg.results_dir, "search", sid):
             results.write_rows(cfg.results_dir, "search", sid,
                                [{**r, **stamp} for r in search_rows(cfg, candidates)])
+        if not finished or not has_curve(cfg.results_dir, sid, "teacher"):
             artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
                                              str(Path(cfg.results_dir) / "cache"))
             write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher")

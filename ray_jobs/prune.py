@@ -21,6 +21,7 @@ import torch
 from ray_jobs import results, sweep
 from ray_jobs.compress import (
     check_seq_lens,
+    has_curve,
     teacher_dims,
     write_curve,
 )
@@ -198,9 +199,10 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
                                         str(Path(cfg.results_dir) / "cache"), progress=_progress)
 
         # A finished sweep trains nothing when restored: its model's curve stays that of the run
-        # that pruned it, and the model is prepared only if the quantize stage has work left.
+        # that pruned it (unless it is gone: written again), and the model is prepared only if
+        # the quantize stage has work left.
         artifacts = None
-        if not finished:
+        if not finished or not has_curve(cfg.results_dir, sid, "seq2seq"):
             artifacts = prepare()
             write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq")
         params = {"artifacts": artifacts, "cfg": cfg,

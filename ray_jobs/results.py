@@ -410,12 +410,30 @@ def _declared_missing(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[s
     return [(f.name, f.type) for f in schema(name) if f.name not in present]
 
 
+# Statement types that only read: SELECT (WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, UNPIVOT),
+# PRAGMA (`table_info`; a setting is a SET) and CALL (table functions); MULTI is what DuckDB makes
+# of a PIVOT, and EXPLAIN is checked by what it explains (EXPLAIN ANALYZE runs it).
+_READING = {duckdb.StatementType.SELECT, duckdb.StatementType.PRAGMA, duckdb.StatementType.CALL}
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+
+
+def _only_reads(text: str, kind) -> bool:
+    text = _LEADING_COMMENTS.sub("", text)
+    if kind == duckdb.StatementType.MULTI:
+        return re.match(r"pivot\b", text, re.I) is not None
+    if kind == duckdb.StatementType.EXPLAIN:
+        explained = re.sub(r"^explain\s+(?:analy[sz]e\s+)?", "", text, count=1, flags=re.I)
+        inner = duckdb.extract_statements(explained) if explained != text else []
+        return len(inner) == 1 and inner[0].type != duckdb.StatementType.EXPLAIN and _only_reads(
+            inner[0].query, inner[0].type)
+    return kind in _READING
+
+
 def check_one_read(sql: str) -> None:
-    """ResultsError unless `sql` is one statement that only reads (DuckDB's SELECT type:
-    SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE). The views read the sweeps' own
-    files: a `COPY ... TO` one of them (EXPLAIN ANALYZE runs one too), an ATTACH or a SET
-    would write or change what the query reads, and of two statements only the last one's
-    rows were shown."""
+    """ResultsError unless `sql` is one statement that only reads (`_READING`, a PIVOT, or an
+    EXPLAIN of one of those). The views read the sweeps' own files: a `COPY ... TO` one of
+    them (EXPLAIN ANALYZE runs one too), an ATTACH or a SET would write or change what the
+    query reads, and of two statements only the last one's rows were shown."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -424,10 +442,10 @@ def check_one_read(sql: str) -> None:
         raise ResultsError(f"query: no SQL statement in {sql[:60]!r}")
     if len(statements) > 1:
         raise ResultsError(f"query: {len(statements)} statements; give one at a time")
-    kind = statements[0].type
-    if kind != duckdb.StatementType.SELECT:
-        raise ResultsError(f"query: a {kind.name} statement; the query command only reads (SELECT, WITH, "
-                           "DESCRIBE, SHOW, SUMMARIZE): the tables' files are the sweeps' results")
+    if not _only_reads(statements[0].query, statements[0].type):
+        raise ResultsError(f"query: {statements[0].type.name} statements are refused; the query command only "
+                           "reads (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, PRAGMA, CALL, "
+                           "EXPLAIN of those): the tables' files are the sweeps' results")
 
 
 def query(results_dir: str | os.PathLike, sql: str) -> pa.Table:

@@ -21,10 +21,17 @@ def printing_to_a_pipe(run: Callable[[], int]) -> int:
         return 141
 
 
+# Where the shell hands a command a pipe with its writer (`--config <(...)`, `/dev/stdin`)
+_HANDED_PIPES = ("/dev/fd/", "/proc/", "/dev/stdin")
+
+
 def not_a_regular_file(path) -> bool:
-    """Whether `path` exists but is no regular file (a FIFO or device, whose read blocks for
-    ever, or a folder). False where that cannot be asked (a name too long): the read that
-    follows names that error."""
+    """Whether `path` exists but is no regular file: a named FIFO or a device, whose read
+    blocks for ever when nothing writes to it, or a folder. A pipe the shell hands over
+    (`_HANDED_PIPES`) has its writer and is read. False where that cannot be asked (a name
+    too long): the read that follows names that error."""
+    if str(path).startswith(_HANDED_PIPES):
+        return False
     try:
         return os.path.exists(path) and not os.path.isfile(path)
     except OSError:
@@ -38,12 +45,28 @@ class OptionsOnceParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         argv = sys.argv[1:] if args is None else list(args)
-        single = [a for a in self._actions if isinstance(a, argparse._StoreAction) and a.option_strings]
         words = argv[:argv.index("--")] if "--" in argv else argv
-        for action in single:
-            given = [w for w in words if w in action.option_strings
-                     or any(w.startswith(f"{o}=") for o in action.option_strings if o.startswith("--"))]
-            if len(given) > 1:
-                self.error(f"argument {'/'.join(action.option_strings)}: given {len(given)} times "
-                           f"({', '.join(given)}); give it once")
+        given: dict[argparse.Action, list[str]] = {}
+        for word in words:
+            action = self._option_of(word)
+            if isinstance(action, argparse._StoreAction):
+                given.setdefault(action, []).append(word)
+        for action, words_of in given.items():
+            if len(words_of) > 1:
+                self.error(f"argument {'/'.join(action.option_strings)}: given {len(words_of)} times "
+                           f"({', '.join(words_of)}); give it once")
         return super().parse_known_args(args, namespace)
+
+    def _option_of(self, word: str) -> argparse.Action | None:
+        """The option `word` names as argparse reads it: whole, `--name=value`, or a long
+        name's unique prefix (`--conf` for `--config`)."""
+        if not word.startswith("-") or word == "-":
+            return None
+        name = word.split("=", 1)[0] if word.startswith("--") else word
+        options = self._option_string_actions
+        if name in options:
+            return options[name]
+        if self.allow_abbrev and name.startswith("--"):
+            matches = {options[o] for o in options if o.startswith(name)}
+            return matches.pop() if len(matches) == 1 else None
+        return None

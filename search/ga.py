@@ -803,6 +803,7 @@ def pareto(
         raise InputError(
             f"population >= 2 and generations >= 0 are required, got {population}, {generations}"
         )
+    check_ga_size(generations=generations)
     if population > MAX_POPULATION:  # refused before any work, not hours of sorting later
         raise InputError(f"population: at most {MAX_POPULATION:,} (NSGA-II's dominance matrix over "
                          f"parents and children grows with its square), got {population:,}")

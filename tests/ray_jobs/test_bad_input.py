@@ -90,7 +90,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "no_labeled_half": (["compress", *smoke, "data.max_train=1"], ["data", "no labeled example"]),
         # a constant teacher fine-tuned, then students distilled from it, then exit 0
         "one_class_in_train": (["compress", *smoke, "data.task=defect", f"data.path={one_class}"],
-                               ["data: every train example has label 0 (4 examples)"]),
+                               ["data: the labeled part the teacher fine-tunes on (2 of 4 train examples",
+                                "has label 0 only"]),
         # the hard-label term knows the labeled half's labels only
         "hard_labels_of_the_unlabeled_half": (["compress", *smoke, "distill.hard_weight=1"],
                                               ["hard_weight", "transfer_set=all"]),
@@ -211,3 +212,19 @@ def test_local_node_resources_as_ray_resolves_them():
 
     assert _local_node(ResourcesConfig(num_cpus=3, num_gpus=1)) == {"CPU": 3.0, "GPU": 1.0}
     assert _local_node(ResourcesConfig(num_cpus=2, num_gpus=0)) == {"CPU": 2.0}
+
+
+def test_a_labeled_part_of_one_class_is_refused_though_the_split_has_both():
+    """labeled_fraction takes round(fraction x size) of each class: 0.1 of 4 is none, so the
+    teacher would fine-tune on class 1 alone (a review's case)."""
+    from ray_jobs.compress import check_halves
+    from ray_jobs.config import load_config
+    from ray_jobs.errors import JobError
+    from training.data import ClsExample
+
+    train = [ClsExample(text_a=f"f{i}", text_b=None, label=int(i >= 4)) for i in range(14)]  # 4 x 0, 10 x 1
+    cfg = load_config(None, ["data.labeled_fraction=0.1"])
+    with pytest.raises(JobError, match=r"labeled part .* \(1 of 14 train examples, labeled_fraction 0.1\) "
+                                       r"has label 1 only"):
+        check_halves(cfg, {"train": train})
+    check_halves(load_config(None, ["data.labeled_fraction=0.5"]), {"train": train})  # 2 + 5: both

@@ -137,6 +137,13 @@ def test_a_config_that_is_a_fifo_is_refused_not_read_for_ever(tmp_path):
     os.mkfifo(fifo)  # nothing writes to it: a read would block the command for ever
     with pytest.raises(ConfigError, match=f"{fifo}: not a regular file"):
         load_config(fifo)
+    read, write = os.pipe()  # a pipe the shell hands over (`--config <(...)`) has its writer: read
+    os.write(write, b"seed: 7\n")
+    os.close(write)
+    try:
+        assert load_config(f"/dev/fd/{read}").seed == 7
+    finally:
+        os.close(read)
 
 
 def test_a_folder_named_like_a_shipped_config_does_not_hide_it(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ def test_bad_config_is_one_line_exit_2(args, culprit):
     (["config", "--config", "smoke", "--config", "demo"], "argument --config: given 2 times"),  # ran demo
     (["compress", "--seeds", "0", "--seeds=1", "--config", "smoke"], "argument --seeds: given 2 times"),
     (["query", "SELECT 1", "--format", "csv", "--format", "json"], "argument --format: given 2 times"),
+    (["config", "--conf", "smoke", "--config", "demo"], "argument --config: given 2 times (--conf, --config)"),
     (["bench", "latency", "--tiny", "--tiny", "--tiny", "latency_runs=1", "latency_runs=2", "--what"],
      "unrecognized arguments: --what"),  # flags and overrides may repeat (the last override wins)
 ])

@@ -261,6 +261,13 @@ def test_a_finished_demo_run_again_rewrites_no_row_and_prepares_no_model(demo_ru
     output = proc.stdout + proc.stderr
     assert "fine-tune teacher" not in output and "seq2seq fine-tuning step" not in output
     assert not any((root / "cache").glob("*"))  # nothing cached again (no folder at all is fine)
+    # a finished sweep whose search rows are gone (their file moved away) writes them again
+    searched = _q(root, "SELECT rank, layers, hidden, heads, ffn, vocab, selected FROM search ORDER BY rank")
+    shutil.rmtree(root / "table=search")
+    proc = run_cli(["compress", "--config", "smoke", f"results_dir={root}"], ray_tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _q(root, "SELECT rank, layers, hidden, heads, ffn, vocab, selected FROM search ORDER BY rank") == searched
+    assert "fine-tune teacher" not in proc.stdout + proc.stderr  # its curve is there: not prepared
 
 
 @pytest.mark.slow

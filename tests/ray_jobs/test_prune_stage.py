@@ -84,11 +84,12 @@ def test_a_failed_schedule_is_not_quantized_as_if_it_had_finished():
     assert prune.finished_schedules(specs, ["l1_r10: RuntimeError: boom"]) == ["l1_r1", "random_r1"]
 
 
-def test_a_restarted_schedule_trial_reports_its_saved_rounds_again(tmp_path, monkeypatch):
-    """A trial Tune restarts after round 1 was reported reports rounds 0 and 1 again (from the
-    rounds saved on disk, `run_schedule`): each row replaces its own round's, and a row lost
-    with a moved table file comes back. The trial used to pass on only the rounds after its
-    checkpoint's."""
+def test_a_restarted_schedule_trial_passes_on_every_round_run_schedule_reports(tmp_path, monkeypatch):
+    """A restarted trial whose last checkpoint named round 2 passes on every row `run_schedule`
+    reports, the saved rounds 0 and 1 included (that `run_schedule` re-reports the rounds saved
+    on disk is tested in tests/training/test_prune.py): each row replaces its own round's, and
+    a row lost with a moved table file comes back. The trial used to pass on only the rounds
+    from its checkpoint's on."""
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}"])
     saved_rounds = 2  # rounds 0 and 1 on disk; the schedule has 3
 

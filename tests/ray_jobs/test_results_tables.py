@@ -177,6 +177,7 @@ def test_query_only_reads(tmp_path):
               f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{own}' (FORMAT parquet)",
               f"ATTACH '{tmp_path / 'x.db'}' AS x", "CREATE TABLE t AS SELECT 1", "SET threads = 1",
               f"EXPORT DATABASE '{tmp_path / 'dump'}'"]
+    writes += ["PRAGMA memory_limit = '1GB'", f"-- a comment first\nEXPLAIN ANALYZE COPY distill TO '{own}'"]
     for sql in writes:
         with pytest.raises(results.ResultsError, match="only reads"):
             results.query(tmp_path, sql)
@@ -184,7 +185,9 @@ def test_query_only_reads(tmp_path):
     with pytest.raises(results.ResultsError, match="2 statements; give one at a time"):
         results.query(tmp_path, "SELECT 1; SELECT 2")  # only the last one's rows were shown
     reads = ["DESCRIBE distill", "SHOW TABLES", "SUMMARIZE distill", "FROM distill",
-             "WITH d AS (SELECT * FROM distill) SELECT count(*) AS n FROM d", "VALUES (1)"]
+             "WITH d AS (SELECT * FROM distill) SELECT count(*) AS n FROM d", "VALUES (1)",
+             "PIVOT distill ON sweep_id USING count(*)", "PRAGMA table_info('distill')", "CALL pragma_version()",
+             "EXPLAIN SELECT * FROM distill", "/* plan */ EXPLAIN ANALYZE SELECT count(*) FROM distill"]
     for sql in reads:
         assert results.query(tmp_path, sql).num_rows > 0, sql
 

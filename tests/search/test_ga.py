@@ -389,6 +389,8 @@ def test_a_one_point_space_and_bad_populations():
     for name in ("population", "children", "generations"):  # refused before any work
         with pytest.raises(InputError, match=f"{name}: at most 10,000, got 10,001"):
             ga.run_ga(SPACE, CODEBERT, 3.0, 400, **{name: 10_001})
+    with pytest.raises(InputError, match="generations: at most 10,000, got 10,001"):
+        ga.pareto(SPACE, CODEBERT, 400, generations=10_001)
     with pytest.raises(InputError, match="top_k"):
         ga.exhaustive(SPACE, CODEBERT, 3.0, 400, top_k=0)
 

@@ -259,6 +259,9 @@ def test_an_option_given_twice_is_refused():
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip() == ("python -m search: error: argument --target-mb: given 2 times "
                                   "(--target-mb, --target-mb=5); give it once")
+    out = _run("--target-m", "3", "--target-mb", "5")  # an abbreviation is the same option
+    assert out.returncode == 2 and "argument --target-mb: given 2 times (--target-m, --target-mb)" in out.stderr
+    assert _run("--target-m", "3", "--teacher", "minilm-l6", "--seq-len", "64", "--top-k", "1").returncode == 0
 
 
 def test_internal_errors_are_not_reported_as_bad_input(monkeypatch, capsys):
