@@ -46,7 +46,14 @@ from ray import tune
 
 from ray_jobs import results
 from ray_jobs.config import build_config, check_object_store, code_version, to_dict
-from ray_jobs.errors import ConfigError, JobError, OneLineParser, ResourceError, check_results_dir
+from ray_jobs.errors import (
+    ConfigError,
+    JobError,
+    OneLineParser,
+    ResourceError,
+    SweepFailed,
+    check_results_dir,
+)
 from ray_jobs.sweep import start_local_ray
 from search import printing_to_a_pipe
 from search.cost import HEADS, reads_pairs
@@ -301,6 +308,22 @@ def parse_args(argv: list[str]) -> tuple[str, BenchConfig]:
 
 def main(argv: list[str]) -> int:
     what, cfg = parse_args(argv)
+    try:
+        return _run(what, cfg)
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not _out_of_memory(exc):
+            raise
+        # `latency_batches=[100000000000]` ended in the allocator's traceback
+        raise SweepFailed(f"bench {what}: out of memory ({one_line(str(exc))[:300]}): lower its batch sizes "
+                          "or sequence lengths") from None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation the machine could not satisfy: Python's, or torch's CPU or CUDA allocator's."""
+    return isinstance(exc, MemoryError | torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+
+
+def _run(what: str, cfg: BenchConfig) -> int:
     results_dir = os.path.abspath(os.path.expanduser(cfg.results_dir))
     _check_outputs(what, cfg, results_dir)
     if what == "latency":
@@ -485,7 +508,7 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
             rows += forward_latencies(models, seq_len=cfg.latency_seq_len, batches=cfg.latency_batches,
                                       dtypes=(dtype,), device=device, runs=cfg.latency_runs,
                                       threads=cfg.latency_threads, rounds=cfg.latency_rounds, pair=pair)
-        except (RuntimeError, NotImplementedError, OSError) as exc:  # a kernel or an export this machine lacks
+        except (RuntimeError, NotImplementedError, OSError, MemoryError) as exc:  # a kernel or an export this machine lacks
             failure = exc
             kept = f"the {len(rows)} rows timed before it are written" if rows else "nothing was timed before it"
             print(f"bench latency: {dtype} failed ({exc.__class__.__name__}: {one_line(str(exc))}); {kept}",

@@ -24,7 +24,7 @@ from ray_jobs.errors import ConfigError, absolute_path
 from ray_jobs.results import DEFAULT_RESULTS_DIR
 from ray_jobs.yaml_text import brief, flow_yaml, load_yaml, parse_override, yaml_problem
 from search import not_a_regular_file
-from search.ga import VARIANTS, check_ga_size
+from search.ga import VARIANTS, check_ga_size, check_target_mb
 from training.checks import check_choices, check_ranges
 from training.data import DataConfig, data_fingerprint, default_data_path, extra_fingerprint
 from training.distill import DistillConfig
@@ -115,6 +115,7 @@ class SearchConfig:
         if self.population < 2:
             raise ValueError(f"population: must be >= 2, got {self.population}")
         check_ga_size(population=self.population, children=self.children, generations=self.generations)
+        check_target_mb(self.target_mb)
         if self.max_ms is not None and self.latency_model is None:
             raise ValueError("max_ms: needs search.latency_model (`python -m ray_jobs bench latency-model` fits one)")
 

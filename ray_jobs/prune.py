@@ -112,7 +112,8 @@ def prune_trial(spec: dict, ctx: sweep.TrialContext) -> None:
     torch.set_num_threads(ctx.threads)
     p = ctx.params
     run_schedule(spec["schedule"], p["artifacts"], p["cfg"].prune,
-                 Path(p["pruned_dir"]) / spec["trial_key"], report=ctx.report, device=ctx.device)
+                 Path(p["pruned_dir"]) / spec["trial_key"], report=ctx.report, device=ctx.device,
+                 origin={"node_id": ctx.node_id, "device": ctx.device})
 
 
 def last_states(pruned_dir: Path, keys: list[str]) -> dict[str, str]:

@@ -580,8 +580,8 @@ def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> 
     # Whether a trial finished is its status in the experiment state on disk: Tune can
     # record a TERMINATED trial whose last result still says done=False (seen under load),
     # which made a finished sweep look interrupted on the next run.
-    status = {t.config.get("trial", {}).get("trial_key", "?"): t.status
-              for t in tune.ExperimentAnalysis(str(path)).trials}
+    trials = tune.ExperimentAnalysis(str(path)).trials
+    status = {t.config.get("trial", {}).get("trial_key", "?"): t.status for t in trials}
     errors, unfinished = [], []
     for res in grid:
         key = (res.config or {}).get("trial", {}).get("trial_key", "?")
@@ -600,26 +600,68 @@ def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> 
             f"{sweep.job}: interrupted with {len(unfinished)} unfinished and {len(errors)} "
             "failed trial(s); run the same command again (or with --resume) to continue"
         )
-    _check_rows_kept(sweep, path, rows, [k for k, s in status.items() if s == "TERMINATED"])
+    finished = [k for k, s in status.items() if s == "TERMINATED"]
+    reported = _reported_rows(path, {t.trial_id: t.config.get("trial", {}).get("trial_key", "?")
+                                     for t in trials if t.status == "TERMINATED"})
+    on_disk = {**rows, **{t: results.read_rows(cfg.results_dir, t, sweep.sweep_id)
+                          for t in {table for table, _ in reported} - set(rows)}}
+    _check_rows_kept(sweep, path, on_disk, finished, reported)
     return SweepOutcome(path=path, rows=rows, errors=errors, restored=restored)
 
 
-def _check_rows_kept(sweep: Sweep, path: Path, rows: dict[str, list[dict]], finished: list[str]) -> None:
-    """JobError when a trial Tune records as finished has no row in the table it reports its
-    last row to (`sweep.last_table`, else the first of `sweep.tables`).
+def _reported_rows(path: Path, finished: dict[str, str]) -> dict[tuple[str, tuple], str]:
+    """(table, row key) -> trial key of every row the finished trials (Tune's trial id -> trial
+    key) reported, read from each trial's `result.json` in the experiment folder `path` (Tune
+    appends every reported result there, a retried attempt's included). A trial folder
+    without one adds nothing."""
+    reported = {}
+    for result_file in sorted(path.glob("*/result.json")):
+        for line in result_file.read_text(errors="replace").splitlines():
+            try:
+                result = json.loads(line)
+            except ValueError:  # a line cut short by a crash: its row is checked on its rerun
+                continue
+            row = result.get("row") if isinstance(result, dict) else None
+            if not isinstance(row, dict) or result.get("trial_id") not in finished:
+                continue
+            table = result.get("table") or ""
+            # the sink's default round (RowSink.add), so that the key is the stored row's
+            reported[(table, results.row_key(table, {"round": 0, **row}))] = finished[result["trial_id"]]
+    return reported
 
-    Every trial reports that row before it finishes, so the rows were lost after (a table
-    file moved or removed): a restored finished sweep would run nothing and exit 0 with rows
-    missing. Checked per table: a student's `quantize` rows do not stand in for its lost
-    `distill` row."""
-    held = {(table, r.get("trial_key")) for table, table_rows in rows.items() for r in table_rows}
-    missing = sorted(k for k in finished if (sweep.final_table(k), k) not in held)
-    if missing:
-        where = ", ".join(f"{k} ({sweep.final_table(k)})" for k in missing)
-        raise JobError(f"{sweep.job}: sweep {sweep.sweep_id} finished, but no table row holds trial(s) "
-                       f"{where} (a table file of the sweep moved or removed?): remove the folder "
+
+def _check_rows_kept(sweep: Sweep, path: Path, rows: dict[str, list[dict]], finished: list[str],
+                     reported: dict[tuple[str, tuple], str] | None = None) -> None:
+    """JobError when a trial Tune records as finished has lost rows: one it reported
+    (`reported`, from `_reported_rows`) is in no table file, or it has no row in the table it
+    reports its last row to (`sweep.last_table`, else the first of `sweep.tables`; the check
+    that holds when Tune's result files are gone too).
+
+    Every reported row is written when it arrives, so the rows were lost after (a table file
+    moved or removed): a restored finished sweep would run nothing and exit 0 with rows
+    missing. Checked per table and row key: a student's `quantize` rows do not stand in for its
+    lost `distill` row, nor its distill row for its lost `epochs` rows."""
+    held = {(table, results.row_key(table, r)) for table, table_rows in rows.items() for r in table_rows}
+    lost: dict[str, dict[str, int]] = {}  # trial key -> table -> rows lost
+    for (table, key), trial in reported.items() if reported else ():
+        if (table, key) not in held:
+            lost.setdefault(trial, {}).setdefault(table, 0)
+            lost[trial][table] += 1
+    last_rows = {(table, r.get("trial_key")) for table, table_rows in rows.items() for r in table_rows}
+    for k in finished:
+        if (sweep.final_table(k), k) not in last_rows and sweep.final_table(k) not in lost.get(k, {}):
+            lost.setdefault(k, {})[sweep.final_table(k)] = 1
+    if lost:
+        where = ", ".join(f"{k} ({_row_counts(lost[k])})" for k in sorted(lost))
+        raise JobError(f"{sweep.job}: sweep {sweep.sweep_id} finished, but rows of trial(s) {where} are in no "
+                       f"table file (a table file of the sweep moved or removed?): remove the folder "
                        f"{path} and run the command again to recompute them; each row replaces the row of the "
                        "same key (none duplicated)")
+
+
+def _row_counts(per_table: dict[str, int]) -> str:
+    """"distill: 1 row, epochs: 3 rows"."""
+    return ", ".join(f"{table}: {n} row{'s' * (n != 1)}" for table, n in sorted(per_table.items()))
 
 
 @contextmanager

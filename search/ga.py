@@ -360,6 +360,7 @@ def _problem(space, teacher, target_mb, seq_len, max_mb, num_labels, head="seque
     feasible (within `max_mb` and `max_ms`, its heads fit): every search has a candidate."""
     if not 0 < target_mb < np.inf:
         raise InputError(f"target_mb must be positive and finite, got {target_mb}")
+    check_target_mb(target_mb)
     if not _positive_whole(seq_len):  # NaN passed every comparison, then int() raised a bare ValueError
         raise InputError(f"seq_len must be a positive whole number, got {seq_len}")
     if not _positive_whole(num_labels):
@@ -578,6 +579,19 @@ def check_ga_size(**sizes: int) -> None:
     for name, value in sizes.items():
         if value > MAX_GA_SIZE[name]:
             raise InputError(f"{name}: at most {MAX_GA_SIZE[name]:,}, got {value:,}")
+
+
+# The fitness GFLOPs - |size - T| holds T's magnitude: at T = 1e308 MB every candidate scored
+# -1e308, its GFLOPs lost to rounding (the ranking was genome order). 1e6 MB (1 TB) is far above
+# any model the spaces build and keeps GFLOPs differences of 1e-9 in float64.
+MAX_TARGET_MB = 1e6
+
+
+def check_target_mb(target_mb: float) -> None:
+    """InputError for a size budget above MAX_TARGET_MB (the fitness could not rank by GFLOPs)."""
+    if target_mb > MAX_TARGET_MB:
+        raise InputError(f"target_mb: at most {MAX_TARGET_MB:,.0f} MB (1 TB; above it the fitness "
+                         f"GFLOPs - |size - T| loses GFLOPs to rounding), got {target_mb:g}")
 
 
 def run_ga(

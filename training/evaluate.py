@@ -152,8 +152,10 @@ def _timed_block(fn: Callable[[], object], warmup: int, runs: int) -> list[float
 
 
 def _stats(times: list[float], threads: int) -> dict:
+    """The median and the p90 by nearest rank: the ceil(0.9 n)-th fastest of n runs (at least
+    90% of the runs took no longer). At 20 runs the 18th."""
     times = sorted(times)
-    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+    p90 = times[-(-9 * len(times) // 10) - 1]  # ceil(9n / 10) in integers: 0.9 * 20 is 18.000000000000004
     return {"median_ms": statistics.median(times), "p90_ms": p90, "runs": len(times), "threads": threads}
 
 

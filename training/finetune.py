@@ -11,7 +11,6 @@ contents (`teacher_identity`), a hub id by its name.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import random
@@ -41,7 +40,7 @@ from training.data import (
     split_labeled_unlabeled,
 )
 from training.evaluate import accuracy, f1_score
-from training.models import TeacherConfig, load_teacher, resolve_teacher
+from training.models import TeacherConfig, load_teacher, native_bf16, resolve_teacher
 from training.staging import publish, remove_stale, staging_path
 
 # bump when training semantics or the saved folder change, so stale caches are not reused
@@ -81,13 +80,6 @@ def check_precision(precision: str) -> None:
         raise ValueError(f"precision: {precision!r} is not one of {PRECISIONS}")
 
 
-@functools.cache  # asked once per device type, not at every training step
-def _native_bf16(device_type: str) -> bool:
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device_type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def cache_fields(cfg) -> dict:
     """asdict(cfg) for a cache key: `precision` only when not fp32, so that the key of an
     fp32 run stays what it was before the field existed (its caches are reused)."""
@@ -107,7 +99,7 @@ def mixed_precision(device: str | torch.device, precision: str) -> AbstractConte
     """
     check_precision(precision)
     device_type = torch.device(device).type
-    if precision == "bf16" and not _native_bf16(device_type):
+    if precision == "bf16" and not native_bf16(device_type):
         warnings.warn(f"precision bf16: this {device_type} has no native bf16 support; "
                       "bf16 steps are emulated and slower than fp32", stacklevel=2)
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16")

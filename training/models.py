@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,15 @@ def _reverse_prefixes(x, lengths):
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
+@functools.cache  # asked once per device type, not at every training step
+def native_bf16(device_type: str) -> bool:
+    """Whether `device_type` computes bf16 natively: a CUDA GPU that does, or a CPU with the
+    instructions oneDNN's bf16 kernels need (AVX-512 or AMX); elsewhere autocast emulates it."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device_type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 class BiLSTMSoft(nn.Module):
     """BiLSTM_soft (Tang et al. 2019): embedding -> 1-layer BiLSTM -> dense+ReLU -> dense.
 
@@ -377,6 +387,14 @@ class BiLSTMSoft(nn.Module):
         # nn.LSTM's own call (torch.lstm) with one direction's weights: the module keeps its
         # bidirectional parameters, so saved BiLSTM_soft folders load unchanged (on CUDA, cuDNN
         # may copy weights outside the module's flat buffer per call: correct, a little slower)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not native_bf16("cpu"):
+            # oneDNN has no bf16 LSTM without AVX-512 ("could not create a primitive descriptor
+            # for the LSTM forward propagation primitive"): this op runs in fp32, the rest of
+            # the step under autocast (emulated there: `mixed_precision` warns)
+            with torch.autocast("cpu", enabled=False):
+                out, _, _ = torch.lstm(x.float(), (zeros.float(), zeros.float()), weights, True, 1, 0.0,
+                                       self.training, False, True)
+            return out
         out, _, _ = torch.lstm(x, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True)
         return out
 

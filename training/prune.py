@@ -493,7 +493,8 @@ def _round_dir(out_dir: Path, r: int) -> Path:
 
 
 def _save_round(out_dir: Path, r: int, row: dict, model: nn.Module, masks: dict, device: str) -> None:
-    """round_RRR/{row.json, state.safetensors, masks.safetensors, rng.safetensors}, atomically;
+    """round_RRR/{row.json, state.safetensors, masks.safetensors, rng.safetensors}, atomically
+    (`row`'s dense and sparse sizes set from the state file's bytes first);
     earlier states are dropped (only the latest is needed to resume). rng: torch's generator
     states after the round (`rng_state`), so that a resumed schedule draws the dropout masks
     an uninterrupted one would."""
@@ -501,6 +502,11 @@ def _save_round(out_dir: Path, r: int, row: dict, model: nn.Module, masks: dict,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "state.safetensors"))
+    # "as saved": the file's bytes. `serialized_size_bytes` keeps one name of a tied pair and no
+    # header metadata; save_model writes the dropped name as metadata (80 bytes here)
+    saved = (tmp / "state.safetensors").stat().st_size
+    row["sparse_size_bytes"] += saved - row["dense_size_bytes"]
+    row["dense_size_bytes"] = saved
     save_file({n: m.to(torch.uint8).contiguous() for n, m in masks.items()}, str(tmp / "masks.safetensors"))
     save_file(rng_state(device), str(tmp / "rng.safetensors"))
     (tmp / "row.json").write_text(json.dumps(row, indent=1))
@@ -551,6 +557,7 @@ def run_schedule(
     *,
     report: Callable[[dict], None],
     device: str = "cpu",
+    origin: dict | None = None,
 ) -> None:
     """Lottery-ticket rounds of one schedule; report(row) once per round.
 
@@ -564,6 +571,8 @@ def run_schedule(
     also saved with each round and restored on resume. Resuming from disk alone (not from the
     round a trial checkpoint names) re-reports every saved round: each row replaces its own
     round's, and a row lost from the tables (a damaged table file moved away) comes back.
+    `origin` (the job passes the node id and device) is saved with each new round's row, with
+    the time the round ended: a re-reported round keeps where and when it ran.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -586,6 +595,7 @@ def run_schedule(
     for r in range(last + 1, schedule["rounds"] + 1):
         row = _run_round(ctx, masks, checkpoint, schedule, cfg, r)
         masks = row.pop("_masks")
+        row |= {**(origin or {}), "time": time.time()}
         _save_round(out_dir, r, row, ctx.model, masks, device)
         report(row)
 

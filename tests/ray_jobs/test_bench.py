@@ -83,6 +83,19 @@ def test_a_dtype_that_fails_keeps_the_rows_timed_before_it(tmp_path, monkeypatch
     assert out.count("float32") == 8
 
 
+@pytest.mark.parametrize("what, batch", [("latency", "latency_batches=[100000000000]"),
+                                         ("train-step", "step_batch=100000000000")])
+def test_a_batch_the_machine_cannot_hold_fails_in_one_line(tmp_path, what, batch, capsys):
+    """The allocator's failure (a traceback before) ends the command with exit 1 and one line."""
+    from ray_jobs.__main__ import main
+
+    assert main(["bench", what, "--tiny", "latency_device=cpu", "latency_threads=1", f"results_dir={tmp_path}",
+                 "latency_dtypes=[float32]", "step_precisions=[fp32]", "step_attentions=[sdpa]", batch]) == 1
+    err = capsys.readouterr().err
+    assert f"failed: bench {what}: out of memory (" in err and "lower its batch sizes" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.slow  # exports and quantizes CodeBERT-base's architecture (about 40 s)
 @pytest.mark.parametrize("head, inputs", [("pair_cosine", "tokens a side, pairs encoded separately"),
                                           ("sequence", "tokens, one sequence")])

@@ -450,6 +450,7 @@ def test_extra_data_caps_refused_on_load():
     ("search.generations=10001", "search.generations: at most 10,000"),
     ("search.max_mb=-1", "search.max_mb: must be > 0"),
     ("search.target_mb=.nan", "search.target_mb: must be > 0"),
+    ("search.target_mb=1e308", "search.target_mb: at most 1,000,000 MB"),
     ("search.target_mb=.inf", "search.target_mb: must be finite"),
     ("search.crossover_rate=5", "search.crossover_rate: must be in [0, 1]"),
     ("search.top_k=-1", "search.top_k: must be >= 0"),

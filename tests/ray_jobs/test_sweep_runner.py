@@ -283,12 +283,40 @@ def test_lost_rows_are_checked_in_the_table_each_trial_ends_with(tmp_path):
     quantize = [{"trial_key": "student-0"}, {"trial_key": "teacher"}]
     _check_rows_kept(sweep, tmp_path, {"distill": [{"trial_key": "student-0"}], "quantize": quantize,
                                        "epochs": []}, ["student-0", "teacher"])
-    with pytest.raises(JobError, match=r"no table row holds trial\(s\) student-0 \(distill\) "):
+    with pytest.raises(JobError, match=r"rows of trial\(s\) student-0 \(distill: 1 row\) are in no table file"):
         _check_rows_kept(sweep, tmp_path, {"distill": [], "quantize": quantize, "epochs": []},
                          ["student-0", "teacher"])
-    with pytest.raises(JobError, match=r"trial\(s\) teacher \(quantize\) "):
+    with pytest.raises(JobError, match=r"trial\(s\) teacher \(quantize: 1 row\) "):
         _check_rows_kept(sweep, tmp_path, {"distill": [{"trial_key": "student-0"}], "quantize": quantize[:1],
                                            "epochs": []}, ["student-0", "teacher"])
+
+
+def test_lost_rows_are_every_reported_row_not_only_the_last(tmp_path):
+    """A student whose distill row is kept but whose epochs rows are gone has lost rows."""
+    sweep = Sweep(job="compress", sweep_id="c-2", fn=lambda spec, ctx: None,
+                  trials=[{"trial_key": "student-0"}], tables=("distill", "epochs"))
+    reported = {("epochs", ("student-0", 1)): "student-0", ("epochs", ("student-0", 2)): "student-0",
+                ("distill", ("student-0", 0)): "student-0"}
+    kept = {"distill": [{"trial_key": "student-0", "round": 0}],
+            "epochs": [{"trial_key": "student-0", "epoch": 1}, {"trial_key": "student-0", "epoch": 2}]}
+    _check_rows_kept(sweep, tmp_path, kept, ["student-0"], reported)
+    with pytest.raises(JobError, match=r"rows of trial\(s\) student-0 \(epochs: 1 row\) are in no table"):
+        _check_rows_kept(sweep, tmp_path, {**kept, "epochs": kept["epochs"][:1]}, ["student-0"], reported)
+
+
+def test_finished_sweep_missing_an_early_round_is_refused(local_ray, tmp_path):
+    """Tune's result files name every row a finished trial reported: a sweep that kept each
+    trial's last round but lost an earlier one is refused, not a success with rows missing."""
+    cfg = load_config(None, [f"results_dir={tmp_path}/res"])
+    assert run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=3, sweep_id="t-7")).errors == []
+    rows = results.read_rows(cfg.results_dir, "prune", "t-7")
+    results.write_rows(cfg.results_dir, "prune", "t-7",
+                       [r for r in rows if (r["trial_key"], r["round"]) != ("s1", 0)])
+    with pytest.raises(JobError, match=r"rows of trial\(s\) s1 \(prune: 1 row\) are in no table file"):
+        run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=3, sweep_id="t-7"))
+    results.write_rows(cfg.results_dir, "prune", "t-7", rows)
+    assert sorted(r["round"] for r in run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=3, sweep_id="t-7"))
+                  .rows["prune"]) == [0, 0, 1, 1, 2, 2]
 
 
 def test_finished_sweep_whose_rows_were_removed_is_refused_then_rerun(local_ray, tmp_path):
@@ -300,7 +328,7 @@ def test_finished_sweep_whose_rows_were_removed_is_refused_then_rerun(local_ray,
     kept = [r for r in results.read_rows(cfg.results_dir, "prune", "t-6") if r["trial_key"] == "s0"]
     results.write_rows(cfg.results_dir, "prune", "t-6", kept)  # s1's rows gone (a file moved back, say)
     experiment = Path(cfg.results_dir, "ray", "t-6")
-    with pytest.raises(JobError, match=rf"sweep t-6 finished, but no table row holds trial\(s\) s1 .*"
+    with pytest.raises(JobError, match=rf"sweep t-6 finished, but rows of trial\(s\) s1 \(prune: 2 rows\) .*"
                                        rf"remove the folder {re.escape(str(experiment))}"):
         run_sweep(cfg, _sweep(tmp_path, trials=2, rounds=2, sweep_id="t-6"))
     assert _calls(tmp_path, "s1") == ["0", "1"]  # nothing ran

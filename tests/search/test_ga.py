@@ -393,6 +393,13 @@ def test_a_one_point_space_and_bad_populations():
         ga.pareto(SPACE, CODEBERT, 400, generations=10_001)
     with pytest.raises(InputError, match="top_k"):
         ga.exhaustive(SPACE, CODEBERT, 3.0, 400, top_k=0)
+    # at 1e308 MB every candidate scored -1e308 (GFLOPs lost to rounding): refused
+    for find in (ga.run_ga, ga.exhaustive):
+        with pytest.raises(InputError, match=r"target_mb: at most 1,000,000 MB .* got 1e\+308"):
+            find(SPACE, CODEBERT, 1e308, 400)
+    # above every size in the space the ranking is by GFLOPs + size alone, the same at 1e4 and 1e6
+    assert _genomes(ga.exhaustive(SPACE, CODEBERT, 1e6, 400, top_k=5)) == _genomes(
+        ga.exhaustive(SPACE, CODEBERT, 1e4, 400, top_k=5))
 
 
 def test_exhaustive_refuses_unknown_keywords_like_run_ga():

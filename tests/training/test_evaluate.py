@@ -73,12 +73,18 @@ def test_latency_harness_reports_median_and_p90_of_the_timed_runs_only(monkeypat
     monkeypatch.undo()
     assert clock.durations == []  # warm-up + runs calls, no more
     assert stats == {"median_ms": pytest.approx(5.0), "p90_ms": pytest.approx(9.0), "runs": 21, "threads": 1}
-    # distinct durations 1..20 ms: the nearest rank of 0.9 over the 19 steps between them is the 18th
+    # distinct durations 1..20 ms: the nearest rank of 0.9 is the 18th (ceil(0.9 x 20))
     clock = FakeClock([float(ms) for ms in range(20, 0, -1)])
     monkeypatch.setattr(time, "perf_counter", clock)
     stats = latency_ms(clock.work, warmup=0, runs=20, threads=1)
     monkeypatch.undo()
     assert (stats["median_ms"], stats["p90_ms"]) == (pytest.approx(10.5), pytest.approx(18.0))
+    # 26 runs: the nearest rank is ceil(23.4) = 24 (numpy's "nearest" over 25 steps took the 23rd)
+    clock = FakeClock([float(ms) for ms in range(26, 0, -1)])
+    monkeypatch.setattr(time, "perf_counter", clock)
+    stats = latency_ms(clock.work, warmup=0, runs=26, threads=1)
+    monkeypatch.undo()
+    assert stats["p90_ms"] == pytest.approx(24.0)
     with pytest.raises(ValueError):
         latency_ms(lambda: None, runs=5)
 

@@ -215,6 +215,25 @@ def test_bilstm_reads_padded_batches_as_packed_sequences_forward_and_backward():
         assert (int8.pool(ids, mask) - unpacked).abs().max() < 0.05
 
 
+def test_bilstm_under_bf16_autocast_on_a_cpu_without_native_bf16(monkeypatch):
+    """oneDNN has no bf16 LSTM without AVX-512 (a BiLSTM_soft trial failed on such a CPU):
+    there the LSTM runs in fp32 under autocast, so the pooled states are the fp32 ones, and
+    gradients flow."""
+    import training.models
+
+    torch.manual_seed(0)
+    model = BiLSTMSoft(vocab=50, embed=6, hidden=5, dense=7, pad_id=0, dropout=0.0)
+    ids = torch.randint(1, 50, (3, 8))
+    mask = (torch.arange(8) < torch.tensor([8, 3, 5])[:, None]).long()
+    plain = model.pool(ids, mask)
+    monkeypatch.setattr(training.models, "native_bf16", lambda device_type: False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = model.pool(ids, mask)
+    assert under.dtype == torch.float32 and torch.equal(under, plain)
+    under.square().sum().backward()
+    assert model.lstm.weight_hh_l0_reverse.grad.abs().sum() > 0
+
+
 def test_bi_encoder_teacher_keeps_pretrained_encoder(tmp_path):
     from tests.training.tiny_teacher import tiny_teacher_folder
 

@@ -241,12 +241,15 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data_n
                       test_subset=4, beam=2, lr=1e-3)
     sched = schedules(cfg)[0]
     rows = []
-    run_schedule(sched, art, cfg, tmp_path / "trial", report=rows.append)
+    run_schedule(sched, art, cfg, tmp_path / "trial", report=rows.append, origin={"node_id": "n1", "device": "cpu"})
     assert [r["round"] for r in rows] == [0, 1]
+    assert [(r["node_id"], r["device"]) for r in rows] == [("n1", "cpu")] * 2 and rows[0]["time"] <= rows[1]["time"]
     assert beams.count(2) == 2 * len(rows)  # each round: valid and test BLEU with the beam of 2
     assert rows[0]["sparsity"] == 0.0 and rows[1]["sparsity"] == pytest.approx(0.25, abs=1e-3)
     assert rows[1]["iterations"] == 4 and len(json.loads(rows[1]["valid_checks"])) == 2
     assert rows[1]["sparse_size_bytes"] < rows[1]["dense_size_bytes"] == rows[0]["dense_size_bytes"]
+    # "as saved": the saved state's bytes (the tied lm_head's name in its header included)
+    assert rows[1]["dense_size_bytes"] == (tmp_path / "trial" / "round_001" / "state.safetensors").stat().st_size
     # the row scores the round's saved model: its test and valid BLEU, greedy and beam, regenerated
     model, _ = load_round(tmp_path / "trial", 1, art)
     _, tok = load_seq2seq(art.model_dir, art.config)
@@ -272,10 +275,11 @@ def test_run_schedule_reports_rounds_and_resumes(seq2seq_teacher, seq2seq_data_n
     # one sentence for every function, the same floor for every round (test's references here
     # are not the model's memorised ones, so that floor is above its greedy BLEU)
     assert rows[0]["test_bleu_constant"] == rows[1]["test_bleu_constant"] > 0
-    # Re-run with one more round in the same folder: rounds 0-1 re-reported as saved, round 2 run.
+    # Re-run with one more round in the same folder: rounds 0-1 re-reported as saved (where and
+    # when they ran included, not the rerun's node), round 2 run.
     again = []
-    run_schedule({**sched, "rounds": 2}, art, cfg, tmp_path / "trial", report=again.append)
-    assert again[:2] == rows and again[2]["round"] == 2
+    run_schedule({**sched, "rounds": 2}, art, cfg, tmp_path / "trial", report=again.append, origin={"node_id": "n2"})
+    assert again[:2] == rows and again[2]["round"] == 2 and again[2]["node_id"] == "n2"
     assert again[2]["sparsity"] == pytest.approx(0.5, abs=1e-3)
 
 
