@@ -602,18 +602,20 @@ def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> 
         )
     finished = [k for k, s in status.items() if s == "TERMINATED"]
     reported = _reported_rows(path, {t.trial_id: t.config.get("trial", {}).get("trial_key", "?")
-                                     for t in trials if t.status == "TERMINATED"})
+                                     for t in trials if t.status == "TERMINATED"}, sweep.tables[0])
     on_disk = {**rows, **{t: results.read_rows(cfg.results_dir, t, sweep.sweep_id)
                           for t in {table for table, _ in reported} - set(rows)}}
     _check_rows_kept(sweep, path, on_disk, finished, reported)
     return SweepOutcome(path=path, rows=rows, errors=errors, restored=restored)
 
 
-def _reported_rows(path: Path, finished: dict[str, str]) -> dict[tuple[str, tuple], str]:
+def _reported_rows(path: Path, finished: dict[str, str], default_table: str) -> dict[tuple[str, tuple], str]:
     """(table, row key) -> trial key of every row the finished trials (Tune's trial id -> trial
-    key) reported, read from each trial's `result.json` in the experiment folder `path` (Tune
-    appends every reported result there, a retried attempt's included). A trial folder
-    without one adds nothing."""
+    key) reported in their latest run, read from each trial's `result.json` in the experiment
+    folder `path`: Tune appends each result there within one driver's run (a retry's
+    included), but a trial resumed without a Tune checkpoint starts the file anew, so rows of
+    an earlier, interrupted run are not listed. A row without a table went to `default_table`
+    (RowSink's). A trial folder without the file adds nothing."""
     reported = {}
     for result_file in sorted(path.glob("*/result.json")):
         for line in result_file.read_text(errors="replace").splitlines():
@@ -624,7 +626,7 @@ def _reported_rows(path: Path, finished: dict[str, str]) -> dict[tuple[str, tupl
             row = result.get("row") if isinstance(result, dict) else None
             if not isinstance(row, dict) or result.get("trial_id") not in finished:
                 continue
-            table = result.get("table") or ""
+            table = result.get("table") or default_table
             # the sink's default round (RowSink.add), so that the key is the stored row's
             reported[(table, results.row_key(table, {"round": 0, **row}))] = finished[result["trial_id"]]
     return reported

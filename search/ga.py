@@ -591,7 +591,7 @@ def check_target_mb(target_mb: float) -> None:
     """InputError for a size budget above MAX_TARGET_MB (the fitness could not rank by GFLOPs)."""
     if target_mb > MAX_TARGET_MB:
         raise InputError(f"target_mb: at most {MAX_TARGET_MB:,.0f} MB (1 TB; above it the fitness "
-                         f"GFLOPs - |size - T| loses GFLOPs to rounding), got {target_mb:g}")
+                         f"GFLOPs - |size - T| loses GFLOPs to rounding), got {target_mb!r}")
 
 
 def run_ga(

@@ -16,6 +16,7 @@ from ray_jobs.sweep import (
     ResourceError,
     Sweep,
     _check_rows_kept,
+    _reported_rows,
     check_resources,
     check_restore_settings,
     precheck,
@@ -302,6 +303,20 @@ def test_lost_rows_are_every_reported_row_not_only_the_last(tmp_path):
     _check_rows_kept(sweep, tmp_path, kept, ["student-0"], reported)
     with pytest.raises(JobError, match=r"rows of trial\(s\) student-0 \(epochs: 1 row\) are in no table"):
         _check_rows_kept(sweep, tmp_path, {**kept, "epochs": kept["epochs"][:1]}, ["student-0"], reported)
+
+
+def test_reported_rows_are_read_from_finished_trials_result_files(tmp_path):
+    """A finished trial's result lines, keyed as RowSink stores them (its default round and,
+    for a result naming no table, its default table); an unfinished trial's and a cut line skipped."""
+    lines = {"t1_00000-s0": [{"trial_id": "t1_00000", "table": "epochs", "row": {"trial_key": "s0", "epoch": 1}},
+                             {"trial_id": "t1_00000", "row": {"trial_key": "s0"}}],
+             "t1_00001-s1": [{"trial_id": "t1_00001", "table": "prune", "row": {"trial_key": "s1", "round": 2}}]}
+    for folder, results_of in lines.items():
+        Path(tmp_path, folder).mkdir()
+        text = "".join(json.dumps(r) + "\n" for r in results_of) + '{"trial_id": "t1_0'  # a line cut short
+        Path(tmp_path, folder, "result.json").write_text(text)
+    assert _reported_rows(tmp_path, {"t1_00000": "s0"}, "prune") == {
+        ("epochs", ("s0", 1)): "s0", ("prune", ("s0", 0)): "s0"}
 
 
 def test_finished_sweep_missing_an_early_round_is_refused(local_ray, tmp_path):
