@@ -77,6 +77,7 @@ from training.finetune import (
     optimizer_step,
     pad_right,
     predict_logits,
+    resolve_precision,
     scores,
 )
 from training.models import (
@@ -157,7 +158,7 @@ class DistillConfig:
     measure_codebert: bool = True  # also time the CodeBERT-base architecture (random weights)
     eval_batch_size: int = 64  # batch size for validation/test inference
     seed: int = 0  # torch and shuffling seed
-    precision: str = "fp32"  # training steps: "fp32" | "bf16" (training.finetune.mixed_precision)
+    precision: str = "fp32"  # training steps: "fp32" | "bf16" | "auto" (training.finetune.resolve_precision)
     # Post-training variants of each trained model, scored and timed on the CPU beside its
     # fp32 self (quantize table): "int8" (dynamic int8 Linear/LSTM) | "int8_emb" (int8 and
     # int8 embedding tables) | "fp16" | "bf16" (training.quantize.quantize_classifier) |
@@ -795,7 +796,7 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
            "train_seconds": log["train_seconds"], "pair_mode": log["pair_mode"],
            "n_transfer": len(transfer), "n_test": len(test), "device": device, "model_dir": str(out),
            "in_batch_weight": dcfg.in_batch_weight if vectors is not None else 0.0,
-           "precision": dcfg.precision}
+           "precision": resolve_precision(dcfg.precision, device)}  # what it ran in ("auto" resolved)
     row["serialized_mb"] = row["serialized_bytes"] / 1e6
     row["latency_device"] = timing_device(dcfg, device)
     row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate",

@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -60,7 +60,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     eval_batch_size: int = 64  # batch size for validation/test/logits inference
     seed: int = 0  # torch and shuffling seed
-    precision: str = "fp32"  # training steps: "fp32" | "bf16" (mixed precision, see mixed_precision)
+    precision: str = "fp32"  # training steps: "fp32" | "bf16" | "auto" (mixed precision, see mixed_precision)
 
     def __post_init__(self) -> None:  # refused when the config is read, not inside a worker
         check_precision(self.precision)
@@ -71,13 +71,27 @@ class FinetuneConfig:
 
 # ---------------------------------------------------------------- mixed precision
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16")  # what a training step runs in
+# A setting may also say "auto": bf16 where the device computes it natively, else fp32. On a CPU
+# without AVX512-BF16 or AMX, emulated bf16 matmuls ran at 1.2 GFLOP/s against fp32's 79 (one
+# core of a 2-core AMD EPYC without AVX-512, 512 x 512, 2026-12-07): a bf16 demo there ran for hours.
+PRECISION_SETTINGS = (*PRECISIONS, "auto")
 
 
 def check_precision(precision: str) -> None:
-    """Refuse a training precision other than PRECISIONS (ValueError naming the field)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: {precision!r} is not one of {PRECISIONS}")
+    """Refuse a training precision setting other than PRECISION_SETTINGS (ValueError naming the field)."""
+    if precision not in PRECISION_SETTINGS:
+        raise ValueError(f"precision: {precision!r} is not one of {PRECISION_SETTINGS}")
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """The precision (one of PRECISIONS) a training step on `device` runs in for the setting
+    `precision`: "auto" is bf16 where the device computes bf16 natively (`native_bf16`), else
+    fp32; "fp32" and "bf16" are themselves (bf16 is emulated where it is not native)."""
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(torch.device(device).type) else "fp32"
 
 
 def cache_fields(cfg) -> dict:
@@ -92,16 +106,17 @@ def cache_fields(cfg) -> dict:
 def mixed_precision(device: str | torch.device, precision: str) -> AbstractContextManager:
     """Context for a training step's forward and loss: bf16 autocast, or nothing for fp32.
 
-    Under "bf16" matmuls run in bfloat16 while weights, gradients and optimizer state stay
+    `precision` is a setting (`resolve_precision`: "auto" is bf16 or fp32 by the device).
+    Under bf16 matmuls run in bfloat16 while weights, gradients and optimizer state stay
     fp32, so no loss scaling is needed (unlike fp16). Losses should be computed on `.float()`
     logits: CPU autocast leaves log_softmax in bf16. On a CPU without native bf16
-    instructions the matmuls are emulated, slower than fp32: a warning says so.
+    instructions an explicit "bf16" is emulated, many times slower than fp32: a warning says so.
     """
-    check_precision(precision)
+    precision = resolve_precision(precision, device)
     device_type = torch.device(device).type
     if precision == "bf16" and not native_bf16(device_type):
-        warnings.warn(f"precision bf16: this {device_type} has no native bf16 support; "
-                      "bf16 steps are emulated and slower than fp32", stacklevel=2)
+        warnings.warn(f"precision bf16: this {device_type} has no native bf16 support; bf16 steps are "
+                      "emulated, many times slower than fp32 (precision auto takes fp32 here)", stacklevel=2)
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
@@ -439,6 +454,8 @@ def finetune_teacher(
     curve (`fit`'s on_epoch record of each epoch), device, key, teacher, reused (True when an
     earlier identical run was found).
     """
+    # "auto" keyed and recorded as what it runs in here: the teacher of an explicit bf16 or fp32
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))
     splits = classification_splits(data)
     num_labels = num_labels_of(splits)
     pairs = splits["train"][0].text_b is not None  # single-input tasks: always a plain classifier

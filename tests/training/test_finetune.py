@@ -30,6 +30,7 @@ from training.finetune import (
     finetune_teacher,
     fit,
     num_labels_of,
+    resolve_precision,
     teacher_identity,
     teacher_key,
 )
@@ -146,6 +147,27 @@ def test_precision_is_checked_and_fp32_keeps_the_cache_key(teacher):
     assert cache_fields(replace(CFG, precision="bf16"))["precision"] == "bf16"
     assert teacher_key(CFG, TINY_DATA, teacher, 2) != teacher_key(replace(CFG, precision="bf16"),
                                                                   TINY_DATA, teacher, 2)
+
+
+@pytest.mark.parametrize("native, runs_as", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_where_native_else_fp32(teacher, tmp_path, monkeypatch, native, runs_as):
+    """"auto" runs, keys and records what this device computes natively: the teacher of the
+    explicit precision it resolves to (emulated bf16 ran many times slower than fp32)."""
+    import training.finetune
+
+    monkeypatch.setattr(training.finetune, "native_bf16", lambda device_type: native)
+    assert resolve_precision("auto", "cpu") == runs_as and resolve_precision("bf16", "cpu") == "bf16"
+    seen = set()
+    model = torch.nn.Linear(4, 2)
+    settings = LoopSettings(epochs=1, lr=1e-2, batch_size=4, warmup_ratio=0.0, weight_decay=0.0,
+                            max_grad_norm=1.0, seed=0, precision="auto")
+    fit(model, 8, [1] * 8, lambda rows: (seen.add(model(torch.randn(len(rows), 4)).dtype) or
+                                         model(torch.randn(len(rows), 4)).float().sum()), lambda: 0.0, settings)
+    assert seen == {torch.bfloat16 if native else torch.float32}
+    auto = replace(CFG, precision="auto", seed=3)  # a teacher no other test fine-tunes
+    _, first = finetune_teacher(auto, TINY_DATA, teacher, tmp_path)
+    _, explicit = finetune_teacher(replace(auto, precision=runs_as), TINY_DATA, teacher, tmp_path)
+    assert explicit["reused"] and explicit["key"] == first["key"] and first["config"]["precision"] == runs_as
 
 
 def copy_fresh(folder: Path, to: Path) -> Path:

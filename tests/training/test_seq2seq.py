@@ -182,6 +182,21 @@ def test_bf16_training_steps_learn_and_keep_fp32_weights(seq2seq_teacher, tiny):
     data, teacher = DataConfig(), TeacherConfig()
     assert artifacts_key(cfg, data, teacher) != artifacts_key(replace(cfg, precision="fp32"), data, teacher)
 
+def test_auto_precision_prepares_the_model_of_the_precision_it_runs_in(seq2seq_teacher, seq2seq_data, tiny,
+                                                                         tmp_path, monkeypatch):
+    """On a CPU without native bf16, "auto" fine-tunes in fp32 and is the fp32 model's cache entry;
+    the artifacts keep the setting (a trial elsewhere resolves it on its own device)."""
+    import training.finetune
+
+    monkeypatch.setattr(training.finetune, "native_bf16", lambda device_type: False)
+    cfg = tiny.config(train_steps=4)
+    data, teacher = DataConfig(path=seq2seq_data), TeacherConfig(name=seq2seq_teacher)
+    auto = prepare_seq2seq(replace(cfg, precision="auto"), data, teacher, tmp_path / "work")
+    assert auto.key == artifacts_key(cfg, data, teacher) and auto.config.precision == "auto"
+    assert json.loads((Path(auto.model_dir) / "meta.json").read_text())["config"]["precision"] == "fp32"
+    assert prepare_seq2seq(cfg, data, teacher, tmp_path / "work").model_dir == auto.model_dir
+
+
 def _extra_set(path: Path, tiny) -> Path:
     """Three new pairs spread over the splits, one reusing a task function, one a task summary."""
     code, doc = tiny.PAIRS[0]
