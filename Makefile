@@ -85,7 +85,7 @@ run-prune-extra: extra-data
 		seq2seq.train_steps=$(STEPS_EXTRA) "seq2seq.train_extra=$(EXTRA_LIST)" seq2seq.precision=fp32 $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25  # the slowest tests named: CI logs show where its minutes go
 
 lint: setup
 	$(BIN)/ruff check search training ray_jobs tests
