@@ -55,7 +55,7 @@ extra-data: setup
 # `make run-extra EPOCHS_EXTRA=2 ARGS=baselines.bilstm_paper=false` (the README's two-epoch run).
 # Deep students with 8 heads, fp32 steps, sdpa attention and the half-and-half data split, as the
 # README's figures were measured (ARGS="search.min_head_size=48 search.max_layers=1
-# distill.precision=bf16 distill.train_attention=eager data.max_train=null data.labeled_fraction=0.1"
+# distill.precision=auto distill.train_attention=eager data.max_train=null data.labeled_fraction=0.1"
 # for the demo's students and split). Baselines train EPOCHS_EXTRA epochs too.
 IN_BATCH ?= 2
 EPOCHS_EXTRA ?= 1
@@ -78,7 +78,7 @@ run-harvested:
 		distill.max_transfer_extra=20000 distill.epochs=7 distill.bilstm_epochs=1 $(ARGS)
 
 # The pruning job on a code-to-text model fine-tuned 6,000 fp32 steps on 12x the training pairs (~92 min on 2 cores),
-# in fp32 as the README's figures were measured (ARGS=seq2seq.precision=bf16 for the demo's bf16 steps).
+# in fp32 as the README's figures were measured (ARGS=seq2seq.precision=auto for the demo's steps: bf16 where native).
 STEPS_EXTRA ?= 6000
 run-prune-extra: extra-data
 	$(BIN)/python -m ray_jobs prune --config demo results_dir=results/demo-extra \

@@ -275,11 +275,22 @@ def _reverse_prefixes(x, lengths):
 
 @functools.cache  # asked once per device type, not at every training step
 def native_bf16(device_type: str) -> bool:
-    """Whether `device_type` computes bf16 natively: a CUDA GPU that does, or a CPU with the
-    instructions oneDNN's bf16 kernels need (AVX-512 or AMX); elsewhere autocast emulates it."""
+    """Whether `device_type` computes bf16 natively, so that bf16 steps are faster than fp32:
+    a CUDA GPU with bf16 units, or a CPU with AVX512-BF16 or AMX. Elsewhere autocast emulates
+    bf16, many times slower (an AVX-512 CPU without AVX512-BF16 runs oneDNN's bf16 kernels by
+    conversion: `onednn_bf16_kernels` is true there, this is not)."""
     if device_type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device_type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if device_type != "cpu":
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+@functools.cache
+def onednn_bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU at all (AVX-512 or better): without them its
+    LSTM primitive cannot be created in bf16."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class BiLSTMSoft(nn.Module):
@@ -387,7 +398,7 @@ class BiLSTMSoft(nn.Module):
         # nn.LSTM's own call (torch.lstm) with one direction's weights: the module keeps its
         # bidirectional parameters, so saved BiLSTM_soft folders load unchanged (on CUDA, cuDNN
         # may copy weights outside the module's flat buffer per call: correct, a little slower)
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not native_bf16("cpu"):
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not onednn_bf16_kernels():
             # oneDNN has no bf16 LSTM without AVX-512 ("could not create a primitive descriptor
             # for the LSTM forward propagation primitive"): this op runs in fp32, the rest of
             # the step under autocast (emulated there: `mixed_precision` warns)

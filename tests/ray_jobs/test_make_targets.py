@@ -43,9 +43,9 @@ def test_run_extra_trains_students_and_baselines_alike_in_its_recipe(epochs):
 
 
 def test_run_extra_args_override_the_recipe():
-    _, cfg = _job_config("run-extra", "ARGS=search.min_head_size=48 search.max_layers=1 distill.precision=bf16 "
+    _, cfg = _job_config("run-extra", "ARGS=search.min_head_size=48 search.max_layers=1 distill.precision=auto "
                                       "distill.train_attention=eager data.max_train=null data.labeled_fraction=0.1")
-    assert (cfg.search.min_head_size, cfg.distill.precision, cfg.distill.train_attention) == (48, "bf16", "eager")
+    assert (cfg.search.min_head_size, cfg.distill.precision, cfg.distill.train_attention) == (48, "auto", "eager")
     assert (cfg.search.max_layers, cfg.data.max_train, cfg.data.labeled_fraction) == (1, None, 0.1)
 
 

@@ -24,7 +24,7 @@ from training.distill import (
     train_student,
 )
 from training.evaluate import codexglue_bleu, latency_ms
-from training.finetune import FinetuneConfig, collate, encode
+from training.finetune import FinetuneConfig, collate, encode, resolve_precision
 from training.models import BiLSTMSoft, TeacherConfig
 from training.prune import PruneConfig, measured_sparsity, prunable_weights, run_schedule, schedules
 from training.quantize import QuantizeConfig, quantize_rows
@@ -71,7 +71,7 @@ def test_teacher_cache_equals_a_cpu_forward(teacher_on):
     assert torch.allclose(scale * (vec_a * vec_b).sum(-1) + bias, direct[:, 1] - direct[:, 0], atol=1e-4)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
 @pytest.mark.parametrize("candidate", [STUDENT, {"kind": "bilstm", "variant": "budget", "target_mb": 0.5}],
                          ids=["student", "bilstm"])
 def test_distilled_model_reloads_on_cpu_and_scores_as_its_row(teacher_on, candidate, precision, tmp_path):
@@ -80,7 +80,9 @@ def test_distilled_model_reloads_on_cpu_and_scores_as_its_row(teacher_on, candid
     device, art = teacher_on
     cfg = replace(CFG, distill=replace(CFG.distill, precision=precision))
     row = train_student(candidate, art, cfg, tmp_path / "model", device=device)
-    assert row["device"] == device and row["in_batch_weight"] == 1.0 and row["precision"] == precision
+    # the row says what the steps ran in: "auto" resolved on the device
+    assert row["device"] == device and row["in_batch_weight"] == 1.0
+    assert row["precision"] == resolve_precision(precision, device) != "auto"
     assert {t.dtype for t in load_file(f"{row['model_dir']}/model.safetensors").values()} == {torch.float32}
     assert row["latency_ms"] > 0 and row["teacher_latency_ms"] > 0
     # the int8 variants are made on the CPU from a copy: a CUDA-trained student's rows are no errors
@@ -148,7 +150,7 @@ def test_generation_on_the_device_equals_the_cpu(seq2seq_on, tiny):
     assert codexglue_bleu(on_cpu[1], [d for _, d in tiny.PAIRS]) > 50  # fine-tuned on the device: memorised
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
 def test_pruned_zeros_stay_exact_on_the_device(seq2seq_on, precision, tmp_path):
     device, art = seq2seq_on
     art = replace(art, config=replace(art.config, precision=precision))  # the repair steps' precision
@@ -158,7 +160,7 @@ def test_pruned_zeros_stay_exact_on_the_device(seq2seq_on, precision, tmp_path):
     rows = []
     run_schedule(schedules(cfg)[0], art, cfg, tmp_path / "trial", report=rows.append, device=device)
     assert [r["sparsity"] for r in rows] == pytest.approx([0.0, 0.25, 0.5], abs=1e-3)
-    assert {r["precision"] for r in rows} == {precision}
+    assert {r["precision"] for r in rows} == {resolve_precision(precision, device)} != {"auto"}
     model, _ = load_seq2seq(art.model_dir, art.config, weights=str(tmp_path / "trial" / "round_002" / "state.safetensors"))
     weights = prunable_weights(model, "encoder")
     masks = load_file(str(tmp_path / "trial" / "round_002" / "masks.safetensors"))

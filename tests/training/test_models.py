@@ -226,7 +226,7 @@ def test_bilstm_under_bf16_autocast_on_a_cpu_without_native_bf16(monkeypatch):
     ids = torch.randint(1, 50, (3, 8))
     mask = (torch.arange(8) < torch.tensor([8, 3, 5])[:, None]).long()
     plain = model.pool(ids, mask)
-    monkeypatch.setattr(training.models, "native_bf16", lambda device_type: False)
+    monkeypatch.setattr(training.models, "onednn_bf16_kernels", lambda: False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under = model.pool(ids, mask)
     assert under.dtype == torch.float32 and torch.equal(under, plain)
