@@ -93,7 +93,8 @@ def test_a_restarted_schedule_trial_passes_on_every_round_run_schedule_reports(t
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}"])
     saved_rounds = 2  # rounds 0 and 1 on disk; the schedule has 3
 
-    def run_schedule(schedule, artifacts, prune_cfg, out_dir, *, report, device):
+    def run_schedule(schedule, artifacts, prune_cfg, out_dir, *, report, device, origin):
+        assert origin == {"node_id": "n0", "device": "cpu"}  # saved with each new round's row
         for r in range(3):  # as the real one: the saved rounds re-reported, then the rest run
             report({"round": r, "saved": r < saved_rounds})
 
@@ -101,7 +102,7 @@ def test_a_restarted_schedule_trial_passes_on_every_round_run_schedule_reports(t
     reported = []
 
     class Restarted:
-        threads, device = 1, "cpu"
+        threads, device, node_id = 1, "cpu", "n0"
         state = {"next_round": saved_rounds}  # a checkpoint of the run before
         params = {"artifacts": None, "cfg": cfg, "pruned_dir": str(tmp_path)}
 

@@ -302,7 +302,8 @@ class Interrupted(Exception):
     """What a killed trial does to run_schedule: it stops between two rounds."""
 
 
-CLOCK = ("train_seconds", "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup_vs_dense")  # readings of the clock differ in any two runs
+# readings of the clock differ in any two runs (a round's row records when it ended: `time`)
+CLOCK = ("train_seconds", "latency_ms", "latency_p90_ms", "dense_latency_ms", "speedup_vs_dense", "time")
 
 
 def _computed(row: dict) -> dict:
