@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -600,12 +601,11 @@ def _outcome(cfg: JobConfig, sweep: Sweep, path: Path, grid, restored: bool) -> 
             f"{sweep.job}: interrupted with {len(unfinished)} unfinished and {len(errors)} "
             "failed trial(s); run the same command again (or with --resume) to continue"
         )
-    finished = [k for k, s in status.items() if s == "TERMINATED"]
-    reported = _reported_rows(path, {t.trial_id: t.config.get("trial", {}).get("trial_key", "?")
-                                     for t in trials if t.status == "TERMINATED"}, sweep.tables[0])
+    finished = {t.trial_id: t.config.get("trial", {}).get("trial_key", "?") for t in trials if t.status == "TERMINATED"}
+    reported = _reported_rows(path, finished, sweep.tables[0])
     on_disk = {**rows, **{t: results.read_rows(cfg.results_dir, t, sweep.sweep_id)
                           for t in {table for table, _ in reported} - set(rows)}}
-    _check_rows_kept(sweep, path, on_disk, finished, reported)
+    _check_rows_kept(sweep, path, on_disk, list(finished.values()), reported)
     return SweepOutcome(path=path, rows=rows, errors=errors, restored=restored)
 
 
@@ -644,15 +644,14 @@ def _check_rows_kept(sweep: Sweep, path: Path, rows: dict[str, list[dict]], fini
     missing. Checked per table and row key: a student's `quantize` rows do not stand in for its
     lost `distill` row, nor its distill row for its lost `epochs` rows."""
     held = {(table, results.row_key(table, r)) for table, table_rows in rows.items() for r in table_rows}
-    lost: dict[str, dict[str, int]] = {}  # trial key -> table -> rows lost
-    for (table, key), trial in reported.items() if reported else ():
+    lost: dict[str, Counter] = {}  # trial key -> table -> rows lost
+    for (table, key), trial in (reported or {}).items():
         if (table, key) not in held:
-            lost.setdefault(trial, {}).setdefault(table, 0)
-            lost[trial][table] += 1
+            lost.setdefault(trial, Counter())[table] += 1
     last_rows = {(table, r.get("trial_key")) for table, table_rows in rows.items() for r in table_rows}
     for k in finished:
         if (sweep.final_table(k), k) not in last_rows and sweep.final_table(k) not in lost.get(k, {}):
-            lost.setdefault(k, {})[sweep.final_table(k)] = 1
+            lost.setdefault(k, Counter())[sweep.final_table(k)] = 1
     if lost:
         where = ", ".join(f"{k} ({_row_counts(lost[k])})" for k in sorted(lost))
         raise JobError(f"{sweep.job}: sweep {sweep.sweep_id} finished, but rows of trial(s) {where} are in no "
@@ -661,7 +660,7 @@ def _check_rows_kept(sweep: Sweep, path: Path, rows: dict[str, list[dict]], fini
                        "same key (none duplicated)")
 
 
-def _row_counts(per_table: dict[str, int]) -> str:
+def _row_counts(per_table: Counter) -> str:
     """"distill: 1 row, epochs: 3 rows"."""
     return ", ".join(f"{table}: {n} row{'s' * (n != 1)}" for table, n in sorted(per_table.items()))
 

@@ -258,12 +258,9 @@ def measured_sparsity(tensors) -> float:
     return zeros / max(1, sum(t.numel() for t in tensors))
 
 
-def sparse_size_bytes(model: nn.Module, weights: dict[str, torch.Tensor]) -> int:
+def sparse_size_bytes(dense: int, weights: dict[str, torch.Tensor]) -> int:
     """Size with the prunable matrices stored sparse: a 1-bit keep mask plus the nonzero
-    values at their dtype; every other tensor dense (safetensors bytes)."""
-    from training.evaluate import serialized_size_bytes
-
-    dense = serialized_size_bytes(model)
+    values at their dtype; every other tensor dense (`dense`: the model's safetensors bytes)."""
     for w in weights.values():
         nnz = int((w != 0).sum())
         dense += nnz * w.element_size() + math.ceil(w.numel() / 8) - w.numel() * w.element_size()
@@ -483,8 +480,8 @@ def evaluate_round(ctx: _Context, cfg: PruneConfig) -> dict:
         "test_bleu_constant": ctx.constant_bleu,  # BLEU at or below it is noise
         "n_test": len(ctx.test),  # the functions scored (`test_subset`): a quantize row may score others
         "beam": beam,
-        "dense_size_bytes": serialized_size_bytes(ctx.model),
-        "sparse_size_bytes": sparse_size_bytes(ctx.model, ctx.weights),
+        "dense_size_bytes": (dense := serialized_size_bytes(ctx.model)),
+        "sparse_size_bytes": sparse_size_bytes(dense, ctx.weights),  # the model serialised once
         **lat,
     }
 

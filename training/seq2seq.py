@@ -38,7 +38,7 @@ from training.finetune import (
     non_finite_weight,
     optimizer_step,
     pad_right,
-    resolve_precision,
+    runs_as,
     teacher_identity,
 )
 from training.staging import publish, remove_stale, staging_path
@@ -568,9 +568,8 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
     progress: optional callable(str) for fine-tuning progress messages."""
     from training.models import load_encoder
 
-    # "auto" keyed and recorded as what it runs in here: the model of an explicit bf16 or fp32
-    runs_as = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
-    key = artifacts_key(runs_as, data, teacher)
+    resolved = runs_as(cfg, device)  # "auto" keyed and recorded as what it runs in here
+    key = artifacts_key(resolved, data, teacher)
     final = Path(work_dir).resolve() / f"seq2seq-{key}"
     remove_stale(final.parent, "seq2seq-*")  # staging folders of fine-tunings that were killed
     if _diverged_cache(final):  # cached before train_steps refused a non-finite loss
@@ -586,10 +585,10 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
         encoder.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "pretrained.safetensors"))
-        metrics = fine_tune(model, tokenizer, training_splits(cfg, data), runs_as, device, progress)
+        metrics = fine_tune(model, tokenizer, training_splits(cfg, data), resolved, device, progress)
         save_model(model.cpu(), str(tmp / "finetuned.safetensors"))
         (tmp / "meta.json").write_text(json.dumps({"key": key, "metrics": metrics,
-                                                   "config": dataclasses.asdict(runs_as)}, indent=1))
+                                                   "config": dataclasses.asdict(resolved)}, indent=1))
         publish(tmp, final, marker="meta.json")  # a concurrent writer that won the race keeps theirs: equivalent
     meta = json.loads((final / "meta.json").read_text())
     return Seq2SeqArtifacts(str(final), key, cfg, data, teacher, meta["metrics"])
