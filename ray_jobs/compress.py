@@ -20,6 +20,7 @@ import torch
 from ray_jobs import results, sweep
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import ConfigError, JobError, check_results_dir
+from ray_jobs.precision import COMPRESS_KEYS, pin_auto
 from search.cost import reads_pairs
 from search.ga import run_ga
 from search.latency import LatencyModel
@@ -360,8 +361,9 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)
-        sweep.record_config(cfg, "compress", sid, stamp, finished)
-        train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
+        pinned, resolved = pin_auto(cfg, sid, COMPRESS_KEYS, finished)
+        sweep.record_config(cfg, "compress", sid, stamp, finished, resolved)
+        train_cfg = CompressTrainConfig(finetune=pinned.finetune, distill=pinned.distill)
         params = {"artifacts": None, "train_cfg": train_cfg, "teacher_size_mb": None,
                   "students_dir": str(Path(cfg.results_dir) / "students" / sid)}
         # A finished sweep trains nothing when restored: its search rows and teacher curve stay

@@ -27,6 +27,7 @@ from ray_jobs.compress import (
 )
 from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import JobError, check_results_dir
+from ray_jobs.precision import PRUNE_KEYS, pin_auto
 from search.space import Teacher
 from training.data import code_to_text_splits, code_to_text_view
 from training.models import TeacherConfig
@@ -193,10 +194,11 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
     started = sweep.init_ray(cfg)
     try:
         sweep.precheck(cfg)
-        sweep.record_config(cfg, "prune", sid, stamp, finished)
+        pinned, resolved = pin_auto(cfg, sid, PRUNE_KEYS, finished)
+        sweep.record_config(cfg, "prune", sid, stamp, finished, resolved)
 
         def prepare():
-            return sweep.call_on_worker(cfg, prepare_seq2seq, cfg.seq2seq, cfg.data, cfg.teacher,
+            return sweep.call_on_worker(cfg, prepare_seq2seq, pinned.seq2seq, cfg.data, cfg.teacher,
                                         str(Path(cfg.results_dir) / "cache"), progress=_progress)
 
         # A finished sweep trains nothing when restored: its model's curve stays that of the run
@@ -206,7 +208,7 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
         if not finished or not has_curve(cfg.results_dir, sid, "seq2seq"):
             artifacts = prepare()
             write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq")
-        params = {"artifacts": artifacts, "cfg": cfg,
+        params = {"artifacts": artifacts, "cfg": pinned,
                   "pruned_dir": str(Path(cfg.results_dir) / "pruned" / sid)}
         job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,
                           tables=("prune",), params=params, stamp=stamp)

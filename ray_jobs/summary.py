@@ -113,14 +113,22 @@ def _flat(config: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def _of_sections(key: str, sections: tuple[str, ...]) -> bool:
+    """Whether a flattened `configs` key is a setting of `sections`, or what the sweep resolved
+    one to (`resolved.distill.precision`: `ray_jobs.precision`)."""
+    parts = key.split(".")
+    return parts[0] in sections or (parts[0] == "resolved" and len(parts) > 1 and parts[1] in sections)
+
+
 def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
                       sections: tuple[str, ...], unread: tuple[str, ...] = ()) -> list[str]:
     """The sweep ids, each once (a sweep named twice counts once); ConfigError unless the sweeps ran one job's settings under distinct values of `seed_key`
     (e.g. "distill.seed"), as their `configs` rows record them: the settings of `sections`
     (those the job's sweep id hashes) but the dotted keys `unread` (which the job resets
     before hashing: the pruning job's `UNREAD`) compared where both sweeps record them; a sweep
-    without a `configs` row is not checked. A spread over sweeps of other epochs or
-    precisions, or of one seed twice, is not a seed's."""
+    without a `configs` row is not checked. What the sweeps resolved "auto" to counts as a
+    setting. A spread over sweeps of other epochs or precisions, or of one seed twice, is not
+    a seed's."""
     sweep_ids = list(dict.fromkeys(sweep_ids))
     if "configs" not in results.table_names(results_dir):
         return sweep_ids
@@ -129,7 +137,7 @@ def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
         rows = results.read_rows(results_dir, "configs", sid)
         if rows:
             recorded[sid] = {k: v for k, v in _flat(json.loads(rows[-1]["config"])).items()
-                             if k.split(".")[0] in sections and k not in unread}
+                             if _of_sections(k, sections) and k not in unread}
     seeds: dict[object, str] = {}
     for sid, settings in recorded.items():
         seed = settings.get(seed_key)

@@ -294,18 +294,21 @@ def check_restore_settings(cfg: JobConfig, sweep_id: str, n_trials: int) -> bool
     return False
 
 
-def record_config(cfg: JobConfig, job: str, sweep_id: str, stamp: dict, finished: bool) -> None:
+def record_config(cfg: JobConfig, job: str, sweep_id: str, stamp: dict, finished: bool,
+                  resolved: dict[str, str] | None = None) -> None:
     """The sweep's `configs` row (`results.write_config`): every setting it runs with. Not
     rewritten for a finished sweep that has one: restoring it reruns none of its trials, and
     settings that its id does not hash (resources, say) would otherwise claim rows measured
     under others. (A pruning sweep whose quantization stage was cut short completes it under
     the command's settings; those rows record their device and threads.) `finished`: what
-    `check_restore_settings` returned for the sweep."""
+    `check_restore_settings` returned for the sweep. `resolved`: what settings decided on the
+    workers resolved to (`ray_jobs.precision.pin_auto`), recorded as the config's "resolved"."""
     if finished and results.read_rows(cfg.results_dir, "configs", sweep_id):
         return
     from ray_jobs.config import to_dict  # the config module imports the training stack
 
-    results.write_config(cfg.results_dir, job, sweep_id, to_dict(cfg), stamp)
+    config = to_dict(cfg) | ({"resolved": resolved} if resolved else {})
+    results.write_config(cfg.results_dir, job, sweep_id, config, stamp)
 
 
 # The files Tune 2.60 restores an experiment from (of each pattern the newest by name, as

@@ -342,6 +342,8 @@ def test_compress_with_the_demos_pair_settings(tmp_path, ray_tmp):
     assert student["layers"] <= settings["search.max_layers"]
     (config,) = _q(out, "SELECT config FROM configs")
     assert json.loads(config["config"])["distill"]["pair_head"] == "cosine"
+    # "auto" was resolved once for the sweep, and the sweep's row records to what
+    assert json.loads(config["config"])["resolved"] == {"distill.precision": rows["student"]["precision"]}
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(student["model_dir"], trust_remote_code=True)

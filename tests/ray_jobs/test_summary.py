@@ -280,7 +280,12 @@ def test_seeds_summaries_refuse_sweeps_that_are_not_seeds_of_one_job(tmp_path):
             # a setting no result depends on (resources) and one it did not record may differ
             "compress-b": {**config, "distill": {"seed": 1, "epochs": 7}, "resources": {"num_cpus": 8}},
             "compress-c": {**config, "distill": {**config["distill"], "seed": 2, "epochs": 2}},
-            "compress-d": {**config, "distill": {**config["distill"], "seed": 1}}}
+            "compress-d": {**config, "distill": {**config["distill"], "seed": 1}},
+            # "auto" resolved to another precision (ray_jobs.precision) is another setting too
+            "compress-e": {**config, "distill": {"seed": 3, "epochs": 7, "precision": "auto"},
+                           "resolved": {"distill.precision": "fp32"}},
+            "compress-f": {**config, "distill": {"seed": 4, "epochs": 7, "precision": "auto"},
+                           "resolved": {"distill.precision": "bf16"}}}
     for sweep, cfg in runs.items():
         results.write_config(tmp_path, "compress", sweep, cfg, stamp)
         results.write_rows(tmp_path, "distill", sweep, _distill_rows())
@@ -289,6 +294,9 @@ def test_seeds_summaries_refuse_sweeps_that_are_not_seeds_of_one_job(tmp_path):
     with pytest.raises(ValueError, match=r"sweeps compress-a and compress-c differ in distill.epochs "
                                          r"\(7 against 2\), not only in distill.seed"):
         summary.seeds_summary(str(tmp_path), ["compress-a", "compress-c"])
+    with pytest.raises(ValueError, match=r"sweeps compress-e and compress-f differ in resolved.distill.precision "
+                                         r"\('fp32' against 'bf16'\)"):
+        summary.seeds_summary(str(tmp_path), ["compress-e", "compress-f"])
     with pytest.raises(ValueError, match="sweeps compress-b and compress-d ran the same distill.seed"):
         summary.seeds_summary(str(tmp_path), ["compress-a", "compress-b", "compress-d"])
     with pytest.raises(ValueError, match="sweeps compress-a and compress-b ran the same prune.seed"):

@@ -1,0 +1,90 @@
+"""`precision: auto` is resolved once per sweep on a trial's worker, recorded in the sweep's
+`configs` row, and an unfinished sweep resumes only where it resolves the same."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from ray_jobs import precision, results, sweep
+from ray_jobs.config import load_config, resolve_config_path, to_dict
+from ray_jobs.errors import ConfigError
+from ray_jobs.precision import COMPRESS_KEYS, PRUNE_KEYS, pin_auto, recorded
+from training.finetune import resolve_precision
+
+STAMP = {"config_hash": "h", "code_version": "v"}
+HERE = resolve_precision("auto", "cpu")  # what this machine's CPU trains "auto" in
+OTHER = "fp32" if HERE == "bf16" else "bf16"
+
+
+def _cfg(tmp_path, *overrides):
+    return load_config(None, [f"results_dir={tmp_path}/res", *overrides])
+
+
+def _no_task(*args, **kwargs):
+    raise AssertionError("no Ray task should resolve anything here")
+
+
+def test_a_setting_without_auto_is_kept_and_resolves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep, "call_on_worker", _no_task)
+    cfg = _cfg(tmp_path, "distill.precision=bf16", "seq2seq.precision=auto")  # auto, but not the job's key
+    assert pin_auto(cfg, "compress-x", COMPRESS_KEYS, finished=False) == (cfg, {})
+
+
+def test_auto_is_resolved_on_a_trial_worker_and_recorded(local_ray, tmp_path):
+    cfg = _cfg(tmp_path, "distill.precision=auto", "finetune.precision=bf16", "seq2seq.precision=auto")
+    pinned, resolved = pin_auto(cfg, "compress-1", COMPRESS_KEYS, finished=False)
+    assert resolved == {"distill.precision": HERE}
+    # only the "auto" key is replaced: the trials and the teacher get an explicit precision
+    assert pinned == replace(cfg, distill=replace(cfg.distill, precision=HERE))
+    sweep.record_config(cfg, "compress", "compress-1", STAMP, False, resolved)
+    config = json.loads(results.read_rows(cfg.results_dir, "configs", "compress-1")[-1]["config"])
+    assert config["distill"]["precision"] == "auto" and config["resolved"] == resolved  # the setting and its value
+    assert recorded(cfg.results_dir, "compress-1") == resolved
+    pinned, resolved = pin_auto(cfg, "prune-1", PRUNE_KEYS, finished=False)
+    assert resolved == {"seq2seq.precision": HERE} and pinned.seq2seq.precision == HERE
+    # resumed where it resolves the same: passes, and the row keeps saying so
+    assert pin_auto(cfg, "compress-1", COMPRESS_KEYS, finished=False)[1] == {"distill.precision": HERE}
+
+
+def test_an_unfinished_sweep_is_resumed_only_where_auto_resolves_as_it_ran(local_ray, tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, "distill.precision=auto")
+    # a sweep that ran its trials on a machine resolving auto otherwise (its folder moved here)
+    results.write_config(cfg.results_dir, "compress", "compress-2",
+                         to_dict(cfg) | {"resolved": {"distill.precision": OTHER}}, STAMP)
+    with pytest.raises(ConfigError, match=rf"^distill.precision: auto resolves to {HERE} on this cluster's trial "
+                                          rf"workers, but sweep compress-2 ran it as {OTHER} .* resume it where "
+                                          rf"auto resolves to {OTHER}, or start another sweep: "
+                                          rf"distill.precision={HERE}, or another results_dir$"):
+        pin_auto(cfg, "compress-2", COMPRESS_KEYS, finished=False)
+    # a finished sweep trains nothing: it keeps what it recorded, and no task runs
+    monkeypatch.setattr(sweep, "call_on_worker", _no_task)
+    pinned, resolved = pin_auto(cfg, "compress-2", COMPRESS_KEYS, finished=True)
+    assert resolved == {"distill.precision": OTHER} and pinned.distill.precision == OTHER
+
+
+def test_a_sweep_recorded_before_resolutions_were_is_resolved_here(local_ray, tmp_path):
+    cfg = _cfg(tmp_path, "distill.precision=auto")
+    results.write_config(cfg.results_dir, "compress", "compress-3", to_dict(cfg), STAMP)  # no "resolved"
+    assert precision.recorded(cfg.results_dir, "compress-3") == {}
+    for finished in (False, True):  # nothing to compare with: what this cluster resolves
+        assert pin_auto(cfg, "compress-3", COMPRESS_KEYS, finished)[1] == {"distill.precision": HERE}
+
+
+@pytest.mark.parametrize("job", ["compress", "prune"])
+def test_the_jobs_refuse_such_a_resume_before_any_work(local_ray, tmp_path, monkeypatch, job):
+    """The real jobs on smoke's settings: the refusal comes before the teacher or the
+    code-to-text model is prepared and before any row is written (the sweep's row is kept)."""
+    import importlib
+
+    module = importlib.import_module(f"ray_jobs.{job}")
+    key = {"compress": "distill.precision", "prune": "seq2seq.precision"}[job]
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}/res", f"{key}=auto"])
+    sid = module.sweep_id(cfg)
+    results.write_config(cfg.results_dir, job, sid, to_dict(cfg) | {"resolved": {key: OTHER}}, STAMP)
+    # an unfinished sweep on disk: Tune's experiment state is not what this check reads
+    monkeypatch.setattr(sweep, "check_restore_settings", lambda *args: False)
+    with pytest.raises(ConfigError, match=rf"^{key}: auto resolves to {HERE} .* ran it as {OTHER} "):
+        module.run(cfg)
+    assert results.table_names(cfg.results_dir) == ["configs"] and recorded(cfg.results_dir, sid) == {key: OTHER}
+    assert not (tmp_path / "res" / "cache").exists()
