@@ -60,7 +60,7 @@ from search.cost import HEADS, reads_pairs
 from search.latency import MIN_SHAPES
 from training.checks import check_choices, check_distinct, check_ranges, one_line
 from training.evaluate import LATENCY_ROUNDS
-from training.models import BiLSTMSoft
+from training.models import BiLSTMSoft, emulated
 
 TABLE = "bench"
 
@@ -515,6 +515,7 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
                   file=sys.stderr)
             break
     rows = [{**stamp, **r, "bench": "latency", "device_name": device_name, "head": cfg.latency_head,
+             "emulated": emulated(r["dtype"], device.partition(":")[0]),
              "trial_key": f"latency-{r['model']}-{r['dtype']}-b{r['batch']}"} for r in rows]
 
     def show() -> None:
@@ -523,7 +524,8 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
         for r in rows:
             print(f"{r['model']:14} {r['dtype']:9} batch={r['batch']:<4} median={r['median_ms']:9.2f} ms"
                   f"  p90={r['p90_ms']:9.2f} ms  {r['pairs_per_s']:10.0f} {'pairs' if pair else 'inputs'}/s"
-                  f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x")
+                  f"  vs teacher {r['speedup_vs_teacher']:6.2f}x  vs CodeBERT {r['speedup_vs_codebert']:6.2f}x"
+                  f"{_EMULATED if r['emulated'] else ''}")
     if not rows and failure is not None:
         raise failure
     written = _write(results_dir, sweep_id, rows, cfg, stamp, show)
@@ -533,6 +535,10 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
 
 
 # ---------------------------------------------------------------- train-step
+
+
+# After a printed timing of a half dtype this device converts rather than computes.
+_EMULATED = "  (emulated on this device: no native units)"
 
 
 def _ratio(speedup: float | None) -> str:
@@ -569,7 +575,7 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
                               head=cfg.latency_head, device=device, runs=cfg.step_runs,
                               threads=cfg.latency_threads, rounds=cfg.latency_rounds)
     rows = [{**stamp, **r, "bench": "train_step", "device_name": device_name, "arch": shapes[r["model"]],
-             "head": cfg.latency_head,
+             "head": cfg.latency_head, "emulated": emulated(r["dtype"], device.partition(":")[0]),
              "trial_key": f"train-step-{r['model']}-{r['dtype']}-{r['attention'] or 'lstm'}"}
             for r in rows]
 
@@ -580,7 +586,8 @@ def run_train_step(cfg: BenchConfig, results_dir: str) -> int:
         for r in rows:
             print(f"{r['model']:13} {r['arch']:18} {r['dtype']:5} {r['attention'] or '-':5} median={r['median_ms']:9.1f} ms"
                   f"  p90={r['p90_ms']:9.1f} ms  {r['pairs_per_s']:8.0f} {'pairs' if pair else 'inputs'}/s"
-                  f"  vs fp32 {_ratio(r['speedup_vs_fp32'])}  vs sdpa {_ratio(r['speedup_vs_sdpa'])}")
+                  f"  vs fp32 {_ratio(r['speedup_vs_fp32'])}  vs sdpa {_ratio(r['speedup_vs_sdpa'])}"
+                  f"{_EMULATED if r['emulated'] else ''}")
     return _write(results_dir, sweep_id, rows, cfg, stamp, show)
 
 

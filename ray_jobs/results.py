@@ -83,7 +83,9 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                  ("size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F), ("error", _S),
                  # compression-job rows (a student or BiLSTM_soft per model, on the CPU)
                  ("kind", _S), ("accuracy", _F), ("f1", _F), ("accuracy_kept", _F), ("retention", _F),
-                 ("speedup_vs_fp32", _F), ("score_batch", _I), ("latency_threads", _I), ("latency_runs", _I)],
+                 ("speedup_vs_fp32", _F), ("score_batch", _I), ("latency_threads", _I), ("latency_runs", _I),
+                 # a bf16/fp16 variant the CPU emulates (training.models.emulated): slower than fp32
+                 ("emulated", _B)],
     "bench": [("bench", _S), ("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
               ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),
@@ -91,6 +93,7 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("speedup_vs_codebert", _F), ("device_name", _S), ("arch", _S), ("speedup_vs_fp32", _F),
               ("threads", _I), ("worker_processes", _I), ("load_1m", _F), ("speedup", _F),  # scaling rows
               ("attention", _S), ("speedup_vs_sdpa", _F),  # train-step rows
+              ("emulated", _B),  # latency and train-step rows of a half dtype the device emulates
               # latency-model rows: each shape's GFLOPs, its fitted and leave-one-out predicted ms
               # and the fit's coefficients (search/latency.py)
               ("head", _S), ("gflops", _F), ("predicted_ms", _F), ("loo_ms", _F), ("intercept_ms", _F),

@@ -99,7 +99,21 @@ def _variant_lines(results_dir: str, sweep_id: str, names: list[str]) -> list[st
             f"latency in ms on the CPU, {timing}; speed-up over the same model in fp32, their timed "
             "runs alternated; accuracy scored in batches: dynamic int8 variants set their activation "
             "scales per batch, of `score_batch` pairs)",
-            _text(variants)]
+            _text(variants), *_emulated_line(results_dir, sid)]
+
+
+def _emulated_line(results_dir: str, sid: str) -> list[str]:
+    """A line naming the quantize variants of the sweep (`sid`: its SQL text) that their device
+    emulated (the rows' `emulated`), whose latency is no measure of a device with the units."""
+    rows = results.query(results_dir, f"""
+        SELECT variant, string_agg(DISTINCT device, ', ' ORDER BY device) AS devices FROM quantize
+        WHERE sweep_id = {sid} AND emulated GROUP BY variant ORDER BY variant""").to_pylist()
+    if not rows:
+        return []
+    named = "; ".join(f"{r['variant']} on {r['devices']}" for r in rows)
+    return [f"emulated: {named}: that device has no native units for it (bf16: AVX512-BF16 or AMX; "
+            "fp16: AVX512-FP16 or AMX-FP16) and converts each operand, so these latencies, slower than "
+            "fp32's, say nothing of a device that has them"]
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, object]:
@@ -257,7 +271,7 @@ def prune_summary(results_dir: str, sweep_id: str) -> str:
             ORDER BY model = 'unpruned' DESC, model, variant <> 'fp32', variant""")
         lines += ["Quantization (size_mb: torch.save bytes of the variant's weights; latency: one greedy "
                   "generation at batch 1 on the row's device; speedup_vs_fp32: against fp32 timed beside it "
-                  "on that device)", _text(tbl)]
+                  "on that device)", _text(tbl), *_emulated_line(results_dir, sid)]
     return "\n".join(lines) if lines else "prune: no rows"
 
 

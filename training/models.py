@@ -287,6 +287,31 @@ def native_bf16(device_type: str) -> bool:
 
 
 @functools.cache
+def native_fp16(device_type: str) -> bool:
+    """Whether `device_type` computes fp16 natively: any CUDA GPU torch runs on, or a CPU with
+    AVX512-FP16 or AMX-FP16. Elsewhere a CPU converts each fp16 operand, slower than fp32."""
+    if device_type != "cpu":
+        return True
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_fp16") or caps.get("amx_fp16"))
+
+
+# The half-precision names of training precisions, quantized variants and bench dtypes.
+_HALVES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16"}
+
+
+def emulated(name: str, device_type: str) -> bool | None:
+    """For a half precision (`bf16`/`bfloat16`, `fp16`/`float16`): whether `device_type`
+    emulates it (`native_bf16`, `native_fp16`), so that its timings say nothing of a device
+    with the units; None for any other name (fp32, int8, onnx ...). Rows timed at a precision
+    record it as their `emulated` column."""
+    half = _HALVES.get(name)
+    if half is None:
+        return None
+    return not (native_bf16 if half == "bf16" else native_fp16)(device_type)
+
+
+@functools.cache
 def onednn_bf16_kernels() -> bool:
     """Whether oneDNN has bf16 kernels on this CPU at all (AVX-512 or better): without them its
     LSTM primitive cannot be created in bf16."""

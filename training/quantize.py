@@ -25,6 +25,7 @@ from torch import nn
 
 from training.bleu import codexglue_bleu, corpus_bleu
 from training.checks import check_choices, check_ranges
+from training.models import emulated
 from training.onnx_export import GRAPH_FILES, ONNX_VARIANTS, OnnxClassifier
 from training.prune import greedy_call, measured_sparsity, prunable_linears
 from training.seq2seq import (
@@ -126,7 +127,8 @@ def variant_row(model: Seq2Seq, variant: str, tokenizer, examples, refs, cfg: Qu
     times a model's variants against each other. `examples`: the tokenized test split (or an
     `evaluation_subset` of it)."""
     dev = variant_device(variant, device)
-    row = {"variant": variant, "error": None, "device": dev, "n_test": len(refs)}
+    row = {"variant": variant, "error": None, "device": dev, "n_test": len(refs),
+           "emulated": emulated(variant, torch.device(dev).type)}
     beam = cfg.beam or s2s.beam
     try:
         q = quantize_model(model, variant, device)
@@ -270,12 +272,13 @@ def classifier_variant_rows(model: nn.Module, variants: tuple[str, ...], score, 
     (`OnnxClassifier.save`). Each row: variant, device ("cpu"), size_bytes (`torch.save`
     bytes; the graph file's for ONNX variants), accuracy, f1, latency_ms, latency_p90_ms,
     accuracy_kept (accuracy / the fp32 row's), speedup_vs_fp32 (fp32 median / this median),
-    latency_threads and latency_runs (how it was timed),
+    latency_threads and latency_runs (how it was timed), emulated (`training.models.emulated`:
+    a bf16 or fp16 variant this CPU converts rather than computes; None for the others),
     error (a variant this CPU cannot run gets its error instead of figures).
     """
     rows, built = [], {}
     for variant in ("fp32", *(v for v in variants if v != "fp32")):
-        row = {"variant": variant, "device": "cpu", "error": None}
+        row = {"variant": variant, "device": "cpu", "error": None, "emulated": emulated(variant, "cpu")}
         try:
             if graph_dir is not None and variant in ONNX_VARIANTS:  # an earlier attempt's graph: not this row's
                 (Path(graph_dir) / GRAPH_FILES[variant]).unlink(missing_ok=True)

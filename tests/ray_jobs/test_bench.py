@@ -12,6 +12,7 @@ import pytest
 from ray_jobs import results
 from search import cost
 from search.space import Arch
+from training.models import emulated
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
@@ -57,6 +58,8 @@ def test_bench_latency_tiny_times_every_model_dtype_and_batch(tmp_path):
         assert r["pairs_per_s"] == pytest.approx(r["batch"] / r["median_ms"] * 1e3)
         assert r["speedup_vs_teacher"] == pytest.approx(by["teacher-arch", r["dtype"], r["batch"]] / r["median_ms"])
         assert r["speedup_vs_codebert"] == pytest.approx(by["codebert-arch", r["dtype"], r["batch"]] / r["median_ms"])
+        assert r["emulated"] is emulated(r["dtype"], "cpu")  # float32: None; float16: this CPU's answer
+    assert ("(emulated on this device" in proc.stdout) is emulated("float16", "cpu")
 
 
 def test_a_dtype_that_fails_keeps_the_rows_timed_before_it(tmp_path, monkeypatch, capsys):
@@ -145,6 +148,7 @@ def test_bench_train_step_tiny_times_every_student_precision_and_attention(tmp_p
     for r in rows:
         assert r["device"] == "cpu" and r["batch"] == 4 and r["seq_len"] == 8 and r["threads"] == 1 and r["head"] == head
         assert r["median_ms"] > 0 and r["pairs_per_s"] == pytest.approx(4 / r["median_ms"] * 1e3)
+        assert r["emulated"] is emulated(r["dtype"], "cpu")
         fp32 = median[r["arch"], "fp32", r["attention"]]
         assert r["speedup_vs_fp32"] == pytest.approx(fp32 / r["median_ms"])
         if r["attention"] is None:

@@ -95,7 +95,16 @@ def test_compress_summary_adds_the_quantized_variants_of_its_own_sweep(tmp_path)
     assert [r[:4] for r in rows] == [["student-0", "fp32", "3", "0.88"], ["student-0", "int8", "1", "0.86"]]
     header = tail.splitlines()[1].split()
     assert "of `score_batch` pairs" in tail.splitlines()[0] and [r[header.index("score_batch")] for r in rows] == ["64"] * 2
-    assert "unpruned" not in tail and "fp16" not in tail
+    assert "unpruned" not in tail and "fp16" not in tail and "emulated" not in tail
+    # a half-precision variant its CPU emulated: named, with why its latency says little
+    results.write_rows(tmp_path, "quantize", "compress-x", [
+        {"trial_key": "student-0", "model": "student-0", "kind": "student", "variant": v, "device": "cpu",
+         "accuracy": 0.88, "latency_ms": ms, "emulated": em} for v, ms, em in (("fp32", 4.0, None),
+                                                                                ("bf16", 16.0, True),
+                                                                                ("int8", 3.0, None))])
+    (line,) = [ln for ln in summary.compress_summary(str(tmp_path), "compress-x").splitlines()
+               if ln.startswith("emulated:")]
+    assert line.startswith("emulated: bf16 on cpu: that device has no native units for it") and "int8" not in line
 
 
 def _prune_rows(scope="encoder", schedules=("l1", "random"), rounds=range(3), latency=lambda s, r: 100.0,
@@ -138,7 +147,11 @@ def test_prune_summary_and_plot(tmp_path, monkeypatch):
     # (blank cells split away: model, variant, bleu_greedy, device, threads)
     variants = [ln.split() for ln in text.split("Quantization")[1].splitlines()[3:6]]
     assert [(v[1], v[3]) for v in variants] == [("fp32", "cuda"), ("fp16", "cuda"), ("int8", "cpu")], variants
-    assert "Code-to-text fine-tuning" not in text  # no curve rows: no line
+    assert "Code-to-text fine-tuning" not in text and "emulated" not in text  # no curve rows, no emulated row
+    results.write_rows(tmp_path, "quantize", "prune-y", [
+        {"trial_key": "unpruned", "model": "unpruned", "variant": v, "bleu_greedy": 9.0, "device": "cpu",
+         "emulated": em} for v, em in (("fp32", None), ("fp16", True))])
+    assert "\nemulated: fp16 on cpu: " in summary.prune_summary(str(tmp_path), "prune-y")
     results.write_rows(tmp_path, "epochs", "prune-x", [
         {"trial_key": "seq2seq", "epoch": e, "steps": 5 * e, "train_loss": 6.0 - e, "valid_nll": 5.0 - e / 10}
         for e in (1, 2, 3)])

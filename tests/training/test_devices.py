@@ -175,6 +175,11 @@ def test_quantized_variants_run_where_they_can(seq2seq_on):
         "fp32": device, "fp16": device, "int8": "cpu", "int8_fp32_head": "cpu"}
     # fp16 kernels exist on every CUDA device, and torch has CPU ones: every variant runs
     assert {v: r["error"] for v, r in rows.items()} == dict.fromkeys(rows)
+    # whether the row's device converts fp16 rather than computing it: said in the row
+    from training.models import emulated
+
+    assert {v: r["emulated"] for v, r in rows.items()} == {
+        "fp32": None, "fp16": emulated("fp16", torch.device(device).type), "int8": None, "int8_fp32_head": None}
     assert rows["fp32"]["bleu_greedy"] > 50  # the tiny model memorised its pairs
     for r in rows.values():
         assert r["bleu_kept"] == pytest.approx(1.0, abs=0.1) and r["latency_ms"] <= r["latency_p90_ms"]

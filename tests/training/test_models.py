@@ -434,3 +434,21 @@ def test_a_pair_students_logits_ignore_padding(pair_head):
     padded = {k: torch.cat([v, torch.full((3, 4), 1 if "ids" in k else 0)], dim=1) for k, v in inputs.items()}
     with torch.no_grad():
         assert torch.allclose(model(**inputs).logits, model(**padded).logits, atol=1e-5)
+
+
+def test_emulated_names_the_half_precisions_a_device_converts(monkeypatch):
+    """A row timed in bf16 or fp16 says whether its device emulates it: bf16 without
+    AVX512-BF16/AMX (`native_bf16`), fp16 without AVX512-FP16/AMX-FP16 on a CPU; any other
+    name is no half precision (None). Both spellings (quantize variants, bench dtypes) agree."""
+    import training.models as models
+
+    for name in ("fp32", "float32", "int8", "int8_emb", "onnx", "onnx_int8"):
+        assert models.emulated(name, "cpu") is None
+    assert models.emulated("bf16", "cpu") is models.emulated("bfloat16", "cpu") is (not models.native_bf16("cpu"))
+    assert models.emulated("fp16", "cuda") is False  # every CUDA GPU torch runs on computes fp16
+    for caps, native in (({}, False), ({"avx512_fp16": True}, True), ({"amx_fp16": True}, True),
+                         ({"avx512_fp16": False, "amx_fp16": False, "avx2": True}, False)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda caps=caps: caps)
+        models.native_fp16.cache_clear()
+        assert models.emulated("fp16", "cpu") is models.emulated("float16", "cpu") is (not native)
+    models.native_fp16.cache_clear()

@@ -211,6 +211,7 @@ def test_a_graph_that_cannot_be_kept_or_timed_keeps_every_measured_figure(tmp_pa
     assert (by["onnx"]["latency_ms"], by["onnx"]["speedup_vs_fp32"], by["onnx"]["accuracy_kept"]) == (1.0, 2.0, 0.5)
     assert by["int8"]["error"] == "RuntimeError: timing failed" and by["int8"]["accuracy_kept"] == 0.5
     assert by["int8"]["speedup_vs_fp32"] is None and by["fp32"]["error"] is None
+    assert {r["emulated"] for r in rows} == {None}  # no half precision among them
 
 
 def test_a_bilstm_graph_gives_torch_logits_on_other_shapes_and_padding(tmp_path):
@@ -434,3 +435,16 @@ def test_a_roberta_joint_graph_takes_no_segment_ids(tmp_path):
     export_folder(tmp_path / "s", seq_len=8)
     session = ort.InferenceSession(str(tmp_path / "s" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert {i.name for i in session.get_inputs()} == {"input_ids", "attention_mask"}
+
+
+def test_half_precision_variants_say_whether_the_cpu_emulates_them():
+    """The bf16 and fp16 rows carry `emulated` (training.models.emulated on the CPU they ran on),
+    so a table reader can tell a slow conversion from what a CPU with the units gets."""
+    from training.models import emulated
+
+    model = _student()
+    rows = classifier_variant_rows(model, ("bf16", "fp16", "int8"), lambda q: {"accuracy": 0.5, "f1": 0.0},
+                                   lambda built: {v: {"median_ms": 1.0, "p90_ms": 1.0} for v in built})
+    assert {r["variant"]: r["emulated"] for r in rows} == {
+        "fp32": None, "bf16": emulated("bf16", "cpu"), "fp16": emulated("fp16", "cpu"), "int8": None}
+    assert {r["error"] for r in rows} == {None}
