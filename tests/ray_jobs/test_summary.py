@@ -218,6 +218,11 @@ def test_prune_summary_times_each_round_against_the_dense_model_beside_it(tmp_pa
     # one round no faster, the other 1.5x: the schedules are not called no faster
     results.write_rows(tmp_path, "prune", "prune-mixed", _prune_rows(latency=lambda s, r: 100.0 / (1.5 if r == 2 else 1)))
     assert "no faster" not in summary.prune_summary(str(tmp_path), "prune-mixed")
+    # 1.3x where the dense model beside its own copy read 0.75x (1.33x either way): within that noise
+    results.write_rows(tmp_path, "prune", "prune-wide", _prune_rows(
+        latency=lambda s, r: 100.0 / {0: 0.75, 1: 1.3, 2: 1.3}[r]))
+    assert "1.30-1.30x the dense model's speed, timed beside it (the dense model beside its copy, round 0: " \
+           "0.75-0.75x): no faster" in summary.prune_summary(str(tmp_path), "prune-wide")
     # a schedule faster than the dense model is not called no faster
     results.write_rows(tmp_path, "prune", "prune-fast", _prune_rows(latency=lambda s, r: 100.0 / (1 + r)))
     fast = summary.prune_summary(str(tmp_path), "prune-fast")
