@@ -77,6 +77,12 @@ def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
     if still:  # best-on-validation at the last of several epochs: more epochs may still pay
         lines.append(f"kept_epoch: the best-on-validation epoch scored; {', '.join(still)} kept the last "
                      "epoch, still improving when training stopped")
+    steps = results.query(results_dir, f"""
+        SELECT precision, string_agg(trial_key, ', ' ORDER BY kind DESC, trial_key) AS models FROM distill
+        WHERE sweep_id = {sid} AND precision IS NOT NULL GROUP BY precision ORDER BY precision""").to_pylist()
+    if steps:  # what `auto` resolved to here (bf16 only where native): the train seconds depend on it
+        lines.append("distillation steps in " + "; ".join(
+            r["precision"] if len(steps) == 1 else f"{r['precision']} ({r['models']})" for r in steps))
     return lines
 
 

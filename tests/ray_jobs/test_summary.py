@@ -35,6 +35,14 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
     assert "student-0 kept the last epoch, still improving" in text and "bilstm-paper kept" not in text
     assert "L6 H80 A8 D480 V1000" in text and "BiLSTM H300 V5000" in text
     assert "CodeBERT-base architecture at the same settings, in the students' input format: 400.0 ms" in text
+    assert "distillation steps in" not in text  # rows that name no precision: no line
+    results.write_rows(tmp_path, "distill", "compress-p", [{**r, "precision": "fp32"} for r in _distill_rows()])
+    assert summary.compress_summary(str(tmp_path), "compress-p").endswith("\ndistillation steps in fp32")
+    mixed = _distill_rows()
+    mixed[0]["precision"], mixed[1]["precision"] = "bf16", "fp32"
+    results.write_rows(tmp_path, "distill", "compress-m", mixed)
+    assert summary.compress_summary(str(tmp_path), "compress-m").endswith(
+        "\ndistillation steps in bf16 (student-0); fp32 (bilstm-paper)")
     assert summary.compress_summary(str(tmp_path / "none"), "compress-x") == "compress: no distill rows in compress-x"
     # a sweep without rows gets no teacher row that nothing measured
     assert summary.compress_summary(str(tmp_path), "compress-nope") == "compress: no distill rows in compress-nope"
