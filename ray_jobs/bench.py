@@ -413,6 +413,10 @@ def _stamp(cfg: BenchConfig, sweep_id: str, node_id: str | None = None, device: 
 # ---------------------------------------------------------------- latency
 
 
+# After a printed timing of a half dtype this device converts rather than computes.
+_EMULATED = "  (emulated on this device: no native units)"
+
+
 def _device(cfg: BenchConfig) -> tuple[str, str]:
     """(device, its name) from latency_device, refused when this machine lacks it."""
     import torch
@@ -535,10 +539,6 @@ def run_latency(cfg: BenchConfig, results_dir: str) -> int:
 
 
 # ---------------------------------------------------------------- train-step
-
-
-# After a printed timing of a half dtype this device converts rather than computes.
-_EMULATED = "  (emulated on this device: no native units)"
 
 
 def _ratio(speedup: float | None) -> str:

@@ -1,12 +1,14 @@
-"""`precision: auto`, resolved once per sweep where its trials run.
+"""`precision: auto`, resolved once per sweep on the nodes its trials run on.
 
 "auto" trains in bf16 where the device computes it natively, else in fp32
 (`training.finetune.resolve_precision`). A sweep's id hashes the setting, not what it resolves
 to, so without this step a sweep resumed on another machine type (or a cluster whose nodes
-differ) would mix precisions in one table. Here a job resolves each "auto" once, in a Ray task
-with one trial's resources, before any work; every trial and preparation of the sweep then runs
-that precision; the `configs` row records it (its `resolved` entry); and an unfinished sweep is
-resumed only where "auto" resolves as it did when the sweep ran.
+differ) would mix precisions in one table. Here a job resolves each "auto" once before any
+work: a Ray task with exactly one trial's resources on each alive node that can hold a trial,
+bf16 only where every one of them computes it natively (a trial on one that does not would
+emulate bf16, many times slower than fp32). Every trial and preparation of the sweep then runs
+that precision; the `configs` row records it (its `resolved` entry); and an unfinished sweep
+is resumed only where "auto" resolves as it ran.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from ray_jobs.errors import ConfigError
 # The dotted keys of each job's training precisions.
 COMPRESS_KEYS = ("finetune.precision", "distill.precision")
 PRUNE_KEYS = ("seq2seq.precision",)
+# The table whose rows say what a key's steps ran in (their `precision`): a sweep recorded
+# before `configs` rows held `resolved` (2026-12-07) still tells what it ran in.
+_ROWS_OF = {"distill.precision": "distill", "seq2seq.precision": "prune"}
 
 
 def _value(cfg: JobConfig, dotted: str):
@@ -40,42 +45,57 @@ def resolve_here(keys: list[str], *, device: str) -> dict[str, str]:
     return {key: resolve_precision("auto", device) for key in keys}
 
 
-def recorded(results_dir: str, sweep_id: str) -> dict[str, str]:
-    """The resolution the sweep's `configs` row records ({} for none: no row, or one written
-    before resolutions were recorded)."""
+def ran_as(results_dir: str, sweep_id: str, keys: list[str]) -> dict[str, str]:
+    """What the sweep on disk ran each of `keys` in, where it tells: the resolution its
+    `configs` row records, else the one precision its rows of the key's table name (none for a
+    key whose rows name none, or several)."""
     rows = results.read_rows(results_dir, "configs", sweep_id)
-    return json.loads(rows[-1]["config"]).get("resolved", {}) if rows else {}
+    found = json.loads(rows[-1]["config"]).get("resolved", {}) if rows else {}
+    for key in keys:
+        if key not in found and key in _ROWS_OF:
+            named = {r.get("precision") for r in results.read_rows(results_dir, _ROWS_OF[key], sweep_id)} - {None}
+            if len(named) == 1:
+                found[key] = named.pop()
+    return {key: found[key] for key in keys if key in found}
+
+
+def resolve_on_cluster(cfg: JobConfig, keys: list[str]) -> dict[str, str]:
+    """Each key's "auto" for the whole cluster: bf16 where every node that can hold a trial
+    resolves it to bf16 (`sweep.call_on_each_node`), else fp32."""
+    per_node = sweep.call_on_each_node(cfg, resolve_here, keys)
+    return {key: "bf16" if all(found[key] == "bf16" for found in per_node.values()) else "fp32" for key in keys}
 
 
 def pin_auto(cfg: JobConfig, sweep_id: str, keys: tuple[str, ...], finished: bool) -> tuple[JobConfig, dict[str, str]]:
     """`cfg` with each of `keys` set to "auto" replaced by the precision it resolves to for this
     sweep, and that resolution ({} when no key is "auto"). Needs Ray up.
 
-    A finished sweep (it trains nothing) takes the resolution its `configs` row records, where
-    it records one. Otherwise one Ray task with a trial's resources resolves them; an unfinished
-    sweep whose row records another resolution is refused (ConfigError) before any work: its
-    finished trials' rows were trained in the precision it recorded."""
+    A finished sweep (it trains nothing) keeps what it ran in (`ran_as`); the keys it does not
+    tell are resolved on the cluster. Otherwise every key is (`resolve_on_cluster`), and an
+    unfinished sweep that ran a key otherwise is refused (ConfigError) before any work: its
+    finished trials' rows were trained in what it ran."""
     autos = [key for key in keys if _value(cfg, key) == "auto"]
     if not autos:
         return cfg, {}
-    before = recorded(cfg.results_dir, sweep_id)
-    if finished and all(key in before for key in autos):
-        resolved = {key: before[key] for key in autos}
+    before = ran_as(cfg.results_dir, sweep_id, autos)
+    if finished:
+        todo = [key for key in autos if key not in before]
+        resolved = before | (resolve_on_cluster(cfg, todo) if todo else {})
     else:
-        resolved = sweep.call_on_worker(cfg, resolve_here, autos)
-        if not finished:
-            _check_as_ran(sweep_id, before, resolved)
-    for key, precision in resolved.items():
-        cfg = _with_value(cfg, key, precision)
-    return cfg, resolved
+        resolved = resolve_on_cluster(cfg, autos)
+        _check_as_ran(sweep_id, before, resolved)
+    for key in autos:
+        cfg = _with_value(cfg, key, resolved[key])
+    return cfg, {key: resolved[key] for key in autos}
 
 
 def _check_as_ran(sweep_id: str, before: dict[str, str], now: dict[str, str]) -> None:
+    """ConfigError naming the first key the sweep ran (`before`) in other than `now`."""
     for key, precision in now.items():
         if before.get(key, precision) != precision:
             raise ConfigError(
-                f"{key}: auto resolves to {precision} on this cluster's trial workers, but sweep "
-                f"{sweep_id} ran it as {before[key]} (bf16 where the device computes it natively, else "
-                "fp32), and an unfinished sweep resumes in the precision its finished trials ran in; "
+                f"{key}: auto resolves to {precision} on this cluster's trial nodes, but sweep "
+                f"{sweep_id} ran it as {before[key]} (bf16 where every trial node computes it natively, "
+                "else fp32), and an unfinished sweep resumes in the precision its finished trials ran in; "
                 f"resume it where auto resolves to {before[key]}, or start another sweep: {key}={precision}, "
                 "or another results_dir")

@@ -118,8 +118,8 @@ def _emulated_line(results_dir: str, sid: str) -> list[str]:
         return []
     named = "; ".join(f"{r['variant']} on {r['devices']}" for r in rows)
     return [f"emulated: {named}: that device has no native units for it (bf16: AVX512-BF16 or AMX; "
-            "fp16: AVX512-FP16 or AMX-FP16) and converts each operand, so these latencies, slower than "
-            "fp32's, say nothing of a device that has them"]
+            "fp16: AVX512-FP16 or AMX-FP16) and converts each operand, so their latencies say nothing "
+            "of a device that has them"]
 
 
 def _flat(config: dict, prefix: str = "") -> dict[str, object]:
@@ -140,15 +140,22 @@ def _of_sections(key: str, sections: tuple[str, ...]) -> bool:
     return parts[0] in sections or (parts[0] == "resolved" and len(parts) > 1 and parts[1] in sections)
 
 
+def _precisions(results_dir: str, table: str, sweep_id: str) -> str:
+    """The precisions the sweep's `table` rows name, sorted and comma-joined ("" for none)."""
+    return ", ".join(sorted({r.get("precision") for r in results.read_rows(results_dir, table, sweep_id)} - {None}))
+
+
 def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
-                      sections: tuple[str, ...], unread: tuple[str, ...] = ()) -> list[str]:
+                      sections: tuple[str, ...], unread: tuple[str, ...] = (), rows_table: str | None = None
+                      ) -> list[str]:
     """The sweep ids, each once (a sweep named twice counts once); ConfigError unless the sweeps ran one job's settings under distinct values of `seed_key`
     (e.g. "distill.seed"), as their `configs` rows record them: the settings of `sections`
     (those the job's sweep id hashes) but the dotted keys `unread` (which the job resets
     before hashing: the pruning job's `UNREAD`) compared where both sweeps record them; a sweep
     without a `configs` row is not checked. What the sweeps resolved "auto" to counts as a
-    setting. A spread over sweeps of other epochs or precisions, or of one seed twice, is not
-    a seed's."""
+    setting, and so do the precisions their `rows_table` rows say they trained in (a sweep
+    recorded before resolutions were). A spread over sweeps of other epochs or precisions, or
+    of one seed twice, is not a seed's."""
     sweep_ids = list(dict.fromkeys(sweep_ids))
     if "configs" not in results.table_names(results_dir):
         return sweep_ids
@@ -158,6 +165,8 @@ def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
         if rows:
             recorded[sid] = {k: v for k, v in _flat(json.loads(rows[-1]["config"])).items()
                              if _of_sections(k, sections) and k not in unread}
+            if rows_table and (ran := _precisions(results_dir, rows_table, sid)):
+                recorded[sid][f"{rows_table} rows' precision"] = ran
     seeds: dict[object, str] = {}
     for sid, settings in recorded.items():
         seed = settings.get(seed_key)
@@ -198,7 +207,7 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     sweeps whose recorded settings differ in more than distill.seed (`check_seed_sweeps`)."""
     from ray_jobs.compress import SECTIONS  # the job's modules import torch and Ray: only here
 
-    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "distill.seed", SECTIONS)
+    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "distill.seed", SECTIONS, rows_table="distill")
     return _across_sweeps(results_dir, sweep_ids, "distill", f"""
         trial_key AS model, kind, {_ARCH_SQL} AS arch,
         count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,
@@ -310,7 +319,7 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     prune.seed (`check_seed_sweeps`)."""
     from ray_jobs.prune import SECTIONS, UNREAD  # the job's modules import torch and Ray: only here
 
-    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS, UNREAD)
+    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS, UNREAD, rows_table="prune")
     spread = _across_sweeps(results_dir, sweep_ids, "prune", """
         schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
         avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,

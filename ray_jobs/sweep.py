@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # config imports training (torch): trial workers need not
 
 __all__ = ["JobError", "ResourceError", "Sweep", "SweepOutcome", "TrialContext", "init_ray",
            "precheck", "check_resources", "check_restore_settings", "record_config", "exclusive", "restorable",
-           "run_sweep", "call_on_worker"]
+           "run_sweep", "call_on_worker", "call_on_each_node"]
 
 _STATE_FILE = "trial_state.json"
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's single-node mode (loopback_only)
@@ -529,13 +529,36 @@ def call_on_worker(cfg: JobConfig, fn: Callable, *args, **kwargs) -> Any:
     request = trial_request(cfg)
     if cfg.resources.prepare_cpus is not None:
         request["cpu"] = cfg.resources.prepare_cpus
-    task = ray.remote(_remote_entry).options(
-        num_cpus=request["cpu"], num_gpus=request["gpu"], max_retries=0
-    )
+    return _get_cause(_task(request).remote(fn, request["cpu"], args, kwargs))
+
+
+def call_on_each_node(cfg: JobConfig, fn: Callable, *args) -> dict[str, Any]:
+    """node id -> `fn(*args, device=...)` run there in a Ray task with exactly one trial's
+    resources, on each alive node that can hold a trial; where none can yet (an autoscaling
+    cluster adds one on demand), {"": the result of one such task wherever Ray places it}."""
+    request = trial_request(cfg)
+    need = {"CPU": request["cpu"], "GPU": request["gpu"]}
+    nodes = [n["NodeID"] for n in ray.nodes()
+             if n.get("Alive") and all(n["Resources"].get(k, 0.0) >= v for k, v in need.items() if v > 0)]
+    if not nodes:
+        return {"": _get_cause(_task(request).remote(fn, request["cpu"], args, {}))}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    refs = {node: _task(request, NodeAffinitySchedulingStrategy(node, soft=False)).remote(fn, request["cpu"], args, {})
+            for node in nodes}
+    return {node: _get_cause(ref) for node, ref in refs.items()}
+
+
+def _task(request: dict[str, float], strategy: Any = "DEFAULT"):
+    return ray.remote(_remote_entry).options(num_cpus=request["cpu"], num_gpus=request["gpu"], max_retries=0,
+                                             scheduling_strategy=strategy)
+
+
+def _get_cause(ref) -> Any:
+    """ray.get(ref), re-raising the worker's own exception: its message is the one line users need."""
     try:
-        return ray.get(task.remote(fn, request["cpu"], args, kwargs))
+        return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
-        # Re-raise the worker's own exception: its message is the one line users need.
         if isinstance(exc.cause, Exception):
             raise exc.cause from None
         raise

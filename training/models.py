@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,12 +288,16 @@ def native_bf16(device_type: str) -> bool:
 
 
 @functools.cache
-def native_fp16(device_type: str) -> bool:
+def native_fp16(device_type: str) -> bool | None:
     """Whether `device_type` computes fp16 natively: any CUDA GPU torch runs on, or a CPU with
-    AVX512-FP16 or AMX-FP16. Elsewhere a CPU converts each fp16 operand, slower than fp32."""
+    AVX512-FP16 or AMX-FP16 (elsewhere an x86 CPU converts each fp16 operand, slower than
+    fp32); None where this torch cannot tell (no `torch.cpu.get_capabilities`)."""
     if device_type != "cpu":
         return True
-    caps = torch.cpu.get_capabilities()
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is None:
+        return None
+    caps = capabilities()
     return bool(caps.get("avx512_fp16") or caps.get("amx_fp16"))
 
 
@@ -304,11 +309,13 @@ def emulated(name: str, device_type: str) -> bool | None:
     """For a half precision (`bf16`/`bfloat16`, `fp16`/`float16`): whether `device_type`
     emulates it (`native_bf16`, `native_fp16`), so that its timings say nothing of a device
     with the units; None for any other name (fp32, int8, onnx ...). Rows timed at a precision
-    record it as their `emulated` column."""
+    record it as their `emulated` column. None too on a CPU other than x86-64 (these checks
+    know x86's units only: an Arm CPU's bf16 and fp16 instructions are not looked for)."""
     half = _HALVES.get(name)
-    if half is None:
+    if half is None or (device_type == "cpu" and platform.machine().lower() not in ("x86_64", "amd64")):
         return None
-    return not (native_bf16 if half == "bf16" else native_fp16)(device_type)
+    native = (native_bf16 if half == "bf16" else native_fp16)(device_type)
+    return None if native is None else not native
 
 
 @functools.cache

@@ -323,6 +323,14 @@ def test_seeds_summaries_refuse_sweeps_that_are_not_seeds_of_one_job(tmp_path):
     with pytest.raises(ValueError, match=r"sweeps compress-e and compress-f differ in resolved.distill.precision "
                                          r"\('fp32' against 'bf16'\)"):
         summary.seeds_summary(str(tmp_path), ["compress-e", "compress-f"])
+    # a sweep recorded before resolutions were: its rows say what it trained in
+    results.write_config(tmp_path, "compress", "compress-g",
+                         {**config, "distill": {"seed": 5, "epochs": 7, "precision": "auto"}}, stamp)
+    results.write_rows(tmp_path, "distill", "compress-g", [{**r, "precision": "bf16"} for r in _distill_rows()])
+    results.write_rows(tmp_path, "distill", "compress-e", [{**r, "precision": "fp32"} for r in _distill_rows()])
+    with pytest.raises(ValueError, match=r"sweeps compress-e and compress-g differ in distill rows' precision "
+                                         r"\('fp32' against 'bf16'\)"):
+        summary.seeds_summary(str(tmp_path), ["compress-e", "compress-g"])
     with pytest.raises(ValueError, match="sweeps compress-b and compress-d ran the same distill.seed"):
         summary.seeds_summary(str(tmp_path), ["compress-a", "compress-b", "compress-d"])
     with pytest.raises(ValueError, match="sweeps compress-a and compress-b ran the same prune.seed"):

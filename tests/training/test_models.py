@@ -451,4 +451,11 @@ def test_emulated_names_the_half_precisions_a_device_converts(monkeypatch):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda caps=caps: caps)
         models.native_fp16.cache_clear()
         assert models.emulated("fp16", "cpu") is models.emulated("float16", "cpu") is (not native)
+    # a torch that cannot tell (no get_capabilities), and a CPU whose units these checks do not know
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
     models.native_fp16.cache_clear()
+    assert models.native_fp16("cpu") is None and models.emulated("fp16", "cpu") is None
+    models.native_fp16.cache_clear()
+    monkeypatch.setattr(models.platform, "machine", lambda: "aarch64")
+    assert models.emulated("bf16", "cpu") is models.emulated("fp16", "cpu") is None
+    assert models.emulated("fp16", "cuda") is False
