@@ -65,6 +65,16 @@ def test_the_resolving_task_runs_with_one_trials_resources_on_each_node(local_ra
     assert sweep.call_on_each_node(cfg, _assigned) == {node: ("cpu", {"CPU": 1.0}) for node in nodes}
 
 
+def test_where_no_node_fits_a_trial_yet_one_task_runs_where_ray_places_it(local_ray, tmp_path, monkeypatch):
+    """An autoscaling cluster (resources.precheck=false) adds the node a trial needs on demand:
+    the task itself asks for it, as a trial would."""
+    import ray
+
+    cfg = _cfg(tmp_path, "resources.cpus_per_trial=1")
+    monkeypatch.setattr(ray, "nodes", lambda: [])  # as Ray lists a cluster whose trial nodes are not up yet
+    assert sweep.call_on_each_node(cfg, _assigned) == {"": ("cpu", {"CPU": 1.0})}
+
+
 def test_auto_is_bf16_only_where_every_trial_node_computes_it(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, "distill.precision=auto")
     for per_node, expected in (({"a": "bf16", "b": "bf16"}, "bf16"), ({"a": "bf16", "b": "fp32"}, "fp32"),
