@@ -84,7 +84,8 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                  # compression-job rows (a student or BiLSTM_soft per model, on the CPU)
                  ("kind", _S), ("accuracy", _F), ("f1", _F), ("accuracy_kept", _F), ("retention", _F),
                  ("speedup_vs_fp32", _F), ("score_batch", _I), ("latency_threads", _I), ("latency_runs", _I),
-                 # a bf16/fp16 variant the CPU emulates (training.models.emulated): slower than fp32
+                 # a bf16/fp16 variant its device emulates (training.models.emulated): its latency
+                 # says nothing of a device with the units
                  ("emulated", _B)],
     "bench": [("bench", _S), ("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
               ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),
