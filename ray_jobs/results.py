@@ -63,7 +63,9 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                 ("in_batch_weight", _F), ("precision", _S), ("attention_dropout", _F),
                 ("best_epoch", _I), ("epochs", _I), ("diverged_epoch", _I), ("predicted_ms", _F), ("name", _S), ("pair_mode", _S),
                 ("train_attention", _S), ("n_transfer", _I), ("n_test", _I), ("latency_seq_len", _I),
-                ("latency_threads", _I), ("latency_runs", _I), ("latency_device", _S)],
+                ("latency_threads", _I), ("latency_runs", _I), ("latency_device", _S),
+                # training steps in a bf16 the device emulates (training.models.emulated)
+                ("emulated", _B)],
     "prune": [("schedule", _S), ("method", _S), ("scope", _S), ("rewind", _S),
               ("selection", _S), ("select_by", _S), ("batch_size", _I), ("rounds", _I),
               ("rate", _F), ("rate_of", _S), ("iterations_per_round", _I), ("nominal_sparsity", _F),
@@ -75,7 +77,8 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
               ("sparse_size_bytes", _I), ("latency_ms", _F), ("latency_p90_ms", _F),
               ("dense_latency_ms", _F), ("speedup_vs_dense", _F),
               ("precision", _S), ("model_sparsity", _F), ("stopped_early", _B),
-              ("valid_checks", _S)],  # valid_checks: JSON text, the pick_* selections' validation BLEUs
+              ("valid_checks", _S),  # valid_checks: JSON text, the pick_* selections' validation BLEUs
+              ("emulated", _B)],  # repair steps in a bf16 the device emulates (training.models.emulated)
     "quantize": [("model", _S), ("variant", _S), ("scope", _S), ("sparsity", _F), ("stored_sparsity", _F), ("bleu_greedy", _F),
                  ("corpus_bleu_greedy", _F),
                  ("bleu_beam", _F), ("distinct_greedy", _F), ("beam", _I), ("bleu_kept", _F), ("n_test", _I),

@@ -78,8 +78,10 @@ def _distill_lines(results_dir: str, sweep_id: str) -> list[str]:
         lines.append(f"kept_epoch: the best-on-validation epoch scored; {', '.join(still)} kept the last "
                      "epoch, still improving when training stopped")
     steps = results.query(results_dir, f"""
-        SELECT precision, string_agg(trial_key, ', ' ORDER BY kind DESC, trial_key) AS models FROM distill
-        WHERE sweep_id = {sid} AND precision IS NOT NULL GROUP BY precision ORDER BY precision""").to_pylist()
+        SELECT precision || CASE WHEN emulated THEN ', emulated' ELSE '' END AS precision, models FROM (
+            SELECT precision, bool_or(emulated) AS emulated,
+                   string_agg(trial_key, ', ' ORDER BY kind DESC, trial_key) AS models FROM distill
+            WHERE sweep_id = {sid} AND precision IS NOT NULL GROUP BY precision) ORDER BY 1""").to_pylist()
     if steps:  # what `auto` resolved to here (bf16 only where native): the train seconds depend on it
         lines.append("distillation steps in " + "; ".join(
             r["precision"] if len(steps) == 1 else f"{r['precision']} ({r['models']})" for r in steps))

@@ -87,6 +87,7 @@ from training.models import (
     TeacherConfig,
     build_student,
     cost_head,
+    emulated,
 )
 from training.onnx_export import ONNX_VARIANTS
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
@@ -797,6 +798,8 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
            "n_transfer": len(transfer), "n_test": len(test), "device": device, "model_dir": str(out),
            "in_batch_weight": dcfg.in_batch_weight if vectors is not None else 0.0,
            "precision": resolve_precision(dcfg.precision, device)}  # what it ran in ("auto" resolved)
+    # bf16 steps on a device without its units (an explicit "bf16"): train_seconds measure emulation
+    row["emulated"] = emulated(row["precision"], torch.device(device).type)
     row["serialized_mb"] = row["serialized_bytes"] / 1e6
     row["latency_device"] = timing_device(dcfg, device)
     row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate",

@@ -43,6 +43,9 @@ def test_compress_summary_has_teacher_and_each_student(tmp_path):
     results.write_rows(tmp_path, "distill", "compress-m", mixed)
     assert summary.compress_summary(str(tmp_path), "compress-m").endswith(
         "\ndistillation steps in bf16 (student-0); fp32 (bilstm-paper)")
+    results.write_rows(tmp_path, "distill", "compress-e", [{**r, "precision": "bf16", "emulated": True}
+                                                           for r in _distill_rows()])
+    assert summary.compress_summary(str(tmp_path), "compress-e").endswith("\ndistillation steps in bf16, emulated")
     assert summary.compress_summary(str(tmp_path / "none"), "compress-x") == "compress: no distill rows in compress-x"
     # a sweep without rows gets no teacher row that nothing measured
     assert summary.compress_summary(str(tmp_path), "compress-nope") == "compress: no distill rows in compress-nope"

@@ -25,7 +25,7 @@ from training.distill import (
 )
 from training.evaluate import codexglue_bleu, latency_ms
 from training.finetune import FinetuneConfig, collate, encode, resolve_precision
-from training.models import BiLSTMSoft, TeacherConfig
+from training.models import BiLSTMSoft, TeacherConfig, emulated, native_bf16
 from training.prune import PruneConfig, measured_sparsity, prunable_weights, run_schedule, schedules
 from training.quantize import QuantizeConfig, quantize_rows
 from training.seq2seq import generate, load_seq2seq, prepare_seq2seq, tokenize_pairs
@@ -83,6 +83,9 @@ def test_distilled_model_reloads_on_cpu_and_scores_as_its_row(teacher_on, candid
     # the row says what the steps ran in: "auto" resolved on the device
     assert row["device"] == device and row["in_batch_weight"] == 1.0
     assert row["precision"] == resolve_precision(precision, device) != "auto"
+    # an explicit bf16 on a device without its units says its steps were emulated; auto never is
+    assert row["emulated"] is emulated(row["precision"], torch.device(device).type)
+    assert (row["emulated"] is True) == (precision == "bf16" and not native_bf16(torch.device(device).type))
     assert {t.dtype for t in load_file(f"{row['model_dir']}/model.safetensors").values()} == {torch.float32}
     assert row["latency_ms"] > 0 and row["teacher_latency_ms"] > 0
     # the int8 variants are made on the CPU from a copy: a CUDA-trained student's rows are no errors
@@ -161,6 +164,7 @@ def test_pruned_zeros_stay_exact_on_the_device(seq2seq_on, precision, tmp_path):
     run_schedule(schedules(cfg)[0], art, cfg, tmp_path / "trial", report=rows.append, device=device)
     assert [r["sparsity"] for r in rows] == pytest.approx([0.0, 0.25, 0.5], abs=1e-3)
     assert {r["precision"] for r in rows} == {resolve_precision(precision, device)} != {"auto"}
+    assert {r["emulated"] for r in rows} == {emulated(rows[0]["precision"], torch.device(device).type)}
     model, _ = load_seq2seq(art.model_dir, art.config, weights=str(tmp_path / "trial" / "round_002" / "state.safetensors"))
     weights = prunable_weights(model, "encoder")
     masks = load_file(str(tmp_path / "trial" / "round_002" / "masks.safetensors"))
