@@ -53,7 +53,7 @@ def ran_as(results_dir: str, sweep_id: str, keys: list[str]) -> dict[str, str]:
     found = json.loads(rows[-1]["config"]).get("resolved", {}) if rows else {}
     for key in keys:
         if key not in found and key in _ROWS_OF:
-            named = {r.get("precision") for r in results.read_rows(results_dir, _ROWS_OF[key], sweep_id)} - {None}
+            named = results.precisions(results_dir, _ROWS_OF[key], sweep_id)
             if len(named) == 1:
                 found[key] = named.pop()
     return {key: found[key] for key in keys if key in found}

@@ -260,6 +260,11 @@ def write_config(results_dir: str | os.PathLike, job: str, sweep_id: str, config
     return write_rows(results_dir, "configs", sweep_id, [row])
 
 
+def precisions(results_dir: str | os.PathLike, table: str, sweep_id: str) -> set[str]:
+    """The training precisions the sweep's `table` rows name (their `precision`, NULL left out)."""
+    return {r.get("precision") for r in read_rows(results_dir, table, sweep_id)} - {None}
+
+
 def read_rows(results_dir: str | os.PathLike, table: str, sweep_id: str) -> list[dict]:
     """Rows of one sweep's file (empty when there is none); ResultsError naming the file
     when it is not readable Parquet (e.g. truncated by a crash of the machine)."""

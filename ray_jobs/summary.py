@@ -142,11 +142,6 @@ def _of_sections(key: str, sections: tuple[str, ...]) -> bool:
     return parts[0] in sections or (parts[0] == "resolved" and len(parts) > 1 and parts[1] in sections)
 
 
-def _precisions(results_dir: str, table: str, sweep_id: str) -> str:
-    """The precisions the sweep's `table` rows name, sorted and comma-joined ("" for none)."""
-    return ", ".join(sorted({r.get("precision") for r in results.read_rows(results_dir, table, sweep_id)} - {None}))
-
-
 def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
                       sections: tuple[str, ...], unread: tuple[str, ...] = (), rows_table: str | None = None
                       ) -> list[str]:
@@ -167,7 +162,7 @@ def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
         if rows:
             recorded[sid] = {k: v for k, v in _flat(json.loads(rows[-1]["config"])).items()
                              if _of_sections(k, sections) and k not in unread}
-            if rows_table and (ran := _precisions(results_dir, rows_table, sid)):
+            if rows_table and (ran := ", ".join(sorted(results.precisions(results_dir, rows_table, sid)))):
                 recorded[sid][f"{rows_table} rows' precision"] = ran
     seeds: dict[object, str] = {}
     for sid, settings in recorded.items():

@@ -203,15 +203,19 @@ def _fmt(res: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in sorted(res.items()) if k in ("CPU", "GPU")) or "nothing"
 
 
+def _fits(request: dict[str, float], node: dict[str, float]) -> bool:
+    """Whether a node with resources `node` (Ray's names) can hold one trial's `request`."""
+    return node.get("CPU", 0.0) >= request.get("cpu", 0.0) and node.get("GPU", 0.0) >= request.get("gpu", 0.0)
+
+
 def check_resources(request: dict[str, float], nodes: list[dict[str, float]]) -> None:
     """Raise ResourceError unless some node can hold one trial's request.
 
     Tune would otherwise leave an infeasible trial pending forever.
     """
-    need = {"CPU": request.get("cpu", 0.0), "GPU": request.get("gpu", 0.0)}
-    need = {k: v for k, v in need.items() if v > 0}
-    if any(all(node.get(k, 0.0) >= v for k, v in need.items()) for node in nodes):
+    if any(_fits(request, node) for node in nodes):
         return
+    need = {k: v for k, v in (("CPU", request.get("cpu", 0.0)), ("GPU", request.get("gpu", 0.0))) if v > 0}
     total: dict[str, float] = {}
     for node in nodes:
         for k in ("CPU", "GPU"):
@@ -537,9 +541,7 @@ def call_on_each_node(cfg: JobConfig, fn: Callable, *args) -> dict[str, Any]:
     resources, on each alive node that can hold a trial; where none can yet (an autoscaling
     cluster adds one on demand), {"": the result of one such task wherever Ray places it}."""
     request = trial_request(cfg)
-    need = {"CPU": request["cpu"], "GPU": request["gpu"]}
-    nodes = [n["NodeID"] for n in ray.nodes()
-             if n.get("Alive") and all(n["Resources"].get(k, 0.0) >= v for k, v in need.items() if v > 0)]
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and _fits(request, n["Resources"])]
     if not nodes:
         return {"": _get_cause(_task(request).remote(fn, request["cpu"], args, {}))}
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
