@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,11 +39,16 @@ from training.prune import (
     run_schedule,
     schedules,
 )
-from training.quantize import quantize_rows
+from training.quantize import QuantizeConfig, quantize_rows
 from training.seq2seq import extra_train_pairs, prepare_seq2seq
 
-# The sections whose values decide what the pruning job computes (its identity).
-SECTIONS = ("data", "teacher", "seq2seq", "prune", "quantize")
+# The sections whose values decide what the pruning sweep computes (its identity). The
+# quantization settings are not among them: the quantize stage runs after the sweep, from the
+# saved rounds, so a change there re-quantizes a finished sweep's models instead of pruning
+# them again (each quantize row's `quantize_config` names the settings it was measured under).
+IDENTITY = ("data", "teacher", "seq2seq", "prune")
+# Every section the job reads: what the rows' stamps hash (`config_hash`).
+SECTIONS = (*IDENTITY, "quantize")
 
 
 # The dotted keys of SECTIONS `read_settings` resets: two sweeps that differ only in them are one
@@ -60,10 +66,10 @@ def read_settings(cfg: JobConfig) -> JobConfig:
 
 
 def sweep_id(cfg: JobConfig) -> str:
-    """The job's identity: the settings it reads (`read_settings`), the contents of its data
-    and the rounds' recipe (`training.prune.RECIPE`)."""
+    """The job's identity: the settings its sweep reads (`read_settings`, all but the
+    quantize section), the contents of its data and the rounds' recipe (`training.prune.RECIPE`)."""
     s = cfg.seq2seq
-    return f"prune-{identity_hash(read_settings(cfg), SECTIONS, s.train_extra, s.max_train_extra, recipe=RECIPE)[:12]}"
+    return f"prune-{identity_hash(read_settings(cfg), IDENTITY, s.train_extra, s.max_train_extra, recipe=RECIPE)[:12]}"
 
 
 def finished_schedules(specs: list[dict], errors: list[str]) -> list[str]:
@@ -133,18 +139,27 @@ def _quantize(artifacts, cfg, pruned, scopes, unpruned, *, device: str) -> list[
     return [{**r, "node_id": node} for r in rows]  # each row names its device: int8 runs on CPU
 
 
+def quantize_settings(cfg: QuantizeConfig) -> str:
+    """The quantize section as JSON text: each quantize row's `quantize_config`."""
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
 def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, keys: list[str],
                    stamp: dict) -> list[dict]:
     """quantize rows for the unpruned model and each schedule's last round: only the models
-    without rows yet are quantized (a resumed sweep whose schedule failed before); none with
-    `quantize.variants: []` (the stage is off: before, it loaded every model for no row).
-    `artifacts_of()` gives the code-to-text model's artifacts, called only when a model is
-    left to quantize."""
+    without rows under this command's quantize settings are quantized (a resumed sweep whose
+    schedule failed before; every model of a finished sweep run again with other settings,
+    its pruning restored, not redone); none with `quantize.variants: []` (the stage is off:
+    before, it loaded every model for no row). A model quantized again has its earlier rows
+    replaced: the table holds one quantization per model, the latest, which each row's
+    `quantize_config` names. `artifacts_of()` gives the code-to-text model's artifacts,
+    called only when a model is left to quantize."""
     if not cfg.quantize.variants:
         return []
+    settings = quantize_settings(cfg.quantize)
     pruned = last_states(Path(cfg.results_dir) / "pruned" / sid, keys)
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
-    missing = {"unpruned", *pruned} - {r["trial_key"] for r in earlier}
+    missing = {"unpruned", *pruned} - {r["trial_key"] for r in earlier if r.get("quantize_config") == settings}
     if not missing:
         return earlier
     scopes = {s["schedule"]: s["scope"] for s in schedules(cfg.prune)}
@@ -152,7 +167,9 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
     scopes["unpruned"] = cfg.prune.scopes[0] if len(set(cfg.prune.scopes)) == 1 else "all"
     todo = {k: v for k, v in pruned.items() if k in missing}
     rows = sweep.call_on_worker(cfg, _quantize, artifacts_of(), cfg.quantize, todo, scopes, "unpruned" in missing)
-    rows = earlier + [{**r, **stamp, "trial_key": r["model"], "time": time.time()} for r in rows]
+    kept = [r for r in earlier if r["trial_key"] not in missing]  # a requantized model's old rows go
+    rows = kept + [{**r, **stamp, "trial_key": r["model"], "quantize_config": settings, "time": time.time()}
+                   for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
     return rows
 

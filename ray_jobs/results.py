@@ -89,7 +89,9 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                  ("speedup_vs_fp32", _F), ("score_batch", _I), ("latency_threads", _I), ("latency_runs", _I),
                  # a bf16/fp16 variant its device emulates (training.models.emulated): its latency
                  # says nothing of a device with the units
-                 ("emulated", _B)],
+                 ("emulated", _B),
+                 # prune-job rows: the quantize section they were measured under (JSON text)
+                 ("quantize_config", _S)],
     "bench": [("bench", _S), ("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
               ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),
               ("model", _S), ("dtype", _S), ("batch", _I), ("seq_len", _I), ("median_ms", _F),

@@ -314,9 +314,11 @@ def prune_seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     a sweep holds schedules alike but for the method, their per-seed differences
     (`_paired_methods`). ConfigError for sweeps whose recorded settings differ in more than
     prune.seed (`check_seed_sweeps`)."""
-    from ray_jobs.prune import SECTIONS, UNREAD  # the job's modules import torch and Ray: only here
+    from ray_jobs.prune import IDENTITY, UNREAD  # the job's modules import torch and Ray: only here
 
-    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", SECTIONS, UNREAD, rows_table="prune")
+    # the sweeps' pruning settings; not their quantize section, which the spread does not read
+    # (a finished sweep quantized again keeps the configs row it ran with)
+    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "prune.seed", IDENTITY, UNREAD, rows_table="prune")
     spread = _across_sweeps(results_dir, sweep_ids, "prune", """
         schedule, round, count(*) AS seeds, round(avg(sparsity), 3) AS sparsity,
         avg(test_bleu_greedy) AS greedy, stddev_samp(test_bleu_greedy) AS sd_greedy,

@@ -303,8 +303,9 @@ def record_config(cfg: JobConfig, job: str, sweep_id: str, stamp: dict, finished
     """The sweep's `configs` row (`results.write_config`): every setting it runs with. Not
     rewritten for a finished sweep that has one: restoring it reruns none of its trials, and
     settings that its id does not hash (resources, say) would otherwise claim rows measured
-    under others. (A pruning sweep whose quantization stage was cut short completes it under
-    the command's settings; those rows record their device and threads.) `finished`: what
+    under others. (A pruning sweep whose quantization stage was cut short, or that is run again
+    with other quantize settings, quantizes under the command's settings; those rows record
+    their device, threads and `quantize_config`.) `finished`: what
     `check_restore_settings` returned for the sweep. `resolved`: what settings decided on the
     workers resolved to (`ray_jobs.precision.pin_auto`), recorded as the config's "resolved"."""
     if finished and results.read_rows(cfg.results_dir, "configs", sweep_id):

@@ -333,8 +333,7 @@ def test_sweep_id_follows_the_trials_recipe(monkeypatch, job):
 @pytest.mark.parametrize("job, changes", [
     ("compress", ["seed=7", "data.seed=5", "teacher.name=codebert-base", "search.top_k=3", "finetune.epochs=5",
                   "distill.epochs=9", "baselines.bilstm_paper=true"]),
-    ("prune", ["data.seed=5", "teacher.name=codebert-base", "seq2seq.train_steps=7", "prune.rate=0.3",
-               "quantize.beam=2"]),
+    ("prune", ["data.seed=5", "teacher.name=codebert-base", "seq2seq.train_steps=7", "prune.rate=0.3"]),
 ])
 def test_every_section_a_job_reads_names_its_sweep(job, changes):
     """A change in any section the job computes from is another sweep (a finished one is not
@@ -346,6 +345,18 @@ def test_every_section_a_job_reads_names_its_sweep(job, changes):
     for change in changes:
         assert module.sweep_id(load_config(CONFIG_DIR / "smoke.yaml", [change])) != base, change
     assert module.sweep_id(load_config(CONFIG_DIR / "smoke.yaml", ["resources.cpus_per_trial=2"])) == base
+
+
+@pytest.mark.parametrize("change", ["quantize.beam=2", "quantize.variants=[fp32,int8]", "quantize.test_subset=5"])
+def test_the_pruning_sweep_is_the_same_under_other_quantize_settings(change):
+    """The quantize stage runs after the sweep, from its saved rounds: other quantize settings
+    re-quantize a finished sweep's models (`prune.quantize_stage`), they do not prune anew."""
+    from ray_jobs import prune
+
+    base = load_config(CONFIG_DIR / "smoke.yaml")
+    changed = load_config(CONFIG_DIR / "smoke.yaml", [change])
+    assert prune.sweep_id(changed) == prune.sweep_id(base)
+    assert prune.quantize_settings(changed.quantize) != prune.quantize_settings(base.quantize)
 
 
 def test_code_version_of_a_dirty_tree_names_its_sources(monkeypatch):

@@ -271,6 +271,31 @@ def test_a_finished_demo_run_again_rewrites_no_row_and_prepares_no_model(demo_ru
 
 
 @pytest.mark.slow
+def test_other_quantize_settings_requantize_a_finished_prune_sweep_without_pruning_it_again(
+        demo_run, tmp_path, ray_tmp):
+    """The quantize section is not part of the pruning sweep's id: the same sweep is restored
+    (no round pruned again, its rows unchanged) and its models are quantized under the new
+    settings, whose rows replace the earlier ones."""
+    root = tmp_path / "results"  # a copy: the other tests count the demo run's rows
+    shutil.copytree(demo_run[0], root)
+
+    def prune_rows():
+        return json.dumps(_q(root, "SELECT * FROM prune ORDER BY ALL"), default=str)
+
+    before = prune_rows()
+    (sid,) = {r["sweep_id"] for r in _q(root, "SELECT DISTINCT sweep_id FROM prune")}
+    proc = run_cli(["prune", "--config", "smoke", f"results_dir={root}", "quantize.variants=[fp32,int8]"], ray_tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert prune_rows() == before
+    quant = _q(root, f"SELECT trial_key, variant, quantize_config FROM quantize WHERE sweep_id = '{sid}'")
+    schedules = {r["schedule"] for r in _q(root, "SELECT DISTINCT schedule FROM prune")}
+    assert sorted((q["trial_key"], q["variant"]) for q in quant) == sorted(
+        (m, v) for m in ["unpruned", *schedules] for v in ("fp32", "int8"))
+    assert {json.dumps(json.loads(q["quantize_config"])["variants"]) for q in quant} == {'["fp32", "int8"]'}
+    assert len(list((root / "table=prune").glob("*.parquet"))) == 1  # no second pruning sweep
+
+
+@pytest.mark.slow
 def test_query_and_tables_cli(demo_run, ray_tmp):
     root, _ = demo_run
     proc = run_cli(["query", "SELECT kind, count(*) AS n FROM distill GROUP BY 1 ORDER BY 1",

@@ -1,4 +1,8 @@
-"""The pruning job's quantization stage quantizes only the models that have no rows yet."""
+"""The pruning job's quantization stage quantizes only the models that have no rows yet under
+the command's quantize settings."""
+
+import dataclasses
+import json
 
 from ray_jobs import prune, results
 from ray_jobs.config import load_config, resolve_config_path
@@ -43,6 +47,37 @@ def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeyp
                                                         "prune.scopes=[encoder,decoder]"])
     prune.quantize_stage(mixed, artifacts_of, "prune-y", [], stamp)
     assert scopes_asked[-1]["unpruned"] == "all"
+
+
+def test_other_quantize_settings_requantize_every_model_and_replace_its_rows(tmp_path, monkeypatch):
+    """A finished sweep run again with other quantize settings (the same sweep id): each model
+    is quantized again under them, and its rows of the earlier settings are replaced, not
+    kept beside the new ones (a variant dropped from the list leaves no row behind)."""
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[fp32,int8]"])
+    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
+    for key in keys:
+        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
+        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    asked = []
+
+    def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
+        asked.append((sorted(pruned), unpruned, qcfg.variants))
+        return [{"model": m, "variant": v, "bleu_greedy": 1.0}
+                for m in (["unpruned"] if unpruned else []) + sorted(pruned) for v in qcfg.variants]
+
+    monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
+    stamp = {"config_hash": "h", "code_version": "v"}
+    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)
+    again = dataclasses.replace(cfg, quantize=dataclasses.replace(cfg.quantize, variants=("fp32", "fp16")))
+    prune.quantize_stage(again, lambda: "artifacts", "prune-x", keys, stamp)
+    assert asked[1] == (sorted(keys), True, ("fp32", "fp16"))  # every model, under the new settings
+    rows = results.read_rows(tmp_path, "quantize", "prune-x")
+    assert sorted((r["trial_key"], r["variant"]) for r in rows) == sorted(
+        (m, v) for m in ["unpruned", *keys] for v in ("fp32", "fp16"))  # int8's rows are gone
+    assert {r["quantize_config"] for r in rows} == {prune.quantize_settings(again.quantize)}
+    assert json.loads(rows[0]["quantize_config"])["variants"] == ["fp32", "fp16"]
+    prune.quantize_stage(again, lambda: "artifacts", "prune-x", keys, stamp)  # the same settings: nothing
+    assert len(asked) == 2
 
 
 def test_no_variants_turn_the_stage_off(tmp_path, monkeypatch):

@@ -351,10 +351,12 @@ def test_prune_seeds_ignore_the_settings_the_pruning_job_does_not_read(tmp_path)
 
     stamp = {"config_hash": "h", "code_version": "v"}
     config = {"data": {"labeled_fraction": 0.1, "task": "code-search"}, "teacher": {"pair_mode": "separate"},
-              "prune": {"seed": 0, "rate": 0.25}}
+              "prune": {"seed": 0, "rate": 0.25}, "quantize": {"beam": 1}}
     runs = {"prune-a": config,
+            # the quantize section is not the pruning's: a finished sweep quantized again under
+            # other settings keeps the configs row it ran with
             "prune-b": {"data": {"labeled_fraction": 0.5, "task": "code-search"}, "teacher": {"pair_mode": "joint"},
-                        "prune": {"seed": 1, "rate": 0.25}},
+                        "prune": {"seed": 1, "rate": 0.25}, "quantize": {"beam": 2}},
             "prune-c": {**config, "prune": {"seed": 2, "rate": 0.5}}}
     for sweep, cfg in runs.items():
         results.write_config(tmp_path, "prune", sweep, cfg, stamp)
