@@ -6,13 +6,17 @@
     quantize table: each trained model in fp32 and its distill.quantize variants, on the
     CPU; one more trial does the same for the teacher; the epochs table: each trained
     model's and the teacher's fine-tuning's validation accuracy and loss per epoch), students saved under
-    results_dir/students/SWEEP_ID/TRIAL_KEY; the configs table holds the job's settings.
+    results_dir/students/SWEEP_ID/TRIAL_KEY; the configs table holds the job's settings
+    -> quantize_stage: the saved models a longer distill.quantize list finds without a
+    variant, quantized again (on a worker).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -33,6 +37,7 @@ from training.distill import (
     extra_transfer_examples,
     labeled_rows,
     prepare_teacher,
+    saved_variant_rows,
     teacher_variant_rows,
     timing_device,
     train_student,
@@ -48,9 +53,13 @@ SECTIONS = ("seed", "data", "teacher", "search", "finetune", "distill", "baselin
 
 def sweep_id(cfg: JobConfig) -> str:
     """The job's identity: its config sections, the contents of its data and the trials'
-    recipe (`training.distill.RECIPE`)."""
+    recipe (`training.distill.RECIPE`). Of `distill.quantize` only whether it lists a variant
+    (the teacher's trial): a finished sweep run again with another list is restored, and
+    `quantize_stage` quantizes its saved models under it, instead of distilling them anew."""
     d = cfg.distill
-    return f"compress-{identity_hash(cfg, SECTIONS, d.transfer_extra, d.max_transfer_extra, recipe=RECIPE)[:12]}"
+    ident = identity_hash(cfg, SECTIONS, d.transfer_extra, d.max_transfer_extra, recipe=RECIPE,
+                          hashed_as={"distill.quantize": bool(d.quantize)})
+    return f"compress-{ident[:12]}"
 
 
 def check_transfer_extra(cfg: JobConfig, splits: dict) -> None:
@@ -308,6 +317,45 @@ def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
     ctx.report({**row, "name": spec["trial_key"], "teacher_size_mb": p["teacher_size_mb"]})
 
 
+def _requantize(artifacts, train_cfg: CompressTrainConfig, models: list[dict], *, device: str) -> list[dict]:
+    """`saved_variant_rows` of each model ({"trial_key", "variants", **its spec}), on the CPU."""
+    node = ray.get_runtime_context().get_node_id()
+    return [{**row, "trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "node_id": node}
+            for m in models for row in saved_variant_rows(m, artifacts, train_cfg, m["variants"])]
+
+
+def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of: Callable[[], Any], sid: str,
+                   stamp: dict, errors: list[str]) -> list[dict]:
+    """The sweep's quantize rows, after its trials: each model whose rows lack a variant of
+    `distill.quantize` (a finished sweep run again with a longer list: the sweep id does not
+    hash the list) is loaded from its saved folder (the teacher from its fine-tuned cache)
+    and quantized again under the list plus the variants it has, on a worker; its rows are
+    replaced by the new ones, so that a model's rows come from one run (`accuracy_kept` and
+    `speedup_vs_fp32` over the fp32 row timed with them) and no row a trial reported goes
+    missing. Models of failed trials (`errors`: "KEY: message") are left to the resume that
+    retries them. `artifacts_of()` gives the teacher's artifacts, called only when a model is
+    left to quantize."""
+    earlier = results.read_rows(cfg.results_dir, "quantize", sid)
+    wanted = set(cfg.distill.quantize)
+    held: dict[str, set] = {}
+    for row in earlier:
+        held.setdefault(row["trial_key"], set()).add(row["variant"])
+    failed = {e.split(":", 1)[0] for e in errors}
+    specs = {r["trial_key"]: {k: r[k] for k in ("kind", "model_dir", "vocab", "pair_mode", "teacher_accuracy")}
+             for r in results.read_rows(cfg.results_dir, "distill", sid)} | {"teacher": {"kind": "teacher"}}
+    todo = [{**specs[key], "trial_key": key,
+             "variants": [*cfg.distill.quantize, *sorted(variants - wanted - {"fp32"})]}
+            for key, variants in sorted(held.items())
+            if not wanted <= variants and key in specs and key not in failed]
+    if not todo:
+        return earlier
+    rows = sweep.call_on_worker(cfg, _requantize, artifacts_of(), train_cfg, todo)
+    again = {m["trial_key"] for m in todo}
+    rows = [r for r in earlier if r["trial_key"] not in again] + [{**r, **stamp, "time": time.time()} for r in rows]
+    results.write_rows(cfg.results_dir, "quantize", sid, rows)
+    return results.read_rows(cfg.results_dir, "quantize", sid)  # as the sweep's outcome holds them
+
+
 def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: str) -> None:
     """A one-off fine-tuning's curve (`metrics["curve"]`) as `epochs` rows with trial_key,
     model and kind `model` ("teacher": the compression job's teacher; "seq2seq": the pruning
@@ -373,15 +421,22 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
         if not finished or not results.read_rows(cfg.results_dir, "search", sid):
             results.write_rows(cfg.results_dir, "search", sid,
                                [{**r, **stamp} for r in search_rows(cfg, candidates)])
+        def prepare():
+            return sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
+                                        str(Path(cfg.results_dir) / "cache"))
+
         if not finished or not has_curve(cfg.results_dir, sid, "teacher"):
-            artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
-                                             str(Path(cfg.results_dir) / "cache"))
+            artifacts = prepare()
             write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher")
             params.update(artifacts=artifacts, teacher_size_mb=teacher_size_mb(artifacts.teacher_dir))
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
                           trials=specs, tables=("distill", "quantize", "epochs"),
                           params=params, stamp=stamp, last_table={"teacher": "quantize"})
-        return sweep.run_sweep(cfg, job, resume=resume)
+        outcome = sweep.run_sweep(cfg, job, resume=resume)
+        if cfg.distill.quantize:
+            outcome.rows["quantize"] = quantize_stage(cfg, train_cfg, lambda: params["artifacts"] or prepare(), sid,
+                                                      stamp, outcome.errors)
+        return outcome
     finally:
         if started:
             ray.shutdown()

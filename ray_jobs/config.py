@@ -393,14 +393,19 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def config_hash(cfg: JobConfig, sections: tuple[str, ...] | None = None) -> str:
+def config_hash(cfg: JobConfig, sections: tuple[str, ...] | None = None,
+                hashed_as: dict[str, Any] | None = None) -> str:
     """Stable sha256 (hex) of the config's content, without results_dir (where, not what).
 
     `sections` limits the hash to the sections a job reads, so that the compression job's
-    identity does not change when only the pruning section does.
+    identity does not change when only the pruning section does. `hashed_as`: dotted keys
+    ("section.key") hashed as the given value instead of their own.
     """
     tree = to_dict(cfg)
     tree.pop("results_dir")
+    for dotted, value in (hashed_as or {}).items():
+        section, key = dotted.split(".")
+        tree[section][key] = value
     if sections is not None:
         tree = {k: tree[k] for k in sections}
     blob = json.dumps(tree, sort_keys=True, default=str, separators=(",", ":"))
@@ -408,7 +413,8 @@ def config_hash(cfg: JobConfig, sections: tuple[str, ...] | None = None) -> str:
 
 
 def identity_hash(cfg: JobConfig, sections: tuple[str, ...], extra_data: tuple[str, ...] = (),
-                  extra_cap: int | None = None, recipe: int | None = None) -> str:
+                  extra_cap: int | None = None, recipe: int | None = None,
+                  hashed_as: dict[str, Any] | None = None) -> str:
     """`config_hash` of `sections` plus the contents of the data the job reads (data.path and
     `extra_data` folders) and of a teacher held in a local folder (`teacher_identity`; the
     embedded MiniLM too): a job run again after its data or its teacher's weights, config or
@@ -418,8 +424,9 @@ def identity_hash(cfg: JobConfig, sections: tuple[str, ...], extra_data: tuple[s
     (`codebert-base`) joins as its hub id, so a config naming the preset got new ids once
     (after 03918d0). `recipe`, a job's version
     of what its trials compute (bumped when the same config computes something else), joins
-    the hash where it is given, so results of an earlier recipe are not resumed or restored."""
-    inputs = [config_hash(cfg, sections), data_fingerprint(cfg.data)]
+    the hash where it is given, so results of an earlier recipe are not resumed or restored.
+    `hashed_as`: as `config_hash`'s."""
+    inputs = [config_hash(cfg, sections, hashed_as), data_fingerprint(cfg.data)]
     if recipe is not None:
         inputs.append({"recipe": recipe})
     if extra_data:

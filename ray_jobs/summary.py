@@ -148,7 +148,8 @@ def check_seed_sweeps(results_dir: str, sweep_ids: list[str], seed_key: str,
     """The sweep ids, each once (a sweep named twice counts once); ConfigError unless the sweeps ran one job's settings under distinct values of `seed_key`
     (e.g. "distill.seed"), as their `configs` rows record them: the settings of `sections`
     (those the job's sweep id hashes) but the dotted keys `unread` (which the job resets
-    before hashing: the pruning job's `UNREAD`) compared where both sweeps record them; a sweep
+    before hashing, the pruning job's `UNREAD`, or which the spread does not read, the
+    compression job's `distill.quantize`) compared where both sweeps record them; a sweep
     without a `configs` row is not checked. What the sweeps resolved "auto" to counts as a
     setting, and so do the precisions their `rows_table` rows say they trained in (a sweep
     recorded before resolutions were). A spread over sweeps of other epochs or precisions, or
@@ -204,7 +205,10 @@ def seeds_summary(results_dir: str, sweep_ids: list[str]) -> str:
     sweeps whose recorded settings differ in more than distill.seed (`check_seed_sweeps`)."""
     from ray_jobs.compress import SECTIONS  # the job's modules import torch and Ray: only here
 
-    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "distill.seed", SECTIONS, rows_table="distill")
+    # not the quantized variants, which the spread does not read (a finished sweep quantized
+    # again under a longer list keeps the configs row it ran with)
+    sweep_ids = check_seed_sweeps(results_dir, sweep_ids, "distill.seed", SECTIONS, ("distill.quantize",),
+                                  rows_table="distill")
     return _across_sweeps(results_dir, sweep_ids, "distill", f"""
         trial_key AS model, kind, {_ARCH_SQL} AS arch,
         count(*) AS seeds, avg(accuracy) AS mean_accuracy, stddev_samp(accuracy) AS sd_accuracy,

@@ -25,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -819,6 +819,27 @@ def teacher_variant_rows(artifacts: TeacherArtifacts, cfg: CompressTrainConfig) 
     test_enc = encode(tokenizer, test, cfg.finetune.max_seq_len, artifacts.teacher_pair_mode)
     return _variant_rows(model, artifacts.teacher.vocab, test_enc, test, tokenizer.pad_token_id, cfg.distill,
                          artifacts.teacher_pair_mode == "separate", artifacts.teacher_metrics["accuracy"])
+
+
+def saved_variant_rows(model: dict, artifacts: TeacherArtifacts, cfg: CompressTrainConfig,
+                       variants: Sequence[str]) -> list[dict]:
+    """quantize-table rows of a model a trial trained and saved, fp32 and each of `variants`,
+    scored and timed as its trial did (`_variant_rows` with cfg.distill's settings); its ONNX
+    graphs are written into its folder again. model: {"kind": "teacher"} (the fine-tuned
+    teacher: `teacher_variant_rows`), or a `distill` row's kind ("student" | "bilstm"),
+    model_dir, vocab, pair_mode and teacher_accuracy (its retention's denominator, as in
+    its row)."""
+    cfg = CompressTrainConfig(finetune=cfg.finetune, distill=replace(cfg.distill, quantize=tuple(variants)))
+    if model["kind"] == "teacher":
+        return teacher_variant_rows(artifacts, cfg)
+    folder = Path(model["model_dir"])
+    loaded = (BiLSTMSoft.from_pretrained(folder) if model["kind"] == "bilstm"
+              else AutoModelForSequenceClassification.from_pretrained(folder)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    test, _ = read_examples(artifacts.eval_path, "test")
+    test_enc = encode(tokenizer, test, cfg.distill.max_seq_len, model["pair_mode"])
+    return _variant_rows(loaded, model["vocab"], test_enc, test, tokenizer.pad_token_id, cfg.distill,
+                         model["pair_mode"] == "separate", model["teacher_accuracy"], graph_dir=folder)
 
 
 def _tracing_rows(encoded: dict, pad_id: int) -> dict:

@@ -347,6 +347,19 @@ def test_every_section_a_job_reads_names_its_sweep(job, changes):
     assert module.sweep_id(load_config(CONFIG_DIR / "smoke.yaml", ["resources.cpus_per_trial=2"])) == base
 
 
+@pytest.mark.parametrize("changes, same", [(["distill.quantize=[int8,bf16,onnx]"], True),
+                                           (["distill.quantize=[int8_emb,int8]"], True),
+                                           (["distill.quantize=[]"], False)])
+def test_the_compression_sweep_hashes_only_whether_distill_quantize_lists_a_variant(changes, same):
+    """Another list is the same sweep, whose saved models `compress.quantize_stage` quantizes
+    again; none at all drops the teacher's trial: another sweep."""
+    from ray_jobs import compress
+
+    base = load_config(CONFIG_DIR / "smoke.yaml")
+    assert (compress.sweep_id(load_config(CONFIG_DIR / "smoke.yaml", changes)) == compress.sweep_id(base)) is same
+    assert config_hash(load_config(CONFIG_DIR / "smoke.yaml", changes)) != config_hash(base)  # the stamps tell
+
+
 @pytest.mark.parametrize("change", ["quantize.beam=2", "quantize.variants=[fp32,int8]", "quantize.test_subset=5"])
 def test_the_pruning_sweep_is_the_same_under_other_quantize_settings(change):
     """The quantize stage runs after the sweep, from its saved rounds: other quantize settings

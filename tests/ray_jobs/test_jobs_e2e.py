@@ -296,6 +296,37 @@ def test_other_quantize_settings_requantize_a_finished_prune_sweep_without_pruni
 
 
 @pytest.mark.slow
+def test_a_longer_quantize_list_quantizes_a_finished_compression_sweep_without_distilling_again(
+        demo_run, tmp_path, ray_tmp):
+    """`distill.quantize` is not part of the compression sweep's id (only whether it lists a
+    variant): the same sweep is restored, no model trains, and every saved model and the
+    teacher get rows for the variant added, timed beside an fp32 row of the same run."""
+    root = tmp_path / "results"  # a copy: the other tests count the demo run's rows
+    shutil.copytree(demo_run[0], root)
+
+    def trained():  # every row the training wrote
+        return {t: json.dumps(_q(root, f"SELECT * FROM {t} ORDER BY ALL"), default=str)
+                for t in ("search", "distill", "epochs", "configs")}
+
+    before = trained()
+    (sid,) = {r["sweep_id"] for r in _q(root, "SELECT DISTINCT sweep_id FROM distill")}
+    old = _q(root, f"SELECT trial_key, variant, time FROM quantize WHERE sweep_id = '{sid}'")
+    proc = run_cli(["compress", "--config", "smoke", f"results_dir={root}",
+                    "distill.quantize=[int8,int8_emb,onnx,onnx_int8,bf16]"], ray_tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert trained() == before
+    assert "fine-tune teacher" not in proc.stdout + proc.stderr
+    quant = _q(root, f"SELECT trial_key, variant, time, speedup_vs_fp32, error FROM quantize WHERE sweep_id = '{sid}'")
+    models = {r["trial_key"] for r in old}
+    assert "teacher" in models and len(models) >= 3
+    assert sorted((q["trial_key"], q["variant"]) for q in quant) == sorted(
+        (m, v) for m in models for v in ("fp32", "int8", "int8_emb", "onnx", "onnx_int8", "bf16"))
+    assert min(q["time"] for q in quant) > max(r["time"] for r in old)  # every row of the new run
+    assert all(q["speedup_vs_fp32"] > 0 for q in quant if q["error"] is None)
+    assert len(list((root / "table=distill").glob("*.parquet"))) == 1  # no second compression sweep
+
+
+@pytest.mark.slow
 def test_query_and_tables_cli(demo_run, ray_tmp):
     root, _ = demo_run
     proc = run_cli(["query", "SELECT kind, count(*) AS n FROM distill GROUP BY 1 ORDER BY 1",

@@ -303,11 +303,14 @@ def test_seeds_summaries_refuse_sweeps_that_are_not_seeds_of_one_job(tmp_path):
     import pytest
 
     stamp = {"config_hash": "h", "code_version": "v"}
-    config = {"results_dir": str(tmp_path), "distill": {"seed": 0, "epochs": 7, "precision": "bf16"},
+    config = {"results_dir": str(tmp_path),
+              "distill": {"seed": 0, "epochs": 7, "precision": "bf16", "quantize": ["int8"]},
               "prune": {"seed": 0}, "resources": {"num_cpus": 2}}
     runs = {"compress-a": config,
-            # a setting no result depends on (resources) and one it did not record may differ
-            "compress-b": {**config, "distill": {"seed": 1, "epochs": 7}, "resources": {"num_cpus": 8}},
+            # a setting no result depends on (resources) and one it did not record may differ;
+            # so may the quantized variants (a finished sweep quantized again keeps its configs row)
+            "compress-b": {**config, "distill": {"seed": 1, "epochs": 7, "quantize": ["int8", "bf16"]},
+                           "resources": {"num_cpus": 8}},
             "compress-c": {**config, "distill": {**config["distill"], "seed": 2, "epochs": 2}},
             "compress-d": {**config, "distill": {**config["distill"], "seed": 1}},
             # "auto" resolved to another precision (ray_jobs.precision) is another setting too

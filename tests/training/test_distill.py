@@ -30,6 +30,7 @@ from training.distill import (
     prepare_teacher,
     read_examples,
     read_teacher_vectors,
+    saved_variant_rows,
     teacher_variant_rows,
     train_student,
 )
@@ -332,6 +333,30 @@ def _check_variant_rows(row, test, pair_mode):
         logits = quantize_classifier(model, "int8")(**collate(enc, list(range(len(test))), tok.pad_token_id)).logits
     preds = logits.argmax(-1).tolist()
     assert sum(p == e.label for p, e in zip(preds, test, strict=True)) / len(test) == by["int8"]["accuracy"]
+
+
+@pytest.mark.parametrize("candidate, pair_mode", [(STUDENT, "joint"), (STUDENT, "separate"),
+                                                  ({"kind": "bilstm", "variant": "budget", "target_mb": 0.5}, "separate")])
+def test_a_saved_model_quantized_again_scores_as_its_trial_did(artifacts, tmp_path, candidate, pair_mode):
+    """`saved_variant_rows` (a finished sweep quantized under a longer list) loads the folder a
+    trial saved and scores each variant the trial scored alike, plus the new ones."""
+    cfg = replace(CFG, distill=replace(CFG.distill, pair_mode=pair_mode))
+    row = train_student(candidate, artifacts, cfg, tmp_path / "m")
+    again = saved_variant_rows(row, artifacts, cfg, ["int8", "int8_emb", "bf16"])
+    trial, by = {r["variant"]: r for r in row["quantize"]}, {r["variant"]: r for r in again}
+    assert list(by) == ["fp32", "int8", "int8_emb", "bf16"] and {r["error"] for r in by.values()} == {None}
+    for variant in trial:
+        assert by[variant]["accuracy"] == trial[variant]["accuracy"], variant
+        assert by[variant]["size_bytes"] == trial[variant]["size_bytes"], variant
+        assert by[variant]["retention"] == pytest.approx(trial[variant]["retention"]), variant
+    assert by["bf16"]["speedup_vs_fp32"] == by["fp32"]["latency_ms"] / by["bf16"]["latency_ms"]  # timed beside fp32
+
+
+def test_the_teacher_quantized_again_is_its_trials_quantization(artifacts):
+    rows = saved_variant_rows({"kind": "teacher"}, artifacts, CFG, ["int8"])
+    trial = teacher_variant_rows(artifacts, replace(CFG, distill=replace(CFG.distill, quantize=("int8",))))
+    assert [(r["variant"], r["accuracy"], r["size_bytes"]) for r in rows] == [
+        (r["variant"], r["accuracy"], r["size_bytes"]) for r in trial]
 
 
 @pytest.mark.parametrize("variant", ["paper", "budget"])

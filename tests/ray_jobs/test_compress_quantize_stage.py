@@ -1,0 +1,88 @@
+"""The compression job's quantize stage: a finished sweep run again under a longer
+`distill.quantize` list quantizes its saved models again instead of distilling them anew."""
+
+import dataclasses
+
+from ray_jobs import compress, results
+from ray_jobs.config import load_config, resolve_config_path
+from training.distill import CompressTrainConfig
+
+STAMP = {"config_hash": "h", "code_version": "v"}
+
+
+def _sweep_on_disk(root, variants=("fp32", "int8")):
+    """A finished sweep's rows: two students, a baseline and the teacher, each quantized."""
+    models = {"student-0": "student", "student-1": "student", "bilstm-budget": "bilstm", "teacher": "teacher"}
+    results.write_rows(root, "distill", "compress-x", [
+        {"trial_key": k, "kind": kind, "model_dir": f"/saved/{k}", "vocab": 300, "pair_mode": "separate",
+         "teacher_accuracy": 0.8, **STAMP} for k, kind in models.items() if kind != "teacher"])
+    results.write_rows(root, "quantize", "compress-x", [
+        {"trial_key": k, "model": k, "kind": kind, "variant": v, "accuracy": 0.5, **STAMP}
+        for k, kind in models.items() for v in variants])
+
+
+def _stage(cfg, monkeypatch, errors=()):
+    asked, prepared = [], []
+
+    def on_worker(cfg_, fn, artifacts, train_cfg, models):  # stands in for the Ray task
+        asked.append(models)
+        return [{"trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "variant": v,
+                 "accuracy": 0.75} for m in models for v in ["fp32", *m["variants"]]]
+
+    def artifacts_of():
+        prepared.append(1)
+        return "artifacts"
+
+    monkeypatch.setattr(compress.sweep, "call_on_worker", on_worker)
+    train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
+    rows = compress.quantize_stage(cfg, train_cfg, artifacts_of, "compress-x", STAMP, list(errors))
+    return rows, asked, prepared
+
+
+def test_a_longer_list_quantizes_every_saved_model_again_and_replaces_its_rows(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[bf16,int8]"])
+    _sweep_on_disk(tmp_path, ("fp32", "int8", "int8_emb"))
+    rows, asked, prepared = _stage(cfg, monkeypatch)
+    (models,) = asked
+    assert [m["trial_key"] for m in models] == ["bilstm-budget", "student-0", "student-1", "teacher"]
+    # the new list, then the variants the model has and the list dropped: one run for all its rows
+    assert {tuple(m["variants"]) for m in models} == {("bf16", "int8", "int8_emb")}
+    student = next(m for m in models if m["trial_key"] == "student-0")
+    assert student == {"trial_key": "student-0", "kind": "student", "model_dir": "/saved/student-0", "vocab": 300,
+                       "pair_mode": "separate", "teacher_accuracy": 0.8, "variants": ["bf16", "int8", "int8_emb"]}
+    assert next(m for m in models if m["trial_key"] == "teacher") == {
+        "trial_key": "teacher", "kind": "teacher", "variants": ["bf16", "int8", "int8_emb"]}
+    on_disk = results.read_rows(tmp_path, "quantize", "compress-x")
+    assert sorted((r["trial_key"], r["variant"]) for r in on_disk) == sorted(
+        (k, v) for k in ("bilstm-budget", "student-0", "student-1", "teacher")
+        for v in ("fp32", "bf16", "int8", "int8_emb"))
+    assert {r["accuracy"] for r in on_disk} == {0.75}  # no row of the earlier run left beside them
+    assert rows == on_disk and len(prepared) == 1
+    _stage(cfg, monkeypatch)  # every variant there now: nothing asked, nothing prepared
+    assert len(asked) == 1 and len(prepared) == 1
+
+
+def test_a_list_the_rows_already_cover_asks_for_nothing(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8]"])
+    _sweep_on_disk(tmp_path, ("fp32", "int8", "int8_emb"))  # a shorter list: int8_emb's rows stay
+    rows, asked, prepared = _stage(cfg, monkeypatch)
+    assert asked == [] and prepared == [] and len(rows) == 4 * 3
+
+
+def test_models_of_failed_trials_and_models_without_rows_are_left_alone(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8,bf16]"])
+    _sweep_on_disk(tmp_path)
+    earlier = results.read_rows(tmp_path, "quantize", "compress-x")
+    results.write_rows(tmp_path, "quantize", "compress-x",  # student-1 trained but its rows are gone
+                       [r for r in earlier if r["trial_key"] != "student-1"])
+    _, asked, _ = _stage(cfg, monkeypatch, errors=["student-0: RuntimeError: out of memory"])
+    assert [m["trial_key"] for m in asked[0]] == ["bilstm-budget", "teacher"]
+    kept = [r for r in results.read_rows(tmp_path, "quantize", "compress-x") if r["trial_key"] == "student-0"]
+    assert {(r["variant"], r["accuracy"]) for r in kept} == {("fp32", 0.5), ("int8", 0.5)}
+
+
+def test_the_job_runs_the_stage_only_with_a_list(tmp_path):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}"])
+    assert cfg.distill.quantize  # smoke's list: the e2e tests run the stage through the job
+    off = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, quantize=()))
+    assert compress.sweep_id(off) != compress.sweep_id(cfg)
