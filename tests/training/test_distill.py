@@ -337,12 +337,19 @@ def _check_variant_rows(row, test, pair_mode):
 
 @pytest.mark.parametrize("candidate, pair_mode", [(STUDENT, "joint"), (STUDENT, "separate"),
                                                   ({"kind": "bilstm", "variant": "budget", "target_mb": 0.5}, "separate")])
-def test_a_saved_model_quantized_again_scores_as_its_trial_did(artifacts, tmp_path, candidate, pair_mode):
+def test_a_saved_model_quantized_again_scores_as_its_trial_did(artifacts, tmp_path, candidate, pair_mode,
+                                                               monkeypatch):
     """`saved_variant_rows` (a finished sweep quantized under a longer list) loads the folder a
-    trial saved and scores each variant the trial scored alike, plus the new ones."""
+    trial saved and scores each variant the trial scored alike, plus the new ones, and times
+    them in the trial's input format."""
+    import training.distill as distill
+
     cfg = replace(CFG, distill=replace(CFG.distill, pair_mode=pair_mode))
     row = train_student(candidate, artifacts, cfg, tmp_path / "m")
+    timed, real = [], distill.classifier_latencies
+    monkeypatch.setattr(distill, "classifier_latencies", lambda *a, **kw: timed.append(kw["pair"]) or real(*a, **kw))
     again = saved_variant_rows(row, artifacts, cfg, ["int8", "int8_emb", "bf16"])
+    assert timed == [pair_mode == "separate"]
     trial, by = {r["variant"]: r for r in row["quantize"]}, {r["variant"]: r for r in again}
     assert list(by) == ["fp32", "int8", "int8_emb", "bf16"] and {r["error"] for r in by.values()} == {None}
     for variant in trial:
