@@ -421,6 +421,7 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
         if not finished or not results.read_rows(cfg.results_dir, "search", sid):
             results.write_rows(cfg.results_dir, "search", sid,
                                [{**r, **stamp} for r in search_rows(cfg, candidates)])
+
         def prepare():
             return sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
                                         str(Path(cfg.results_dir) / "cache"))
