@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,7 @@ from training.distill import (
     transfer_examples,
 )
 from training.evaluate import saved_weights_bytes
-from training.finetune import labeled_half, num_labels_of
+from training.finetune import NotCached, labeled_half, num_labels_of
 from training.models import BiLSTMSoft, check_teacher_loadable, cost_head
 
 # The sections whose values decide what the compression job computes (its identity).
@@ -300,8 +301,9 @@ def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
     torch.set_num_threads(ctx.threads)
     p = ctx.params
     if spec["candidate"]["kind"] == "teacher":
+        listed = quantize_config(p["train_cfg"].distill.quantize)
         for variant in teacher_variant_rows(p["artifacts"], p["train_cfg"]):
-            ctx.report({**variant, "model": "teacher", "kind": "teacher"}, table="quantize")
+            ctx.report({**variant, "model": "teacher", "kind": "teacher", "quantize_config": listed}, table="quantize")
         return
     out_dir = Path(p["students_dir"]) / spec["trial_key"]
     kind = spec["candidate"].get("kind", "student")
@@ -312,15 +314,27 @@ def distill_trial(spec: dict, ctx: sweep.TrialContext) -> None:
     row = train_student(spec["candidate"], p["artifacts"], p["train_cfg"], out_dir,
                         device=ctx.device, progress=epoch_row)
     # The variants first: a trial whose distill row is on disk has its quantize rows too.
+    listed = quantize_config(p["train_cfg"].distill.quantize)
     for variant in row.pop("quantize"):
-        ctx.report({**variant, "model": spec["trial_key"], "kind": row["kind"]}, table="quantize")
+        ctx.report({**variant, "model": spec["trial_key"], "kind": row["kind"], "quantize_config": listed},
+                   table="quantize")
     ctx.report({**row, "name": spec["trial_key"], "teacher_size_mb": p["teacher_size_mb"]})
 
 
-def _requantize(artifacts, train_cfg: CompressTrainConfig, models: list[dict], *, device: str) -> list[dict]:
-    """`saved_variant_rows` of each model ({"trial_key", "variants", **its spec}), on the CPU."""
+def quantize_config(variants) -> str:
+    """A compression trial's or stage's quantize rows' `quantize_config`: the variants they
+    were quantized under, as JSON text (`{"variants": [...]}`, as the pruning job's)."""
+    return json.dumps({"variants": list(variants)})
+
+
+def _requantize(artifacts, train_cfg: CompressTrainConfig, models: list[dict], threads: int, *,
+                device: str) -> list[dict]:
+    """`saved_variant_rows` of each model ({"trial_key", "variants", **its spec}), on the CPU
+    under a trial's torch threads (the task holds the preparation's CPUs)."""
+    torch.set_num_threads(threads)
     node = ray.get_runtime_context().get_node_id()
-    return [{**row, "trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "node_id": node}
+    return [{**row, "trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "node_id": node,
+             "quantize_config": quantize_config(m["variants"])}
             for m in models for row in saved_variant_rows(m, artifacts, train_cfg, m["variants"])]
 
 
@@ -328,20 +342,23 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
                    stamp: dict, errors: list[str]) -> list[dict]:
     """The sweep's quantize rows, after its trials: each model whose rows lack a variant of
     `distill.quantize` (a finished sweep run again with a longer list: the sweep id does not
-    hash the list) is loaded from its saved folder (the teacher from its fine-tuned cache)
-    and quantized again under the list plus the variants it has, on a worker; its rows are
-    replaced by the new ones, so that a model's rows come from one run (`accuracy_kept` and
-    `speedup_vs_fp32` over the fp32 row timed with them) and no row a trial reported goes
-    missing. Models of failed trials (`errors`: "KEY: message") are left to the resume that
-    retries them. `artifacts_of()` gives the teacher's artifacts, called only when a model is
-    left to quantize."""
+    hash the list) is loaded from its folder under results_dir/students/SWEEP_ID (the teacher
+    from its fine-tuned cache) and quantized again under the list plus the variants it has, on
+    a worker, as its trial did; its rows are replaced by the new ones, so that a model's rows
+    come from one run (`accuracy_kept` and `speedup_vs_fp32` over the fp32 row timed with them)
+    and no row a trial reported goes missing. Models of failed trials (`errors`: "KEY:
+    message") are left to the resume that retries them. `artifacts_of()` gives the teacher's
+    artifacts, called only when a model is left to quantize. JobError, before any is
+    quantized, where a saved folder is gone."""
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
     wanted = set(cfg.distill.quantize)
     held: dict[str, set] = {}
     for row in earlier:
         held.setdefault(row["trial_key"], set()).add(row["variant"])
     failed = {e.split(":", 1)[0] for e in errors}
-    specs = {r["trial_key"]: {k: r[k] for k in ("kind", "model_dir", "vocab", "pair_mode", "teacher_accuracy")}
+    students = Path(cfg.results_dir).resolve() / "students" / sid  # where it is now (the folder may have moved)
+    specs = {r["trial_key"]: {**{k: r[k] for k in ("kind", "vocab", "pair_mode", "teacher_accuracy")},
+                              "model_dir": str(students / r["trial_key"])}
              for r in results.read_rows(cfg.results_dir, "distill", sid)} | {"teacher": {"kind": "teacher"}}
     todo = [{**specs[key], "trial_key": key,
              "variants": [*cfg.distill.quantize, *sorted(variants - wanted - {"fp32"})]}
@@ -349,11 +366,29 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
             if not wanted <= variants and key in specs and key not in failed]
     if not todo:
         return earlier
-    rows = sweep.call_on_worker(cfg, _requantize, artifacts_of(), train_cfg, todo)
+    if gone := [m["model_dir"] for m in todo if "model_dir" in m and not Path(m["model_dir"]).is_dir()]:
+        raise JobError(f"compress: distill.quantize lists variants that {len(gone)} saved model(s) of finished sweep "
+                       f"{sid} have no rows for, and their folders are gone ({', '.join(gone)}); give the list "
+                       "the sweep ran with, or another results_dir to distil anew")
+    rows = sweep.call_on_worker(cfg, _requantize, artifacts_of(), train_cfg, todo,
+                                sweep.trial_threads(cfg.resources.cpus_per_trial))
     again = {m["trial_key"] for m in todo}
     rows = [r for r in earlier if r["trial_key"] not in again] + [{**r, **stamp, "time": time.time()} for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
     return results.read_rows(cfg.results_dir, "quantize", sid)  # as the sweep's outcome holds them
+
+
+def cached_teacher(cfg: JobConfig, train_cfg: CompressTrainConfig):
+    """The teacher's artifacts from its cache, on a worker: the teacher the finished sweep's
+    students were distilled from; JobError where its fine-tuned copy is gone (fine-tuned again,
+    it would be another teacher)."""
+    try:
+        return sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
+                                    str(Path(cfg.results_dir) / "cache"), reuse_only=True)
+    except NotCached as exc:
+        raise JobError(f"compress: distill.quantize lists variants the finished sweep's models have no rows for, "
+                       f"and they are quantized against the teacher they were distilled from, but {exc}; give "
+                       "the list the sweep ran with, or another results_dir to distil anew") from None
 
 
 def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: str) -> None:
@@ -421,13 +456,9 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
         if not finished or not results.read_rows(cfg.results_dir, "search", sid):
             results.write_rows(cfg.results_dir, "search", sid,
                                [{**r, **stamp} for r in search_rows(cfg, candidates)])
-
-        def prepare():
-            return sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
-                                        str(Path(cfg.results_dir) / "cache"))
-
         if not finished or not has_curve(cfg.results_dir, sid, "teacher"):
-            artifacts = prepare()
+            artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
+                                             str(Path(cfg.results_dir) / "cache"))
             write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher")
             params.update(artifacts=artifacts, teacher_size_mb=teacher_size_mb(artifacts.teacher_dir))
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
@@ -435,8 +466,9 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
                           params=params, stamp=stamp, last_table={"teacher": "quantize"})
         outcome = sweep.run_sweep(cfg, job, resume=resume)
         if cfg.distill.quantize:
-            outcome.rows["quantize"] = quantize_stage(cfg, train_cfg, lambda: params["artifacts"] or prepare(), sid,
-                                                      stamp, outcome.errors)
+            outcome.rows["quantize"] = quantize_stage(
+                cfg, train_cfg, lambda: params["artifacts"] or cached_teacher(cfg, train_cfg), sid, stamp,
+                outcome.errors)
         return outcome
     finally:
         if started:

@@ -405,6 +405,8 @@ def config_hash(cfg: JobConfig, sections: tuple[str, ...] | None = None,
     tree.pop("results_dir")
     for dotted, value in (hashed_as or {}).items():
         section, key = dotted.split(".")
+        if key not in tree[section]:  # a misspelt key would hash the setting after all
+            raise KeyError(f"config_hash: no setting {dotted}")
         tree[section][key] = value
     if sections is not None:
         tree = {k: tree[k] for k in sections}

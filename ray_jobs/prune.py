@@ -31,6 +31,7 @@ from ray_jobs.errors import JobError, check_results_dir
 from ray_jobs.precision import PRUNE_KEYS, pin_auto
 from search.space import Teacher
 from training.data import code_to_text_splits, code_to_text_view
+from training.finetune import NotCached
 from training.models import TeacherConfig
 from training.prune import (
     RECIPE,
@@ -150,12 +151,12 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
     without rows under this command's quantize settings are quantized (a resumed sweep whose
     schedule failed before; every model of a finished sweep run again with other settings,
     its pruning restored, not redone); none with `quantize.variants: []` (the stage is off:
-    before, it loaded every model for no row). A model quantized again has its earlier rows
+    before, it loaded every model for no row; the sweep's rows are returned). A model quantized again has its earlier rows
     replaced: the table holds one quantization per model, the latest, which each row's
     `quantize_config` names. `artifacts_of()` gives the code-to-text model's artifacts,
     called only when a model is left to quantize."""
-    if not cfg.quantize.variants:
-        return []
+    if not cfg.quantize.variants:  # the rows of an earlier run stay what the sweep holds
+        return results.read_rows(cfg.results_dir, "quantize", sid)
     settings = quantize_settings(cfg.quantize)
     pruned = last_states(Path(cfg.results_dir) / "pruned" / sid, keys)
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
@@ -172,6 +173,18 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
                    for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
     return rows
+
+
+def cached_model(prepare: Callable[..., Any]) -> Any:
+    """`prepare(reuse_only=True)`: the code-to-text model a finished sweep pruned, from its
+    cache; JobError where it is gone (fine-tuned again, its unpruned rows would be another
+    model's than the schedules were pruned from)."""
+    try:
+        return prepare(reuse_only=True)
+    except NotCached as exc:
+        raise JobError(f"prune: the finished sweep's models are left to quantize under the command's quantize "
+                       f"settings, against the code-to-text model its schedules were pruned from, but {exc}; give "
+                       "the quantize settings the sweep ran with, or another results_dir to prune anew") from None
 
 
 def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int, int]]:
@@ -214,9 +227,9 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
         pinned, resolved = pin_auto(cfg, sid, PRUNE_KEYS, finished)
         sweep.record_config(cfg, "prune", sid, stamp, finished, resolved)
 
-        def prepare():
+        def prepare(**kwargs):
             return sweep.call_on_worker(cfg, prepare_seq2seq, pinned.seq2seq, cfg.data, cfg.teacher,
-                                        str(Path(cfg.results_dir) / "cache"), progress=_progress)
+                                        str(Path(cfg.results_dir) / "cache"), progress=_progress, **kwargs)
 
         # A finished sweep trains nothing when restored: its model's curve stays that of the run
         # that pruned it (unless it is gone: written again), and the model is prepared only if
@@ -230,8 +243,8 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
         job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,
                           tables=("prune",), params=params, stamp=stamp)
         outcome = sweep.run_sweep(cfg, job, resume=resume)
-        outcome.rows["quantize"] = quantize_stage(cfg, (lambda: artifacts) if artifacts else prepare, sid,
-                                                  finished_schedules(specs, outcome.errors), stamp)
+        outcome.rows["quantize"] = quantize_stage(cfg, (lambda: artifacts) if artifacts else lambda: cached_model(prepare),
+                                                  sid, finished_schedules(specs, outcome.errors), stamp)
         return outcome
     finally:
         if started:

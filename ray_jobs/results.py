@@ -90,7 +90,8 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
                  # a bf16/fp16 variant its device emulates (training.models.emulated): its latency
                  # says nothing of a device with the units
                  ("emulated", _B),
-                 # prune-job rows: the quantize section they were measured under (JSON text)
+                 # what the rows were quantized under, JSON text: the pruning job's quantize section,
+                 # the compression job's variants ({"variants": [...]})
                  ("quantize_config", _S)],
     "bench": [("bench", _S), ("workers", _I), ("trials", _I), ("reuse_actors", _B), ("wall_s", _F),
               ("trial_s", _F), ("efficiency", _F), ("overhead_s", _F),

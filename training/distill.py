@@ -550,12 +550,13 @@ def teacher_dims(teacher_dir) -> Teacher:
 
 
 def prepare_teacher(cfg: CompressTrainConfig, data: DataConfig, teacher: TeacherConfig, work_dir,
-                    *, device: str = "cpu") -> TeacherArtifacts:
-    """Fine-tune or reuse the teacher, cache its transfer-set logits and the eval splits."""
+                    *, device: str = "cpu", reuse_only: bool = False) -> TeacherArtifacts:
+    """Fine-tune or reuse the teacher, cache its transfer-set logits and the eval splits.
+    `reuse_only`: `finetune_teacher`'s (NotCached rather than fine-tune it again)."""
     work = Path(work_dir).resolve()
     for cache in ("logits", "eval"):  # staging files of cache writers that were killed
         remove_stale(work / cache, "*.parquet")
-    teacher_dir, metrics = finetune_teacher(cfg.finetune, data, teacher, work, device=device)
+    teacher_dir, metrics = finetune_teacher(cfg.finetune, data, teacher, work, device=device, reuse_only=reuse_only)
     splits = classification_splits(data)
     transfer = transfer_examples(splits["train"], data, cfg.distill)
     # the fine-tuned weights too, not only the key they were fine-tuned under: a teacher
@@ -824,11 +825,11 @@ def teacher_variant_rows(artifacts: TeacherArtifacts, cfg: CompressTrainConfig) 
 def saved_variant_rows(model: dict, artifacts: TeacherArtifacts, cfg: CompressTrainConfig,
                        variants: Sequence[str]) -> list[dict]:
     """quantize-table rows of a model a trial trained and saved, fp32 and each of `variants`,
-    scored and timed as its trial did (`_variant_rows` with cfg.distill's settings); its ONNX
-    graphs are written into its folder again. model: {"kind": "teacher"} (the fine-tuned
-    teacher: `teacher_variant_rows`), or a `distill` row's kind ("student" | "bilstm"),
-    model_dir, vocab, pair_mode and teacher_accuracy (its retention's denominator, as in
-    its row)."""
+    scored and timed as its trial did (`_variant_rows` with cfg.distill's settings, under the
+    torch threads the caller set: the trial's); its ONNX graphs are written into its folder
+    again. model: {"kind": "teacher"} (the fine-tuned teacher: `teacher_variant_rows`), or a
+    `distill` row's kind ("student" | "bilstm"), vocab, pair_mode and teacher_accuracy (its
+    retention's denominator, as in its row) with model_dir, the folder it is saved in now."""
     cfg = CompressTrainConfig(finetune=cfg.finetune, distill=replace(cfg.distill, quantize=tuple(variants)))
     if model["kind"] == "teacher":
         return teacher_variant_rows(artifacts, cfg)

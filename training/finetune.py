@@ -451,14 +451,21 @@ def _train_teacher(model, tokenizer, labeled, splits, cfg: FinetuneConfig, devic
                   "n_valid": len(splits["valid"]), "n_test": len(splits["test"]), "curve": curve}
 
 
+class NotCached(FileNotFoundError):
+    """A fine-tuning asked to reuse its cached model only (`reuse_only`: the teacher's,
+    the code-to-text model's) found none: fine-tuned again, it would be another model."""
+
+
 def finetune_teacher(
-    cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, work_dir, *, device: str = "cpu"
+    cfg: FinetuneConfig, data: DataConfig, teacher: TeacherConfig, work_dir, *, device: str = "cpu",
+    reuse_only: bool = False,
 ) -> tuple[Path, dict]:
     """Fine-tune (or reuse) the teacher; returns (absolute model folder, metrics).
 
     metrics: accuracy/f1 on the test split, best_valid_accuracy, best_epoch, train_seconds,
     curve (`fit`'s on_epoch record of each epoch), device, key, teacher, reused (True when an
-    earlier identical run was found).
+    earlier identical run was found). `reuse_only`: NotCached, naming the folder, where
+    no earlier run is found (a teacher fine-tuned again is another teacher).
     """
     cfg = runs_as(cfg, device)  # "auto" keyed and recorded as what it runs in here
     splits = classification_splits(data)
@@ -469,6 +476,8 @@ def finetune_teacher(
     remove_stale(folder.parent)  # staging folders of fine-tunings that were killed
     if (folder / "metrics.json").is_file():
         return folder, json.loads((folder / "metrics.json").read_text()) | {"reused": True}
+    if reuse_only:
+        raise NotCached(f"no fine-tuned teacher cached in {folder}")
     torch.manual_seed(cfg.seed)
     pair_mode = teacher.pair_mode if pairs else "joint"
     model, tokenizer = load_teacher(teacher.name, num_labels=num_labels, pair_mode=pair_mode)

@@ -32,6 +32,7 @@ from training.bleu import codexglue_bleu
 from training.checks import check_ranges
 from training.finetune import (
     DIVERGED_HINT,
+    NotCached,
     cache_fields,
     check_precision,
     mixed_precision,
@@ -562,10 +563,12 @@ def _diverged_cache(final: Path) -> bool:
     return isinstance(loss, float) and not math.isfinite(loss)
 
 
-def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "cpu", progress=None) -> Seq2SeqArtifacts:
+def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "cpu", progress=None,
+                    reuse_only: bool = False) -> Seq2SeqArtifacts:
     """Fine-tune the code-to-text model, or reuse the one already under work_dir with the same
     key (teacher, data fingerprint, config). Writes work_dir/seq2seq-KEY atomically.
-    progress: optional callable(str) for fine-tuning progress messages."""
+    progress: optional callable(str) for fine-tuning progress messages. `reuse_only`:
+    `training.finetune.NotCached`, naming the folder, where none is cached."""
     from training.models import load_encoder
 
     resolved = runs_as(cfg, device)  # "auto" keyed and recorded as what it runs in here
@@ -576,6 +579,8 @@ def prepare_seq2seq(cfg: Seq2SeqConfig, data, teacher, work_dir, device: str = "
         print(f"{final}: its fine-tuning diverged (training loss not finite): fine-tuning again",
               file=sys.stderr, flush=True)
         shutil.rmtree(final)
+    if not (final / "meta.json").exists() and reuse_only:
+        raise NotCached(f"no fine-tuned code-to-text model cached in {final}")
     if not (final / "meta.json").exists():
         tmp = staging_path(final)
         shutil.rmtree(tmp, ignore_errors=True)

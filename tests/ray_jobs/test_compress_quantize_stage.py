@@ -2,6 +2,9 @@
 `distill.quantize` list quantizes its saved models again instead of distilling them anew."""
 
 import dataclasses
+import json
+
+import pytest
 
 from ray_jobs import compress, results
 from ray_jobs.config import load_config, resolve_config_path
@@ -13,9 +16,13 @@ STAMP = {"config_hash": "h", "code_version": "v"}
 def _sweep_on_disk(root, variants=("fp32", "int8")):
     """A finished sweep's rows: two students, a baseline and the teacher, each quantized."""
     models = {"student-0": "student", "student-1": "student", "bilstm-budget": "bilstm", "teacher": "teacher"}
+    # model_dir: where the sweep first saved them (the results folder moved since)
     results.write_rows(root, "distill", "compress-x", [
-        {"trial_key": k, "kind": kind, "model_dir": f"/saved/{k}", "vocab": 300, "pair_mode": "separate",
+        {"trial_key": k, "kind": kind, "model_dir": f"/moved/{k}", "vocab": 300, "pair_mode": "separate",
          "teacher_accuracy": 0.8, **STAMP} for k, kind in models.items() if kind != "teacher"])
+    for k, kind in models.items():
+        if kind != "teacher":
+            (root / "students" / "compress-x" / k).mkdir(parents=True)
     results.write_rows(root, "quantize", "compress-x", [
         {"trial_key": k, "model": k, "kind": kind, "variant": v, "accuracy": 0.5, **STAMP}
         for k, kind in models.items() for v in variants])
@@ -24,7 +31,8 @@ def _sweep_on_disk(root, variants=("fp32", "int8")):
 def _stage(cfg, monkeypatch, errors=()):
     asked, prepared = [], []
 
-    def on_worker(cfg_, fn, artifacts, train_cfg, models):  # stands in for the Ray task
+    def on_worker(cfg_, fn, artifacts, train_cfg, models, threads):  # stands in for the Ray task
+        assert threads == 1  # smoke's cpus_per_trial: the trials' threads, not prepare_cpus'
         asked.append(models)
         return [{"trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "variant": v,
                  "accuracy": 0.75} for m in models for v in ["fp32", *m["variants"]]]
@@ -48,7 +56,8 @@ def test_a_longer_list_quantizes_every_saved_model_again_and_replaces_its_rows(t
     # the new list, then the variants the model has and the list dropped: one run for all its rows
     assert {tuple(m["variants"]) for m in models} == {("bf16", "int8", "int8_emb")}
     student = next(m for m in models if m["trial_key"] == "student-0")
-    assert student == {"trial_key": "student-0", "kind": "student", "model_dir": "/saved/student-0", "vocab": 300,
+    assert student == {"trial_key": "student-0", "kind": "student", "vocab": 300,
+                       "model_dir": str(tmp_path.resolve() / "students" / "compress-x" / "student-0"),
                        "pair_mode": "separate", "teacher_accuracy": 0.8, "variants": ["bf16", "int8", "int8_emb"]}
     assert next(m for m in models if m["trial_key"] == "teacher") == {
         "trial_key": "teacher", "kind": "teacher", "variants": ["bf16", "int8", "int8_emb"]}
@@ -79,6 +88,47 @@ def test_models_of_failed_trials_and_models_without_rows_are_left_alone(tmp_path
     assert [m["trial_key"] for m in asked[0]] == ["bilstm-budget", "teacher"]
     kept = [r for r in results.read_rows(tmp_path, "quantize", "compress-x") if r["trial_key"] == "student-0"]
     assert {(r["variant"], r["accuracy"]) for r in kept} == {("fp32", 0.5), ("int8", 0.5)}
+
+
+def test_a_saved_folder_gone_is_refused_before_any_model_is_quantized(tmp_path, monkeypatch):
+    from ray_jobs.errors import JobError
+
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8,bf16]"])
+    _sweep_on_disk(tmp_path)
+    (tmp_path / "students" / "compress-x" / "student-1").rmdir()
+    with pytest.raises(JobError, match=r"their folders are gone \(.*students/compress-x/student-1\); give the list"):
+        _stage(cfg, monkeypatch)
+
+
+def test_a_teacher_no_longer_cached_is_refused_not_fine_tuned_again(tmp_path, monkeypatch):
+    """The stage quantizes against the teacher the students were distilled from: a teacher
+    fine-tuned again would be another one (`prepare_teacher(..., reuse_only=True)`)."""
+    from ray_jobs.errors import JobError
+    from training.finetune import NotCached
+
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}"])
+    train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
+    asked = []
+
+    def on_worker(cfg_, fn, *args, **kwargs):
+        asked.append(kwargs)
+        raise NotCached("no fine-tuned teacher cached in /x/teachers/k")
+
+    monkeypatch.setattr(compress.sweep, "call_on_worker", on_worker)
+    with pytest.raises(JobError, match=r"but no fine-tuned teacher cached in /x/teachers/k; give the list"):
+        compress.cached_teacher(cfg, train_cfg)
+    assert asked == [{"reuse_only": True}]
+
+
+def test_the_rows_name_the_variants_they_were_quantized_under(monkeypatch):
+    monkeypatch.setattr(compress, "saved_variant_rows", lambda m, artifacts, train_cfg, variants: [
+        {"variant": v} for v in ["fp32", *variants]])
+    monkeypatch.setattr(compress.ray, "get_runtime_context", lambda: type("C", (), {"get_node_id": lambda self: "n"})())
+    model = {"trial_key": "student-0", "kind": "student", "variants": ["int8", "bf16"]}
+    rows = compress._requantize("artifacts", None, [model], 1, device="cpu")
+    assert [json.loads(r.pop("quantize_config")) for r in rows] == [{"variants": ["int8", "bf16"]}] * 3
+    assert rows == [{"variant": v, "trial_key": "student-0", "model": "student-0", "kind": "student", "node_id": "n"}
+                    for v in ("fp32", "int8", "bf16")]
 
 
 def test_the_job_runs_the_stage_only_with_a_list(tmp_path):

@@ -310,13 +310,21 @@ def test_a_longer_quantize_list_quantizes_a_finished_compression_sweep_without_d
 
     before = trained()
     (sid,) = {r["sweep_id"] for r in _q(root, "SELECT DISTINCT sweep_id FROM distill")}
-    old = _q(root, f"SELECT trial_key, variant, time FROM quantize WHERE sweep_id = '{sid}'")
+    old = _q(root, f"SELECT trial_key, variant, time, quantize_config FROM quantize WHERE sweep_id = '{sid}'")
+    assert {json.loads(r["quantize_config"])["variants"] == ["int8", "int8_emb", "onnx", "onnx_int8"] for r in old} == {
+        True}  # smoke.yaml's list, as the trials quantized
+    # the rows' model_dir name the folder copied from: the copy's own saved models are loaded
+    graphs = {f: f.stat().st_mtime_ns for f in (demo_run[0] / "students").rglob("*.onnx")}
     proc = run_cli(["compress", "--config", "smoke", f"results_dir={root}",
                     "distill.quantize=[int8,int8_emb,onnx,onnx_int8,bf16]"], ray_tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert trained() == before
     assert "fine-tune teacher" not in proc.stdout + proc.stderr
-    quant = _q(root, f"SELECT trial_key, variant, time, speedup_vs_fp32, error FROM quantize WHERE sweep_id = '{sid}'")
+    assert graphs and {f: f.stat().st_mtime_ns for f in graphs} == graphs  # the original's graphs untouched
+    quant = _q(root, "SELECT trial_key, variant, time, speedup_vs_fp32, error, quantize_config FROM quantize "
+                     f"WHERE sweep_id = '{sid}'")
+    assert {json.dumps(json.loads(q["quantize_config"])) for q in quant} == {
+        '{"variants": ["int8", "int8_emb", "onnx", "onnx_int8", "bf16"]}'}
     models = {r["trial_key"] for r in old}
     assert "teacher" in models and len(models) >= 3
     assert sorted((q["trial_key"], q["variant"]) for q in quant) == sorted(

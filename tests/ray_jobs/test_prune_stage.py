@@ -80,6 +80,27 @@ def test_other_quantize_settings_requantize_every_model_and_replace_its_rows(tmp
     assert len(asked) == 2
 
 
+def test_a_code_to_text_model_no_longer_cached_is_refused_not_fine_tuned_again():
+    """A finished sweep's models quantized under other settings: the unpruned model must be the
+    one its schedules were pruned from (`prepare_seq2seq(..., reuse_only=True)`)."""
+    import pytest
+
+    from ray_jobs.errors import JobError
+    from training.finetune import NotCached
+
+    asked = []
+
+    def prepare(**kwargs):
+        asked.append(kwargs)
+        raise NotCached("no fine-tuned code-to-text model cached in /x/seq2seq-k")
+
+    with pytest.raises(JobError, match=r"but no fine-tuned code-to-text model cached in /x/seq2seq-k; give the "
+                                       r"quantize settings the sweep ran with"):
+        prune.cached_model(prepare)
+    assert asked == [{"reuse_only": True}]
+    assert prune.cached_model(lambda **kwargs: kwargs) == {"reuse_only": True}
+
+
 def test_no_variants_turn_the_stage_off(tmp_path, monkeypatch):
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[]"])
 
@@ -93,6 +114,9 @@ def test_no_variants_turn_the_stage_off(tmp_path, monkeypatch):
     keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
     assert prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, {"config_hash": "h", "code_version": "v"}) == []
     assert results.table_names(tmp_path) == []  # no empty quantize table either
+    # a finished sweep run again with the stage off: its rows of an earlier run are the outcome's
+    results.write_rows(tmp_path, "quantize", "prune-x", [{"trial_key": "unpruned", "variant": "fp32"}])
+    assert [r["variant"] for r in prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, {})] == ["fp32"]
 
 
 def test_the_keys_the_pruning_job_does_not_read_are_exactly_those_read_settings_resets(tmp_path):

@@ -109,6 +109,15 @@ def test_second_prepare_reuses_teacher_and_logits(artifacts):
     again = prepare_teacher(CFG, TINY_DATA, teacher, artifacts.work_dir)
     assert again.logits_path == artifacts.logits_path and again.teacher_metrics["reused"]
     assert Path(again.logits_path).stat().st_mtime_ns == mtime
+    assert prepare_teacher(CFG, TINY_DATA, teacher, artifacts.work_dir, reuse_only=True) == again
+
+
+def test_reuse_only_refuses_to_fine_tune_a_teacher_not_cached(artifacts, tmp_path):
+    from training.finetune import NotCached
+
+    teacher = TeacherConfig(name=artifacts.teacher_metrics["teacher"])
+    with pytest.raises(NotCached):
+        prepare_teacher(CFG, TINY_DATA, teacher, tmp_path, reuse_only=True)
 
 
 @pytest.mark.parametrize("first, then", [({}, {"transfer_set": "all"}), ({"max_transfer": 3}, {"max_transfer": 4})])

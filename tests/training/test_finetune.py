@@ -46,6 +46,11 @@ def teacher(tmp_path_factory):
 
 
 def test_finetune_saves_metrics_and_reuses(tmp_path, teacher):
+    from training.finetune import NotCached
+
+    with pytest.raises(NotCached, match=f"no fine-tuned teacher cached in {tmp_path.resolve()}/teachers/"):
+        finetune_teacher(CFG, TINY_DATA, teacher, tmp_path, reuse_only=True)  # not fine-tuned here
+    assert not any((tmp_path / "teachers").glob("*"))
     folder, metrics = finetune_teacher(CFG, TINY_DATA, teacher, tmp_path)
     assert folder.is_absolute() and (folder / "config.json").is_file()
     assert not metrics["reused"] and 0.0 <= metrics["accuracy"] <= 1.0
@@ -58,6 +63,7 @@ def test_finetune_saves_metrics_and_reuses(tmp_path, teacher):
     assert again == folder and metrics2["reused"]
     assert metrics2["accuracy"] == metrics["accuracy"]
     assert (folder / "model.safetensors").stat().st_mtime_ns == mtime  # not retrained
+    assert finetune_teacher(CFG, TINY_DATA, teacher, tmp_path, reuse_only=True)[0] == folder
     other, _ = finetune_teacher(FinetuneConfig(epochs=1, batch_size=4, max_seq_len=24), TINY_DATA,
                                 teacher, tmp_path)
     assert other != folder  # a different config is a different teacher

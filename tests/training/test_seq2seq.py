@@ -162,6 +162,18 @@ def test_a_diverged_fine_tuning_is_never_cached(seq2seq_teacher, seq2seq_data, t
     assert "Infinity" not in meta.read_text()
 
 
+def test_reuse_only_reads_the_cached_model_and_never_fine_tunes(seq2seq_teacher, seq2seq_data, tiny, tmp_path):
+    from training.finetune import NotCached
+
+    cfg = tiny.config(train_steps=2)
+    data, teacher = DataConfig(path=seq2seq_data), TeacherConfig(name=seq2seq_teacher)
+    with pytest.raises(NotCached, match=f"no fine-tuned code-to-text model cached in {tmp_path.resolve()}/work/seq2seq-"):
+        prepare_seq2seq(cfg, data, teacher, tmp_path / "work", reuse_only=True)
+    assert not any((tmp_path / "work").glob("seq2seq-*"))
+    art = prepare_seq2seq(cfg, data, teacher, tmp_path / "work")
+    assert prepare_seq2seq(cfg, data, teacher, tmp_path / "work", reuse_only=True).model_dir == art.model_dir
+
+
 def test_bf16_training_steps_learn_and_keep_fp32_weights(seq2seq_teacher, tiny):
     cfg = replace(tiny.config(), precision="bf16")
     model, tok = tiny.model(seq2seq_teacher, cfg)
