@@ -360,6 +360,11 @@ def test_the_compression_sweep_hashes_only_whether_distill_quantize_lists_a_vari
     assert config_hash(load_config(CONFIG_DIR / "smoke.yaml", changes)) != config_hash(base)  # the stamps tell
 
 
+def test_a_setting_hashed_as_another_value_must_exist():
+    with pytest.raises(KeyError, match="no setting distill.quantise"):
+        config_hash(load_config(CONFIG_DIR / "smoke.yaml"), hashed_as={"distill.quantise": True})
+
+
 @pytest.mark.parametrize("change", ["quantize.beam=2", "quantize.variants=[fp32,int8]", "quantize.test_subset=5"])
 def test_the_pruning_sweep_is_the_same_under_other_quantize_settings(change):
     """The quantize stage runs after the sweep, from its saved rounds: other quantize settings
