@@ -120,12 +120,24 @@ def test_a_teacher_no_longer_cached_is_refused_not_fine_tuned_again(tmp_path, mo
     assert asked == [{"reuse_only": True}]
 
 
-def test_the_rows_name_the_variants_they_were_quantized_under(monkeypatch):
-    monkeypatch.setattr(compress, "saved_variant_rows", lambda m, artifacts, train_cfg, variants: [
-        {"variant": v} for v in ["fp32", *variants]])
+def test_the_rows_name_the_variants_they_were_quantized_under_and_time_under_the_trials_threads(monkeypatch):
+    import torch
+
+    threads = []
+
+    def variant_rows(m, artifacts, train_cfg, variants):
+        threads.append(torch.get_num_threads())
+        return [{"variant": v} for v in ["fp32", *variants]]
+
+    monkeypatch.setattr(compress, "saved_variant_rows", variant_rows)
     monkeypatch.setattr(compress.ray, "get_runtime_context", lambda: type("C", (), {"get_node_id": lambda self: "n"})())
     model = {"trial_key": "student-0", "kind": "student", "variants": ["int8", "bf16"]}
-    rows = compress._requantize("artifacts", None, [model], 1, device="cpu")
+    before = torch.get_num_threads()
+    try:
+        rows = compress._requantize("artifacts", None, [model], before + 1, device="cpu")
+    finally:
+        torch.set_num_threads(before)
+    assert threads == [before + 1]
     assert [json.loads(r.pop("quantize_config")) for r in rows] == [{"variants": ["int8", "bf16"]}] * 3
     assert rows == [{"variant": v, "trial_key": "student-0", "model": "student-0", "kind": "student", "node_id": "n"}
                     for v in ("fp32", "int8", "bf16")]
