@@ -151,9 +151,9 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
     without rows under this command's quantize settings are quantized (a resumed sweep whose
     schedule failed before; every model of a finished sweep run again with other settings,
     its pruning restored, not redone); none with `quantize.variants: []` (the stage is off:
-    before, it loaded every model for no row; the sweep's rows are returned). A model quantized again has its earlier rows
-    replaced: the table holds one quantization per model, the latest, which each row's
-    `quantize_config` names. `artifacts_of()` gives the code-to-text model's artifacts,
+    before, it loaded every model for no row; the sweep's rows are returned). A model
+    quantized again has its earlier rows replaced: the table holds one quantization per
+    model, the latest, which each row's `quantize_config` names. `artifacts_of()` gives the code-to-text model's artifacts,
     called only when a model is left to quantize."""
     if not cfg.quantize.variants:  # the rows of an earlier run stay what the sweep holds
         return results.read_rows(cfg.results_dir, "quantize", sid)
