@@ -327,15 +327,13 @@ def quantize_config(variants) -> str:
     return json.dumps({"variants": list(variants)})
 
 
-def _requantize(artifacts, train_cfg: CompressTrainConfig, models: list[dict], threads: int, *,
-                device: str) -> list[dict]:
-    """`saved_variant_rows` of each model ({"trial_key", "variants", **its spec}), on the CPU
-    under a trial's torch threads (the task holds the preparation's CPUs)."""
-    torch.set_num_threads(threads)
+def _requantize(artifacts, train_cfg: CompressTrainConfig, model: dict, *, device: str) -> list[dict]:
+    """`saved_variant_rows` of one model ({"trial_key", "variants", **its spec}), on the CPU
+    (a task with a trial's resources: `sweep.call_as_trials` sets its torch threads)."""
     node = ray.get_runtime_context().get_node_id()
-    return [{**row, "trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "node_id": node,
-             "quantize_config": quantize_config(m["variants"])}
-            for m in models for row in saved_variant_rows(m, artifacts, train_cfg, m["variants"])]
+    return [{**row, "trial_key": model["trial_key"], "model": model["trial_key"], "kind": model["kind"],
+             "node_id": node, "quantize_config": quantize_config(model["variants"])}
+            for row in saved_variant_rows(model, artifacts, train_cfg, model["variants"])]
 
 
 def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of: Callable[[], Any], sid: str,
@@ -343,8 +341,9 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     """The sweep's quantize rows, after its trials: each model whose rows lack a variant of
     `distill.quantize` (a finished sweep run again with a longer list: the sweep id does not
     hash the list) is loaded from its folder under results_dir/students/SWEEP_ID (the teacher
-    from its fine-tuned cache) and quantized again under the list plus the variants it has, on
-    a worker, as its trial did; its rows are replaced by the new ones, so that a model's rows
+    from its fine-tuned cache) and quantized again under the list plus the variants it has, in
+    a task with a trial's resources, as its trial did (the models side by side, as the cluster
+    holds them); its rows are replaced by the new ones, so that a model's rows
     come from one run (`accuracy_kept` and `speedup_vs_fp32` over the fp32 row timed with them)
     and no row a trial reported goes missing. Models of failed trials (`errors`: "KEY:
     message") are left to the resume that retries them. `artifacts_of()` gives the teacher's
@@ -362,7 +361,7 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
              for r in results.read_rows(cfg.results_dir, "distill", sid)} | {"teacher": {"kind": "teacher"}}
     todo = [{**specs[key], "trial_key": key,
              "variants": [*cfg.distill.quantize, *sorted(variants - wanted - {"fp32"})]}
-            for key, variants in sorted(held.items())
+            for key, variants in sorted(held.items(), key=lambda kv: (kv[0] != "teacher", kv[0]))  # the longest first
             if not wanted <= variants and key in specs and key not in failed]
     if not todo:
         return earlier
@@ -370,8 +369,9 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
         raise JobError(f"compress: distill.quantize lists variants that {len(gone)} saved model(s) of finished sweep "
                        f"{sid} have no rows for, and their folders are gone ({', '.join(gone)}); give the list "
                        "the sweep ran with, or another results_dir to distil anew")
-    rows = sweep.call_on_worker(cfg, _requantize, artifacts_of(), train_cfg, todo,
-                                sweep.trial_threads(cfg.resources.cpus_per_trial))
+    artifacts = artifacts_of()
+    rows = [row for rows in sweep.call_as_trials(cfg, _requantize, [(artifacts, train_cfg, m) for m in todo])
+            for row in rows]
     again = {m["trial_key"] for m in todo}
     rows = [r for r in earlier if r["trial_key"] not in again] + [{**r, **stamp, "time": time.time()} for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)

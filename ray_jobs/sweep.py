@@ -537,6 +537,16 @@ def call_on_worker(cfg: JobConfig, fn: Callable, *args, **kwargs) -> Any:
     return _get_cause(_task(request).remote(fn, request["cpu"], args, kwargs))
 
 
+def call_as_trials(cfg: JobConfig, fn: Callable, calls: list[tuple]) -> list[Any]:
+    """`fn(*args, device=...)` for each `args` of `calls`, each a Ray task with exactly one
+    trial's resources (its threads and device), side by side as the cluster holds them, as
+    trials run; their results in order. The first failing call's exception propagates with
+    its own type (`call_on_worker`)."""
+    request = trial_request(cfg)
+    refs = [_task(request).remote(fn, request["cpu"], args, {}) for args in calls]
+    return [_get_cause(ref) for ref in refs]
+
+
 def call_on_each_node(cfg: JobConfig, fn: Callable, *args) -> dict[str, Any]:
     """node id -> `fn(*args, device=...)` run there in a Ray task with exactly one trial's
     resources, on each alive node that can hold a trial; where none can yet (an autoscaling

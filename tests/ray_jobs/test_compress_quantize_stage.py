@@ -31,17 +31,18 @@ def _sweep_on_disk(root, variants=("fp32", "int8")):
 def _stage(cfg, monkeypatch, errors=()):
     asked, prepared = [], []
 
-    def on_worker(cfg_, fn, artifacts, train_cfg, models, threads):  # stands in for the Ray task
-        assert threads == 1  # smoke's cpus_per_trial: the trials' threads, not prepare_cpus'
+    def as_trials(cfg_, fn, calls):  # stands in for the Ray tasks: one per model
+        models = [model for _artifacts, _train_cfg, model in calls]
+        assert {artifacts for artifacts, _, _ in calls} == {"artifacts"}
         asked.append(models)
-        return [{"trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "variant": v,
-                 "accuracy": 0.75} for m in models for v in ["fp32", *m["variants"]]]
+        return [[{"trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "variant": v,
+                  "accuracy": 0.75} for v in ["fp32", *m["variants"]]] for m in models]
 
     def artifacts_of():
         prepared.append(1)
         return "artifacts"
 
-    monkeypatch.setattr(compress.sweep, "call_on_worker", on_worker)
+    monkeypatch.setattr(compress.sweep, "call_as_trials", as_trials)
     train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
     rows = compress.quantize_stage(cfg, train_cfg, artifacts_of, "compress-x", STAMP, list(errors))
     return rows, asked, prepared
@@ -52,7 +53,8 @@ def test_a_longer_list_quantizes_every_saved_model_again_and_replaces_its_rows(t
     _sweep_on_disk(tmp_path, ("fp32", "int8", "int8_emb"))
     rows, asked, prepared = _stage(cfg, monkeypatch)
     (models,) = asked
-    assert [m["trial_key"] for m in models] == ["bilstm-budget", "student-0", "student-1", "teacher"]
+    # one task per model, the teacher's (the longest) first
+    assert [m["trial_key"] for m in models] == ["teacher", "bilstm-budget", "student-0", "student-1"]
     # the new list, then the variants the model has and the list dropped: one run for all its rows
     assert {tuple(m["variants"]) for m in models} == {("bf16", "int8", "int8_emb")}
     student = next(m for m in models if m["trial_key"] == "student-0")
@@ -85,7 +87,7 @@ def test_models_of_failed_trials_and_models_without_rows_are_left_alone(tmp_path
     results.write_rows(tmp_path, "quantize", "compress-x",  # student-1 trained but its rows are gone
                        [r for r in earlier if r["trial_key"] != "student-1"])
     _, asked, _ = _stage(cfg, monkeypatch, errors=["student-0: RuntimeError: out of memory"])
-    assert [m["trial_key"] for m in asked[0]] == ["bilstm-budget", "teacher"]
+    assert [m["trial_key"] for m in asked[0]] == ["teacher", "bilstm-budget"]
     kept = [r for r in results.read_rows(tmp_path, "quantize", "compress-x") if r["trial_key"] == "student-0"]
     assert {(r["variant"], r["accuracy"]) for r in kept} == {("fp32", 0.5), ("int8", 0.5)}
 
@@ -120,24 +122,12 @@ def test_a_teacher_no_longer_cached_is_refused_not_fine_tuned_again(tmp_path, mo
     assert asked == [{"reuse_only": True}]
 
 
-def test_the_rows_name_the_variants_they_were_quantized_under_and_time_under_the_trials_threads(monkeypatch):
-    import torch
-
-    threads = []
-
-    def variant_rows(m, artifacts, train_cfg, variants):
-        threads.append(torch.get_num_threads())
-        return [{"variant": v} for v in ["fp32", *variants]]
-
-    monkeypatch.setattr(compress, "saved_variant_rows", variant_rows)
+def test_the_rows_name_the_variants_they_were_quantized_under(monkeypatch):
+    monkeypatch.setattr(compress, "saved_variant_rows", lambda m, artifacts, train_cfg, variants: [
+        {"variant": v} for v in ["fp32", *variants]])
     monkeypatch.setattr(compress.ray, "get_runtime_context", lambda: type("C", (), {"get_node_id": lambda self: "n"})())
     model = {"trial_key": "student-0", "kind": "student", "variants": ["int8", "bf16"]}
-    before = torch.get_num_threads()
-    try:
-        rows = compress._requantize("artifacts", None, [model], before + 1, device="cpu")
-    finally:
-        torch.set_num_threads(before)
-    assert threads == [before + 1]
+    rows = compress._requantize("artifacts", None, model, device="cpu")
     assert [json.loads(r.pop("quantize_config")) for r in rows] == [{"variants": ["int8", "bf16"]}] * 3
     assert rows == [{"variant": v, "trial_key": "student-0", "model": "student-0", "kind": "student", "node_id": "n"}
                     for v in ("fp32", "int8", "bf16")]

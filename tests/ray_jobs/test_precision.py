@@ -65,6 +65,21 @@ def test_the_resolving_task_runs_with_one_trials_resources_on_each_node(local_ra
     assert sweep.call_on_each_node(cfg, _assigned) == {node: ("cpu", {"CPU": 1.0}) for node in nodes}
 
 
+def _threads(tag, *, device):
+    import ray
+    import torch
+
+    return tag, device, torch.get_num_threads(), ray.get_runtime_context().get_assigned_resources()
+
+
+def test_calls_as_trials_run_each_with_one_trials_resources_and_threads(local_ray, tmp_path):
+    """The compression job's quantize stage: a task per model, each as a trial (its CPUs and
+    torch threads, not the preparation's), the results in the calls' order."""
+    cfg = _cfg(tmp_path, "resources.cpus_per_trial=1", "resources.prepare_cpus=2")
+    assert sweep.call_as_trials(cfg, _threads, [("a",), ("b",), ("c",)]) == [
+        (tag, "cpu", 1, {"CPU": 1.0}) for tag in "abc"]
+
+
 def test_where_no_node_fits_a_trial_yet_one_task_runs_where_ray_places_it(local_ray, tmp_path, monkeypatch):
     """An autoscaling cluster (resources.precheck=false) adds the node a trial needs on demand:
     the task itself asks for it, as a trial would."""
