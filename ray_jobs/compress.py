@@ -8,7 +8,7 @@
     model's and the teacher's fine-tuning's validation accuracy and loss per epoch), students saved under
     results_dir/students/SWEEP_ID/TRIAL_KEY; the configs table holds the job's settings
     -> quantize_stage: the saved models a longer distill.quantize list finds without a
-    variant, quantized again (on a worker).
+    variant, quantized again (a task per model, each with a trial's resources).
 """
 
 from __future__ import annotations
