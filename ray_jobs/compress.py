@@ -378,17 +378,25 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     return results.read_rows(cfg.results_dir, "quantize", sid)  # as the sweep's outcome holds them
 
 
+def from_cache(prepare: Callable[..., Any], needs: str, remedy: str) -> Any:
+    """`prepare(reuse_only=True)`: the model a finished sweep trained or pruned from, out of its
+    cache (both jobs' quantize stages); JobError "`needs`, but WHAT IS GONE; `remedy`" where it
+    is gone: fine-tuned again, it would be another model."""
+    try:
+        return prepare(reuse_only=True)
+    except NotCached as exc:
+        raise JobError(f"{needs}, but {exc}; {remedy}") from None
+
+
 def cached_teacher(cfg: JobConfig, train_cfg: CompressTrainConfig):
     """The teacher's artifacts from its cache, on a worker: the teacher the finished sweep's
-    students were distilled from; JobError where its fine-tuned copy is gone (fine-tuned again,
-    it would be another teacher)."""
-    try:
-        return sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
-                                    str(Path(cfg.results_dir) / "cache"), reuse_only=True)
-    except NotCached as exc:
-        raise JobError(f"compress: distill.quantize lists variants the finished sweep's models have no rows for, "
-                       f"and they are quantized against the teacher they were distilled from, but {exc}; give "
-                       "the list the sweep ran with, or another results_dir to distil anew") from None
+    students were distilled from (`from_cache`)."""
+    return from_cache(
+        lambda **kwargs: sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
+                                              str(Path(cfg.results_dir) / "cache"), **kwargs),
+        "compress: distill.quantize lists variants the finished sweep's models have no rows for, and they are "
+        "quantized against the teacher they were distilled from",
+        "give the list the sweep ran with, or another results_dir to distil anew")
 
 
 def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: str) -> None:

@@ -22,6 +22,7 @@ import torch
 from ray_jobs import results, sweep
 from ray_jobs.compress import (
     check_seq_lens,
+    from_cache,
     has_curve,
     teacher_dims,
     write_curve,
@@ -31,7 +32,6 @@ from ray_jobs.errors import JobError, check_results_dir
 from ray_jobs.precision import PRUNE_KEYS, pin_auto
 from search.space import Teacher
 from training.data import code_to_text_splits, code_to_text_view
-from training.finetune import NotCached
 from training.models import TeacherConfig
 from training.prune import (
     RECIPE,
@@ -176,15 +176,12 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
 
 
 def cached_model(prepare: Callable[..., Any]) -> Any:
-    """`prepare(reuse_only=True)`: the code-to-text model a finished sweep pruned, from its
-    cache; JobError where it is gone (fine-tuned again, its unpruned rows would be another
-    model's than the schedules were pruned from)."""
-    try:
-        return prepare(reuse_only=True)
-    except NotCached as exc:
-        raise JobError(f"prune: the finished sweep's models are left to quantize under the command's quantize "
-                       f"settings, against the code-to-text model its schedules were pruned from, but {exc}; give "
-                       "the quantize settings the sweep ran with, or another results_dir to prune anew") from None
+    """The code-to-text model a finished sweep pruned, from its cache (`compress.from_cache`:
+    fine-tuned again, its unpruned rows would be another model's than the schedules were
+    pruned from)."""
+    return from_cache(prepare, "prune: the finished sweep's models are left to quantize under the command's "
+                               "quantize settings, against the code-to-text model its schedules were pruned from",
+                      "give the quantize settings the sweep ran with, or another results_dir to prune anew")
 
 
 def seq_lens(cfg: JobConfig, teacher: Teacher) -> dict[str, tuple[int, int]]:
