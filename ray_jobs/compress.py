@@ -31,6 +31,7 @@ from search.ga import run_ga
 from search.latency import LatencyModel
 from search.latency import load as load_latency_model
 from search.space import InputError, SearchSpace, Teacher, teacher_spec
+from training.checks import one_line
 from training.data import classification_splits
 from training.distill import (
     RECIPE,
@@ -337,7 +338,7 @@ def _requantize(artifacts, train_cfg: CompressTrainConfig, model: dict, *, devic
 
 
 def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of: Callable[[], Any], sid: str,
-                   stamp: dict, errors: list[str]) -> list[dict]:
+                   stamp: dict, errors: list[str]) -> tuple[list[dict], list[str]]:
     """The sweep's quantize rows, after its trials: each model whose rows lack a variant of
     `distill.quantize` (a finished sweep run again with a longer list: the sweep id does not
     hash the list) is loaded from its folder under results_dir/students/SWEEP_ID (the teacher
@@ -348,7 +349,9 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     and no row a trial reported goes missing. Models of failed trials (`errors`: "KEY:
     message") are left to the resume that retries them. `artifacts_of()` gives the teacher's
     artifacts, called only when a model is left to quantize. JobError, before any is
-    quantized, where a saved folder is gone."""
+    quantized, where a saved folder is gone. Returns the sweep's quantize rows and the models
+    whose quantization failed ("KEY: quantize stage: message"): the others' rows are written
+    all the same, and a rerun quantizes only the failed ones (their rows still lack a variant)."""
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
     wanted = set(cfg.distill.quantize)
     held: dict[str, set] = {}
@@ -364,18 +367,22 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
             for key, variants in sorted(held.items(), key=lambda kv: (kv[0] != "teacher", kv[0]))  # the longest first
             if not wanted <= variants and key in specs and key not in failed]
     if not todo:
-        return earlier
+        return earlier, []
     if gone := [m["model_dir"] for m in todo if "model_dir" in m and not Path(m["model_dir"]).is_dir()]:
         raise JobError(f"compress: distill.quantize lists variants that {len(gone)} saved model(s) of finished sweep "
                        f"{sid} have no rows for, and their folders are gone ({', '.join(gone)}); give the list "
                        "the sweep ran with, or another results_dir to distil anew")
     artifacts = artifacts_of()
-    rows = [row for rows in sweep.call_as_trials(cfg, _requantize, [(artifacts, train_cfg, m) for m in todo])
-            for row in rows]
-    again = {m["trial_key"] for m in todo}
-    rows = [r for r in earlier if r["trial_key"] not in again] + [{**r, **stamp, "time": time.time()} for r in rows]
+    outcomes = dict(zip([m["trial_key"] for m in todo],
+                        sweep.call_as_trials(cfg, _requantize, [(artifacts, train_cfg, m) for m in todo]),
+                        strict=True))
+    done = {key: rows for key, rows in outcomes.items() if not isinstance(rows, Exception)}
+    rows = [r for r in earlier if r["trial_key"] not in done] + [
+        {**r, **stamp, "time": time.time()} for rows in done.values() for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
-    return results.read_rows(cfg.results_dir, "quantize", sid)  # as the sweep's outcome holds them
+    failures = [f"{key}: quantize stage: {one_line(f'{type(exc).__name__}: {exc}')}"
+                for key, exc in outcomes.items() if key not in done]
+    return results.read_rows(cfg.results_dir, "quantize", sid), failures  # as the sweep's outcome holds them
 
 
 def from_cache(prepare: Callable[..., Any], needs: str, remedy: str) -> Any:
@@ -474,9 +481,10 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
                           params=params, stamp=stamp, last_table={"teacher": "quantize"})
         outcome = sweep.run_sweep(cfg, job, resume=resume)
         if cfg.distill.quantize:
-            outcome.rows["quantize"] = quantize_stage(
+            outcome.rows["quantize"], failures = quantize_stage(
                 cfg, train_cfg, lambda: params["artifacts"] or cached_teacher(cfg, train_cfg), sid, stamp,
                 outcome.errors)
+            outcome.errors.extend(failures)  # the job exits 1 naming them, after its summary
         return outcome
     finally:
         if started:

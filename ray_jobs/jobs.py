@@ -21,7 +21,7 @@ def load(path: Path | None, overrides: list[str]) -> JobConfig:
 
 def _check(name: str, outcome: SweepOutcome) -> None:
     if outcome.errors:
-        raise SweepFailed(f"{name}: {len(outcome.errors)} trial(s) failed: " + "; ".join(outcome.errors),
+        raise SweepFailed(f"{name}: {len(outcome.errors)} failed (trials, or models the quantize stage could not quantize): " + "; ".join(outcome.errors),
                           outcome.sweep_id)
 
 

@@ -540,11 +540,20 @@ def call_on_worker(cfg: JobConfig, fn: Callable, *args, **kwargs) -> Any:
 def call_as_trials(cfg: JobConfig, fn: Callable, calls: list[tuple]) -> list[Any]:
     """`fn(*args, device=...)` for each `args` of `calls`, each a Ray task with exactly one
     trial's resources (its threads and device), side by side as the cluster holds them, as
-    trials run; their results in order. The first failing call's exception propagates with
-    its own type (`call_on_worker`)."""
+    trials run; in the calls' order, each one's result, or the exception it raised (its own
+    type, as `call_on_worker` raises it): every call runs to its end, so that one failing
+    call loses none of the others' results."""
     request = trial_request(cfg)
     refs = [_task(request).remote(fn, request["cpu"], args, {}) for args in calls]
-    return [_get_cause(ref) for ref in refs]
+    return [_settled(ref) for ref in refs]
+
+
+def _settled(ref) -> Any:
+    """`_get_cause(ref)`, or the exception it raises."""
+    try:
+        return _get_cause(ref)
+    except Exception as exc:
+        return exc
 
 
 def call_on_each_node(cfg: JobConfig, fn: Callable, *args) -> dict[str, Any]:

@@ -28,15 +28,16 @@ def _sweep_on_disk(root, variants=("fp32", "int8")):
         for k, kind in models.items() for v in variants])
 
 
-def _stage(cfg, monkeypatch, errors=()):
+def _stage(cfg, monkeypatch, errors=(), failing=(), with_failures=False):
     asked, prepared = [], []
 
     def as_trials(cfg_, fn, calls):  # stands in for the Ray tasks: one per model
         models = [model for _artifacts, _train_cfg, model in calls]
         assert {artifacts for artifacts, _, _ in calls} == {"artifacts"}
         asked.append(models)
-        return [[{"trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "variant": v,
-                  "accuracy": 0.75} for v in ["fp32", *m["variants"]]] for m in models]
+        return [OSError(f"{m['trial_key']}: model.safetensors is corrupt\nsee above") if m["trial_key"] in failing
+                else [{"trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "variant": v,
+                       "accuracy": 0.75} for v in ["fp32", *m["variants"]]] for m in models]
 
     def artifacts_of():
         prepared.append(1)
@@ -44,8 +45,8 @@ def _stage(cfg, monkeypatch, errors=()):
 
     monkeypatch.setattr(compress.sweep, "call_as_trials", as_trials)
     train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
-    rows = compress.quantize_stage(cfg, train_cfg, artifacts_of, "compress-x", STAMP, list(errors))
-    return rows, asked, prepared
+    rows, failures = compress.quantize_stage(cfg, train_cfg, artifacts_of, "compress-x", STAMP, list(errors))
+    return (rows, asked, prepared, failures) if with_failures else (rows, asked, prepared)
 
 
 def test_a_longer_list_quantizes_every_saved_model_again_and_replaces_its_rows(tmp_path, monkeypatch):
@@ -71,6 +72,40 @@ def test_a_longer_list_quantizes_every_saved_model_again_and_replaces_its_rows(t
     assert rows == on_disk and len(prepared) == 1
     _stage(cfg, monkeypatch)  # every variant there now: nothing asked, nothing prepared
     assert len(asked) == 1 and len(prepared) == 1
+
+
+def test_one_models_failure_loses_none_of_the_others_rows_and_a_rerun_retries_only_it(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8,bf16]"])
+    _sweep_on_disk(tmp_path)
+    rows, asked, _, failures = _stage(cfg, monkeypatch, failing={"student-1"}, with_failures=True)
+    assert failures == ["student-1: quantize stage: OSError: student-1: model.safetensors is corrupt\\nsee above"]
+    on_disk = {(r["trial_key"], r["variant"]): r["accuracy"] for r in results.read_rows(tmp_path, "quantize", "compress-x")}
+    assert rows == results.read_rows(tmp_path, "quantize", "compress-x")
+    for key in ("teacher", "bilstm-budget", "student-0"):  # quantized anew: their new rows are written
+        assert {v: on_disk[key, v] for v in ("fp32", "int8", "bf16")} == {"fp32": 0.75, "int8": 0.75, "bf16": 0.75}
+    # the failed model keeps its earlier rows, and still lacks bf16
+    assert {v: a for (k, v), a in on_disk.items() if k == "student-1"} == {"fp32": 0.5, "int8": 0.5}
+    _, again, _, failures = _stage(cfg, monkeypatch, with_failures=True)
+    assert [m["trial_key"] for m in again[0]] == ["student-1"] and failures == []
+
+
+def test_the_job_exits_naming_the_stages_failures_after_its_summary(tmp_path, monkeypatch, capsys):
+    from ray_jobs import jobs
+    from ray_jobs.errors import SweepFailed
+
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}"])
+    outcome = compress.sweep.SweepOutcome(tmp_path / "compress-x", {"distill": []}, [], restored=True)
+
+    def run(cfg_, resume):  # the stage's failure as `compress.run` adds it
+        outcome.errors.append("student-1: quantize stage: OSError: corrupt")
+        return outcome
+
+    monkeypatch.setattr(compress, "run", run)
+    monkeypatch.setattr(jobs.summary, "compress_summary", lambda root, sid: "SUMMARY")
+    with pytest.raises(SweepFailed, match=r"^compress: 1 failed \(trials, or models the quantize stage could not "
+                                          r"quantize\): student-1: quantize stage: OSError: corrupt$"):
+        jobs.run_compress(cfg, resume=False)
+    assert "SUMMARY" in capsys.readouterr().out
 
 
 def test_a_list_the_rows_already_cover_asks_for_nothing(tmp_path, monkeypatch):

@@ -315,9 +315,25 @@ def test_a_longer_quantize_list_quantizes_a_finished_compression_sweep_without_d
         True}  # smoke.yaml's list, as the trials quantized
     # the rows' model_dir name the folder copied from: the copy's own saved models are loaded
     graphs = {f: f.stat().st_mtime_ns for f in (demo_run[0] / "students").rglob("*.onnx")}
-    proc = run_cli(["compress", "--config", "smoke", f"results_dir={root}",
-                    "distill.quantize=[int8,int8_emb,onnx,onnx_int8,bf16]"], ray_tmp)
+    # one model that cannot be loaded (its weights corrupt): the others' rows are written all the
+    # same, the job exits 1 naming it after its summary, and the run after the repair does only it
+    (baseline,) = (root / "students" / sid).glob("bilstm-*")
+    weights = baseline / "model.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(b"not safetensors")
+    longer = ["compress", "--config", "smoke", f"results_dir={root}", "distill.quantize=[int8,int8_emb,onnx,onnx_int8,bf16]"]
+    proc = run_cli(longer, ray_tmp)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"{baseline.name}: quantize stage: " in proc.stderr and "compress: 1 failed" in proc.stderr
+    assert "bf16" in proc.stdout  # the summary, printed before the exit, shows the written rows
+    first = _q(root, f"SELECT trial_key, variant, time FROM quantize WHERE sweep_id = '{sid}' AND variant = 'bf16' "
+                         "ORDER BY trial_key")
+    assert sorted(r["trial_key"] for r in first) == sorted({r["trial_key"] for r in old} - {baseline.name})
+    weights.write_bytes(intact)
+    proc = run_cli(longer, ray_tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _q(root, f"SELECT trial_key, variant, time FROM quantize WHERE sweep_id = '{sid}' AND variant = 'bf16' "
+                    f"AND trial_key != '{baseline.name}' ORDER BY trial_key") == first  # not quantized again
     assert trained() == before
     assert "fine-tune teacher" not in proc.stdout + proc.stderr
     assert graphs and {f: f.stat().st_mtime_ns for f in graphs} == graphs  # the original's graphs untouched

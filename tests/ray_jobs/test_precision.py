@@ -80,6 +80,19 @@ def test_calls_as_trials_run_each_with_one_trials_resources_and_threads(local_ra
         (tag, "cpu", 1, {"CPU": 1.0}) for tag in "abc"]
 
 
+def _fails_on(tag, *, device):
+    if tag == "b":
+        raise ValueError("corrupt b")
+    return tag
+
+
+def test_a_failing_call_as_a_trial_loses_none_of_the_others_results(local_ray, tmp_path):
+    cfg = _cfg(tmp_path, "resources.cpus_per_trial=1")
+    a, b, c = sweep.call_as_trials(cfg, _fails_on, [("a",), ("b",), ("c",)])
+    assert (a, c) == ("a", "c")
+    assert type(b) is ValueError and str(b) == "corrupt b"  # the worker's own exception, not Ray's wrapper
+
+
 def test_where_no_node_fits_a_trial_yet_one_task_runs_where_ray_places_it(local_ray, tmp_path, monkeypatch):
     """An autoscaling cluster (resources.precheck=false) adds the node a trial needs on demand:
     the task itself asks for it, as a trial would."""
