@@ -338,7 +338,7 @@ def _requantize(artifacts, train_cfg: CompressTrainConfig, model: dict, *, devic
 
 
 def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of: Callable[[], Any], sid: str,
-                   stamp: dict, errors: list[str]) -> tuple[list[dict], list[str]]:
+                   stamp: dict, errors: list[str], stale: set[tuple] = frozenset()) -> tuple[list[dict], list[str]]:
     """The sweep's quantize rows, after its trials: each model whose rows lack a variant of
     `distill.quantize` (a finished sweep run again with a longer list: the sweep id does not
     hash the list) is loaded from its folder under results_dir/students/SWEEP_ID (the teacher
@@ -346,33 +346,49 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     a task with a trial's resources, as its trial did (the models side by side, as the cluster
     holds them); its rows are replaced by the new ones, so that a model's rows
     come from one run (`accuracy_kept` and `speedup_vs_fp32` over the fp32 row timed with them)
-    and no row a trial reported goes missing. Models of failed trials (`errors`: "KEY:
-    message") are left to the resume that retries them. `artifacts_of()` gives the teacher's
-    artifacts, called only when a model is left to quantize. JobError, before any is
-    quantized, where a saved folder is gone. Returns the sweep's quantize rows and the models
-    whose quantization failed ("KEY: quantize stage: message"): the others' rows are written
-    all the same, and a rerun quantizes only the failed ones (their rows still lack a variant)."""
+    and no row a trial reported goes missing. So is each model whose fp32 row or listed
+    variant's row holds an error an earlier run wrote (`stale`: `stale_errors` before the
+    sweep; a kernel this machine lacks, say, is retried on the next run, on another machine or
+    library), where it can be loaded: one that cannot is left with its rows and a printed line.
+    Models of failed trials (`errors`: "KEY: message") are left to the resume that retries
+    them. `artifacts_of()` gives the teacher's artifacts, called only when a model is left to
+    quantize. JobError, before any is quantized, where a saved folder is gone. Returns the
+    sweep's quantize rows and the models whose quantization failed ("KEY: quantize stage:
+    message"): the others' rows are written all the same, and a rerun quantizes only the
+    failed ones (their rows still lack a variant)."""
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
     wanted = set(cfg.distill.quantize)
-    held: dict[str, set] = {}
+    have: dict[str, set] = {}
+    good: dict[str, set] = {}  # the variants whose row is not a stale error
     for row in earlier:
-        held.setdefault(row["trial_key"], set()).add(row["variant"])
+        have.setdefault(row["trial_key"], set()).add(row["variant"])
+        if (row["trial_key"], row["variant"], row["time"]) not in stale:
+            good.setdefault(row["trial_key"], set()).add(row["variant"])
     failed = {e.split(":", 1)[0] for e in errors}
     students = Path(cfg.results_dir).resolve() / "students" / sid  # where it is now (the folder may have moved)
     specs = {r["trial_key"]: {**{k: r[k] for k in ("kind", "vocab", "pair_mode", "teacher_accuracy")},
                               "model_dir": str(students / r["trial_key"])}
              for r in results.read_rows(cfg.results_dir, "distill", sid)} | {"teacher": {"kind": "teacher"}}
-    todo = [{**specs[key], "trial_key": key,
-             "variants": [*cfg.distill.quantize, *sorted(variants - wanted - {"fp32"})]}
-            for key, variants in sorted(held.items(), key=lambda kv: (kv[0] != "teacher", kv[0]))  # the longest first
-            if not wanted <= variants and key in specs and key not in failed]
-    if not todo:
-        return earlier, []
+    models = [{**specs[key], "trial_key": key, "variants": [*cfg.distill.quantize, *sorted(variants - wanted - {"fp32"})]}
+              for key, variants in sorted(have.items(), key=lambda kv: (kv[0] != "teacher", kv[0]))  # the longest first
+              if key in specs and key not in failed]
+    todo = [m for m in models if not wanted <= have[m["trial_key"]]]
+    retry = [m for m in models if m not in todo and not wanted | {"fp32"} <= good.get(m["trial_key"], set())]
     if gone := [m["model_dir"] for m in todo if "model_dir" in m and not Path(m["model_dir"]).is_dir()]:
         raise JobError(f"compress: distill.quantize lists variants that {len(gone)} saved model(s) of finished sweep "
                        f"{sid} have no rows for, and their folders are gone ({', '.join(gone)}); give the list "
                        "the sweep ran with, or another results_dir to distil anew")
-    artifacts = artifacts_of()
+    retried = _retried(retry, have, good, wanted)
+    todo = [m for m in models if m in todo or m in retried]  # in the models' order: the longest first
+    if not todo:
+        return earlier, []
+    try:
+        artifacts = artifacts_of()
+    except JobError as exc:
+        if any(m not in retried for m in todo):
+            raise
+        print(f"quantize stage: no retry: {exc}", flush=True)  # a retry alone never refuses a run
+        return earlier, []
     outcomes = dict(zip([m["trial_key"] for m in todo],
                         sweep.call_as_trials(cfg, _requantize, [(artifacts, train_cfg, m) for m in todo]),
                         strict=True))
@@ -383,6 +399,27 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     failures = [f"{key}: quantize stage: {one_line(f'{type(exc).__name__}: {exc}')}"
                 for key, exc in outcomes.items() if key not in done]
     return results.read_rows(cfg.results_dir, "quantize", sid), failures  # as the sweep's outcome holds them
+
+
+def _retried(models: list[dict], have: dict[str, set], good: dict[str, set], wanted: set) -> list[dict]:
+    """Of `models`, those left to retry (their saved folder is there; a line printed for
+    those whose folder is gone), with a line naming the variants retried."""
+    there = [m for m in models if "model_dir" not in m or Path(m["model_dir"]).is_dir()]
+    if gone := [m["trial_key"] for m in models if m not in there]:
+        print(f"quantize stage: no retry of {', '.join(gone)}: saved folder gone", flush=True)
+    if there:
+        retried = [f"{m['trial_key']} {v}" for m in there
+                   for v in sorted((wanted | {"fp32"}) & have[m["trial_key"]] - good.get(m["trial_key"], set()))]
+        print(f"quantize stage: retrying {len(retried)} variant(s) whose rows from an earlier run hold an error: "
+              + ", ".join(retried), flush=True)
+    return there
+
+
+def stale_errors(results_dir: str, sid: str) -> set[tuple]:
+    """(trial_key, variant, time) of the sweep's quantize rows that hold an error, as they are
+    before its trials run: the rows an earlier run wrote, which the quantize stage retries."""
+    return {(r["trial_key"], r["variant"], r["time"]) for r in results.read_rows(results_dir, "quantize", sid)
+            if r.get("error")}
 
 
 def from_cache(prepare: Callable[..., Any], needs: str, remedy: str) -> Any:
@@ -479,11 +516,12 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
                           trials=specs, tables=("distill", "quantize", "epochs"),
                           params=params, stamp=stamp, last_table={"teacher": "quantize"})
+        stale = stale_errors(cfg.results_dir, sid)
         outcome = sweep.run_sweep(cfg, job, resume=resume)
         if cfg.distill.quantize:
             outcome.rows["quantize"], failures = quantize_stage(
                 cfg, train_cfg, lambda: params["artifacts"] or cached_teacher(cfg, train_cfg), sid, stamp,
-                outcome.errors)
+                outcome.errors, stale)
             outcome.errors.extend(failures)  # the job exits 1 naming them, after its summary
         return outcome
     finally:

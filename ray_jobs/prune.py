@@ -153,21 +153,39 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
     its pruning restored, not redone); none with `quantize.variants: []` (the stage is off:
     before, it loaded every model for no row; the sweep's rows are returned). A model
     quantized again has its earlier rows replaced: the table holds one quantization per
-    model, the latest, which each row's `quantize_config` names. `artifacts_of()` gives the code-to-text model's artifacts,
-    called only when a model is left to quantize."""
+    model, the latest, which each row's `quantize_config` names. So is a model one of whose rows
+    under these settings holds an error (every row here is an earlier run's: the stage is
+    their only writer; a kernel this machine lacks, say, is retried on the next run, on
+    another machine or library), unless the code-to-text model is no longer cached: a retry
+    alone then leaves the rows with a printed line. `artifacts_of()` gives the code-to-text
+    model's artifacts, called only when a model is left to quantize."""
     if not cfg.quantize.variants:  # the rows of an earlier run stay what the sweep holds
         return results.read_rows(cfg.results_dir, "quantize", sid)
     settings = quantize_settings(cfg.quantize)
     pruned = last_states(Path(cfg.results_dir) / "pruned" / sid, keys)
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
-    missing = {"unpruned", *pruned} - {r["trial_key"] for r in earlier if r.get("quantize_config") == settings}
-    if not missing:
+    current = [r for r in earlier if r.get("quantize_config") == settings]
+    failed = {(r["trial_key"], r["variant"]) for r in current if r.get("error")}
+    missing = {"unpruned", *pruned} - {r["trial_key"] for r in current}
+    retry = {key for key, _ in failed} & {"unpruned", *pruned}
+    if not missing | retry:
         return earlier
+    if retry:
+        print(f"quantize stage: retrying {len(failed)} variant(s) whose rows from an earlier run hold an error: "
+              + ", ".join(f"{k} {v}" for k, v in sorted(failed)), flush=True)
+    try:
+        artifacts = artifacts_of()
+    except JobError as exc:
+        if missing:
+            raise
+        print(f"quantize stage: no retry: {exc}", flush=True)  # a retry alone never refuses a run
+        return earlier
+    missing |= retry
     scopes = {s["schedule"]: s["scope"] for s in schedules(cfg.prune)}
     # the unpruned model's sparsity over the set the sweep prunes (its natural zeros)
     scopes["unpruned"] = cfg.prune.scopes[0] if len(set(cfg.prune.scopes)) == 1 else "all"
     todo = {k: v for k, v in pruned.items() if k in missing}
-    rows = sweep.call_on_worker(cfg, _quantize, artifacts_of(), cfg.quantize, todo, scopes, "unpruned" in missing)
+    rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, todo, scopes, "unpruned" in missing)
     kept = [r for r in earlier if r["trial_key"] not in missing]  # a requantized model's old rows go
     rows = kept + [{**r, **stamp, "trial_key": r["model"], "quantize_config": settings, "time": time.time()}
                    for r in rows]

@@ -28,7 +28,7 @@ def _sweep_on_disk(root, variants=("fp32", "int8")):
         for k, kind in models.items() for v in variants])
 
 
-def _stage(cfg, monkeypatch, errors=(), failing=(), with_failures=False):
+def _stage(cfg, monkeypatch, errors=(), failing=(), with_failures=False, stale=frozenset(), artifacts="artifacts"):
     asked, prepared = [], []
 
     def as_trials(cfg_, fn, calls):  # stands in for the Ray tasks: one per model
@@ -41,11 +41,13 @@ def _stage(cfg, monkeypatch, errors=(), failing=(), with_failures=False):
 
     def artifacts_of():
         prepared.append(1)
-        return "artifacts"
+        if isinstance(artifacts, Exception):
+            raise artifacts
+        return artifacts
 
     monkeypatch.setattr(compress.sweep, "call_as_trials", as_trials)
     train_cfg = CompressTrainConfig(finetune=cfg.finetune, distill=cfg.distill)
-    rows, failures = compress.quantize_stage(cfg, train_cfg, artifacts_of, "compress-x", STAMP, list(errors))
+    rows, failures = compress.quantize_stage(cfg, train_cfg, artifacts_of, "compress-x", STAMP, list(errors), stale)
     return (rows, asked, prepared, failures) if with_failures else (rows, asked, prepared)
 
 
@@ -106,6 +108,57 @@ def test_the_job_exits_naming_the_stages_failures_after_its_summary(tmp_path, mo
                                           r"quantize\): student-1: quantize stage: OSError: corrupt$"):
         jobs.run_compress(cfg, resume=False)
     assert "SUMMARY" in capsys.readouterr().out
+
+
+def _with_error(root, key, variant):
+    """The sweep's rows with (key, variant)'s holding an error, as an earlier run wrote it."""
+    rows = results.read_rows(root, "quantize", "compress-x")
+    for r in rows:
+        if (r["trial_key"], r["variant"]) == (key, variant):
+            r["error"] = "RuntimeError: no kernel for this CPU"
+    results.write_rows(root, "quantize", "compress-x", rows)
+    return compress.stale_errors(root, "compress-x")
+
+
+def test_a_variant_that_failed_in_an_earlier_run_is_retried_with_its_model(tmp_path, monkeypatch, capsys):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8]"])
+    _sweep_on_disk(tmp_path)
+    stale = _with_error(tmp_path, "student-1", "int8")
+    assert {(k, v) for k, v, _time in stale} == {("student-1", "int8")}
+    rows, asked, prepared = _stage(cfg, monkeypatch, stale=stale)
+    assert [(m["trial_key"], m["variants"]) for m in asked[0]] == [("student-1", ["int8"])]
+    assert "retrying 1 variant(s) whose rows from an earlier run hold an error: student-1 int8" in capsys.readouterr().out
+    on_disk = {(r["trial_key"], r["variant"]): r for r in results.read_rows(tmp_path, "quantize", "compress-x")}
+    assert on_disk["student-1", "int8"]["accuracy"] == 0.75 and on_disk["student-1", "int8"]["error"] is None
+    assert on_disk["student-0", "int8"]["accuracy"] == 0.5  # the others untouched
+
+
+def test_an_error_this_run_wrote_or_a_variant_the_list_dropped_is_not_retried(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8]"])
+    _sweep_on_disk(tmp_path, ("fp32", "int8", "int8_emb"))
+    _with_error(tmp_path, "student-1", "int8")  # by this run's trial: not in `stale`
+    stale = _with_error(tmp_path, "student-0", "int8_emb")  # no longer listed
+    assert _stage(cfg, monkeypatch, stale={s for s in stale if s[0] == "student-0"})[1] == []
+
+
+def test_a_retry_whose_model_cannot_be_loaded_is_skipped_with_a_line_not_refused(tmp_path, monkeypatch, capsys):
+    from ray_jobs.errors import JobError
+
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8]"])
+    _sweep_on_disk(tmp_path)
+    (tmp_path / "students" / "compress-x" / "student-1").rmdir()
+    _with_error(tmp_path, "student-1", "int8")
+    stale = _with_error(tmp_path, "teacher", "int8")
+    # the teacher no longer cached: a retry alone leaves the rows as they are
+    rows, asked, _ = _stage(cfg, monkeypatch, stale=stale, artifacts=JobError("no teacher cached"))
+    out = capsys.readouterr().out
+    assert "no retry of student-1: saved folder gone" in out and "quantize stage: no retry: no teacher cached" in out
+    assert asked == [] and rows == results.read_rows(tmp_path, "quantize", "compress-x")
+    # a model lacking a listed variant still needs the teacher: refused as before
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8,bf16]"])
+    (tmp_path / "students" / "compress-x" / "student-1").mkdir()
+    with pytest.raises(JobError, match="no teacher cached"):
+        _stage(cfg, monkeypatch, stale=stale, artifacts=JobError("no teacher cached"))
 
 
 def test_a_list_the_rows_already_cover_asks_for_nothing(tmp_path, monkeypatch):

@@ -330,10 +330,22 @@ def test_a_longer_quantize_list_quantizes_a_finished_compression_sweep_without_d
                          "ORDER BY trial_key")
     assert sorted(r["trial_key"] for r in first) == sorted({r["trial_key"] for r in old} - {baseline.name})
     weights.write_bytes(intact)
+    # and a variant whose row holds an error that run wrote (a kernel its machine lacked) is retried
+    rows = results.read_rows(root, "quantize", sid)
+    (student,) = {r["trial_key"] for r in rows if r["kind"] == "student"}
+    for r in rows:
+        if (r["trial_key"], r["variant"]) == (student, "int8"):
+            r["error"] = "RuntimeError: no kernel"
+    results.write_rows(root, "quantize", sid, rows)
     proc = run_cli(longer, ray_tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"retrying 1 variant(s) whose rows from an earlier run hold an error: {student} int8" in proc.stdout
     assert _q(root, f"SELECT trial_key, variant, time FROM quantize WHERE sweep_id = '{sid}' AND variant = 'bf16' "
-                    f"AND trial_key != '{baseline.name}' ORDER BY trial_key") == first  # not quantized again
+                    f"AND trial_key NOT IN ('{baseline.name}', '{student}') ORDER BY trial_key") == [
+        r for r in first if r["trial_key"] != student]  # not quantized again
+    retried = _q(root, f"SELECT time, error FROM quantize WHERE sweep_id = '{sid}' AND trial_key = '{student}'")
+    assert {r["error"] for r in retried} == {None}
+    assert min(r["time"] for r in retried) > max(r["time"] for r in first)
     assert trained() == before
     assert "fine-tune teacher" not in proc.stdout + proc.stderr
     assert graphs and {f: f.stat().st_mtime_ns for f in graphs} == graphs  # the original's graphs untouched

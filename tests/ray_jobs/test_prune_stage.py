@@ -80,6 +80,42 @@ def test_other_quantize_settings_requantize_every_model_and_replace_its_rows(tmp
     assert len(asked) == 2
 
 
+def test_a_model_with_a_variant_that_failed_in_an_earlier_run_is_quantized_again(tmp_path, monkeypatch, capsys):
+    from ray_jobs.errors import JobError
+
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[fp32,int8]"])
+    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
+    for key in keys:
+        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
+        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    asked = []
+
+    def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
+        asked.append((sorted(pruned), unpruned))
+        return [{"model": m, "variant": v, "bleu_greedy": 1.0, "error": "RuntimeError: no kernel" if m == keys[0]
+                 and v == "int8" and len(asked) == 1 else None}
+                for m in (["unpruned"] if unpruned else []) + sorted(pruned) for v in qcfg.variants]
+
+    monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
+    stamp = {"config_hash": "h", "code_version": "v"}
+    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # keys[0]'s int8 fails
+
+    def gone():
+        raise JobError("no code-to-text model cached")
+
+    assert len(prune.quantize_stage(cfg, gone, "prune-x", keys, stamp)) == 2 * (len(keys) + 1)
+    assert "quantize stage: no retry: no code-to-text model cached" in capsys.readouterr().out
+    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # the next run retries it
+    assert asked[1:] == [([keys[0]], False)]
+    assert f"retrying 1 variant(s) whose rows from an earlier run hold an error: {keys[0]} int8" in capsys.readouterr().out
+    rows = results.read_rows(tmp_path, "quantize", "prune-x")
+    assert sorted((r["trial_key"], r["variant"]) for r in rows) == sorted(
+        (m, v) for m in ["unpruned", *keys] for v in ("fp32", "int8"))
+    assert [r["error"] for r in rows] == [None] * len(rows)
+    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # none left to retry
+    assert len(asked) == 2
+
+
 def test_a_code_to_text_model_no_longer_cached_is_refused_not_fine_tuned_again():
     """A finished sweep's models quantized under other settings: the unpruned model must be the
     one its schedules were pruned from (`prepare_seq2seq(..., reuse_only=True)`)."""
