@@ -123,11 +123,13 @@ def _with_error(root, key, variant):
 def test_a_variant_that_failed_in_an_earlier_run_is_retried_with_its_model(tmp_path, monkeypatch, capsys):
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8]"])
     _sweep_on_disk(tmp_path)
-    stale = _with_error(tmp_path, "student-1", "int8")
-    assert {(k, v) for k, v, _time in stale} == {("student-1", "int8")}
+    _with_error(tmp_path, "student-1", "int8")
+    stale = _with_error(tmp_path, "teacher", "fp32")  # the row every variant is timed against
+    assert {(k, v) for k, v, _time in stale} == {("student-1", "int8"), ("teacher", "fp32")}
     rows, asked, prepared = _stage(cfg, monkeypatch, stale=stale)
-    assert [(m["trial_key"], m["variants"]) for m in asked[0]] == [("student-1", ["int8"])]
-    assert "retrying 1 variant(s) whose rows from an earlier run hold an error: student-1 int8" in capsys.readouterr().out
+    assert [(m["trial_key"], m["variants"]) for m in asked[0]] == [("teacher", ["int8"]), ("student-1", ["int8"])]
+    assert ("retrying 2 variant(s) whose rows from an earlier run hold an error: teacher fp32, student-1 int8"
+            in capsys.readouterr().out)
     on_disk = {(r["trial_key"], r["variant"]): r for r in results.read_rows(tmp_path, "quantize", "compress-x")}
     assert on_disk["student-1", "int8"]["accuracy"] == 0.75 and on_disk["student-1", "int8"]["error"] is None
     assert on_disk["student-0", "int8"]["accuracy"] == 0.5  # the others untouched
