@@ -31,6 +31,7 @@ from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import JobError, check_results_dir
 from ray_jobs.precision import PRUNE_KEYS, pin_auto
 from search.space import Teacher
+from training.checks import one_line
 from training.data import code_to_text_splits, code_to_text_view
 from training.models import TeacherConfig
 from training.prune import (
@@ -146,7 +147,7 @@ def quantize_settings(cfg: QuantizeConfig) -> str:
 
 
 def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, keys: list[str],
-                   stamp: dict) -> list[dict]:
+                   stamp: dict) -> tuple[list[dict], list[str]]:
     """quantize rows for the unpruned model and each schedule's last round: only the models
     without rows under this command's quantize settings are quantized (a resumed sweep whose
     schedule failed before; every model of a finished sweep run again with other settings,
@@ -158,9 +159,13 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
     their only writer; a kernel this machine lacks, say, is retried on the next run, on
     another machine or library), unless the code-to-text model is no longer cached: a retry
     alone then leaves the rows with a printed line. `artifacts_of()` gives the code-to-text
-    model's artifacts, called only when a model is left to quantize."""
+    model's artifacts, called only when a model is left to quantize. Each model is quantized
+    in its own task, one after another (their latencies are not timed against each other's
+    load). Returns the sweep's quantize rows and the models whose quantization failed ("KEY:
+    quantize stage: message"): the others' rows are written all the same, and a rerun
+    quantizes only the failed ones."""
     if not cfg.quantize.variants:  # the rows of an earlier run stay what the sweep holds
-        return results.read_rows(cfg.results_dir, "quantize", sid)
+        return results.read_rows(cfg.results_dir, "quantize", sid), []
     settings = quantize_settings(cfg.quantize)
     pruned = last_states(Path(cfg.results_dir) / "pruned" / sid, keys)
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
@@ -169,7 +174,7 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
     missing = {"unpruned", *pruned} - {r["trial_key"] for r in current}
     retry = {key for key, _ in failed} & {"unpruned", *pruned}
     if not missing | retry:
-        return earlier
+        return earlier, []
     if retry:
         print(f"quantize stage: retrying {len(failed)} variant(s) whose rows from an earlier run hold an error: "
               + ", ".join(f"{k} {v}" for k, v in sorted(failed)), flush=True)
@@ -179,18 +184,24 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
         if missing:
             raise
         print(f"quantize stage: no retry: {exc}", flush=True)  # a retry alone never refuses a run
-        return earlier
+        return earlier, []
     missing |= retry
     scopes = {s["schedule"]: s["scope"] for s in schedules(cfg.prune)}
     # the unpruned model's sparsity over the set the sweep prunes (its natural zeros)
     scopes["unpruned"] = cfg.prune.scopes[0] if len(set(cfg.prune.scopes)) == 1 else "all"
-    todo = {k: v for k, v in pruned.items() if k in missing}
-    rows = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, todo, scopes, "unpruned" in missing)
-    kept = [r for r in earlier if r["trial_key"] not in missing]  # a requantized model's old rows go
+    calls = {**({"unpruned": ({}, True)} if "unpruned" in missing else {}),
+             **{k: ({k: v}, False) for k, v in pruned.items() if k in missing}}
+    done, failures = {}, []
+    for key, (state, unpruned) in calls.items():
+        try:
+            done[key] = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, state, scopes, unpruned)
+        except Exception as exc:  # noqa: BLE001 - named in the job's failures; the others' rows are kept
+            failures.append(f"{key}: quantize stage: {one_line(f'{type(exc).__name__}: {exc}')}")
+    kept = [r for r in earlier if r["trial_key"] not in done]  # a requantized model's old rows go
     rows = kept + [{**r, **stamp, "trial_key": r["model"], "quantize_config": settings, "time": time.time()}
-                   for r in rows]
+                   for rows in done.values() for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
-    return rows
+    return rows, failures
 
 
 def cached_model(prepare: Callable[..., Any]) -> Any:
@@ -258,8 +269,10 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
         job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,
                           tables=("prune",), params=params, stamp=stamp)
         outcome = sweep.run_sweep(cfg, job, resume=resume)
-        outcome.rows["quantize"] = quantize_stage(cfg, (lambda: artifacts) if artifacts else lambda: cached_model(prepare),
-                                                  sid, finished_schedules(specs, outcome.errors), stamp)
+        outcome.rows["quantize"], failures = quantize_stage(
+            cfg, (lambda: artifacts) if artifacts else lambda: cached_model(prepare), sid,
+            finished_schedules(specs, outcome.errors), stamp)
+        outcome.errors.extend(failures)  # the job exits 1 naming them, after its summary
         return outcome
     finally:
         if started:

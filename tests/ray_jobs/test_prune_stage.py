@@ -21,24 +21,25 @@ def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeyp
         return "artifacts"
 
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
-        # stands in for the Ray task: records what the stage asks for, one fp32 row per model
-        assert artifacts == "artifacts"
-        asked.append((sorted(pruned), unpruned))
+        # stands in for the Ray task, one per model: records what the stage asks for, one fp32 row
+        assert artifacts == "artifacts" and len(pruned) + unpruned == 1
+        asked.append(["unpruned"] if unpruned else sorted(pruned))
         scopes_asked.append(scopes)
         return [{"model": m, "variant": "fp32", "bleu_greedy": 1.0}
                 for m in (["unpruned"] if unpruned else []) + sorted(pruned)]
 
     monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
     stamp = {"config_hash": "h", "code_version": "v"}
-    first = prune.quantize_stage(cfg, artifacts_of, "prune-x", keys[:1], stamp)  # the second schedule failed
-    assert asked == [(keys[:1], True)] and {r["trial_key"] for r in first} == {"unpruned", keys[0]}
-    rows = prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, stamp)  # resumed: it finished
-    assert asked[1] == (keys[1:], False)
+    first, failures = prune.quantize_stage(cfg, artifacts_of, "prune-x", keys[:1], stamp)  # the second schedule failed
+    assert asked == [["unpruned"], keys[:1]] and {r["trial_key"] for r in first} == {"unpruned", keys[0]}
+    assert failures == []
+    rows, _ = prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, stamp)  # resumed: it finished
+    assert asked[2:] == [[k] for k in keys[1:]]
     assert sorted(r["trial_key"] for r in rows) == sorted(["unpruned", *keys])
     assert sorted(r["trial_key"] for r in results.read_rows(tmp_path, "quantize", "prune-x")) == sorted(
         ["unpruned", *keys])
     prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, stamp)  # all there: nothing asked
-    assert len(asked) == 2 and len(prepared) == 2  # nor the model prepared
+    assert len(asked) == len(keys) + 1 and len(prepared) == 2  # nor the model prepared
     # each model's sparsity is counted over its schedule's scope; the unpruned model's over
     # the sweep's one scope, or over every prunable weight when the sweep has several
     assert scopes_asked[0] == {**{s["schedule"]: s["scope"] for s in prune.schedules(cfg.prune)},
@@ -62,6 +63,7 @@ def test_other_quantize_settings_requantize_every_model_and_replace_its_rows(tmp
 
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
         asked.append((sorted(pruned), unpruned, qcfg.variants))
+        assert len(pruned) + unpruned == 1
         return [{"model": m, "variant": v, "bleu_greedy": 1.0}
                 for m in (["unpruned"] if unpruned else []) + sorted(pruned) for v in qcfg.variants]
 
@@ -70,14 +72,15 @@ def test_other_quantize_settings_requantize_every_model_and_replace_its_rows(tmp
     prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)
     again = dataclasses.replace(cfg, quantize=dataclasses.replace(cfg.quantize, variants=("fp32", "fp16")))
     prune.quantize_stage(again, lambda: "artifacts", "prune-x", keys, stamp)
-    assert asked[1] == (sorted(keys), True, ("fp32", "fp16"))  # every model, under the new settings
+    # every model, under the new settings
+    assert asked[len(keys) + 1:] == [([], True, ("fp32", "fp16"))] + [([k], False, ("fp32", "fp16")) for k in keys]
     rows = results.read_rows(tmp_path, "quantize", "prune-x")
     assert sorted((r["trial_key"], r["variant"]) for r in rows) == sorted(
         (m, v) for m in ["unpruned", *keys] for v in ("fp32", "fp16"))  # int8's rows are gone
     assert {r["quantize_config"] for r in rows} == {prune.quantize_settings(again.quantize)}
     assert json.loads(rows[0]["quantize_config"])["variants"] == ["fp32", "fp16"]
     prune.quantize_stage(again, lambda: "artifacts", "prune-x", keys, stamp)  # the same settings: nothing
-    assert len(asked) == 2
+    assert len(asked) == 2 * (len(keys) + 1)
 
 
 def test_a_model_with_a_variant_that_failed_in_an_earlier_run_is_quantized_again(tmp_path, monkeypatch, capsys):
@@ -93,7 +96,7 @@ def test_a_model_with_a_variant_that_failed_in_an_earlier_run_is_quantized_again
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
         asked.append((sorted(pruned), unpruned))
         return [{"model": m, "variant": v, "bleu_greedy": 1.0, "error": "RuntimeError: no kernel" if m == keys[0]
-                 and v == "int8" and len(asked) == 1 else None}
+                 and v == "int8" and len(asked) <= len(keys) + 1 else None}
                 for m in (["unpruned"] if unpruned else []) + sorted(pruned) for v in qcfg.variants]
 
     monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
@@ -103,17 +106,44 @@ def test_a_model_with_a_variant_that_failed_in_an_earlier_run_is_quantized_again
     def gone():
         raise JobError("no code-to-text model cached")
 
-    assert len(prune.quantize_stage(cfg, gone, "prune-x", keys, stamp)) == 2 * (len(keys) + 1)
+    assert len(prune.quantize_stage(cfg, gone, "prune-x", keys, stamp)[0]) == 2 * (len(keys) + 1)
     assert "quantize stage: no retry: no code-to-text model cached" in capsys.readouterr().out
     prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # the next run retries it
-    assert asked[1:] == [([keys[0]], False)]
+    assert asked[len(keys) + 1:] == [([keys[0]], False)]
     assert f"retrying 1 variant(s) whose rows from an earlier run hold an error: {keys[0]} int8" in capsys.readouterr().out
     rows = results.read_rows(tmp_path, "quantize", "prune-x")
     assert sorted((r["trial_key"], r["variant"]) for r in rows) == sorted(
         (m, v) for m in ["unpruned", *keys] for v in ("fp32", "int8"))
     assert [r["error"] for r in rows] == [None] * len(rows)
     prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # none left to retry
-    assert len(asked) == 2
+    assert len(asked) == len(keys) + 2
+
+
+def test_one_models_failure_loses_none_of_the_others_rows_and_a_rerun_quantizes_only_it(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[fp32,int8]"])
+    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
+    for key in keys:
+        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
+        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    asked = []
+
+    def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
+        (model,) = ["unpruned"] if unpruned else pruned
+        asked.append(model)
+        if model == keys[0] and len(asked) <= len(keys) + 1:
+            raise OSError("state.safetensors is corrupt\nsee above")
+        return [{"model": model, "variant": v, "bleu_greedy": 1.0} for v in qcfg.variants]
+
+    monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
+    rows, failures = prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, {})
+    assert failures == [f"{keys[0]}: quantize stage: OSError: state.safetensors is corrupt\\nsee above"]
+    on_disk = results.read_rows(tmp_path, "quantize", "prune-x")
+    assert sorted((r["trial_key"], r["variant"]) for r in rows) == sorted((r["trial_key"], r["variant"]) for r in on_disk)
+    assert sorted((r["trial_key"], r["variant"]) for r in rows) == sorted(
+        (m, v) for m in ["unpruned", *keys[1:]] for v in ("fp32", "int8"))  # the others' rows are written
+    rows, failures = prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, {})
+    assert asked[len(keys) + 1:] == [keys[0]] and failures == []
+    assert len(rows) == 2 * (len(keys) + 1)
 
 
 def test_a_code_to_text_model_no_longer_cached_is_refused_not_fine_tuned_again():
@@ -148,11 +178,11 @@ def test_no_variants_turn_the_stage_off(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
     keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
-    assert prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, {"config_hash": "h", "code_version": "v"}) == []
+    assert prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, {"config_hash": "h", "code_version": "v"}) == ([], [])
     assert results.table_names(tmp_path) == []  # no empty quantize table either
     # a finished sweep run again with the stage off: its rows of an earlier run are the outcome's
     results.write_rows(tmp_path, "quantize", "prune-x", [{"trial_key": "unpruned", "variant": "fp32"}])
-    assert [r["variant"] for r in prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, {})] == ["fp32"]
+    assert [r["variant"] for r in prune.quantize_stage(cfg, artifacts_of, "prune-x", keys, {})[0]] == ["fp32"]
 
 
 def test_the_keys_the_pruning_job_does_not_read_are_exactly_those_read_settings_resets(tmp_path):
