@@ -284,8 +284,24 @@ def test_other_quantize_settings_requantize_a_finished_prune_sweep_without_pruni
 
     before = prune_rows()
     (sid,) = {r["sweep_id"] for r in _q(root, "SELECT DISTINCT sweep_id FROM prune")}
-    proc = run_cli(["prune", "--config", "smoke", f"results_dir={root}", "quantize.variants=[fp32,int8]"], ray_tmp)
+    # one schedule's last round unreadable: the other models' rows are written, exit 1 naming it
+    (state, *_) = sorted((root / "pruned" / sid).glob("*/round_*/state.safetensors"), reverse=True)
+    intact = state.read_bytes()
+    state.write_bytes(b"not safetensors")
+    command = ["prune", "--config", "smoke", f"results_dir={root}", "quantize.variants=[fp32,int8]"]
+    proc = run_cli(command, ray_tmp)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    broken = state.parents[1].name
+    assert f"{broken}: quantize stage: " in proc.stderr and "prune: 1 failed" in proc.stderr
+    first = [r for r in _q(root, f"SELECT trial_key, variant, time, quantize_config FROM quantize "
+                                 f"WHERE sweep_id = '{sid}' ORDER BY ALL")
+             if json.loads(r.pop("quantize_config"))["variants"] == ["fp32", "int8"]]  # the new settings' rows
+    assert broken not in {r["trial_key"] for r in first} and "unpruned" in {r["trial_key"] for r in first}
+    state.write_bytes(intact)
+    proc = run_cli(command, ray_tmp)  # after the repair: only it is quantized
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [r for r in _q(root, f"SELECT trial_key, variant, time FROM quantize WHERE sweep_id = '{sid}' "
+                                "ORDER BY ALL") if r["trial_key"] != broken] == first
     assert prune_rows() == before
     quant = _q(root, f"SELECT trial_key, variant, quantize_config FROM quantize WHERE sweep_id = '{sid}'")
     schedules = {r["schedule"] for r in _q(root, "SELECT DISTINCT schedule FROM prune")}
