@@ -396,9 +396,14 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     rows = [r for r in earlier if r["trial_key"] not in done] + [
         {**r, **stamp, "time": time.time()} for rows in done.values() for r in rows]
     results.write_rows(cfg.results_dir, "quantize", sid, rows)
-    failures = [f"{key}: quantize stage: {one_line(f'{type(exc).__name__}: {exc}')}"
-                for key, exc in outcomes.items() if key not in done]
+    failures = [stage_failure(key, exc) for key, exc in outcomes.items() if key not in done]
     return results.read_rows(cfg.results_dir, "quantize", sid), failures  # as the sweep's outcome holds them
+
+
+def stage_failure(key: str, exc: Exception) -> str:
+    """A model the quantize stage (either job's) failed to quantize, as the job's failures
+    name it: "KEY: quantize stage: Type: message" on one line."""
+    return f"{key}: quantize stage: {one_line(f'{type(exc).__name__}: {exc}')}"
 
 
 def _retried(models: list[dict], have: dict[str, set], good: dict[str, set], wanted: set) -> list[dict]:
