@@ -15,7 +15,8 @@
     tables    [--config FILE] [results_dir=...]
     bench ...                                             see `python -m ray_jobs bench -h`
 
-Exit codes: 0 done, 1 trials failed for good (or a crash: a traceback, e.g. the teacher's
+Exit codes: 0 done, 1 trials failed for good or models a quantize stage could not quantize
+(their names on stderr; the others' rows are written) (or a crash: a traceback, e.g. the teacher's
 fine-tuning out of GPU memory), 2 bad input (one line on stderr naming the culprit), 130
 interrupted (run the same command again to resume; a driver `ray job stop` ends exits 15,
 by Ray's SIGTERM handler).

@@ -353,9 +353,9 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     Models of failed trials (`errors`: "KEY: message") are left to the resume that retries
     them. `artifacts_of()` gives the teacher's artifacts, called only when a model is left to
     quantize. JobError, before any is quantized, where a saved folder is gone. Returns the
-    sweep's quantize rows and the models whose quantization failed ("KEY: quantize stage:
-    message"): the others' rows are written all the same, and a rerun quantizes only the
-    failed ones (their rows still lack a variant)."""
+    sweep's quantize rows and the models whose quantization failed (`stage_failure`): the
+    others' rows are written all the same, and the next run quantizes the failed ones again
+    (their rows still lack a variant, or hold an earlier run's error)."""
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
     wanted = set(cfg.distill.quantize)
     have: dict[str, set] = {}
@@ -384,11 +384,14 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
         return earlier, []
     try:
         artifacts = artifacts_of()
-    except JobError as exc:
+    except CacheGone as exc:
         if any(m not in retried for m in todo):
             raise
-        print(f"quantize stage: no retry: {exc}", flush=True)  # a retry alone never refuses a run
+        no_retry(exc.gone)
         return earlier, []
+    if retried:
+        retrying([f"{m['trial_key']} {v}" for m in retried
+                  for v in sorted((wanted | {"fp32"}) & have[m["trial_key"]] - good.get(m["trial_key"], set()))])
     outcomes = dict(zip([m["trial_key"] for m in todo],
                         sweep.call_as_trials(cfg, _requantize, [(artifacts, train_cfg, m) for m in todo]),
                         strict=True))
@@ -407,16 +410,11 @@ def stage_failure(key: str, exc: Exception) -> str:
 
 
 def _retried(models: list[dict], have: dict[str, set], good: dict[str, set], wanted: set) -> list[dict]:
-    """Of `models`, those left to retry (their saved folder is there; a line printed for
-    those whose folder is gone), with a line naming the variants retried."""
+    """Of `models`, those left to retry: their saved folder is there (a line printed for
+    those whose folder is gone)."""
     there = [m for m in models if "model_dir" not in m or Path(m["model_dir"]).is_dir()]
     if gone := [m["trial_key"] for m in models if m not in there]:
         print(f"quantize stage: no retry of {', '.join(gone)}: saved folder gone", flush=True)
-    if there:
-        retried = [f"{m['trial_key']} {v}" for m in there
-                   for v in sorted((wanted | {"fp32"}) & have[m["trial_key"]] - good.get(m["trial_key"], set()))]
-        print(f"quantize stage: retrying {len(retried)} variant(s) whose rows from an earlier run hold an error: "
-              + ", ".join(retried), flush=True)
     return there
 
 
@@ -427,14 +425,34 @@ def stale_errors(results_dir: str, sid: str) -> set[tuple]:
             if r.get("error")}
 
 
+class CacheGone(JobError):
+    """`from_cache`'s refusal; `gone` says what is no longer cached (a retry alone names it)."""
+
+    def __init__(self, message: str, gone: str):
+        super().__init__(message)
+        self.gone = gone
+
+
 def from_cache(prepare: Callable[..., Any], needs: str, remedy: str) -> Any:
     """`prepare(reuse_only=True)`: the model a finished sweep trained or pruned from, out of its
-    cache (both jobs' quantize stages); JobError "`needs`, but WHAT IS GONE; `remedy`" where it
-    is gone: fine-tuned again, it would be another model."""
+    cache (both jobs' quantize stages); CacheGone (a JobError) "`needs`, but WHAT IS GONE;
+    `remedy`" where it is gone: fine-tuned again, it would be another model."""
     try:
         return prepare(reuse_only=True)
     except NotCached as exc:
-        raise JobError(f"{needs}, but {exc}; {remedy}") from None
+        raise CacheGone(f"{needs}, but {exc}; {remedy}", str(exc)) from None
+
+
+def no_retry(gone: str) -> None:
+    """The line a quantize stage prints where the model its retries need is no longer cached: a
+    retry alone never refuses a run."""
+    print(f"quantize stage: no retry of an earlier run's errors: {gone}", flush=True)
+
+
+def retrying(variants: list[str]) -> None:
+    """The line a quantize stage prints before it retries `variants` ("KEY VARIANT")."""
+    print(f"quantize stage: retrying {len(variants)} variant(s) whose rows from an earlier run hold an error: "
+          + ", ".join(variants), flush=True)
 
 
 def cached_teacher(cfg: JobConfig, train_cfg: CompressTrainConfig):

@@ -85,7 +85,7 @@ def run_seeds(command: str, cfg: JobConfig, seeds: list[int], resume: bool = Fal
         text = f"no spread across the seeds: {one_line(str(exc))}"
     print("\n" + text, flush=True)
     if failed:
-        raise SweepFailed(f"{command} --seeds: {len(failed)} of {len(seeds)} seed(s) had failed trials "
+        raise SweepFailed(f"{command} --seeds: {len(failed)} of {len(seeds)} seed(s) failed (trials, or models their quantize stage could not quantize) "
                           "(the table above holds the rows that finished): " + "; ".join(failed))
     return 0
 

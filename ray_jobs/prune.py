@@ -21,9 +21,13 @@ import torch
 
 from ray_jobs import results, sweep
 from ray_jobs.compress import (
+    CacheGone,
     check_seq_lens,
     from_cache,
     has_curve,
+    no_retry,
+    retrying,
+    stage_failure,
     teacher_dims,
     write_curve,
 )
@@ -31,7 +35,6 @@ from ray_jobs.config import JobConfig, code_version, config_hash, identity_hash
 from ray_jobs.errors import JobError, check_results_dir
 from ray_jobs.precision import PRUNE_KEYS, pin_auto
 from search.space import Teacher
-from training.checks import one_line
 from training.data import code_to_text_splits, code_to_text_view
 from training.models import TeacherConfig
 from training.prune import (
@@ -162,8 +165,9 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
     model's artifacts, called only when a model is left to quantize. Each model is quantized
     in its own task, one after another (their latencies are not timed against each other's
     load). Returns the sweep's quantize rows and the models whose quantization failed ("KEY:
-    quantize stage: message"): the others' rows are written all the same, and a rerun
-    quantizes only the failed ones."""
+    quantize stage: message"): the others' rows are written all the same (each model's as it
+    ends, so an interrupt keeps those already done), and the next run quantizes the failed
+    ones again."""
     if not cfg.quantize.variants:  # the rows of an earlier run stay what the sweep holds
         return results.read_rows(cfg.results_dir, "quantize", sid), []
     settings = quantize_settings(cfg.quantize)
@@ -172,35 +176,34 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
     current = [r for r in earlier if r.get("quantize_config") == settings]
     failed = {(r["trial_key"], r["variant"]) for r in current if r.get("error")}
     missing = {"unpruned", *pruned} - {r["trial_key"] for r in current}
-    retry = {key for key, _ in failed} & {"unpruned", *pruned}
+    retry = {key for key, _ in failed} & {"unpruned", *pruned}  # a model whose round is there
     if not missing | retry:
         return earlier, []
-    if retry:
-        print(f"quantize stage: retrying {len(failed)} variant(s) whose rows from an earlier run hold an error: "
-              + ", ".join(f"{k} {v}" for k, v in sorted(failed)), flush=True)
     try:
         artifacts = artifacts_of()
-    except JobError as exc:
+    except CacheGone as exc:
         if missing:
             raise
-        print(f"quantize stage: no retry: {exc}", flush=True)  # a retry alone never refuses a run
+        no_retry(exc.gone)
         return earlier, []
+    if retry:
+        retrying([f"{k} {v}" for k, v in sorted(failed) if k in retry])
     missing |= retry
     scopes = {s["schedule"]: s["scope"] for s in schedules(cfg.prune)}
     # the unpruned model's sparsity over the set the sweep prunes (its natural zeros)
     scopes["unpruned"] = cfg.prune.scopes[0] if len(set(cfg.prune.scopes)) == 1 else "all"
     calls = {**({"unpruned": ({}, True)} if "unpruned" in missing else {}),
              **{k: ({k: v}, False) for k, v in pruned.items() if k in missing}}
-    done, failures = {}, []
+    rows, failures = earlier, []
     for key, (state, unpruned) in calls.items():
         try:
-            done[key] = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, state, scopes, unpruned)
+            new = sweep.call_on_worker(cfg, _quantize, artifacts, cfg.quantize, state, scopes, unpruned)
         except Exception as exc:  # noqa: BLE001 - named in the job's failures; the others' rows are kept
-            failures.append(f"{key}: quantize stage: {one_line(f'{type(exc).__name__}: {exc}')}")
-    kept = [r for r in earlier if r["trial_key"] not in done]  # a requantized model's old rows go
-    rows = kept + [{**r, **stamp, "trial_key": r["model"], "quantize_config": settings, "time": time.time()}
-                   for rows in done.values() for r in rows]
-    results.write_rows(cfg.results_dir, "quantize", sid, rows)
+            failures.append(stage_failure(key, exc))
+            continue
+        rows = [r for r in rows if r["trial_key"] != key] + [  # a requantized model's old rows go
+            {**r, **stamp, "trial_key": r["model"], "quantize_config": settings, "time": time.time()} for r in new]
+        results.write_rows(cfg.results_dir, "quantize", sid, rows)  # as each model ends: an interrupt keeps them
     return rows, failures
 
 

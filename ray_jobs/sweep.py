@@ -541,8 +541,8 @@ def call_as_trials(cfg: JobConfig, fn: Callable, calls: list[tuple]) -> list[Any
     """`fn(*args, device=...)` for each `args` of `calls`, each a Ray task with exactly one
     trial's resources (its threads and device), side by side as the cluster holds them, as
     trials run; in the calls' order, each one's result, or the exception it raised (its own
-    type, as `call_on_worker` raises it): every call runs to its end, so that one failing
-    call loses none of the others' results."""
+    type, as `call_on_worker` raises it; Ray's own error where its task or worker died): every
+    call runs to its end, so that one failing call loses none of the others' results."""
     request = trial_request(cfg)
     refs = [_task(request).remote(fn, request["cpu"], args, {}) for args in calls]
     return [_settled(ref) for ref in refs]

@@ -152,15 +152,17 @@ def test_a_retry_whose_model_cannot_be_loaded_is_skipped_with_a_line_not_refused
     _with_error(tmp_path, "student-1", "int8")
     stale = _with_error(tmp_path, "teacher", "int8")
     # the teacher no longer cached: a retry alone leaves the rows as they are
-    rows, asked, _ = _stage(cfg, monkeypatch, stale=stale, artifacts=JobError("no teacher cached"))
+    gone = compress.CacheGone("compress: ... but no teacher cached; give the list ...", "no teacher cached")
+    rows, asked, _ = _stage(cfg, monkeypatch, stale=stale, artifacts=gone)
     out = capsys.readouterr().out
-    assert "no retry of student-1: saved folder gone" in out and "quantize stage: no retry: no teacher cached" in out
+    assert "no retry of student-1: saved folder gone" in out and "retrying" not in out
+    assert "quantize stage: no retry of an earlier run's errors: no teacher cached\n" in out
     assert asked == [] and rows == results.read_rows(tmp_path, "quantize", "compress-x")
     # a model lacking a listed variant still needs the teacher: refused as before
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8,bf16]"])
     (tmp_path / "students" / "compress-x" / "student-1").mkdir()
-    with pytest.raises(JobError, match="no teacher cached"):
-        _stage(cfg, monkeypatch, stale=stale, artifacts=JobError("no teacher cached"))
+    with pytest.raises(JobError, match="but no teacher cached; give the list"):
+        _stage(cfg, monkeypatch, stale=stale, artifacts=gone)
 
 
 def test_a_list_the_rows_already_cover_asks_for_nothing(tmp_path, monkeypatch):

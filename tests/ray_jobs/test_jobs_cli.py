@@ -282,7 +282,7 @@ def test_a_refused_spread_does_not_hide_the_seeds_that_failed(capsys, monkeypatc
     monkeypatch.setattr(jobs, "run_prune", run_prune)
     monkeypatch.setattr(summary, "prune_seeds_summary", refuse)
     cfg = load_config(CONFIG_DIR / "smoke.yaml", [f"results_dir={tmp_path}"])
-    with pytest.raises(SweepFailed, match=r"1 of 2 seed\(s\) had failed trials .*prune.seed=1: 1 of 2 trials failed"):
+    with pytest.raises(SweepFailed, match=r"1 of 2 seed\(s\) failed \(trials, or models their quantize stage could not quantize\) .*prune.seed=1: 1 of 2 trials failed"):
         jobs.run_seeds("prune", cfg, [0, 1])
     assert "no spread across the seeds: summary: sweeps prune-seed0 and prune-seed1 differ" in capsys.readouterr().out
     assert asked == [["prune-seed0", "prune-seed1"]]

@@ -84,10 +84,11 @@ def test_other_quantize_settings_requantize_every_model_and_replace_its_rows(tmp
 
 
 def test_a_model_with_a_variant_that_failed_in_an_earlier_run_is_quantized_again(tmp_path, monkeypatch, capsys):
-    from ray_jobs.errors import JobError
+    import pytest
 
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[fp32,int8]"])
     keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
+    assert len(keys) >= 2
     for key in keys:
         (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
         (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
@@ -95,28 +96,37 @@ def test_a_model_with_a_variant_that_failed_in_an_earlier_run_is_quantized_again
 
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
         asked.append((sorted(pruned), unpruned))
-        return [{"model": m, "variant": v, "bleu_greedy": 1.0, "error": "RuntimeError: no kernel" if m == keys[0]
+        return [{"model": m, "variant": v, "bleu_greedy": 1.0, "error": "RuntimeError: no kernel" if m != "unpruned"
                  and v == "int8" and len(asked) <= len(keys) + 1 else None}
                 for m in (["unpruned"] if unpruned else []) + sorted(pruned) for v in qcfg.variants]
 
     monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
     stamp = {"config_hash": "h", "code_version": "v"}
-    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # keys[0]'s int8 fails
+    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # every schedule's int8 fails
 
     def gone():
-        raise JobError("no code-to-text model cached")
+        raise prune.CacheGone("prune: ... but no code-to-text model cached; give ...", "no code-to-text model cached")
 
     assert len(prune.quantize_stage(cfg, gone, "prune-x", keys, stamp)[0]) == 2 * (len(keys) + 1)
-    assert "quantize stage: no retry: no code-to-text model cached" in capsys.readouterr().out
-    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # the next run retries it
+    out = capsys.readouterr().out
+    assert "quantize stage: no retry of an earlier run's errors: no code-to-text model cached\n" in out
+    assert "retrying" not in out
+    # the next run retries them, but not a schedule whose trial failed in it
+    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys[:1], stamp)
     assert asked[len(keys) + 1:] == [([keys[0]], False)]
-    assert f"retrying 1 variant(s) whose rows from an earlier run hold an error: {keys[0]} int8" in capsys.readouterr().out
+    assert f"retrying 1 variant(s) whose rows from an earlier run hold an error: {keys[0]} int8\n" in capsys.readouterr().out
+    prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)
+    assert asked[len(keys) + 2:] == [([k], False) for k in keys[1:]]
     rows = results.read_rows(tmp_path, "quantize", "prune-x")
     assert sorted((r["trial_key"], r["variant"]) for r in rows) == sorted(
         (m, v) for m in ["unpruned", *keys] for v in ("fp32", "int8"))
     assert [r["error"] for r in rows] == [None] * len(rows)
     prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, stamp)  # none left to retry
-    assert len(asked) == len(keys) + 2
+    assert len(asked) == 2 * len(keys) + 1
+    # a model without rows under the settings still needs the model: refused as before
+    other = dataclasses.replace(cfg, quantize=dataclasses.replace(cfg.quantize, variants=("fp32",)))
+    with pytest.raises(prune.CacheGone, match="no code-to-text model cached; give"):
+        prune.quantize_stage(other, gone, "prune-x", keys, stamp)
 
 
 def test_one_models_failure_loses_none_of_the_others_rows_and_a_rerun_quantizes_only_it(tmp_path, monkeypatch):
