@@ -247,3 +247,24 @@ def test_a_restarted_schedule_trial_passes_on_every_round_run_schedule_reports(t
     spec = prune.trial_specs(cfg)[0]
     prune.prune_trial(spec, Restarted())
     assert reported == [0, 1, 2]
+
+
+def test_an_interrupted_stage_keeps_the_rows_of_the_models_it_finished(tmp_path, monkeypatch):
+    import pytest
+
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[fp32]"])
+    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
+    for key in keys:
+        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
+        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+
+    def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
+        if not unpruned:
+            raise KeyboardInterrupt  # Ctrl-C while the second model quantizes: not a model's failure
+        return [{"model": "unpruned", "variant": "fp32", "bleu_greedy": 1.0}]
+
+    monkeypatch.setattr(prune.sweep, "call_on_worker", quantize_on_worker)
+    with pytest.raises(KeyboardInterrupt):
+        prune.quantize_stage(cfg, lambda: "artifacts", "prune-x", keys, {})
+    assert [(r["trial_key"], r["variant"]) for r in results.read_rows(tmp_path, "quantize", "prune-x")] == [
+        ("unpruned", "fp32")]
