@@ -8,12 +8,18 @@ from ray_jobs import prune, results
 from ray_jobs.config import load_config, resolve_config_path
 
 
+def _last_rounds_on_disk(cfg, root):
+    """Each schedule's last round of sweep prune-x on disk (an empty state); the trial keys."""
+    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
+    for key in keys:
+        (root / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
+        (root / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    return keys
+
+
 def test_quantize_stage_quantizes_only_the_models_without_rows(tmp_path, monkeypatch):
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}"])
-    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
-    for key in keys:  # each schedule's last round on disk
-        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
-        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    keys = _last_rounds_on_disk(cfg, tmp_path)
     asked, scopes_asked, prepared = [], [], []
 
     def artifacts_of():  # the code-to-text model, prepared (a Ray task) only when needed
@@ -55,10 +61,7 @@ def test_other_quantize_settings_requantize_every_model_and_replace_its_rows(tmp
     is quantized again under them, and its rows of the earlier settings are replaced, not
     kept beside the new ones (a variant dropped from the list leaves no row behind)."""
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[fp32,int8]"])
-    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
-    for key in keys:
-        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
-        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    keys = _last_rounds_on_disk(cfg, tmp_path)
     asked = []
 
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
@@ -131,10 +134,7 @@ def test_a_model_with_a_variant_that_failed_in_an_earlier_run_is_quantized_again
 
 def test_one_models_failure_loses_none_of_the_others_rows_and_a_rerun_quantizes_only_it(tmp_path, monkeypatch):
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[fp32,int8]"])
-    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
-    for key in keys:
-        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
-        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    keys = _last_rounds_on_disk(cfg, tmp_path)
     asked = []
 
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
@@ -253,10 +253,7 @@ def test_an_interrupted_stage_keeps_the_rows_of_the_models_it_finished(tmp_path,
     import pytest
 
     cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "quantize.variants=[fp32]"])
-    keys = [s["trial_key"] for s in prune.trial_specs(cfg)]
-    for key in keys:
-        (tmp_path / "pruned" / "prune-x" / key / "round_002").mkdir(parents=True)
-        (tmp_path / "pruned" / "prune-x" / key / "round_002" / "state.safetensors").write_bytes(b"")
+    keys = _last_rounds_on_disk(cfg, tmp_path)
 
     def quantize_on_worker(cfg_, fn, artifacts, qcfg, pruned, scopes, unpruned):
         if not unpruned:
