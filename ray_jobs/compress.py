@@ -378,7 +378,7 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
         raise JobError(f"compress: distill.quantize lists variants that {len(gone)} saved model(s) of finished sweep "
                        f"{sid} have no rows for, and their folders are gone ({', '.join(gone)}); give the list "
                        "the sweep ran with, or another results_dir to distil anew")
-    retried = _retried(retry, have, good, wanted)
+    retried = _retried(retry)
     todo = [m for m in models if m in todo or m in retried]  # in the models' order: the longest first
     if not todo:
         return earlier, []
@@ -409,7 +409,7 @@ def stage_failure(key: str, exc: Exception) -> str:
     return f"{key}: quantize stage: {one_line(f'{type(exc).__name__}: {exc}')}"
 
 
-def _retried(models: list[dict], have: dict[str, set], good: dict[str, set], wanted: set) -> list[dict]:
+def _retried(models: list[dict]) -> list[dict]:
     """Of `models`, those left to retry: their saved folder is there (a line printed for
     those whose folder is gone)."""
     there = [m for m in models if "model_dir" not in m or Path(m["model_dir"]).is_dir()]
