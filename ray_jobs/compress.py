@@ -354,7 +354,8 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     them. `artifacts_of()` gives the teacher's artifacts, called only when a model is left to
     quantize. JobError, before any is quantized, where a saved folder is gone. Returns the
     sweep's quantize rows and the models whose quantization failed (`stage_failure`): the
-    others' rows are written all the same, and the next run quantizes the failed ones again
+    others' rows are written all the same (each model's as it ends, so an interrupt keeps
+    those already done), and the next run quantizes the failed ones again
     (their rows still lack a variant, or hold an earlier run's error)."""
     earlier = results.read_rows(cfg.results_dir, "quantize", sid)
     wanted = set(cfg.distill.quantize)
@@ -392,14 +393,18 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
     if retried:
         retrying([f"{m['trial_key']} {v}" for m in retried
                   for v in sorted((wanted | {"fp32"}) & have[m["trial_key"]] - good.get(m["trial_key"], set()))])
-    outcomes = dict(zip([m["trial_key"] for m in todo],
-                        sweep.call_as_trials(cfg, _requantize, [(artifacts, train_cfg, m) for m in todo]),
-                        strict=True))
-    done = {key: rows for key, rows in outcomes.items() if not isinstance(rows, Exception)}
-    rows = [r for r in earlier if r["trial_key"] not in done] + [
-        {**r, **stamp, "time": time.time()} for rows in done.values() for r in rows]
-    results.write_rows(cfg.results_dir, "quantize", sid, rows)
-    failures = [stage_failure(key, exc) for key, exc in outcomes.items() if key not in done]
+    rows = earlier
+
+    def keep(i: int, outcome: Any) -> None:  # each model's rows as it ends: an interrupt keeps them
+        nonlocal rows
+        if not isinstance(outcome, Exception):
+            key = todo[i]["trial_key"]
+            rows = [r for r in rows if r["trial_key"] != key] + [{**r, **stamp, "time": time.time()} for r in outcome]
+            results.write_rows(cfg.results_dir, "quantize", sid, rows)
+
+    outcomes = sweep.call_as_trials(cfg, _requantize, [(artifacts, train_cfg, m) for m in todo], on_result=keep)
+    failures = [stage_failure(m["trial_key"], exc) for m, exc in zip(todo, outcomes, strict=True)
+                if isinstance(exc, Exception)]
     return results.read_rows(cfg.results_dir, "quantize", sid), failures  # as the sweep's outcome holds them
 
 

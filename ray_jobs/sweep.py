@@ -537,15 +537,26 @@ def call_on_worker(cfg: JobConfig, fn: Callable, *args, **kwargs) -> Any:
     return _get_cause(_task(request).remote(fn, request["cpu"], args, kwargs))
 
 
-def call_as_trials(cfg: JobConfig, fn: Callable, calls: list[tuple]) -> list[Any]:
+def call_as_trials(cfg: JobConfig, fn: Callable, calls: list[tuple],
+                   on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
     """`fn(*args, device=...)` for each `args` of `calls`, each a Ray task with exactly one
     trial's resources (its threads and device), side by side as the cluster holds them, as
     trials run; in the calls' order, each one's result, or the exception it raised (its own
     type, as `call_on_worker` raises it; Ray's own error where its task or worker died): every
-    call runs to its end, so that one failing call loses none of the others' results."""
+    call runs to its end, so that one failing call loses none of the others' results.
+    `on_result(i, result)`, if given, is called on the driver as each call ends (in the order
+    they end), so that a caller can keep each result before the others finish."""
     request = trial_request(cfg)
     refs = [_task(request).remote(fn, request["cpu"], args, {}) for args in calls]
-    return [_settled(ref) for ref in refs]
+    index = {ref: i for i, ref in enumerate(refs)}
+    settled: list[Any] = [None] * len(refs)
+    pending = refs
+    while pending:
+        (ref,), pending = ray.wait(pending, num_returns=1)
+        settled[index[ref]] = _settled(ref)
+        if on_result:
+            on_result(index[ref], settled[index[ref]])
+    return settled
 
 
 def _settled(ref) -> Any:

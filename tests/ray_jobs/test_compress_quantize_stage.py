@@ -28,16 +28,22 @@ def _sweep_on_disk(root, variants=("fp32", "int8")):
         for k, kind in models.items() for v in variants])
 
 
-def _stage(cfg, monkeypatch, errors=(), failing=(), with_failures=False, stale=frozenset(), artifacts="artifacts"):
+def _stage(cfg, monkeypatch, errors=(), failing=(), with_failures=False, stale=frozenset(), artifacts="artifacts",
+           interrupt_after=None):
     asked, prepared = [], []
 
-    def as_trials(cfg_, fn, calls):  # stands in for the Ray tasks: one per model
+    def as_trials(cfg_, fn, calls, on_result):  # stands in for the Ray tasks: one per model
         models = [model for _artifacts, _train_cfg, model in calls]
         assert {artifacts for artifacts, _, _ in calls} == {"artifacts"}
         asked.append(models)
-        return [OSError(f"{m['trial_key']}: model.safetensors is corrupt\nsee above") if m["trial_key"] in failing
-                else [{"trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "variant": v,
-                       "accuracy": 0.75} for v in ["fp32", *m["variants"]]] for m in models]
+        outcomes = [OSError(f"{m['trial_key']}: model.safetensors is corrupt\nsee above") if m["trial_key"] in failing
+                    else [{"trial_key": m["trial_key"], "model": m["trial_key"], "kind": m["kind"], "variant": v,
+                           "accuracy": 0.75} for v in ["fp32", *m["variants"]]] for m in models]
+        for i in reversed(range(len(models))):  # as they end: in another order than asked
+            if interrupt_after is not None and len(models) - 1 - i == interrupt_after:
+                raise KeyboardInterrupt
+            on_result(i, outcomes[i])
+        return outcomes
 
     def artifacts_of():
         prepared.append(1)
@@ -89,6 +95,16 @@ def test_one_models_failure_loses_none_of_the_others_rows_and_a_rerun_retries_on
     assert {v: a for (k, v), a in on_disk.items() if k == "student-1"} == {"fp32": 0.5, "int8": 0.5}
     _, again, _, failures = _stage(cfg, monkeypatch, with_failures=True)
     assert [m["trial_key"] for m in again[0]] == ["student-1"] and failures == []
+
+
+def test_an_interrupted_stage_keeps_the_rows_of_the_models_that_ended(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8,bf16]"])
+    _sweep_on_disk(tmp_path)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C after one model ended (the last asked, student-1)
+        _stage(cfg, monkeypatch, interrupt_after=1)
+    on_disk = {(r["trial_key"], r["variant"]): r["accuracy"] for r in results.read_rows(tmp_path, "quantize", "compress-x")}
+    assert {v: a for (k, v), a in on_disk.items() if k == "student-1"} == {"fp32": 0.75, "int8": 0.75, "bf16": 0.75}
+    assert {v: a for (k, v), a in on_disk.items() if k == "teacher"} == {"fp32": 0.5, "int8": 0.5}
 
 
 def test_the_job_exits_naming_the_stages_failures_after_its_summary(tmp_path, monkeypatch, capsys):

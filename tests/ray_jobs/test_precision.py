@@ -88,8 +88,9 @@ def _fails_on(tag, *, device):
 
 def test_a_failing_call_as_a_trial_loses_none_of_the_others_results(local_ray, tmp_path):
     cfg = _cfg(tmp_path, "resources.cpus_per_trial=1")
-    a, b, c = sweep.call_as_trials(cfg, _fails_on, [("a",), ("b",), ("c",)])
-    assert (a, c) == ("a", "c")
+    ended = {}
+    a, b, c = sweep.call_as_trials(cfg, _fails_on, [("a",), ("b",), ("c",)], on_result=ended.__setitem__)
+    assert (a, c) == ("a", "c") and ended == {0: a, 1: b, 2: c}  # each handed over as it ended
     assert type(b) is ValueError and str(b) == "corrupt b"  # the worker's own exception, not Ray's wrapper
 
 
