@@ -374,7 +374,9 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
               for key, variants in sorted(have.items(), key=lambda kv: (kv[0] != "teacher", kv[0]))  # the longest first
               if key in specs and key not in failed]
     todo = [m for m in models if not wanted <= have[m["trial_key"]]]
-    retry = [m for m in models if m not in todo and not wanted | {"fp32"} <= good.get(m["trial_key"], set())]
+    # per model, the fp32 or listed variants whose rows are stale errors
+    errored = {key: sorted((wanted | {"fp32"}) & variants - good.get(key, set())) for key, variants in have.items()}
+    retry = [m for m in models if m not in todo and errored[m["trial_key"]]]
     if gone := [m["model_dir"] for m in todo if "model_dir" in m and not Path(m["model_dir"]).is_dir()]:
         raise JobError(f"compress: distill.quantize lists variants that {len(gone)} saved model(s) of finished sweep "
                        f"{sid} have no rows for, and their folders are gone ({', '.join(gone)}); give the list "
@@ -391,21 +393,27 @@ def quantize_stage(cfg: JobConfig, train_cfg: CompressTrainConfig, artifacts_of:
         no_retry(exc.gone)
         return earlier, []
     if retried:
-        retrying([f"{m['trial_key']} {v}" for m in retried
-                  for v in sorted((wanted | {"fp32"}) & have[m["trial_key"]] - good.get(m["trial_key"], set()))])
+        retrying([f"{m['trial_key']} {v}" for m in retried for v in errored[m["trial_key"]]])
     rows = earlier
 
     def keep(i: int, outcome: Any) -> None:  # each model's rows as it ends: an interrupt keeps them
         nonlocal rows
         if not isinstance(outcome, Exception):
-            key = todo[i]["trial_key"]
-            rows = [r for r in rows if r["trial_key"] != key] + [{**r, **stamp, "time": time.time()} for r in outcome]
-            results.write_rows(cfg.results_dir, "quantize", sid, rows)
+            rows = replace_model_rows(cfg.results_dir, sid, rows, todo[i]["trial_key"],
+                                      [{**r, **stamp, "time": time.time()} for r in outcome])
 
     outcomes = sweep.call_as_trials(cfg, _requantize, [(artifacts, train_cfg, m) for m in todo], on_result=keep)
     failures = [stage_failure(m["trial_key"], exc) for m, exc in zip(todo, outcomes, strict=True)
                 if isinstance(exc, Exception)]
     return results.read_rows(cfg.results_dir, "quantize", sid), failures  # as the sweep's outcome holds them
+
+
+def replace_model_rows(results_dir: str, sid: str, rows: list[dict], key: str, new: list[dict]) -> list[dict]:
+    """`rows` (a sweep's quantize rows) with model `key`'s replaced by `new`, written (both
+    jobs' quantize stages, as each model ends); the rows written."""
+    rows = [r for r in rows if r["trial_key"] != key] + new
+    results.write_rows(results_dir, "quantize", sid, rows)
+    return rows
 
 
 def stage_failure(key: str, exc: Exception) -> str:

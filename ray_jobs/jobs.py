@@ -21,8 +21,8 @@ def load(path: Path | None, overrides: list[str]) -> JobConfig:
 
 def _check(name: str, outcome: SweepOutcome) -> None:
     if outcome.errors:
-        raise SweepFailed(f"{name}: {len(outcome.errors)} failed (trials, or models the quantize stage could not quantize): " + "; ".join(outcome.errors),
-                          outcome.sweep_id)
+        raise SweepFailed(f"{name}: {len(outcome.errors)} failed (trials, or models the quantize stage could not "
+                          "quantize): " + "; ".join(outcome.errors), outcome.sweep_id)
 
 
 def run_compress(cfg: JobConfig, resume: bool) -> str:
@@ -85,8 +85,9 @@ def run_seeds(command: str, cfg: JobConfig, seeds: list[int], resume: bool = Fal
         text = f"no spread across the seeds: {one_line(str(exc))}"
     print("\n" + text, flush=True)
     if failed:
-        raise SweepFailed(f"{command} --seeds: {len(failed)} of {len(seeds)} seed(s) failed (trials, or models their quantize stage could not quantize) "
-                          "(the table above holds the rows that finished): " + "; ".join(failed))
+        raise SweepFailed(f"{command} --seeds: {len(failed)} of {len(seeds)} seed(s) failed (trials, or models "
+                          "their quantize stage could not quantize) (the table above holds the rows that "
+                          "finished): " + "; ".join(failed))
     return 0
 
 

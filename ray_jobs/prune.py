@@ -26,6 +26,7 @@ from ray_jobs.compress import (
     from_cache,
     has_curve,
     no_retry,
+    replace_model_rows,
     retrying,
     stage_failure,
     teacher_dims,
@@ -201,9 +202,9 @@ def quantize_stage(cfg: JobConfig, artifacts_of: Callable[[], Any], sid: str, ke
         except Exception as exc:  # noqa: BLE001 - named in the job's failures; the others' rows are kept
             failures.append(stage_failure(key, exc))
             continue
-        rows = [r for r in rows if r["trial_key"] != key] + [  # a requantized model's old rows go
-            {**r, **stamp, "trial_key": r["model"], "quantize_config": settings, "time": time.time()} for r in new]
-        results.write_rows(cfg.results_dir, "quantize", sid, rows)  # as each model ends: an interrupt keeps them
+        # a requantized model's old rows go; written as each model ends: an interrupt keeps them
+        rows = replace_model_rows(cfg.results_dir, sid, rows, key, [
+            {**r, **stamp, "trial_key": r["model"], "quantize_config": settings, "time": time.time()} for r in new])
     return rows, failures
 
 

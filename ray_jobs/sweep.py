@@ -553,9 +553,10 @@ def call_as_trials(cfg: JobConfig, fn: Callable, calls: list[tuple],
     pending = refs
     while pending:
         (ref,), pending = ray.wait(pending, num_returns=1)
-        settled[index[ref]] = _settled(ref)
+        i = index[ref]
+        settled[i] = _settled(ref)
         if on_result:
-            on_result(index[ref], settled[index[ref]])
+            on_result(i, settled[i])
     return settled
 
 
