@@ -502,6 +502,22 @@ def teacher_size_mb(teacher_dir: str) -> float:
     return size / 1e6 if size else float("nan")
 
 
+def sweep_then_quantize(cfg: JobConfig, job: sweep.Sweep, resume: bool,
+                        quantize: Callable[[list[str], set[tuple]], tuple[list[dict], list[str]]]
+                        ) -> sweep.SweepOutcome:
+    """Run the sweep, then, with a `distill.quantize` list, the quantize stage:
+    `quantize(trial_errors, stale)` -> (rows, failures). `stale` is read before the trials
+    run, so an error row a trial of this run writes waits for the next run instead of being
+    quantized twice in one run. The stage's failures join the outcome's errors: the job exits
+    1 naming them, after its summary."""
+    stale = stale_errors(cfg.results_dir, job.sweep_id)
+    outcome = sweep.run_sweep(cfg, job, resume=resume)
+    if cfg.distill.quantize:
+        outcome.rows["quantize"], failures = quantize(outcome.errors, stale)
+        outcome.errors.extend(failures)
+    return outcome
+
+
 def run(cfg: JobConfig, *, resume: bool = False) -> sweep.SweepOutcome:
     """Run (or resume) the compression job; returns the sweep outcome (rows from disk)."""
     check_results_dir(cfg.results_dir)
@@ -552,14 +568,8 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
                           trials=specs, tables=("distill", "quantize", "epochs"),
                           params=params, stamp=stamp, last_table={"teacher": "quantize"})
-        stale = stale_errors(cfg.results_dir, sid)
-        outcome = sweep.run_sweep(cfg, job, resume=resume)
-        if cfg.distill.quantize:
-            outcome.rows["quantize"], failures = quantize_stage(
-                cfg, train_cfg, lambda: params["artifacts"] or cached_teacher(cfg, train_cfg), sid, stamp,
-                outcome.errors, stale)
-            outcome.errors.extend(failures)  # the job exits 1 naming them, after its summary
-        return outcome
+        return sweep_then_quantize(cfg, job, resume, lambda errors, stale: quantize_stage(
+            cfg, train_cfg, lambda: params["artifacts"] or cached_teacher(cfg, train_cfg), sid, stamp, errors, stale))
     finally:
         if started:
             ray.shutdown()

@@ -246,3 +246,31 @@ def test_the_job_runs_the_stage_only_with_a_list(tmp_path):
     assert cfg.distill.quantize  # smoke's list: the e2e tests run the stage through the job
     off = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, quantize=()))
     assert compress.sweep_id(off) != compress.sweep_id(cfg)
+
+
+def test_the_stage_retries_only_errors_written_before_this_runs_trials(tmp_path, monkeypatch):
+    cfg = load_config(resolve_config_path("smoke"), [f"results_dir={tmp_path}", "distill.quantize=[int8]"])
+    _sweep_on_disk(tmp_path)
+    earlier = _with_error(tmp_path, "teacher", "int8")
+    job = compress.sweep.Sweep(job="compress", sweep_id="compress-x", fn=None, trials=[], tables=(), params={},
+                               stamp=STAMP)
+
+    def run_sweep(cfg_, job_, resume):  # this run's trial writes an error row of its own
+        assert resume is True
+        _with_error(tmp_path, "student-1", "int8")
+        return compress.sweep.SweepOutcome(tmp_path / "compress-x", {"distill": []}, ["bilstm-budget: boom"], restored=False)
+
+    seen = []
+
+    def stage(errors, stale):
+        seen.append((list(errors), stale))
+        return ["the stage's rows"], ["student-0: quantize stage: OSError: corrupt"]
+
+    monkeypatch.setattr(compress.sweep, "run_sweep", run_sweep)
+    outcome = compress.sweep_then_quantize(cfg, job, True, stage)
+    assert seen == [(["bilstm-budget: boom"], earlier)]  # not student-1's: that waits for the next run
+    assert outcome.rows["quantize"] == ["the stage's rows"]
+    assert outcome.errors == ["bilstm-budget: boom", "student-0: quantize stage: OSError: corrupt"]
+    off = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, quantize=()))
+    assert compress.sweep_then_quantize(off, job, True, stage).errors == ["bilstm-budget: boom"]
+    assert len(seen) == 1  # no list: no stage
