@@ -483,8 +483,12 @@ def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: s
     """A one-off fine-tuning's curve (`metrics["curve"]`) as `epochs` rows with trial_key,
     model and kind `model` ("teacher": the compression job's teacher; "seq2seq": the pruning
     job's code-to-text model), kept beside the rows an earlier run of the same sweep wrote.
-    A model fine-tuned before its curve was recorded has none."""
-    curve = [{**stamp, **epoch, "trial_key": model, "model": model, "kind": model,
+    A model fine-tuned before its curve was recorded has none; one fine-tuned before its
+    metrics held `precision` and `emulated` gets the precision its config recorded (the
+    teacher's) and no `emulated`: that is known only where its steps ran."""
+    ran_in = {"precision": metrics.get("precision", metrics.get("config", {}).get("precision")),
+              "emulated": metrics.get("emulated")}
+    curve = [{**stamp, **epoch, **ran_in, "trial_key": model, "model": model, "kind": model,
               "device": metrics.get("device"), "time": time.time()} for epoch in metrics.get("curve", [])]
     if curve:
         earlier = results.read_rows(results_dir, "epochs", sid)

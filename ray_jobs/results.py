@@ -108,7 +108,9 @@ COLUMNS: dict[str, list[tuple[str, pa.DataType]]] = {
     # the learning curves: one row per trained model x epoch (compression job), one per tenth
     # of the code-to-text fine-tuning's steps (pruning job, trial_key seq2seq: valid_nll)
     "epochs": [("model", _S), ("kind", _S), ("epoch", _I), ("valid_accuracy", _F), ("train_loss", _F),
-               ("steps", _I), ("seconds", _F), ("lr", _F), ("best", _B), ("valid_nll", _F)],
+               ("steps", _I), ("seconds", _F), ("lr", _F), ("best", _B), ("valid_nll", _F),
+               # what the steps ran in, and whether the device emulates that bf16: its seconds
+               ("precision", _S), ("emulated", _B)],
     # one row per sweep: the whole resolved config (YAML + overrides) as JSON text
     "configs": [("job", _S), ("config", _S)],
 }

@@ -77,8 +77,8 @@ from training.finetune import (
     optimizer_step,
     pad_right,
     predict_logits,
-    resolve_precision,
     scores,
+    training_precision,
 )
 from training.models import (
     BiLSTMSoft,
@@ -87,7 +87,6 @@ from training.models import (
     TeacherConfig,
     build_student,
     cost_head,
-    emulated,
 )
 from training.onnx_export import ONNX_VARIANTS
 from training.quantize import CLASSIFIER_VARIANTS, classifier_variant_rows
@@ -776,8 +775,9 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     model.to(device)
     is_bilstm = isinstance(model, BiLSTMSoft)
     vectors = read_teacher_vectors(artifacts.vectors_path) if artifacts.vectors_path else None
+    ran_in = training_precision(dcfg.precision, device)  # on each epoch's row too: its seconds
     log = distill_model(model, tokenizer, transfer, logits, valid, dcfg, device=device, mse=is_bilstm,
-                        on_epoch=progress, desc=f"distill {candidate.get('kind', 'student')}",
+                        on_epoch=(lambda epoch: progress({**epoch, **ran_in})) if progress else None, desc=f"distill {candidate.get('kind', 'student')}",
                         teacher_vectors=vectors, labeled_rows=artifacts.labeled_rows)
     test_enc = encode(tokenizer, test, dcfg.max_seq_len, log["pair_mode"])
     result = scores(predict_logits(model, test_enc, tokenizer.pad_token_id, dcfg.eval_batch_size, device),
@@ -798,9 +798,7 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
            "train_seconds": log["train_seconds"], "pair_mode": log["pair_mode"],
            "n_transfer": len(transfer), "n_test": len(test), "device": device, "model_dir": str(out),
            "in_batch_weight": dcfg.in_batch_weight if vectors is not None else 0.0,
-           "precision": resolve_precision(dcfg.precision, device)}  # what it ran in ("auto" resolved)
-    # bf16 steps on a device without its units (an explicit "bf16"): train_seconds measure emulation
-    row["emulated"] = emulated(row["precision"], torch.device(device).type)
+           **ran_in}  # "auto" resolved; an emulated bf16's train_seconds measure emulation
     row["serialized_mb"] = row["serialized_bytes"] / 1e6
     row["latency_device"] = timing_device(dcfg, device)
     row |= _latencies(model, fields["vocab"], artifacts, dcfg, log["pair_mode"] == "separate",

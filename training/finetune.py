@@ -40,7 +40,7 @@ from training.data import (
     split_labeled_unlabeled,
 )
 from training.evaluate import accuracy, f1_score
-from training.models import TeacherConfig, load_teacher, native_bf16, resolve_teacher
+from training.models import TeacherConfig, emulated, load_teacher, native_bf16, resolve_teacher
 from training.staging import publish, remove_stale, staging_path
 
 # bump when training semantics or the saved folder change, so stale caches are not reused
@@ -92,6 +92,15 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(torch.device(device).type) else "fp32"
+
+
+def training_precision(precision: str, device: str | torch.device) -> dict:
+    """What a training's steps ran in, recorded with its rows: {"precision": the setting
+    resolved on `device` (`resolve_precision`), "emulated": whether that is a bf16 the device
+    emulates (`training.models.emulated`: an explicit bf16 on a CPU without its units, whose
+    seconds then measure emulation)}. Computed where the steps run: another node may differ."""
+    resolved = resolve_precision(precision, device)
+    return {"precision": resolved, "emulated": emulated(resolved, torch.device(device).type)}
 
 
 def runs_as(cfg, device: str | torch.device):
@@ -486,7 +495,8 @@ def finetune_teacher(
     labeled = capped_labeled(labeled, cfg)
     metrics = _train_teacher(model, tokenizer, labeled, splits, cfg, device, pair_mode)
     metrics |= {"key": key, "teacher": teacher.name, "num_labels": num_labels, "pair_mode": pair_mode, "device": device,
-                "config": asdict(cfg), "data_fingerprint": data_fingerprint(data)}
+                "config": asdict(cfg), "data_fingerprint": data_fingerprint(data),
+                **training_precision(cfg.precision, device)}
     tmp = staging_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

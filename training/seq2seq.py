@@ -41,6 +41,7 @@ from training.finetune import (
     pad_right,
     runs_as,
     teacher_identity,
+    training_precision,
 )
 from training.staging import publish, remove_stale, staging_path
 
@@ -551,7 +552,8 @@ def fine_tune(model: Seq2Seq, tokenizer, splits: dict, cfg: Seq2SeqConfig, devic
                      f"loss {loss:.3f}, valid NLL {nll:.3f}")
     bleu = bleu_of(model, tokenizer, valid, [p.target for p in valid_pairs], cfg, device=device)
     return {"train_loss": loss_sum / max(1, done), "train_seconds": train_seconds, "valid_bleu_greedy": bleu,
-            "train_examples": len(train), "curve": curve, "device": str(device)}
+            "train_examples": len(train), "curve": curve, "device": str(device),
+            **training_precision(cfg.precision, device)}
 
 
 def _diverged_cache(final: Path) -> bool:

@@ -134,6 +134,11 @@ def test_epochs_table_is_each_models_learning_curve(demo_run):
     assert len(kept) == 2
     for k in kept:
         assert k["kept"] == k["best"] and k["epoch"] == k["last_best"]
+    # every row says what its steps ran in: a student's epochs as its distill row, fine-tunings too
+    ran = _q(root, "SELECT e.trial_key, bool_and(e.precision = d.precision AND e.emulated IS NOT DISTINCT FROM "
+                   "d.emulated) AS same FROM epochs e JOIN distill d USING (sweep_id, trial_key) GROUP BY 1 ORDER BY 1")
+    assert ran == [{"trial_key": k, "same": True} for k in ("bilstm-budget", "student-0")]
+    assert not _q(root, "SELECT * FROM epochs WHERE precision IS NULL")
 
 
 @pytest.mark.slow

@@ -79,13 +79,15 @@ def test_distilled_model_reloads_on_cpu_and_scores_as_its_row(teacher_on, candid
     predictions on the CPU give its row's accuracy, as an fp32-trained one."""
     device, art = teacher_on
     cfg = replace(CFG, distill=replace(CFG.distill, precision=precision))
-    row = train_student(candidate, art, cfg, tmp_path / "model", device=device)
-    # the row says what the steps ran in: "auto" resolved on the device
+    epochs = []
+    row = train_student(candidate, art, cfg, tmp_path / "model", device=device, progress=epochs.append)
+    # the row says what the steps ran in: "auto" resolved on the device, as each epoch's row does
     assert row["device"] == device and row["in_batch_weight"] == 1.0
     assert row["precision"] == resolve_precision(precision, device) != "auto"
     # an explicit bf16 on a device without its units says its steps were emulated; auto never is
     assert row["emulated"] is emulated(row["precision"], torch.device(device).type)
     assert (row["emulated"] is True) == (precision == "bf16" and not native_bf16(torch.device(device).type))
+    assert {(e["precision"], e["emulated"]) for e in epochs} == {(row["precision"], row["emulated"])}
     assert {t.dtype for t in load_file(f"{row['model_dir']}/model.safetensors").values()} == {torch.float32}
     assert row["latency_ms"] > 0 and row["teacher_latency_ms"] > 0
     # the int8 variants are made on the CPU from a copy: a CUDA-trained student's rows are no errors

@@ -288,7 +288,9 @@ def test_train_student_row_and_reload(artifacts, tmp_path, pair_mode):
     row = train_student(STUDENT | {"predicted_ms": 1.25}, artifacts, cfg, tmp_path / "s", progress=seen.append)
     assert row["predicted_ms"] == 1.25  # the search's latency prediction, beside the measured latency_ms
     assert [s["epoch"] for s in seen] == [1, 2]
-    assert set(seen[0]) == {"epoch", "valid_accuracy", "train_loss", "steps", "seconds", "lr", "best"}
+    assert set(seen[0]) == {"epoch", "valid_accuracy", "train_loss", "steps", "seconds", "lr", "best",
+                            "precision", "emulated"}
+    assert {(s["precision"], s["emulated"]) for s in seen} == {(row["precision"], row["emulated"])} == {("fp32", None)}
     assert seen[0]["best"] and 0 < seen[0]["seconds"] < seen[1]["seconds"] and seen[1]["steps"] == 2 * seen[0]["steps"]
     assert [s["epoch"] for s in seen if s["best"]][-1] == row["best_epoch"]
     assert max(s["valid_accuracy"] for s in seen) == row["valid_accuracy"]

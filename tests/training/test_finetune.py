@@ -58,6 +58,8 @@ def test_finetune_saves_metrics_and_reuses(tmp_path, teacher):
     assert metrics["n_labeled"] == len(split_labeled_unlabeled(train, 0.5, 0)[0])
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["config"]["epochs"] == 1 and saved["key"] == folder.name
+    # what its steps ran in, recorded where they ran (the epochs rows of its curve say so)
+    assert (saved["precision"], saved["emulated"]) == ("fp32", None)
     mtime = (folder / "model.safetensors").stat().st_mtime_ns
     again, metrics2 = finetune_teacher(CFG, TINY_DATA, teacher, tmp_path)
     assert again == folder and metrics2["reused"]

@@ -329,6 +329,7 @@ def test_fine_tuning_curve_checks_each_tenth_without_changing_the_weights(seq2se
     for name, value in plain.state_dict().items():
         assert torch.equal(model.state_dict()[name], value), name
     assert metrics["train_loss"] == pytest.approx(loss)
+    assert (metrics["precision"], metrics["emulated"]) == (cfg.precision, None) == ("fp32", None)
     curve = metrics["curve"]
     assert [c["epoch"] for c in curve] == list(range(1, 11))
     assert [c["steps"] for c in curve] == [3, 6, 9, 12, 15, 17, 19, 21, 23, 25]
