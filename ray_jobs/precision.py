@@ -84,9 +84,23 @@ def pin_auto(cfg: JobConfig, sweep_id: str, keys: tuple[str, ...], finished: boo
     else:
         resolved = resolve_on_cluster(cfg, autos)
         _check_as_ran(sweep_id, before, resolved)
+        print(resolution_line(resolved), flush=True)
     for key in autos:
         cfg = _with_value(cfg, key, resolved[key])
     return cfg, {key: resolved[key] for key in autos}
+
+
+def resolution_line(resolved: dict[str, str]) -> str:
+    """What the sweep's "auto" keys train in, as the job prints it before any training: fp32
+    also says why, and what it costs (a user on a CPU without bf16 units, as most laptops are,
+    sees the demo's jobs take up to about twice their time where bf16 is native)."""
+    by_precision = {p: [k for k, q in resolved.items() if q == p] for p in sorted(set(resolved.values()))}
+    said = "; ".join(f"{', '.join(keys)} in {p}" for p, keys in by_precision.items())
+    line = f"precision auto: {said}"
+    if "fp32" in by_precision:
+        line += (" (a trial node has no native bf16: AVX512-BF16, AMX or a GPU's bf16 units; fp32 training "
+                 "steps take longer than bf16 ones where bf16 is native: up to about 2x for the demo's students)")
+    return line
 
 
 def _check_as_ran(sweep_id: str, before: dict[str, str], now: dict[str, str]) -> None:

@@ -113,6 +113,24 @@ def test_auto_is_bf16_only_where_every_trial_node_computes_it(tmp_path, monkeypa
         assert pin_auto(cfg, f"compress-{expected}", COMPRESS_KEYS, finished=False)[1] == {"distill.precision": expected}
 
 
+def test_the_job_says_what_auto_trains_in_and_why_fp32_is_slower(tmp_path, monkeypatch, capsys):
+    from ray_jobs.precision import resolution_line
+
+    cfg = _cfg(tmp_path, "distill.precision=auto", "finetune.precision=auto")
+    monkeypatch.setattr(sweep, "call_on_each_node", lambda cfg, fn, keys: {"a": dict.fromkeys(keys, "fp32")})
+    pin_auto(cfg, "compress-x", COMPRESS_KEYS, finished=False)
+    assert capsys.readouterr().out == (
+        "precision auto: finetune.precision, distill.precision in fp32 (a trial node has no native bf16: "
+        "AVX512-BF16, AMX or a GPU's bf16 units; fp32 training steps take longer than bf16 ones where bf16 "
+        "is native: up to about 2x for the demo's students)\n")
+    assert resolution_line({"finetune.precision": "bf16", "distill.precision": "bf16"}) == (
+        "precision auto: finetune.precision, distill.precision in bf16")
+    assert resolution_line({"finetune.precision": "bf16", "distill.precision": "fp32"}).startswith(
+        "precision auto: finetune.precision in bf16; distill.precision in fp32 (a trial node")
+    pin_auto(cfg, "compress-x", COMPRESS_KEYS, finished=True)  # a finished sweep trains nothing: no line
+    assert capsys.readouterr().out == ""
+
+
 def test_an_unfinished_sweep_is_resumed_only_where_auto_resolves_as_it_ran(local_ray, tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, "distill.precision=auto")
     # a sweep that ran its trials on a machine resolving auto otherwise (its folder moved here)
