@@ -479,15 +479,15 @@ def cached_teacher(cfg: JobConfig, train_cfg: CompressTrainConfig):
         "give the list the sweep ran with, or another results_dir to distil anew")
 
 
-def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: str) -> None:
+def write_curve(results_dir: str, sid: str, metrics: dict, stamp: dict, model: str, precision: str) -> None:
     """A one-off fine-tuning's curve (`metrics["curve"]`) as `epochs` rows with trial_key,
     model and kind `model` ("teacher": the compression job's teacher; "seq2seq": the pruning
     job's code-to-text model), kept beside the rows an earlier run of the same sweep wrote.
-    A model fine-tuned before its curve was recorded has none; one fine-tuned before its
-    metrics held `precision` and `emulated` gets the precision its config recorded (the
-    teacher's) and no `emulated`: that is known only where its steps ran."""
-    ran_in = {"precision": metrics.get("precision", metrics.get("config", {}).get("precision")),
-              "emulated": metrics.get("emulated")}
+    A model fine-tuned before its curve was recorded has none. `precision`: the one the sweep
+    runs the model's fine-tuning in ("auto" pinned), which its cache key holds; it names the
+    rows of a model cached before its metrics recorded `precision` and `emulated`, and those
+    rows' `emulated` stays NULL: it is known only where the steps ran."""
+    ran_in = {"precision": metrics.get("precision", precision), "emulated": metrics.get("emulated")}
     curve = [{**stamp, **epoch, **ran_in, "trial_key": model, "model": model, "kind": model,
               "device": metrics.get("device"), "time": time.time()} for epoch in metrics.get("curve", [])]
     if curve:
@@ -567,7 +567,7 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
         if not finished or not has_curve(cfg.results_dir, sid, "teacher"):
             artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
                                              str(Path(cfg.results_dir) / "cache"))
-            write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher")
+            write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher", train_cfg.finetune.precision)
             params.update(artifacts=artifacts, teacher_size_mb=teacher_size_mb(artifacts.teacher_dir))
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
                           trials=specs, tables=("distill", "quantize", "epochs"),

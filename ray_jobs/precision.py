@@ -92,14 +92,14 @@ def pin_auto(cfg: JobConfig, sweep_id: str, keys: tuple[str, ...], finished: boo
 
 def resolution_line(resolved: dict[str, str]) -> str:
     """What the sweep's "auto" keys train in, as the job prints it before any training: fp32
-    also says why, and what it costs (a user on a CPU without bf16 units, as most laptops are,
-    sees the demo's jobs take up to about twice their time where bf16 is native)."""
+    also says why, and what it costs: a user on a CPU without bf16 units (most laptops) sees why
+    the demo's jobs take longer than their 12 minutes (the README measures by how much)."""
     by_precision = {p: [k for k, q in resolved.items() if q == p] for p in sorted(set(resolved.values()))}
     said = "; ".join(f"{', '.join(keys)} in {p}" for p, keys in by_precision.items())
     line = f"precision auto: {said}"
     if "fp32" in by_precision:
         line += (" (a trial node has no native bf16: AVX512-BF16, AMX or a GPU's bf16 units; fp32 training "
-                 "steps take longer than bf16 ones where bf16 is native: up to about 2x for the demo's students)")
+                 "steps are slower than native bf16 ones, so the job takes longer than where bf16 is native)")
     return line
 
 

@@ -267,7 +267,7 @@ def _run_sweep(cfg: JobConfig, sid: str, specs: list[dict], resume: bool) -> swe
         artifacts = None
         if not finished or not has_curve(cfg.results_dir, sid, "seq2seq"):
             artifacts = prepare()
-            write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq")
+            write_curve(cfg.results_dir, sid, artifacts.metrics, stamp, "seq2seq", pinned.seq2seq.precision)
         params = {"artifacts": artifacts, "cfg": pinned,
                   "pruned_dir": str(Path(cfg.results_dir) / "pruned" / sid)}
         job = sweep.Sweep(job="prune", sweep_id=sid, fn=prune_trial, trials=specs,

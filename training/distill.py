@@ -762,7 +762,8 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     candidate: a GA dict (layers, hidden, heads, ffn, vocab[, gflops, ...]) or
     {"kind": "bilstm", "variant": "paper" | "budget", "target_mb": float, "vocab": int}.
     progress(dict) is called after each epoch (`training.finetune.fit`'s on_epoch: epoch,
-    valid_accuracy, train_loss, steps, seconds, lr, best).
+    valid_accuracy, train_loss, steps, seconds, lr, best; and the row's precision and emulated,
+    `training.finetune.training_precision`).
     row["quantize"] holds the quantize-table rows of the trained model (`_variant_rows`):
     fp32 and each of cfg.distill.quantize, scored and timed on the CPU; [] when none.
     """
@@ -776,8 +777,9 @@ def train_student(candidate: dict, artifacts: TeacherArtifacts, cfg: CompressTra
     is_bilstm = isinstance(model, BiLSTMSoft)
     vectors = read_teacher_vectors(artifacts.vectors_path) if artifacts.vectors_path else None
     ran_in = training_precision(dcfg.precision, device)  # on each epoch's row too: its seconds
+    on_epoch = (lambda epoch: progress({**epoch, **ran_in})) if progress else None
     log = distill_model(model, tokenizer, transfer, logits, valid, dcfg, device=device, mse=is_bilstm,
-                        on_epoch=(lambda epoch: progress({**epoch, **ran_in})) if progress else None, desc=f"distill {candidate.get('kind', 'student')}",
+                        on_epoch=on_epoch, desc=f"distill {candidate.get('kind', 'student')}",
                         teacher_vectors=vectors, labeled_rows=artifacts.labeled_rows)
     test_enc = encode(tokenizer, test, dcfg.max_seq_len, log["pair_mode"])
     result = scores(predict_logits(model, test_enc, tokenizer.pad_token_id, dcfg.eval_batch_size, device),

@@ -472,8 +472,9 @@ def finetune_teacher(
     """Fine-tune (or reuse) the teacher; returns (absolute model folder, metrics).
 
     metrics: accuracy/f1 on the test split, best_valid_accuracy, best_epoch, train_seconds,
-    curve (`fit`'s on_epoch record of each epoch), device, key, teacher, reused (True when an
-    earlier identical run was found). `reuse_only`: NotCached, naming the folder, where
+    curve (`fit`'s on_epoch record of each epoch), device, precision and emulated
+    (`training_precision`; a teacher cached before 2026-12-08 has neither), key, teacher, reused
+    (True when an earlier identical run was found). `reuse_only`: NotCached, naming the folder, where
     no earlier run is found (a teacher fine-tuned again is another teacher).
     """
     cfg = runs_as(cfg, device)  # "auto" keyed and recorded as what it runs in here

@@ -28,8 +28,7 @@ from torch import nn
 from training.bleu import codexglue_bleu, constant_summary, corpus_bleu
 from training.checks import check_choices, check_distinct, check_ranges
 from training.data import evaluation_subset
-from training.finetune import resolve_precision
-from training.models import emulated
+from training.finetune import training_precision
 from training.seq2seq import (
     Seq2Seq,
     Seq2SeqArtifacts,
@@ -623,8 +622,8 @@ def _run_round(ctx: _Context, masks, checkpoint, schedule: dict, cfg: PruneConfi
             raise FloatingPointError(f"round {r} ({schedule['method']}): {exc}") from None
     row = {**schedule, "round": r, "nominal_sparsity": nominal, "select_by": cfg.select_by,
            "rate": cfg.rate, "rate_of": cfg.rate_of, "iterations_per_round": cfg.iterations_per_round,
-           "n_train": len(ctx.train), "precision": resolve_precision(ctx.s2s.precision, ctx.device), **train, **evaluate_round(ctx, cfg)}
-    row["emulated"] = emulated(row["precision"], torch.device(ctx.device).type)  # the repair steps' bf16 emulated
+           "n_train": len(ctx.train), **training_precision(ctx.s2s.precision, ctx.device),  # the repair steps'
+           **train, **evaluate_round(ctx, cfg)}
     row["valid_checks"] = json.dumps(row["valid_checks"])
     return {**row, "_masks": masks}
 

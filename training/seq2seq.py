@@ -527,7 +527,8 @@ def fine_tune(model: Seq2Seq, tokenizer, splits: dict, cfg: Seq2SeqConfig, devic
     record (the job's `epochs` rows):
     epoch (the tenth, 1-10), steps so far, train_loss (the tenth's mean), valid_nll (`token_nll`
     on those valid pairs), seconds since the start, lr (the encoder's). The checks read in eval
-    mode and draw no random numbers, so the weights are the same as without them.
+    mode and draw no random numbers, so the weights are the same as without them. Also
+    precision and emulated (`training.finetune.training_precision`: what the steps ran in).
     progress(message) after each tenth, when given."""
     from training.data import evaluation_subset
 

@@ -139,6 +139,9 @@ def test_epochs_table_is_each_models_learning_curve(demo_run):
                    "d.emulated) AS same FROM epochs e JOIN distill d USING (sweep_id, trial_key) GROUP BY 1 ORDER BY 1")
     assert ran == [{"trial_key": k, "same": True} for k in ("bilstm-budget", "student-0")]
     assert not _q(root, "SELECT * FROM epochs WHERE precision IS NULL")
+    # smoke fine-tunes the teacher and the code-to-text model in fp32 (its default): no emulation
+    assert _q(root, "SELECT DISTINCT kind, precision, emulated FROM epochs WHERE kind IN ('teacher', 'seq2seq') "
+                    "ORDER BY kind") == [{"kind": k, "precision": "fp32", "emulated": None} for k in ("seq2seq", "teacher")]
 
 
 @pytest.mark.slow

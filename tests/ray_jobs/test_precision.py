@@ -121,8 +121,8 @@ def test_the_job_says_what_auto_trains_in_and_why_fp32_is_slower(tmp_path, monke
     pin_auto(cfg, "compress-x", COMPRESS_KEYS, finished=False)
     assert capsys.readouterr().out == (
         "precision auto: finetune.precision, distill.precision in fp32 (a trial node has no native bf16: "
-        "AVX512-BF16, AMX or a GPU's bf16 units; fp32 training steps take longer than bf16 ones where bf16 "
-        "is native: up to about 2x for the demo's students)\n")
+        "AVX512-BF16, AMX or a GPU's bf16 units; fp32 training steps are slower than native bf16 ones, so the "
+        "job takes longer than where bf16 is native)\n")
     assert resolution_line({"finetune.precision": "bf16", "distill.precision": "bf16"}) == (
         "precision auto: finetune.precision, distill.precision in bf16")
     assert resolution_line({"finetune.precision": "bf16", "distill.precision": "fp32"}).startswith(
