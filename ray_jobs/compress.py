@@ -567,7 +567,8 @@ def _run_sweep(cfg: JobConfig, sid: str, candidates: list[dict], specs: list[dic
         if not finished or not has_curve(cfg.results_dir, sid, "teacher"):
             artifacts = sweep.call_on_worker(cfg, prepare_teacher, train_cfg, cfg.data, cfg.teacher,
                                              str(Path(cfg.results_dir) / "cache"))
-            write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher", train_cfg.finetune.precision)
+            write_curve(cfg.results_dir, sid, artifacts.teacher_metrics, stamp, "teacher",
+                        train_cfg.finetune.precision)
             params.update(artifacts=artifacts, teacher_size_mb=teacher_size_mb(artifacts.teacher_dir))
         job = sweep.Sweep(job="compress", sweep_id=sid, fn=distill_trial,
                           trials=specs, tables=("distill", "quantize", "epochs"),
